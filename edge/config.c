@@ -1,0 +1,467 @@
+/*
+ * config.c: option parsing. One table describes every option (name, kind, range, default,
+ * help); the command line, the environment and the JSON config file all go through the same
+ * setter, so a value means the same wherever it comes from and every error names the option.
+ *
+ * Checklist when adding an option: a row in `options`, a field in pe_config_t, a default in
+ * set_defaults, a line in docs/operations.md, and a case in tests/unit/test_config.c.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include "../pubsub/alloc.h"
+#include "config.h"
+#include "log.h"
+
+typedef enum en_opt_kind_t {
+    OPT_UINT,
+    OPT_STRING,
+    OPT_FLAG,
+    OPT_LISTEN,
+    OPT_REDIS,
+    OPT_LOGLEVEL,
+    OPT_HELP,
+    OPT_VERSION
+} opt_kind_t;
+
+typedef struct st_opt_t {
+    const char *name;
+    opt_kind_t kind;
+    size_t offset;
+    uint64_t min, max;
+    const char *arg;
+    const char *help;
+} opt_t;
+
+#define OFF(f) offsetof(pe_config_t, f)
+
+static const opt_t options[] = {
+    {"listen", OPT_LISTEN, 0, 0, 0, "HOST:PORT", "address to serve HTTP/1.1 and HTTP/2 on; repeatable (default 127.0.0.1:8080)"},
+    {"redis", OPT_REDIS, OFF(redis_url), 0, 0, "URL",
+     "redis://[:password@]host:port[/db]: the Redis Streams engine (default: memory)"},
+    {"threads", OPT_UINT, OFF(threads), 1, PE_MAX_THREADS, "N", "event-loop threads (default: number of cores)"},
+    {"history-size", OPT_UINT, OFF(history_size), 1, 10000000, "N", "messages retained per channel (default 1000)"},
+    {"history-ttl", OPT_UINT, OFF(history_ttl), 1, 315360000, "SECONDS", "maximum age of retained messages (default 86400)"},
+    {"poll-timeout", OPT_UINT, OFF(poll_timeout), 1, 3600, "SECONDS", "how long a long-poll is held (default 25)"},
+    {"ping-interval", OPT_UINT, OFF(ping_interval), 1, 3600, "SECONDS", "WebSocket ping and SSE heartbeat interval (default 25)"},
+    {"max-message-size", OPT_UINT, OFF(max_message_size), 1, 64 << 20, "BYTES", "largest message accepted (default 65536)"},
+    {"api-key", OPT_STRING, OFF(api_key), 0, 0, "KEY", "Bearer token for the publish API (default: loopback peers only)"},
+    {"drain-timeout", OPT_UINT, OFF(drain_timeout), 0, 3600, "SECONDS", "how long a draining node waits for clients (default 10)"},
+    {"ws-echo", OPT_FLAG, OFF(ws_echo), 0, 0, NULL, "also serve GET /ws/echo for WebSocket conformance suites"},
+    {"config", OPT_STRING, OFF(config_file), 0, 0, "FILE", "JSON file with these settings; environment and command line win"},
+    {"log-level", OPT_LOGLEVEL, OFF(log_level), 0, 0, "LEVEL", "error, warn, info or debug (default info)"},
+    {"web-root", OPT_STRING, OFF(web_root), 0, 0, "DIR", "directory of the demo page and JS client (default: the built-in path)"},
+    {"help", OPT_HELP, 0, 0, 0, NULL, "print this help and exit"},
+    {"version", OPT_VERSION, 0, 0, 0, NULL, "print the version and exit"},
+};
+#define NUM_OPTIONS (sizeof(options) / sizeof(options[0]))
+
+static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int
+fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return PE_CFG_ERROR;
+}
+
+static void
+set_defaults(pe_config_t *cfg)
+{
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->threads = ncpu < 1 ? 1 : ncpu > PE_MAX_THREADS ? PE_MAX_THREADS : (unsigned)ncpu;
+    cfg->history_size = 1000;
+    cfg->history_ttl = 86400;
+    cfg->poll_timeout = 25;
+    cfg->ping_interval = 25;
+    cfg->max_message_size = 65536;
+    cfg->drain_timeout = 10;
+    cfg->log_level = PE_LOG_INFO;
+}
+
+int
+pe_config_split_hostport(const char *s, char *host, size_t hostlen, unsigned *port)
+{
+    const char *colon, *hs = s, *he;
+    if (*s == '[') {
+        const char *close = strchr(s, ']');
+        if (close == NULL || close[1] != ':')
+            return -1;
+        hs = s + 1;
+        he = close;
+        colon = close + 1;
+    } else {
+        if ((colon = strrchr(s, ':')) == NULL || memchr(s, ':', (size_t)(colon - s)) != NULL)
+            return -1;
+        he = colon;
+    }
+    size_t n = (size_t)(he - hs);
+    if (n == 0 || n >= hostlen)
+        return -1;
+    const char *p = colon + 1;
+    if (*p == '\0' || strlen(p) > 5)
+        return -1;
+    unsigned v = 0;
+    for (; *p != '\0'; ++p) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        v = v * 10 + (unsigned)(*p - '0');
+    }
+    if (v == 0 || v > 65535)
+        return -1;
+    memcpy(host, hs, n);
+    host[n] = '\0';
+    *port = v;
+    return 0;
+}
+
+static int
+parse_uint(const char *s, uint64_t *out)
+{
+    if (*s < '0' || *s > '9')
+        return -1;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int
+parse_bool(const char *s, int *out)
+{
+    if (strcasecmp(s, "1") == 0 || strcasecmp(s, "true") == 0 || strcasecmp(s, "yes") == 0 || strcasecmp(s, "on") == 0)
+        *out = 1;
+    else if (strcasecmp(s, "0") == 0 || strcasecmp(s, "false") == 0 || strcasecmp(s, "no") == 0 || strcasecmp(s, "off") == 0)
+        *out = 0;
+    else
+        return -1;
+    return 0;
+}
+
+static void
+clear_listen(pe_config_t *cfg)
+{
+    for (size_t i = 0; i != cfg->num_listen; ++i)
+        pe_free(cfg->listen[i]);
+    cfg->num_listen = 0;
+}
+
+static int
+validate_redis_url(const char *s)
+{
+    /* redis://[:password@]host:port[/db] */
+    if (strncmp(s, "redis://", 8) != 0)
+        return -1;
+    const char *p = s + 8, *at = strrchr(p, '@');
+    if (at != NULL)
+        p = at + 1;
+    const char *slash = strchr(p, '/');
+    char hostport[300];
+    size_t n = slash != NULL ? (size_t)(slash - p) : strlen(p);
+    if (n == 0 || n >= sizeof(hostport))
+        return -1;
+    memcpy(hostport, p, n);
+    hostport[n] = '\0';
+    char host[256];
+    unsigned port;
+    if (pe_config_split_hostport(hostport, host, sizeof(host), &port) != 0)
+        return -1;
+    if (slash != NULL) {
+        uint64_t db;
+        if (parse_uint(slash + 1, &db) != 0 || db > 1000000)
+            return -1;
+    }
+    return 0;
+}
+
+/* Applies one value to an option. `origin` says where it came from, for the error message. */
+static int
+set_option(pe_config_t *cfg, const opt_t *opt, const char *value, const char *origin, char *err, size_t errlen)
+{
+    char *base = (char *)cfg;
+    switch (opt->kind) {
+    case OPT_UINT: {
+        uint64_t v;
+        if (parse_uint(value, &v) != 0 || v < opt->min || v > opt->max)
+            return fail(err, errlen, "%s: must be an integer from %llu to %llu (got '%.64s')", origin, (unsigned long long)opt->min,
+                        (unsigned long long)opt->max, value);
+        if (opt->offset == OFF(threads))
+            *(unsigned *)(base + opt->offset) = (unsigned)v;
+        else
+            *(uint64_t *)(base + opt->offset) = v;
+        return PE_CFG_OK;
+    }
+    case OPT_STRING:
+        if (*value == '\0')
+            return fail(err, errlen, "%s: must not be empty", origin);
+        pe_free(*(char **)(base + opt->offset));
+        *(char **)(base + opt->offset) = pe_strndup(value, strlen(value));
+        return PE_CFG_OK;
+    case OPT_REDIS:
+        if (validate_redis_url(value) != 0)
+            return fail(err, errlen, "%s: must be redis://[:password@]host:port[/db] (got '%.64s')", origin, value);
+        pe_free(cfg->redis_url);
+        cfg->redis_url = pe_strndup(value, strlen(value));
+        return PE_CFG_OK;
+    case OPT_FLAG:
+        if (parse_bool(value, (int *)(base + opt->offset)) != 0)
+            return fail(err, errlen, "%s: must be true or false (got '%.64s')", origin, value);
+        return PE_CFG_OK;
+    case OPT_LOGLEVEL: {
+        int level = pe_log_parse_level(value);
+        if (level < 0)
+            return fail(err, errlen, "%s: must be error, warn, info or debug (got '%.64s')", origin, value);
+        cfg->log_level = level;
+        return PE_CFG_OK;
+    }
+    case OPT_LISTEN: {
+        char host[256];
+        unsigned port;
+        if (pe_config_split_hostport(value, host, sizeof(host), &port) != 0)
+            return fail(err, errlen, "%s: must be HOST:PORT with a port from 1 to 65535 (got '%.64s')", origin, value);
+        if (cfg->num_listen == PE_MAX_LISTEN)
+            return fail(err, errlen, "%s: at most %d addresses", origin, PE_MAX_LISTEN);
+        cfg->listen[cfg->num_listen++] = pe_strndup(value, strlen(value));
+        return PE_CFG_OK;
+    }
+    default:
+        return fail(err, errlen, "%s: cannot be set here", origin);
+    }
+}
+
+static const opt_t *
+find_option(const char *name)
+{
+    for (size_t i = 0; i != NUM_OPTIONS; ++i)
+        if (strcmp(options[i].name, name) == 0)
+            return &options[i];
+    return NULL;
+}
+
+/* ---- the config file ------------------------------------------------------------------------- */
+
+static int
+load_file(pe_config_t *cfg, const char *path, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (root == NULL)
+        return fail(err, errlen, "--config: %s: line %d: %s", path, jerr.line, jerr.text);
+    int ret = PE_CFG_OK;
+    if (!json_is_object(root)) {
+        ret = fail(err, errlen, "--config: %s: must be a JSON object", path);
+        goto Exit;
+    }
+    const char *key;
+    json_t *borrowed_value;
+    json_object_foreach(root, key, borrowed_value)
+    {
+        const opt_t *opt = find_option(key);
+        char origin[160], buf[64];
+        snprintf(origin, sizeof(origin), "--config %s: \"%.40s\"", path, key);
+        if (opt == NULL || opt->kind == OPT_HELP || opt->kind == OPT_VERSION || opt->offset == OFF(config_file)) {
+            ret = fail(err, errlen, "%s: unknown setting", origin);
+            goto Exit;
+        }
+        if (opt->kind == OPT_LISTEN) {
+            /* A string or an array of strings; the file's list replaces the default. */
+            json_t *one = json_is_array(borrowed_value) ? NULL : borrowed_value;
+            size_t n = one != NULL ? 1 : json_array_size(borrowed_value);
+            clear_listen(cfg);
+            for (size_t i = 0; i != n; ++i) {
+                json_t *borrowed_item = one != NULL ? one : json_array_get(borrowed_value, i);
+                if (!json_is_string(borrowed_item)) {
+                    ret = fail(err, errlen, "%s: must be a string or an array of strings", origin);
+                    goto Exit;
+                }
+                if ((ret = set_option(cfg, opt, json_string_value(borrowed_item), origin, err, errlen)) != PE_CFG_OK)
+                    goto Exit;
+            }
+            continue;
+        }
+        const char *text;
+        if (json_is_string(borrowed_value)) {
+            text = json_string_value(borrowed_value);
+        } else if (json_is_integer(borrowed_value) && json_integer_value(borrowed_value) >= 0) {
+            snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(borrowed_value));
+            text = buf;
+        } else if (json_is_boolean(borrowed_value) && opt->kind == OPT_FLAG) {
+            text = json_is_true(borrowed_value) ? "true" : "false";
+        } else {
+            ret = fail(err, errlen, "%s: has the wrong type", origin);
+            goto Exit;
+        }
+        if ((ret = set_option(cfg, opt, text, origin, err, errlen)) != PE_CFG_OK)
+            goto Exit;
+    }
+Exit:
+    json_decref(root);
+    return ret;
+}
+
+/* ---- environment ----------------------------------------------------------------------------- */
+
+static const char *
+env_lookup(char **envp, const char *name)
+{
+    size_t n = strlen(name);
+    for (char **e = envp; e != NULL && *e != NULL; ++e)
+        if (strncmp(*e, name, n) == 0 && (*e)[n] == '=')
+            return *e + n + 1;
+    return NULL;
+}
+
+static void
+env_name(const opt_t *opt, char *buf, size_t len)
+{
+    size_t i = snprintf(buf, len, "PUSHEDGE_");
+    for (const char *p = opt->name; *p != '\0' && i + 1 < len; ++p)
+        buf[i++] = *p == '-' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 'a' + 'A' : *p);
+    buf[i] = '\0';
+}
+
+static int
+load_env(pe_config_t *cfg, char **envp, char *err, size_t errlen)
+{
+    for (size_t i = 0; i != NUM_OPTIONS; ++i) {
+        const opt_t *opt = &options[i];
+        char name[64];
+        if (opt->kind == OPT_HELP || opt->kind == OPT_VERSION || (opt->offset == OFF(config_file) && opt->kind == OPT_STRING))
+            continue;
+        env_name(opt, name, sizeof(name));
+        const char *value = env_lookup(envp, name);
+        if (value == NULL)
+            continue;
+        int ret;
+        if (opt->kind == OPT_LISTEN) {
+            /* A list separated by commas or spaces; it replaces the file's and the default. */
+            clear_listen(cfg);
+            char *copy = pe_strndup(value, strlen(value)), *save = NULL;
+            ret = PE_CFG_OK;
+            for (char *tok = strtok_r(copy, ", ", &save); tok != NULL && ret == PE_CFG_OK; tok = strtok_r(NULL, ", ", &save))
+                ret = set_option(cfg, opt, tok, name, err, errlen);
+            pe_free(copy);
+            if (ret == PE_CFG_OK && cfg->num_listen == 0)
+                ret = fail(err, errlen, "%s: must list at least one HOST:PORT", name);
+        } else {
+            ret = set_option(cfg, opt, value, name, err, errlen);
+        }
+        if (ret != PE_CFG_OK)
+            return ret;
+    }
+    return PE_CFG_OK;
+}
+
+/* ---- command line ---------------------------------------------------------------------------- */
+
+static void
+print_help(FILE *out)
+{
+    fprintf(out, "usage: pushedge [options]\n\nEvery option also reads from the environment as PUSHEDGE_<NAME> (upper case, '-' -> "
+                 "'_');\nthe command line wins over the environment, which wins over --config.\n\n");
+    for (size_t i = 0; i != NUM_OPTIONS; ++i) {
+        char left[64];
+        snprintf(left, sizeof(left), "--%s%s%s", options[i].name, options[i].arg != NULL ? " " : "",
+                 options[i].arg != NULL ? options[i].arg : "");
+        fprintf(out, "  %-28s %s\n", left, options[i].help);
+    }
+}
+
+int
+pe_config_load(pe_config_t *cfg, int argc, char **argv, char **envp, FILE *out, char *err, size_t errlen)
+{
+    struct option longopts[NUM_OPTIONS + 1];
+    int ret;
+
+    set_defaults(cfg);
+    for (size_t i = 0; i != NUM_OPTIONS; ++i)
+        longopts[i] = (struct option){options[i].name,
+                                      options[i].kind == OPT_FLAG || options[i].kind == OPT_HELP || options[i].kind == OPT_VERSION
+                                          ? no_argument
+                                          : required_argument,
+                                      NULL, (int)i};
+    longopts[NUM_OPTIONS] = (struct option){0};
+
+    /* Pass 1: validate the syntax and find --config, --help and --version. */
+    const char *config_file = env_lookup(envp, "PUSHEDGE_CONFIG");
+    opterr = 0;
+    optind = 0;
+    int idx;
+    while ((idx = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+        if (idx == '?')
+            return fail(err, errlen, "%s: unknown option", argv[optind - 1]);
+        if (idx == ':')
+            return fail(err, errlen, "%s: needs a value", argv[optind - 1]);
+        const opt_t *opt = &options[idx];
+        if (opt->kind == OPT_HELP) {
+            print_help(out);
+            return PE_CFG_EXIT_OK;
+        }
+        if (opt->kind == OPT_VERSION) {
+            fprintf(out, "pushedge %s\n", PE_VERSION);
+            return PE_CFG_EXIT_OK;
+        }
+        if ((opt->offset == OFF(config_file) && opt->kind == OPT_STRING))
+            config_file = optarg;
+    }
+    if (optind < argc)
+        return fail(err, errlen, "%s: unexpected argument", argv[optind]);
+
+    /* Weakest first: the file, then the environment, then the command line. */
+    if (config_file != NULL) {
+        if (*config_file == '\0')
+            return fail(err, errlen, "--config: must not be empty");
+        cfg->config_file = pe_strndup(config_file, strlen(config_file));
+        if ((ret = load_file(cfg, config_file, err, errlen)) != PE_CFG_OK)
+            return ret;
+    }
+    if ((ret = load_env(cfg, envp, err, errlen)) != PE_CFG_OK)
+        return ret;
+
+    int cli_listen = 0;
+    optind = 0;
+    while ((idx = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+        const opt_t *opt = &options[idx];
+        char origin[64];
+        snprintf(origin, sizeof(origin), "--%s", opt->name);
+        if (opt->kind == OPT_FLAG) {
+            *(int *)((char *)cfg + opt->offset) = 1;
+            continue;
+        }
+        if ((opt->offset == OFF(config_file) && opt->kind == OPT_STRING))
+            continue;
+        if (opt->kind == OPT_LISTEN && !cli_listen) {
+            /* The command line's addresses replace the others, it does not add to them. */
+            clear_listen(cfg);
+            cli_listen = 1;
+        }
+        if ((ret = set_option(cfg, opt, optarg, origin, err, errlen)) != PE_CFG_OK)
+            return ret;
+    }
+    if (cfg->num_listen == 0)
+        cfg->listen[cfg->num_listen++] = pe_strndup("127.0.0.1:8080", 14);
+    return PE_CFG_OK;
+}
+
+void
+pe_config_dispose(pe_config_t *cfg)
+{
+    clear_listen(cfg);
+    pe_free(cfg->redis_url);
+    pe_free(cfg->api_key);
+    pe_free(cfg->config_file);
+    pe_free(cfg->web_root);
+    memset(cfg, 0, sizeof(*cfg));
+}

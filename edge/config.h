@@ -1,0 +1,48 @@
+/*
+ * config.h: the server's settings (CONTRACT.md "Command line"), loaded once at start and
+ * immutable afterwards. Sources, weakest first: defaults, the JSON --config file, PUSHEDGE_*
+ * environment variables, the command line.
+ */
+#ifndef PE_CONFIG_H
+#define PE_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "limits.h"
+
+typedef struct st_pe_config_t {
+    char *listen[PE_MAX_LISTEN]; /* "HOST:PORT", owned */
+    size_t num_listen;
+    char *redis_url; /* NULL: the memory engine */
+    unsigned threads;
+    uint64_t history_size;
+    uint64_t history_ttl;   /* seconds */
+    uint64_t poll_timeout;  /* seconds */
+    uint64_t ping_interval; /* seconds */
+    uint64_t max_message_size;
+    char *api_key;
+    uint64_t drain_timeout; /* seconds */
+    int ws_echo;
+    char *config_file;
+    int log_level;
+    char *web_root; /* directory of the demo page and client; NULL: built-in default */
+} pe_config_t;
+
+enum { PE_CFG_OK = 0, PE_CFG_EXIT_OK = 1, PE_CFG_ERROR = 2 };
+
+/**
+ * Fills cfg from defaults, the config file, envp (NULL-terminated "NAME=value" strings) and
+ * argv. Returns PE_CFG_OK; PE_CFG_EXIT_OK after printing --help or --version to out; or
+ * PE_CFG_ERROR with a one-line message naming the option in err (the caller exits with 2).
+ * cfg must be released with pe_config_dispose in every case.
+ */
+int pe_config_load(pe_config_t *cfg, int argc, char **argv, char **envp, FILE *out, char *err, size_t errlen);
+void pe_config_dispose(pe_config_t *cfg);
+
+/**
+ * Splits "HOST:PORT" ("[v6]:PORT" for IPv6) into host (NUL-terminated, brackets removed) and
+ * port. Returns 0, or -1 if malformed or the port is outside 1-65535.
+ */
+int pe_config_split_hostport(const char *s, char *host, size_t hostlen, unsigned *port);
+
+#endif

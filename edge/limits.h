@@ -1,0 +1,36 @@
+/*
+ * Every numeric limit of the edge, each with the reason for its value. Options in config.h
+ * override some of them at run time; these are the fixed ones.
+ */
+#ifndef PE_LIMITS_H
+#define PE_LIMITS_H
+
+/* Event-loop threads: the pubsub engines keep one watcher bit per thread in a 64-bit mask. */
+#define PE_MAX_THREADS 64
+/* Listen addresses: a handful covers IPv4 + IPv6 + a metrics-only address. */
+#define PE_MAX_LISTEN 16
+/* Bytes of SSE output queued per stream before it counts as a slow consumer and is ended (it
+ * resumes from its cursor): 64 messages of the default 64 KiB maximum, or thousands of small
+ * ones, while a stalled peer cannot pin more than this. */
+#define PE_SSE_MAX_QUEUE (4u << 20)
+/* Queued bytes above which catch-up from history pauses until the socket drains: keeps a
+ * reconnect storm of subscribers replaying 1000 messages each from buffering it all at once. */
+#define PE_SSE_LOW_WATER (256u << 10)
+/* Entries (messages and control lines) per h2o_send: bounds the iovec array (IOV_MAX is 1024
+ * and each entry can take two vectors). */
+#define PE_SSE_MAX_BATCH 256
+/* The padding prelude (?padding=1): 2 KiB of comment defeats the common first-chunk buffering
+ * of old proxies and browsers' MIME sniffing (IE/Edge legacy buffered the first 2 KiB). */
+#define PE_SSE_PADDING 2048
+/* Reconnect delay announced to EventSource clients at stream start, in milliseconds. */
+#define PE_SSE_RETRY_MS 2000
+/* The reconnect hint of a draining node: clients spread their return over this window. */
+#define PE_SSE_DRAIN_RETRY_MIN_MS 1000
+#define PE_SSE_DRAIN_RETRY_SPREAD_MS 4000
+/* Request bodies h2o buffers before our own size check answers 413 with a JSON body; larger
+ * ones get h2o's plain 413 without being read into memory. */
+#define PE_MAX_ENTITY_SLACK (1u << 20)
+/* Longest message text in log lines about peer behaviour. */
+#define PE_LOG_PEER_TEXT 128
+
+#endif

@@ -1,0 +1,157 @@
+/*
+ * ops.c: operational endpoints (/healthz, /readyz, /metrics) and the static web files (the demo
+ * page at / and the JS client), which are read once at start and served from memory.
+ *
+ * Metrics are summed over threads at scrape time from per-thread counters; a scrape is rare, so
+ * it pays the aggregation and the hot path pays nothing (no shared atomic counters).
+ */
+#include <stdarg.h>
+#include "server.h"
+
+const char *const pe_transport_names[PE_TRANSPORT_MAX] = {"sse", "ws", "poll"};
+
+typedef struct st_textbuf_t {
+    h2o_mem_pool_t *pool;
+    char *buf;
+    size_t len, cap;
+} textbuf_t;
+
+static void put(textbuf_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void
+put(textbuf_t *t, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(t->buf + t->len, t->cap - t->len, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return;
+        if ((size_t)n < t->cap - t->len) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t ncap = t->cap * 2 + (size_t)n;
+        char *nbuf = h2o_mem_alloc_pool(t->pool, ncap);
+        memcpy(nbuf, t->buf, t->len);
+        t->buf = nbuf;
+        t->cap = ncap;
+    }
+}
+
+static void
+send_metrics(h2o_req_t *req)
+{
+    pe_server_t *server = pe_thread_of(req)->server;
+    textbuf_t t = {&req->pool, h2o_mem_alloc_pool(&req->pool, 4096), 0, 4096};
+    uint64_t conns[PE_TRANSPORT_MAX] = {0}, slow[PE_TRANSPORT_MAX] = {0}, requests = 0, publish_errors = 0;
+    pe_ps_node_stats_t sum = {0};
+
+    for (unsigned i = 0; i != server->num_threads; ++i) {
+        pe_thread_t *thr = &server->threads[i];
+        for (int k = 0; k != PE_TRANSPORT_MAX; ++k) {
+            conns[k] += PE_STAT_GET(thr->stats.connections[k]);
+            slow[k] += PE_STAT_GET(thr->stats.slow_consumers[k]);
+        }
+        requests += PE_STAT_GET(thr->stats.requests);
+        publish_errors += PE_STAT_GET(thr->stats.publish_errors);
+        if (thr->node != NULL) {
+            pe_ps_node_stats_t s;
+            pe_ps_node_get_stats(thr->node, &s);
+            sum.published += s.published;
+            sum.delivered += s.delivered;
+            sum.gaps += s.gaps;
+            sum.subscribers += s.subscribers;
+            sum.channels += s.channels;
+        }
+    }
+
+    put(&t, "# HELP pushedge_connections Open subscriber connections by transport.\n# TYPE pushedge_connections gauge\n");
+    for (int k = 0; k != PE_TRANSPORT_MAX; ++k)
+        put(&t, "pushedge_connections{transport=\"%s\"} %llu\n", pe_transport_names[k], (unsigned long long)conns[k]);
+    put(&t, "# HELP pushedge_slow_consumers_total Subscribers ended for falling too far behind.\n"
+            "# TYPE pushedge_slow_consumers_total counter\n");
+    for (int k = 0; k != PE_TRANSPORT_MAX; ++k)
+        put(&t, "pushedge_slow_consumers_total{transport=\"%s\"} %llu\n", pe_transport_names[k], (unsigned long long)slow[k]);
+    put(&t,
+        "# HELP pushedge_messages_published_total Messages stored through this node.\n"
+        "# TYPE pushedge_messages_published_total counter\npushedge_messages_published_total %llu\n"
+        "# HELP pushedge_publish_errors_total Publishes answered with an engine error.\n"
+        "# TYPE pushedge_publish_errors_total counter\npushedge_publish_errors_total %llu\n"
+        "# HELP pushedge_messages_delivered_total Messages handed to subscribers (catch-up and live).\n"
+        "# TYPE pushedge_messages_delivered_total counter\npushedge_messages_delivered_total %llu\n"
+        "# HELP pushedge_gaps_total Gap signals sent to subscribers.\n"
+        "# TYPE pushedge_gaps_total counter\npushedge_gaps_total %llu\n"
+        "# HELP pushedge_subscribers Subscribers on this node.\n"
+        "# TYPE pushedge_subscribers gauge\npushedge_subscribers %llu\n"
+        "# HELP pushedge_channels Channels with local subscribers, summed over threads.\n"
+        "# TYPE pushedge_channels gauge\npushedge_channels %llu\n"
+        "# HELP pushedge_http_requests_total HTTP requests received.\n"
+        "# TYPE pushedge_http_requests_total counter\npushedge_http_requests_total %llu\n"
+        "# HELP pushedge_engine_ready 1 if the message engine is reachable.\n"
+        "# TYPE pushedge_engine_ready gauge\npushedge_engine_ready{engine=\"%s\"} %d\n"
+        "# HELP pushedge_draining 1 while the node drains for shutdown.\n"
+        "# TYPE pushedge_draining gauge\npushedge_draining %d\n",
+        (unsigned long long)sum.published, (unsigned long long)publish_errors, (unsigned long long)sum.delivered,
+        (unsigned long long)sum.gaps, (unsigned long long)sum.subscribers, (unsigned long long)sum.channels,
+        (unsigned long long)requests, pe_ps_engine_name(server->engine), pe_ps_engine_is_ready(server->engine),
+        __atomic_load_n(&server->draining, __ATOMIC_RELAXED));
+    put(&t, "# HELP pushedge_loop_lag_seconds Worst timer lateness of each event loop in the last second.\n"
+            "# TYPE pushedge_loop_lag_seconds gauge\n");
+    for (unsigned i = 0; i != server->num_threads; ++i)
+        put(&t, "pushedge_loop_lag_seconds{thread=\"%u\"} %.3f\n", i, PE_STAT_GET(server->threads[i].stats.loop_lag_ms) / 1000.0);
+
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("text/plain; version=0.0.4; charset=utf-8"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
+    h2o_send_inline(req, t.buf, t.len);
+}
+
+static void
+send_static(h2o_req_t *req, h2o_iovec_t body, const char *type)
+{
+    if (body.base == NULL) {
+        pe_http_error(req, 404, "Not Found", "not_found", "this file is not installed (see --web-root)");
+        return;
+    }
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, type, strlen(type));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache"));
+    h2o_send_inline(req, body.base, body.len);
+}
+
+int
+pe_ops_on_req(h2o_req_t *req, h2o_iovec_t path)
+{
+    pe_server_t *server = pe_thread_of(req)->server;
+    int is_get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) ||
+                 h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
+
+#define IS(lit) h2o_memis(path.base, path.len, H2O_STRLIT(lit))
+    if (!(IS("/healthz") || IS("/readyz") || IS("/metrics") || IS("/") || IS("/index.html") || IS("/pushedge.js")))
+        return -1;
+    if (!is_get) {
+        pe_http_method_not_allowed(req, "GET, HEAD");
+        return 0;
+    }
+    if (IS("/healthz")) {
+        pe_http_json(req, 200, "OK", H2O_STRLIT("{\"status\":\"ok\"}"));
+    } else if (IS("/readyz")) {
+        if (pe_ps_engine_is_ready(server->engine) && !__atomic_load_n(&server->draining, __ATOMIC_RELAXED))
+            pe_http_json(req, 200, "OK", H2O_STRLIT("{\"status\":\"ready\"}"));
+        else
+            pe_http_error(req, 503, "Service Unavailable", "not_ready",
+                          __atomic_load_n(&server->draining, __ATOMIC_RELAXED) ? "draining" : pe_ps_err_unavailable);
+    } else if (IS("/metrics")) {
+        send_metrics(req);
+    } else if (IS("/pushedge.js")) {
+        send_static(req, server->client_js, "text/javascript; charset=utf-8");
+    } else {
+        send_static(req, server->index_html, "text/html; charset=utf-8");
+    }
+#undef IS
+    return 0;
+}

@@ -1,0 +1,163 @@
+/*
+ * publish.c: POST /api/publish?channel=NAME (CONTRACT.md "Publish").
+ *
+ * Checks run cheapest first (method, channel, authorisation, size, JSON), so a hostile client
+ * costs little. The body is validated with jansson and stored as sent (minified, not re-printed).
+ * The answer waits for the engine: 200 only once the message is stored, never before.
+ *
+ * Lifetime: the engine's callback may come after the client went away (the connection closes
+ * and h2o frees the request). The pending publish is therefore a heap object with a weak
+ * pointer to the request, cleared by a pool-linked holder when the request is disposed
+ * (STYLE 3.4 rule 3); the callback answers only if the request is still there.
+ */
+#include <jansson.h>
+#include "../pubsub/alloc.h"
+#include "query.h"
+#include "server.h"
+
+typedef struct st_pending_t pending_t;
+
+typedef struct st_holder_t {
+    pending_t *pending; /* NULL once the publish completed */
+} holder_t;
+
+struct st_pending_t {
+    h2o_req_t *req;   /* weak: NULL once the request is disposed */
+    holder_t *holder; /* lives in req->pool */
+    char channel[PE_CHANNEL_MAXLEN + 1];
+    size_t channel_len;
+};
+
+static void
+on_holder_dispose(void *p)
+{
+    holder_t *holder = p;
+    if (holder->pending != NULL)
+        holder->pending->req = NULL;
+}
+
+static void
+on_published(void *ctx, const char *err, const pe_id_t *id)
+{
+    pending_t *pending = ctx;
+    h2o_req_t *req = pending->req;
+    if (req != NULL) {
+        pending->holder->pending = NULL;
+        if (err != NULL) {
+            PE_STAT_ADD(pe_thread_of(req)->stats.publish_errors, 1);
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+            pe_http_error(req, 503, "Service Unavailable", "engine_unavailable", err);
+        } else {
+            char id_str[PE_ID_MAXLEN + 1];
+            pe_id_format(*id, id_str);
+            /* Channel names need no JSON escaping: their alphabet has no quote or backslash. */
+            h2o_iovec_t body =
+                h2o_concat(&req->pool, h2o_iovec_init(H2O_STRLIT("{\"channel\":\"")),
+                           h2o_iovec_init(pending->channel, pending->channel_len), h2o_iovec_init(H2O_STRLIT("\",\"id\":\"")),
+                           h2o_iovec_init(id_str, strlen(id_str)), h2o_iovec_init(H2O_STRLIT("\"}")));
+            pe_http_json(req, 200, "OK", body.base, body.len);
+        }
+    }
+    pe_free(pending);
+}
+
+/* Constant-time comparison, so response timing does not reveal how much of a key matched. */
+static int
+secret_equals(const char *a, size_t alen, const char *b, size_t blen)
+{
+    unsigned char diff = alen != blen;
+    for (size_t i = 0; i != alen; ++i)
+        diff |= (unsigned char)(a[i] ^ b[i % (blen == 0 ? 1 : blen)]);
+    return diff == 0 && blen != 0;
+}
+
+/* Returns 0 if the request may publish, else sends the error and returns -1. */
+static int
+check_auth(h2o_req_t *req, const pe_config_t *cfg)
+{
+    if (cfg->api_key == NULL) {
+        if (pe_http_peer_is_loopback(req))
+            return 0;
+        pe_http_error(req, 403, "Forbidden", "forbidden", "publishing is allowed from loopback peers only (set --api-key)");
+        return -1;
+    }
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    if (i < 0) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
+        pe_http_error(req, 401, "Unauthorized", "unauthorized", "an Authorization: Bearer header is required");
+        return -1;
+    }
+    h2o_iovec_t v = req->headers.entries[i].value;
+    if (v.len < 7 || !h2o_lcstris(v.base, 7, H2O_STRLIT("bearer ")) ||
+        !secret_equals(v.base + 7, v.len - 7, cfg->api_key, strlen(cfg->api_key))) {
+        pe_http_error(req, 403, "Forbidden", "forbidden", "wrong API key");
+        return -1;
+    }
+    return 0;
+}
+
+int
+pe_publish_on_req(h2o_req_t *req)
+{
+    pe_thread_t *thr = pe_thread_of(req);
+    const pe_config_t *cfg = thr->server->cfg;
+
+    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"))) {
+        pe_http_method_not_allowed(req, "POST");
+        return 0;
+    }
+
+    /* the channel */
+    h2o_iovec_t qs = pe_http_query(req);
+    char *channel = h2o_mem_alloc_pool(&req->pool, qs.len + 1);
+    long channel_len = pe_query_get(qs.base, qs.len, "channel", channel);
+    if (channel_len == -1) {
+        pe_http_error(req, 400, "Bad Request", "missing_channel", "the channel query parameter is required");
+        return 0;
+    }
+    if (channel_len < 0 || !pe_channel_is_valid(channel, (size_t)channel_len)) {
+        pe_http_error(req, 400, "Bad Request", "bad_channel", pe_ps_err_bad_channel);
+        return 0;
+    }
+
+    if (check_auth(req, cfg) != 0)
+        return 0;
+
+    /* the body */
+    if (req->entity.len > cfg->max_message_size) {
+        pe_http_error(req, 413, "Payload Too Large", "too_large", "the message is larger than --max-message-size");
+        return 0;
+    }
+    json_error_t jerr;
+    json_t *value = req->entity.base != NULL ? json_loadb(req->entity.base, req->entity.len, JSON_DECODE_ANY, &jerr) : NULL;
+    if (value == NULL) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "the body is not JSON: %s", req->entity.base != NULL ? jerr.text : "empty body");
+        pe_http_error(req, 400, "Bad Request", "invalid_json", msg);
+        return 0;
+    }
+    json_decref(value);
+
+    pending_t *pending = pe_calloc(1, sizeof(*pending));
+    pending->req = req;
+    memcpy(pending->channel, channel, (size_t)channel_len);
+    pending->channel_len = (size_t)channel_len;
+    const char *err =
+        pe_ps_publish(thr->node, channel, (size_t)channel_len, req->entity.base, req->entity.len, on_published, pending);
+    if (err != NULL) {
+        pe_free(pending);
+        PE_STAT_ADD(thr->stats.publish_errors, 1);
+        if (err == pe_ps_err_unavailable) {
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+            pe_http_error(req, 503, "Service Unavailable", "engine_unavailable", err);
+        } else if (err == pe_ps_err_bad_channel) {
+            pe_http_error(req, 400, "Bad Request", "bad_channel", err);
+        } else {
+            pe_http_error(req, 503, "Service Unavailable", "engine_error", err);
+        }
+        return 0;
+    }
+    pending->holder = h2o_mem_alloc_shared(&req->pool, sizeof(holder_t), on_holder_dispose);
+    pending->holder->pending = pending;
+    return 0;
+}

@@ -1,0 +1,289 @@
+/*
+ * server.c: threads, listeners, the request router, and draining.
+ *
+ * Thread model. --threads N event loops, each with its own h2o context, its own listening
+ * sockets on every --listen address (SO_REUSEPORT: the kernel spreads connections, no accept
+ * lock, no thundering herd), its own pubsub node and counters. Nothing is shared between loops
+ * but the read-only configuration and the engine (which has its own locks). The main thread
+ * creates the sockets (so a bind error stops the start with a clear message), starts the loops,
+ * then only waits for signals.
+ *
+ * Draining (SIGTERM/SIGINT). The main thread posts a notice to every loop's queue. Each loop
+ * closes its listeners, asks h2o to wind down its connections (GOAWAY on HTTP/2, no keep-alive
+ * on HTTP/1), tells every open stream to reconnect elsewhere (pe_stream_t.drain), and leaves
+ * once its streams are gone or --drain-timeout passed.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "../pubsub/alloc.h"
+#include "log.h"
+#include "server.h"
+
+/* ---- routing --------------------------------------------------------------------------------- */
+
+static int
+on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    pe_thread_t *thr = pe_thread_of(req);
+    PE_STAT_ADD(thr->stats.requests, 1);
+    h2o_iovec_t path = req->path_normalized;
+
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/api/publish")))
+        return pe_publish_on_req(req);
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/sse")))
+        return pe_sse_on_req(req);
+    if (pe_ops_on_req(req, path) == 0)
+        return 0;
+    pe_http_error(req, 404, "Not Found", "not_found", "no such endpoint");
+    return 0;
+}
+
+/* ---- streams --------------------------------------------------------------------------------- */
+
+void
+pe_stream_register(pe_thread_t *thr, pe_stream_t *stream)
+{
+    h2o_linklist_insert(&thr->streams, &stream->_link);
+}
+
+void
+pe_stream_unregister(pe_stream_t *stream)
+{
+    if (h2o_linklist_is_linked(&stream->_link))
+        h2o_linklist_unlink(&stream->_link);
+}
+
+/* ---- listeners ------------------------------------------------------------------------------- */
+
+static int
+open_listener(const char *hostport, int reuseport, char *err, size_t errlen)
+{
+    char host[256];
+    unsigned port;
+    char portstr[8];
+    if (pe_config_split_hostport(hostport, host, sizeof(host), &port) != 0) {
+        snprintf(err, errlen, "--listen %s: malformed", hostport);
+        return -1;
+    }
+    snprintf(portstr, sizeof(portstr), "%u", port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res;
+    int gai = getaddrinfo(host, portstr, &hints, &res);
+    if (gai != 0) {
+        snprintf(err, errlen, "--listen %s: %s", hostport, gai_strerror(gai));
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int on = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0) ||
+        bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 4096) != 0) {
+        snprintf(err, errlen, "--listen %s: %s", hostport, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+    freeaddrinfo(res);
+    return fd;
+}
+
+static void
+on_accept(h2o_socket_t *listener, const char *err)
+{
+    pe_thread_t *thr = listener->data;
+    if (err != NULL)
+        return;
+    /* Accept a bounded number per wake-up so one loop cannot starve its other work. */
+    for (int i = 0; i != 64; ++i) {
+        h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
+        if (sock == NULL)
+            break;
+        h2o_accept(&thr->accept_ctx, sock);
+    }
+}
+
+static void
+close_listeners(pe_thread_t *thr)
+{
+    for (size_t i = 0; i != thr->num_listeners; ++i) {
+        if (thr->listeners[i] != NULL) {
+            h2o_socket_read_stop(thr->listeners[i]);
+            h2o_socket_close(thr->listeners[i]);
+            thr->listeners[i] = NULL;
+        }
+    }
+}
+
+/* ---- per-thread loop ------------------------------------------------------------------------- */
+
+static void
+on_lag_timer(h2o_timeout_entry_t *entry)
+{
+    pe_thread_t *thr = H2O_STRUCT_FROM_MEMBER(pe_thread_t, lag_entry, entry);
+    uint64_t now = h2o_now(thr->loop), due = entry->registered_at + 1000;
+    PE_STAT_SET(thr->stats.loop_lag_ms, now > due ? now - due : 0);
+    h2o_timeout_link(thr->loop, &thr->lag_timeout, &thr->lag_entry);
+}
+
+static void
+start_drain(pe_thread_t *thr)
+{
+    if (thr->draining)
+        return;
+    thr->draining = 1;
+    thr->drain_deadline = h2o_now(thr->loop) + thr->server->cfg->drain_timeout * 1000;
+    close_listeners(thr);
+    h2o_context_request_shutdown(&thr->ctx);
+    /* drain() may unlink the stream (and others) synchronously: walk a snapshot-safe way. */
+    h2o_linklist_t *node = thr->streams.next;
+    while (node != &thr->streams) {
+        h2o_linklist_t *next = node->next;
+        pe_stream_t *stream = H2O_STRUCT_FROM_MEMBER(pe_stream_t, _link, node);
+        stream->drain(stream);
+        node = next;
+    }
+}
+
+static void
+on_control(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    pe_thread_t *thr = H2O_STRUCT_FROM_MEMBER(pe_thread_t, control, receiver);
+    while (!h2o_linklist_is_empty(messages)) {
+        h2o_multithread_message_t *msg = H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+        h2o_linklist_unlink(&msg->link);
+        pe_free(msg);
+    }
+    if (__atomic_load_n(&thr->server->force_stop, __ATOMIC_ACQUIRE))
+        thr->stop = 1;
+    start_drain(thr);
+}
+
+/* Builds a thread's loop, context, node and listeners. Runs on the main thread before the loop
+ * thread starts, so the control receiver exists before any signal can be forwarded to it. */
+static void
+thread_setup(pe_thread_t *thr)
+{
+    pe_server_t *server = thr->server;
+
+    thr->loop = h2o_evloop_create();
+    h2o_context_init(&thr->ctx, thr->loop, &server->globalconf);
+    thr->accept_ctx.ctx = &thr->ctx;
+    thr->accept_ctx.hosts = server->globalconf.hosts;
+    h2o_linklist_init_anchor(&thr->streams);
+    h2o_timeout_init(thr->loop, &thr->ping_timeout, server->cfg->ping_interval * 1000);
+    h2o_timeout_init(thr->loop, &thr->lag_timeout, 1000);
+    thr->lag_entry.cb = on_lag_timer;
+    h2o_timeout_link(thr->loop, &thr->lag_timeout, &thr->lag_entry);
+    h2o_multithread_register_receiver(thr->ctx.queue, &thr->control, on_control);
+    thr->node = pe_ps_node_create(server->engine, thr->loop, thr->index);
+    for (size_t i = 0; i != thr->num_listeners; ++i) {
+        thr->listeners[i] = h2o_evloop_socket_create(thr->loop, thr->listen_fds[i], H2O_SOCKET_FLAG_DONT_READ);
+        thr->listeners[i]->data = thr;
+        h2o_socket_read_start(thr->listeners[i], on_accept);
+    }
+}
+
+static void *
+thread_main(void *arg)
+{
+    pe_thread_t *thr = arg;
+    for (;;) {
+        h2o_evloop_run(thr->loop, thr->draining ? 100 : 1000);
+        if (thr->stop)
+            break;
+        if (thr->draining && (h2o_linklist_is_empty(&thr->streams) || h2o_now(thr->loop) >= thr->drain_deadline))
+            break;
+    }
+    close_listeners(thr);
+    /* Give h2o a few rounds to finish writing final chunks; streams still open past the
+     * deadline end with the process. */
+    for (int i = 0; i != 10; ++i)
+        h2o_evloop_run(thr->loop, 0);
+    return NULL;
+}
+
+int
+pe_server_init(pe_server_t *server, const pe_config_t *cfg, pe_ps_engine_t *engine)
+{
+    memset(server, 0, sizeof(*server));
+    server->cfg = cfg;
+    server->engine = engine;
+    server->num_threads = cfg->threads;
+
+    h2o_config_init(&server->globalconf);
+    /* Bodies a bit over our limit reach the handler, which answers 413 with a JSON body. */
+    server->globalconf.max_request_entity_size = cfg->max_message_size + PE_MAX_ENTITY_SLACK;
+    h2o_hostconf_t *hostconf = h2o_config_register_host(&server->globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *pathconf = h2o_config_register_path(hostconf, "/", 0);
+    h2o_handler_t *handler = h2o_create_handler(pathconf, sizeof(*handler));
+    handler->on_req = on_req;
+
+    server->threads = pe_calloc(server->num_threads, sizeof(*server->threads));
+    char err[512];
+    for (unsigned t = 0; t != server->num_threads; ++t) {
+        pe_thread_t *thr = &server->threads[t];
+        thr->server = server;
+        thr->index = t;
+        for (size_t i = 0; i != cfg->num_listen; ++i) {
+            if (t == 0) {
+                /* Probe without SO_REUSEPORT first: a port held by another process that also sets
+                 * SO_REUSEPORT would otherwise be shared silently. */
+                int probe = open_listener(cfg->listen[i], 0, err, sizeof(err));
+                if (probe < 0) {
+                    fprintf(stderr, "pushedge: %s\n", err);
+                    return -1;
+                }
+                close(probe);
+            }
+            int fd = open_listener(cfg->listen[i], 1, err, sizeof(err));
+            if (fd < 0) {
+                fprintf(stderr, "pushedge: %s\n", err);
+                return -1;
+            }
+            thr->listen_fds[thr->num_listeners++] = fd;
+        }
+    }
+    return 0;
+}
+
+int
+pe_server_start(pe_server_t *server)
+{
+    for (unsigned t = 0; t != server->num_threads; ++t)
+        thread_setup(&server->threads[t]);
+    for (unsigned t = 0; t != server->num_threads; ++t)
+        h2o_multithread_create_thread(&server->threads[t].tid, NULL, thread_main, &server->threads[t]);
+    return 0;
+}
+
+void
+pe_server_notify(pe_server_t *server, int force)
+{
+    __atomic_store_n(&server->draining, 1, __ATOMIC_RELEASE);
+    if (force)
+        __atomic_store_n(&server->force_stop, 1, __ATOMIC_RELEASE);
+    for (unsigned t = 0; t != server->num_threads; ++t) {
+        /* A fresh message each time: one still queued cannot be linked twice. */
+        h2o_multithread_message_t *msg = pe_calloc(1, sizeof(*msg));
+        h2o_multithread_send_message(&server->threads[t].control, msg);
+    }
+}
+
+void
+pe_server_join(pe_server_t *server)
+{
+    for (unsigned t = 0; t != server->num_threads; ++t)
+        pthread_join(server->threads[t].tid, NULL);
+}
+
+void
+pe_server_dispose(pe_server_t *server)
+{
+    pe_free(server->threads);
+    server->threads = NULL;
+}

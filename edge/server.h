@@ -1,0 +1,114 @@
+/*
+ * server.h: the edge's internal header. One pe_thread_t per event-loop thread owns that
+ * thread's h2o context, listeners, pubsub node, long-lived streams and counters (share-nothing:
+ * no other thread writes them; /metrics reads counters with relaxed loads). pe_server_t is the
+ * process-wide, read-only-after-start part.
+ */
+#ifndef PE_SERVER_H
+#define PE_SERVER_H
+
+#include <pthread.h>
+#include <h2o.h>
+#include <h2o/multithread.h>
+#include "../pubsub/pubsub.h"
+#include "config.h"
+#include "limits.h"
+
+typedef enum en_pe_transport_t { PE_TRANSPORT_SSE = 0, PE_TRANSPORT_WS, PE_TRANSPORT_POLL, PE_TRANSPORT_MAX } pe_transport_t;
+extern const char *const pe_transport_names[PE_TRANSPORT_MAX];
+
+/* Counters of one thread: written by that thread only (PE_STAT_ADD), read anywhere. */
+typedef struct st_pe_thread_stats_t {
+    uint64_t connections[PE_TRANSPORT_MAX]; /* gauge */
+    uint64_t slow_consumers[PE_TRANSPORT_MAX];
+    uint64_t requests;
+    uint64_t publish_errors;
+    uint64_t loop_lag_ms; /* worst timer lateness in the last second */
+} pe_thread_stats_t;
+
+#define PE_STAT_ADD(field, n) __atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
+#define PE_STAT_SET(field, v) __atomic_store_n(&(field), (v), __ATOMIC_RELAXED)
+#define PE_STAT_GET(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
+
+/**
+ * A long-lived response registered with its thread so that draining reaches it. Embedded in the
+ * transport's object; linked while the response is open.
+ */
+typedef struct st_pe_stream_t {
+    h2o_linklist_t _link;
+    /* Tells the client to reconnect elsewhere and ends the response (may complete later). */
+    void (*drain)(struct st_pe_stream_t *stream);
+} pe_stream_t;
+
+typedef struct st_pe_server_t pe_server_t;
+
+typedef struct st_pe_thread_t {
+    h2o_context_t ctx; /* first: handlers recover the thread from req->conn->ctx */
+    pe_server_t *server;
+    unsigned index;
+    h2o_evloop_t *loop;
+    h2o_accept_ctx_t accept_ctx;
+    h2o_socket_t *listeners[PE_MAX_LISTEN];
+    int listen_fds[PE_MAX_LISTEN];
+    size_t num_listeners;
+    pe_ps_node_t *node;
+    h2o_linklist_t streams;     /* pe_stream_t */
+    h2o_timeout_t ping_timeout; /* --ping-interval, for SSE heartbeats */
+    h2o_timeout_t lag_timeout;  /* one second, measures loop lag */
+    h2o_timeout_entry_t lag_entry;
+    uint64_t lag_worst;
+    h2o_multithread_receiver_t control; /* drain and stop notices from the main thread */
+    int draining;
+    int stop;
+    uint64_t drain_deadline; /* loop ms */
+    pthread_t tid;
+    pe_thread_stats_t stats;
+} pe_thread_t;
+
+struct st_pe_server_t {
+    const pe_config_t *cfg;
+    h2o_globalconf_t globalconf;
+    pe_ps_engine_t *engine;
+    pe_thread_t *threads;
+    unsigned num_threads;
+    h2o_iovec_t index_html; /* the demo page, read at start (no file I/O after boot) */
+    h2o_iovec_t client_js;
+    int draining; /* set by the main thread before notifying the loops */
+    int force_stop;
+};
+
+static inline pe_thread_t *
+pe_thread_of(h2o_req_t *req)
+{
+    return (pe_thread_t *)req->conn->ctx;
+}
+
+/* server.c */
+int pe_server_init(pe_server_t *server, const pe_config_t *cfg, pe_ps_engine_t *engine);
+int pe_server_start(pe_server_t *server);
+/** Asks every thread to drain (force == 0) or stop at once (force == 1). Thread-safe. */
+void pe_server_notify(pe_server_t *server, int force);
+/** Waits for every thread to leave its loop, then frees the threads. */
+void pe_server_join(pe_server_t *server);
+void pe_server_dispose(pe_server_t *server);
+void pe_stream_register(pe_thread_t *thr, pe_stream_t *stream);
+void pe_stream_unregister(pe_stream_t *stream);
+
+/* http.c: small response helpers */
+/** Sends {"error":{"code":code,"message":message}} with the status. */
+void pe_http_error(h2o_req_t *req, int status, const char *reason, const char *code, const char *message);
+/** Sends a JSON body with the status and no-store caching. */
+void pe_http_json(h2o_req_t *req, int status, const char *reason, const char *body, size_t len);
+/** The query string after '?', or an empty vector. */
+h2o_iovec_t pe_http_query(h2o_req_t *req);
+/** 1 if the peer's address is loopback (127.0.0.0/8 or ::1). */
+int pe_http_peer_is_loopback(h2o_req_t *req);
+/** Sends 405 with an Allow header. */
+void pe_http_method_not_allowed(h2o_req_t *req, const char *allow);
+
+/* handlers */
+int pe_publish_on_req(h2o_req_t *req);
+int pe_sse_on_req(h2o_req_t *req);
+int pe_ops_on_req(h2o_req_t *req, h2o_iovec_t path); /* health, metrics, static; -1 if not ours */
+
+#endif

@@ -1,0 +1,439 @@
+/*
+ * sse.c: GET /sse, the Server-Sent Events transport (CONTRACT.md "Server-Sent Events").
+ *
+ * Output path. Pubsub callbacks never write: they append an entry to the stream's queue (a
+ * reference to the message's shared SSE frame, plus any per-stream text such as a multi-channel
+ * cursor line) and arm a zero timeout. The flush then swaps the queue into the in-flight batch
+ * and hands it to h2o_send as an iovec array pointing at the shared frames: no message byte is
+ * copied per subscriber on HTTP/1 (h2o's HTTP/2 framing copies once into its frame buffer).
+ * h2o allows one send in flight per generator, so everything that arrives meanwhile coalesces
+ * into the next batch: under load a stream costs one writev per loop iteration, not one per
+ * message. The batch's memory stays untouched until `proceed` says h2o is done with it.
+ *
+ * Bounds. The queue is bounded in bytes (PE_SSE_MAX_QUEUE); a stream past it is a slow
+ * consumer and is ended (the client resumes from its last id). Catch-up from history pauses at
+ * PE_SSE_LOW_WATER so replaying history never fills the queue by itself. A send that stays in
+ * flight for two heartbeat intervals means a peer that stopped reading: also ended.
+ *
+ * Ending a stream. With no send in flight, h2o_send(ERROR) ends it. With a send in flight h2o
+ * offers no way to abort, so we shut the socket down: the pending write fails and h2o disposes
+ * the request through its normal path (on HTTP/2 this ends the whole connection, which is the
+ * one that stopped reading).
+ *
+ * Lifetime. The stream object lives in req->pool and is torn down by the pool's dispose hook;
+ * h2o is never called from inside a pubsub callback, so the request cannot vanish under one.
+ */
+#include <sys/socket.h>
+#include "../pubsub/alloc.h"
+#include "log.h"
+#include "query.h"
+#include "server.h"
+
+typedef struct st_sse_entry_t {
+    pe_msg_t *msg;     /* owned reference, or NULL for a text-only entry */
+    uint32_t text_off; /* per-stream text before the message frame */
+    uint32_t text_len;
+    unsigned whole : 1; /* send msg->sse_frame with its own id line (single-channel streams) */
+} sse_entry_t;
+
+typedef struct st_sse_batch_t {
+    sse_entry_t *entries;
+    size_t len, cap;
+    char *text;
+    size_t text_len, text_cap;
+    size_t bytes; /* everything this batch will put on the wire */
+} sse_batch_t;
+
+typedef struct st_pe_sse_t {
+    h2o_generator_t gen;
+    pe_stream_t stream;
+    pe_sub_t sub;
+    h2o_req_t *req; /* the object lives in req->pool: valid for as long as the object */
+    pe_thread_t *thr;
+    sse_batch_t queue;    /* filled by callbacks */
+    sse_batch_t inflight; /* being sent, in chunks of PE_SSE_MAX_BATCH entries */
+    size_t inflight_sent; /* entries of inflight already handed to h2o */
+    h2o_iovec_t *iov;     /* reused vector array for h2o_send */
+    size_t iov_cap;
+    uint64_t sending_since; /* loop ms of the send in flight */
+    h2o_timeout_entry_t ping_entry;
+    h2o_timeout_entry_t flush_entry;
+    unsigned sending : 1;  /* an h2o_send is in flight */
+    unsigned id_sent : 1;  /* an id: field went out (else on_live sends the cursor) */
+    unsigned multi : 1;    /* several channels: every event carries the full cursor */
+    unsigned ending : 1;   /* drain: send what is queued, then the final chunk */
+    unsigned ended : 1;    /* FINAL or ERROR was sent, or the socket shut down */
+    unsigned overflow : 1; /* slow consumer: end at the next flush */
+} pe_sse_t;
+
+static void schedule_flush(pe_sse_t *sse);
+
+/* ---- batches --------------------------------------------------------------------------------- */
+
+static void
+batch_text(sse_batch_t *b, const char *s, size_t len)
+{
+    if (b->text_len + len > b->text_cap) {
+        b->text_cap = (b->text_len + len) * 2 < 256 ? 256 : (b->text_len + len) * 2;
+        b->text = pe_realloc(b->text, b->text_cap);
+    }
+    memcpy(b->text + b->text_len, s, len);
+    b->text_len += len;
+}
+
+/* Appends an entry: `len` bytes of text just written by batch_text, then msg (may be NULL). */
+static void
+batch_push(sse_batch_t *b, size_t text_len, pe_msg_t *msg, int whole)
+{
+    if (b->len == b->cap) {
+        b->cap = b->cap == 0 ? 16 : b->cap * 2;
+        b->entries = pe_realloc(b->entries, b->cap * sizeof(*b->entries));
+    }
+    sse_entry_t *e = &b->entries[b->len++];
+    e->text_off = (uint32_t)(b->text_len - text_len);
+    e->text_len = (uint32_t)text_len;
+    e->msg = msg;
+    e->whole = whole;
+    b->bytes += text_len;
+    if (msg != NULL) {
+        pe_msg_retain(msg);
+        b->bytes += whole ? msg->sse_frame_len : msg->sse_frame_len - msg->sse_data_off;
+    }
+}
+
+static void
+batch_clear(sse_batch_t *b)
+{
+    for (size_t i = 0; i != b->len; ++i)
+        if (b->entries[i].msg != NULL)
+            pe_msg_release(b->entries[i].msg);
+    b->len = b->text_len = b->bytes = 0;
+}
+
+static void
+batch_free(sse_batch_t *b)
+{
+    batch_clear(b);
+    pe_free(b->entries);
+    pe_free(b->text);
+    *b = (sse_batch_t){0};
+}
+
+static void
+push_text(pe_sse_t *sse, const char *s, size_t len)
+{
+    batch_text(&sse->queue, s, len);
+    batch_push(&sse->queue, len, NULL, 0);
+    schedule_flush(sse);
+}
+
+static size_t
+queued_bytes(pe_sse_t *sse)
+{
+    return sse->queue.bytes + sse->inflight.bytes;
+}
+
+/* ---- ending ---------------------------------------------------------------------------------- */
+
+/* Ends the stream now, dropping what is queued (the client resumes from its last id). */
+static void
+abort_stream(pe_sse_t *sse)
+{
+    if (sse->ended)
+        return;
+    sse->ended = 1;
+    batch_clear(&sse->queue);
+    if (!sse->sending) {
+        h2o_send(sse->req, NULL, 0, H2O_SEND_STATE_ERROR);
+        return;
+    }
+    h2o_socket_t *sock =
+        sse->req->conn->callbacks->get_socket != NULL ? sse->req->conn->callbacks->get_socket(sse->req->conn) : NULL;
+    if (sock != NULL)
+        shutdown(h2o_socket_get_fd(sock), SHUT_RDWR);
+}
+
+static void
+slow_consumer(pe_sse_t *sse, const char *why)
+{
+    PE_STAT_ADD(sse->thr->stats.slow_consumers[PE_TRANSPORT_SSE], 1);
+    pe_log(PE_LOG_INFO, "edge/sse", "thread %u: ending a stream: %s", sse->thr->index, why);
+    abort_stream(sse);
+}
+
+/* ---- sending --------------------------------------------------------------------------------- */
+
+static void
+send_chunk(pe_sse_t *sse)
+{
+    size_t from = sse->inflight_sent, n = sse->inflight.len - from;
+    if (n > PE_SSE_MAX_BATCH)
+        n = PE_SSE_MAX_BATCH;
+    if (sse->iov_cap < 2 * n) {
+        sse->iov_cap = 2 * PE_SSE_MAX_BATCH;
+        sse->iov = pe_realloc(sse->iov, sse->iov_cap * sizeof(*sse->iov));
+    }
+    size_t niov = 0;
+    for (size_t i = from; i != from + n; ++i) {
+        sse_entry_t *e = &sse->inflight.entries[i];
+        if (e->text_len != 0)
+            sse->iov[niov++] = h2o_iovec_init(sse->inflight.text + e->text_off, e->text_len);
+        if (e->msg != NULL)
+            sse->iov[niov++] =
+                e->whole ? h2o_iovec_init(e->msg->sse_frame, e->msg->sse_frame_len)
+                         : h2o_iovec_init(e->msg->sse_frame + e->msg->sse_data_off, e->msg->sse_frame_len - e->msg->sse_data_off);
+    }
+    sse->inflight_sent = from + n;
+    sse->sending = 1;
+    sse->sending_since = h2o_now(sse->thr->loop);
+    h2o_send(sse->req, sse->iov, niov, H2O_SEND_STATE_IN_PROGRESS);
+}
+
+static void
+flush(pe_sse_t *sse)
+{
+    if (sse->sending || sse->ended)
+        return;
+    if (sse->overflow) {
+        slow_consumer(sse, "its queue passed the byte bound");
+        return;
+    }
+    if (sse->inflight_sent == sse->inflight.len) {
+        /* h2o is done with the in-flight batch: release it and take the queue. */
+        batch_clear(&sse->inflight);
+        sse->inflight_sent = 0;
+        if (sse->queue.len == 0) {
+            if (sse->ending) {
+                sse->ended = 1;
+                h2o_send(sse->req, NULL, 0, H2O_SEND_STATE_FINAL);
+            }
+            return;
+        }
+        sse_batch_t tmp = sse->inflight;
+        sse->inflight = sse->queue;
+        sse->queue = tmp;
+    }
+    send_chunk(sse);
+}
+
+static void
+on_flush_timeout(h2o_timeout_entry_t *entry)
+{
+    pe_sse_t *sse = H2O_STRUCT_FROM_MEMBER(pe_sse_t, flush_entry, entry);
+    flush(sse);
+}
+
+static void
+schedule_flush(pe_sse_t *sse)
+{
+    if (!h2o_timeout_is_linked(&sse->flush_entry))
+        h2o_timeout_link(sse->thr->loop, &sse->thr->ctx.zero_timeout, &sse->flush_entry);
+}
+
+static void
+on_proceed(h2o_generator_t *gen, h2o_req_t *req)
+{
+    pe_sse_t *sse = H2O_STRUCT_FROM_MEMBER(pe_sse_t, gen, gen);
+    sse->sending = 0;
+    flush(sse);
+    if (!sse->ended && queued_bytes(sse) < PE_SSE_LOW_WATER)
+        pe_sub_resume(&sse->sub);
+}
+
+static void
+on_stop(h2o_generator_t *gen, h2o_req_t *req)
+{
+    /* The client went away; the pool's dispose hook frees everything. */
+    pe_sse_t *sse = H2O_STRUCT_FROM_MEMBER(pe_sse_t, gen, gen);
+    sse->ended = 1;
+}
+
+/* ---- pubsub callbacks (never call h2o from here) --------------------------------------------- */
+
+/* Appends "id: <cursor>\n" to the queue's text; returns its length. */
+static size_t
+put_cursor_line(pe_sse_t *sse)
+{
+    char line[PE_CURSOR_MAXLEN + 8];
+    memcpy(line, "id: ", 4);
+    size_t n = pe_sub_cursor(&sse->sub, line + 4, sizeof(line) - 5);
+    line[4 + n] = '\n';
+    batch_text(&sse->queue, line, n + 5);
+    return n + 5;
+}
+
+static int
+on_message(pe_sub_t *sub, pe_msg_t *msg)
+{
+    pe_sse_t *sse = H2O_STRUCT_FROM_MEMBER(pe_sse_t, sub, sub);
+    if (sse->ended || sse->overflow)
+        return PE_SUB_PAUSE;
+    /* With one channel the cursor is the message ID, already in the shared frame. */
+    size_t text = sse->multi ? put_cursor_line(sse) : 0;
+    batch_push(&sse->queue, text, msg, !sse->multi);
+    sse->id_sent = 1;
+    if (queued_bytes(sse) > PE_SSE_MAX_QUEUE) {
+        sse->overflow = 1;
+        batch_clear(&sse->queue);
+    }
+    schedule_flush(sse);
+    return queued_bytes(sse) >= PE_SSE_LOW_WATER ? PE_SUB_PAUSE : PE_SUB_CONTINUE;
+}
+
+static void
+on_gap(pe_sub_t *sub, const char *channel, size_t len)
+{
+    pe_sse_t *sse = H2O_STRUCT_FROM_MEMBER(pe_sse_t, sub, sub);
+    if (sse->ended || sse->overflow)
+        return;
+    static const char head[] = "event: gap\n", mid[] = "data: {\"channel\":\"", tail[] = "\"}\n\n";
+    batch_text(&sse->queue, head, sizeof(head) - 1);
+    size_t n = sizeof(head) - 1 + put_cursor_line(sse);
+    batch_text(&sse->queue, mid, sizeof(mid) - 1);
+    batch_text(&sse->queue, channel, len);
+    batch_text(&sse->queue, tail, sizeof(tail) - 1);
+    batch_push(&sse->queue, n + sizeof(mid) - 1 + len + sizeof(tail) - 1, NULL, 0);
+    sse->id_sent = 1;
+    schedule_flush(sse);
+}
+
+static void
+on_live(pe_sub_t *sub)
+{
+    pe_sse_t *sse = H2O_STRUCT_FROM_MEMBER(pe_sse_t, sub, sub);
+    if (sse->ended || sse->id_sent)
+        return;
+    /* An id with no data sets the client's Last-Event-ID without dispatching an event, so a
+     * client that received nothing yet still reconnects from here (WHATWG "dispatch the event",
+     * step 1 runs before the empty-data check). */
+    size_t n = put_cursor_line(sse);
+    batch_text(&sse->queue, "\n", 1);
+    batch_push(&sse->queue, n + 1, NULL, 0);
+    sse->id_sent = 1;
+    schedule_flush(sse);
+}
+
+static const pe_sub_callbacks_t sse_callbacks = {on_message, on_gap, on_live};
+
+/* ---- timers, drain, disposal ----------------------------------------------------------------- */
+
+static void
+on_ping(h2o_timeout_entry_t *entry)
+{
+    pe_sse_t *sse = H2O_STRUCT_FROM_MEMBER(pe_sse_t, ping_entry, entry);
+    if (sse->ended)
+        return;
+    uint64_t interval = sse->thr->server->cfg->ping_interval * 1000;
+    if (sse->sending && h2o_now(sse->thr->loop) - sse->sending_since > 2 * interval) {
+        slow_consumer(sse, "a write was stuck for two heartbeat intervals");
+        return;
+    }
+    /* A comment: clients ignore it, intermediaries see traffic, and a dead peer fails the write. */
+    push_text(sse, H2O_STRLIT(": ping\n\n"));
+    h2o_timeout_link(sse->thr->loop, &sse->thr->ping_timeout, &sse->ping_entry);
+}
+
+static void
+on_drain(pe_stream_t *stream)
+{
+    pe_sse_t *sse = H2O_STRUCT_FROM_MEMBER(pe_sse_t, stream, stream);
+    if (sse->ended || sse->ending)
+        return;
+    /* Spread the herd: each client waits a different time before it comes back. */
+    char line[48];
+    int n = snprintf(line, sizeof(line), "retry: %u\n\n",
+                     PE_SSE_DRAIN_RETRY_MIN_MS + (unsigned)(h2o_rand() % PE_SSE_DRAIN_RETRY_SPREAD_MS));
+    sse->ending = 1;
+    push_text(sse, line, (size_t)n);
+}
+
+static void
+on_dispose(void *p)
+{
+    pe_sse_t *sse = p;
+    pe_sub_dispose(&sse->sub);
+    if (h2o_timeout_is_linked(&sse->ping_entry))
+        h2o_timeout_unlink(&sse->ping_entry);
+    if (h2o_timeout_is_linked(&sse->flush_entry))
+        h2o_timeout_unlink(&sse->flush_entry);
+    pe_stream_unregister(&sse->stream);
+    batch_free(&sse->queue);
+    batch_free(&sse->inflight);
+    pe_free(sse->iov);
+    PE_STAT_ADD(sse->thr->stats.connections[PE_TRANSPORT_SSE], (uint64_t)-1);
+}
+
+/* ---- the handler ----------------------------------------------------------------------------- */
+
+int
+pe_sse_on_req(h2o_req_t *req)
+{
+    pe_thread_t *thr = pe_thread_of(req);
+
+    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"))) {
+        pe_http_method_not_allowed(req, "GET");
+        return 0;
+    }
+    if (thr->draining) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+        pe_http_error(req, 503, "Service Unavailable", "draining", "this node is shutting down; reconnect");
+        return 0;
+    }
+
+    h2o_iovec_t qs = pe_http_query(req);
+    pe_sub_query_t *q = h2o_mem_alloc_pool(&req->pool, sizeof(*q));
+    char *arena = h2o_mem_alloc_pool(&req->pool, qs.len + 1);
+    const char *code, *err;
+    if (pe_sub_query_parse(qs.base, qs.len, q, arena, &code, &err) != 0) {
+        pe_http_error(req, 400, "Bad Request", code, err);
+        return 0;
+    }
+    /* EventSource reconnects carry Last-Event-ID; it wins over the URL's since. */
+    ssize_t hi = h2o_find_header_by_str(&req->headers, H2O_STRLIT("last-event-id"), -1);
+    if (hi >= 0 && req->headers.entries[hi].value.len != 0) {
+        h2o_iovec_t v = req->headers.entries[hi].value;
+        if (pe_cursor_parse(v.base, v.len, &q->since, &err) != 0) {
+            pe_http_error(req, 400, "Bad Request", "bad_cursor", err);
+            return 0;
+        }
+    }
+
+    pe_sse_t *sse = h2o_mem_alloc_shared(&req->pool, sizeof(*sse), on_dispose);
+    *sse = (pe_sse_t){.req = req, .thr = thr};
+    sse->gen.proceed = on_proceed;
+    sse->gen.stop = on_stop;
+    sse->stream.drain = on_drain;
+    sse->ping_entry.cb = on_ping;
+    sse->flush_entry.cb = on_flush_timeout;
+    sse->multi = q->num_channels > 1;
+    PE_STAT_ADD(thr->stats.connections[PE_TRANSPORT_SSE], 1);
+    pe_stream_register(thr, &sse->stream);
+
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/event-stream; charset=utf-8"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache, no-store"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-accel-buffering"), 0, NULL, H2O_STRLIT("no"));
+    h2o_start_response(req, &sse->gen);
+
+    if (q->padding) {
+        char pad[PE_SSE_PADDING + 3];
+        pad[0] = ':';
+        memset(pad + 1, ' ', PE_SSE_PADDING);
+        pad[PE_SSE_PADDING + 1] = '\n';
+        push_text(sse, pad, PE_SSE_PADDING + 2);
+    }
+    char retry[32];
+    int n = snprintf(retry, sizeof(retry), "retry: %u\n\n", PE_SSE_RETRY_MS);
+    push_text(sse, retry, (size_t)n);
+
+    pe_sub_init(&sse->sub, thr->node, &sse_callbacks);
+    for (size_t i = 0; i != q->num_channels; ++i) {
+        pe_start_t start = pe_start_from_cursor(&q->since, q->channels[i].name, q->channels[i].len, q->num_channels);
+        pe_sub_add(&sse->sub, q->channels[i].name, q->channels[i].len, start);
+    }
+    h2o_timeout_link(thr->loop, &thr->ping_timeout, &sse->ping_entry);
+    /* Send the headers and prelude now: a client should see the stream open at once. */
+    flush(sse);
+    return 0;
+}

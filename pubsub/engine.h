@@ -1,0 +1,71 @@
+/*
+ * engine.h: the interface between nodes (node.c) and engines (engine_memory.c, later the Redis
+ * Streams engine). Private to pubsub/.
+ *
+ * An engine answers three questions for a node, all asynchronously (results arrive on the
+ * node's loop through pe_ps_node__defer / pe_ps_node__post_live, never inside the call):
+ *   - publish: store a message, return its ID;
+ *   - watch/unwatch: feed the node each new message of a channel once, in ID order;
+ *   - read: a page of a channel's history after a position, with gap detection.
+ * The node does the rest (per-subscriber positions, the catch-up/live seam, fan-out).
+ *
+ * Checklist when adding an engine: implement every op below, set engine->ops and name, create it
+ * from edge/main.c, and run the e2e suite against it.
+ */
+#ifndef PE_ENGINE_H
+#define PE_ENGINE_H
+
+#include "pubsub.h"
+
+typedef struct st_pe_ps_read_result_t {
+    const char *err; /* NULL, or why the read failed (the node retries later) */
+    int gap;         /* 1 if messages after the requested position were lost */
+    pe_id_t base;    /* the position before msgs[0]: where the subscriber stands after the gap */
+    pe_msg_t **msgs; /* owned references, in ID order */
+    size_t num_msgs;
+    int reached_end; /* 1 if msgs end with the channel's newest message at the time of the read */
+} pe_ps_read_result_t;
+
+typedef void (*pe_ps_read_cb)(void *ctx, pe_ps_read_result_t *result);
+
+/** A deferred call on a node's loop; embedded in whatever needs one. */
+typedef struct st_pe_ps_deferred_t {
+    struct st_pe_ps_deferred_t *_next;
+    void (*cb)(struct st_pe_ps_deferred_t *d);
+} pe_ps_deferred_t;
+
+typedef struct st_pe_ps_engine_ops_t {
+    const char *(*publish)(pe_ps_engine_t *engine, pe_ps_node_t *node, const char *channel, size_t channel_len, const char *data,
+                           size_t data_len, pe_ps_publish_cb cb, void *ctx);
+    void (*watch)(pe_ps_engine_t *engine, pe_ps_node_t *node, const char *channel, size_t channel_len);
+    void (*unwatch)(pe_ps_engine_t *engine, pe_ps_node_t *node, const char *channel, size_t channel_len);
+    /* Reads at most max messages after start; max == 0 only reports the position (base). */
+    void (*read)(pe_ps_engine_t *engine, pe_ps_node_t *node, const char *channel, size_t channel_len, pe_start_t start, size_t max,
+                 pe_ps_read_cb cb, void *ctx);
+    void (*attach)(pe_ps_engine_t *engine, pe_ps_node_t *node, unsigned index);
+    void (*detach)(pe_ps_engine_t *engine, pe_ps_node_t *node, unsigned index);
+    int (*is_ready)(pe_ps_engine_t *engine);
+    void (*destroy)(pe_ps_engine_t *engine);
+} pe_ps_engine_ops_t;
+
+struct st_pe_ps_engine_t {
+    const pe_ps_engine_ops_t *ops;
+    const char *name;
+    pe_ps_options_t opts;
+};
+
+/* Node services for engines (node.c). */
+
+/** Runs d->cb on the node's loop after the current event (only from the node's own thread). */
+void pe_ps_node__defer(pe_ps_node_t *node, pe_ps_deferred_t *d);
+/**
+ * Hands a new message of a watched channel to the node; may be called from any thread. Takes
+ * over one reference of msg. Messages of one channel must be posted in ID order.
+ */
+void pe_ps_node__post_live(pe_ps_node_t *node, pe_msg_t *msg);
+/** Counts a stored message in the node's statistics. */
+void pe_ps_node__count_published(pe_ps_node_t *node);
+/** The engine's clock in milliseconds since the epoch (overridable in unit tests). */
+extern uint64_t (*pe_ps__now_ms)(void);
+
+#endif

@@ -1,0 +1,372 @@
+/*
+ * engine_memory.c: the embedded engine. Each channel is a ring buffer of message references
+ * with Redis-form IDs, retention by count and age, and a bit mask of the nodes that watch it.
+ *
+ * Locking: a process-wide rwlock guards the name -> channel map only; each channel has its own
+ * mutex for its ring, IDs and watcher mask. Publishing appends and posts the message to every
+ * watching node while holding the channel mutex, so each node's queue receives a channel's
+ * messages in ID order, and a node that starts watching under the same mutex either is posted
+ * a message or finds it in history (node.c dedupes by ID): there is no seam where one is lost.
+ * Nothing on the per-subscriber path takes a lock: fan-out happens on each node's own thread.
+ *
+ * Channels are created on first publish or watch and live until the engine is destroyed (their
+ * messages still expire by age and count). Freeing idle channels would need their users to
+ * hold references; the cost is a few hundred bytes per channel name ever used (docs/limits.md).
+ */
+#include <pthread.h>
+#include <time.h>
+#include "alloc.h"
+#include "engine.h"
+#include "strmap.h"
+
+#define MAX_NODES 64
+#define INITIAL_RING 16
+
+typedef struct st_mem_channel_t {
+    pthread_mutex_t lock;
+    pe_msg_t **ring; /* cap slots, count used from head, oldest first */
+    size_t cap, head, count;
+    pe_id_t last_id;   /* newest ID ever assigned (0-0: none yet) */
+    pe_id_t trimmed;   /* newest ID ever removed from history (0-0: none) */
+    uint64_t watchers; /* bit i: node i has local subscribers */
+    size_t name_len;
+    char name[];
+} mem_channel_t;
+
+typedef struct st_mem_engine_t {
+    pe_ps_engine_t super;
+    pthread_rwlock_t map_lock;
+    pe_strmap_t channels; /* name -> mem_channel_t (owned) */
+    pe_ps_node_t *nodes[MAX_NODES];
+} mem_engine_t;
+
+typedef struct st_publish_done_t {
+    pe_ps_deferred_t d;
+    pe_ps_publish_cb cb;
+    void *ctx;
+    const char *err;
+    pe_id_t id;
+} publish_done_t;
+
+typedef struct st_read_done_t {
+    pe_ps_deferred_t d;
+    pe_ps_read_cb cb;
+    void *ctx;
+    pe_ps_read_result_t result;
+} read_done_t;
+
+static uint64_t
+real_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t (*pe_ps__now_ms)(void) = real_now_ms;
+
+static mem_channel_t *
+find_channel(mem_engine_t *self, const char *name, size_t len, int create)
+{
+    pthread_rwlock_rdlock(&self->map_lock);
+    mem_channel_t *ch = pe_strmap_get(&self->channels, name, len);
+    pthread_rwlock_unlock(&self->map_lock);
+    if (ch != NULL || !create)
+        return ch;
+
+    pthread_rwlock_wrlock(&self->map_lock);
+    if ((ch = pe_strmap_get(&self->channels, name, len)) == NULL) {
+        ch = pe_calloc(1, sizeof(*ch) + len + 1);
+        pthread_mutex_init(&ch->lock, NULL);
+        memcpy(ch->name, name, len);
+        ch->name_len = len;
+        pe_strmap_set(&self->channels, name, len, ch);
+    }
+    pthread_rwlock_unlock(&self->map_lock);
+    return ch;
+}
+
+static pe_msg_t **
+ring_at(mem_channel_t *ch, size_t i)
+{
+    return &ch->ring[(ch->head + i) % ch->cap];
+}
+
+static void
+drop_oldest(mem_channel_t *ch)
+{
+    pe_msg_t **slot = ring_at(ch, 0);
+    ch->trimmed = (*slot)->id;
+    pe_msg_release(*slot);
+    *slot = NULL;
+    ch->head = (ch->head + 1) % ch->cap;
+    --ch->count;
+}
+
+/* Drops messages older than the TTL. Called with ch->lock held. */
+static void
+expire(mem_engine_t *self, mem_channel_t *ch, uint64_t now)
+{
+    while (ch->count != 0) {
+        uint64_t ms = (*ring_at(ch, 0))->id.ms;
+        /* A message stamped in the future (the clock stepped back) is not expired. */
+        if (ms >= now || now - ms <= self->super.opts.history_ttl_ms)
+            break;
+        drop_oldest(ch);
+    }
+}
+
+/* Appends msg (taking its reference), trimming to history_size. Called with ch->lock held. */
+static void
+append(mem_engine_t *self, mem_channel_t *ch, pe_msg_t *msg)
+{
+    size_t limit = self->super.opts.history_size;
+    if (ch->count == limit)
+        drop_oldest(ch);
+    if (ch->count == ch->cap) {
+        /* Grow by doubling up to the retention count, so quiet channels stay small. */
+        size_t ncap = ch->cap == 0 ? INITIAL_RING : ch->cap * 2;
+        if (ncap > limit)
+            ncap = limit;
+        pe_msg_t **nring = pe_calloc(ncap, sizeof(*nring));
+        for (size_t i = 0; i != ch->count; ++i)
+            nring[i] = *ring_at(ch, i);
+        pe_free(ch->ring);
+        ch->ring = nring;
+        ch->cap = ncap;
+        ch->head = 0;
+    }
+    *ring_at(ch, ch->count++) = msg;
+}
+
+/* Index of the first retained message with an ID after pos. Called with ch->lock held. */
+static size_t
+first_after(mem_channel_t *ch, pe_id_t pos)
+{
+    size_t lo = 0, hi = ch->count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (pe_id_cmp((*ring_at(ch, mid))->id, pos) <= 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static void
+on_publish_done(pe_ps_deferred_t *d)
+{
+    publish_done_t *done = (publish_done_t *)d;
+    done->cb(done->ctx, done->err, done->err == NULL ? &done->id : NULL);
+    pe_free(done);
+}
+
+static const char *
+do_publish(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_t channel_len, const char *data, size_t data_len,
+           pe_ps_publish_cb cb, void *ctx)
+{
+    mem_engine_t *self = (mem_engine_t *)_self;
+    mem_channel_t *ch = find_channel(self, channel, channel_len, 1);
+    uint64_t now = pe_ps__now_ms();
+    publish_done_t *done = pe_calloc(1, sizeof(*done));
+    done->d.cb = on_publish_done;
+    done->cb = cb;
+    done->ctx = ctx;
+
+    pthread_mutex_lock(&ch->lock);
+    if (pe_id_next(ch->last_id, now, &done->id) != 0) {
+        pthread_mutex_unlock(&ch->lock);
+        pe_free(done);
+        return pe_ps_err_exhausted;
+    }
+    expire(self, ch, now);
+    pe_msg_t *msg = pe_msg_new(done->id, ch->name, ch->name_len, data, data_len);
+    ch->last_id = done->id;
+    for (uint64_t w = ch->watchers; w != 0; w &= w - 1) {
+        pe_msg_retain(msg);
+        pe_ps_node__post_live(self->nodes[__builtin_ctzll(w)], msg);
+    }
+    append(self, ch, msg);
+    pthread_mutex_unlock(&ch->lock);
+
+    pe_ps_node__count_published(node);
+    pe_ps_node__defer(node, &done->d);
+    return NULL;
+}
+
+static void
+set_watch(mem_engine_t *self, pe_ps_node_t *node, const char *channel, size_t len, int on)
+{
+    unsigned index;
+    for (index = 0; index != MAX_NODES; ++index)
+        if (self->nodes[index] == node)
+            break;
+    if (index == MAX_NODES)
+        return;
+    mem_channel_t *ch = find_channel(self, channel, len, on);
+    if (ch == NULL)
+        return;
+    pthread_mutex_lock(&ch->lock);
+    if (on)
+        ch->watchers |= UINT64_C(1) << index;
+    else
+        ch->watchers &= ~(UINT64_C(1) << index);
+    pthread_mutex_unlock(&ch->lock);
+}
+
+static void
+do_watch(pe_ps_engine_t *self, pe_ps_node_t *node, const char *channel, size_t len)
+{
+    set_watch((mem_engine_t *)self, node, channel, len, 1);
+}
+
+static void
+do_unwatch(pe_ps_engine_t *self, pe_ps_node_t *node, const char *channel, size_t len)
+{
+    set_watch((mem_engine_t *)self, node, channel, len, 0);
+}
+
+static void
+on_read_done(pe_ps_deferred_t *d)
+{
+    read_done_t *done = (read_done_t *)d;
+    done->cb(done->ctx, &done->result);
+    pe_free(done);
+}
+
+/* Computes a read into r. Called with ch->lock held; ch may be NULL (a channel never used). */
+static void
+read_locked(mem_engine_t *self, mem_channel_t *ch, pe_start_t start, size_t max, pe_ps_read_result_t *r)
+{
+    pe_id_t last = ch != NULL ? ch->last_id : PE_ID_ZERO, trimmed = ch != NULL ? ch->trimmed : PE_ID_ZERO;
+
+    switch (start.kind) {
+    case PE_START_NEW:
+        r->base = last;
+        break;
+    case PE_START_OLDEST:
+        r->base = trimmed;
+        break;
+    case PE_START_AFTER:
+        if (pe_id_cmp(start.after, trimmed) < 0) {
+            r->gap = 1;
+            r->base = trimmed;
+        } else if (start.strict && pe_id_cmp(start.after, last) > 0) {
+            /* A position past the newest message: the history it came from is gone. */
+            r->gap = 1;
+            r->base = trimmed;
+        } else {
+            r->base = start.after;
+        }
+        break;
+    }
+    r->reached_end = 1;
+    if (ch == NULL || start.kind == PE_START_NEW || max == 0)
+        return;
+
+    size_t from = first_after(ch, r->base), n = ch->count - from;
+    if (n > max) {
+        n = max;
+        r->reached_end = 0;
+    }
+    if (n != 0) {
+        r->msgs = pe_malloc(n * sizeof(*r->msgs));
+        for (size_t i = 0; i != n; ++i) {
+            r->msgs[i] = *ring_at(ch, from + i);
+            pe_msg_retain(r->msgs[i]);
+        }
+        r->num_msgs = n;
+    }
+}
+
+static void
+do_read(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_t len, pe_start_t start, size_t max, pe_ps_read_cb cb,
+        void *ctx)
+{
+    mem_engine_t *self = (mem_engine_t *)_self;
+    read_done_t *done = pe_calloc(1, sizeof(*done));
+    done->d.cb = on_read_done;
+    done->cb = cb;
+    done->ctx = ctx;
+
+    mem_channel_t *ch = find_channel(self, channel, len, 0);
+    if (ch != NULL) {
+        pthread_mutex_lock(&ch->lock);
+        expire(self, ch, pe_ps__now_ms());
+        read_locked(self, ch, start, max, &done->result);
+        pthread_mutex_unlock(&ch->lock);
+    } else {
+        read_locked(self, NULL, start, max, &done->result);
+    }
+    pe_ps_node__defer(node, &done->d);
+}
+
+static void
+do_attach(pe_ps_engine_t *_self, pe_ps_node_t *node, unsigned index)
+{
+    mem_engine_t *self = (mem_engine_t *)_self;
+    if (index < MAX_NODES)
+        self->nodes[index] = node;
+}
+
+static void
+do_detach(pe_ps_engine_t *_self, pe_ps_node_t *node, unsigned index)
+{
+    mem_engine_t *self = (mem_engine_t *)_self;
+    if (index < MAX_NODES && self->nodes[index] == node)
+        self->nodes[index] = NULL;
+}
+
+static int
+do_is_ready(pe_ps_engine_t *self)
+{
+    return 1;
+}
+
+static int
+free_channel(const char *key, size_t len, void *value, void *arg)
+{
+    mem_channel_t *ch = value;
+    while (ch->count != 0)
+        drop_oldest(ch);
+    pe_free(ch->ring);
+    pthread_mutex_destroy(&ch->lock);
+    pe_free(ch);
+    return 1;
+}
+
+static void
+do_destroy(pe_ps_engine_t *_self)
+{
+    mem_engine_t *self = (mem_engine_t *)_self;
+    pe_strmap_foreach(&self->channels, free_channel, NULL);
+    pe_strmap_dispose(&self->channels);
+    pthread_rwlock_destroy(&self->map_lock);
+    pe_free(self);
+}
+
+static const pe_ps_engine_ops_t memory_ops = {
+    .publish = do_publish,
+    .watch = do_watch,
+    .unwatch = do_unwatch,
+    .read = do_read,
+    .attach = do_attach,
+    .detach = do_detach,
+    .is_ready = do_is_ready,
+    .destroy = do_destroy,
+};
+
+pe_ps_engine_t *
+pe_ps_engine_create_memory(const pe_ps_options_t *opts)
+{
+    mem_engine_t *self = pe_calloc(1, sizeof(*self));
+    self->super.ops = &memory_ops;
+    self->super.name = "memory";
+    self->super.opts = *opts;
+    if (self->super.opts.history_size == 0)
+        self->super.opts.history_size = 1;
+    pthread_rwlock_init(&self->map_lock, NULL);
+    pe_strmap_init(&self->channels);
+    return &self->super;
+}

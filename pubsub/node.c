@@ -1,0 +1,606 @@
+/*
+ * node.c: one event-loop thread's view of pubsub: its subscribers per channel, the live feed
+ * from the engine, catch-up from history, and fan-out.
+ *
+ * Data flow. The engine posts each new message of a watched channel once to this node's
+ * multithread queue (one allocation and one reference per node, never per subscriber). The
+ * queue's callback runs on this thread with every message queued since the last wake-up, looks
+ * up the local channel and hands the message to each subscriber whose position is behind it.
+ * Transports coalesce their writes per loop iteration, so a burst costs one write per socket.
+ *
+ * The catch-up/live seam. A channel entry starts in READING: the node has asked the engine to
+ * watch the channel (first local subscriber) and then reads a page of history after the
+ * entry's position. Live messages that arrive while the entry is not LIVE are not buffered:
+ * they are in history, and the entry only records that it skipped one (missed_live). When a
+ * page is delivered, the entry goes LIVE only if that read reached the channel's newest message
+ * and nothing was skipped since it was issued; otherwise it reads the next page. Every live
+ * message after that has an ID above the entry's position, and anything at or below it is a
+ * duplicate of history and is dropped, so the seam neither loses nor repeats a message. Memory
+ * per catching-up subscriber is one page of references, however long the history.
+ *
+ * Rejected: buffering live messages per subscriber during catch-up (unbounded under load, and
+ * the history has them anyway); one engine read per subscriber for live messages (the engine
+ * would see N reads per message).
+ *
+ * Safe points: subscriber callbacks run from the run queue (catch-up) or the live feed, never
+ * from inside pe_sub_add/remove/resume; transports must not dispose a subscriber from inside
+ * one of its callbacks (asserted).
+ */
+#include <assert.h>
+#include <h2o.h>
+#include <h2o/multithread.h>
+#include "alloc.h"
+#include "engine.h"
+#include "strmap.h"
+
+/* Messages per history read: bounds the references a catching-up subscriber holds. */
+#define PE_SUB_PAGE 128
+
+const char pe_ps_err_unavailable[] = "the message engine is unavailable";
+const char pe_ps_err_bad_channel[] = "channel names are 1-200 characters of A-Z a-z 0-9 _ - . : @";
+const char pe_ps_err_too_many[] = "too many channels in one subscription";
+const char pe_ps_err_duplicate[] = "already subscribed to that channel";
+const char pe_ps_err_exhausted[] = "the channel's message IDs are exhausted";
+
+#define STAT_ADD(field, n) __atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
+
+typedef struct st_local_channel_t {
+    pe_sub_chan_t *head; /* entries of this thread's subscribers */
+    size_t count;
+    size_t name_len;
+    char name[];
+} local_channel_t;
+
+typedef enum en_chan_state_t { CHAN_READING, CHAN_CATCHUP, CHAN_LIVE } chan_state_t;
+
+typedef struct st_read_req_t {
+    pe_sub_chan_t *chan; /* weak: cleared when the entry is removed before the read completes */
+} read_req_t;
+
+struct st_pe_sub_chan_t {
+    pe_sub_t *sub;
+    local_channel_t *lc;
+    pe_sub_chan_t *prev, *next; /* in lc's list */
+    pe_id_t pos;                /* last message delivered (or the start position) */
+    uint32_t tag;               /* pe_cursor_tag(name) */
+    chan_state_t state;
+    pe_start_t start;     /* the first read's start; later reads start after pos */
+    unsigned started : 1; /* the first read completed */
+    unsigned missed_live : 1;
+    unsigned gap_pending : 1;
+    unsigned reached_end : 1;
+    pe_msg_t **page; /* owned references from the last read */
+    size_t page_len, page_off;
+    read_req_t *read; /* the read in flight, if any */
+};
+
+struct st_pe_ps_node_t {
+    pe_ps_engine_t *engine;
+    h2o_evloop_t *loop;
+    unsigned index;
+    h2o_multithread_queue_t *queue;
+    h2o_multithread_receiver_t receiver;
+    pe_strmap_t channels; /* name -> local_channel_t (owned) */
+    /* deferred calls, run from a zero timeout after the current event */
+    h2o_timeout_t zero_timeout;
+    h2o_timeout_entry_t defer_entry;
+    pe_ps_deferred_t *defer_head, **defer_tail;
+    /* subscribers with catch-up work */
+    pe_sub_t *run_head, *run_tail;
+    pe_ps_deferred_t run_deferred;
+    unsigned run_deferred_queued : 1;
+    pe_ps_node_stats_t stats;
+};
+
+typedef struct st_live_msg_t {
+    h2o_multithread_message_t super;
+    pe_msg_t *msg;
+} live_msg_t;
+
+static void schedule(pe_sub_t *sub);
+static void issue_read(pe_sub_chan_t *chan);
+
+/* ---- deferred calls -------------------------------------------------------------------------- */
+
+static void
+on_defer_timeout(h2o_timeout_entry_t *entry)
+{
+    pe_ps_node_t *node = H2O_STRUCT_FROM_MEMBER(pe_ps_node_t, defer_entry, entry);
+    /* Take the list first: calls deferred by these callbacks run on the next round. */
+    pe_ps_deferred_t *d = node->defer_head;
+    node->defer_head = NULL;
+    node->defer_tail = &node->defer_head;
+    while (d != NULL) {
+        pe_ps_deferred_t *next = d->_next;
+        d->cb(d);
+        d = next;
+    }
+}
+
+void
+pe_ps_node__defer(pe_ps_node_t *node, pe_ps_deferred_t *d)
+{
+    d->_next = NULL;
+    *node->defer_tail = d;
+    node->defer_tail = &d->_next;
+    if (!h2o_timeout_is_linked(&node->defer_entry))
+        h2o_timeout_link(node->loop, &node->zero_timeout, &node->defer_entry);
+}
+
+void
+pe_ps_node__count_published(pe_ps_node_t *node)
+{
+    STAT_ADD(node->stats.published, 1);
+}
+
+/* ---- live feed ------------------------------------------------------------------------------- */
+
+void
+pe_ps_node__post_live(pe_ps_node_t *node, pe_msg_t *msg)
+{
+    live_msg_t *m = pe_malloc(sizeof(*m));
+    m->super = (h2o_multithread_message_t){{NULL, NULL}};
+    m->msg = msg;
+    h2o_multithread_send_message(&node->receiver, &m->super);
+}
+
+static void
+fan_out(pe_ps_node_t *node, pe_msg_t *msg)
+{
+    local_channel_t *lc = pe_strmap_get(&node->channels, msg->channel, msg->channel_len);
+    if (lc == NULL)
+        return; /* the last local subscriber left while the message was queued */
+    uint64_t delivered = 0;
+    for (pe_sub_chan_t *e = lc->head, *next; e != NULL; e = next) {
+        next = e->next;
+        if (pe_id_cmp(msg->id, e->pos) <= 0)
+            continue; /* already delivered from history */
+        if (e->state != CHAN_LIVE) {
+            e->missed_live = 1; /* it is in history: the catch-up reads it */
+            continue;
+        }
+        pe_sub_t *sub = e->sub;
+        e->pos = msg->id;
+        sub->_dispatching = 1;
+        sub->cb->on_message(sub, msg);
+        sub->_dispatching = 0;
+        ++delivered;
+    }
+    STAT_ADD(node->stats.delivered, delivered);
+}
+
+static void
+on_live_messages(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    pe_ps_node_t *node = H2O_STRUCT_FROM_MEMBER(pe_ps_node_t, receiver, receiver);
+    while (!h2o_linklist_is_empty(messages)) {
+        live_msg_t *m = H2O_STRUCT_FROM_MEMBER(live_msg_t, super.link, messages->next);
+        h2o_linklist_unlink(&m->super.link);
+        fan_out(node, m->msg);
+        pe_msg_release(m->msg);
+        pe_free(m);
+    }
+}
+
+/* ---- local channels -------------------------------------------------------------------------- */
+
+static local_channel_t *
+acquire_channel(pe_ps_node_t *node, const char *name, size_t len)
+{
+    local_channel_t *lc = pe_strmap_get(&node->channels, name, len);
+    if (lc != NULL)
+        return lc;
+    lc = pe_calloc(1, sizeof(*lc) + len + 1);
+    memcpy(lc->name, name, len);
+    lc->name_len = len;
+    pe_strmap_set(&node->channels, name, len, lc);
+    STAT_ADD(node->stats.channels, 1);
+    /* Watch before the first read, so the read and the live feed overlap (see the seam above). */
+    node->engine->ops->watch(node->engine, node, name, len);
+    return lc;
+}
+
+static void
+release_channel(pe_ps_node_t *node, local_channel_t *lc)
+{
+    if (lc->count != 0)
+        return;
+    node->engine->ops->unwatch(node->engine, node, lc->name, lc->name_len);
+    pe_strmap_remove(&node->channels, lc->name, lc->name_len);
+    STAT_ADD(node->stats.channels, (uint64_t)-1);
+    pe_free(lc);
+}
+
+/* ---- subscriber run queue -------------------------------------------------------------------- */
+
+static void
+release_page(pe_sub_chan_t *chan)
+{
+    for (size_t i = chan->page_off; i < chan->page_len; ++i)
+        pe_msg_release(chan->page[i]);
+    pe_free(chan->page);
+    chan->page = NULL;
+    chan->page_len = chan->page_off = 0;
+}
+
+static void
+unschedule(pe_sub_t *sub)
+{
+    if (!sub->_scheduled)
+        return;
+    pe_ps_node_t *node = sub->_node;
+    if (sub->_sched_prev != NULL)
+        sub->_sched_prev->_sched_next = sub->_sched_next;
+    else
+        node->run_head = sub->_sched_next;
+    if (sub->_sched_next != NULL)
+        sub->_sched_next->_sched_prev = sub->_sched_prev;
+    else
+        node->run_tail = sub->_sched_prev;
+    sub->_sched_prev = sub->_sched_next = NULL;
+    sub->_scheduled = 0;
+}
+
+/* Delivers what the subscriber's catching-up channels hold, until its transport pauses it. */
+static void
+run_sub(pe_sub_t *sub)
+{
+    pe_ps_node_t *node = sub->_node;
+    uint64_t delivered = 0;
+    int all_live = 1;
+
+    sub->_dispatching = 1;
+    for (size_t i = 0; i != sub->_num_chans; ++i) {
+        pe_sub_chan_t *chan = sub->_chans[i];
+        if (chan->state == CHAN_CATCHUP && !sub->_paused) {
+            if (chan->gap_pending) {
+                chan->gap_pending = 0;
+                STAT_ADD(node->stats.gaps, 1);
+                sub->cb->on_gap(sub, chan->lc->name, chan->lc->name_len);
+            }
+            while (chan->page_off < chan->page_len && !sub->_paused) {
+                pe_msg_t *msg = chan->page[chan->page_off++];
+                if (pe_id_cmp(msg->id, chan->pos) > 0) {
+                    chan->pos = msg->id;
+                    ++delivered;
+                    if (sub->cb->on_message(sub, msg) == PE_SUB_PAUSE)
+                        sub->_paused = 1;
+                }
+                pe_msg_release(msg);
+            }
+            if (chan->page_off == chan->page_len) {
+                release_page(chan);
+                if (chan->reached_end && !chan->missed_live)
+                    chan->state = CHAN_LIVE;
+                else
+                    issue_read(chan);
+            }
+        }
+        if (chan->state != CHAN_LIVE)
+            all_live = 0;
+    }
+    if (all_live && sub->_num_chans != 0 && !sub->_live_announced) {
+        sub->_live_announced = 1;
+        sub->cb->on_live(sub);
+    }
+    sub->_dispatching = 0;
+    STAT_ADD(node->stats.delivered, delivered);
+}
+
+static void
+on_run_queue(pe_ps_deferred_t *d)
+{
+    pe_ps_node_t *node = H2O_STRUCT_FROM_MEMBER(pe_ps_node_t, run_deferred, d);
+    node->run_deferred_queued = 0;
+    /* Subscribers scheduled while this runs wait for the next round (no recursion). */
+    pe_sub_t *tail = node->run_tail;
+    while (node->run_head != NULL) {
+        pe_sub_t *sub = node->run_head;
+        unschedule(sub);
+        run_sub(sub);
+        if (sub == tail)
+            break;
+    }
+}
+
+static void
+schedule(pe_sub_t *sub)
+{
+    pe_ps_node_t *node = sub->_node;
+    if (!sub->_scheduled) {
+        sub->_scheduled = 1;
+        sub->_sched_next = NULL;
+        sub->_sched_prev = node->run_tail;
+        if (node->run_tail != NULL)
+            node->run_tail->_sched_next = sub;
+        else
+            node->run_head = sub;
+        node->run_tail = sub;
+    }
+    if (!node->run_deferred_queued) {
+        node->run_deferred_queued = 1;
+        pe_ps_node__defer(node, &node->run_deferred);
+    }
+}
+
+/* ---- history reads --------------------------------------------------------------------------- */
+
+static void
+on_read(void *ctx, pe_ps_read_result_t *r)
+{
+    read_req_t *req = ctx;
+    pe_sub_chan_t *chan = req->chan;
+    pe_free(req);
+    if (chan == NULL) {
+        /* The entry left while the read was in flight. */
+        for (size_t i = 0; i != r->num_msgs; ++i)
+            pe_msg_release(r->msgs[i]);
+        pe_free(r->msgs);
+        return;
+    }
+    chan->read = NULL;
+    assert(r->err == NULL); /* TODO(redis engine issue): retry reads that fail with backoff */
+    if (r->gap)
+        chan->gap_pending = 1;
+    /* The engine computed base from our position; a gap moves it past the loss. */
+    if (!chan->started || r->gap)
+        chan->pos = r->base;
+    chan->started = 1;
+    chan->page = r->msgs;
+    chan->page_len = r->num_msgs;
+    chan->page_off = 0;
+    chan->reached_end = r->reached_end;
+    chan->state = CHAN_CATCHUP;
+    schedule(chan->sub);
+}
+
+static void
+issue_read(pe_sub_chan_t *chan)
+{
+    pe_ps_node_t *node = chan->sub->_node;
+    pe_start_t start = chan->started ? (pe_start_t){PE_START_AFTER, chan->pos, 1} : chan->start;
+    read_req_t *req = pe_malloc(sizeof(*req));
+    req->chan = chan;
+    chan->read = req;
+    chan->state = CHAN_READING;
+    chan->missed_live = 0;
+    node->engine->ops->read(node->engine, node, chan->lc->name, chan->lc->name_len, start, PE_SUB_PAGE, on_read, req);
+}
+
+/* ---- subscribers ----------------------------------------------------------------------------- */
+
+void
+pe_sub_init(pe_sub_t *sub, pe_ps_node_t *node, const pe_sub_callbacks_t *cb)
+{
+    *sub = (pe_sub_t){.cb = cb, ._node = node};
+    STAT_ADD(node->stats.subscribers, 1);
+}
+
+static ssize_t
+find_chan(const pe_sub_t *sub, const char *name, size_t len)
+{
+    for (size_t i = 0; i != sub->_num_chans; ++i) {
+        local_channel_t *lc = sub->_chans[i]->lc;
+        if (lc->name_len == len && memcmp(lc->name, name, len) == 0)
+            return (ssize_t)i;
+    }
+    return -1;
+}
+
+const char *
+pe_sub_add(pe_sub_t *sub, const char *channel, size_t len, pe_start_t start)
+{
+    if (!pe_channel_is_valid(channel, len))
+        return pe_ps_err_bad_channel;
+    if (find_chan(sub, channel, len) >= 0)
+        return pe_ps_err_duplicate;
+    if (sub->_num_chans == PE_CURSOR_MAX_ENTRIES)
+        return pe_ps_err_too_many;
+
+    if (sub->_num_chans == sub->_capacity) {
+        sub->_capacity = sub->_capacity == 0 ? 4 : sub->_capacity * 2;
+        sub->_chans = pe_realloc(sub->_chans, sub->_capacity * sizeof(*sub->_chans));
+    }
+    pe_sub_chan_t *chan = pe_calloc(1, sizeof(*chan));
+    chan->sub = sub;
+    chan->lc = acquire_channel(sub->_node, channel, len);
+    chan->tag = pe_cursor_tag(channel, len);
+    chan->start = start;
+    chan->next = chan->lc->head;
+    if (chan->next != NULL)
+        chan->next->prev = chan;
+    chan->lc->head = chan;
+    ++chan->lc->count;
+    sub->_chans[sub->_num_chans++] = chan;
+    sub->_live_announced = 0;
+    issue_read(chan);
+    return NULL;
+}
+
+static void
+free_chan(pe_ps_node_t *node, pe_sub_chan_t *chan)
+{
+    local_channel_t *lc = chan->lc;
+    if (chan->prev != NULL)
+        chan->prev->next = chan->next;
+    else
+        lc->head = chan->next;
+    if (chan->next != NULL)
+        chan->next->prev = chan->prev;
+    --lc->count;
+    if (chan->read != NULL)
+        chan->read->chan = NULL;
+    release_page(chan);
+    pe_free(chan);
+    release_channel(node, lc);
+}
+
+int
+pe_sub_remove(pe_sub_t *sub, const char *channel, size_t len)
+{
+    assert(!sub->_dispatching);
+    ssize_t i = find_chan(sub, channel, len);
+    if (i < 0)
+        return -1;
+    free_chan(sub->_node, sub->_chans[i]);
+    memmove(sub->_chans + i, sub->_chans + i + 1, (sub->_num_chans - (size_t)i - 1) * sizeof(*sub->_chans));
+    --sub->_num_chans;
+    return 0;
+}
+
+void
+pe_sub_resume(pe_sub_t *sub)
+{
+    if (!sub->_paused)
+        return;
+    sub->_paused = 0;
+    schedule(sub);
+}
+
+void
+pe_sub_dispose(pe_sub_t *sub)
+{
+    assert(!sub->_dispatching);
+    unschedule(sub);
+    for (size_t i = 0; i != sub->_num_chans; ++i)
+        free_chan(sub->_node, sub->_chans[i]);
+    pe_free(sub->_chans);
+    sub->_chans = NULL;
+    sub->_num_chans = sub->_capacity = 0;
+    STAT_ADD(sub->_node->stats.subscribers, (uint64_t)-1);
+    sub->_node = NULL;
+}
+
+int
+pe_sub_has(const pe_sub_t *sub, const char *channel, size_t len)
+{
+    return find_chan(sub, channel, len) >= 0;
+}
+
+int
+pe_sub_is_live(const pe_sub_t *sub)
+{
+    for (size_t i = 0; i != sub->_num_chans; ++i)
+        if (sub->_chans[i]->state != CHAN_LIVE)
+            return 0;
+    return 1;
+}
+
+size_t
+pe_sub_cursor(const pe_sub_t *sub, char *buf, size_t cap)
+{
+    pe_cursor_entry_t entries[PE_CURSOR_MAX_ENTRIES];
+    if (sub->_num_chans == 0) {
+        if (cap != 0)
+            buf[0] = '\0';
+        return 0;
+    }
+    for (size_t i = 0; i != sub->_num_chans; ++i)
+        entries[i] = (pe_cursor_entry_t){sub->_chans[i]->tag, sub->_chans[i]->pos};
+    return pe_cursor_format(entries, sub->_num_chans, buf, cap);
+}
+
+pe_start_t
+pe_start_from_cursor(const pe_cursor_t *cursor, const char *channel, size_t len, size_t num_channels)
+{
+    pe_id_t pos;
+    switch (cursor->kind) {
+    case PE_CURSOR_OLDEST:
+        return (pe_start_t){PE_START_OLDEST, PE_ID_ZERO, 0};
+    case PE_CURSOR_ID:
+        /* With several channels a bare ID is a point in time, not each channel's own position. */
+        return (pe_start_t){PE_START_AFTER, cursor->id, num_channels == 1};
+    case PE_CURSOR_MULTI:
+        if (pe_cursor_position(cursor, channel, len, &pos))
+            return (pe_start_t){PE_START_AFTER, pos, 1};
+        break;
+    case PE_CURSOR_NONE:
+        break;
+    }
+    return (pe_start_t){PE_START_NEW, PE_ID_ZERO, 0};
+}
+
+/* ---- nodes ----------------------------------------------------------------------------------- */
+
+pe_ps_node_t *
+pe_ps_node_create(pe_ps_engine_t *engine, h2o_evloop_t *loop, unsigned index)
+{
+    pe_ps_node_t *node = pe_calloc(1, sizeof(*node));
+    node->engine = engine;
+    node->loop = loop;
+    node->index = index;
+    node->queue = h2o_multithread_create_queue(loop);
+    h2o_multithread_register_receiver(node->queue, &node->receiver, on_live_messages);
+    pe_strmap_init(&node->channels);
+    h2o_timeout_init(loop, &node->zero_timeout, 0);
+    node->defer_entry = (h2o_timeout_entry_t){0};
+    node->defer_entry.cb = on_defer_timeout;
+    node->defer_tail = &node->defer_head;
+    node->run_deferred.cb = on_run_queue;
+    engine->ops->attach(engine, node, index);
+    return node;
+}
+
+void
+pe_ps_node_destroy(pe_ps_node_t *node)
+{
+    assert(node->channels.size == 0);
+    node->engine->ops->detach(node->engine, node, node->index);
+    /* Run what is still deferred or queued (read and publish completions free themselves). */
+    for (int i = 0; i != 100 && (node->defer_head != NULL || !h2o_linklist_is_empty(&node->receiver._messages)); ++i)
+        h2o_evloop_run(node->loop, 0);
+    if (h2o_timeout_is_linked(&node->defer_entry))
+        h2o_timeout_unlink(&node->defer_entry);
+    h2o_timeout_dispose(node->loop, &node->zero_timeout);
+    h2o_multithread_unregister_receiver(node->queue, &node->receiver);
+    h2o_multithread_destroy_queue(node->queue);
+    pe_strmap_dispose(&node->channels);
+    pe_free(node);
+}
+
+void
+pe_ps_node_get_stats(pe_ps_node_t *node, pe_ps_node_stats_t *out)
+{
+    out->published = __atomic_load_n(&node->stats.published, __ATOMIC_RELAXED);
+    out->delivered = __atomic_load_n(&node->stats.delivered, __ATOMIC_RELAXED);
+    out->gaps = __atomic_load_n(&node->stats.gaps, __ATOMIC_RELAXED);
+    out->subscribers = __atomic_load_n(&node->stats.subscribers, __ATOMIC_RELAXED);
+    out->channels = __atomic_load_n(&node->stats.channels, __ATOMIC_RELAXED);
+}
+
+pe_ps_engine_t *
+pe_ps_node_engine(pe_ps_node_t *node)
+{
+    return node->engine;
+}
+
+/* ---- engine front door ----------------------------------------------------------------------- */
+
+const char *
+pe_ps_publish(pe_ps_node_t *node, const char *channel, size_t len, const char *data, size_t data_len, pe_ps_publish_cb cb,
+              void *ctx)
+{
+    if (!pe_channel_is_valid(channel, len))
+        return pe_ps_err_bad_channel;
+    if (!node->engine->ops->is_ready(node->engine))
+        return pe_ps_err_unavailable;
+    return node->engine->ops->publish(node->engine, node, channel, len, data, data_len, cb, ctx);
+}
+
+int
+pe_ps_engine_is_ready(pe_ps_engine_t *engine)
+{
+    return engine->ops->is_ready(engine);
+}
+
+const char *
+pe_ps_engine_name(pe_ps_engine_t *engine)
+{
+    return engine->name;
+}
+
+void
+pe_ps_engine_destroy(pe_ps_engine_t *engine)
+{
+    engine->ops->destroy(engine);
+}

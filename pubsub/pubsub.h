@@ -1,0 +1,214 @@
+/*
+ * pubsub.h: the subscription layer, the only header that edge/ and fallback/ include from pubsub/.
+ *
+ * Three objects:
+ *   - an engine (process-wide, thread-safe): stores each channel's history and assigns IDs. The
+ *     memory engine is the zero-setup default; the Redis Streams engine implements the same ops.
+ *   - a node (one per event-loop thread, share-nothing): keeps that thread's subscribers per
+ *     channel, receives each channel's new messages once from the engine, and fans them out.
+ *   - a subscriber (pe_sub_t, embedded in a transport's connection object): a set of channels,
+ *     each with a position (the last message ID delivered); its positions form its cursor.
+ *
+ * Delivery rule: every subscriber sees, per channel, every message after its start position
+ * exactly once and in ID order, or a gap callback first when history no longer reaches back.
+ * Catch-up from history is read in pages and paced by the transport (on_message returns
+ * PE_SUB_PAUSE when its queue is full; pe_sub_resume continues), then the channel goes live.
+ *
+ * Threading: everything except pe_ps_engine_* creation and destruction runs on the node's own
+ * loop thread. Callbacks are never invoked from inside the call that caused them (STYLE 3.5).
+ */
+#ifndef PE_PUBSUB_H
+#define PE_PUBSUB_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "stream_id.h"
+#include "cursor.h"
+
+struct st_h2o_evloop_t;
+
+/* Errors crossing the pubsub boundary, compared by address. */
+extern const char pe_ps_err_unavailable[]; /* the engine cannot be reached: nothing was stored */
+extern const char pe_ps_err_bad_channel[]; /* channel name outside the rule of CONTRACT.md */
+extern const char pe_ps_err_too_many[];    /* more than PE_CURSOR_MAX_ENTRIES channels in one subscriber */
+extern const char pe_ps_err_duplicate[];   /* the subscriber already has that channel */
+extern const char pe_ps_err_exhausted[];   /* the channel's ID space is exhausted */
+
+/* ---- messages ---------------------------------------------------------------------------- */
+
+/**
+ * An immutable, reference-counted message. Every encoding a transport needs is built once, when
+ * the message is created, and shared by every subscriber on every thread (no per-subscriber
+ * copy). Fields are read-only; the reference count is atomic so threads may share a message.
+ */
+typedef struct st_pe_msg_t {
+    pe_id_t id;
+    const char *channel; /* NUL-terminated */
+    size_t channel_len;
+    const char *data; /* the published JSON value, minified to one line */
+    size_t data_len;
+    const char *envelope; /* {"channel":"..","id":"..","data":..} */
+    size_t envelope_len;
+    const char *sse_frame; /* "id: <id>\ndata: <envelope>\n\n" */
+    size_t sse_frame_len;
+    size_t sse_data_off; /* offset of "data: " in sse_frame: the frame without its id line */
+    char id_str[PE_ID_MAXLEN + 1];
+    size_t id_len;
+    _Atomic size_t _refcnt;
+} pe_msg_t;
+
+/** Creates a message with one reference. data must be valid JSON (it is minified here). */
+pe_msg_t *pe_msg_new(pe_id_t id, const char *channel, size_t channel_len, const char *data, size_t data_len);
+static inline void
+pe_msg_retain(pe_msg_t *msg)
+{
+    __atomic_add_fetch(&msg->_refcnt, 1, __ATOMIC_RELAXED);
+}
+/** Drops one reference; frees the message with the last one. */
+void pe_msg_release(pe_msg_t *msg);
+
+/* ---- engine -------------------------------------------------------------------------------- */
+
+typedef struct st_pe_ps_engine_t pe_ps_engine_t;
+
+typedef struct st_pe_ps_options_t {
+    size_t history_size;     /* messages retained per channel (>= 1) */
+    uint64_t history_ttl_ms; /* maximum age of a retained message */
+    unsigned max_nodes;      /* number of nodes (threads) that will attach, 1..64 */
+} pe_ps_options_t;
+
+/** The embedded in-memory engine. Never fails (aborts on out-of-memory). */
+pe_ps_engine_t *pe_ps_engine_create_memory(const pe_ps_options_t *opts);
+/** Destroys the engine; every node must have been destroyed first. */
+void pe_ps_engine_destroy(pe_ps_engine_t *engine);
+/** 1 if the engine can store and read messages now (thread-safe), else 0. */
+int pe_ps_engine_is_ready(pe_ps_engine_t *engine);
+/** A short name for logs and metrics ("memory", "redis"). */
+const char *pe_ps_engine_name(pe_ps_engine_t *engine);
+
+/* ---- nodes --------------------------------------------------------------------------------- */
+
+typedef struct st_pe_ps_node_t pe_ps_node_t;
+
+/** Counters of one node; each is written by its own thread only and read with relaxed loads. */
+typedef struct st_pe_ps_node_stats_t {
+    uint64_t published;   /* messages stored through this node */
+    uint64_t delivered;   /* messages handed to subscribers (catch-up and live) */
+    uint64_t gaps;        /* gap callbacks */
+    uint64_t subscribers; /* current subscribers (gauge) */
+    uint64_t channels;    /* channels with at least one local subscriber (gauge) */
+} pe_ps_node_stats_t;
+
+/**
+ * Creates the node of thread `index` (0 .. max_nodes-1) on its loop; call on that thread.
+ * The node owns its engine attachment; destroy it on the same thread after every subscriber
+ * was disposed.
+ */
+pe_ps_node_t *pe_ps_node_create(pe_ps_engine_t *engine, struct st_h2o_evloop_t *loop, unsigned index);
+void pe_ps_node_destroy(pe_ps_node_t *node);
+/** Copies the node's counters (may be called from any thread). */
+void pe_ps_node_get_stats(pe_ps_node_t *node, pe_ps_node_stats_t *out);
+pe_ps_engine_t *pe_ps_node_engine(pe_ps_node_t *node);
+
+/* ---- publishing ---------------------------------------------------------------------------- */
+
+/**
+ * Called once the message is stored (err == NULL, *id its ID) or was not (err set, id NULL).
+ */
+typedef void (*pe_ps_publish_cb)(void *ctx, const char *err, const pe_id_t *id);
+
+/**
+ * Stores data (valid JSON text) as the next message of the channel. Returns NULL and calls cb
+ * exactly once later, or returns an error constant (cb never called). The caller must keep ctx
+ * valid until cb runs (use a weak-pointer holder for request-scoped callers).
+ */
+const char *pe_ps_publish(pe_ps_node_t *node, const char *channel, size_t channel_len, const char *data, size_t data_len,
+                          pe_ps_publish_cb cb, void *ctx);
+
+/* ---- subscribers --------------------------------------------------------------------------- */
+
+typedef struct st_pe_sub_t pe_sub_t;
+typedef struct st_pe_sub_chan_t pe_sub_chan_t;
+
+/** Where a channel's delivery starts. */
+typedef enum en_pe_start_kind_t {
+    PE_START_NEW,    /* only messages published from now on */
+    PE_START_OLDEST, /* from the oldest retained message, without a gap */
+    PE_START_AFTER   /* after `after`: gap if history no longer reaches back to it */
+} pe_start_kind_t;
+
+typedef struct st_pe_start_t {
+    pe_start_kind_t kind;
+    pe_id_t after;
+    /* 1 if `after` is this channel's own position, so a position beyond the channel's newest
+     * message means the engine lost data (gap); 0 if it is a time shared by several channels. */
+    int strict;
+} pe_start_t;
+
+#define PE_SUB_CONTINUE 0
+#define PE_SUB_PAUSE 1
+
+typedef struct st_pe_sub_callbacks_t {
+    /**
+     * A message (borrowed: retain it to keep it). Return PE_SUB_PAUSE when the transport's queue
+     * is full: catch-up stops until pe_sub_resume(). Live messages are always pushed: a
+     * transport whose queue overflows its hard bound ends the subscriber as a slow consumer.
+     */
+    int (*on_message)(pe_sub_t *sub, pe_msg_t *msg);
+    /** History no longer reaches back to the channel's position; the position moved past it. */
+    void (*on_gap)(pe_sub_t *sub, const char *channel, size_t channel_len);
+    /** Every channel has caught up and is live (called each time this becomes true). */
+    void (*on_live)(pe_sub_t *sub);
+} pe_sub_callbacks_t;
+
+/**
+ * A subscriber. Embed it in the transport's connection object; fields are private except cb.
+ * The transport owns it and must call pe_sub_dispose() before freeing it, and never from inside
+ * one of its callbacks (defer that to the loop).
+ */
+struct st_pe_sub_t {
+    const pe_sub_callbacks_t *cb;
+    pe_ps_node_t *_node;
+    pe_sub_chan_t **_chans; /* in the order they were added: the cursor's order */
+    size_t _num_chans;
+    size_t _capacity;
+    struct st_pe_sub_t *_sched_prev, *_sched_next; /* the node's run queue, while _scheduled */
+    unsigned _scheduled : 1;
+    unsigned _paused : 1;
+    unsigned _live_announced : 1;
+    unsigned _dispatching : 1;
+};
+
+/** Initialises a subscriber with no channels. */
+void pe_sub_init(pe_sub_t *sub, pe_ps_node_t *node, const pe_sub_callbacks_t *cb);
+/**
+ * Adds a channel from `start`. Returns NULL (delivery begins on a later loop iteration) or an
+ * error constant (pe_ps_err_bad_channel, _too_many, _duplicate).
+ */
+const char *pe_sub_add(pe_sub_t *sub, const char *channel, size_t channel_len, pe_start_t start);
+/** Removes a channel; returns 0, or -1 if the subscriber does not have it. No callback follows. */
+int pe_sub_remove(pe_sub_t *sub, const char *channel, size_t channel_len);
+/** The transport's queue drained below its low-water mark: continue a paused catch-up. */
+void pe_sub_resume(pe_sub_t *sub);
+/** Removes every channel and frees what the subscriber holds; no callback follows. */
+void pe_sub_dispose(pe_sub_t *sub);
+/** Number of channels. */
+static inline size_t
+pe_sub_num_channels(const pe_sub_t *sub)
+{
+    return sub->_num_chans;
+}
+/** 1 if the subscriber has the channel. */
+int pe_sub_has(const pe_sub_t *sub, const char *channel, size_t channel_len);
+/**
+ * Writes the subscriber's cursor (pe_cursor_format of its positions, in channel order) into buf
+ * of capacity cap (PE_CURSOR_MAXLEN + 1 always suffices). Returns its length (0 if no channels).
+ */
+size_t pe_sub_cursor(const pe_sub_t *sub, char *buf, size_t cap);
+/** 1 if every channel is live (caught up), else 0. */
+int pe_sub_is_live(const pe_sub_t *sub);
+
+/** Builds the start of a channel from a parsed cursor (CONTRACT.md "Cursor"). */
+pe_start_t pe_start_from_cursor(const pe_cursor_t *cursor, const char *channel, size_t channel_len, size_t num_channels);
+
+#endif
