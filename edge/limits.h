@@ -30,6 +30,10 @@
 /* Request bodies h2o buffers before our own size check answers 413 with a JSON body; larger
  * ones get h2o's plain 413 without being read into memory. */
 #define PE_MAX_ENTITY_SLACK (1u << 20)
+/* Request URL: 64 channel names of 200 characters, percent-encoded, plus a full cursor fit. */
+#define PE_MAX_URL (48u << 10)
+/* Request header bytes (names + values): cookies and tokens fit; more is abuse. */
+#define PE_MAX_HEADER_BYTES (32u << 10)
 /* Longest message text in log lines about peer behaviour. */
 #define PE_LOG_PEER_TEXT 128
 

@@ -129,13 +129,17 @@ pe_publish_on_req(h2o_req_t *req)
         return 0;
     }
     json_error_t jerr;
-    json_t *value = req->entity.base != NULL ? json_loadb(req->entity.base, req->entity.len, JSON_DECODE_ANY, &jerr) : NULL;
+    json_t *value = req->entity.base != NULL ? json_loadb(req->entity.base, req->entity.len,
+                                                          JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr)
+                                             : NULL;
     if (value == NULL) {
         char msg[200];
         snprintf(msg, sizeof(msg), "the body is not JSON: %s", req->entity.base != NULL ? jerr.text : "empty body");
         pe_http_error(req, 400, "Bad Request", "invalid_json", msg);
         return 0;
     }
+    /* Only validated: the text is stored as sent, so big integers keep every digit although
+     * jansson holds them as doubles here. */
     json_decref(value);
 
     pending_t *pending = pe_calloc(1, sizeof(*pending));

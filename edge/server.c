@@ -32,6 +32,19 @@ on_req(h2o_handler_t *self, h2o_req_t *req)
     PE_STAT_ADD(thr->stats.requests, 1);
     h2o_iovec_t path = req->path_normalized;
 
+    /* h2o 2.2 buffers requests up to ~400 KiB of head; answer oversized ones clearly. */
+    if (req->path.len > PE_MAX_URL) {
+        pe_http_error(req, 414, "URI Too Long", "uri_too_long", "the request URL is too long");
+        return 0;
+    }
+    size_t header_bytes = 0;
+    for (size_t i = 0; i != req->headers.size; ++i)
+        header_bytes += req->headers.entries[i].name->len + req->headers.entries[i].value.len;
+    if (header_bytes > PE_MAX_HEADER_BYTES) {
+        pe_http_error(req, 431, "Request Header Fields Too Large", "headers_too_large", "the request headers are too large");
+        return 0;
+    }
+
     if (h2o_memis(path.base, path.len, H2O_STRLIT("/api/publish")))
         return pe_publish_on_req(req);
     if (h2o_memis(path.base, path.len, H2O_STRLIT("/sse")))

@@ -58,12 +58,12 @@ typedef struct st_pe_sse_t {
     uint64_t sending_since; /* loop ms of the send in flight */
     h2o_timeout_entry_t ping_entry;
     h2o_timeout_entry_t flush_entry;
-    unsigned sending : 1;  /* an h2o_send is in flight */
-    unsigned id_sent : 1;  /* an id: field went out (else on_live sends the cursor) */
-    unsigned multi : 1;    /* several channels: every event carries the full cursor */
-    unsigned ending : 1;   /* drain: send what is queued, then the final chunk */
-    unsigned ended : 1;    /* FINAL or ERROR was sent, or the socket shut down */
-    unsigned overflow : 1; /* slow consumer: end at the next flush */
+    unsigned sending : 1;   /* an h2o_send is in flight */
+    unsigned live_sent : 1; /* the bare id line that marks the stream live went out */
+    unsigned multi : 1;     /* several channels: every event carries the full cursor */
+    unsigned ending : 1;    /* drain: send what is queued, then the final chunk */
+    unsigned ended : 1;     /* FINAL or ERROR was sent, or the socket shut down */
+    unsigned overflow : 1;  /* slow consumer: end at the next flush */
 } pe_sse_t;
 
 static void schedule_flush(pe_sse_t *sse);
@@ -271,7 +271,6 @@ on_message(pe_sub_t *sub, pe_msg_t *msg)
     /* With one channel the cursor is the message ID, already in the shared frame. */
     size_t text = sse->multi ? put_cursor_line(sse) : 0;
     batch_push(&sse->queue, text, msg, !sse->multi);
-    sse->id_sent = 1;
     if (queued_bytes(sse) > PE_SSE_MAX_QUEUE) {
         sse->overflow = 1;
         batch_clear(&sse->queue);
@@ -293,7 +292,6 @@ on_gap(pe_sub_t *sub, const char *channel, size_t len)
     batch_text(&sse->queue, channel, len);
     batch_text(&sse->queue, tail, sizeof(tail) - 1);
     batch_push(&sse->queue, n + sizeof(mid) - 1 + len + sizeof(tail) - 1, NULL, 0);
-    sse->id_sent = 1;
     schedule_flush(sse);
 }
 
@@ -301,15 +299,16 @@ static void
 on_live(pe_sub_t *sub)
 {
     pe_sse_t *sse = H2O_STRUCT_FROM_MEMBER(pe_sse_t, sub, sub);
-    if (sse->ended || sse->id_sent)
+    if (sse->ended || sse->live_sent)
         return;
-    /* An id with no data sets the client's Last-Event-ID without dispatching an event, so a
-     * client that received nothing yet still reconnects from here (WHATWG "dispatch the event",
-     * step 1 runs before the empty-data check). */
+    /* Once, when catch-up is over: an id with no data sets the client's Last-Event-ID without
+     * dispatching an event (WHATWG "dispatch the event": step 1 runs before the empty-data
+     * check), so a client that received nothing yet still reconnects from here, and any client
+     * can tell that what follows is live. */
     size_t n = put_cursor_line(sse);
     batch_text(&sse->queue, "\n", 1);
     batch_push(&sse->queue, n + 1, NULL, 0);
-    sse->id_sent = 1;
+    sse->live_sent = 1;
     schedule_flush(sse);
 }
 

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what pushedge needs on Debian 12, skipping what is already there.
+#   deploy/install-deps.sh          build and run dependencies
+#   deploy/install-deps.sh --test   also what the test suite needs (redis-server, node, clang)
+# Runs as root (or through sudo when it is available).
+set -euo pipefail
+
+pkgs=(gcc libc6-dev meson ninja-build pkg-config libh2o-evloop-dev libwslay-dev libhiredis-dev
+      libjansson-dev libssl-dev zlib1g-dev)
+if [ "${1:-}" = "--test" ]; then
+    pkgs+=(redis-server curl clang libclang-rt-14-dev python3)
+    # Node.js 20 is the project's JS runtime; Debian's nodejs (18) also runs the tests when no
+    # newer node is installed.
+    command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+    command -v npm >/dev/null 2>&1 || pkgs+=(npm)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
