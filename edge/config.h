@@ -7,6 +7,7 @@
 #define PE_CONFIG_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include "limits.h"
 

@@ -65,9 +65,11 @@ int pe_cursor_position(const pe_cursor_t *c, const char *name, size_t len, pe_id
 /**
  * Encodes n positions (n >= 1) into buf of capacity cap, NUL-terminated. With n == 1 the result
  * is the plain ID "<ms>-<seq>" (the tag is not needed); otherwise the multi form, in the order
- * given. Returns the length without the NUL, or 0 if cap is too small or the entries are not
- * a cursor that pe_cursor_parse accepts (n == 0, n > PE_CURSOR_MAX_ENTRIES, or two entries with
- * the same tag); buf is then "" if cap > 0. PE_CURSOR_MAXLEN + 1 bytes always suffice.
+ * given. An entry whose tag equals an earlier entry's is left out (the parser refuses duplicate
+ * tags; docs/protocol.md "Hash collisions"), and the multi form is kept even if only one entry
+ * remains. Returns the length without the NUL, or 0 if cap is too small, n == 0 or
+ * n > PE_CURSOR_MAX_ENTRIES; buf is then "" if cap > 0. PE_CURSOR_MAXLEN + 1 bytes always
+ * suffice. The result always parses with pe_cursor_parse.
  */
 size_t pe_cursor_format(const pe_cursor_entry_t *entries, size_t n, char *buf, size_t cap);
 

@@ -406,6 +406,9 @@ pe_sub_add(pe_sub_t *sub, const char *channel, size_t len, pe_start_t start)
     chan->lc = acquire_channel(sub->_node, channel, len);
     chan->tag = pe_cursor_tag(channel, len);
     chan->start = start;
+    /* Until the first read answers, the cursor shows the requested position (NEW has none). */
+    if (start.kind == PE_START_AFTER)
+        chan->pos = start.after;
     chan->next = chan->lc->head;
     if (chan->next != NULL)
         chan->next->prev = chan;
@@ -445,6 +448,9 @@ pe_sub_remove(pe_sub_t *sub, const char *channel, size_t len)
     free_chan(sub->_node, sub->_chans[i]);
     memmove(sub->_chans + i, sub->_chans + i + 1, (sub->_num_chans - (size_t)i - 1) * sizeof(*sub->_chans));
     --sub->_num_chans;
+    /* Removing the last channel that was catching up makes the rest live: announce it, later. */
+    if (!sub->_live_announced && sub->_num_chans != 0 && pe_sub_is_live(sub))
+        schedule(sub);
     return 0;
 }
 

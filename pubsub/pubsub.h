@@ -54,7 +54,7 @@ typedef struct st_pe_msg_t {
     size_t sse_data_off; /* offset of "data: " in sse_frame: the frame without its id line */
     char id_str[PE_ID_MAXLEN + 1];
     size_t id_len;
-    _Atomic size_t _refcnt;
+    size_t _refcnt; /* only through __atomic builtins: threads share messages */
 } pe_msg_t;
 
 /** Creates a message with one reference. data must be valid JSON (it is minified here). */

@@ -1,0 +1,113 @@
+/*
+ * Message IDs ("<ms>-<seq>") and channel names: the two identifiers that cross every boundary
+ * (HTTP query, SSE id field, WebSocket ops, Redis commands), so both are parsed strictly here
+ * and nowhere else.
+ *
+ * Parsing is stricter than Redis on purpose: Redis accepts "<ms>" alone and fills in the
+ * sequence, but a cursor that a client echoes back must name one exact entry, so the
+ * sequence is required. Leading zeros are accepted (they are still decimal digits and Redis
+ * accepts them), but each part is limited to 20 digits so that an overlong input is rejected
+ * before any arithmetic. strtoull() was rejected: it skips white space, accepts a sign and
+ * reads past `len` on input that is not NUL-terminated.
+ */
+#include <string.h>
+#include "stream_id.h"
+
+/* UINT64_MAX has 20 decimal digits. */
+#define MAX_DECIMAL_DIGITS 20
+
+/*
+ * Parses s[0..len) as an unsigned decimal. Returns 0 and fills *out, or -1 on an empty string, a
+ * non-digit, more than 20 digits, or a value above UINT64_MAX.
+ */
+static int
+parse_u64(const char *s, size_t len, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (len == 0 || len > MAX_DECIMAL_DIGITS)
+        return -1;
+    for (size_t i = 0; i != len; ++i) {
+        unsigned d = (unsigned char)s[i] - '0';
+        if (d > 9)
+            return -1;
+        if (v > (UINT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Writes v in decimal to buf (no NUL); returns the number of bytes written (1..20). */
+static size_t
+format_u64(uint64_t v, char *buf)
+{
+    char tmp[MAX_DECIMAL_DIGITS];
+    size_t n = 0;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i != n; ++i)
+        buf[i] = tmp[n - 1 - i];
+    return n;
+}
+
+int
+pe_id_parse(const char *s, size_t len, pe_id_t *out)
+{
+    const char *dash = len != 0 ? memchr(s, '-', len) : NULL;
+    pe_id_t id;
+
+    if (dash == NULL)
+        return -1;
+    /* A second dash, or a sign on the sequence ("1--2"), fails the digit check in parse_u64. */
+    if (parse_u64(s, (size_t)(dash - s), &id.ms) != 0 || parse_u64(dash + 1, len - (size_t)(dash - s) - 1, &id.seq) != 0)
+        return -1;
+    *out = id;
+    return 0;
+}
+
+size_t
+pe_id_format(pe_id_t id, char *buf)
+{
+    size_t n = format_u64(id.ms, buf);
+    buf[n++] = '-';
+    n += format_u64(id.seq, buf + n);
+    buf[n] = '\0';
+    return n;
+}
+
+int
+pe_id_next(pe_id_t last, uint64_t now_ms, pe_id_t *out)
+{
+    if (now_ms > last.ms) {
+        *out = (pe_id_t){now_ms, 0};
+    } else if (last.seq != UINT64_MAX) {
+        /* Same millisecond, or the clock stepped back: stay on last.ms so the order holds. */
+        *out = (pe_id_t){last.ms, last.seq + 1};
+    } else if (last.ms != UINT64_MAX) {
+        /* 2^64 entries in one millisecond cannot happen in practice, but Redis moves on to the
+         * next millisecond here (streamIncrID), and so do we. */
+        *out = (pe_id_t){last.ms + 1, 0};
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+int
+pe_channel_is_valid(const char *name, size_t len)
+{
+    if (len == 0 || len > PE_CHANNEL_MAXLEN)
+        return 0;
+    for (size_t i = 0; i != len; ++i) {
+        unsigned char c = (unsigned char)name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.' ||
+              c == ':' || c == '@'))
+            return 0;
+    }
+    return 1;
+}

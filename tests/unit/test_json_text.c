@@ -1,0 +1,121 @@
+/*
+ * Unit tests for pubsub/json_text.c (pe_json_minify): white space between tokens of every kind
+ * (space, tab, CR, LF) removed at every nesting level; strings kept byte for byte, including
+ * white space, structural characters, escaped quotes, escaped backslashes right before the
+ * closing quote ("\\\""), \u escapes and raw UTF-8; numbers and literals untouched; bare
+ * scalars. Every case reads its input from a guarded buffer and writes into an exact-size
+ * guarded buffer, and is cross-checked with jansson: the output parses and json_equal()s the
+ * input, and holds no CR or LF.
+ *
+ * Not covered: invalid JSON (the contract requires validated input; the fuzz target covers
+ * that the function never writes more than len bytes whatever it gets).
+ */
+#include <string.h>
+#include <jansson.h>
+#include "tap.h"
+#include "json_text.h"
+
+/* Minifies in[0..len) from and into guarded buffers; returns the output length, copied to out. */
+static size_t
+minify_guarded(const char *in, size_t len, char *out)
+{
+    char *src = tap_guard_copy(in, len), *dst = tap_guard_copy(in, len);
+    size_t n = pe_json_minify(src, len, dst);
+    if (n <= len)
+        memcpy(out, dst, n);
+    tap_guard_free(src, len);
+    tap_guard_free(dst, len);
+    return n;
+}
+
+static void
+check(const char *in, const char *want)
+{
+    size_t len = strlen(in);
+    char out[1024];
+    size_t n = minify_guarded(in, len, out);
+    json_t *a = json_loadb(in, len, JSON_DECODE_ANY, NULL), *b;
+
+    TAP_EQ_MEM(out, n, want, strlen(want), "minify %s", want);
+    TAP_OK(a != NULL, "%s: the input is valid JSON (test precondition)", want);
+    b = json_loadb(out, n, JSON_DECODE_ANY, NULL);
+    TAP_OK(a != NULL && b != NULL && json_equal(a, b), "%s: output parses to the same value", want);
+    TAP_OK(memchr(out, '\n', n) == NULL && memchr(out, '\r', n) == NULL, "%s: one line", want);
+    json_decref(a);
+    json_decref(b);
+}
+
+static void
+test_structure(void)
+{
+    check("{ \"a\" : 1 , \"b\" : [ 1 , 2 ] }", "{\"a\":1,\"b\":[1,2]}");
+    check("\r\n{\r\n\t\"a\":\t[\n\n true,\tfalse ,null ]\r\n}\r\n", "{\"a\":[true,false,null]}");
+    check("[ [ [ [ ] ] ] , { } , { \"k\" : { \"k\" : [ { } ] } } ]", "[[[[]]],{},{\"k\":{\"k\":[{}]}}]");
+    check("{}", "{}");
+    check("[]", "[]");
+    check("  [ ]  ", "[]");
+}
+
+static void
+test_scalars(void)
+{
+    check(" 1 ", "1");
+    check("\t-1.5e+10\n", "-1.5e+10");
+    check("0", "0");
+    check(" 1.0 ", "1.0");                                                     /* not re-printed as 1 */
+    check(" 1.2345678901234567890123e-300 ", "1.2345678901234567890123e-300"); /* digits kept beyond a double */
+    check(" true", "true");
+    check("null ", "null");
+    check(" \"x\" ", "\"x\"");
+    check("\"\"", "\"\"");
+}
+
+static void
+test_strings(void)
+{
+    check("[ \" a  b \" ]", "[\" a  b \"]");
+    check("{ \"key with spaces\" : \"value , : { } [ ]\" }", "{\"key with spaces\":\"value , : { } [ ]\"}");
+    check("[ \"a\\\"b\" , \"c\" ]", "[\"a\\\"b\",\"c\"]");
+    check("[ \"a\\\\\" , \"b\" ]", "[\"a\\\\\",\"b\"]");       /* "a\\" then "b" */
+    check("[ \"\\\\\\\"\" , 1 ]", "[\"\\\\\\\"\",1]");         /* "\\\"" */
+    check("[ \"\\\\\\\\\" , \" \" ]", "[\"\\\\\\\\\",\" \"]"); /* "\\\\" then " " */
+    check("[ \"\\\" \\\" \" ]", "[\"\\\" \\\" \"]");           /* spaces after escaped quotes */
+    check("[ \"\\t\\n\\r \\/\" ]", "[\"\\t\\n\\r \\/\"]");     /* escapes kept, not decoded */
+    check("[ \"\\u0041 \\u00e9\" , \"\\ud83d\\ude00\" ]", "[\"\\u0041 \\u00e9\",\"\\ud83d\\ude00\"]");
+    check("[ \"\\u005c\" , \"\\u0022 \" ]", "[\"\\u005c\",\"\\u0022 \"]"); /* escaped backslash and quote */
+    check("{ \"caf\xc3\xa9\" : \"\xe2\x82\xac \xf0\x9f\x98\x80\" }", "{\"caf\xc3\xa9\":\"\xe2\x82\xac \xf0\x9f\x98\x80\"}");
+    check("{\"a\":\"}\" , \"b\" : \"{\"}", "{\"a\":\"}\",\"b\":\"{\"}");
+}
+
+static void
+test_empty(void)
+{
+    char out[1];
+    TAP_EQ_UINT(pe_json_minify("", 0, out), 0, "empty input gives empty output");
+    TAP_EQ_UINT(minify_guarded(" \t\r\n", 4, out), 0, "white space alone gives empty output");
+}
+
+static void
+test_no_growth(void)
+{
+    /* Output never exceeds input, even for text that is not JSON (dst is exactly len bytes and
+     * guarded, so a longer write would fault). */
+    static const char *junk[] = {"\"", "\\", "\"\\", "\"\\\"", "  \"  ", "]]]", "\"\n\"", "\xff\xfe"};
+    int bad = 0;
+    for (size_t i = 0; i != sizeof(junk) / sizeof(junk[0]); ++i) {
+        char out[16];
+        bad += minify_guarded(junk[i], strlen(junk[i]), out) > strlen(junk[i]);
+    }
+    TAP_EQ_INT(bad, 0, "invalid input: output length stays within input length");
+}
+
+int
+main(void)
+{
+    tap_subtest("structure", test_structure);
+    tap_subtest("scalars", test_scalars);
+    tap_subtest("strings", test_strings);
+    tap_subtest("empty", test_empty);
+    tap_subtest("no growth", test_no_growth);
+    return tap_done();
+}
