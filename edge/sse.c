@@ -26,23 +26,9 @@
 #include <sys/socket.h>
 #include "../pubsub/alloc.h"
 #include "log.h"
+#include "outq.h"
 #include "query.h"
 #include "server.h"
-
-typedef struct st_sse_entry_t {
-    pe_msg_t *msg;     /* owned reference, or NULL for a text-only entry */
-    uint32_t text_off; /* per-stream text before the message frame */
-    uint32_t text_len;
-    unsigned whole : 1; /* send msg->sse_frame with its own id line (single-channel streams) */
-} sse_entry_t;
-
-typedef struct st_sse_batch_t {
-    sse_entry_t *entries;
-    size_t len, cap;
-    char *text;
-    size_t text_len, text_cap;
-    size_t bytes; /* everything this batch will put on the wire */
-} sse_batch_t;
 
 typedef struct st_pe_sse_t {
     h2o_generator_t gen;
@@ -50,11 +36,7 @@ typedef struct st_pe_sse_t {
     pe_sub_t sub;
     h2o_req_t *req; /* the object lives in req->pool: valid for as long as the object */
     pe_thread_t *thr;
-    sse_batch_t queue;    /* filled by callbacks */
-    sse_batch_t inflight; /* being sent, in chunks of PE_SSE_MAX_BATCH entries */
-    size_t inflight_sent; /* entries of inflight already handed to h2o */
-    h2o_iovec_t *iov;     /* reused vector array for h2o_send */
-    size_t iov_cap;
+    pe_outq_t out;
     uint64_t sending_since; /* loop ms of the send in flight */
     h2o_timeout_entry_t ping_entry;
     h2o_timeout_entry_t flush_entry;
@@ -68,69 +50,11 @@ typedef struct st_pe_sse_t {
 
 static void schedule_flush(pe_sse_t *sse);
 
-/* ---- batches --------------------------------------------------------------------------------- */
-
-static void
-batch_text(sse_batch_t *b, const char *s, size_t len)
-{
-    if (b->text_len + len > b->text_cap) {
-        b->text_cap = (b->text_len + len) * 2 < 256 ? 256 : (b->text_len + len) * 2;
-        b->text = pe_realloc(b->text, b->text_cap);
-    }
-    memcpy(b->text + b->text_len, s, len);
-    b->text_len += len;
-}
-
-/* Appends an entry: `len` bytes of text just written by batch_text, then msg (may be NULL). */
-static void
-batch_push(sse_batch_t *b, size_t text_len, pe_msg_t *msg, int whole)
-{
-    if (b->len == b->cap) {
-        b->cap = b->cap == 0 ? 16 : b->cap * 2;
-        b->entries = pe_realloc(b->entries, b->cap * sizeof(*b->entries));
-    }
-    sse_entry_t *e = &b->entries[b->len++];
-    e->text_off = (uint32_t)(b->text_len - text_len);
-    e->text_len = (uint32_t)text_len;
-    e->msg = msg;
-    e->whole = whole;
-    b->bytes += text_len;
-    if (msg != NULL) {
-        pe_msg_retain(msg);
-        b->bytes += whole ? msg->sse_frame_len : msg->sse_frame_len - msg->sse_data_off;
-    }
-}
-
-static void
-batch_clear(sse_batch_t *b)
-{
-    for (size_t i = 0; i != b->len; ++i)
-        if (b->entries[i].msg != NULL)
-            pe_msg_release(b->entries[i].msg);
-    b->len = b->text_len = b->bytes = 0;
-}
-
-static void
-batch_free(sse_batch_t *b)
-{
-    batch_clear(b);
-    pe_free(b->entries);
-    pe_free(b->text);
-    *b = (sse_batch_t){0};
-}
-
 static void
 push_text(pe_sse_t *sse, const char *s, size_t len)
 {
-    batch_text(&sse->queue, s, len);
-    batch_push(&sse->queue, len, NULL, 0);
+    pe_outq_push_text(&sse->out, s, len);
     schedule_flush(sse);
-}
-
-static size_t
-queued_bytes(pe_sse_t *sse)
-{
-    return sse->queue.bytes + sse->inflight.bytes;
 }
 
 /* ---- ending ---------------------------------------------------------------------------------- */
@@ -142,7 +66,7 @@ abort_stream(pe_sse_t *sse)
     if (sse->ended)
         return;
     sse->ended = 1;
-    batch_clear(&sse->queue);
+    pe_outq_drop_queued(&sse->out);
     if (!sse->sending) {
         h2o_send(sse->req, NULL, 0, H2O_SEND_STATE_ERROR);
         return;
@@ -164,56 +88,29 @@ slow_consumer(pe_sse_t *sse, const char *why)
 /* ---- sending --------------------------------------------------------------------------------- */
 
 static void
-send_chunk(pe_sse_t *sse)
-{
-    size_t from = sse->inflight_sent, n = sse->inflight.len - from;
-    if (n > PE_SSE_MAX_BATCH)
-        n = PE_SSE_MAX_BATCH;
-    if (sse->iov_cap < 2 * n) {
-        sse->iov_cap = 2 * PE_SSE_MAX_BATCH;
-        sse->iov = pe_realloc(sse->iov, sse->iov_cap * sizeof(*sse->iov));
-    }
-    size_t niov = 0;
-    for (size_t i = from; i != from + n; ++i) {
-        sse_entry_t *e = &sse->inflight.entries[i];
-        if (e->text_len != 0)
-            sse->iov[niov++] = h2o_iovec_init(sse->inflight.text + e->text_off, e->text_len);
-        if (e->msg != NULL)
-            sse->iov[niov++] =
-                e->whole ? h2o_iovec_init(e->msg->sse_frame, e->msg->sse_frame_len)
-                         : h2o_iovec_init(e->msg->sse_frame + e->msg->sse_data_off, e->msg->sse_frame_len - e->msg->sse_data_off);
-    }
-    sse->inflight_sent = from + n;
-    sse->sending = 1;
-    sse->sending_since = h2o_now(sse->thr->loop);
-    h2o_send(sse->req, sse->iov, niov, H2O_SEND_STATE_IN_PROGRESS);
-}
-
-static void
 flush(pe_sse_t *sse)
 {
-    if (sse->sending || sse->ended)
+    if (sse->ended)
         return;
+    /* Before the in-flight check: a peer that stopped reading keeps a send in flight forever. */
     if (sse->overflow) {
         slow_consumer(sse, "its queue passed the byte bound");
         return;
     }
-    if (sse->inflight_sent == sse->inflight.len) {
-        /* h2o is done with the in-flight batch: release it and take the queue. */
-        batch_clear(&sse->inflight);
-        sse->inflight_sent = 0;
-        if (sse->queue.len == 0) {
-            if (sse->ending) {
-                sse->ended = 1;
-                h2o_send(sse->req, NULL, 0, H2O_SEND_STATE_FINAL);
-            }
-            return;
+    if (sse->sending)
+        return;
+    h2o_iovec_t *iov;
+    size_t niov = pe_outq_next_chunk(&sse->out, PE_SSE_MAX_BATCH, &iov);
+    if (niov == 0) {
+        if (sse->ending) {
+            sse->ended = 1;
+            h2o_send(sse->req, NULL, 0, H2O_SEND_STATE_FINAL);
         }
-        sse_batch_t tmp = sse->inflight;
-        sse->inflight = sse->queue;
-        sse->queue = tmp;
+        return;
     }
-    send_chunk(sse);
+    sse->sending = 1;
+    sse->sending_since = h2o_now(sse->thr->loop);
+    h2o_send(sse->req, iov, niov, H2O_SEND_STATE_IN_PROGRESS);
 }
 
 static void
@@ -236,7 +133,7 @@ on_proceed(h2o_generator_t *gen, h2o_req_t *req)
     pe_sse_t *sse = H2O_STRUCT_FROM_MEMBER(pe_sse_t, gen, gen);
     sse->sending = 0;
     flush(sse);
-    if (!sse->ended && queued_bytes(sse) < PE_SSE_LOW_WATER)
+    if (!sse->ended && pe_outq_bytes(&sse->out) < PE_SSE_LOW_WATER)
         pe_sub_resume(&sse->sub);
 }
 
@@ -258,7 +155,7 @@ put_cursor_line(pe_sse_t *sse)
     memcpy(line, "id: ", 4);
     size_t n = pe_sub_cursor(&sse->sub, line + 4, sizeof(line) - 5);
     line[4 + n] = '\n';
-    batch_text(&sse->queue, line, n + 5);
+    pe_outq_text(&sse->out, line, n + 5);
     return n + 5;
 }
 
@@ -268,15 +165,20 @@ on_message(pe_sub_t *sub, pe_msg_t *msg)
     pe_sse_t *sse = H2O_STRUCT_FROM_MEMBER(pe_sse_t, sub, sub);
     if (sse->ended || sse->overflow)
         return PE_SUB_PAUSE;
-    /* With one channel the cursor is the message ID, already in the shared frame. */
-    size_t text = sse->multi ? put_cursor_line(sse) : 0;
-    batch_push(&sse->queue, text, msg, !sse->multi);
-    if (queued_bytes(sse) > PE_SSE_MAX_QUEUE) {
+    /* With one channel the cursor is the message ID, already in the shared frame; with several
+     * the stream's own cursor line replaces the frame's id line. */
+    if (sse->multi) {
+        size_t text = put_cursor_line(sse);
+        pe_outq_push(&sse->out, text, msg, msg->sse_frame + msg->sse_data_off, msg->sse_frame_len - msg->sse_data_off);
+    } else {
+        pe_outq_push(&sse->out, 0, msg, msg->sse_frame, msg->sse_frame_len);
+    }
+    if (pe_outq_bytes(&sse->out) > PE_SSE_MAX_QUEUE) {
         sse->overflow = 1;
-        batch_clear(&sse->queue);
+        pe_outq_drop_queued(&sse->out);
     }
     schedule_flush(sse);
-    return queued_bytes(sse) >= PE_SSE_LOW_WATER ? PE_SUB_PAUSE : PE_SUB_CONTINUE;
+    return pe_outq_bytes(&sse->out) >= PE_SSE_LOW_WATER ? PE_SUB_PAUSE : PE_SUB_CONTINUE;
 }
 
 static void
@@ -286,12 +188,12 @@ on_gap(pe_sub_t *sub, const char *channel, size_t len)
     if (sse->ended || sse->overflow)
         return;
     static const char head[] = "event: gap\n", mid[] = "data: {\"channel\":\"", tail[] = "\"}\n\n";
-    batch_text(&sse->queue, head, sizeof(head) - 1);
+    pe_outq_text(&sse->out, head, sizeof(head) - 1);
     size_t n = sizeof(head) - 1 + put_cursor_line(sse);
-    batch_text(&sse->queue, mid, sizeof(mid) - 1);
-    batch_text(&sse->queue, channel, len);
-    batch_text(&sse->queue, tail, sizeof(tail) - 1);
-    batch_push(&sse->queue, n + sizeof(mid) - 1 + len + sizeof(tail) - 1, NULL, 0);
+    pe_outq_text(&sse->out, mid, sizeof(mid) - 1);
+    pe_outq_text(&sse->out, channel, len);
+    pe_outq_text(&sse->out, tail, sizeof(tail) - 1);
+    pe_outq_push(&sse->out, n + sizeof(mid) - 1 + len + sizeof(tail) - 1, NULL, NULL, 0);
     schedule_flush(sse);
 }
 
@@ -306,8 +208,8 @@ on_live(pe_sub_t *sub)
      * check), so a client that received nothing yet still reconnects from here, and any client
      * can tell that what follows is live. */
     size_t n = put_cursor_line(sse);
-    batch_text(&sse->queue, "\n", 1);
-    batch_push(&sse->queue, n + 1, NULL, 0);
+    pe_outq_text(&sse->out, "\n", 1);
+    pe_outq_push(&sse->out, n + 1, NULL, NULL, 0);
     sse->live_sent = 1;
     schedule_flush(sse);
 }
@@ -356,9 +258,7 @@ on_dispose(void *p)
     if (h2o_timeout_is_linked(&sse->flush_entry))
         h2o_timeout_unlink(&sse->flush_entry);
     pe_stream_unregister(&sse->stream);
-    batch_free(&sse->queue);
-    batch_free(&sse->inflight);
-    pe_free(sse->iov);
+    pe_outq_dispose(&sse->out);
     PE_STAT_ADD(sse->thr->stats.connections[PE_TRANSPORT_SSE], (uint64_t)-1);
 }
 
