@@ -10,6 +10,7 @@
  * string. Invalid input does not overrun anything (the output is never longer than the input),
  * it just yields unspecified text.
  */
+#include <string.h>
 #include "json_text.h"
 
 size_t
@@ -36,4 +37,83 @@ pe_json_minify(const char *in, size_t len, char *out)
         out[n++] = c;
     }
     return n;
+}
+
+static size_t
+skip_ws(const char *in, size_t len, size_t i)
+{
+    while (i < len && (in[i] == ' ' || in[i] == '\t' || in[i] == '\n' || in[i] == '\r'))
+        ++i;
+    return i;
+}
+
+/* Returns the index just past the string starting at in[i] == '"'. */
+static size_t
+skip_string(const char *in, size_t len, size_t i)
+{
+    for (++i; i < len; ++i) {
+        if (in[i] == '\\')
+            ++i;
+        else if (in[i] == '"')
+            return i + 1;
+    }
+    return len;
+}
+
+/* Returns the index just past the value starting at in[i]. */
+static size_t
+skip_value(const char *in, size_t len, size_t i)
+{
+    if (i >= len)
+        return len;
+    if (in[i] == '"')
+        return skip_string(in, len, i);
+    if (in[i] == '{' || in[i] == '[') {
+        size_t depth = 0;
+        for (; i < len; ++i) {
+            char c = in[i];
+            if (c == '"') {
+                i = skip_string(in, len, i) - 1;
+            } else if (c == '{' || c == '[') {
+                ++depth;
+            } else if (c == '}' || c == ']') {
+                if (--depth == 0)
+                    return i + 1;
+            }
+        }
+        return len;
+    }
+    /* a number or a literal: up to the next delimiter */
+    while (i < len && in[i] != ',' && in[i] != '}' && in[i] != ']' && in[i] != ' ' && in[i] != '\t' && in[i] != '\n' &&
+           in[i] != '\r')
+        ++i;
+    return i;
+}
+
+int
+pe_json_find_member(const char *in, size_t len, const char *key, size_t key_len, size_t *value_off, size_t *value_len)
+{
+    size_t i = skip_ws(in, len, 0);
+    if (i >= len || in[i] != '{')
+        return 0;
+    i = skip_ws(in, len, i + 1);
+    while (i < len && in[i] == '"') {
+        size_t kstart = i + 1, kend = skip_string(in, len, i);
+        int match = kend - 1 - kstart == key_len && memcmp(in + kstart, key, key_len) == 0;
+        i = skip_ws(in, len, kend);
+        if (i >= len || in[i] != ':')
+            return 0;
+        i = skip_ws(in, len, i + 1);
+        size_t vend = skip_value(in, len, i);
+        if (match) {
+            *value_off = i;
+            *value_len = vend - i;
+            return 1;
+        }
+        i = skip_ws(in, len, vend);
+        if (i >= len || in[i] != ',')
+            return 0;
+        i = skip_ws(in, len, i + 1);
+    }
+    return 0;
 }

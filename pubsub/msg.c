@@ -39,6 +39,8 @@ pe_msg_new(pe_id_t id, const char *channel, size_t channel_len, const char *data
     memcpy(msg->id_str, id_str, id_len + 1);
     msg->id_len = id_len;
     __atomic_store_n(&msg->_refcnt, 1, __ATOMIC_RELAXED);
+    memset(msg->_encodings, 0, sizeof(msg->_encodings));
+    memset(msg->_encodings, 0, sizeof(msg->_encodings));
 
     memcpy(p, channel, channel_len);
     p[channel_len] = '\0';
@@ -81,6 +83,24 @@ pe_msg_new(pe_id_t id, const char *channel, size_t channel_len, const char *data
 void
 pe_msg_release(pe_msg_t *msg)
 {
-    if (__atomic_sub_fetch(&msg->_refcnt, 1, __ATOMIC_ACQ_REL) == 0)
+    if (__atomic_sub_fetch(&msg->_refcnt, 1, __ATOMIC_ACQ_REL) == 0) {
+        for (unsigned i = 0; i != PE_MSG_NUM_ENCODINGS; ++i)
+            pe_free(msg->_encodings[i]);
         pe_free(msg);
+    }
+}
+
+const pe_msg_encoding_t *
+pe_msg_encoding(pe_msg_t *msg, unsigned slot, pe_msg_encoding_t *(*build)(const pe_msg_t *msg))
+{
+    pe_msg_encoding_t **where = (pe_msg_encoding_t **)&msg->_encodings[slot];
+    pe_msg_encoding_t *enc = __atomic_load_n(where, __ATOMIC_ACQUIRE);
+    if (enc != NULL)
+        return enc;
+    pe_msg_encoding_t *mine = build(msg), *expected = NULL;
+    if (__atomic_compare_exchange_n(where, &expected, mine, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return mine;
+    /* Another thread built it first: use theirs, so every subscriber shares one copy. */
+    pe_free(mine);
+    return expected;
 }

@@ -36,6 +36,14 @@ extern const char pe_ps_err_exhausted[];   /* the channel's ID space is exhauste
 
 /* ---- messages ---------------------------------------------------------------------------- */
 
+/* Lazily built encodings a transport shares among its subscribers (slot numbers in edge/). */
+#define PE_MSG_NUM_ENCODINGS 2
+
+typedef struct st_pe_msg_encoding_t {
+    size_t len;
+    char data[];
+} pe_msg_encoding_t;
+
 /**
  * An immutable, reference-counted message. Every encoding a transport needs is built once, when
  * the message is created, and shared by every subscriber on every thread (no per-subscriber
@@ -54,7 +62,8 @@ typedef struct st_pe_msg_t {
     size_t sse_data_off; /* offset of "data: " in sse_frame: the frame without its id line */
     char id_str[PE_ID_MAXLEN + 1];
     size_t id_len;
-    size_t _refcnt; /* only through __atomic builtins: threads share messages */
+    void *_encodings[PE_MSG_NUM_ENCODINGS]; /* pe_msg_encoding_t *, built lazily, atomically set */
+    size_t _refcnt;                         /* only through __atomic builtins: threads share messages */
 } pe_msg_t;
 
 /** Creates a message with one reference. data must be valid JSON (it is minified here). */
@@ -66,6 +75,12 @@ pe_msg_retain(pe_msg_t *msg)
 }
 /** Drops one reference; frees the message with the last one. */
 void pe_msg_release(pe_msg_t *msg);
+/**
+ * Returns the message's encoding in `slot`, calling build (which returns a pe_malloc'd encoding)
+ * the first time it is needed. Any thread may call it; when two race, one result is kept and the
+ * other freed, so every caller gets the same bytes. Valid while the caller holds a reference.
+ */
+const pe_msg_encoding_t *pe_msg_encoding(pe_msg_t *msg, unsigned slot, pe_msg_encoding_t *(*build)(const pe_msg_t *msg));
 
 /* ---- engine -------------------------------------------------------------------------------- */
 

@@ -1,0 +1,60 @@
+/*
+ * libFuzzer driver for pe_json_minify.
+ *
+ * The function's contract is "valid JSON in", so only inputs that jansson accepts
+ * (json_loadb with JSON_DECODE_ANY, the flags the publish path uses) are minified. The output
+ * goes to an exact-size heap buffer (ASan catches a longer write) and must: parse again,
+ * json_equal() the original, contain no CR or LF (it is embedded in SSE "data:" lines), and be a
+ * fixed point (minifying it again changes nothing).
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <jansson.h>
+#include "json_text.h"
+
+static volatile size_t sink;
+
+/* Like assert, but never compiled out, and names the broken property in the crash report. */
+#define CHECK(cond)                                                                                                                \
+    do {                                                                                                                           \
+        if (!(cond)) {                                                                                                             \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                                               \
+            abort();                                                                                                               \
+        }                                                                                                                          \
+    } while (0)
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    json_t *orig = json_loadb((const char *)data, size, JSON_DECODE_ANY, NULL), *again;
+    char *out, *out2;
+    size_t n, n2;
+
+    if (orig == NULL)
+        return 0;
+
+    out = malloc(size);
+    CHECK(out != NULL);
+    n = pe_json_minify((const char *)data, size, out);
+    CHECK(n != 0 && n <= size);
+    CHECK(memchr(out, '\n', n) == NULL && memchr(out, '\r', n) == NULL);
+
+    again = json_loadb(out, n, JSON_DECODE_ANY, NULL);
+    CHECK(again != NULL && json_equal(orig, again));
+
+    out2 = malloc(n);
+    CHECK(out2 != NULL);
+    n2 = pe_json_minify(out, n, out2);
+    CHECK(n2 == n && memcmp(out, out2, n) == 0);
+
+    sink += n + (size_t)out[0];
+    json_decref(again);
+    json_decref(orig);
+    free(out2);
+    free(out);
+    return 0;
+}
