@@ -96,6 +96,15 @@ pe_outq_next_chunk(pe_outq_t *q, size_t max_entries, h2o_iovec_t **iov)
 }
 
 void
+pe_outq_written(pe_outq_t *q)
+{
+    if (q->inflight_sent == q->inflight.len) {
+        batch_clear(&q->inflight);
+        q->inflight_sent = 0;
+    }
+}
+
+void
 pe_outq_dispose(pe_outq_t *q)
 {
     batch_free(&q->queue);

@@ -68,6 +68,8 @@ void pe_outq_drop_queued(pe_outq_t *q);
  * the number of iovecs, 0 if there is nothing to write.
  */
 size_t pe_outq_next_chunk(pe_outq_t *q, size_t max_entries, h2o_iovec_t **iov);
+/** The last chunk was written: releases the in-flight batch once all of it was handed over. */
+void pe_outq_written(pe_outq_t *q);
 /** Frees everything. */
 void pe_outq_dispose(pe_outq_t *q);
 

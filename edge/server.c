@@ -109,7 +109,7 @@ static void
 on_accept(h2o_socket_t *listener, const char *err)
 {
     pe_thread_t *thr = listener->data;
-    if (err != NULL)
+    if (err != NULL || thr->draining)
         return;
     /* Accept a bounded number per wake-up so one loop cannot starve its other work. */
     for (int i = 0; i != 64; ++i) {
@@ -190,6 +190,7 @@ thread_setup(pe_thread_t *thr)
     h2o_linklist_init_anchor(&thr->streams);
     h2o_timeout_init(thr->loop, &thr->ping_timeout, server->cfg->ping_interval * 1000);
     h2o_timeout_init(thr->loop, &thr->lag_timeout, 1000);
+    h2o_timeout_init(thr->loop, &thr->ws_close_timeout, PE_WS_CLOSE_WAIT_MS);
     thr->lag_entry.cb = on_lag_timer;
     h2o_timeout_link(thr->loop, &thr->lag_timeout, &thr->lag_entry);
     h2o_multithread_register_receiver(thr->ctx.queue, &thr->control, on_control);
@@ -277,6 +278,12 @@ pe_server_start(pe_server_t *server)
 void
 pe_server_notify(pe_server_t *server, int force)
 {
+    /* Stop accepting everywhere before any client is told to reconnect, so none of them lands
+     * on a listener of this node that has not processed its notice yet. shutdown(2) on a
+     * listening socket stops it without closing the descriptor its loop still owns. */
+    for (unsigned t = 0; t != server->num_threads; ++t)
+        for (size_t i = 0; i != server->threads[t].num_listeners; ++i)
+            shutdown(server->threads[t].listen_fds[i], SHUT_RDWR);
     __atomic_store_n(&server->draining, 1, __ATOMIC_RELEASE);
     if (force)
         __atomic_store_n(&server->force_stop, 1, __ATOMIC_RELEASE);

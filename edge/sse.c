@@ -87,6 +87,8 @@ slow_consumer(pe_sse_t *sse, const char *why)
 
 /* ---- sending --------------------------------------------------------------------------------- */
 
+/* May end the response; h2o can then free the request and this object with it, so callers
+ * must not touch sse after flush returns. */
 static void
 flush(pe_sse_t *sse)
 {
@@ -132,9 +134,12 @@ on_proceed(h2o_generator_t *gen, h2o_req_t *req)
 {
     pe_sse_t *sse = H2O_STRUCT_FROM_MEMBER(pe_sse_t, gen, gen);
     sse->sending = 0;
-    flush(sse);
-    if (!sse->ended && pe_outq_bytes(&sse->out) < PE_SSE_LOW_WATER)
+    pe_outq_written(&sse->out);
+    /* Resume first: flush may end the response, and h2o may then free the request (and this
+     * object, which lives in its pool) before flush returns. */
+    if (!sse->ended && !sse->overflow && pe_outq_bytes(&sse->out) < PE_SSE_LOW_WATER)
         pe_sub_resume(&sse->sub);
+    flush(sse);
 }
 
 static void

@@ -109,9 +109,40 @@ test_no_growth(void)
     TAP_EQ_INT(bad, 0, "invalid input: output length stays within input length");
 }
 
+/* Returns the value text of `key` in json, or "<none>". */
+static const char *
+member(const char *json, const char *key)
+{
+    static char buf[256];
+    size_t off, len;
+    if (!pe_json_find_member(json, strlen(json), key, strlen(key), &off, &len))
+        return "<none>";
+    memcpy(buf, json + off, len);
+    buf[len] = '\0';
+    return buf;
+}
+
+static void
+test_find_member(void)
+{
+    TAP_EQ_STR(member("{\"op\":\"publish\",\"data\":{\"x\":0.1}}", "data"), "{\"x\":0.1}", "object value, as written");
+    TAP_EQ_STR(member("{\"data\":0.10,\"op\":1}", "data"), "0.10", "a number keeps its digits");
+    TAP_EQ_STR(member("{ \"a\" : [1, {\"data\": 2}] , \"data\" : \"s,}\\\"]\" }", "data"), "\"s,}\\\"]\"",
+               "nested keys are skipped; strings with delimiters and escapes");
+    TAP_EQ_STR(member("{\"data\":null}", "data"), "null", "literal");
+    TAP_EQ_STR(member("{\"data\":-1e5}", "data"), "-1e5", "number up to the delimiter");
+    TAP_EQ_STR(member("{\"data\":[]}\n", "data"), "[]", "empty array");
+    TAP_EQ_STR(member("{\"x\":1}", "data"), "<none>", "absent");
+    TAP_EQ_STR(member("[\"data\",1]", "data"), "<none>", "not an object");
+    TAP_EQ_STR(member("{}", "data"), "<none>", "empty object");
+    TAP_EQ_STR(member("{\"dat\":1,\"datax\":2}", "data"), "<none>", "prefixes do not match");
+    TAP_EQ_STR(member("  {\"data\" :\t{\"a\":{\"b\":[1,2,{}]}}}", "data"), "{\"a\":{\"b\":[1,2,{}]}}", "deep nesting");
+}
+
 int
 main(void)
 {
+    tap_subtest("find member", test_find_member);
     tap_subtest("structure", test_structure);
     tap_subtest("scalars", test_scalars);
     tap_subtest("strings", test_strings);
