@@ -30,6 +30,17 @@
 /* Request bodies h2o buffers before our own size check answers 413 with a JSON body; larger
  * ones get h2o's plain 413 without being read into memory. */
 #define PE_MAX_ENTITY_SLACK (1u << 20)
+/* WebSocket output queued per connection before it is a slow consumer (closed with 1013). */
+#define PE_WS_MAX_QUEUE (4u << 20)
+/* Queued bytes above which a WebSocket subscriber's catch-up pauses (as for SSE). */
+#define PE_WS_LOW_WATER (256u << 10)
+/* Frames per writev. */
+#define PE_WS_MAX_BATCH 256
+/* Messages shorter than this are sent uncompressed even with permessage-deflate: deflate's
+ * block overhead and CPU outweigh the saving on small JSON. */
+#define PE_WS_DEFLATE_MIN 256
+/* How long a server-initiated close waits for the peer's close frame before the TCP close. */
+#define PE_WS_CLOSE_WAIT_MS 2000
 /* Request URL: 64 channel names of 200 characters, percent-encoded, plus a full cursor fit. */
 #define PE_MAX_URL (48u << 10)
 /* Request header bytes (names + values): cookies and tokens fit; more is abuse. */

@@ -52,9 +52,10 @@ typedef struct st_pe_thread_t {
     int listen_fds[PE_MAX_LISTEN];
     size_t num_listeners;
     pe_ps_node_t *node;
-    h2o_linklist_t streams;     /* pe_stream_t */
-    h2o_timeout_t ping_timeout; /* --ping-interval, for SSE heartbeats */
-    h2o_timeout_t lag_timeout;  /* one second, measures loop lag */
+    h2o_linklist_t streams;         /* pe_stream_t */
+    h2o_timeout_t ping_timeout;     /* --ping-interval, for SSE heartbeats */
+    h2o_timeout_t lag_timeout;      /* one second, measures loop lag */
+    h2o_timeout_t ws_close_timeout; /* PE_WS_CLOSE_WAIT_MS */
     h2o_timeout_entry_t lag_entry;
     uint64_t lag_worst;
     h2o_multithread_receiver_t control; /* drain and stop notices from the main thread */
@@ -109,6 +110,7 @@ void pe_http_method_not_allowed(h2o_req_t *req, const char *allow);
 /* handlers */
 int pe_publish_on_req(h2o_req_t *req);
 int pe_sse_on_req(h2o_req_t *req);
+int pe_ws_on_req(h2o_req_t *req, int echo);
 int pe_ops_on_req(h2o_req_t *req, h2o_iovec_t path); /* health, metrics, static; -1 if not ours */
 
 #endif
