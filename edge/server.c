@@ -49,6 +49,10 @@ on_req(h2o_handler_t *self, h2o_req_t *req)
         return pe_publish_on_req(req);
     if (h2o_memis(path.base, path.len, H2O_STRLIT("/sse")))
         return pe_sse_on_req(req);
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/ws")))
+        return pe_ws_on_req(req, 0);
+    if (thr->server->cfg->ws_echo && h2o_memis(path.base, path.len, H2O_STRLIT("/ws/echo")))
+        return pe_ws_on_req(req, 1);
     if (pe_ops_on_req(req, path) == 0)
         return 0;
     pe_http_error(req, 404, "Not Found", "not_found", "no such endpoint");

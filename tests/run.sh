@@ -9,6 +9,11 @@ root=$(pwd)
 
 deploy/install-deps.sh --test || { echo "0 passed, 1 failed"; exit 1; }
 
+# Third-party JS clients for the e2e suites (pinned by tests/package-lock.json).
+if [ ! -d tests/node_modules ] || [ tests/package-lock.json -nt tests/node_modules ]; then
+    (cd tests && npm ci --no-audit --no-fund --loglevel=error) || { echo "npm ci failed"; echo "0 passed, 1 failed"; exit 1; }
+fi
+
 build=${PUSHEDGE_TEST_BUILD:-build-test}
 werror=false
 [ "${CI:-}" = "true" ] && werror=true

@@ -127,8 +127,15 @@ describe('environment variables', () => {
     });
 
     it('--listen on the command line overrides PUSHEDGE_LISTEN', { timeout: 20000 }, async (t) => {
-        const envPort = await freePort();
-        const srv = await startServer([], { PUSHEDGE_LISTEN: `127.0.0.1:${envPort}` });
+        /* Two free-port probes can return the same port: draw again until they differ. */
+        let envPort, srv;
+        for (let i = 0; i < 5; i++) {
+            envPort = await freePort();
+            srv = await startServer([], { PUSHEDGE_LISTEN: `127.0.0.1:${envPort}` });
+            if (srv.port !== envPort)
+                break;
+            await srv.stop();
+        }
         t.after(() => srv.stop());
         assert.notEqual(srv.port, envPort);
         await assert.rejects(

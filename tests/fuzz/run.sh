@@ -15,7 +15,7 @@
 # corpus/<target>/ directory, and TARGETS below.
 set -u
 
-TARGETS="fuzz_cursor fuzz_stream_id fuzz_json_minify fuzz_query"
+TARGETS="fuzz_cursor fuzz_stream_id fuzz_json_minify fuzz_query fuzz_ws_deflate fuzz_ws_frame"
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)

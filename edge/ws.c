@@ -1,0 +1,816 @@
+/*
+ * ws.c: GET /ws and GET /ws/echo, the WebSocket transport (RFC 6455 + RFC 7692).
+ *
+ * Why our own framing instead of h2o's websocket.h (wslay): wslay copies every message it sends
+ * into the connection's write buffer, and h2o 2.2 cannot negotiate extensions. Fan-out to 10k
+ * subscribers would copy each message 10k times. Here the handshake is checked by us, the
+ * socket is taken over with h2o_http1_upgrade, input goes through the pure reader of
+ * ws_frame.c, and output is the outq of SSE: each message's complete frame (header + payload,
+ * and separately its permessage-deflate form) is built once, lazily, as a shared encoding of the
+ * message (pe_msg_encoding), and every subscriber's writev points at those same bytes.
+ *
+ * Compression. With permessage-deflate the server always uses server_no_context_takeover, so a
+ * message compresses to the same bytes for every connection: compressed once, shared. Messages
+ * under PE_WS_DEFLATE_MIN bytes are sent uncompressed (RSV1 clear, which the extension allows
+ * per message). A connection that limited our window below 15 bits gets uncompressed frames
+ * from the shared path (the echo endpoint compresses with its own window). The client is told
+ * client_no_context_takeover, so no inflate state outlives one incoming message.
+ *
+ * Lifetime. The connection object is ours (heap) from the handshake until conn_free, which runs
+ * only from socket callbacks and timers, never from inside a pubsub callback (those only queue
+ * and arm a zero timeout). The socket is closed only when no write is in flight; a write stuck
+ * on a peer that stopped reading is failed by shutting the socket down, which brings h2o's
+ * write callback back with an error.
+ *
+ * Closing: a peer's close is answered with the same code and the TCP connection closed after
+ * the write; a protocol violation sends the close code (1002, 1007, 1009) and closes after the
+ * write; the server's own closes (1012 drain, 1013 slow consumer) wait up to PE_WS_CLOSE_WAIT_MS
+ * for the peer's answer.
+ */
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <sys/socket.h>
+#include "../pubsub/alloc.h"
+#include "../pubsub/json_text.h"
+#include "log.h"
+#include "outq.h"
+#include "query.h"
+#include "server.h"
+#include <h2o/http1.h> /* after h2o.h, which it needs */
+#include "ws_deflate.h"
+#include "ws_frame.h"
+
+enum { ENC_PLAIN = 0, ENC_DEFLATE = 1 };
+
+typedef struct st_ws_publish_t ws_publish_t;
+
+/* An op's "ref" as the client wrote it (points into the op's text). */
+typedef struct st_raw_ref_t {
+    const char *text;
+    size_t len;
+} raw_ref_t;
+
+typedef struct st_pe_ws_conn_t {
+    pe_thread_t *thr;
+    h2o_socket_t *sock; /* NULL until the 101 is written */
+    pe_stream_t stream;
+    pe_sub_t sub;
+    pe_ws_reader_t reader;
+    pe_outq_t out;
+    pe_ws_pmd_t pmd;
+    uint64_t last_rx; /* loop ms of the last byte received */
+    h2o_timeout_entry_t ping_entry;
+    h2o_timeout_entry_t flush_entry;
+    h2o_timeout_entry_t close_entry;
+    ws_publish_t *publishes; /* publish ops waiting for the engine */
+    pe_sub_query_t *initial; /* channels from the query string, until subscribed */
+    char *initial_arena;
+    unsigned pmd_enabled : 1;
+    unsigned echo : 1;
+    unsigned may_publish : 1;
+    unsigned sub_inited : 1;
+    unsigned writing : 1;
+    unsigned close_sent : 1;
+    unsigned closing : 1; /* close the TCP connection once the queue is written */
+    unsigned overflow : 1;
+    unsigned reading_stopped : 1;
+} pe_ws_conn_t;
+
+struct st_ws_publish_t {
+    pe_ws_conn_t *conn; /* weak: NULL once the connection is gone */
+    ws_publish_t *next, *prev;
+    char *ref; /* the raw text of the op's ref, or NULL */
+    size_t ref_len;
+    size_t channel_len;
+    char channel[PE_CHANNEL_MAXLEN + 1];
+};
+
+static void flush(pe_ws_conn_t *conn);
+static void schedule_flush(pe_ws_conn_t *conn);
+static void conn_free(pe_ws_conn_t *conn);
+
+/* ---- frames ---------------------------------------------------------------------------------- */
+
+static void
+queue_frame(pe_ws_conn_t *conn, int opcode, int rsv1, const void *payload, size_t len)
+{
+    uint8_t hdr[PE_WS_MAX_HEADER];
+    size_t hlen = pe_ws_encode_header(hdr, opcode, rsv1, len);
+    pe_outq_text(&conn->out, hdr, hlen);
+    pe_outq_text(&conn->out, payload, len);
+    pe_outq_push(&conn->out, hlen + len, NULL, NULL, 0);
+    schedule_flush(conn);
+}
+
+/* Queues a JSON reply (steals root), with the op's "ref" spliced in as the client wrote it
+ * (ref may be NULL): jansson would re-print numbers, and a client matches replies by ref. */
+static void
+queue_reply(pe_ws_conn_t *conn, json_t *root, const char *ref, size_t ref_len)
+{
+    char *text = json_dumps(root, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(root);
+    if (text == NULL)
+        return;
+    size_t len = strlen(text);
+    if (ref != NULL && len != 0 && text[len - 1] == '}') {
+        static const char key[] = ",\"ref\":";
+        char *full = pe_malloc(len + sizeof(key) + ref_len);
+        memcpy(full, text, len - 1);
+        memcpy(full + len - 1, key, sizeof(key) - 1);
+        memcpy(full + len - 1 + sizeof(key) - 1, ref, ref_len);
+        full[len - 1 + sizeof(key) - 1 + ref_len] = '}';
+        queue_frame(conn, PE_WS_OP_TEXT, 0, full, len + sizeof(key) - 1 + ref_len);
+        pe_free(full);
+    } else {
+        queue_frame(conn, PE_WS_OP_TEXT, 0, text, len);
+    }
+    free(text);
+}
+
+static void
+queue_json(pe_ws_conn_t *conn, json_t *root)
+{
+    queue_reply(conn, root, NULL, 0);
+}
+
+static void
+queue_error(pe_ws_conn_t *conn, const raw_ref_t *ref, const char *code, const char *message)
+{
+    json_t *root = json_pack("{s:s,s:s,s:s}", "op", "error", "code", code, "message", message);
+    queue_reply(conn, root, ref != NULL ? ref->text : NULL, ref != NULL ? ref->len : 0);
+}
+
+static void
+queue_close(pe_ws_conn_t *conn, int code, const char *reason)
+{
+    if (conn->close_sent)
+        return;
+    uint8_t payload[125];
+    size_t len = code == 1005 ? 0 : pe_ws_encode_close_payload(payload, code, reason);
+    queue_frame(conn, PE_WS_OP_CLOSE, 0, payload, len);
+    conn->close_sent = 1;
+}
+
+/* ---- shared message encodings ---------------------------------------------------------------- */
+
+#define OP_PREFIX "{\"op\":\"message\",\"channel\":\""
+#define OP_ID "\",\"id\":\""
+#define OP_DATA "\",\"data\":"
+
+static size_t
+op_text_len(const pe_msg_t *msg)
+{
+    return sizeof(OP_PREFIX) - 1 + msg->channel_len + sizeof(OP_ID) - 1 + msg->id_len + sizeof(OP_DATA) - 1 + msg->data_len + 1;
+}
+
+static void
+write_op_text(const pe_msg_t *msg, char *p)
+{
+#define PUT(s, n)                                                                                                                  \
+    do {                                                                                                                           \
+        memcpy(p, (s), (n));                                                                                                       \
+        p += (n);                                                                                                                  \
+    } while (0)
+    PUT(OP_PREFIX, sizeof(OP_PREFIX) - 1);
+    PUT(msg->channel, msg->channel_len);
+    PUT(OP_ID, sizeof(OP_ID) - 1);
+    PUT(msg->id_str, msg->id_len);
+    PUT(OP_DATA, sizeof(OP_DATA) - 1);
+    PUT(msg->data, msg->data_len);
+    PUT("}", 1);
+#undef PUT
+}
+
+static pe_msg_encoding_t *
+make_frame(int rsv1, const void *payload, size_t len)
+{
+    uint8_t hdr[PE_WS_MAX_HEADER];
+    size_t hlen = pe_ws_encode_header(hdr, PE_WS_OP_TEXT, rsv1, len);
+    pe_msg_encoding_t *enc = pe_malloc(sizeof(*enc) + hlen + len);
+    memcpy(enc->data, hdr, hlen);
+    memcpy(enc->data + hlen, payload, len);
+    enc->len = hlen + len;
+    return enc;
+}
+
+static pe_msg_encoding_t *
+build_plain(const pe_msg_t *msg)
+{
+    size_t len = op_text_len(msg);
+    uint8_t hdr[PE_WS_MAX_HEADER];
+    size_t hlen = pe_ws_encode_header(hdr, PE_WS_OP_TEXT, 0, len);
+    pe_msg_encoding_t *enc = pe_malloc(sizeof(*enc) + hlen + len);
+    memcpy(enc->data, hdr, hlen);
+    write_op_text(msg, enc->data + hlen);
+    enc->len = hlen + len;
+    return enc;
+}
+
+static pe_msg_encoding_t *
+build_deflate(const pe_msg_t *msg)
+{
+    size_t len = op_text_len(msg);
+    char *text = pe_malloc(len);
+    write_op_text(msg, text);
+    uint8_t *z;
+    size_t zlen;
+    pe_msg_encoding_t *enc;
+    if (pe_ws_deflate_message((const uint8_t *)text, len, 15, &z, &zlen) == 0) {
+        enc = make_frame(1, z, zlen);
+        pe_free(z);
+    } else {
+        /* zlib failed: an uncompressed frame is always valid under permessage-deflate. */
+        enc = make_frame(0, text, len);
+    }
+    pe_free(text);
+    return enc;
+}
+
+/* ---- pubsub callbacks (never call h2o from here) --------------------------------------------- */
+
+static int
+on_message(pe_sub_t *sub, pe_msg_t *msg)
+{
+    pe_ws_conn_t *conn = H2O_STRUCT_FROM_MEMBER(pe_ws_conn_t, sub, sub);
+    if (conn->overflow || conn->close_sent)
+        return PE_SUB_PAUSE;
+    int deflate = conn->pmd_enabled && conn->pmd.server_max_window_bits == 15 && op_text_len(msg) >= PE_WS_DEFLATE_MIN;
+    const pe_msg_encoding_t *enc = pe_msg_encoding(msg, deflate ? ENC_DEFLATE : ENC_PLAIN, deflate ? build_deflate : build_plain);
+    pe_outq_push(&conn->out, 0, msg, enc->data, enc->len);
+    if (pe_outq_bytes(&conn->out) > PE_WS_MAX_QUEUE)
+        conn->overflow = 1;
+    schedule_flush(conn);
+    return pe_outq_bytes(&conn->out) >= PE_WS_LOW_WATER ? PE_SUB_PAUSE : PE_SUB_CONTINUE;
+}
+
+static void
+on_gap(pe_sub_t *sub, const char *channel, size_t len)
+{
+    pe_ws_conn_t *conn = H2O_STRUCT_FROM_MEMBER(pe_ws_conn_t, sub, sub);
+    if (conn->overflow || conn->close_sent)
+        return;
+    queue_json(conn, json_pack("{s:s,s:s%}", "op", "gap", "channel", channel, len));
+}
+
+static void
+on_live(pe_sub_t *sub)
+{
+}
+
+static const pe_sub_callbacks_t ws_callbacks = {on_message, on_gap, on_live};
+
+/* ---- writing --------------------------------------------------------------------------------- */
+
+static void
+on_write_complete(h2o_socket_t *sock, const char *err)
+{
+    pe_ws_conn_t *conn = sock->data;
+    conn->writing = 0;
+    if (err != NULL) {
+        conn_free(conn);
+        return;
+    }
+    pe_outq_written(&conn->out);
+    if (conn->sub_inited && !conn->overflow && !conn->close_sent && pe_outq_bytes(&conn->out) < PE_WS_LOW_WATER)
+        pe_sub_resume(&conn->sub);
+    flush(conn); /* may free conn */
+}
+
+/* Ends a connection that cannot be closed politely: free now, or fail the stuck write first. */
+static void
+close_now(pe_ws_conn_t *conn)
+{
+    if (conn->writing) {
+        conn->closing = 1;
+        shutdown(h2o_socket_get_fd(conn->sock), SHUT_RDWR);
+        return;
+    }
+    conn_free(conn);
+}
+
+/* Writes what is queued; frees the connection when it is closing and everything was written.
+ * Callers must not touch conn after it returns. */
+static void
+flush(pe_ws_conn_t *conn)
+{
+    if (conn->sock == NULL || conn->writing)
+        return;
+    if (conn->overflow && !conn->close_sent) {
+        PE_STAT_ADD(conn->thr->stats.slow_consumers[PE_TRANSPORT_WS], 1);
+        pe_log(PE_LOG_INFO, "edge/ws", "thread %u: closing a slow consumer (1013)", conn->thr->index);
+        pe_outq_drop_queued(&conn->out);
+        queue_close(conn, PE_WS_CLOSE_TRY_AGAIN, "slow consumer: reconnect and resume");
+        conn->closing = 1;
+        h2o_timeout_link(conn->thr->loop, &conn->thr->ws_close_timeout, &conn->close_entry);
+    }
+    h2o_iovec_t *iov;
+    size_t niov = pe_outq_next_chunk(&conn->out, PE_WS_MAX_BATCH, &iov);
+    if (niov == 0) {
+        if (conn->closing)
+            conn_free(conn);
+        return;
+    }
+    conn->writing = 1;
+    h2o_socket_write(conn->sock, iov, niov, on_write_complete);
+}
+
+static void
+on_flush_timeout(h2o_timeout_entry_t *entry)
+{
+    pe_ws_conn_t *conn = H2O_STRUCT_FROM_MEMBER(pe_ws_conn_t, flush_entry, entry);
+    flush(conn);
+}
+
+static void
+schedule_flush(pe_ws_conn_t *conn)
+{
+    if (conn->sock != NULL && !h2o_timeout_is_linked(&conn->flush_entry))
+        h2o_timeout_link(conn->thr->loop, &conn->thr->ctx.zero_timeout, &conn->flush_entry);
+}
+
+/* ---- ops ------------------------------------------------------------------------------------- */
+
+static void
+on_published(void *ctx, const char *err, const pe_id_t *id)
+{
+    ws_publish_t *p = ctx;
+    pe_ws_conn_t *conn = p->conn;
+    if (conn != NULL) {
+        if (p->prev != NULL)
+            p->prev->next = p->next;
+        else
+            conn->publishes = p->next;
+        if (p->next != NULL)
+            p->next->prev = p->prev;
+        raw_ref_t ref = {p->ref, p->ref_len};
+        if (err != NULL) {
+            queue_error(conn, p->ref != NULL ? &ref : NULL, "engine_unavailable", err);
+        } else {
+            char id_str[PE_ID_MAXLEN + 1];
+            pe_id_format(*id, id_str);
+            json_t *root = json_pack("{s:s,s:s%,s:s}", "op", "published", "channel", p->channel, p->channel_len, "id", id_str);
+            queue_reply(conn, root, p->ref, p->ref_len);
+        }
+    }
+    pe_free(p->ref);
+    pe_free(p);
+}
+
+static void
+subscribe(pe_ws_conn_t *conn, const raw_ref_t *ref, const char *channel, size_t len, const pe_cursor_t *since)
+{
+    pe_start_t start = pe_start_from_cursor(since, channel, len, 1);
+    const char *err = pe_sub_add(&conn->sub, channel, len, start);
+    if (err != NULL) {
+        queue_error(conn, ref,
+                    err == pe_ps_err_bad_channel ? "bad_channel"
+                    : err == pe_ps_err_duplicate ? "already_subscribed"
+                                                 : "too_many_channels",
+                    err);
+        return;
+    }
+    /* Queued now, before the catch-up that pe_sub_add starts on a later loop iteration. */
+    json_t *root = json_pack("{s:s,s:s%}", "op", "subscribed", "channel", channel, len);
+    queue_reply(conn, root, ref != NULL ? ref->text : NULL, ref != NULL ? ref->len : 0);
+}
+
+static void
+handle_op(pe_ws_conn_t *conn, const char *text, size_t len)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr);
+    if (root == NULL || !json_is_object(root)) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "a JSON object is expected%s%s", root == NULL ? ": " : "", root == NULL ? jerr.text : "");
+        queue_error(conn, NULL, "invalid_json", msg);
+        json_decref(root);
+        return;
+    }
+    size_t ref_off, ref_len;
+    raw_ref_t raw_ref;
+    const raw_ref_t *ref = NULL;
+    if (pe_json_find_member(text, len, "ref", 3, &ref_off, &ref_len)) {
+        raw_ref = (raw_ref_t){text + ref_off, ref_len};
+        ref = &raw_ref;
+    }
+    const char *op = json_string_value(json_object_get(root, "op"));
+    json_t *jchannel = json_object_get(root, "channel");
+    const char *channel = json_string_value(jchannel);
+    size_t channel_len = channel != NULL ? json_string_length(jchannel) : 0;
+
+    if (op == NULL) {
+        queue_error(conn, ref, "bad_request", "the op field is required");
+    } else if (strcmp(op, "ping") == 0) {
+        queue_reply(conn, json_pack("{s:s}", "op", "pong"), ref != NULL ? ref->text : NULL, ref != NULL ? ref->len : 0);
+    } else if (strcmp(op, "subscribe") == 0 || strcmp(op, "unsubscribe") == 0 || strcmp(op, "publish") == 0) {
+        if (channel == NULL) {
+            queue_error(conn, ref, "bad_request", "the channel field is required");
+        } else if (!pe_channel_is_valid(channel, channel_len)) {
+            queue_error(conn, ref, "bad_channel", pe_ps_err_bad_channel);
+        } else if (op[0] == 's') {
+            json_t *jsince = json_object_get(root, "since");
+            pe_cursor_t since = {.kind = PE_CURSOR_NONE};
+            const char *err = NULL;
+            if (jsince != NULL && !json_is_string(jsince)) {
+                queue_error(conn, ref, "bad_cursor", "since must be a string");
+            } else if (jsince != NULL &&
+                       pe_cursor_parse(json_string_value(jsince), json_string_length(jsince), &since, &err) != 0) {
+                queue_error(conn, ref, "bad_cursor", err != NULL ? err : "malformed cursor");
+            } else {
+                subscribe(conn, ref, channel, channel_len, &since);
+            }
+        } else if (op[0] == 'u') {
+            if (pe_sub_remove(&conn->sub, channel, channel_len) != 0) {
+                queue_error(conn, ref, "not_subscribed", "not subscribed to that channel");
+            } else {
+                json_t *reply = json_pack("{s:s,s:s%}", "op", "unsubscribed", "channel", channel, channel_len);
+                queue_reply(conn, reply, ref != NULL ? ref->text : NULL, ref != NULL ? ref->len : 0);
+            }
+        } else {
+            size_t off, vlen;
+            if (!conn->may_publish) {
+                queue_error(conn, ref, "forbidden", "publishing needs a loopback peer or the API key at the handshake");
+            } else if (!pe_json_find_member(text, len, "data", 4, &off, &vlen)) {
+                queue_error(conn, ref, "bad_request", "the data field is required");
+            } else {
+                ws_publish_t *p = pe_calloc(1, sizeof(*p));
+                p->conn = conn;
+                if (ref != NULL) {
+                    p->ref = pe_strndup(ref->text, ref->len);
+                    p->ref_len = ref->len;
+                }
+                memcpy(p->channel, channel, channel_len);
+                p->channel_len = channel_len;
+                /* The value is forwarded as the client wrote it (jansson would re-print numbers). */
+                const char *err = pe_ps_publish(conn->thr->node, channel, channel_len, text + off, vlen, on_published, p);
+                if (err != NULL) {
+                    queue_error(conn, ref, "engine_unavailable", err);
+                    pe_free(p->ref);
+                    pe_free(p);
+                } else {
+                    p->next = conn->publishes;
+                    if (p->next != NULL)
+                        p->next->prev = p;
+                    conn->publishes = p;
+                }
+            }
+        }
+    } else {
+        queue_error(conn, ref, "unknown_op", "unknown op");
+    }
+    json_decref(root);
+}
+
+/* ---- reading --------------------------------------------------------------------------------- */
+
+static void
+fail(pe_ws_conn_t *conn, int code, const char *reason)
+{
+    pe_outq_drop_queued(&conn->out);
+    queue_close(conn, code, reason);
+    conn->closing = 1;
+    conn->reading_stopped = 1;
+    h2o_socket_read_stop(conn->sock);
+}
+
+static void
+handle_message(pe_ws_conn_t *conn, const pe_ws_event_t *ev)
+{
+    const uint8_t *payload = ev->payload;
+    size_t len = ev->payload_len;
+    uint8_t *inflated = NULL;
+
+    if (ev->compressed) {
+        int r = pe_ws_inflate_message(payload, len, conn->thr->server->cfg->max_message_size, &inflated, &len);
+        if (r == -2) {
+            fail(conn, PE_WS_CLOSE_TOO_BIG, "message too big");
+            return;
+        }
+        if (r != 0) {
+            fail(conn, PE_WS_CLOSE_INVALID_DATA, "invalid compressed data");
+            return;
+        }
+        payload = inflated;
+        if (ev->opcode == PE_WS_OP_TEXT) {
+            pe_utf8_t v;
+            pe_utf8_init(&v);
+            if (pe_utf8_feed(&v, payload, len) != 0 || !pe_utf8_is_complete(&v)) {
+                pe_free(inflated);
+                fail(conn, PE_WS_CLOSE_INVALID_DATA, "invalid UTF-8");
+                return;
+            }
+        }
+    }
+
+    if (conn->echo) {
+        uint8_t *z;
+        size_t zlen;
+        if (conn->pmd_enabled && pe_ws_deflate_message(payload, len, conn->pmd.server_max_window_bits, &z, &zlen) == 0) {
+            queue_frame(conn, ev->opcode, 1, z, zlen);
+            pe_free(z);
+        } else {
+            queue_frame(conn, ev->opcode, 0, payload, len);
+        }
+    } else if (ev->opcode != PE_WS_OP_TEXT) {
+        queue_error(conn, NULL, "unsupported", "binary messages are not part of pushedge.v1");
+    } else {
+        handle_op(conn, (const char *)payload, len);
+    }
+    pe_free(inflated);
+    if (pe_outq_bytes(&conn->out) > PE_WS_MAX_QUEUE)
+        conn->overflow = 1;
+}
+
+static void
+on_read(h2o_socket_t *sock, const char *err)
+{
+    pe_ws_conn_t *conn = sock->data;
+    if (err != NULL) {
+        close_now(conn);
+        return;
+    }
+    conn->last_rx = h2o_now(conn->thr->loop);
+    while (sock->input->size != 0 && !conn->reading_stopped) {
+        pe_ws_event_t ev;
+        size_t used = pe_ws_reader_feed(&conn->reader, (const uint8_t *)sock->input->bytes, sock->input->size, &ev);
+        h2o_buffer_consume(&sock->input, used);
+        switch (ev.kind) {
+        case PE_WS_EV_NONE:
+            break;
+        case PE_WS_EV_MESSAGE:
+            handle_message(conn, &ev);
+            break;
+        case PE_WS_EV_PING:
+            queue_frame(conn, PE_WS_OP_PONG, 0, ev.payload, ev.payload_len);
+            break;
+        case PE_WS_EV_PONG:
+            break;
+        case PE_WS_EV_CLOSE:
+            /* Answer with the peer's code (RFC 6455 5.5.1), then close after the write. */
+            if (!conn->close_sent) {
+                pe_outq_drop_queued(&conn->out);
+                queue_close(conn, ev.code, "");
+            }
+            conn->closing = 1;
+            conn->reading_stopped = 1;
+            h2o_socket_read_stop(sock);
+            break;
+        case PE_WS_EV_ERROR:
+            fail(conn, ev.code, ev.reason);
+            break;
+        }
+        if (ev.kind == PE_WS_EV_NONE)
+            break;
+    }
+    if (pe_ws_reader_buffered(&conn->reader) == 0)
+        pe_ws_reader_shrink(&conn->reader);
+    flush(conn);
+}
+
+/* ---- timers, drain, disposal ----------------------------------------------------------------- */
+
+static void
+on_ping_timer(h2o_timeout_entry_t *entry)
+{
+    pe_ws_conn_t *conn = H2O_STRUCT_FROM_MEMBER(pe_ws_conn_t, ping_entry, entry);
+    uint64_t interval = conn->thr->server->cfg->ping_interval * 1000;
+    if (h2o_now(conn->thr->loop) - conn->last_rx > 2 * interval) {
+        pe_log(PE_LOG_DEBUG, "edge/ws", "thread %u: closing a peer silent for two ping intervals", conn->thr->index);
+        close_now(conn);
+        return;
+    }
+    if (!conn->close_sent)
+        queue_frame(conn, PE_WS_OP_PING, 0, NULL, 0);
+    h2o_timeout_link(conn->thr->loop, &conn->thr->ping_timeout, &conn->ping_entry);
+}
+
+static void
+on_close_timer(h2o_timeout_entry_t *entry)
+{
+    /* The peer did not answer our close in time (or a write is stuck): end it. */
+    pe_ws_conn_t *conn = H2O_STRUCT_FROM_MEMBER(pe_ws_conn_t, close_entry, entry);
+    close_now(conn);
+}
+
+static void
+on_drain(pe_stream_t *stream)
+{
+    pe_ws_conn_t *conn = H2O_STRUCT_FROM_MEMBER(pe_ws_conn_t, stream, stream);
+    if (conn->close_sent)
+        return;
+    queue_close(conn, PE_WS_CLOSE_RESTART, "server restarting: reconnect");
+    h2o_timeout_link(conn->thr->loop, &conn->thr->ws_close_timeout, &conn->close_entry);
+}
+
+static void
+conn_free(pe_ws_conn_t *conn)
+{
+    if (h2o_timeout_is_linked(&conn->ping_entry))
+        h2o_timeout_unlink(&conn->ping_entry);
+    if (h2o_timeout_is_linked(&conn->flush_entry))
+        h2o_timeout_unlink(&conn->flush_entry);
+    if (h2o_timeout_is_linked(&conn->close_entry))
+        h2o_timeout_unlink(&conn->close_entry);
+    if (conn->sub_inited)
+        pe_sub_dispose(&conn->sub);
+    for (ws_publish_t *p = conn->publishes; p != NULL; p = p->next)
+        p->conn = NULL;
+    pe_stream_unregister(&conn->stream);
+    pe_outq_dispose(&conn->out);
+    pe_ws_reader_dispose(&conn->reader);
+    if (conn->sock != NULL) {
+        h2o_socket_close(conn->sock);
+        PE_STAT_ADD(conn->thr->stats.connections[PE_TRANSPORT_WS], (uint64_t)-1);
+    }
+    pe_free(conn->initial);
+    pe_free(conn->initial_arena);
+    pe_free(conn);
+}
+
+/* ---- the handshake --------------------------------------------------------------------------- */
+
+static void
+on_upgrade_complete(void *data, h2o_socket_t *sock, size_t reqsize)
+{
+    pe_ws_conn_t *conn = data;
+    if (sock == NULL) {
+        conn_free(conn);
+        return;
+    }
+    conn->sock = sock;
+    sock->data = conn;
+    h2o_buffer_consume(&sock->input, reqsize);
+    conn->last_rx = h2o_now(conn->thr->loop);
+    PE_STAT_ADD(conn->thr->stats.connections[PE_TRANSPORT_WS], 1);
+    pe_stream_register(conn->thr, &conn->stream);
+    h2o_timeout_link(conn->thr->loop, &conn->thr->ping_timeout, &conn->ping_entry);
+
+    if (!conn->echo) {
+        pe_sub_init(&conn->sub, conn->thr->node, &ws_callbacks);
+        conn->sub_inited = 1;
+        pe_sub_query_t *q = conn->initial;
+        for (size_t i = 0; q != NULL && i != q->num_channels; ++i) {
+            pe_start_t start = pe_start_from_cursor(&q->since, q->channels[i].name, q->channels[i].len, q->num_channels);
+            if (pe_sub_add(&conn->sub, q->channels[i].name, q->channels[i].len, start) == NULL)
+                queue_json(conn, json_pack("{s:s,s:s%}", "op", "subscribed", "channel", q->channels[i].name, q->channels[i].len));
+        }
+    }
+    h2o_socket_read_start(sock, on_read);
+    if (sock->input->size != 0)
+        on_read(sock, NULL);
+    else
+        flush(conn);
+}
+
+/* Sends a handshake refusal with the JSON error body. */
+static int
+refuse(h2o_req_t *req, int status, const char *reason, const char *code, const char *message)
+{
+    if (status == 426) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_UPGRADE, NULL, H2O_STRLIT("websocket"));
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("sec-websocket-version"), 0, NULL, H2O_STRLIT("13"));
+    }
+    pe_http_error(req, status, reason, code, message);
+    return 0;
+}
+
+static h2o_iovec_t
+find_header(h2o_req_t *req, const char *name, size_t len)
+{
+    ssize_t i = h2o_find_header_by_str(&req->headers, name, len, -1);
+    return i < 0 ? h2o_iovec_init(NULL, 0) : req->headers.entries[i].value;
+}
+
+/* Joins every line of a repeatable header with ", " (RFC 7230 3.2.2). */
+static h2o_iovec_t
+join_header(h2o_req_t *req, const char *name, size_t len)
+{
+    h2o_iovec_t all = {NULL, 0};
+    for (ssize_t i = -1; (i = h2o_find_header_by_str(&req->headers, name, len, i)) >= 0;) {
+        h2o_iovec_t v = req->headers.entries[i].value;
+        all = all.base == NULL ? v : h2o_concat(&req->pool, all, h2o_iovec_init(H2O_STRLIT(", ")), v);
+    }
+    return all;
+}
+
+/* A Sec-WebSocket-Key must be the base64 of 16 bytes (RFC 6455 4.1): 22 characters and "==". */
+static int
+key_is_valid(h2o_iovec_t key)
+{
+    if (key.len != 24 || key.base[22] != '=' || key.base[23] != '=')
+        return 0;
+    for (size_t i = 0; i != 22; ++i) {
+        char c = key.base[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/'))
+            return 0;
+    }
+    return 1;
+}
+
+int
+pe_ws_on_req(h2o_req_t *req, int echo)
+{
+    pe_thread_t *thr = pe_thread_of(req);
+    const pe_config_t *cfg = thr->server->cfg;
+
+    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"))) {
+        pe_http_method_not_allowed(req, "GET");
+        return 0;
+    }
+    if (req->version >= 0x200)
+        return refuse(req, 400, "Bad Request", "http2_websocket", "WebSocket needs HTTP/1.1 here; use /sse over HTTP/2");
+    if (thr->draining) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+        return refuse(req, 503, "Service Unavailable", "draining", "this node is shutting down; reconnect");
+    }
+    /* h2o's HTTP/1 parser moves Upgrade into req->upgrade only when Connection lists "upgrade"
+     * (both are hop-by-hop and absent from req->headers). */
+    if (req->upgrade.base == NULL || !h2o_contains_token(req->upgrade.base, req->upgrade.len, H2O_STRLIT("websocket"), ','))
+        return refuse(req, 426, "Upgrade Required", "upgrade_required", "this endpoint speaks WebSocket: send an Upgrade request");
+    h2o_iovec_t version = find_header(req, H2O_STRLIT("sec-websocket-version"));
+    if (!h2o_memis(version.base, version.len, H2O_STRLIT("13")))
+        return refuse(req, 426, "Upgrade Required", "bad_version", "Sec-WebSocket-Version must be 13");
+    h2o_iovec_t key = find_header(req, H2O_STRLIT("sec-websocket-key"));
+    if (!key_is_valid(key))
+        return refuse(req, 400, "Bad Request", "bad_key", "Sec-WebSocket-Key must be the base64 of 16 bytes");
+
+    /* Subprotocol: pushedge.v1 if offered; an offer without it is refused (CONTRACT.md). */
+    h2o_iovec_t protocols = join_header(req, H2O_STRLIT("sec-websocket-protocol"));
+    int select_protocol = 0;
+    if (protocols.base != NULL) {
+        if (!h2o_contains_token(protocols.base, protocols.len, H2O_STRLIT("pushedge.v1"), ','))
+            return refuse(req, 400, "Bad Request", "unsupported_protocol", "no offered subprotocol is supported (pushedge.v1 is)");
+        select_protocol = 1;
+    }
+
+    /* The subscription in the query string, checked before upgrading. */
+    pe_sub_query_t *q = NULL;
+    char *arena = NULL;
+    h2o_iovec_t qs = pe_http_query(req);
+    if (!echo && qs.len != 0) {
+        q = pe_malloc(sizeof(*q));
+        arena = pe_malloc(qs.len + 1);
+        const char *code, *err;
+        if (pe_sub_query_parse(qs.base, qs.len, q, arena, &code, &err) != 0 && strcmp(code, "missing_channel") != 0) {
+            pe_free(q);
+            pe_free(arena);
+            return refuse(req, 400, "Bad Request", code, err);
+        }
+        /* Last-Event-ID is an SSE header; a WebSocket client resumes with since. */
+    }
+
+    pe_ws_conn_t *conn = pe_calloc(1, sizeof(*conn));
+    conn->thr = thr;
+    conn->echo = echo;
+    conn->initial = q;
+    conn->initial_arena = arena;
+    conn->may_publish = cfg->api_key == NULL ? pe_http_peer_is_loopback(req) : 0;
+    if (cfg->api_key != NULL) {
+        h2o_iovec_t auth = find_header(req, H2O_STRLIT("authorization"));
+        size_t klen = strlen(cfg->api_key);
+        conn->may_publish = auth.len == 7 + klen && h2o_lcstris(auth.base, 7, H2O_STRLIT("bearer ")) &&
+                            memcmp(auth.base + 7, cfg->api_key, klen) == 0;
+    }
+    conn->stream.drain = on_drain;
+    conn->ping_entry.cb = on_ping_timer;
+    conn->flush_entry.cb = on_flush_timeout;
+    conn->close_entry.cb = on_close_timer;
+
+    /* permessage-deflate */
+    h2o_iovec_t ext = join_header(req, H2O_STRLIT("sec-websocket-extensions"));
+    if (ext.base != NULL) {
+        char resp[256];
+        int r = pe_ws_pmd_negotiate(ext.base, ext.len, &conn->pmd, resp, sizeof(resp));
+        if (r < 0) {
+            conn_free(conn);
+            return refuse(req, 400, "Bad Request", "bad_extensions", "malformed Sec-WebSocket-Extensions");
+        }
+        if (r == 1) {
+            conn->pmd_enabled = 1;
+            /* h2o keeps the pointer, not a copy: the value must live in the request's pool. */
+            h2o_iovec_t v = h2o_strdup(&req->pool, resp, SIZE_MAX);
+            h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("sec-websocket-extensions"), 0, NULL, v.base, v.len);
+        }
+    }
+    pe_ws_reader_init(&conn->reader, cfg->max_message_size, conn->pmd_enabled);
+
+    /* Sec-WebSocket-Accept = base64(SHA-1(key + GUID)) (RFC 6455 4.2.2) */
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    unsigned char digest[SHA_DIGEST_LENGTH], buf[24 + sizeof(guid)];
+    memcpy(buf, key.base, 24);
+    memcpy(buf + 24, guid, sizeof(guid) - 1);
+    SHA1(buf, 24 + sizeof(guid) - 1, digest);
+    char *accept = h2o_mem_alloc_pool(&req->pool, 32);
+    EVP_EncodeBlock((unsigned char *)accept, digest, SHA_DIGEST_LENGTH);
+
+    req->res.status = 101;
+    req->res.reason = "Switching Protocols";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_UPGRADE, NULL, H2O_STRLIT("websocket"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("sec-websocket-accept"), 0, NULL, accept, strlen(accept));
+    if (select_protocol)
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("sec-websocket-protocol"), 0, NULL,
+                              H2O_STRLIT("pushedge.v1"));
+    h2o_http1_upgrade(req, NULL, 0, on_upgrade_complete, conn);
+    return 0;
+}
