@@ -96,6 +96,12 @@ send_metrics(h2o_req_t *req)
         (unsigned long long)sum.gaps, (unsigned long long)sum.subscribers, (unsigned long long)sum.channels,
         (unsigned long long)requests, pe_ps_engine_name(server->engine), pe_ps_engine_is_ready(server->engine),
         __atomic_load_n(&server->draining, __ATOMIC_RELAXED));
+    put(&t,
+        "# HELP pushedge_ws_frames_built_total WebSocket broadcast frames built (once per message and encoding).\n"
+        "# TYPE pushedge_ws_frames_built_total counter\n"
+        "pushedge_ws_frames_built_total{encoding=\"plain\"} %llu\npushedge_ws_frames_built_total{encoding=\"deflate\"} %llu\n",
+        (unsigned long long)__atomic_load_n(&pe_ws_frames_built[0], __ATOMIC_RELAXED),
+        (unsigned long long)__atomic_load_n(&pe_ws_frames_built[1], __ATOMIC_RELAXED));
     put(&t, "# HELP pushedge_loop_lag_seconds Worst timer lateness of each event loop in the last second.\n"
             "# TYPE pushedge_loop_lag_seconds gauge\n");
     for (unsigned i = 0; i != server->num_threads; ++i)

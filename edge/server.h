@@ -111,6 +111,8 @@ void pe_http_method_not_allowed(h2o_req_t *req, const char *allow);
 int pe_publish_on_req(h2o_req_t *req);
 int pe_sse_on_req(h2o_req_t *req);
 int pe_ws_on_req(h2o_req_t *req, int echo);
+/* ws.c: broadcast frames built, [0] plain, [1] deflated (atomic, any thread). */
+extern uint64_t pe_ws_frames_built[2];
 int pe_ops_on_req(h2o_req_t *req, h2o_iovec_t path); /* health, metrics, static; -1 if not ours */
 
 #endif
