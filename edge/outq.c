@@ -8,6 +8,8 @@ void
 pe_outq_text(pe_outq_t *q, const void *s, size_t len)
 {
     pe_outq_batch_t *b = &q->queue;
+    if (len == 0)
+        return; /* s may be NULL then, which memcpy must not see */
     if (b->text_len + len > b->text_cap) {
         b->text_cap = (b->text_len + len) * 2 < 256 ? 256 : (b->text_len + len) * 2;
         b->text = pe_realloc(b->text, b->text_cap);

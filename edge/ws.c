@@ -94,6 +94,7 @@ struct st_ws_publish_t {
 static void flush(pe_ws_conn_t *conn);
 static void schedule_flush(pe_ws_conn_t *conn);
 static void conn_free(pe_ws_conn_t *conn);
+static void set_overflow(pe_ws_conn_t *conn);
 
 /* ---- frames ---------------------------------------------------------------------------------- */
 
@@ -246,7 +247,7 @@ on_message(pe_sub_t *sub, pe_msg_t *msg)
     const pe_msg_encoding_t *enc = pe_msg_encoding(msg, deflate ? ENC_DEFLATE : ENC_PLAIN, deflate ? build_deflate : build_plain);
     pe_outq_push(&conn->out, 0, msg, enc->data, enc->len);
     if (pe_outq_bytes(&conn->out) > PE_WS_MAX_QUEUE)
-        conn->overflow = 1;
+        set_overflow(conn);
     schedule_flush(conn);
     return pe_outq_bytes(&conn->out) >= PE_WS_LOW_WATER ? PE_SUB_PAUSE : PE_SUB_CONTINUE;
 }
@@ -284,6 +285,21 @@ on_write_complete(h2o_socket_t *sock, const char *err)
     flush(conn); /* may free conn */
 }
 
+/* The queue passed PE_WS_MAX_QUEUE: nothing more is queued, and the connection is closed with
+ * 1013 once the write in flight completes, or torn down by the close timer if that write is stuck
+ * on a peer that stopped reading (flush cannot run while it is in flight). */
+static void
+set_overflow(pe_ws_conn_t *conn)
+{
+    if (conn->overflow)
+        return;
+    conn->overflow = 1;
+    PE_STAT_ADD(conn->thr->stats.slow_consumers[PE_TRANSPORT_WS], 1);
+    pe_log(PE_LOG_INFO, "edge/ws", "thread %u: closing a slow consumer (1013)", conn->thr->index);
+    if (!h2o_timeout_is_linked(&conn->close_entry))
+        h2o_timeout_link(conn->thr->loop, &conn->thr->ws_close_timeout, &conn->close_entry);
+}
+
 /* Ends a connection that cannot be closed politely: free now, or fail the stuck write first. */
 static void
 close_now(pe_ws_conn_t *conn)
@@ -304,12 +320,11 @@ flush(pe_ws_conn_t *conn)
     if (conn->sock == NULL || conn->writing)
         return;
     if (conn->overflow && !conn->close_sent) {
-        PE_STAT_ADD(conn->thr->stats.slow_consumers[PE_TRANSPORT_WS], 1);
-        pe_log(PE_LOG_INFO, "edge/ws", "thread %u: closing a slow consumer (1013)", conn->thr->index);
+        /* The write in flight finished before the close timer: the 1013 goes out in place of
+         * what is queued. */
         pe_outq_drop_queued(&conn->out);
         queue_close(conn, PE_WS_CLOSE_TRY_AGAIN, "slow consumer: reconnect and resume");
         conn->closing = 1;
-        h2o_timeout_link(conn->thr->loop, &conn->thr->ws_close_timeout, &conn->close_entry);
     }
     h2o_iovec_t *iov;
     size_t niov = pe_outq_next_chunk(&conn->out, PE_WS_MAX_BATCH, &iov);
@@ -471,10 +486,11 @@ handle_op(pe_ws_conn_t *conn, const char *text, size_t len)
 
 /* ---- reading --------------------------------------------------------------------------------- */
 
+/* A protocol violation: what the peer sent before it (echoes, replies) still goes out, then the
+ * close frame (Autobahn 3.x/4.x expect the earlier messages to arrive). */
 static void
 fail(pe_ws_conn_t *conn, int code, const char *reason)
 {
-    pe_outq_drop_queued(&conn->out);
     queue_close(conn, code, reason);
     conn->closing = 1;
     conn->reading_stopped = 1;
@@ -526,7 +542,7 @@ handle_message(pe_ws_conn_t *conn, const pe_ws_event_t *ev)
     }
     pe_free(inflated);
     if (pe_outq_bytes(&conn->out) > PE_WS_MAX_QUEUE)
-        conn->overflow = 1;
+        set_overflow(conn);
 }
 
 static void
@@ -554,11 +570,10 @@ on_read(h2o_socket_t *sock, const char *err)
         case PE_WS_EV_PONG:
             break;
         case PE_WS_EV_CLOSE:
-            /* Answer with the peer's code (RFC 6455 5.5.1), then close after the write. */
-            if (!conn->close_sent) {
-                pe_outq_drop_queued(&conn->out);
+            /* Answer with the peer's code (RFC 6455 5.5.1) after what is already queued (messages
+             * the peer sent before its close are answered), then close after the write. */
+            if (!conn->close_sent)
                 queue_close(conn, ev.code, "");
-            }
             conn->closing = 1;
             conn->reading_stopped = 1;
             h2o_socket_read_stop(sock);
