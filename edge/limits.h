@@ -30,7 +30,8 @@
 /* Request bodies h2o buffers before our own size check answers 413 with a JSON body; larger
  * ones get h2o's plain 413 without being read into memory. */
 #define PE_MAX_ENTITY_SLACK (1u << 20)
-/* WebSocket output queued per connection before it is a slow consumer (closed with 1013). */
+/* WebSocket output queued per connection before it is a slow consumer (closed with 1013); raised
+ * to two maximal messages when --max-message-size is larger (edge/ws.c). */
 #define PE_WS_MAX_QUEUE (4u << 20)
 /* Queued bytes above which a WebSocket subscriber's catch-up pauses (as for SSE). */
 #define PE_WS_LOW_WATER (256u << 10)

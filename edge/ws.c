@@ -65,6 +65,7 @@ typedef struct st_pe_ws_conn_t {
     pe_outq_t out;
     pe_ws_pmd_t pmd;
     uint64_t last_rx; /* loop ms of the last byte received */
+    size_t max_queue; /* bytes queued and in flight past which it is a slow consumer */
     h2o_timeout_entry_t ping_entry;
     h2o_timeout_entry_t flush_entry;
     h2o_timeout_entry_t close_entry;
@@ -246,7 +247,7 @@ on_message(pe_sub_t *sub, pe_msg_t *msg)
     int deflate = conn->pmd_enabled && conn->pmd.server_max_window_bits == 15 && op_text_len(msg) >= PE_WS_DEFLATE_MIN;
     const pe_msg_encoding_t *enc = pe_msg_encoding(msg, deflate ? ENC_DEFLATE : ENC_PLAIN, deflate ? build_deflate : build_plain);
     pe_outq_push(&conn->out, 0, msg, enc->data, enc->len);
-    if (pe_outq_bytes(&conn->out) > PE_WS_MAX_QUEUE)
+    if (pe_outq_bytes(&conn->out) > conn->max_queue)
         set_overflow(conn);
     schedule_flush(conn);
     return pe_outq_bytes(&conn->out) >= PE_WS_LOW_WATER ? PE_SUB_PAUSE : PE_SUB_CONTINUE;
@@ -285,7 +286,7 @@ on_write_complete(h2o_socket_t *sock, const char *err)
     flush(conn); /* may free conn */
 }
 
-/* The queue passed PE_WS_MAX_QUEUE: nothing more is queued, and the connection is closed with
+/* The queue passed its bound (conn->max_queue): nothing more is queued, and the connection is closed with
  * 1013 once the write in flight completes, or torn down by the close timer if that write is stuck
  * on a peer that stopped reading (flush cannot run while it is in flight). */
 static void
@@ -541,7 +542,7 @@ handle_message(pe_ws_conn_t *conn, const pe_ws_event_t *ev)
         handle_op(conn, (const char *)payload, len);
     }
     pe_free(inflated);
-    if (pe_outq_bytes(&conn->out) > PE_WS_MAX_QUEUE)
+    if (pe_outq_bytes(&conn->out) > conn->max_queue)
         set_overflow(conn);
 }
 
@@ -785,6 +786,11 @@ pe_ws_on_req(h2o_req_t *req, int echo)
     pe_ws_conn_t *conn = pe_calloc(1, sizeof(*conn));
     conn->thr = thr;
     conn->echo = echo;
+    /* Two maximal messages always fit (one in flight, one queued): with a large
+     * --max-message-size a single echo or publish must not count as a slow consumer. */
+    conn->max_queue = PE_WS_MAX_QUEUE;
+    if (conn->max_queue < 2 * (cfg->max_message_size + PE_WS_MAX_HEADER + 256))
+        conn->max_queue = 2 * (cfg->max_message_size + PE_WS_MAX_HEADER + 256);
     conn->initial = q;
     conn->initial_arena = arena;
     conn->may_publish = cfg->api_key == NULL ? pe_http_peer_is_loopback(req) : 0;

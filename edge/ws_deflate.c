@@ -12,7 +12,11 @@
  *
  * Compression. One fresh deflate state per message, Z_SYNC_FLUSH, the 00 00 ff ff tail removed
  * (RFC 7692 7.2.1). Raw deflate with an 8-bit window is refused by zlib >= 1.2.9 (it silently
- * used 9 bits before, which would break a peer that asked for 8), hence the declined offers.
+ * used 9 bits before, which would break a peer that asked for 8). An offer of
+ * server_max_window_bits=8 is still accepted: the limit binds only what we compress, and a
+ * connection with an 8-bit window simply gets every message uncompressed (RSV1 clear), which
+ * RFC 7692 allows per message. Declining it would leave such clients (Autobahn 13.3, 13.5)
+ * without the extension at all.
  *
  * Decompression. One fresh inflate state per message (client_no_context_takeover), the tail fed
  * after the payload without copying it. The output buffer grows by doubling up to max_out + 1
@@ -211,9 +215,6 @@ offer_accept(const offer_t *o, pe_ws_pmd_t *pmd, char *buf)
 {
     size_t len = sizeof(PMD_BASE) - 1;
 
-    /* zlib's raw deflate cannot use an 8-bit window, and our answer may not exceed the offer. */
-    if (o->server_bits == 8)
-        return 0;
     memcpy(buf, PMD_BASE, len + 1);
     /* 7.1.2.1: a server accepting server_max_window_bits must echo it (same or smaller). */
     if (o->server_bits > 0)

@@ -16,16 +16,16 @@
 #include <stdint.h>
 
 typedef struct st_pe_ws_pmd_t {
-    int server_max_window_bits; /* 9..15: what our deflate uses */
+    int server_max_window_bits; /* 8..15: the most our deflate may use (8: we never compress) */
     int client_max_window_bits; /* 8..15: the largest window the client's deflate may use */
 } pe_ws_pmd_t;
 
 /**
  * Parses the Sec-WebSocket-Extensions request header value hdr[0..len) (several header lines
  * joined with ", "), and accepts the first permessage-deflate offer whose parameters we can
- * honour (zlib cannot deflate with an 8-bit window: an offer demanding server_max_window_bits=8
- * is declined; unknown parameters, duplicates or invalid values decline that offer, and the
- * next offer is considered). Names compare case-sensitively; empty list elements are ignored.
+ * honour (unknown parameters, duplicates or invalid values decline that offer, and the next
+ * offer is considered). server_max_window_bits=8 is accepted, although zlib cannot deflate with
+ * an 8-bit window: callers then send every message uncompressed. Names compare case-sensitively; empty list elements are ignored.
  *
  * Returns 1 on acceptance: *out is filled and resp holds the response header value,
  * NUL-terminated (at most 101 bytes plus the NUL, so resp_cap >= 128 always suffices; an offer

@@ -10,7 +10,7 @@
  * duplicate at the replay/live seam during a burst, gaps by trimming and for a future cursor);
  * permessage-deflate with the npm ws client and a raw client that sees RSV1 (negotiated
  * parameters, the 256-byte threshold, compressed client messages, the 8-bit window offer
- * declined, 1009 on oversized and zip-bomb messages); the connections gauge; heartbeat pings
+ * accepted with uncompressed frames, 1009 on oversized and zip-bomb messages); the connections gauge; heartbeat pings
  * and the silent-peer timeout; a slow consumer (closed, counted, bounded memory, others
  * unaffected); drain on SIGTERM; 1,000 concurrent subscribers.
  *
@@ -559,7 +559,7 @@ describe('WS: permessage-deflate', () => {
             'permessage-deflate; client_max_window_bits',
             'permessage-deflate; server_no_context_takeover; client_no_context_takeover',
             'permessage-deflate; server_max_window_bits=10',
-            'permessage-deflate; server_max_window_bits=8, permessage-deflate',
+            'permessage-deflate; server_max_window_bits=8',
         ]) {
             const ws = await RawWS.open(main.srv.port, '/ws', { t, extensions: offer });
             assert.equal(ws.status, 101, offer);
@@ -579,15 +579,20 @@ describe('WS: permessage-deflate', () => {
         assert.equal(ext[0].params.client_no_context_takeover, true);
     });
 
-    it('an offer of server_max_window_bits=8 only: no extension', { timeout: 10000 }, async (t) => {
-        const ws = await RawWS.open(main.srv.port, '/ws', { t, extensions: 'permessage-deflate; server_max_window_bits=8' });
+    it('an offer of server_max_window_bits=8 is accepted; such a connection gets uncompressed messages', { timeout: 10000 }, async (t) => {
+        const ch = uniqueChannel('wb8');
+        const ws = await RawWS.open(main.srv.port, `/ws?channel=${ch}`, { t, extensions: 'permessage-deflate; server_max_window_bits=8' });
         assert.equal(ws.status, 101);
-        assert.equal(ws.headers['sec-websocket-extensions'], undefined);
-        ws.sendText({ op: 'ping' });
-        assert.equal((await ws.nextOp('pong')).op, 'pong');
+        const ext = parseExtensions(ws.headers['sec-websocket-extensions']);
+        assert.equal(ext.length, 1, ws.headers['sec-websocket-extensions']);
+        assert.equal(ext[0].params.server_max_window_bits, '8');
+        await ws.nextOp('subscribed');
+        await publishOk(main.srv.url, ch, 'z'.repeat(2000));
+        const m = await ws.nextOp('message');
+        assert.equal(m.data, 'z'.repeat(2000));
+        assert.equal(ws.frames.filter((f) => f.rsv1).length, 0, 'nothing compressed with an 8-bit window');
         const c = await openWs(main.srv.url, '/ws', { t, perMessageDeflate: { serverMaxWindowBits: 8 } });
-        assert.equal(c.ws.extensions, '');
-        assert.equal(c.upgradeHeaders['sec-websocket-extensions'], undefined);
+        assert.equal(c.ws.extensions, 'permessage-deflate');
         assert.equal((await c.request({ op: 'ping' })).op, 'pong');
     });
 
