@@ -23,7 +23,8 @@ typedef enum en_opt_kind_t {
     OPT_UINT,
     OPT_STRING,
     OPT_FLAG,
-    OPT_LISTEN,
+    OPT_LISTEN, /* repeatable: a list of HOST:PORT */
+    OPT_ORIGIN, /* repeatable: a list of origins */
     OPT_REDIS,
     OPT_LOGLEVEL,
     OPT_HELP,
@@ -56,6 +57,9 @@ static const opt_t options[] = {
     {"ws-echo", OPT_FLAG, OFF(ws_echo), 0, 0, NULL, "also serve GET /ws/echo for WebSocket conformance suites"},
     {"config", OPT_STRING, OFF(config_file), 0, 0, "FILE", "JSON file with these settings; environment and command line win"},
     {"log-level", OPT_LOGLEVEL, OFF(log_level), 0, 0, "LEVEL", "error, warn, info or debug (default info)"},
+    {"allowed-origin", OPT_ORIGIN, 0, 0, 0, "ORIGIN",
+     "origin allowed cross-origin (CORS on /sse, /poll, /api/publish; Origin check on /ws), e.g. https://app.example.com "
+     "or *; repeatable (default: none)"},
     {"web-root", OPT_STRING, OFF(web_root), 0, 0, "DIR", "directory of the demo page and JS client (default: the built-in path)"},
     {"help", OPT_HELP, 0, 0, 0, NULL, "print this help and exit"},
     {"version", OPT_VERSION, 0, 0, 0, NULL, "print the version and exit"},
@@ -150,12 +154,60 @@ parse_bool(const char *s, int *out)
     return 0;
 }
 
-static void
-clear_listen(pe_config_t *cfg)
+/* The repeatable options keep their values in a fixed array; a new source replaces the list of
+ * a weaker one rather than adding to it. */
+static int
+is_list(const opt_t *opt)
 {
-    for (size_t i = 0; i != cfg->num_listen; ++i)
-        pe_free(cfg->listen[i]);
-    cfg->num_listen = 0;
+    return opt->kind == OPT_LISTEN || opt->kind == OPT_ORIGIN;
+}
+
+static char **
+list_of(pe_config_t *cfg, const opt_t *opt, size_t **num, size_t *cap)
+{
+    if (opt->kind == OPT_LISTEN) {
+        *num = &cfg->num_listen;
+        *cap = PE_MAX_LISTEN;
+        return cfg->listen;
+    }
+    *num = &cfg->num_allowed_origins;
+    *cap = PE_MAX_ORIGINS;
+    return cfg->allowed_origins;
+}
+
+static void
+clear_list(pe_config_t *cfg, const opt_t *opt)
+{
+    size_t *num, cap;
+    char **items = list_of(cfg, opt, &num, &cap);
+    for (size_t i = 0; i != *num; ++i)
+        pe_free(items[i]);
+    *num = 0;
+}
+
+/* An origin as browsers send it (RFC 6454 6.2): scheme "://" host [":" port], lower-case scheme,
+ * no path; or "*". */
+static int
+validate_origin(const char *s)
+{
+    size_t len = strlen(s);
+    if (strcmp(s, "*") == 0)
+        return 0;
+    if (len > PE_MAX_ORIGIN_LEN)
+        return -1;
+    const char *p = strstr(s, "://");
+    if (p == NULL || p == s)
+        return -1;
+    for (const char *q = s; q != p; ++q)
+        if (!((*q >= 'a' && *q <= 'z') || (q != s && ((*q >= '0' && *q <= '9') || *q == '+' || *q == '-' || *q == '.'))))
+            return -1;
+    p += 3;
+    if (*p == '\0')
+        return -1;
+    for (; *p != '\0'; ++p)
+        if (*p == '/' || *p == '?' || *p == '#' || *p == ' ' || *p == ',' || (unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e)
+            return -1;
+    return 0;
 }
 
 static int
@@ -226,14 +278,19 @@ set_option(pe_config_t *cfg, const opt_t *opt, const char *value, const char *or
         cfg->log_level = level;
         return PE_CFG_OK;
     }
-    case OPT_LISTEN: {
+    case OPT_LISTEN:
+    case OPT_ORIGIN: {
         char host[256];
         unsigned port;
-        if (pe_config_split_hostport(value, host, sizeof(host), &port) != 0)
+        if (opt->kind == OPT_LISTEN && pe_config_split_hostport(value, host, sizeof(host), &port) != 0)
             return fail(err, errlen, "%s: must be HOST:PORT with a port from 1 to 65535 (got '%.64s')", origin, value);
-        if (cfg->num_listen == PE_MAX_LISTEN)
-            return fail(err, errlen, "%s: at most %d addresses", origin, PE_MAX_LISTEN);
-        cfg->listen[cfg->num_listen++] = pe_strndup(value, strlen(value));
+        if (opt->kind == OPT_ORIGIN && validate_origin(value) != 0)
+            return fail(err, errlen, "%s: must be * or scheme://host[:port] without a path (got '%.64s')", origin, value);
+        size_t *num, cap;
+        char **items = list_of(cfg, opt, &num, &cap);
+        if (*num == cap)
+            return fail(err, errlen, "%s: at most %zu values", origin, cap);
+        items[(*num)++] = pe_strndup(value, strlen(value));
         return PE_CFG_OK;
     }
     default:
@@ -275,11 +332,11 @@ load_file(pe_config_t *cfg, const char *path, char *err, size_t errlen)
             ret = fail(err, errlen, "%s: unknown setting", origin);
             goto Exit;
         }
-        if (opt->kind == OPT_LISTEN) {
+        if (is_list(opt)) {
             /* A string or an array of strings; the file's list replaces the default. */
             json_t *one = json_is_array(borrowed_value) ? NULL : borrowed_value;
             size_t n = one != NULL ? 1 : json_array_size(borrowed_value);
-            clear_listen(cfg);
+            clear_list(cfg, opt);
             for (size_t i = 0; i != n; ++i) {
                 json_t *borrowed_item = one != NULL ? one : json_array_get(borrowed_value, i);
                 if (!json_is_string(borrowed_item)) {
@@ -345,15 +402,15 @@ load_env(pe_config_t *cfg, char **envp, char *err, size_t errlen)
         if (value == NULL)
             continue;
         int ret;
-        if (opt->kind == OPT_LISTEN) {
+        if (is_list(opt)) {
             /* A list separated by commas or spaces; it replaces the file's and the default. */
-            clear_listen(cfg);
+            clear_list(cfg, opt);
             char *copy = pe_strndup(value, strlen(value)), *save = NULL;
             ret = PE_CFG_OK;
             for (char *tok = strtok_r(copy, ", ", &save); tok != NULL && ret == PE_CFG_OK; tok = strtok_r(NULL, ", ", &save))
                 ret = set_option(cfg, opt, tok, name, err, errlen);
             pe_free(copy);
-            if (ret == PE_CFG_OK && cfg->num_listen == 0)
+            if (ret == PE_CFG_OK && opt->kind == OPT_LISTEN && cfg->num_listen == 0)
                 ret = fail(err, errlen, "%s: must list at least one HOST:PORT", name);
         } else {
             ret = set_option(cfg, opt, value, name, err, errlen);
@@ -430,7 +487,7 @@ pe_config_load(pe_config_t *cfg, int argc, char **argv, char **envp, FILE *out, 
     if ((ret = load_env(cfg, envp, err, errlen)) != PE_CFG_OK)
         return ret;
 
-    int cli_listen = 0;
+    int cli_listen = 0, cli_origin = 0;
     optind = 0;
     while ((idx = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
         const opt_t *opt = &options[idx];
@@ -442,10 +499,14 @@ pe_config_load(pe_config_t *cfg, int argc, char **argv, char **envp, FILE *out, 
         }
         if ((opt->offset == OFF(config_file) && opt->kind == OPT_STRING))
             continue;
+        /* The command line's list replaces the others, it does not add to them. */
         if (opt->kind == OPT_LISTEN && !cli_listen) {
-            /* The command line's addresses replace the others, it does not add to them. */
-            clear_listen(cfg);
+            clear_list(cfg, opt);
             cli_listen = 1;
+        }
+        if (opt->kind == OPT_ORIGIN && !cli_origin) {
+            clear_list(cfg, opt);
+            cli_origin = 1;
         }
         if ((ret = set_option(cfg, opt, optarg, origin, err, errlen)) != PE_CFG_OK)
             return ret;
@@ -458,7 +519,10 @@ pe_config_load(pe_config_t *cfg, int argc, char **argv, char **envp, FILE *out, 
 void
 pe_config_dispose(pe_config_t *cfg)
 {
-    clear_listen(cfg);
+    for (size_t i = 0; i != cfg->num_listen; ++i)
+        pe_free(cfg->listen[i]);
+    for (size_t i = 0; i != cfg->num_allowed_origins; ++i)
+        pe_free(cfg->allowed_origins[i]);
     pe_free(cfg->redis_url);
     pe_free(cfg->api_key);
     pe_free(cfg->config_file);

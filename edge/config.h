@@ -27,6 +27,10 @@ typedef struct st_pe_config_t {
     char *config_file;
     int log_level;
     char *web_root; /* directory of the demo page and client; NULL: built-in default */
+    /* Origins allowed cross-origin on /sse, /poll and /api/publish (CORS) and at the WebSocket
+     * handshake; "*" allows any. None: no CORS headers, and no Origin check on WebSocket. */
+    char *allowed_origins[PE_MAX_ORIGINS];
+    size_t num_allowed_origins;
 } pe_config_t;
 
 enum { PE_CFG_OK = 0, PE_CFG_EXIT_OK = 1, PE_CFG_ERROR = 2 };

@@ -9,6 +9,18 @@
 #define PE_MAX_THREADS 64
 /* Listen addresses: a handful covers IPv4 + IPv6 + a metrics-only address. */
 #define PE_MAX_LISTEN 16
+/* --allowed-origin values: an application's few front-end origins; a longer list belongs in a
+ * proxy in front of us. */
+#define PE_MAX_ORIGINS 32
+/* Longest origin ("scheme://host[:port]"): a 253-byte DNS name plus scheme and port. */
+#define PE_MAX_ORIGIN_LEN 300
+/* A long-poll answer: at most this many messages or about this many bytes of envelopes (one
+ * message always fits, whatever its size); the returned cursor continues the batch. Small
+ * enough for old proxies' response buffers, large enough that catching up takes few rounds. */
+#define PE_POLL_MAX_MESSAGES 100
+#define PE_POLL_MAX_BYTES (256u << 10)
+/* How long a browser may cache a CORS preflight answer, in seconds. */
+#define PE_CORS_MAX_AGE 600
 /* Bytes of SSE output queued per stream before it counts as a slow consumer and is ended (it
  * resumes from its cursor): 64 messages of the default 64 KiB maximum, or thousands of small
  * ones, while a stalled peer cannot pin more than this. */

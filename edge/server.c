@@ -45,10 +45,25 @@ on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
 
-    if (h2o_memis(path.base, path.len, H2O_STRLIT("/api/publish")))
-        return pe_publish_on_req(req);
-    if (h2o_memis(path.base, path.len, H2O_STRLIT("/sse")))
-        return pe_sse_on_req(req);
+    /* Cross-origin endpoints: a preflight is answered here; otherwise the CORS headers go on
+     * req->res.headers now, so every answer of the handler carries them (errors included).
+     * Checklist when adding one: a branch here and the CORS table in docs/protocol.md. */
+    int (*cors_handler)(h2o_req_t *) = NULL;
+    const char *methods = "GET, OPTIONS";
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/api/publish"))) {
+        cors_handler = pe_publish_on_req;
+        methods = "POST, OPTIONS";
+    } else if (h2o_memis(path.base, path.len, H2O_STRLIT("/sse"))) {
+        cors_handler = pe_sse_on_req;
+    } else if (h2o_memis(path.base, path.len, H2O_STRLIT("/poll"))) {
+        cors_handler = pe_poll_on_req;
+    }
+    if (cors_handler != NULL) {
+        if (pe_http_preflight(req, methods) == 0)
+            return 0;
+        pe_http_cors(req);
+        return cors_handler(req);
+    }
     if (h2o_memis(path.base, path.len, H2O_STRLIT("/ws")))
         return pe_ws_on_req(req, 0);
     if (thr->server->cfg->ws_echo && h2o_memis(path.base, path.len, H2O_STRLIT("/ws/echo")))
@@ -193,6 +208,7 @@ thread_setup(pe_thread_t *thr)
     thr->accept_ctx.hosts = server->globalconf.hosts;
     h2o_linklist_init_anchor(&thr->streams);
     h2o_timeout_init(thr->loop, &thr->ping_timeout, server->cfg->ping_interval * 1000);
+    h2o_timeout_init(thr->loop, &thr->poll_timeout, server->cfg->poll_timeout * 1000);
     h2o_timeout_init(thr->loop, &thr->lag_timeout, 1000);
     h2o_timeout_init(thr->loop, &thr->ws_close_timeout, PE_WS_CLOSE_WAIT_MS);
     thr->lag_entry.cb = on_lag_timer;

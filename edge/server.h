@@ -54,6 +54,7 @@ typedef struct st_pe_thread_t {
     pe_ps_node_t *node;
     h2o_linklist_t streams;         /* pe_stream_t */
     h2o_timeout_t ping_timeout;     /* --ping-interval, for SSE heartbeats */
+    h2o_timeout_t poll_timeout;     /* --poll-timeout, for held long-polls */
     h2o_timeout_t lag_timeout;      /* one second, measures loop lag */
     h2o_timeout_t ws_close_timeout; /* PE_WS_CLOSE_WAIT_MS */
     h2o_timeout_entry_t lag_entry;
@@ -106,11 +107,26 @@ h2o_iovec_t pe_http_query(h2o_req_t *req);
 int pe_http_peer_is_loopback(h2o_req_t *req);
 /** Sends 405 with an Allow header. */
 void pe_http_method_not_allowed(h2o_req_t *req, const char *allow);
+/**
+ * Adds the CORS response headers for the request's Origin under --allowed-origin (none when the
+ * list is empty or the origin is not in it; Vary: Origin whenever a list is set). Call before
+ * the response starts.
+ */
+void pe_http_cors(h2o_req_t *req);
+/**
+ * Answers an OPTIONS preflight: 204 with the CORS headers for an allowed origin, 403 with a JSON
+ * error otherwise. Returns 0 if it answered, -1 if the request is not OPTIONS or no
+ * --allowed-origin is set (the handler then answers 405).
+ */
+int pe_http_preflight(h2o_req_t *req, const char *methods);
+/** 1 if a WebSocket handshake's Origin passes --allowed-origin (or same origin, or no policy). */
+int pe_http_origin_is_allowed(h2o_req_t *req);
 
 /* handlers */
 int pe_publish_on_req(h2o_req_t *req);
 int pe_sse_on_req(h2o_req_t *req);
 int pe_ws_on_req(h2o_req_t *req, int echo);
+int pe_poll_on_req(h2o_req_t *req); /* fallback/poll.c */
 /* ws.c: broadcast frames built, [0] plain, [1] deflated (atomic, any thread). */
 extern uint64_t pe_ws_frames_built[2];
 int pe_ops_on_req(h2o_req_t *req, h2o_iovec_t path); /* health, metrics, static; -1 if not ours */

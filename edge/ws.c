@@ -743,6 +743,10 @@ pe_ws_on_req(h2o_req_t *req, int echo)
     }
     if (req->version >= 0x200)
         return refuse(req, 400, "Bad Request", "http2_websocket", "WebSocket needs HTTP/1.1 here; use /sse over HTTP/2");
+    /* Cross-site WebSocket hijacking: a browser page of another origin must not ride on the
+     * user's network position or cookies. */
+    if (!pe_http_origin_is_allowed(req))
+        return refuse(req, 403, "Forbidden", "origin_not_allowed", "this origin is not in --allowed-origin");
     if (thr->draining) {
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
         return refuse(req, 503, "Service Unavailable", "draining", "this node is shutting down; reconnect");

@@ -7,7 +7,7 @@
  *      capacity derived from the input. Checks: the result is -1, 0 or 1; a small capacity
  *      never changes -1 or 0 and, when the large answer fits it, gives the same answer; an
  *      accepted response is NUL-terminated within resp_cap, is our fixed answer with an
- *      optional server_max_window_bits=9..15, reports window bits in range, and read as an
+ *      optional server_max_window_bits=8..15, reports window bits in range, and read as an
  *      offer negotiates to itself.
  *   1  pe_ws_inflate_message over arbitrary bytes (byte 1 sets max_out = 64 * byte, 0..16320).
  *      Checks: the output never exceeds max_out, and a 1 MiB cap agrees: same bytes if the
@@ -48,14 +48,14 @@ exact_copy(const uint8_t *data, size_t size)
     return p;
 }
 
-/* Our response: BASE, optionally "; server_max_window_bits=N" with N = the reported 9..15. */
+/* Our response: BASE, optionally "; server_max_window_bits=N" with N = the reported 8..15. */
 static void
 check_response(const char *resp, const pe_ws_pmd_t *pmd)
 {
     size_t base_len = strlen(BASE);
     char want[64];
 
-    CHECK(pmd->server_max_window_bits >= 9 && pmd->server_max_window_bits <= 15);
+    CHECK(pmd->server_max_window_bits >= 8 && pmd->server_max_window_bits <= 15);
     CHECK(pmd->client_max_window_bits >= 8 && pmd->client_max_window_bits <= 15);
     CHECK(strncmp(resp, BASE, base_len) == 0);
     if (resp[base_len] != '\0') {

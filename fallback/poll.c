@@ -1,0 +1,228 @@
+/*
+ * poll.c: GET /poll, HTTP long-polling (CONTRACT.md "Long-polling"), for networks whose
+ * proxies buffer or cut streaming responses.
+ *
+ * A poll is a short-lived subscriber. It subscribes to its channels from the cursor (catch-up
+ * first, through the same pubsub path as the streaming transports), and answers:
+ *   - at once, with a bounded batch, when catch-up found messages or gaps (catch-up pauses when
+ *     the batch is full; the returned cursor continues from the last message included);
+ *   - otherwise as soon as a live message arrives (after the current loop iteration, so a burst
+ *     goes out in one answer);
+ *   - otherwise after --poll-timeout with an empty list.
+ * The cursor it returns is built from the subscriber's positions, which pubsub advances only
+ * for messages this poll actually took, so nothing published later can be missed. There is no
+ * session on the server: any node sharing the engine can answer the next poll.
+ *
+ * The answer is a single JSON body with Content-Length (HTTP/1.0 proxies need no chunking). Its
+ * envelopes are the messages' shared envelope bytes, written by reference.
+ *
+ * Lifetime: the poll object lives in req->pool. h2o 2.2 notices a vanished HTTP/1 client only
+ * when it writes, so a held poll is bounded by the timeout; the pool's dispose hook frees
+ * everything. Nothing calls h2o from inside a pubsub callback.
+ */
+#include "../edge/query.h"
+#include "../edge/server.h"
+#include "../pubsub/alloc.h"
+
+typedef struct st_pe_poll_t {
+    pe_sub_t sub;
+    pe_stream_t stream;
+    h2o_req_t *req;
+    pe_thread_t *thr;
+    pe_msg_t **msgs; /* owned references, in the order received */
+    size_t num_msgs, cap_msgs;
+    size_t bytes;
+    char **gaps; /* channel names (pool strings) */
+    size_t num_gaps;
+    size_t max_gaps;
+    h2o_timeout_entry_t hold_entry;
+    h2o_timeout_entry_t answer_entry;
+    unsigned answered : 1;
+    unsigned full : 1;
+} pe_poll_t;
+
+static void
+schedule_answer(pe_poll_t *poll)
+{
+    if (!poll->answered && !h2o_timeout_is_linked(&poll->answer_entry))
+        h2o_timeout_link(poll->thr->loop, &poll->thr->ctx.zero_timeout, &poll->answer_entry);
+}
+
+/* ---- pubsub callbacks (never call h2o from here) --------------------------------------------- */
+
+static int
+on_message(pe_sub_t *sub, pe_msg_t *msg)
+{
+    pe_poll_t *poll = H2O_STRUCT_FROM_MEMBER(pe_poll_t, sub, sub);
+    /* Once answered the subscriber is about to go; its positions no longer matter. */
+    if (poll->answered)
+        return PE_SUB_PAUSE;
+    if (poll->num_msgs == poll->cap_msgs) {
+        poll->cap_msgs = poll->cap_msgs == 0 ? 16 : poll->cap_msgs * 2;
+        poll->msgs = pe_realloc(poll->msgs, poll->cap_msgs * sizeof(*poll->msgs));
+    }
+    pe_msg_retain(msg);
+    poll->msgs[poll->num_msgs++] = msg;
+    poll->bytes += msg->envelope_len + 1;
+    schedule_answer(poll);
+    if (poll->num_msgs >= PE_POLL_MAX_MESSAGES || poll->bytes >= PE_POLL_MAX_BYTES) {
+        poll->full = 1;
+        return PE_SUB_PAUSE;
+    }
+    return PE_SUB_CONTINUE;
+}
+
+static void
+on_gap(pe_sub_t *sub, const char *channel, size_t len)
+{
+    pe_poll_t *poll = H2O_STRUCT_FROM_MEMBER(pe_poll_t, sub, sub);
+    if (poll->answered || poll->num_gaps == poll->max_gaps)
+        return;
+    poll->gaps[poll->num_gaps++] = h2o_strdup(&poll->req->pool, channel, len).base;
+    schedule_answer(poll);
+}
+
+static void
+on_live(pe_sub_t *sub)
+{
+    /* Catch-up is over: what it found is answered now (answer() waited for this); with nothing
+     * found the poll holds for a live message or the timeout. */
+    pe_poll_t *poll = H2O_STRUCT_FROM_MEMBER(pe_poll_t, sub, sub);
+    if (poll->num_msgs != 0 || poll->num_gaps != 0)
+        schedule_answer(poll);
+}
+
+static const pe_sub_callbacks_t poll_callbacks = {on_message, on_gap, on_live};
+
+/* ---- the answer ------------------------------------------------------------------------------ */
+
+static void
+answer(pe_poll_t *poll)
+{
+    if (poll->answered)
+        return;
+    /* A batch in the middle of catch-up is complete only once catch-up paused (full) or
+     * finished (live): otherwise more retained messages, or the ones after a gap, are on their
+     * way. on_message and on_live schedule the answer again. */
+    if (!poll->full && !pe_sub_is_live(&poll->sub))
+        return;
+    poll->answered = 1;
+    if (h2o_timeout_is_linked(&poll->hold_entry))
+        h2o_timeout_unlink(&poll->hold_entry);
+    h2o_req_t *req = poll->req;
+
+    char cursor[PE_CURSOR_MAXLEN + 1];
+    size_t cursor_len = pe_sub_cursor(&poll->sub, cursor, sizeof(cursor));
+
+    /* {"cursor":"...","messages":[e1,e2],"gaps":["a","b"]} */
+    h2o_iovec_t *bufs = h2o_mem_alloc_pool(&req->pool, sizeof(*bufs) * (2 * poll->num_msgs + 4));
+    size_t n = 0, total = 0;
+    h2o_iovec_t head = h2o_concat(&req->pool, h2o_iovec_init(H2O_STRLIT("{\"cursor\":\"")), h2o_iovec_init(cursor, cursor_len),
+                                  h2o_iovec_init(H2O_STRLIT("\",\"messages\":[")));
+    bufs[n++] = head;
+    for (size_t i = 0; i != poll->num_msgs; ++i) {
+        if (i != 0)
+            bufs[n++] = h2o_iovec_init(H2O_STRLIT(","));
+        bufs[n++] = h2o_iovec_init(poll->msgs[i]->envelope, poll->msgs[i]->envelope_len);
+    }
+    h2o_iovec_t tail = h2o_iovec_init(H2O_STRLIT("],\"gaps\":["));
+    for (size_t i = 0; i != poll->num_gaps; ++i)
+        tail = h2o_concat(&req->pool, tail, h2o_iovec_init(i == 0 ? "\"" : ",\"", i == 0 ? 1 : 2),
+                          h2o_iovec_init(poll->gaps[i], strlen(poll->gaps[i])), h2o_iovec_init(H2O_STRLIT("\"")));
+    tail = h2o_concat(&req->pool, tail, h2o_iovec_init(H2O_STRLIT("]}")));
+    bufs[n++] = tail;
+    for (size_t i = 0; i != n; ++i)
+        total += bufs[i].len;
+
+    req->res.status = 200;
+    req->res.reason = "OK";
+    req->res.content_length = total;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
+    static h2o_generator_t generator = {NULL, NULL};
+    h2o_start_response(req, &generator);
+    /* The message references stay held by the poll (freed with the pool) until h2o is done. */
+    h2o_send(req, bufs, n, H2O_SEND_STATE_FINAL);
+}
+
+static void
+on_answer_timeout(h2o_timeout_entry_t *entry)
+{
+    answer(H2O_STRUCT_FROM_MEMBER(pe_poll_t, answer_entry, entry));
+}
+
+static void
+on_hold_timeout(h2o_timeout_entry_t *entry)
+{
+    pe_poll_t *poll = H2O_STRUCT_FROM_MEMBER(pe_poll_t, hold_entry, entry);
+    poll->full = 1; /* answer with whatever there is, even mid catch-up */
+    answer(poll);
+}
+
+static void
+on_drain(pe_stream_t *stream)
+{
+    pe_poll_t *poll = H2O_STRUCT_FROM_MEMBER(pe_poll_t, stream, stream);
+    poll->full = 1;
+    schedule_answer(poll);
+}
+
+static void
+on_dispose(void *p)
+{
+    pe_poll_t *poll = p;
+    pe_sub_dispose(&poll->sub);
+    if (h2o_timeout_is_linked(&poll->hold_entry))
+        h2o_timeout_unlink(&poll->hold_entry);
+    if (h2o_timeout_is_linked(&poll->answer_entry))
+        h2o_timeout_unlink(&poll->answer_entry);
+    pe_stream_unregister(&poll->stream);
+    for (size_t i = 0; i != poll->num_msgs; ++i)
+        pe_msg_release(poll->msgs[i]);
+    pe_free(poll->msgs);
+    PE_STAT_ADD(poll->thr->stats.connections[PE_TRANSPORT_POLL], (uint64_t)-1);
+}
+
+/* ---- the handler ----------------------------------------------------------------------------- */
+
+int
+pe_poll_on_req(h2o_req_t *req)
+{
+    pe_thread_t *thr = pe_thread_of(req);
+
+    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"))) {
+        pe_http_method_not_allowed(req, "GET, OPTIONS");
+        return 0;
+    }
+    h2o_iovec_t qs = pe_http_query(req);
+    pe_sub_query_t *q = h2o_mem_alloc_pool(&req->pool, sizeof(*q));
+    char *arena = h2o_mem_alloc_pool(&req->pool, qs.len + 1);
+    const char *code, *err;
+    if (pe_sub_query_parse(qs.base, qs.len, q, arena, &code, &err) != 0) {
+        pe_http_error(req, 400, "Bad Request", code, err);
+        return 0;
+    }
+
+    pe_poll_t *poll = h2o_mem_alloc_shared(&req->pool, sizeof(*poll), on_dispose);
+    *poll = (pe_poll_t){.req = req, .thr = thr};
+    poll->stream.drain = on_drain;
+    poll->hold_entry.cb = on_hold_timeout;
+    poll->answer_entry.cb = on_answer_timeout;
+    poll->max_gaps = q->num_channels;
+    poll->gaps = h2o_mem_alloc_pool(&req->pool, sizeof(*poll->gaps) * q->num_channels);
+    PE_STAT_ADD(thr->stats.connections[PE_TRANSPORT_POLL], 1);
+    pe_stream_register(thr, &poll->stream);
+
+    pe_sub_init(&poll->sub, thr->node, &poll_callbacks);
+    for (size_t i = 0; i != q->num_channels; ++i) {
+        pe_start_t start = pe_start_from_cursor(&q->since, q->channels[i].name, q->channels[i].len, q->num_channels);
+        pe_sub_add(&poll->sub, q->channels[i].name, q->channels[i].len, start);
+    }
+    if (thr->draining) {
+        /* Answer at once (after catch-up's first round) and let the client come back elsewhere. */
+        poll->full = 1;
+        schedule_answer(poll);
+    }
+    h2o_timeout_link(thr->loop, &thr->poll_timeout, &poll->hold_entry);
+    return 0;
+}
