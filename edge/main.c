@@ -64,6 +64,13 @@ raise_fd_limit(void)
                (unsigned long long)rl.rlim_cur);
 }
 
+/* The engines' state reports (Redis connects and losses) go to the log. */
+static void
+engine_log(int level, const char *text)
+{
+    pe_log(level, "pubsub", "%s", text);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -78,11 +85,6 @@ main(int argc, char **argv)
         return ret == PE_CFG_EXIT_OK ? 0 : 2;
     }
     pe_log_level = cfg.log_level;
-    if (cfg.redis_url != NULL) {
-        fprintf(stderr, "pushedge: --redis: the Redis Streams engine is not in this build yet (use the memory engine)\n");
-        pe_config_dispose(&cfg);
-        return 2;
-    }
 
     /* Signals are taken by sigwait in this thread only; the loops inherit the blocked mask. */
     sigset_t sigs;
@@ -93,8 +95,17 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
 
-    pe_ps_options_t opts = {.history_size = cfg.history_size, .history_ttl_ms = cfg.history_ttl * 1000, .max_nodes = cfg.threads};
-    pe_ps_engine_t *engine = pe_ps_engine_create_memory(&opts);
+    pe_ps_options_t opts = {
+        .history_size = cfg.history_size, .history_ttl_ms = cfg.history_ttl * 1000, .max_nodes = cfg.threads, .log = engine_log};
+    pe_ps_engine_t *engine;
+    if (cfg.redis_url != NULL) {
+        if ((engine = pe_ps_engine_create_redis(&opts, cfg.redis_url, err, sizeof(err))) == NULL) {
+            fprintf(stderr, "pushedge: --redis: %s\n", err);
+            return 2;
+        }
+    } else {
+        engine = pe_ps_engine_create_memory(&opts);
+    }
 
     static pe_server_t server;
     if (pe_server_init(&server, &cfg, engine) != 0)

@@ -219,7 +219,21 @@ on_live(pe_sub_t *sub)
     schedule_flush(sse);
 }
 
-static const pe_sub_callbacks_t sse_callbacks = {on_message, on_gap, on_live};
+/* One event per outage and one when the engine is back; the stream stays open and catches up
+ * by itself. Its default-less type keeps it away from onmessage handlers. */
+static void
+on_engine(pe_sub_t *sub, int up)
+{
+    pe_sse_t *sse = H2O_STRUCT_FROM_MEMBER(pe_sse_t, sub, sub);
+    if (sse->ended || sse->overflow)
+        return;
+    if (up)
+        push_text(sse, H2O_STRLIT("event: engine\ndata: {\"state\":\"available\"}\n\n"));
+    else
+        push_text(sse, H2O_STRLIT("event: engine\ndata: {\"state\":\"unavailable\"}\n\n"));
+}
+
+static const pe_sub_callbacks_t sse_callbacks = {on_message, on_gap, on_live, on_engine, NULL};
 
 /* ---- timers, drain, disposal ----------------------------------------------------------------- */
 

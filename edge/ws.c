@@ -49,6 +49,7 @@ enum { ENC_PLAIN = 0, ENC_DEFLATE = 1 };
 uint64_t pe_ws_frames_built[2];
 
 typedef struct st_ws_publish_t ws_publish_t;
+typedef struct st_ws_pending_sub_t ws_pending_sub_t;
 
 /* An op's "ref" as the client wrote it (points into the op's text). */
 typedef struct st_raw_ref_t {
@@ -69,8 +70,9 @@ typedef struct st_pe_ws_conn_t {
     h2o_timeout_entry_t ping_entry;
     h2o_timeout_entry_t flush_entry;
     h2o_timeout_entry_t close_entry;
-    ws_publish_t *publishes; /* publish ops waiting for the engine */
-    pe_sub_query_t *initial; /* channels from the query string, until subscribed */
+    ws_publish_t *publishes;        /* publish ops waiting for the engine */
+    ws_pending_sub_t *pending_subs; /* subscriptions whose "subscribed" waits for on_ready */
+    pe_sub_query_t *initial;        /* channels from the query string, until subscribed */
     char *initial_arena;
     unsigned pmd_enabled : 1;
     unsigned echo : 1;
@@ -82,6 +84,53 @@ typedef struct st_pe_ws_conn_t {
     unsigned overflow : 1;
     unsigned reading_stopped : 1;
 } pe_ws_conn_t;
+
+/* A subscribe op (or a query-string channel) not confirmed yet: the reply goes out when pubsub has
+ * fixed the channel's start (on_ready), so a client that publishes after "subscribed" receives
+ * its message whatever the engine's latency. */
+struct st_ws_pending_sub_t {
+    ws_pending_sub_t *next;
+    char *ref; /* the raw text of the op's ref, or NULL */
+    size_t ref_len;
+    size_t channel_len;
+    char channel[PE_CHANNEL_MAXLEN + 1];
+};
+
+static void
+add_pending_sub(pe_ws_conn_t *conn, const char *channel, size_t len, const char *ref, size_t ref_len)
+{
+    ws_pending_sub_t *p = pe_calloc(1, sizeof(*p)), **tail = &conn->pending_subs;
+    memcpy(p->channel, channel, len);
+    p->channel_len = len;
+    if (ref != NULL) {
+        p->ref = pe_strndup(ref, ref_len);
+        p->ref_len = ref_len;
+    }
+    while (*tail != NULL)
+        tail = &(*tail)->next;
+    *tail = p;
+}
+
+/* Removes and returns the oldest pending entry of the channel, or NULL. */
+static ws_pending_sub_t *
+take_pending_sub(pe_ws_conn_t *conn, const char *channel, size_t len)
+{
+    for (ws_pending_sub_t **pp = &conn->pending_subs; *pp != NULL; pp = &(*pp)->next) {
+        ws_pending_sub_t *p = *pp;
+        if (p->channel_len == len && memcmp(p->channel, channel, len) == 0) {
+            *pp = p->next;
+            return p;
+        }
+    }
+    return NULL;
+}
+
+static void
+free_pending_sub(ws_pending_sub_t *p)
+{
+    pe_free(p->ref);
+    pe_free(p);
+}
 
 struct st_ws_publish_t {
     pe_ws_conn_t *conn; /* weak: NULL once the connection is gone */
@@ -267,7 +316,29 @@ on_live(pe_sub_t *sub)
 {
 }
 
-static const pe_sub_callbacks_t ws_callbacks = {on_message, on_gap, on_live};
+static void
+on_ready(pe_sub_t *sub, const char *channel, size_t len)
+{
+    pe_ws_conn_t *conn = H2O_STRUCT_FROM_MEMBER(pe_ws_conn_t, sub, sub);
+    ws_pending_sub_t *p = take_pending_sub(conn, channel, len);
+    if (p == NULL)
+        return;
+    if (!conn->overflow && !conn->close_sent)
+        queue_reply(conn, json_pack("{s:s,s:s%}", "op", "subscribed", "channel", channel, len), p->ref, p->ref_len);
+    free_pending_sub(p);
+}
+
+static void
+on_engine(pe_sub_t *sub, int up)
+{
+    pe_ws_conn_t *conn = H2O_STRUCT_FROM_MEMBER(pe_ws_conn_t, sub, sub);
+    if (conn->overflow || conn->close_sent)
+        return;
+    /* One notice per outage; the subscription resumes by itself when the engine is back. */
+    queue_json(conn, json_pack("{s:s,s:s}", "op", "engine", "state", up ? "available" : "unavailable"));
+}
+
+static const pe_sub_callbacks_t ws_callbacks = {on_message, on_gap, on_live, on_engine, on_ready};
 
 /* ---- writing --------------------------------------------------------------------------------- */
 
@@ -393,9 +464,7 @@ subscribe(pe_ws_conn_t *conn, const raw_ref_t *ref, const char *channel, size_t 
                     err);
         return;
     }
-    /* Queued now, before the catch-up that pe_sub_add starts on a later loop iteration. */
-    json_t *root = json_pack("{s:s,s:s%}", "op", "subscribed", "channel", channel, len);
-    queue_reply(conn, root, ref != NULL ? ref->text : NULL, ref != NULL ? ref->len : 0);
+    add_pending_sub(conn, channel, len, ref != NULL ? ref->text : NULL, ref != NULL ? ref->len : 0);
 }
 
 static void
@@ -447,6 +516,9 @@ handle_op(pe_ws_conn_t *conn, const char *text, size_t len)
             if (pe_sub_remove(&conn->sub, channel, channel_len) != 0) {
                 queue_error(conn, ref, "not_subscribed", "not subscribed to that channel");
             } else {
+                ws_pending_sub_t *p = take_pending_sub(conn, channel, channel_len);
+                if (p != NULL)
+                    free_pending_sub(p); /* removed before it was ready: never confirmed */
                 json_t *reply = json_pack("{s:s,s:s%}", "op", "unsubscribed", "channel", channel, channel_len);
                 queue_reply(conn, reply, ref != NULL ? ref->text : NULL, ref != NULL ? ref->len : 0);
             }
@@ -639,6 +711,11 @@ conn_free(pe_ws_conn_t *conn)
         pe_sub_dispose(&conn->sub);
     for (ws_publish_t *p = conn->publishes; p != NULL; p = p->next)
         p->conn = NULL;
+    while (conn->pending_subs != NULL) {
+        ws_pending_sub_t *p = conn->pending_subs;
+        conn->pending_subs = p->next;
+        free_pending_sub(p);
+    }
     pe_stream_unregister(&conn->stream);
     pe_outq_dispose(&conn->out);
     pe_ws_reader_dispose(&conn->reader);
@@ -676,7 +753,7 @@ on_upgrade_complete(void *data, h2o_socket_t *sock, size_t reqsize)
         for (size_t i = 0; q != NULL && i != q->num_channels; ++i) {
             pe_start_t start = pe_start_from_cursor(&q->since, q->channels[i].name, q->channels[i].len, q->num_channels);
             if (pe_sub_add(&conn->sub, q->channels[i].name, q->channels[i].len, start) == NULL)
-                queue_json(conn, json_pack("{s:s,s:s%}", "op", "subscribed", "channel", q->channels[i].name, q->channels[i].len));
+                add_pending_sub(conn, q->channels[i].name, q->channels[i].len, NULL, 0);
         }
     }
     h2o_socket_read_start(sock, on_read);

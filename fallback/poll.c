@@ -92,7 +92,7 @@ on_live(pe_sub_t *sub)
         schedule_answer(poll);
 }
 
-static const pe_sub_callbacks_t poll_callbacks = {on_message, on_gap, on_live};
+static const pe_sub_callbacks_t poll_callbacks = {on_message, on_gap, on_live, NULL, NULL};
 
 /* ---- the answer ------------------------------------------------------------------------------ */
 
@@ -203,6 +203,12 @@ pe_poll_on_req(h2o_req_t *req)
         return 0;
     }
 
+    if (!pe_ps_engine_is_ready(pe_ps_node_engine(thr->node))) {
+        /* Nothing could be read or awaited: tell the client when to come back (STYLE 3.5). */
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("2"));
+        pe_http_error(req, 503, "Service Unavailable", "engine_unavailable", pe_ps_err_unavailable);
+        return 0;
+    }
     pe_poll_t *poll = h2o_mem_alloc_shared(&req->pool, sizeof(*poll), on_dispose);
     *poll = (pe_poll_t){.req = req, .thr = thr};
     poll->stream.drain = on_drain;

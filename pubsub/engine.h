@@ -63,6 +63,20 @@ void pe_ps_node__defer(pe_ps_node_t *node, pe_ps_deferred_t *d);
  * over one reference of msg. Messages of one channel must be posted in ID order.
  */
 void pe_ps_node__post_live(pe_ps_node_t *node, pe_msg_t *msg);
+/**
+ * Hands a new message of a watched channel to the node's subscribers now (msg is borrowed);
+ * only from the node's own thread, outside any subscriber callback.
+ */
+void pe_ps_node__deliver_live(pe_ps_node_t *node, pe_msg_t *msg);
+/**
+ * The engine may have missed messages of the channel (its live feed was interrupted): every
+ * local subscriber of it reads history again from its own position. Node's thread only.
+ */
+void pe_ps_node__resync(pe_ps_node_t *node, const char *channel, size_t len);
+/** Tells the node's subscribers that the engine went down (0) or came back (1). */
+void pe_ps_node__engine_state(pe_ps_node_t *node, int up);
+unsigned pe_ps_node__index(pe_ps_node_t *node);
+struct st_h2o_evloop_t *pe_ps_node__loop(pe_ps_node_t *node);
 /** Counts a stored message in the node's statistics. */
 void pe_ps_node__count_published(pe_ps_node_t *node);
 /** The engine's clock in milliseconds since the epoch (overridable in unit tests). */

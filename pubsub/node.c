@@ -35,6 +35,8 @@
 
 /* Messages per history read: bounds the references a catching-up subscriber holds. */
 #define PE_SUB_PAGE 128
+/* Delay before a failed history read is tried again (the engine also resyncs on reconnect). */
+#define PE_SUB_RETRY_MS 1000
 
 const char pe_ps_err_unavailable[] = "the message engine is unavailable";
 const char pe_ps_err_bad_channel[] = "channel names are 1-200 characters of A-Z a-z 0-9 _ - . : @";
@@ -68,10 +70,12 @@ struct st_pe_sub_chan_t {
     unsigned started : 1; /* the first read completed */
     unsigned missed_live : 1;
     unsigned gap_pending : 1;
+    unsigned ready_pending : 1; /* the first read answered: on_ready is due */
     unsigned reached_end : 1;
     pe_msg_t **page; /* owned references from the last read */
     size_t page_len, page_off;
-    read_req_t *read; /* the read in flight, if any */
+    read_req_t *read;          /* the read in flight, if any */
+    h2o_linklist_t retry_link; /* in node->retry_list after a failed read */
 };
 
 struct st_pe_ps_node_t {
@@ -89,6 +93,10 @@ struct st_pe_ps_node_t {
     pe_sub_t *run_head, *run_tail;
     pe_ps_deferred_t run_deferred;
     unsigned run_deferred_queued : 1;
+    /* entries whose last read failed (engine unreachable): read again every PE_SUB_RETRY_MS */
+    h2o_linklist_t retry_list;
+    h2o_timeout_t retry_timeout;
+    h2o_timeout_entry_t retry_entry;
     pe_ps_node_stats_t stats;
 };
 
@@ -167,6 +175,71 @@ fan_out(pe_ps_node_t *node, pe_msg_t *msg)
         ++delivered;
     }
     STAT_ADD(node->stats.delivered, delivered);
+}
+
+void
+pe_ps_node__deliver_live(pe_ps_node_t *node, pe_msg_t *msg)
+{
+    fan_out(node, msg);
+}
+
+void
+pe_ps_node__resync(pe_ps_node_t *node, const char *channel, size_t len)
+{
+    local_channel_t *lc = pe_strmap_get(&node->channels, channel, len);
+    if (lc == NULL)
+        return;
+    for (pe_sub_chan_t *e = lc->head; e != NULL; e = e->next) {
+        if (h2o_linklist_is_linked(&e->retry_link)) {
+            h2o_linklist_unlink(&e->retry_link);
+            issue_read(e);
+        } else if (e->state == CHAN_LIVE) {
+            /* From its position: issue_read starts after pos once the first read is done. */
+            e->sub->_live_announced = 0;
+            issue_read(e);
+        } else {
+            /* A read in flight or a page being delivered: read once more after it. */
+            e->missed_live = 1;
+        }
+    }
+}
+
+/* Calls on_engine once per subscriber whose last notice differs. */
+static int
+notify_channel(const char *key, size_t len, void *value, void *arg)
+{
+    local_channel_t *lc = value;
+    int up = *(int *)arg;
+    for (pe_sub_chan_t *e = lc->head; e != NULL; e = e->next) {
+        pe_sub_t *sub = e->sub;
+        if (sub->_engine_down == !up)
+            continue;
+        sub->_engine_down = !up;
+        if (sub->cb->on_engine != NULL) {
+            sub->_dispatching = 1;
+            sub->cb->on_engine(sub, up);
+            sub->_dispatching = 0;
+        }
+    }
+    return 0;
+}
+
+void
+pe_ps_node__engine_state(pe_ps_node_t *node, int up)
+{
+    pe_strmap_foreach(&node->channels, notify_channel, &up);
+}
+
+unsigned
+pe_ps_node__index(pe_ps_node_t *node)
+{
+    return node->index;
+}
+
+h2o_evloop_t *
+pe_ps_node__loop(pe_ps_node_t *node)
+{
+    return node->loop;
 }
 
 static void
@@ -253,6 +326,11 @@ run_sub(pe_sub_t *sub)
     for (size_t i = 0; i != sub->_num_chans; ++i) {
         pe_sub_chan_t *chan = sub->_chans[i];
         if (chan->state == CHAN_CATCHUP && !sub->_paused) {
+            if (chan->ready_pending) {
+                chan->ready_pending = 0;
+                if (sub->cb->on_ready != NULL)
+                    sub->cb->on_ready(sub, chan->lc->name, chan->lc->name_len);
+            }
             if (chan->gap_pending) {
                 chan->gap_pending = 0;
                 STAT_ADD(node->stats.gaps, 1);
@@ -339,12 +417,24 @@ on_read(void *ctx, pe_ps_read_result_t *r)
         return;
     }
     chan->read = NULL;
-    assert(r->err == NULL); /* TODO(redis engine issue): retry reads that fail with backoff */
+    if (r->err != NULL) {
+        /* Still READING, with nothing in flight: read again later (or at the engine's resync). */
+        pe_ps_node_t *node = chan->sub->_node;
+        for (size_t i = 0; i != r->num_msgs; ++i)
+            pe_msg_release(r->msgs[i]);
+        pe_free(r->msgs);
+        h2o_linklist_insert(&node->retry_list, &chan->retry_link);
+        if (!h2o_timeout_is_linked(&node->retry_entry))
+            h2o_timeout_link(node->loop, &node->retry_timeout, &node->retry_entry);
+        return;
+    }
     if (r->gap)
         chan->gap_pending = 1;
     /* The engine computed base from our position; a gap moves it past the loss. */
     if (!chan->started || r->gap)
         chan->pos = r->base;
+    if (!chan->started)
+        chan->ready_pending = 1;
     chan->started = 1;
     chan->page = r->msgs;
     chan->page_len = r->num_msgs;
@@ -352,6 +442,21 @@ on_read(void *ctx, pe_ps_read_result_t *r)
     chan->reached_end = r->reached_end;
     chan->state = CHAN_CATCHUP;
     schedule(chan->sub);
+}
+
+static void
+on_retry_timeout(h2o_timeout_entry_t *entry)
+{
+    pe_ps_node_t *node = H2O_STRUCT_FROM_MEMBER(pe_ps_node_t, retry_entry, entry);
+    /* Reads failing again are linked anew and wait for the next round. */
+    h2o_linklist_t list;
+    h2o_linklist_init_anchor(&list);
+    h2o_linklist_insert_list(&list, &node->retry_list);
+    while (!h2o_linklist_is_empty(&list)) {
+        pe_sub_chan_t *chan = H2O_STRUCT_FROM_MEMBER(pe_sub_chan_t, retry_link, list.next);
+        h2o_linklist_unlink(&chan->retry_link);
+        issue_read(chan);
+    }
 }
 
 static void
@@ -433,6 +538,8 @@ free_chan(pe_ps_node_t *node, pe_sub_chan_t *chan)
     --lc->count;
     if (chan->read != NULL)
         chan->read->chan = NULL;
+    if (h2o_linklist_is_linked(&chan->retry_link))
+        h2o_linklist_unlink(&chan->retry_link);
     release_page(chan);
     pe_free(chan);
     release_channel(node, lc);
@@ -543,6 +650,9 @@ pe_ps_node_create(pe_ps_engine_t *engine, h2o_evloop_t *loop, unsigned index)
     node->defer_entry.cb = on_defer_timeout;
     node->defer_tail = &node->defer_head;
     node->run_deferred.cb = on_run_queue;
+    h2o_linklist_init_anchor(&node->retry_list);
+    h2o_timeout_init(loop, &node->retry_timeout, PE_SUB_RETRY_MS);
+    node->retry_entry.cb = on_retry_timeout;
     engine->ops->attach(engine, node, index);
     return node;
 }
@@ -558,6 +668,9 @@ pe_ps_node_destroy(pe_ps_node_t *node)
     if (h2o_timeout_is_linked(&node->defer_entry))
         h2o_timeout_unlink(&node->defer_entry);
     h2o_timeout_dispose(node->loop, &node->zero_timeout);
+    if (h2o_timeout_is_linked(&node->retry_entry))
+        h2o_timeout_unlink(&node->retry_entry);
+    h2o_timeout_dispose(node->loop, &node->retry_timeout);
     h2o_multithread_unregister_receiver(node->queue, &node->receiver);
     h2o_multithread_destroy_queue(node->queue);
     pe_strmap_dispose(&node->channels);

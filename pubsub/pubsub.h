@@ -90,10 +90,18 @@ typedef struct st_pe_ps_options_t {
     size_t history_size;     /* messages retained per channel (>= 1) */
     uint64_t history_ttl_ms; /* maximum age of a retained message */
     unsigned max_nodes;      /* number of nodes (threads) that will attach, 1..64 */
+    /* Where engines report state changes (0 error .. 3 debug), from any thread; may be NULL. */
+    void (*log)(int level, const char *text);
 } pe_ps_options_t;
 
 /** The embedded in-memory engine. Never fails (aborts on out-of-memory). */
 pe_ps_engine_t *pe_ps_engine_create_memory(const pe_ps_options_t *opts);
+/**
+ * The Redis Streams engine for url (redis://[:password@]host:port[/db]; the host is resolved
+ * here, once). Connects from each node's loop when the node is created, and keeps reconnecting;
+ * never blocks. Returns NULL with a message in err if the URL cannot be used.
+ */
+pe_ps_engine_t *pe_ps_engine_create_redis(const pe_ps_options_t *opts, const char *url, char *err, size_t errlen);
 /** Destroys the engine; every node must have been destroyed first. */
 void pe_ps_engine_destroy(pe_ps_engine_t *engine);
 /** 1 if the engine can store and read messages now (thread-safe), else 0. */
@@ -174,6 +182,18 @@ typedef struct st_pe_sub_callbacks_t {
     void (*on_gap)(pe_sub_t *sub, const char *channel, size_t channel_len);
     /** Every channel has caught up and is live (called each time this becomes true). */
     void (*on_live)(pe_sub_t *sub);
+    /**
+     * The engine became unreachable (up == 0) or reachable again (1); optional (may be NULL).
+     * Called once per change per subscriber; nothing is lost meanwhile (the subscriber catches
+     * up when it is back).
+     */
+    void (*on_engine)(pe_sub_t *sub, int up);
+    /**
+     * The channel's start position is established (its first history read answered); called
+     * once per pe_sub_add, before its gap and messages. From here on nothing published to the
+     * channel is missed: a transport confirms the subscription now. Optional (may be NULL).
+     */
+    void (*on_ready)(pe_sub_t *sub, const char *channel, size_t channel_len);
 } pe_sub_callbacks_t;
 
 /**
@@ -192,6 +212,7 @@ struct st_pe_sub_t {
     unsigned _paused : 1;
     unsigned _live_announced : 1;
     unsigned _dispatching : 1;
+    unsigned _engine_down : 1; /* the last on_engine said 0 */
 };
 
 /** Initialises a subscriber with no channels. */

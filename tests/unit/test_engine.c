@@ -296,7 +296,7 @@ on_live(pe_sub_t *sub)
     ++r->num_live;
 }
 
-static const pe_sub_callbacks_t rec_callbacks = {on_message, on_gap, on_live};
+static const pe_sub_callbacks_t rec_callbacks = {on_message, on_gap, on_live, NULL, NULL};
 
 static void
 rec_init(rec_t *r, pe_ps_node_t *node)

@@ -1,0 +1,1069 @@
+/*
+ * engine_redis.c: the Redis Streams engine (--redis URL). Several pushedge processes share
+ * channels and history through one Redis; a cursor from any of them resumes on any other.
+ *
+ * Storage and publishing live in Redis, in the function library of redis_lib.h: a channel is
+ * the stream pe:{NAME}; pushedge_publish appends, trims and PUBLISHes the entry on the pub/sub
+ * channel of the same name in one atomic step; pushedge_read answers a history read (gap, base,
+ * a page of entries) in one round trip.
+ *
+ * Live path. Each node (event-loop thread) SUBSCRIBEs to the pub/sub channel of every channel
+ * it has local subscribers for, once, whatever their number, and fans out locally (node.c).
+ * Redis's cost per message is one PUBLISH to the nodes that listen, independent of how many
+ * channels a node serves; XREAD BLOCK over every watched key would be re-issued per message
+ * and grow with the channel count (docs/architecture.md).
+ *
+ * Connections. Each node has its own two connections, driven by its own loop
+ * (redis_evloop.c): `cmd` for publishing and reads, pipelined, and `sub` in subscribe mode. No
+ * thread hop per message and no lock: the per-node state below is touched by its thread only.
+ * Shared connections would need a lock or a hop per command; a few connections per core is
+ * nothing for Redis.
+ *
+ * The catch-up/live seam. node.c watches a channel, then reads its history, and relies on the
+ * live feed covering everything after the read. With two connections a read could be served
+ * before the SUBSCRIBE is in effect, and a message published in between would be in neither.
+ * So reads of a channel wait until Redis has confirmed its subscription.
+ *
+ * Failure. A command unanswered for PE_REDIS_TIMEOUT_MS, a protocol error or a closed socket
+ * tears both connections of the node down: every pending publish fails (the API answers 503,
+ * never a false 200), reads fail (node.c retries them), and the node reconnects with
+ * exponential backoff and full jitter. Once a channel is subscribed again, the node re-reads
+ * it for every local subscriber from the position it had delivered (pe_ps_node__resync), so
+ * what was published during the outage reaches everyone once, in order, or as a gap.
+ *
+ * Plain XADD producers. When Redis has keyspace notifications for streams on
+ * (notify-keyspace-events containing K and t, or K and A), each node also subscribes to the
+ * keyspace channel of its channels and fetches new entries with XRANGE after an "xadd" event
+ * that no PUBLISH accounted for.
+ */
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <h2o.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include "alloc.h"
+#include "engine.h"
+#include "json_text.h"
+#include "redis_evloop.h"
+#include "redis_lib.h"
+#include "strmap.h"
+
+#define MAX_NODES 64
+/* A command unanswered this long means a Redis that hangs: the connections are torn down. */
+#define PE_REDIS_TIMEOUT_MS 3000
+/* Reconnect backoff: full jitter over [0, min(cap, base * 2^attempt)]. */
+#define PE_REDIS_BACKOFF_BASE_MS 100
+#define PE_REDIS_BACKOFF_CAP_MS 5000
+/* The timer that checks deadlines (command timeouts, reconnect). */
+#define PE_REDIS_TICK_MS 100
+/* Entries per XRANGE of the plain-XADD path. */
+#define PE_REDIS_FETCH_PAGE 128
+/* How long a channel without local subscribers stays subscribed (flapping clients). */
+#define PE_REDIS_IDLE_MS 5000
+
+const char pe_ps_err_redis_timeout[] = "the Redis engine did not answer in time";
+const char pe_ps_err_redis_reply[] = "the Redis engine answered with an error";
+
+typedef struct st_redis_engine_t redis_engine_t;
+typedef struct st_redis_link_t redis_link_t;
+
+typedef enum en_link_state_t { LINK_DOWN, LINK_CONNECTING, LINK_UP } link_state_t;
+typedef enum en_rchan_state_t { RCHAN_SUBSCRIBING, RCHAN_PRIMING, RCHAN_SUBSCRIBED, RCHAN_UNSUBSCRIBING } rchan_state_t;
+
+/* A read waiting for its channel's subscription, or in flight. */
+typedef struct st_read_t {
+    h2o_linklist_t link; /* in rchan->waiting while queued */
+    redis_link_t *rl;
+    pe_start_t start;
+    size_t max;
+    pe_ps_read_cb cb;
+    void *ctx;
+    pe_ps_deferred_t d; /* for failures reported without a round trip */
+    pe_ps_read_result_t result;
+    size_t name_len;
+    char name[PE_CHANNEL_MAXLEN + 1];
+} read_t;
+
+/* A channel this node subscribes to. Owned by the link (map and list) until rchan_remove. */
+typedef struct st_rchan_t {
+    h2o_linklist_t link; /* in rl->rchans */
+    rchan_state_t state;
+    unsigned watched : 1;   /* the node has local subscribers; else idle since idle_since */
+    unsigned dead : 1;      /* removed from the link: freed when busy drops to 0 */
+    unsigned unsub_pending; /* UNSUBSCRIBE confirmations still expected */
+    unsigned busy;          /* commands and deferred calls that refer to the record */
+    uint64_t idle_since;    /* loop ms */
+    h2o_linklist_t waiting; /* read_t */
+    pe_id_t last_posted;    /* newest entry handed to the node (the plain-XADD path's position) */
+    uint64_t xadd_events;   /* keyspace "xadd" events and PUBLISHed entries since the last fetch */
+    uint64_t published_seen;
+    unsigned resync : 1;       /* re-read every local subscriber once subscribed (after a reconnect) */
+    unsigned fetching : 1;     /* an XRANGE of the plain-XADD path is in flight */
+    unsigned fetch_queued : 1; /* run_fetch is deferred on the node */
+    pe_ps_deferred_t fetch_d;
+    redis_link_t *rl;
+    size_t key_len; /* "pe:{" NAME "}" */
+    char key[PE_CHANNEL_MAXLEN + 6];
+    size_t name_len;
+    char name[PE_CHANNEL_MAXLEN + 1];
+} rchan_t;
+
+/* A command in flight on cmd, oldest first: replies come in order, so the head's age is the
+ * link's wait. */
+typedef struct st_cmd_t {
+    h2o_linklist_t link;
+    redis_link_t *rl;
+    uint64_t sent_at;
+    void (*cb)(redis_link_t *rl, redisReply *reply, void *ctx); /* reply NULL: the link failed */
+    void *ctx;
+} cmd_t;
+
+/* One node's connections and watched channels; touched by that node's thread only. */
+struct st_redis_link_t {
+    redis_engine_t *engine;
+    pe_ps_node_t *node;
+    h2o_evloop_t *loop;
+    unsigned index;
+    link_state_t state;
+    redisAsyncContext *cmd, *sub;
+    unsigned attempts;      /* failed connects in a row */
+    uint64_t reconnect_at;  /* loop ms, while DOWN */
+    int keyspace;           /* Redis sends keyspace events for streams */
+    h2o_linklist_t pending; /* cmd_t */
+    pe_strmap_t chans;      /* name -> rchan_t */
+    h2o_linklist_t rchans;
+    h2o_timeout_t tick_timeout;
+    h2o_timeout_entry_t tick_entry;
+    int destroying;
+};
+
+struct st_redis_engine_t {
+    pe_ps_engine_t super;
+    char ip[INET6_ADDRSTRLEN];
+    unsigned port;
+    char *password;
+    unsigned db;
+    char *library;            /* the function library text */
+    char maxlen[24], ttl[24]; /* our retention, passed with every publish and read */
+    void (*log)(int level, const char *text);
+    redis_link_t *links[MAX_NODES];
+    unsigned up_links; /* atomic */
+};
+
+static void link_fail(redis_link_t *rl, const char *why);
+static void link_connect(redis_link_t *rl);
+static void subscribe_chan(redis_link_t *rl, rchan_t *rc);
+
+static void elog(redis_engine_t *e, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void
+elog(redis_engine_t *e, int level, const char *fmt, ...)
+{
+    if (e->log == NULL)
+        return;
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    e->log(level, buf);
+}
+
+/* ---- messages from Redis --------------------------------------------------------------------- */
+
+/* A message from the text Redis holds. Entries written by pushedge_publish are JSON; a plain XADD
+ * may hold anything, and a value that is not JSON is delivered as a JSON string rather than
+ * dropped or passed on broken. */
+static pe_msg_t *
+make_msg(pe_id_t id, const char *name, size_t name_len, const char *data, size_t len)
+{
+    json_error_t jerr;
+    json_t *v = json_loadb(data, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr);
+    if (v != NULL) {
+        json_decref(v);
+        return pe_msg_new(id, name, name_len, data, len);
+    }
+    json_t *s = json_stringn(data, len);
+    char *text = s != NULL ? json_dumps(s, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+    json_decref(s);
+    pe_msg_t *msg = pe_msg_new(id, name, name_len, text != NULL ? text : "null", text != NULL ? strlen(text) : 4);
+    free(text);
+    return msg;
+}
+
+/* "pe:{NAME}" -> NAME; returns 0 or -1. */
+static int
+name_of_key(const char *key, size_t len, const char **name, size_t *name_len)
+{
+    if (len < 6 || memcmp(key, "pe:{", 4) != 0 || key[len - 1] != '}')
+        return -1;
+    *name = key + 4;
+    *name_len = len - 5;
+    return 0;
+}
+
+static void
+post(redis_link_t *rl, rchan_t *rc, pe_msg_t *msg)
+{
+    if (pe_id_cmp(msg->id, rc->last_posted) > 0)
+        rc->last_posted = msg->id;
+    pe_ps_node__deliver_live(rl->node, msg);
+}
+
+/* ---- commands on cmd ------------------------------------------------------------------------- */
+
+static void
+on_cmd_reply(redisAsyncContext *ac, void *_reply, void *privdata)
+{
+    cmd_t *c = privdata;
+    redis_link_t *rl = c->rl;
+    h2o_linklist_unlink(&c->link);
+    c->cb(rl, _reply, c->ctx);
+    pe_free(c);
+}
+
+/* Sends a command on cmd. Returns 0; or -1 when the link is down (cb not called). */
+static int
+send_cmd(redis_link_t *rl, void (*cb)(redis_link_t *, redisReply *, void *), void *ctx, int argc, const char **argv,
+         const size_t *argvlen)
+{
+    if (rl->cmd == NULL)
+        return -1;
+    cmd_t *c = pe_calloc(1, sizeof(*c));
+    c->rl = rl;
+    c->cb = cb;
+    c->ctx = ctx;
+    c->sent_at = h2o_now(rl->loop);
+    if (redisAsyncCommandArgv(rl->cmd, on_cmd_reply, c, argc, argv, argvlen) != REDIS_OK) {
+        pe_free(c);
+        return -1;
+    }
+    h2o_linklist_insert(&rl->pending, &c->link);
+    return 0;
+}
+
+/* ---- publishing ------------------------------------------------------------------------------ */
+
+typedef struct st_publish_t {
+    pe_ps_publish_cb cb;
+    void *ctx;
+} publish_t;
+
+static void
+on_published(redis_link_t *rl, redisReply *reply, void *ctx)
+{
+    publish_t *p = ctx;
+    pe_id_t id;
+    if (reply == NULL) {
+        p->cb(p->ctx, pe_ps_err_unavailable, NULL);
+    } else if (reply->type == REDIS_REPLY_STRING && pe_id_parse(reply->str, reply->len, &id) == 0) {
+        pe_ps_node__count_published(rl->node);
+        p->cb(p->ctx, NULL, &id);
+    } else {
+        elog(rl->engine, 1, "redis: pushedge_publish failed: %.200s", reply->type == REDIS_REPLY_ERROR ? reply->str : "odd reply");
+        p->cb(p->ctx, pe_ps_err_unavailable, NULL);
+    }
+    pe_free(p);
+}
+
+static const char *
+do_publish(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_t channel_len, const char *data, size_t data_len,
+           pe_ps_publish_cb cb, void *ctx)
+{
+    redis_engine_t *self = (redis_engine_t *)_self;
+    redis_link_t *rl = self->links[pe_ps_node__index(node)];
+    if (rl == NULL || rl->state != LINK_UP)
+        return pe_ps_err_unavailable;
+    char key[PE_CHANNEL_MAXLEN + 6];
+    int klen = snprintf(key, sizeof(key), "pe:{%.*s}", (int)channel_len, channel);
+    const char *argv[] = {"FCALL", "pushedge_publish", "1", key, data, self->maxlen, self->ttl};
+    size_t argvlen[] = {5, 16, 1, (size_t)klen, data_len, strlen(self->maxlen), strlen(self->ttl)};
+    publish_t *p = pe_malloc(sizeof(*p));
+    p->cb = cb;
+    p->ctx = ctx;
+    if (send_cmd(rl, on_published, p, 7, argv, argvlen) != 0) {
+        pe_free(p);
+        return pe_ps_err_unavailable;
+    }
+    return NULL;
+}
+
+/* ---- reads ----------------------------------------------------------------------------------- */
+
+static void
+on_read_failed(pe_ps_deferred_t *d)
+{
+    read_t *r = H2O_STRUCT_FROM_MEMBER(read_t, d, d);
+    r->cb(r->ctx, &r->result);
+    pe_free(r);
+}
+
+static void
+fail_read(redis_link_t *rl, read_t *r, const char *err)
+{
+    r->result = (pe_ps_read_result_t){.err = err};
+    r->d.cb = on_read_failed;
+    pe_ps_node__defer(rl->node, &r->d);
+}
+
+static void
+on_read_reply(redis_link_t *rl, redisReply *reply, void *ctx)
+{
+    read_t *r = ctx;
+    pe_ps_read_result_t *res = &r->result;
+    *res = (pe_ps_read_result_t){0};
+    if (reply == NULL) {
+        res->err = pe_ps_err_unavailable;
+        goto Done;
+    }
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 || reply->elements % 2 != 1 ||
+        reply->element[0]->type != REDIS_REPLY_INTEGER || reply->element[1]->type != REDIS_REPLY_STRING ||
+        reply->element[2]->type != REDIS_REPLY_INTEGER ||
+        pe_id_parse(reply->element[1]->str, reply->element[1]->len, &res->base) != 0) {
+        elog(rl->engine, 1, "redis: pushedge_read failed: %.200s", reply->type == REDIS_REPLY_ERROR ? reply->str : "odd reply");
+        res->err = pe_ps_err_redis_reply;
+        goto Done;
+    }
+    res->gap = reply->element[0]->integer != 0;
+    res->reached_end = reply->element[2]->integer != 0;
+    size_t n = (reply->elements - 3) / 2;
+    if (n != 0)
+        res->msgs = pe_malloc(n * sizeof(*res->msgs));
+    for (size_t i = 0; i != n; ++i) {
+        redisReply *rid = reply->element[3 + 2 * i], *rdata = reply->element[4 + 2 * i];
+        pe_id_t id;
+        if (rid->type != REDIS_REPLY_STRING || rdata->type != REDIS_REPLY_STRING || pe_id_parse(rid->str, rid->len, &id) != 0)
+            continue;
+        res->msgs[res->num_msgs++] = make_msg(id, r->name, r->name_len, rdata->str, rdata->len);
+    }
+Done:
+    r->cb(r->ctx, res);
+    pe_free(r);
+}
+
+static void
+issue_read(redis_link_t *rl, read_t *r)
+{
+    char key[PE_CHANNEL_MAXLEN + 6], after[PE_ID_MAXLEN + 1], count[24];
+    int klen = snprintf(key, sizeof(key), "pe:{%s}", r->name);
+    const char *kind = r->start.kind == PE_START_NEW ? "new" : r->start.kind == PE_START_OLDEST ? "oldest" : "after";
+    size_t alen = pe_id_format(r->start.after, after);
+    int clen = snprintf(count, sizeof(count), "%zu", r->max);
+    const char *ttl = rl->engine->ttl;
+    const char *argv[] = {"FCALL_RO", "pushedge_read", "1", key, kind, after, r->start.strict ? "1" : "0", count, ttl};
+    size_t argvlen[] = {8, 13, 1, (size_t)klen, strlen(kind), alen, 1, (size_t)clen, strlen(ttl)};
+    if (send_cmd(rl, on_read_reply, r, 9, argv, argvlen) != 0)
+        fail_read(rl, r, pe_ps_err_unavailable);
+}
+
+static void
+do_read(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_t channel_len, pe_start_t start, size_t max,
+        pe_ps_read_cb cb, void *ctx)
+{
+    redis_engine_t *self = (redis_engine_t *)_self;
+    redis_link_t *rl = self->links[pe_ps_node__index(node)];
+    read_t *r = pe_calloc(1, sizeof(*r));
+    *r = (read_t){.rl = rl, .start = start, .max = max, .cb = cb, .ctx = ctx, .name_len = channel_len};
+    memcpy(r->name, channel, channel_len);
+    if (rl->state != LINK_UP) {
+        fail_read(rl, r, pe_ps_err_unavailable);
+        return;
+    }
+    rchan_t *rc = pe_strmap_get(&rl->chans, channel, channel_len);
+    if (rc != NULL && rc->state != RCHAN_SUBSCRIBED) {
+        h2o_linklist_insert(&rc->waiting, &r->link); /* the seam: after the subscription */
+        return;
+    }
+    issue_read(rl, r);
+}
+
+/* ---- channel records ------------------------------------------------------------------------- */
+
+/* A record is freed only when no command or deferred call refers to it (busy == 0); until then a
+ * removed record is marked dead and the last completion frees it. */
+static void
+rchan_release(rchan_t *rc)
+{
+    if (--rc->busy == 0 && rc->dead)
+        pe_free(rc);
+}
+
+static void
+fail_waiting(redis_link_t *rl, rchan_t *rc)
+{
+    while (!h2o_linklist_is_empty(&rc->waiting)) {
+        read_t *r = H2O_STRUCT_FROM_MEMBER(read_t, link, rc->waiting.next);
+        h2o_linklist_unlink(&r->link);
+        fail_read(rl, r, pe_ps_err_unavailable);
+    }
+}
+
+/* Removes the record from the link (map, list) and frees it, now or at its last completion. */
+static void
+rchan_remove(redis_link_t *rl, rchan_t *rc)
+{
+    fail_waiting(rl, rc);
+    pe_strmap_remove(&rl->chans, rc->name, rc->name_len);
+    h2o_linklist_unlink(&rc->link);
+    rc->dead = 1;
+    if (rc->busy == 0)
+        pe_free(rc);
+}
+
+static size_t
+keyspace_name(redis_link_t *rl, rchan_t *rc, char *buf, size_t cap)
+{
+    return (size_t)snprintf(buf, cap, "__keyspace@%u__:%s", rl->engine->db, rc->key);
+}
+
+/* ---- the plain-XADD path --------------------------------------------------------------------- */
+
+static void schedule_fetch(rchan_t *rc);
+
+static void
+on_fetch_reply(redis_link_t *rl, redisReply *reply, void *ctx)
+{
+    rchan_t *rc = ctx;
+    rc->fetching = 0;
+    if (rc->dead || reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        rchan_release(rc);
+        return;
+    }
+    for (size_t i = 0; i != reply->elements; ++i) {
+        redisReply *e = reply->element[i];
+        pe_id_t id;
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING ||
+            e->element[1]->type != REDIS_REPLY_ARRAY || e->element[1]->elements < 2 ||
+            pe_id_parse(e->element[0]->str, e->element[0]->len, &id) != 0 || pe_id_cmp(id, rc->last_posted) <= 0)
+            continue;
+        redisReply *f = e->element[1], *v = f->element[1];
+        for (size_t j = 0; j + 1 < f->elements; j += 2)
+            if (f->element[j]->type == REDIS_REPLY_STRING &&
+                (strcmp(f->element[j]->str, "d") == 0 || strcmp(f->element[j]->str, "data") == 0)) {
+                v = f->element[j + 1];
+                break;
+            }
+        if (v->type != REDIS_REPLY_STRING)
+            continue;
+        pe_msg_t *msg = make_msg(id, rc->name, rc->name_len, v->str, v->len);
+        post(rl, rc, msg);
+        pe_msg_release(msg);
+    }
+    /* A full page: more may follow; fetch again (counted as one more unexplained event). */
+    if (reply->elements == PE_REDIS_FETCH_PAGE && rl->state == LINK_UP) {
+        schedule_fetch(rc);
+        ++rc->xadd_events;
+    }
+    rchan_release(rc);
+}
+
+static void
+run_fetch(pe_ps_deferred_t *d)
+{
+    rchan_t *rc = H2O_STRUCT_FROM_MEMBER(rchan_t, fetch_d, d);
+    rc->fetch_queued = 0;
+    if (rc->dead) {
+        rchan_release(rc);
+        return;
+    }
+    redis_link_t *rl = rc->rl;
+    /* PUBLISHed entries arrive right after their keyspace event: only events no PUBLISH
+     * accounted for are plain XADDs worth a round trip. */
+    int needed = rc->xadd_events > rc->published_seen;
+    rc->xadd_events = rc->published_seen = 0;
+    if (needed && !rc->fetching && rl->state == LINK_UP && rc->state == RCHAN_SUBSCRIBED) {
+        char start[PE_ID_MAXLEN + 2], count[24];
+        start[0] = '(';
+        size_t slen = 1 + pe_id_format(rc->last_posted, start + 1);
+        int clen = snprintf(count, sizeof(count), "%d", PE_REDIS_FETCH_PAGE);
+        const char *argv[] = {"XRANGE", rc->key, start, "+", "COUNT", count};
+        size_t argvlen[] = {6, rc->key_len, slen, 1, 5, (size_t)clen};
+        if (send_cmd(rl, on_fetch_reply, rc, 6, argv, argvlen) == 0) {
+            rc->fetching = 1;
+            ++rc->busy;
+        }
+    }
+    rchan_release(rc);
+}
+
+static void
+schedule_fetch(rchan_t *rc)
+{
+    if (!rc->fetch_queued) {
+        rc->fetch_queued = 1;
+        ++rc->busy;
+        pe_ps_node__defer(rc->rl->node, &rc->fetch_d);
+    }
+}
+
+/* ---- subscriptions on sub -------------------------------------------------------------------- */
+
+static void
+release_waiting(redis_link_t *rl, rchan_t *rc)
+{
+    while (!h2o_linklist_is_empty(&rc->waiting)) {
+        read_t *r = H2O_STRUCT_FROM_MEMBER(read_t, link, rc->waiting.next);
+        h2o_linklist_unlink(&r->link);
+        issue_read(rl, r);
+    }
+}
+
+static void
+on_primed(redis_link_t *rl, redisReply *reply, void *ctx)
+{
+    rchan_t *rc = ctx;
+    if (!rc->dead && reply != NULL && rc->state == RCHAN_PRIMING) {
+        if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2 && reply->element[1]->type == REDIS_REPLY_STRING) {
+            pe_id_t base;
+            if (pe_id_parse(reply->element[1]->str, reply->element[1]->len, &base) == 0 && pe_id_cmp(base, rc->last_posted) > 0)
+                rc->last_posted = base;
+        }
+        rc->state = RCHAN_SUBSCRIBED;
+        release_waiting(rl, rc);
+        if (rc->resync) {
+            rc->resync = 0;
+            if (rc->watched)
+                pe_ps_node__resync(rl->node, rc->name, rc->name_len);
+        }
+    }
+    rchan_release(rc);
+}
+
+/* Every subscription of the channel is in effect. On the plain-XADD path, first learn the
+ * stream's newest ID (the fetch position); then release the reads that waited for the seam. */
+static void
+on_subscribed(redis_link_t *rl, rchan_t *rc)
+{
+    if (!rl->keyspace) {
+        rc->state = RCHAN_SUBSCRIBED;
+        release_waiting(rl, rc);
+        if (rc->resync) {
+            rc->resync = 0;
+            if (rc->watched)
+                pe_ps_node__resync(rl->node, rc->name, rc->name_len);
+        }
+        return;
+    }
+    rc->state = RCHAN_PRIMING;
+    const char *argv[] = {"FCALL_RO", "pushedge_read", "1", rc->key, "new", "0-0", "0", "0"};
+    size_t argvlen[] = {8, 13, 1, rc->key_len, 3, 3, 1, 1};
+    if (send_cmd(rl, on_primed, rc, 8, argv, argvlen) == 0)
+        ++rc->busy;
+    else
+        rc->state = RCHAN_SUBSCRIBING; /* the link failed: it subscribes again on reconnect */
+}
+
+static void send_sub(redis_link_t *rl, const char *verb, const char *chan, size_t len);
+
+static void
+subscribe_chan(redis_link_t *rl, rchan_t *rc)
+{
+    rc->state = RCHAN_SUBSCRIBING;
+    if (rl->state != LINK_UP)
+        return; /* on connect */
+    send_sub(rl, "SUBSCRIBE", rc->key, rc->key_len);
+    if (rl->keyspace) {
+        char ks[PE_CHANNEL_MAXLEN + 40];
+        send_sub(rl, "SUBSCRIBE", ks, keyspace_name(rl, rc, ks, sizeof(ks)));
+    }
+}
+
+static void
+unsubscribe_chan(redis_link_t *rl, rchan_t *rc)
+{
+    rc->state = RCHAN_UNSUBSCRIBING;
+    rc->unsub_pending = 1;
+    send_sub(rl, "UNSUBSCRIBE", rc->key, rc->key_len);
+    if (rl->keyspace) {
+        char ks[PE_CHANNEL_MAXLEN + 40];
+        send_sub(rl, "UNSUBSCRIBE", ks, keyspace_name(rl, rc, ks, sizeof(ks)));
+        rc->unsub_pending = 2;
+    }
+}
+
+/* hiredis calls this for the SUBSCRIBE and UNSUBSCRIBE confirmations and for every message;
+ * privdata is the link, channels are looked up by name. hiredis 0.14 drops a channel's callback
+ * when an UNSUBSCRIBE reply arrives, even if a SUBSCRIBE was sent after it: a channel is never
+ * subscribed again before its unsubscription is confirmed (RCHAN_UNSUBSCRIBING). */
+static void
+on_sub_event(redisAsyncContext *ac, void *_reply, void *privdata)
+{
+    redis_link_t *rl = privdata;
+    redisReply *reply = _reply;
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 || reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[1]->type != REDIS_REPLY_STRING)
+        return;
+    const char *kind = reply->element[0]->str, *chan = reply->element[1]->str;
+    size_t chan_len = reply->element[1]->len;
+    int keyspace = strncmp(chan, "__keyspace@", 11) == 0;
+    if (keyspace) {
+        const char *colon = memchr(chan, ':', chan_len);
+        if (colon == NULL)
+            return;
+        chan_len -= (size_t)(colon + 1 - chan);
+        chan = colon + 1;
+    }
+    const char *name;
+    size_t name_len;
+    if (name_of_key(chan, chan_len, &name, &name_len) != 0)
+        return;
+    rchan_t *rc = pe_strmap_get(&rl->chans, name, name_len);
+    if (rc == NULL)
+        return;
+
+    if (strcmp(kind, "subscribe") == 0) {
+        /* With keyspace events the channel has two subscriptions; the second confirms both. */
+        if (rc->state == RCHAN_SUBSCRIBING && (!rl->keyspace || keyspace))
+            on_subscribed(rl, rc);
+        return;
+    }
+    if (strcmp(kind, "unsubscribe") == 0) {
+        if (rc->state == RCHAN_UNSUBSCRIBING && --rc->unsub_pending == 0) {
+            if (rc->watched)
+                subscribe_chan(rl, rc); /* watched again meanwhile */
+            else
+                rchan_remove(rl, rc);
+        }
+        return;
+    }
+    if (strcmp(kind, "message") != 0 || reply->element[2]->type != REDIS_REPLY_STRING || !rc->watched)
+        return;
+    const char *payload = reply->element[2]->str;
+    size_t len = reply->element[2]->len;
+    if (keyspace) {
+        if (len == 4 && memcmp(payload, "xadd", 4) == 0 && rc->state == RCHAN_SUBSCRIBED) {
+            ++rc->xadd_events;
+            schedule_fetch(rc);
+        }
+        return;
+    }
+    /* "<id> <json>" from pushedge_publish */
+    const char *sp = memchr(payload, ' ', len);
+    pe_id_t id;
+    if (sp == NULL || pe_id_parse(payload, (size_t)(sp - payload), &id) != 0)
+        return;
+    ++rc->published_seen;
+    if (rc->state != RCHAN_SUBSCRIBED || pe_id_cmp(id, rc->last_posted) <= 0)
+        return; /* not live yet: the reads after the subscription cover it */
+    pe_msg_t *msg = make_msg(id, rc->name, rc->name_len, sp + 1, len - (size_t)(sp + 1 - payload));
+    post(rl, rc, msg);
+    pe_msg_release(msg);
+}
+
+static void
+send_sub(redis_link_t *rl, const char *verb, const char *chan, size_t len)
+{
+    const char *argv[] = {verb, chan};
+    size_t argvlen[] = {strlen(verb), len};
+    redisAsyncCommandArgv(rl->sub, on_sub_event, rl, 2, argv, argvlen);
+}
+
+static void
+do_watch(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_t len)
+{
+    redis_engine_t *self = (redis_engine_t *)_self;
+    redis_link_t *rl = self->links[pe_ps_node__index(node)];
+    rchan_t *rc = pe_strmap_get(&rl->chans, channel, len);
+    if (rc != NULL) {
+        /* Idle (kept subscribed for a grace period) or being unsubscribed: take it back. */
+        rc->watched = 1;
+        return;
+    }
+    rc = pe_calloc(1, sizeof(*rc));
+    rc->rl = rl;
+    rc->watched = 1;
+    h2o_linklist_init_anchor(&rc->waiting);
+    rc->fetch_d.cb = run_fetch;
+    memcpy(rc->name, channel, len);
+    rc->name_len = len;
+    rc->key_len = (size_t)snprintf(rc->key, sizeof(rc->key), "pe:{%.*s}", (int)len, channel);
+    pe_strmap_set(&rl->chans, rc->name, len, rc);
+    h2o_linklist_insert(&rl->rchans, &rc->link);
+    subscribe_chan(rl, rc);
+}
+
+static void
+do_unwatch(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_t len)
+{
+    redis_engine_t *self = (redis_engine_t *)_self;
+    redis_link_t *rl = self->links[pe_ps_node__index(node)];
+    rchan_t *rc = pe_strmap_get(&rl->chans, channel, len);
+    if (rc == NULL)
+        return;
+    /* Kept subscribed for PE_REDIS_IDLE_MS (the tick unsubscribes): a channel whose only
+     * subscriber reconnects costs no SUBSCRIBE round trip and no seam. */
+    rc->watched = 0;
+    rc->idle_since = h2o_now(rl->loop);
+    fail_waiting(rl, rc);
+}
+
+/* The tick's sweep: unsubscribe channels idle for the grace period. */
+static void
+sweep_idle(redis_link_t *rl, uint64_t now)
+{
+    for (h2o_linklist_t *l = rl->rchans.next, *next; l != &rl->rchans; l = next) {
+        next = l->next;
+        rchan_t *rc = H2O_STRUCT_FROM_MEMBER(rchan_t, link, l);
+        if (rc->watched || rc->state == RCHAN_UNSUBSCRIBING || now - rc->idle_since < PE_REDIS_IDLE_MS)
+            continue;
+        if (rl->state == LINK_UP && rc->state == RCHAN_SUBSCRIBED)
+            unsubscribe_chan(rl, rc);
+        else if (rl->state != LINK_UP)
+            rchan_remove(rl, rc);
+    }
+}
+
+/* ---- connecting ------------------------------------------------------------------------------ */
+
+static void
+on_keyspace_config(redis_link_t *rl, redisReply *reply, void *ctx)
+{
+    int on = 0;
+    if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+        reply->element[1]->type == REDIS_REPLY_STRING) {
+        const char *v = reply->element[1]->str;
+        on = strchr(v, 'K') != NULL && (strchr(v, 't') != NULL || strchr(v, 'A') != NULL);
+    }
+    rl->keyspace = on;
+}
+
+/* The last reply of the connect sequence: Redis answers and has our functions. */
+static void
+on_library_loaded(redis_link_t *rl, redisReply *reply, void *ctx)
+{
+    if (reply == NULL)
+        return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        elog(rl->engine, 0, "redis: FUNCTION LOAD failed (Redis 7 is needed): %.200s", reply->str);
+        link_fail(rl, "FUNCTION LOAD failed");
+        return;
+    }
+    rl->state = LINK_UP;
+    rl->attempts = 0;
+    __atomic_add_fetch(&rl->engine->up_links, 1, __ATOMIC_RELAXED);
+    elog(rl->engine, 2, "redis: thread %u connected to %s:%u%s", rl->index, rl->engine->ip, rl->engine->port,
+         rl->keyspace ? " (keyspace events on: plain XADD producers are delivered)" : "");
+    for (h2o_linklist_t *l = rl->rchans.next; l != &rl->rchans; l = l->next) {
+        rchan_t *rc = H2O_STRUCT_FROM_MEMBER(rchan_t, link, l);
+        /* Re-read each local subscriber once subscribed: what was published while the link was
+         * down, and reads that failed meanwhile, are caught up at once. */
+        rc->resync = 1;
+        subscribe_chan(rl, rc);
+    }
+    pe_ps_node__engine_state(rl->node, 1);
+}
+
+static void
+on_auth_reply(redis_link_t *rl, redisReply *reply, void *ctx)
+{
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
+        elog(rl->engine, 0, "redis: %s refused: %.200s", (const char *)ctx, reply->str);
+        link_fail(rl, "AUTH or SELECT refused");
+    }
+}
+
+static void
+on_sub_auth(redisAsyncContext *ac, void *_reply, void *privdata)
+{
+    redisReply *reply = _reply;
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+        link_fail(privdata, "AUTH refused");
+}
+
+static void
+on_connect(const redisAsyncContext *ac, int status)
+{
+    redis_link_t *rl = ac->data;
+    if (status != REDIS_OK) {
+        /* hiredis frees ac after this returns. */
+        if (ac == rl->cmd)
+            rl->cmd = NULL;
+        else
+            rl->sub = NULL;
+        link_fail(rl, ac->errstr);
+    }
+}
+
+static void
+on_disconnect(const redisAsyncContext *ac, int status)
+{
+    redis_link_t *rl = ac->data;
+    if (ac == rl->cmd)
+        rl->cmd = NULL;
+    else if (ac == rl->sub)
+        rl->sub = NULL;
+    if (!rl->destroying)
+        link_fail(rl, status == REDIS_OK ? "closed" : ac->errstr);
+}
+
+static redisAsyncContext *
+open_context(redis_link_t *rl)
+{
+    redisAsyncContext *ac = redisAsyncConnect(rl->engine->ip, (int)rl->engine->port);
+    if (ac == NULL)
+        return NULL;
+    if (ac->err) {
+        elog(rl->engine, 1, "redis: connect: %s", ac->errstr);
+        redisAsyncFree(ac);
+        return NULL;
+    }
+    ac->data = rl;
+    pe_redis_evloop_attach(ac, rl->loop);
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    return ac;
+}
+
+static void
+link_connect(redis_link_t *rl)
+{
+    redis_engine_t *e = rl->engine;
+    rl->state = LINK_CONNECTING;
+    rl->keyspace = 0;
+    if ((rl->cmd = open_context(rl)) == NULL || (rl->sub = open_context(rl)) == NULL) {
+        link_fail(rl, "cannot connect");
+        return;
+    }
+    /* Pipelined: hiredis queues these until the socket is connected. */
+    if (e->password != NULL) {
+        const char *argv[] = {"AUTH", e->password};
+        size_t argvlen[] = {4, strlen(e->password)};
+        send_cmd(rl, on_auth_reply, "AUTH", 2, argv, argvlen);
+        redisAsyncCommandArgv(rl->sub, on_sub_auth, rl, 2, argv, argvlen);
+    }
+    if (e->db != 0) {
+        char db[16];
+        int n = snprintf(db, sizeof(db), "%u", e->db);
+        const char *argv[] = {"SELECT", db};
+        size_t argvlen[] = {6, (size_t)n};
+        send_cmd(rl, on_auth_reply, "SELECT", 2, argv, argvlen);
+    }
+    {
+        const char *argv[] = {"CONFIG", "GET", "notify-keyspace-events"};
+        size_t argvlen[] = {6, 3, 22};
+        send_cmd(rl, on_keyspace_config, NULL, 3, argv, argvlen);
+    }
+    {
+        const char *argv[] = {"FUNCTION", "LOAD", "REPLACE", e->library};
+        size_t argvlen[] = {8, 4, 7, strlen(e->library)};
+        send_cmd(rl, on_library_loaded, NULL, 4, argv, argvlen);
+    }
+}
+
+/* Tears both connections down and schedules a reconnect. Safe from inside hiredis callbacks:
+ * hiredis defers the free of a context whose callback is running. */
+static void
+link_fail(redis_link_t *rl, const char *why)
+{
+    if (rl->state == LINK_DOWN)
+        return;
+    if (rl->state == LINK_UP) {
+        __atomic_sub_fetch(&rl->engine->up_links, 1, __ATOMIC_RELAXED);
+        elog(rl->engine, 1, "redis: thread %u lost the connection (%s); reconnecting", rl->index, why != NULL ? why : "error");
+        pe_ps_node__engine_state(rl->node, 0);
+    } else if (rl->attempts == 0) {
+        elog(rl->engine, 1, "redis: thread %u cannot connect to %s:%u (%s); retrying", rl->index, rl->engine->ip, rl->engine->port,
+             why != NULL ? why : "error");
+    }
+    rl->state = LINK_DOWN;
+    redisAsyncContext *cmd = rl->cmd, *sub = rl->sub;
+    rl->cmd = rl->sub = NULL;
+    /* Every pending callback runs now with a NULL reply (publishes fail, reads fail). */
+    if (cmd != NULL)
+        redisAsyncFree(cmd);
+    if (sub != NULL)
+        redisAsyncFree(sub);
+    /* Watched channels subscribe again on reconnect; the others are dropped. */
+    for (h2o_linklist_t *l = rl->rchans.next, *next; l != &rl->rchans; l = next) {
+        next = l->next;
+        rchan_t *rc = H2O_STRUCT_FROM_MEMBER(rchan_t, link, l);
+        if (rc->watched)
+            rc->state = RCHAN_SUBSCRIBING;
+        else
+            rchan_remove(rl, rc);
+    }
+    uint64_t window = PE_REDIS_BACKOFF_BASE_MS << (rl->attempts < 10 ? rl->attempts : 10);
+    if (window > PE_REDIS_BACKOFF_CAP_MS)
+        window = PE_REDIS_BACKOFF_CAP_MS;
+    ++rl->attempts;
+    rl->reconnect_at = h2o_now(rl->loop) + (uint64_t)(rand() % (int)window) + 1;
+}
+
+static void
+on_tick(h2o_timeout_entry_t *entry)
+{
+    redis_link_t *rl = H2O_STRUCT_FROM_MEMBER(redis_link_t, tick_entry, entry);
+    uint64_t now = h2o_now(rl->loop);
+    sweep_idle(rl, now);
+    if (rl->state == LINK_DOWN && now >= rl->reconnect_at) {
+        link_connect(rl);
+    } else if (rl->state != LINK_DOWN && !h2o_linklist_is_empty(&rl->pending)) {
+        cmd_t *oldest = H2O_STRUCT_FROM_MEMBER(cmd_t, link, rl->pending.next);
+        if (now - oldest->sent_at > PE_REDIS_TIMEOUT_MS)
+            link_fail(rl, pe_ps_err_redis_timeout);
+    }
+    h2o_timeout_link(rl->loop, &rl->tick_timeout, &rl->tick_entry);
+}
+
+/* ---- nodes ----------------------------------------------------------------------------------- */
+
+static void
+do_attach(pe_ps_engine_t *_self, pe_ps_node_t *node, unsigned index)
+{
+    redis_engine_t *self = (redis_engine_t *)_self;
+    if (index >= MAX_NODES)
+        return;
+    redis_link_t *rl = pe_calloc(1, sizeof(*rl));
+    rl->engine = self;
+    rl->node = node;
+    rl->loop = pe_ps_node__loop(node);
+    rl->index = index;
+    h2o_linklist_init_anchor(&rl->pending);
+    h2o_linklist_init_anchor(&rl->rchans);
+    pe_strmap_init(&rl->chans);
+    h2o_timeout_init(rl->loop, &rl->tick_timeout, PE_REDIS_TICK_MS);
+    rl->tick_entry.cb = on_tick;
+    h2o_timeout_link(rl->loop, &rl->tick_timeout, &rl->tick_entry);
+    self->links[index] = rl;
+    link_connect(rl);
+}
+
+static void
+do_detach(pe_ps_engine_t *_self, pe_ps_node_t *node, unsigned index)
+{
+    redis_engine_t *self = (redis_engine_t *)_self;
+    redis_link_t *rl = index < MAX_NODES ? self->links[index] : NULL;
+    if (rl == NULL)
+        return;
+    rl->destroying = 1;
+    if (rl->state == LINK_UP)
+        __atomic_sub_fetch(&self->up_links, 1, __ATOMIC_RELAXED);
+    rl->state = LINK_DOWN;
+    redisAsyncContext *cmd = rl->cmd, *sub = rl->sub;
+    rl->cmd = rl->sub = NULL;
+    if (cmd != NULL)
+        redisAsyncFree(cmd);
+    if (sub != NULL)
+        redisAsyncFree(sub);
+    /* A record with a deferred fetch stays allocated until the node runs it (as a no-op). */
+    while (!h2o_linklist_is_empty(&rl->rchans))
+        rchan_remove(rl, H2O_STRUCT_FROM_MEMBER(rchan_t, link, rl->rchans.next));
+    pe_strmap_dispose(&rl->chans);
+    if (h2o_timeout_is_linked(&rl->tick_entry))
+        h2o_timeout_unlink(&rl->tick_entry);
+    h2o_timeout_dispose(rl->loop, &rl->tick_timeout);
+    self->links[index] = NULL;
+    pe_free(rl);
+}
+
+static int
+do_is_ready(pe_ps_engine_t *_self)
+{
+    redis_engine_t *self = (redis_engine_t *)_self;
+    return __atomic_load_n(&self->up_links, __ATOMIC_RELAXED) != 0;
+}
+
+static void
+do_destroy(pe_ps_engine_t *_self)
+{
+    redis_engine_t *self = (redis_engine_t *)_self;
+    pe_free(self->password);
+    pe_free(self->library);
+    pe_free(self);
+}
+
+static const pe_ps_engine_ops_t redis_ops = {
+    .publish = do_publish,
+    .watch = do_watch,
+    .unwatch = do_unwatch,
+    .read = do_read,
+    .attach = do_attach,
+    .detach = do_detach,
+    .is_ready = do_is_ready,
+    .destroy = do_destroy,
+};
+
+/* ---- creation -------------------------------------------------------------------------------- */
+
+/* redis://[:password@]host:port[/db] (validated by the option parser, checked again here). */
+static int
+parse_url(redis_engine_t *self, const char *url, char *err, size_t errlen)
+{
+    if (strncmp(url, "redis://", 8) != 0) {
+        snprintf(err, errlen, "not a redis:// URL");
+        return -1;
+    }
+    const char *p = url + 8, *at = strrchr(p, '@');
+    if (at != NULL) {
+        const char *pw = p;
+        if (*pw == ':')
+            ++pw;
+        else if (memchr(p, ':', (size_t)(at - p)) != NULL)
+            pw = memchr(p, ':', (size_t)(at - p)) + 1; /* user:password: the user is ignored (Redis 5 AUTH) */
+        self->password = pe_strndup(pw, (size_t)(at - pw));
+        p = at + 1;
+    }
+    const char *slash = strchr(p, '/');
+    size_t hplen = slash != NULL ? (size_t)(slash - p) : strlen(p);
+    char hostport[300], host[256];
+    if (hplen == 0 || hplen >= sizeof(hostport)) {
+        snprintf(err, errlen, "bad host");
+        return -1;
+    }
+    memcpy(hostport, p, hplen);
+    hostport[hplen] = '\0';
+    const char *colon = strrchr(hostport, ':');
+    if (colon == NULL || colon == hostport) {
+        snprintf(err, errlen, "a port is needed");
+        return -1;
+    }
+    size_t hlen = (size_t)(colon - hostport);
+    const char *hs = hostport;
+    if (hostport[0] == '[' && colon[-1] == ']') {
+        ++hs;
+        hlen -= 2;
+    }
+    memcpy(host, hs, hlen);
+    host[hlen] = '\0';
+    self->port = (unsigned)strtoul(colon + 1, NULL, 10);
+    self->db = slash != NULL ? (unsigned)strtoul(slash + 1, NULL, 10) : 0;
+    /* Resolved once, here at start: hiredis would resolve synchronously on every reconnect. */
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
+    int r = getaddrinfo(host, NULL, &hints, &res);
+    if (r != 0) {
+        snprintf(err, errlen, "%s: %s", host, gai_strerror(r));
+        return -1;
+    }
+    const void *addr = res->ai_family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
+                                                  : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
+    inet_ntop(res->ai_family, addr, self->ip, sizeof(self->ip));
+    freeaddrinfo(res);
+    return 0;
+}
+
+pe_ps_engine_t *
+pe_ps_engine_create_redis(const pe_ps_options_t *opts, const char *url, char *err, size_t errlen)
+{
+    redis_engine_t *self = pe_calloc(1, sizeof(*self));
+    self->super.ops = &redis_ops;
+    self->super.name = "redis";
+    self->super.opts = *opts;
+    self->log = opts->log;
+    if (parse_url(self, url, err, errlen) != 0) {
+        do_destroy(&self->super);
+        return NULL;
+    }
+    unsigned long long size = opts->history_size == 0 ? 1 : opts->history_size;
+    snprintf(self->maxlen, sizeof(self->maxlen), "%llu", size);
+    snprintf(self->ttl, sizeof(self->ttl), "%llu", (unsigned long long)opts->history_ttl_ms);
+    int n = snprintf(NULL, 0, PE_REDIS_LIB_FORMAT, size, (unsigned long long)opts->history_ttl_ms);
+    self->library = pe_malloc((size_t)n + 1);
+    snprintf(self->library, (size_t)n + 1, PE_REDIS_LIB_FORMAT, size, (unsigned long long)opts->history_ttl_ms);
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    return &self->super;
+}
