@@ -45,7 +45,7 @@ typedef struct st_opt_t {
 static const opt_t options[] = {
     {"listen", OPT_LISTEN, 0, 0, 0, "HOST:PORT", "address to serve HTTP/1.1 and HTTP/2 on; repeatable (default 127.0.0.1:8080)"},
     {"redis", OPT_REDIS, OFF(redis_url), 0, 0, "URL",
-     "redis://[:password@]host:port[/db]: the Redis Streams engine (default: memory)"},
+     "redis://[:password@]host:port[,host:port...][/db]: the Redis Streams engine; several hosts are seeds (default: memory)"},
     {"threads", OPT_UINT, OFF(threads), 1, PE_MAX_THREADS, "N", "event-loop threads (default: number of cores)"},
     {"history-size", OPT_UINT, OFF(history_size), 1, 10000000, "N", "messages retained per channel (default 1000)"},
     {"history-ttl", OPT_UINT, OFF(history_ttl), 1, 315360000, "SECONDS", "maximum age of retained messages (default 86400)"},
@@ -213,23 +213,30 @@ validate_origin(const char *s)
 static int
 validate_redis_url(const char *s)
 {
-    /* redis://[:password@]host:port[/db] */
+    /* redis://[:password@]host:port[,host:port...][/db]: several hosts are seeds (Cluster) */
     if (strncmp(s, "redis://", 8) != 0)
         return -1;
     const char *p = s + 8, *at = strrchr(p, '@');
     if (at != NULL)
         p = at + 1;
-    const char *slash = strchr(p, '/');
-    char hostport[300];
-    size_t n = slash != NULL ? (size_t)(slash - p) : strlen(p);
-    if (n == 0 || n >= sizeof(hostport))
+    const char *slash = strchr(p, '/'), *end = slash != NULL ? slash : p + strlen(p);
+    if (p == end)
         return -1;
-    memcpy(hostport, p, n);
-    hostport[n] = '\0';
-    char host[256];
-    unsigned port;
-    if (pe_config_split_hostport(hostport, host, sizeof(host), &port) != 0)
-        return -1;
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p)), *e = comma != NULL ? comma : end;
+        char hostport[300], host[256];
+        unsigned port;
+        size_t n = (size_t)(e - p);
+        if (n == 0 || n >= sizeof(hostport))
+            return -1;
+        memcpy(hostport, p, n);
+        hostport[n] = '\0';
+        if (pe_config_split_hostport(hostport, host, sizeof(host), &port) != 0)
+            return -1;
+        p = comma != NULL ? comma + 1 : end;
+        if (comma != NULL && p == end)
+            return -1; /* a trailing comma */
+    }
     if (slash != NULL) {
         uint64_t db;
         if (parse_uint(slash + 1, &db) != 0 || db > 1000000)
@@ -263,7 +270,7 @@ set_option(pe_config_t *cfg, const opt_t *opt, const char *value, const char *or
         return PE_CFG_OK;
     case OPT_REDIS:
         if (validate_redis_url(value) != 0)
-            return fail(err, errlen, "%s: must be redis://[:password@]host:port[/db] (got '%.64s')", origin, value);
+            return fail(err, errlen, "%s: must be redis://[:password@]host:port[,host:port...][/db] (got '%.64s')", origin, value);
         pe_free(cfg->redis_url);
         cfg->redis_url = pe_strndup(value, strlen(value));
         return PE_CFG_OK;

@@ -66,12 +66,28 @@
 #define PE_REDIS_FETCH_PAGE 128
 /* How long a channel without local subscribers stays subscribed (flapping clients). */
 #define PE_REDIS_IDLE_MS 5000
+/* Redis Cluster: masters one thread talks to, seeds in --redis, redirections per command. */
+#define PE_REDIS_MAX_CONNS 16
+#define PE_REDIS_MAX_SEEDS 8
+#define PE_REDIS_MAX_REDIRECTS 5
+#define PE_REDIS_SLOTS 16384
 
 const char pe_ps_err_redis_timeout[] = "the Redis engine did not answer in time";
 const char pe_ps_err_redis_reply[] = "the Redis engine answered with an error";
 
 typedef struct st_redis_engine_t redis_engine_t;
 typedef struct st_redis_link_t redis_link_t;
+
+/* One connection of a link: to a master (commands) or the subscriber connection. The struct
+ * outlives its hiredis context (ac->data points here; a stale context is recognised by
+ * conn->ac != ac) and is freed with the link. */
+typedef struct st_redis_conn_t {
+    redis_link_t *rl;
+    redisAsyncContext *ac; /* NULL while down */
+    int ready;             /* its setup (AUTH, SELECT, FUNCTION LOAD) was answered */
+    char ip[INET6_ADDRSTRLEN];
+    unsigned port;
+} redis_conn_t;
 
 typedef enum en_link_state_t { LINK_DOWN, LINK_CONNECTING, LINK_UP } link_state_t;
 typedef enum en_rchan_state_t { RCHAN_SUBSCRIBING, RCHAN_PRIMING, RCHAN_SUBSCRIBED, RCHAN_UNSUBSCRIBING } rchan_state_t;
@@ -119,6 +135,10 @@ typedef struct st_rchan_t {
 typedef struct st_cmd_t {
     h2o_linklist_t link;
     redis_link_t *rl;
+    redis_conn_t *conn;
+    char *buf; /* the formatted command, kept to follow a MOVED or ASK redirection */
+    size_t len;
+    unsigned redirects;
     uint64_t sent_at;
     void (*cb)(redis_link_t *rl, redisReply *reply, void *ctx); /* reply NULL: the link failed */
     void *ctx;
@@ -131,7 +151,13 @@ struct st_redis_link_t {
     h2o_evloop_t *loop;
     unsigned index;
     link_state_t state;
-    redisAsyncContext *cmd, *sub;
+    redis_conn_t *conns[PE_REDIS_MAX_CONNS]; /* [0]: the seed; more for the masters of a cluster */
+    size_t nconns;
+    redis_conn_t sub; /* subscriptions, on the seed (a cluster forwards PUBLISH to every node) */
+    uint8_t *slots;   /* cluster: slot -> index in conns (0xff: unknown, ask the seed) */
+    int cluster;
+    int slots_known;        /* the seed answered CLUSTER SLOTS (or said it is no cluster) */
+    unsigned seed;          /* index in engine->seeds of the current seed */
     unsigned attempts;      /* failed connects in a row */
     uint64_t reconnect_at;  /* loop ms, while DOWN */
     int keyspace;           /* Redis sends keyspace events for streams */
@@ -145,8 +171,11 @@ struct st_redis_link_t {
 
 struct st_redis_engine_t {
     pe_ps_engine_t super;
-    char ip[INET6_ADDRSTRLEN];
-    unsigned port;
+    struct {
+        char ip[INET6_ADDRSTRLEN];
+        unsigned port;
+    } seeds[PE_REDIS_MAX_SEEDS];
+    unsigned nseeds;
     char *password;
     unsigned db;
     char *library;            /* the function library text */
@@ -215,36 +244,85 @@ post(redis_link_t *rl, rchan_t *rc, pe_msg_t *msg)
     pe_ps_node__deliver_live(rl->node, msg);
 }
 
-/* ---- commands on cmd ------------------------------------------------------------------------- */
+/* ---- commands ------------------------------------------------------------------------------ */
+
+/* CRC16-XMODEM of the key's hash tag (the part between the first { and the next }, if not
+ * empty), modulo 16384: Redis Cluster's key slot. */
+static unsigned
+key_slot(const char *key, size_t len)
+{
+    const char *open = memchr(key, '{', len);
+    if (open != NULL) {
+        const char *close = memchr(open + 1, '}', len - (size_t)(open + 1 - key));
+        if (close != NULL && close > open + 1) {
+            key = open + 1;
+            len = (size_t)(close - key);
+        }
+    }
+    uint16_t crc = 0;
+    for (size_t i = 0; i != len; ++i) {
+        crc ^= (uint16_t)((uint8_t)key[i] << 8);
+        for (int b = 0; b != 8; ++b)
+            crc = (crc & 0x8000) != 0 ? (uint16_t)((crc << 1) ^ 0x1021) : (uint16_t)(crc << 1);
+    }
+    return crc & (PE_REDIS_SLOTS - 1);
+}
+
+static int follow_redirect(redis_link_t *rl, cmd_t *c, const char *err);
 
 static void
 on_cmd_reply(redisAsyncContext *ac, void *_reply, void *privdata)
 {
     cmd_t *c = privdata;
     redis_link_t *rl = c->rl;
+    redisReply *reply = _reply;
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR && c->redirects < PE_REDIS_MAX_REDIRECTS && rl->state != LINK_DOWN &&
+        (strncmp(reply->str, "MOVED ", 6) == 0 || strncmp(reply->str, "ASK ", 4) == 0) && follow_redirect(rl, c, reply->str) == 0)
+        return; /* sent again; its callback runs with the final answer */
     h2o_linklist_unlink(&c->link);
-    c->cb(rl, _reply, c->ctx);
+    c->cb(rl, reply, c->ctx);
+    redisFreeCommand(c->buf);
     pe_free(c);
 }
 
-/* Sends a command on cmd. Returns 0; or -1 when the link is down (cb not called). */
+/* Sends a command on conn. Returns 0; or -1 when conn is down (cb not called). */
 static int
-send_cmd(redis_link_t *rl, void (*cb)(redis_link_t *, redisReply *, void *), void *ctx, int argc, const char **argv,
-         const size_t *argvlen)
+send_cmd_on(redis_conn_t *conn, void (*cb)(redis_link_t *, redisReply *, void *), void *ctx, int argc, const char **argv,
+            const size_t *argvlen)
 {
-    if (rl->cmd == NULL)
+    if (conn == NULL || conn->ac == NULL)
         return -1;
     cmd_t *c = pe_calloc(1, sizeof(*c));
-    c->rl = rl;
+    c->rl = conn->rl;
+    c->conn = conn;
     c->cb = cb;
     c->ctx = ctx;
-    c->sent_at = h2o_now(rl->loop);
-    if (redisAsyncCommandArgv(rl->cmd, on_cmd_reply, c, argc, argv, argvlen) != REDIS_OK) {
+    c->sent_at = h2o_now(conn->rl->loop);
+    int n = redisFormatCommandArgv(&c->buf, argc, argv, argvlen);
+    if (n < 0 || redisAsyncFormattedCommand(conn->ac, on_cmd_reply, c, c->buf, (size_t)n) != REDIS_OK) {
+        if (n >= 0)
+            redisFreeCommand(c->buf);
         pe_free(c);
         return -1;
     }
-    h2o_linklist_insert(&rl->pending, &c->link);
+    c->len = (size_t)n;
+    h2o_linklist_insert(&conn->rl->pending, &c->link);
     return 0;
+}
+
+/* Sends a command about key (routed to the slot's master in a cluster). Returns 0, or -1 when
+ * the link cannot send it (cb not called). */
+static int
+send_cmd(redis_link_t *rl, const char *key, size_t key_len, void (*cb)(redis_link_t *, redisReply *, void *), void *ctx, int argc,
+         const char **argv, const size_t *argvlen)
+{
+    redis_conn_t *conn = rl->conns[0];
+    if (rl->cluster && rl->slots != NULL) {
+        uint8_t i = rl->slots[key_slot(key, key_len)];
+        if (i < rl->nconns)
+            conn = rl->conns[i];
+    }
+    return send_cmd_on(conn, cb, ctx, argc, argv, argvlen);
 }
 
 /* ---- publishing ------------------------------------------------------------------------------ */
@@ -286,7 +364,7 @@ do_publish(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_
     publish_t *p = pe_malloc(sizeof(*p));
     p->cb = cb;
     p->ctx = ctx;
-    if (send_cmd(rl, on_published, p, 7, argv, argvlen) != 0) {
+    if (send_cmd(rl, key, (size_t)klen, on_published, p, 7, argv, argvlen) != 0) {
         pe_free(p);
         return pe_ps_err_unavailable;
     }
@@ -357,7 +435,7 @@ issue_read(redis_link_t *rl, read_t *r)
     const char *ttl = rl->engine->ttl;
     const char *argv[] = {"FCALL_RO", "pushedge_read", "1", key, kind, after, r->start.strict ? "1" : "0", count, ttl};
     size_t argvlen[] = {8, 13, 1, (size_t)klen, strlen(kind), alen, 1, (size_t)clen, strlen(ttl)};
-    if (send_cmd(rl, on_read_reply, r, 9, argv, argvlen) != 0)
+    if (send_cmd(rl, key, (size_t)klen, on_read_reply, r, 9, argv, argvlen) != 0)
         fail_read(rl, r, pe_ps_err_unavailable);
 }
 
@@ -483,7 +561,7 @@ run_fetch(pe_ps_deferred_t *d)
         int clen = snprintf(count, sizeof(count), "%d", PE_REDIS_FETCH_PAGE);
         const char *argv[] = {"XRANGE", rc->key, start, "+", "COUNT", count};
         size_t argvlen[] = {6, rc->key_len, slen, 1, 5, (size_t)clen};
-        if (send_cmd(rl, on_fetch_reply, rc, 6, argv, argvlen) == 0) {
+        if (send_cmd(rl, rc->key, rc->key_len, on_fetch_reply, rc, 6, argv, argvlen) == 0) {
             rc->fetching = 1;
             ++rc->busy;
         }
@@ -552,7 +630,7 @@ on_subscribed(redis_link_t *rl, rchan_t *rc)
     rc->state = RCHAN_PRIMING;
     const char *argv[] = {"FCALL_RO", "pushedge_read", "1", rc->key, "new", "0-0", "0", "0"};
     size_t argvlen[] = {8, 13, 1, rc->key_len, 3, 3, 1, 1};
-    if (send_cmd(rl, on_primed, rc, 8, argv, argvlen) == 0)
+    if (send_cmd(rl, rc->key, rc->key_len, on_primed, rc, 8, argv, argvlen) == 0)
         ++rc->busy;
     else
         rc->state = RCHAN_SUBSCRIBING; /* the link failed: it subscribes again on reconnect */
@@ -660,7 +738,8 @@ send_sub(redis_link_t *rl, const char *verb, const char *chan, size_t len)
 {
     const char *argv[] = {verb, chan};
     size_t argvlen[] = {strlen(verb), len};
-    redisAsyncCommandArgv(rl->sub, on_sub_event, rl, 2, argv, argvlen);
+    if (rl->sub.ac != NULL)
+        redisAsyncCommandArgv(rl->sub.ac, on_sub_event, rl, 2, argv, argvlen);
 }
 
 static void
@@ -732,21 +811,25 @@ on_keyspace_config(redis_link_t *rl, redisReply *reply, void *ctx)
     rl->keyspace = on;
 }
 
-/* The last reply of the connect sequence: Redis answers and has our functions. */
+/* The link is up once the seed told whether it is a cluster and every connection it needs has
+ * our functions loaded. */
 static void
-on_library_loaded(redis_link_t *rl, redisReply *reply, void *ctx)
+check_up(redis_link_t *rl)
 {
-    if (reply == NULL)
+    if (rl->state != LINK_CONNECTING || !rl->slots_known)
         return;
-    if (reply->type == REDIS_REPLY_ERROR) {
-        elog(rl->engine, 0, "redis: FUNCTION LOAD failed (Redis 7 is needed): %.200s", reply->str);
-        link_fail(rl, "FUNCTION LOAD failed");
-        return;
-    }
+    for (size_t i = 0; i != rl->nconns; ++i)
+        if (rl->conns[i]->ac != NULL && !rl->conns[i]->ready)
+            return;
     rl->state = LINK_UP;
     rl->attempts = 0;
+    if (rl->cluster)
+        rl->keyspace = 0; /* keyspace events are local to each cluster node: not followed */
     __atomic_add_fetch(&rl->engine->up_links, 1, __ATOMIC_RELAXED);
-    elog(rl->engine, 2, "redis: thread %u connected to %s:%u%s", rl->index, rl->engine->ip, rl->engine->port,
+    char masters[48] = "";
+    if (rl->cluster)
+        snprintf(masters, sizeof(masters), " (a cluster: %zu masters)", rl->nconns);
+    elog(rl->engine, 2, "redis: thread %u connected to %s:%u%s%s", rl->index, rl->conns[0]->ip, rl->conns[0]->port, masters,
          rl->keyspace ? " (keyspace events on: plain XADD producers are delivered)" : "");
     for (h2o_linklist_t *l = rl->rchans.next; l != &rl->rchans; l = l->next) {
         rchan_t *rc = H2O_STRUCT_FROM_MEMBER(rchan_t, link, l);
@@ -756,6 +839,22 @@ on_library_loaded(redis_link_t *rl, redisReply *reply, void *ctx)
         subscribe_chan(rl, rc);
     }
     pe_ps_node__engine_state(rl->node, 1);
+}
+
+/* The last reply of a connection's setup: Redis answers and has our functions. */
+static void
+on_library_loaded(redis_link_t *rl, redisReply *reply, void *ctx)
+{
+    redis_conn_t *conn = ctx;
+    if (reply == NULL)
+        return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        elog(rl->engine, 0, "redis: FUNCTION LOAD on %s:%u failed (Redis 7 is needed): %.200s", conn->ip, conn->port, reply->str);
+        link_fail(rl, "FUNCTION LOAD failed");
+        return;
+    }
+    conn->ready = 1;
+    check_up(rl);
 }
 
 static void
@@ -778,45 +877,182 @@ on_sub_auth(redisAsyncContext *ac, void *_reply, void *privdata)
 static void
 on_connect(const redisAsyncContext *ac, int status)
 {
-    redis_link_t *rl = ac->data;
-    if (status != REDIS_OK) {
-        /* hiredis frees ac after this returns. */
-        if (ac == rl->cmd)
-            rl->cmd = NULL;
-        else
-            rl->sub = NULL;
-        link_fail(rl, ac->errstr);
+    redis_conn_t *conn = ac->data;
+    if (status != REDIS_OK && conn->ac == ac) {
+        conn->ac = NULL; /* hiredis frees ac after this returns */
+        link_fail(conn->rl, ac->errstr);
     }
 }
 
 static void
 on_disconnect(const redisAsyncContext *ac, int status)
 {
-    redis_link_t *rl = ac->data;
-    if (ac == rl->cmd)
-        rl->cmd = NULL;
-    else if (ac == rl->sub)
-        rl->sub = NULL;
-    if (!rl->destroying)
-        link_fail(rl, status == REDIS_OK ? "closed" : ac->errstr);
+    redis_conn_t *conn = ac->data;
+    if (conn->ac != ac)
+        return; /* a context the link already gave up */
+    conn->ac = NULL;
+    if (!conn->rl->destroying)
+        link_fail(conn->rl, status == REDIS_OK ? "closed" : ac->errstr);
 }
 
-static redisAsyncContext *
-open_context(redis_link_t *rl)
+static int
+conn_connect(redis_conn_t *conn)
 {
-    redisAsyncContext *ac = redisAsyncConnect(rl->engine->ip, (int)rl->engine->port);
+    redis_link_t *rl = conn->rl;
+    redisAsyncContext *ac = redisAsyncConnect(conn->ip, (int)conn->port);
     if (ac == NULL)
-        return NULL;
+        return -1;
     if (ac->err) {
-        elog(rl->engine, 1, "redis: connect: %s", ac->errstr);
+        elog(rl->engine, 1, "redis: connect to %s:%u: %s", conn->ip, conn->port, ac->errstr);
         redisAsyncFree(ac);
-        return NULL;
+        return -1;
     }
-    ac->data = rl;
+    ac->data = conn;
+    conn->ac = ac;
+    conn->ready = 0;
     pe_redis_evloop_attach(ac, rl->loop);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    return ac;
+    return 0;
+}
+
+static void on_cluster_slots(redis_link_t *rl, redisReply *reply, void *ctx);
+
+/* Connects a command connection and pipelines its setup (hiredis queues it until the socket is
+ * connected); the seed also learns the keyspace setting and the cluster's slots. */
+static int
+conn_open(redis_conn_t *conn, int is_seed)
+{
+    redis_link_t *rl = conn->rl;
+    redis_engine_t *e = rl->engine;
+    if (conn_connect(conn) != 0)
+        return -1;
+    if (e->password != NULL) {
+        const char *argv[] = {"AUTH", e->password};
+        size_t argvlen[] = {4, strlen(e->password)};
+        send_cmd_on(conn, on_auth_reply, "AUTH", 2, argv, argvlen);
+    }
+    if (e->db != 0) {
+        char db[16];
+        int n = snprintf(db, sizeof(db), "%u", e->db);
+        const char *argv[] = {"SELECT", db};
+        size_t argvlen[] = {6, (size_t)n};
+        send_cmd_on(conn, on_auth_reply, "SELECT", 2, argv, argvlen);
+    }
+    if (is_seed) {
+        const char *argv[] = {"CONFIG", "GET", "notify-keyspace-events"};
+        size_t argvlen[] = {6, 3, 22};
+        send_cmd_on(conn, on_keyspace_config, NULL, 3, argv, argvlen);
+        const char *argv2[] = {"CLUSTER", "SLOTS"};
+        size_t argvlen2[] = {7, 5};
+        send_cmd_on(conn, on_cluster_slots, NULL, 2, argv2, argvlen2);
+    }
+    const char *argv[] = {"FUNCTION", "LOAD", "REPLACE", e->library};
+    size_t argvlen[] = {8, 4, 7, strlen(e->library)};
+    send_cmd_on(conn, on_library_loaded, conn, 4, argv, argvlen);
+    return 0;
+}
+
+/* The connection to ip:port, opened (with its setup) if it is not; NULL if there is no room or
+ * it cannot be opened. *index receives its index in conns. */
+static redis_conn_t *
+conn_get(redis_link_t *rl, const char *ip, unsigned port, size_t *index)
+{
+    size_t i;
+    for (i = 0; i != rl->nconns; ++i)
+        if (rl->conns[i]->port == port && strcmp(rl->conns[i]->ip, ip) == 0)
+            break;
+    if (i == rl->nconns) {
+        if (rl->nconns == PE_REDIS_MAX_CONNS)
+            return NULL;
+        redis_conn_t *conn = pe_calloc(1, sizeof(*conn));
+        conn->rl = rl;
+        snprintf(conn->ip, sizeof(conn->ip), "%s", ip);
+        conn->port = port;
+        rl->conns[rl->nconns++] = conn;
+    }
+    redis_conn_t *conn = rl->conns[i];
+    if (conn->ac == NULL && conn_open(conn, 0) != 0)
+        return NULL;
+    *index = i;
+    return conn;
+}
+
+/* CLUSTER SLOTS: [[start, end, [ip, port, id], replicas...], ...]; an error means no cluster. */
+static void
+on_cluster_slots(redis_link_t *rl, redisReply *reply, void *ctx)
+{
+    if (reply == NULL)
+        return;
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        rl->cluster = 0;
+    } else {
+        rl->cluster = 1;
+        if (rl->slots == NULL)
+            rl->slots = pe_malloc(PE_REDIS_SLOTS);
+        memset(rl->slots, 0xff, PE_REDIS_SLOTS);
+        for (size_t i = 0; i != reply->elements; ++i) {
+            redisReply *r = reply->element[i];
+            if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 || r->element[0]->type != REDIS_REPLY_INTEGER ||
+                r->element[1]->type != REDIS_REPLY_INTEGER || r->element[2]->type != REDIS_REPLY_ARRAY ||
+                r->element[2]->elements < 2 || r->element[2]->element[0]->type != REDIS_REPLY_STRING ||
+                r->element[2]->element[1]->type != REDIS_REPLY_INTEGER)
+                continue;
+            long long from = r->element[0]->integer, to = r->element[1]->integer;
+            const char *ip = r->element[2]->element[0]->str;
+            if (*ip == '\0')
+                ip = rl->conns[0]->ip; /* "the node you asked" */
+            size_t idx;
+            if (from < 0 || to >= PE_REDIS_SLOTS || from > to ||
+                conn_get(rl, ip, (unsigned)r->element[2]->element[1]->integer, &idx) == NULL) {
+                link_fail(rl, "a cluster master cannot be reached");
+                return;
+            }
+            memset(rl->slots + from, (int)idx, (size_t)(to - from + 1));
+        }
+    }
+    rl->slots_known = 1;
+    check_up(rl);
+}
+
+static void
+on_asking(redis_link_t *rl, redisReply *reply, void *ctx)
+{
+}
+
+/* "MOVED <slot> <ip>:<port>" or "ASK <slot> <ip>:<port>": send the command to that master
+ * (after ASKING for ASK); MOVED also updates the slot map. Returns 0 if the command was sent
+ * again, -1 to hand the error to its callback. */
+static int
+follow_redirect(redis_link_t *rl, cmd_t *c, const char *err)
+{
+    int ask = err[0] == 'A';
+    char *end;
+    unsigned long slot = strtoul(strchr(err, ' ') + 1, &end, 10);
+    if (*end != ' ' || slot >= PE_REDIS_SLOTS)
+        return -1;
+    const char *addr = end + 1, *colon = strrchr(addr, ':');
+    char ip[INET6_ADDRSTRLEN];
+    if (colon == NULL || (size_t)(colon - addr) >= sizeof(ip))
+        return -1;
+    memcpy(ip, addr, (size_t)(colon - addr));
+    ip[colon - addr] = '\0';
+    size_t idx;
+    redis_conn_t *to = conn_get(rl, ip, (unsigned)strtoul(colon + 1, NULL, 10), &idx);
+    if (to == NULL)
+        return -1;
+    if (!ask && rl->slots != NULL)
+        rl->slots[slot] = (uint8_t)idx;
+    if (ask) {
+        const char *argv[] = {"ASKING"};
+        size_t argvlen[] = {6};
+        send_cmd_on(to, on_asking, NULL, 1, argv, argvlen);
+    }
+    if (redisAsyncFormattedCommand(to->ac, on_cmd_reply, c, c->buf, c->len) != REDIS_OK)
+        return -1;
+    c->conn = to;
+    ++c->redirects;
+    return 0;
 }
 
 static void
@@ -825,38 +1061,39 @@ link_connect(redis_link_t *rl)
     redis_engine_t *e = rl->engine;
     rl->state = LINK_CONNECTING;
     rl->keyspace = 0;
-    if ((rl->cmd = open_context(rl)) == NULL || (rl->sub = open_context(rl)) == NULL) {
+    rl->slots_known = 0;
+    /* The seed is conns[0]; the other connections are opened from the slot map. */
+    redis_conn_t *seed = rl->conns[0];
+    snprintf(seed->ip, sizeof(seed->ip), "%s", e->seeds[rl->seed].ip);
+    seed->port = e->seeds[rl->seed].port;
+    snprintf(rl->sub.ip, sizeof(rl->sub.ip), "%s", seed->ip);
+    rl->sub.port = seed->port;
+    if (conn_open(seed, 1) != 0 || conn_connect(&rl->sub) != 0) {
         link_fail(rl, "cannot connect");
         return;
     }
-    /* Pipelined: hiredis queues these until the socket is connected. */
     if (e->password != NULL) {
         const char *argv[] = {"AUTH", e->password};
         size_t argvlen[] = {4, strlen(e->password)};
-        send_cmd(rl, on_auth_reply, "AUTH", 2, argv, argvlen);
-        redisAsyncCommandArgv(rl->sub, on_sub_auth, rl, 2, argv, argvlen);
-    }
-    if (e->db != 0) {
-        char db[16];
-        int n = snprintf(db, sizeof(db), "%u", e->db);
-        const char *argv[] = {"SELECT", db};
-        size_t argvlen[] = {6, (size_t)n};
-        send_cmd(rl, on_auth_reply, "SELECT", 2, argv, argvlen);
-    }
-    {
-        const char *argv[] = {"CONFIG", "GET", "notify-keyspace-events"};
-        size_t argvlen[] = {6, 3, 22};
-        send_cmd(rl, on_keyspace_config, NULL, 3, argv, argvlen);
-    }
-    {
-        const char *argv[] = {"FUNCTION", "LOAD", "REPLACE", e->library};
-        size_t argvlen[] = {8, 4, 7, strlen(e->library)};
-        send_cmd(rl, on_library_loaded, NULL, 4, argv, argvlen);
+        redisAsyncCommandArgv(rl->sub.ac, on_sub_auth, rl, 2, argv, argvlen);
     }
 }
 
-/* Tears both connections down and schedules a reconnect. Safe from inside hiredis callbacks:
- * hiredis defers the free of a context whose callback is running. */
+/* Closes every connection of the link; pending callbacks run now with a NULL reply. */
+static void
+close_conns(redis_link_t *rl)
+{
+    for (size_t i = 0; i <= rl->nconns; ++i) {
+        redis_conn_t *conn = i == rl->nconns ? &rl->sub : rl->conns[i];
+        redisAsyncContext *ac = conn->ac;
+        conn->ac = NULL;
+        conn->ready = 0;
+        if (ac != NULL)
+            redisAsyncFree(ac); /* deferred by hiredis if its callback is running */
+    }
+}
+
+/* Tears the connections down and schedules a reconnect. Safe from inside hiredis callbacks. */
 static void
 link_fail(redis_link_t *rl, const char *why)
 {
@@ -866,18 +1103,14 @@ link_fail(redis_link_t *rl, const char *why)
         __atomic_sub_fetch(&rl->engine->up_links, 1, __ATOMIC_RELAXED);
         elog(rl->engine, 1, "redis: thread %u lost the connection (%s); reconnecting", rl->index, why != NULL ? why : "error");
         pe_ps_node__engine_state(rl->node, 0);
-    } else if (rl->attempts == 0) {
-        elog(rl->engine, 1, "redis: thread %u cannot connect to %s:%u (%s); retrying", rl->index, rl->engine->ip, rl->engine->port,
-             why != NULL ? why : "error");
+    } else {
+        if (rl->attempts == 0)
+            elog(rl->engine, 1, "redis: thread %u cannot connect to %s:%u (%s); retrying", rl->index, rl->conns[0]->ip,
+                 rl->conns[0]->port, why != NULL ? why : "error");
+        rl->seed = (rl->seed + 1) % rl->engine->nseeds; /* try the next seed */
     }
     rl->state = LINK_DOWN;
-    redisAsyncContext *cmd = rl->cmd, *sub = rl->sub;
-    rl->cmd = rl->sub = NULL;
-    /* Every pending callback runs now with a NULL reply (publishes fail, reads fail). */
-    if (cmd != NULL)
-        redisAsyncFree(cmd);
-    if (sub != NULL)
-        redisAsyncFree(sub);
+    close_conns(rl);
     /* Watched channels subscribe again on reconnect; the others are dropped. */
     for (h2o_linklist_t *l = rl->rchans.next, *next; l != &rl->rchans; l = next) {
         next = l->next;
@@ -929,6 +1162,9 @@ do_attach(pe_ps_engine_t *_self, pe_ps_node_t *node, unsigned index)
     h2o_timeout_init(rl->loop, &rl->tick_timeout, PE_REDIS_TICK_MS);
     rl->tick_entry.cb = on_tick;
     h2o_timeout_link(rl->loop, &rl->tick_timeout, &rl->tick_entry);
+    rl->conns[rl->nconns++] = pe_calloc(1, sizeof(redis_conn_t));
+    rl->conns[0]->rl = rl;
+    rl->sub.rl = rl;
     self->links[index] = rl;
     link_connect(rl);
 }
@@ -944,12 +1180,10 @@ do_detach(pe_ps_engine_t *_self, pe_ps_node_t *node, unsigned index)
     if (rl->state == LINK_UP)
         __atomic_sub_fetch(&self->up_links, 1, __ATOMIC_RELAXED);
     rl->state = LINK_DOWN;
-    redisAsyncContext *cmd = rl->cmd, *sub = rl->sub;
-    rl->cmd = rl->sub = NULL;
-    if (cmd != NULL)
-        redisAsyncFree(cmd);
-    if (sub != NULL)
-        redisAsyncFree(sub);
+    close_conns(rl);
+    for (size_t i = 0; i != rl->nconns; ++i)
+        pe_free(rl->conns[i]);
+    pe_free(rl->slots);
     /* A record with a deferred fetch stays allocated until the node runs it (as a no-op). */
     while (!h2o_linklist_is_empty(&rl->rchans))
         rchan_remove(rl, H2O_STRUCT_FROM_MEMBER(rchan_t, link, rl->rchans.next));
@@ -990,7 +1224,47 @@ static const pe_ps_engine_ops_t redis_ops = {
 
 /* ---- creation -------------------------------------------------------------------------------- */
 
-/* redis://[:password@]host:port[/db] (validated by the option parser, checked again here). */
+/* Resolves host (once, here at start: hiredis would resolve synchronously on every reconnect)
+ * into the next seed. */
+static int
+add_seed(redis_engine_t *self, const char *hostport, size_t len, char *err, size_t errlen)
+{
+    char buf[300], host[256];
+    if (len == 0 || len >= sizeof(buf) || self->nseeds == PE_REDIS_MAX_SEEDS) {
+        snprintf(err, errlen, "bad host list (at most %d host:port)", PE_REDIS_MAX_SEEDS);
+        return -1;
+    }
+    memcpy(buf, hostport, len);
+    buf[len] = '\0';
+    const char *colon = strrchr(buf, ':');
+    if (colon == NULL || colon == buf) {
+        snprintf(err, errlen, "%s: a port is needed", buf);
+        return -1;
+    }
+    size_t hlen = (size_t)(colon - buf);
+    const char *hs = buf;
+    if (buf[0] == '[' && colon[-1] == ']') {
+        ++hs;
+        hlen -= 2;
+    }
+    memcpy(host, hs, hlen);
+    host[hlen] = '\0';
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
+    int r = getaddrinfo(host, NULL, &hints, &res);
+    if (r != 0) {
+        snprintf(err, errlen, "%s: %s", host, gai_strerror(r));
+        return -1;
+    }
+    const void *addr = res->ai_family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
+                                                  : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
+    inet_ntop(res->ai_family, addr, self->seeds[self->nseeds].ip, sizeof(self->seeds[0].ip));
+    freeaddrinfo(res);
+    self->seeds[self->nseeds++].port = (unsigned)strtoul(colon + 1, NULL, 10);
+    return 0;
+}
+
+/* redis://[:password@]host:port[,host:port...][/db] (validated by the option parser, checked
+ * again here). Several hosts are seeds: tried in turn, and for a cluster any one will do. */
 static int
 parse_url(redis_engine_t *self, const char *url, char *err, size_t errlen)
 {
@@ -1009,40 +1283,19 @@ parse_url(redis_engine_t *self, const char *url, char *err, size_t errlen)
         p = at + 1;
     }
     const char *slash = strchr(p, '/');
-    size_t hplen = slash != NULL ? (size_t)(slash - p) : strlen(p);
-    char hostport[300], host[256];
-    if (hplen == 0 || hplen >= sizeof(hostport)) {
-        snprintf(err, errlen, "bad host");
+    const char *hosts_end = slash != NULL ? slash : p + strlen(p);
+    while (p < hosts_end) {
+        const char *comma = memchr(p, ',', (size_t)(hosts_end - p));
+        const char *e = comma != NULL ? comma : hosts_end;
+        if (add_seed(self, p, (size_t)(e - p), err, errlen) != 0)
+            return -1;
+        p = comma != NULL ? comma + 1 : hosts_end;
+    }
+    if (self->nseeds == 0) {
+        snprintf(err, errlen, "no host");
         return -1;
     }
-    memcpy(hostport, p, hplen);
-    hostport[hplen] = '\0';
-    const char *colon = strrchr(hostport, ':');
-    if (colon == NULL || colon == hostport) {
-        snprintf(err, errlen, "a port is needed");
-        return -1;
-    }
-    size_t hlen = (size_t)(colon - hostport);
-    const char *hs = hostport;
-    if (hostport[0] == '[' && colon[-1] == ']') {
-        ++hs;
-        hlen -= 2;
-    }
-    memcpy(host, hs, hlen);
-    host[hlen] = '\0';
-    self->port = (unsigned)strtoul(colon + 1, NULL, 10);
     self->db = slash != NULL ? (unsigned)strtoul(slash + 1, NULL, 10) : 0;
-    /* Resolved once, here at start: hiredis would resolve synchronously on every reconnect. */
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
-    int r = getaddrinfo(host, NULL, &hints, &res);
-    if (r != 0) {
-        snprintf(err, errlen, "%s: %s", host, gai_strerror(r));
-        return -1;
-    }
-    const void *addr = res->ai_family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
-                                                  : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
-    inet_ntop(res->ai_family, addr, self->ip, sizeof(self->ip));
-    freeaddrinfo(res);
     return 0;
 }
 
