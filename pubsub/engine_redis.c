@@ -1165,7 +1165,7 @@ do_attach(pe_ps_engine_t *_self, pe_ps_node_t *node, unsigned index)
     rl->conns[rl->nconns++] = pe_calloc(1, sizeof(redis_conn_t));
     rl->conns[0]->rl = rl;
     rl->sub.rl = rl;
-    self->links[index] = rl;
+    __atomic_store_n(&self->links[index], rl, __ATOMIC_RELEASE);
     link_connect(rl);
 }
 
@@ -1191,7 +1191,7 @@ do_detach(pe_ps_engine_t *_self, pe_ps_node_t *node, unsigned index)
     if (h2o_timeout_is_linked(&rl->tick_entry))
         h2o_timeout_unlink(&rl->tick_entry);
     h2o_timeout_dispose(rl->loop, &rl->tick_timeout);
-    self->links[index] = NULL;
+    __atomic_store_n(&self->links[index], NULL, __ATOMIC_RELEASE);
     pe_free(rl);
 }
 
@@ -1199,7 +1199,12 @@ static int
 do_is_ready(pe_ps_engine_t *_self)
 {
     redis_engine_t *self = (redis_engine_t *)_self;
-    return __atomic_load_n(&self->up_links, __ATOMIC_RELAXED) != 0;
+    /* Every thread publishes through its own link: ready only when all of them are, so a load
+     * balancer never sends a publish to a thread that would refuse it. */
+    unsigned attached = 0;
+    for (unsigned i = 0; i != MAX_NODES; ++i)
+        attached += __atomic_load_n(&self->links[i], __ATOMIC_RELAXED) != NULL;
+    return attached != 0 && __atomic_load_n(&self->up_links, __ATOMIC_RELAXED) == attached;
 }
 
 static void

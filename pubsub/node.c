@@ -64,6 +64,7 @@ struct st_pe_sub_chan_t {
     local_channel_t *lc;
     pe_sub_chan_t *prev, *next; /* in lc's list */
     pe_id_t pos;                /* last message delivered (or the start position) */
+    pe_id_t gap_base;           /* with gap_pending: where pos moves once the gap is delivered */
     uint32_t tag;               /* pe_cursor_tag(name) */
     chan_state_t state;
     pe_start_t start;     /* the first read's start; later reads start after pos */
@@ -333,6 +334,7 @@ run_sub(pe_sub_t *sub)
             }
             if (chan->gap_pending) {
                 chan->gap_pending = 0;
+                chan->pos = chan->gap_base; /* backwards too: after lost data, the new history */
                 STAT_ADD(node->stats.gaps, 1);
                 sub->cb->on_gap(sub, chan->lc->name, chan->lc->name_len);
             }
@@ -428,11 +430,15 @@ on_read(void *ctx, pe_ps_read_result_t *r)
             h2o_timeout_link(node->loop, &node->retry_timeout, &node->retry_entry);
         return;
     }
-    if (r->gap)
+    /* The engine computed base from our position; a gap moves it past the loss, but only once the
+     * gap is delivered (run_sub): until then the cursor keeps the old position, so a client that
+     * resumes from a cursor taken before it sees the gap is told again. */
+    if (r->gap) {
         chan->gap_pending = 1;
-    /* The engine computed base from our position; a gap moves it past the loss. */
-    if (!chan->started || r->gap)
+        chan->gap_base = r->base;
+    } else if (!chan->started) {
         chan->pos = r->base;
+    }
     if (!chan->started)
         chan->ready_pending = 1;
     chan->started = 1;

@@ -20,6 +20,10 @@ werror=false
 if [ ! -f "$build/build.ninja" ]; then
     meson setup "$build" -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=$werror >/dev/null ||
         { echo "meson setup failed"; echo "0 passed, 1 failed"; exit 1; }
+else
+    # A build directory from an earlier run keeps its options: make werror match this run.
+    meson configure "$build" -Dwerror=$werror >/dev/null ||
+        { echo "meson configure failed"; echo "0 passed, 1 failed"; exit 1; }
 fi
 if ! meson compile -C "$build"; then
     echo "build failed"

@@ -26,6 +26,12 @@ import { setTimeout as delay } from 'node:timers/promises';
 export { delay };
 
 const HOST = '127.0.0.1';
+
+/* The Redis variant of a suite without a Redis to talk to is skipped (exit 77 = meson's SKIP). */
+if (process.env.E2E_ENGINE === 'redis' && !process.env.PUSHEDGE_TEST_REDIS_URL) {
+    console.log('E2E_ENGINE=redis but PUSHEDGE_TEST_REDIS_URL is not set: skipped');
+    process.exit(77);
+}
 const OUTPUT_CAP = 1 << 20; /* bytes of server output kept for diagnosis */
 
 /** The server binary under test. */
@@ -175,6 +181,10 @@ async function startServerOnce(args, env, opts) {
     /* E2E_SERVER_ARGS (space-separated) is appended to every server, e.g. "--threads 1", to
      * run the whole suite in another configuration. */
     const extra = (process.env.E2E_SERVER_ARGS || '').split(/\s+/).filter(Boolean);
+    /* E2E_ENGINE=redis runs the file against the Redis engine at $PUSHEDGE_TEST_REDIS_URL
+     * (tests/run.sh starts a private redis-server); a test that chose its own --redis wins. */
+    if (process.env.E2E_ENGINE === 'redis' && !args.includes('--redis'))
+        extra.push('--redis', process.env.PUSHEDGE_TEST_REDIS_URL);
     const argv = opts.listen === false ? [...args, ...extra] : ['--listen', `${HOST}:${port}`, ...args, ...extra];
     const drainS = Number(optionValue(args, env, 'drain-timeout', '10'));
     const drainMs = (Number.isFinite(drainS) && drainS >= 0 ? drainS : 10) * 1000;
@@ -1059,4 +1069,46 @@ let channelSeq = 0;
 export function uniqueChannel(prefix = 'ch') {
     channelSeq++;
     return `${prefix}-${process.pid}-${channelSeq}`;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Long-polling                                                                                */
+
+/**
+ * GET /poll?<query> (a string, without the '?') over HTTP/1.1 (own connection) or
+ * opts.session (HTTP/2). Resolves to httpRequest()'s {status, headers, body, text, json} plus
+ * ms, the time from sending to the complete answer. opts as httpRequest (timeoutMs defaults
+ * to 10 s, above the --poll-timeout values the tests use).
+ */
+export async function pollRequest(base, query, opts = {}) {
+    const t0 = Date.now();
+    const r = await httpRequest(base, `/poll?${query}`, { timeoutMs: 10000, ...opts });
+    return { ...r, ms: Date.now() - t0 };
+}
+
+/** The value of pushedge_connections{transport=...} in /metrics (0 when absent). */
+export async function connectionsGauge(base, transport) {
+    return metricValue(await getMetrics(base), 'pushedge_connections', { transport }) ?? 0;
+}
+
+/**
+ * sharedServer() for several servers at once: specs is an array of [args, env]; returns an
+ * array of refs ({srv}). One before() starts them all and one after() stops them all, then
+ * reports every unclean exit together (node:test skips the later after() hooks of a suite once
+ * one throws, which would leave servers running and the test file hanging).
+ */
+export function sharedServers(before, after, specs) {
+    const refs = specs.map(() => ({ srv: null }));
+    before(async () => {
+        for (const [i, [args = [], env = {}]] of specs.entries())
+            refs[i].srv = await startServer(args, env);
+    });
+    after(async () => {
+        const results = await Promise.all(refs.map((ref) => (ref.srv ? ref.srv.stop().then((r) => [ref.srv, r]) : null)));
+        const bad = results.filter((x) => x && (x[1].killed || x[1].code !== 0));
+        if (bad.length)
+            throw new Error(bad.map(([srv, r]) => `server ${srv.args.join(' ')} did not exit cleanly on SIGTERM: code ${r.code}, ` +
+                `signal ${r.signal}, killed ${r.killed}, after ${r.ms} ms\nstderr:\n${r.stderr.slice(-4000)}`).join('\n\n'));
+    });
+    return refs;
 }

@@ -1008,7 +1008,7 @@ static int
 utf8_check(const char *s, size_t len, size_t k, int *complete)
 {
     pe_utf8_t v;
-    char *a = malloc(k), *b = malloc(len - k);
+    char *a = calloc(1, k + 1), *b = calloc(1, len - k + 1); /* +1: malloc(0) and gcc -O2 false alarms */
     int ret;
 
     memcpy(a, s, k);

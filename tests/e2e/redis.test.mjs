@@ -1,0 +1,946 @@
+/*
+ * The Redis Streams engine (--redis URL; CONTRACT.md "Command line", "Names and IDs",
+ * pubsub/engine_redis.c, pubsub/redis_lib.h), end to end against real redis-server processes
+ * that this file starts itself (loopback, free ports, temporary directories, stopped by PID).
+ *
+ * Covered:
+ *  1. two pushedge nodes on one Redis: an HTTP publish on node 1 reaches WebSocket, SSE and
+ *     long-poll subscribers on node 2; a WebSocket publish op on node 2 reaches node 1;
+ *  2. the resume matrix across nodes: part of a channel read on node 1 with transport A, resumed
+ *     on node 2 with transport B and A's cursor, for A, B in {ws, sse, poll}: exactly the
+ *     remaining messages (history and live, published while B connects), once, in order;
+ *  3. a backend publishing straight into Redis (FCALL pushedge_publish) is delivered to ws and
+ *     sse subscribers with the ID the function returned;
+ *  4. plain XADD producers with notify-keyspace-events Kt (set before pushedge starts): a JSON
+ *     value and a non-JSON value (delivered as a JSON string), no duplicate for entries that
+ *     were also PUBLISHed;
+ *  5. Redis stopped under live SSE and WS subscribers: /readyz 503, publish 503 (HTTP and the
+ *     ws op), /poll 503 with Retry-After, one "unavailable" notice, connections kept; Redis
+ *     restarted from its AOF: /readyz 200, one "available" notice, and every acknowledged
+ *     message (including one stored before the outage but never announced) exactly once in
+ *     order; none of the 20 refused publishes ever delivered or stored;
+ *     5b. once /readyz is 200 again, publishes succeed on every thread (readiness needs every
+ *     thread's link);
+ *  6. Redis restarted without persistence (data lost): resuming with an old cursor (SSE
+ *     Last-Event-ID, poll since=) gives a gap, then the new messages; a WS subscriber that
+ *     stayed connected through the restart gets a gap too;
+ *  7. retention through Redis with --history-size 5: since=0 gives the last 5, an older cursor
+ *     a gap and then the same 5 (poll, sse, ws);
+ *  8. a password-protected Redis: the right password works; a wrong one gives /readyz 503 and
+ *     publish 503 while the process keeps serving;
+ *  9. a database number in the URL: the stream key lives in that database only.
+ *
+ * Redis is spoken to over a raw RESP socket (no redis-cli needed). The whole file is skipped
+ * when redis-server is not on PATH. Every wait is bounded; nothing sleeps for a fixed time
+ * (except the 1.5 s outage of 5b, which is the input under test, not a settling wait).
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import {
+    ID_RE,
+    assertAlive,
+    checkJsonError,
+    cmpId,
+    delay,
+    freePort,
+    httpRequest,
+    openSSE,
+    pollRequest,
+    publish,
+    publishOk,
+    startServer,
+    uniqueChannel,
+    waitUntil,
+} from './lib.mjs';
+import { openWs } from './wslib.mjs';
+
+const HAVE_REDIS = (() => {
+    const r = spawnSync('redis-server', ['--version'], { stdio: 'ignore' });
+    return !r.error && r.status === 0;
+})();
+
+const POLL_TIMEOUT_S = 3;
+
+/* ------------------------------------------------------------------------------------------ */
+/* redis-server processes and a minimal RESP client                                            */
+
+const redisChildren = new Set();
+process.on('exit', () => {
+    for (const p of redisChildren)
+        try {
+            p.kill('SIGKILL');
+        } catch {
+            /* gone */
+        }
+});
+
+function encodeCommand(args) {
+    const parts = [`*${args.length}\r\n`];
+    for (const a of args) {
+        const b = Buffer.isBuffer(a) ? a : Buffer.from(String(a), 'utf8');
+        parts.push(`$${b.length}\r\n`, b, '\r\n');
+    }
+    return Buffer.concat(parts.map((p) => (Buffer.isBuffer(p) ? p : Buffer.from(p, 'utf8'))));
+}
+
+/* Parses one RESP2 reply at buf[pos]: {value, end} or null when incomplete. Errors are Error objects. */
+function parseReply(buf, pos) {
+    if (pos >= buf.length)
+        return null;
+    const le = buf.indexOf('\r\n', pos);
+    if (le < 0)
+        return null;
+    const type = String.fromCharCode(buf[pos]);
+    const line = buf.toString('utf8', pos + 1, le);
+    switch (type) {
+    case '+':
+        return { value: line, end: le + 2 };
+    case '-': {
+        const e = new Error(line);
+        e.redis = true;
+        return { value: e, end: le + 2 };
+    }
+    case ':':
+        return { value: Number(line), end: le + 2 };
+    case '$': {
+        const n = Number(line);
+        if (n < 0)
+            return { value: null, end: le + 2 };
+        if (buf.length < le + 2 + n + 2)
+            return null;
+        return { value: buf.toString('utf8', le + 2, le + 2 + n), end: le + 2 + n + 2 };
+    }
+    case '*': {
+        const n = Number(line);
+        if (n < 0)
+            return { value: null, end: le + 2 };
+        const arr = [];
+        let p = le + 2;
+        for (let i = 0; i < n; i++) {
+            const r = parseReply(buf, p);
+            if (!r)
+                return null;
+            arr.push(r.value);
+            p = r.end;
+        }
+        return { value: arr, end: p };
+    }
+    default:
+        throw new Error(`unexpected RESP type ${JSON.stringify(type)}`);
+    }
+}
+
+/**
+ * Sends `commands` (arrays of arguments) on one fresh connection to 127.0.0.1:port and resolves to
+ * their replies in order (Redis errors as Error values, not thrown). Bounded by timeoutMs.
+ */
+function redisPipeline(port, commands, { timeoutMs = 3000 } = {}) {
+    return new Promise((resolve, reject) => {
+        const sock = net.connect({ host: '127.0.0.1', port });
+        let buf = Buffer.alloc(0);
+        const replies = [];
+        let pos = 0;
+        const timer = setTimeout(() => {
+            sock.destroy();
+            reject(new Error(`redis :${port}: no reply to ${JSON.stringify(commands).slice(0, 200)} within ${timeoutMs} ms`));
+        }, timeoutMs);
+        sock.on('connect', () => sock.write(Buffer.concat(commands.map(encodeCommand))));
+        sock.on('data', (c) => {
+            buf = Buffer.concat([buf, c]);
+            for (;;) {
+                const r = parseReply(buf, pos);
+                if (!r)
+                    break;
+                replies.push(r.value);
+                pos = r.end;
+            }
+            if (replies.length >= commands.length) {
+                clearTimeout(timer);
+                sock.destroy();
+                resolve(replies);
+            }
+        });
+        sock.on('error', (e) => {
+            clearTimeout(timer);
+            reject(new Error(`redis :${port}: ${e.message}`));
+        });
+        sock.on('close', () => {
+            clearTimeout(timer);
+            if (replies.length < commands.length)
+                reject(new Error(`redis :${port}: connection closed after ${replies.length}/${commands.length} replies`));
+        });
+    });
+}
+
+/** One command; throws on a Redis error reply. opts.db selects a database, opts.password AUTHs first. */
+async function redisCmd(port, args, { db, password, timeoutMs } = {}) {
+    const pre = [];
+    if (password !== undefined)
+        pre.push(['AUTH', password]);
+    if (db !== undefined)
+        pre.push(['SELECT', db]);
+    const replies = await redisPipeline(port, [...pre, args], { timeoutMs });
+    for (const r of replies)
+        if (r instanceof Error)
+            throw new Error(`redis :${port} ${args.join(' ').slice(0, 200)}: ${r.message}`);
+    return replies[replies.length - 1];
+}
+
+/**
+ * Starts `redis-server` on 127.0.0.1 (a free port unless given) with no RDB snapshots, AOF
+ * optional (appendfsync always), in `dir` (a fresh temporary directory unless given). Resolves
+ * once it answers PING (any answer: NOAUTH counts). Returns {port, dir, url, pid, stop(), restart(), output()}.
+ */
+async function startRedis({ port, dir, aof = false, extra = [] } = {}) {
+    port = port ?? (await freePort());
+    dir = dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'pe-redis-'));
+    const argv = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', aof ? 'yes' : 'no',
+        ...(aof ? ['--appendfsync', 'always'] : []), '--dir', dir, '--daemonize', 'no', ...extra];
+    const proc = spawn('redis-server', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    redisChildren.add(proc);
+    let out = '';
+    proc.stdout.on('data', (c) => (out = (out + c).slice(-65536)));
+    proc.stderr.on('data', (c) => (out = (out + c).slice(-65536)));
+    let exitInfo = null;
+    const exited = new Promise((resolve) => {
+        proc.on('error', (e) => {
+            exitInfo = { error: e };
+            redisChildren.delete(proc);
+            resolve(exitInfo);
+        });
+        proc.on('close', (code, signal) => {
+            exitInfo = { code, signal };
+            redisChildren.delete(proc);
+            resolve(exitInfo);
+        });
+    });
+    const h = {
+        port,
+        dir,
+        aof,
+        extra,
+        pid: proc.pid,
+        url: `redis://127.0.0.1:${port}`,
+        output: () => out,
+        exited: () => exitInfo,
+        /** SIGTERM (or `signal`), then waits for the exit (5 s, then SIGKILL). */
+        async stop(signal = 'SIGTERM') {
+            if (!exitInfo) {
+                try {
+                    proc.kill(signal);
+                } catch {
+                    /* raced with its exit */
+                }
+                const r = await Promise.race([exited, delay(5000, null)]);
+                if (!r) {
+                    proc.kill('SIGKILL');
+                    await exited;
+                }
+            }
+            return exitInfo;
+        },
+        /** A new redis-server on the same port, directory and persistence settings (opts override). */
+        restart(opts = {}) {
+            return startRedis({ port, dir, aof, extra, ...opts });
+        },
+    };
+    const deadline = Date.now() + 5000;
+    for (;;) {
+        if (exitInfo)
+            throw new Error(`redis-server exited at start (${JSON.stringify(exitInfo)}); args: ${argv.join(' ')}\n${out}`);
+        try {
+            await redisPipeline(port, [['PING']], { timeoutMs: 500 });
+            return h;
+        } catch {
+            /* not listening yet */
+        }
+        if (Date.now() >= deadline) {
+            await h.stop('SIGKILL');
+            throw new Error(`redis-server did not answer PING within 5 s; args: ${argv.join(' ')}\n${out}`);
+        }
+        await delay(20);
+    }
+}
+
+function rmDir(dir) {
+    try {
+        fs.rmSync(dir, { recursive: true, force: true });
+    } catch {
+        /* best effort */
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* pushedge nodes                                                                              */
+
+/** A pushedge node on the Redis engine (2 threads: two sets of Redis connections), by default waited ready. */
+async function startNode(redisUrl, extra = [], { ready = true } = {}) {
+    const srv = await startServer(['--redis', redisUrl, '--threads', '2', '--poll-timeout', String(POLL_TIMEOUT_S), ...extra]);
+    if (ready)
+        await waitUntil(async () => (await readyz(srv)) === 200, { timeoutMs: 5000, what: `/readyz 200 (log:\n${tail(srv)})` });
+    return srv;
+}
+
+/** Stops a node with SIGTERM and throws unless it exited 0 (LSan findings make it non-zero). */
+async function stopNode(srv) {
+    if (!srv)
+        return;
+    const r = await srv.stop();
+    if (r.killed || r.code !== 0)
+        throw new Error(`pushedge ${srv.args.join(' ')} did not exit cleanly on SIGTERM: code ${r.code}, signal ${r.signal}, ` +
+            `killed ${r.killed}\nstderr:\n${r.stderr.slice(-4000)}`);
+}
+
+async function readyz(srv) {
+    return (await httpRequest(srv.url, '/readyz', { timeoutMs: 3000 })).status;
+}
+
+function tail(srv, n = 3000) {
+    return srv.output().stderr.slice(-n);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* subscribers                                                                                 */
+
+/** The message envelopes a ws client received on ch. */
+function wsEnvelopes(c, ch) {
+    return c.ops().filter((o) => o.op === 'message' && o.channel === ch).map((o) => ({ channel: o.channel, id: o.id, data: o.data }));
+}
+
+function sseEnvelopes(s) {
+    return s.envelopes();
+}
+
+async function wsSubscribed(url, ch, since, t) {
+    const q = `channel=${encodeURIComponent(ch)}` + (since !== undefined ? `&since=${encodeURIComponent(since)}` : '');
+    const c = await openWs(url, `/ws?${q}`, { t });
+    await c.waitFor(() => c.ops().some((o) => o.op === 'subscribed' && o.channel === ch), 5000, `subscribed to ${ch}`);
+    return c;
+}
+
+async function sseLive(url, ch, since, t, headers = {}) {
+    const q = `channel=${encodeURIComponent(ch)}` + (since !== undefined ? `&since=${encodeURIComponent(since)}` : '');
+    const s = await openSSE(url, `/sse?${q}`, { t, headers });
+    assert.equal(s.status, 200, `GET /sse?${q}: ${s.status}`);
+    await s.waitLive(5000);
+    return s;
+}
+
+/**
+ * A long-poll consumer loop from `since` on one channel: collects envelopes and gaps until
+ * stop() or until a message satisfying untilFn has been received (then it issues no more polls).
+ */
+function pollCollector(url, ch, since, untilFn) {
+    const col = { envelopes: [], gaps: [], answers: 0, error: null, cursor: since, done: false };
+    let stopped = false;
+    col.stop = () => (stopped = true);
+    col.finished = (async () => {
+        try {
+            while (!stopped) {
+                const r = await pollRequest(url, `channel=${encodeURIComponent(ch)}&since=${encodeURIComponent(col.cursor)}`);
+                if (r.status !== 200)
+                    throw new Error(`poll since=${col.cursor}: ${r.status} ${r.text}`);
+                col.answers++;
+                col.gaps.push(...r.json.gaps);
+                col.envelopes.push(...r.json.messages);
+                col.cursor = r.json.cursor;
+                if (untilFn && r.json.messages.some(untilFn))
+                    break;
+            }
+        } catch (e) {
+            col.error = e;
+        }
+        col.done = true;
+    })();
+    return col;
+}
+
+/** Asserts envelopes are exactly `expected` ({id, data}) on ch, in order. */
+function assertEnvelopes(got, ch, expected, what) {
+    const g = got.map((e) => ({ channel: e.channel, id: e.id, data: e.data }));
+    const x = expected.map((e) => ({ channel: ch, id: e.id, data: e.data }));
+    assert.deepEqual(g, x, `${what}: got ${JSON.stringify(g.map((e) => e.data))}, expected ${JSON.stringify(x.map((e) => e.data))}`);
+}
+
+function assertIncreasing(ids, what) {
+    for (let i = 1; i < ids.length; i++)
+        assert.ok(cmpId(ids[i - 1], ids[i]) < 0, `${what}: ids not strictly increasing at ${i}: ${ids[i - 1]} then ${ids[i]}`);
+}
+
+/** Publishes data items in order on node `url`; returns [{id, data}]. */
+async function publishSeq(url, ch, datas) {
+    const out = [];
+    for (const d of datas)
+        out.push({ id: await publishOk(url, ch, d), data: d });
+    return out;
+}
+
+/**
+ * Publishes after an engine recovery, retrying a 503 (bounded): a link can drop again right
+ * after coming back. A refused attempt stored nothing, so any leak shows up as an extra
+ * envelope in the exact-sequence checks. Returns {id, data, refused}.
+ */
+async function publishAfterRecovery(url, ch, data, timeoutMs = 8000) {
+    let refused = 0;
+    const id = await waitUntil(async () => {
+        const r = await publish(url, ch, data);
+        if (r.status === 200)
+            return r.json.id;
+        checkJsonError(r, 503, 'a publish after the recovery');
+        refused++;
+        return null;
+    }, { timeoutMs, intervalMs: 50, what: `a publish of ${JSON.stringify(data)} to be accepted` });
+    return { id, data, refused };
+}
+
+async function publishSeqAfterRecovery(t, url, ch, datas) {
+    const out = [];
+    let refused = 0;
+    for (const d of datas) {
+        const m = await publishAfterRecovery(url, ch, d);
+        refused += m.refused;
+        out.push({ id: m.id, data: m.data });
+    }
+    if (refused > 0)
+        t.diagnostic(`${refused} publish(es) answered 503 after /readyz was 200 (a thread still reconnecting)`);
+    return out;
+}
+
+function range(a, b) {
+    const r = [];
+    for (let i = a; i <= b; i++)
+        r.push(i);
+    return r;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+describe('Redis engine', { skip: HAVE_REDIS ? false : 'redis-server is not on PATH' }, () => {
+    /* One Redis (no persistence, no keyspace events) shared by cases 1-3, 7 and 9, and two nodes on it. */
+    let redis = null, n1 = null, n2 = null;
+
+    before(async () => {
+        redis = await startRedis();
+        n1 = await startNode(redis.url);
+        n2 = await startNode(redis.url);
+    });
+
+    after(async () => {
+        try {
+            await stopNode(n1);
+            await stopNode(n2);
+        } finally {
+            if (redis) {
+                await redis.stop();
+                rmDir(redis.dir);
+            }
+        }
+    });
+
+    describe('1. two nodes on one Redis', () => {
+        it('both nodes are ready on the redis engine', async () => {
+            assert.equal(await readyz(n1), 200);
+            assert.equal(await readyz(n2), 200);
+            assert.match(n1.output().stderr, /redis engine/, 'the start line names the redis engine');
+        });
+
+        it('an HTTP publish on node 1 reaches ws, sse and poll subscribers on node 2', { timeout: 20000 }, async (t) => {
+            const ch = uniqueChannel('two');
+            /* A message before the subscribers: "no cursor" must not replay it; it is also the poll's start. */
+            const before = await publishOk(n1.url, ch, { before: true });
+            const ws = await wsSubscribed(n2.url, ch, undefined, t);
+            const sse = await sseLive(n2.url, ch, undefined, t);
+            const poll = pollRequest(n2.url, `channel=${ch}&since=${before}`);
+            const data = { n: 1, text: 'h\u00e9llo \u2603', nested: [1, 2.5, null, true] };
+            const id = await publishOk(n1.url, ch, data);
+            assert.match(id, ID_RE);
+            const want = [{ id, data }];
+            await ws.waitFor(() => wsEnvelopes(ws, ch).length >= 1, 5000, 'the message on ws (node 2)');
+            await sse.waitFor(() => sseEnvelopes(sse).length >= 1, 5000, 'the message on sse (node 2)');
+            const pr = await poll;
+            assert.equal(pr.status, 200, pr.text);
+            assertEnvelopes(pr.json.messages, ch, want, 'poll on node 2');
+            assert.deepEqual(pr.json.gaps, []);
+            assert.ok(pr.ms < POLL_TIMEOUT_S * 1000, `the held poll answered as soon as the message came (${pr.ms} ms)`);
+            /* A second message published on node 2 itself bounds "nothing else arrived". */
+            const id2 = await publishOk(n2.url, ch, { n: 2 });
+            want.push({ id: id2, data: { n: 2 } });
+            await ws.waitFor(() => wsEnvelopes(ws, ch).length >= 2, 5000, 'n=2 on ws');
+            await sse.waitFor(() => sseEnvelopes(sse).length >= 2, 5000, 'n=2 on sse');
+            assertEnvelopes(wsEnvelopes(ws, ch), ch, want, 'ws on node 2');
+            assertEnvelopes(sseEnvelopes(sse), ch, want, 'sse on node 2');
+            assert.equal(sse.events.at(-1).lastEventId, id2, 'the SSE id of a one-channel stream is the message id');
+        });
+
+        it('a WebSocket publish op on node 2 reaches ws and sse subscribers on node 1', { timeout: 20000 }, async (t) => {
+            const ch = uniqueChannel('wspub');
+            const ws1 = await wsSubscribed(n1.url, ch, undefined, t);
+            const sse1 = await sseLive(n1.url, ch, undefined, t);
+            const pub = await openWs(n2.url, '/ws', { t });
+            const want = [];
+            for (let i = 1; i <= 3; i++) {
+                const data = { n: i, via: 'ws' };
+                const r = await pub.request({ op: 'publish', channel: ch, data });
+                assert.equal(r.op, 'published', JSON.stringify(r));
+                assert.equal(r.channel, ch);
+                assert.match(r.id, ID_RE);
+                want.push({ id: r.id, data });
+            }
+            await ws1.waitFor(() => wsEnvelopes(ws1, ch).length >= 3, 5000, '3 messages on ws (node 1)');
+            await sse1.waitFor(() => sseEnvelopes(sse1).length >= 3, 5000, '3 messages on sse (node 1)');
+            assertEnvelopes(wsEnvelopes(ws1, ch), ch, want, 'ws on node 1');
+            assertEnvelopes(sseEnvelopes(sse1), ch, want, 'sse on node 1');
+            /* History on the other node has them too. */
+            const pr = await pollRequest(n1.url, `channel=${ch}&since=0`);
+            assertEnvelopes(pr.json.messages, ch, want, 'poll since=0 on node 1');
+        });
+    });
+
+    describe('2. resume across nodes: read on node 1 with A, resume on node 2 with B', () => {
+        /* Reads everything currently in ch (4 messages) on node 1 with transport A; returns the cursor. */
+        const readers = {
+            async ws(url, ch, n, t) {
+                const c = await openWs(url, `/ws?channel=${ch}&since=0`, { t });
+                await c.waitFor(() => wsEnvelopes(c, ch).length >= n, 5000, `${n} messages on ws`);
+                const env = wsEnvelopes(c, ch);
+                c.close();
+                return { env, cursor: env.at(-1).id };
+            },
+            async sse(url, ch, n, t) {
+                const s = await openSSE(url, `/sse?channel=${ch}&since=0`, { t });
+                await s.waitFor(() => sseEnvelopes(s).length >= n, 5000, `${n} messages on sse`);
+                const env = sseEnvelopes(s);
+                const cursor = s.events.filter((e) => e.type === 'message').at(-1).lastEventId;
+                s.close();
+                return { env, cursor };
+            },
+            async poll(url, ch, n) {
+                const r = await pollRequest(url, `channel=${ch}&since=0`);
+                assert.equal(r.status, 200, r.text);
+                return { env: r.json.messages, cursor: r.json.cursor };
+            },
+        };
+        /* Resumes on node 2 with B from cursor; returns {got(), gaps(), wait(n), close()} once connected. */
+        const resumers = {
+            async ws(url, ch, cursor, t) {
+                const c = await openWs(url, '/ws', { t });
+                const r = await c.request({ op: 'subscribe', channel: ch, since: cursor });
+                assert.equal(r.op, 'subscribed', JSON.stringify(r));
+                return {
+                    got: () => wsEnvelopes(c, ch),
+                    gaps: () => c.ops().filter((o) => o.op === 'gap').map((o) => o.channel),
+                    wait: (n) => c.waitFor(() => wsEnvelopes(c, ch).length >= n, 8000, `${n} messages on ws`),
+                    close: () => c.close(),
+                };
+            },
+            async sse(url, ch, cursor, t) {
+                /* EventSource's reconnect: Last-Event-ID (it takes precedence over since). */
+                const s = await openSSE(url, `/sse?channel=${ch}`, { t, headers: { 'last-event-id': cursor } });
+                assert.equal(s.status, 200);
+                return {
+                    got: () => sseEnvelopes(s),
+                    gaps: () => s.events.filter((e) => e.type === 'gap').map((e) => JSON.parse(e.data).channel),
+                    wait: (n) => s.waitFor(() => sseEnvelopes(s).length >= n, 8000, `${n} messages on sse`),
+                    close: () => s.close(),
+                };
+            },
+            async poll(url, ch, cursor) {
+                const col = pollCollector(url, ch, cursor, (e) => e.data && e.data.n === 10);
+                return {
+                    got: () => col.envelopes,
+                    gaps: () => col.gaps,
+                    wait: async (n) => {
+                        await waitUntil(() => col.error || col.done || col.envelopes.length >= n,
+                            { timeoutMs: 8000, what: `${n} messages by poll` });
+                        if (col.error)
+                            throw col.error;
+                        assert.ok(col.envelopes.length >= n, `poll: ${n} messages expected, got ${JSON.stringify(col.envelopes.map((e) => e.data))}`);
+                    },
+                    close: () => col.stop(),
+                };
+            },
+        };
+
+        for (const a of ['ws', 'sse', 'poll'])
+            for (const b of ['ws', 'sse', 'poll'])
+                it(`${a} on node 1, then ${b} on node 2`, { timeout: 20000 }, async (t) => {
+                    const ch = uniqueChannel(`m-${a}-${b}`);
+                    const all = await publishSeq(n1.url, ch, range(1, 4).map((n) => ({ n })));
+                    const first = await readers[a](n1.url, ch, 4, t);
+                    assertEnvelopes(first.env, ch, all, `${a} on node 1 (since=0)`);
+                    assert.equal(first.cursor, all[3].id, `${a}'s cursor of a one-channel subscription is the last id`);
+                    /* Published while the client is away: history for B. */
+                    all.push(...(await publishSeq(n1.url, ch, range(5, 7).map((n) => ({ n })))));
+                    const r = await resumers[b](n2.url, ch, first.cursor, t);
+                    /* Published while B catches up, on node 1: the history/live seam across nodes. */
+                    all.push(...(await publishSeq(n1.url, ch, range(8, 10).map((n) => ({ n })))));
+                    await r.wait(6);
+                    const rest = all.slice(4);
+                    assertEnvelopes(r.got(), ch, rest, `${b} on node 2 from ${a}'s cursor`);
+                    assert.deepEqual(r.gaps(), [], 'no gap');
+                    r.close();
+                });
+    });
+
+    describe('3. a backend publishing straight into Redis (FCALL pushedge_publish)', () => {
+        it('is delivered to ws and sse subscribers on both nodes with the ID the function returned', { timeout: 20000 }, async (t) => {
+            const ch = uniqueChannel('fcall');
+            const ws = await wsSubscribed(n2.url, ch, undefined, t);
+            const sse = await sseLive(n1.url, ch, undefined, t);
+            const want = [];
+            const bodies = ['{"from":"backend","n":1}', '[1,"two",{"3":null}]', '"plain string"', '12345678901234567890'];
+            for (const body of bodies) {
+                const id = await redisCmd(redis.port, ['FCALL', 'pushedge_publish', '1', `pe:{${ch}}`, body]);
+                assert.match(id, ID_RE, `FCALL returned ${JSON.stringify(id)}`);
+                want.push({ id, data: JSON.parse(body), raw: body });
+            }
+            await ws.waitFor(() => wsEnvelopes(ws, ch).length >= bodies.length, 5000, 'the FCALL messages on ws');
+            await sse.waitFor(() => sseEnvelopes(sse).length >= bodies.length, 5000, 'the FCALL messages on sse');
+            /* A publish through pushedge after them: nothing else (no duplicate) came in between. */
+            const endId = await publishOk(n1.url, ch, { end: true });
+            want.push({ id: endId, data: { end: true } });
+            await ws.waitFor(() => wsEnvelopes(ws, ch).length >= want.length, 5000, 'the end marker on ws');
+            await sse.waitFor(() => sseEnvelopes(sse).length >= want.length, 5000, 'the end marker on sse');
+            assertEnvelopes(wsEnvelopes(ws, ch), ch, want, 'ws (node 2)');
+            assertEnvelopes(sseEnvelopes(sse), ch, want, 'sse (node 1)');
+            /* The big integer is delivered digit for digit on the wire. */
+            const raw = sse.events.filter((e) => e.type === 'message')[3].data;
+            assert.ok(raw.includes('"data":12345678901234567890'), raw);
+            /* And history (poll since=0) returns the same IDs. */
+            const pr = await pollRequest(n2.url, `channel=${ch}&since=0`);
+            assertEnvelopes(pr.json.messages, ch, want, 'poll since=0');
+        });
+    });
+
+    describe('4. plain XADD producers (notify-keyspace-events Kt)', () => {
+        it('XADD entries reach a live SSE and WS subscriber; a non-JSON value arrives as a JSON string; no duplicates', { timeout: 25000 }, async (t) => {
+            const r4 = await startRedis();
+            t.after(async () => {
+                await r4.stop();
+                rmDir(r4.dir);
+            });
+            await redisCmd(r4.port, ['CONFIG', 'SET', 'notify-keyspace-events', 'Kt']);
+            const node = await startNode(r4.url);
+            t.after(() => stopNode(node));
+            const ch = uniqueChannel('xadd');
+            const sse = await sseLive(node.url, ch, undefined, t);
+            const ws = await wsSubscribed(node.url, ch, undefined, t);
+            const key = `pe:{${ch}}`;
+            const want = [];
+            const id1 = await redisCmd(r4.port, ['XADD', key, '*', 'd', '{"n":1}']);
+            want.push({ id: id1, data: { n: 1 } });
+            await sse.waitFor(() => sseEnvelopes(sse).length >= 1, 5000, 'the XADDed {"n":1} on sse');
+            assertEnvelopes(sseEnvelopes(sse), ch, want, 'sse after XADD {"n":1}');
+            const id2 = await redisCmd(r4.port, ['XADD', key, '*', 'd', 'hello']);
+            want.push({ id: id2, data: 'hello' });
+            await sse.waitFor(() => sseEnvelopes(sse).length >= 2, 5000, 'the XADDed hello on sse');
+            assert.equal(sse.events.filter((e) => e.type === 'message')[1].data, `{"channel":"${ch}","id":"${id2}","data":"hello"}`);
+            /* Entries from pushedge (and from FCALL) are both PUBLISHed and keyspace-notified: once only. */
+            const id3 = await publishOk(node.url, ch, { n: 3 });
+            want.push({ id: id3, data: { n: 3 } });
+            const id4 = await redisCmd(r4.port, ['FCALL', 'pushedge_publish', '1', key, '{"n":4}']);
+            want.push({ id: id4, data: { n: 4 } });
+            const id5 = await redisCmd(r4.port, ['XADD', key, '*', 'd', '{"n":5}']);
+            want.push({ id: id5, data: { n: 5 } });
+            const id6 = await publishOk(node.url, ch, { n: 6 });
+            want.push({ id: id6, data: { n: 6 } });
+            await sse.waitFor(() => sseEnvelopes(sse).some((e) => e.id === id6), 5000, 'n=6 on sse');
+            await ws.waitFor(() => wsEnvelopes(ws, ch).some((e) => e.id === id6), 5000, 'n=6 on ws');
+            assertEnvelopes(sseEnvelopes(sse), ch, want, 'sse');
+            assertEnvelopes(wsEnvelopes(ws, ch), ch, want, 'ws');
+            /* History through pushedge_read sees the plain entries the same way. */
+            const pr = await pollRequest(node.url, `channel=${ch}&since=0`);
+            assertEnvelopes(pr.json.messages, ch, want, 'poll since=0');
+        });
+    });
+
+    describe('5. Redis outage and recovery (AOF)', () => {
+        it('503s while down, one notice each way, then every acknowledged message exactly once in order', { timeout: 45000 }, async (t) => {
+            let r5 = await startRedis({ aof: true });
+            t.after(async () => {
+                await r5.stop();
+                rmDir(r5.dir);
+            });
+            const node = await startNode(r5.url);
+            t.after(() => stopNode(node));
+            const ch = uniqueChannel('outage');
+            const key = `pe:{${ch}}`;
+            const sse = await sseLive(node.url, ch, undefined, t);
+            const ws = await wsSubscribed(node.url, ch, undefined, t);
+            const want = await publishSeq(node.url, ch, range(1, 3).map((n) => ({ n })));
+            await sse.waitFor(() => sseEnvelopes(sse).length >= 3, 5000, 'n=1..3 on sse');
+            await ws.waitFor(() => wsEnvelopes(ws, ch).length >= 3, 5000, 'n=1..3 on ws');
+            /* Stored before the outage but never announced (a plain XADD, no keyspace events on this
+             * Redis): the subscribers have not received it; only the catch-up after the outage can
+             * deliver it. */
+            const id4 = await redisCmd(r5.port, ['XADD', key, '*', 'd', '{"n":4}']);
+            want.push({ id: id4, data: { n: 4 } });
+
+            const stoppedAt = Date.now();
+            const ex = await r5.stop('SIGTERM');
+            assert.equal(ex.code, 0, `redis-server exit: ${JSON.stringify(ex)}`);
+            await waitUntil(async () => (await readyz(node)) === 503, { timeoutMs: 5000, what: '/readyz 503 after Redis stopped' });
+            const readyzMs = Date.now() - stoppedAt;
+            assert.ok(readyzMs < 5000, `readyz 503 after ${readyzMs} ms`);
+
+            /* 20 publishes, every one refused; none may ever appear. */
+            for (let i = 1; i <= 20; i++) {
+                const r = await publish(node.url, ch, { refused: i });
+                checkJsonError(r, 503, `publish ${i} while Redis is down`);
+                assert.equal(r.json.error.code, 'engine_unavailable');
+            }
+            const wsPub = await ws.request({ op: 'publish', channel: ch, data: { refused: 'ws' } });
+            assert.equal(wsPub.op, 'error', JSON.stringify(wsPub));
+            assert.equal(wsPub.code, 'engine_unavailable');
+            const pr = await pollRequest(node.url, `channel=${ch}&since=0`);
+            checkJsonError(pr, 503, 'a new /poll while Redis is down');
+            assert.ok(pr.headers['retry-after'], `/poll 503 carries Retry-After: ${JSON.stringify(pr.headers)}`);
+            assert.equal(pr.json.error.code, 'engine_unavailable');
+
+            const isEngine = (state) => (e) => e.type === 'engine' && JSON.parse(e.data).state === state;
+            const wsEngine = (state) => ws.ops().filter((o) => o.op === 'engine' && o.state === state);
+            await sse.waitFor(() => sse.events.some(isEngine('unavailable')), 5000, 'event: engine unavailable on sse');
+            await ws.waitFor(() => wsEngine('unavailable').length > 0, 5000, 'op engine unavailable on ws');
+            assert.equal(sse.ended, false, 'the SSE stream stays open');
+            assert.equal(ws.closed, null, 'the WebSocket stays open');
+
+            r5 = await r5.restart();
+            await waitUntil(async () => (await readyz(node)) === 200, { timeoutMs: 12000, what: '/readyz 200 after Redis came back' });
+            await sse.waitFor(() => sse.events.some(isEngine('available')), 5000, 'event: engine available on sse');
+            await ws.waitFor(() => wsEngine('available').length > 0, 5000, 'op engine available on ws');
+            assert.equal(await redisCmd(r5.port, ['XLEN', key]), 4, 'the AOF kept the 4 stored entries and nothing refused');
+
+            want.push(...(await publishSeqAfterRecovery(t, node.url, ch, range(5, 8).map((n) => ({ n })))));
+            const r = await ws.request({ op: 'publish', channel: ch, data: { n: 9 } });
+            assert.equal(r.op, 'published', JSON.stringify(r));
+            want.push({ id: r.id, data: { n: 9 } });
+            await sse.waitFor(() => sseEnvelopes(sse).some((e) => e.id === r.id), 8000, 'n=9 on sse');
+            await ws.waitFor(() => wsEnvelopes(ws, ch).some((e) => e.id === r.id), 8000, 'n=9 on ws');
+            assertEnvelopes(sseEnvelopes(sse), ch, want, 'sse across the outage');
+            assertEnvelopes(wsEnvelopes(ws, ch), ch, want, 'ws across the outage');
+            /* n=4 was never announced: only the catch-up after the outage can have delivered it. */
+            const sseIdx = (pred) => sse.events.findIndex(pred);
+            assert.ok(sseIdx((e) => e.type === 'message' && JSON.parse(e.data).id === id4) > sseIdx(isEngine('unavailable')),
+                `sse: n=4 arrives after the unavailable notice; ${sse.summary(20)}`);
+            const wsIdx = (pred) => ws.messages.findIndex((m) => m.json && pred(m.json));
+            assert.ok(wsIdx((o) => o.op === 'message' && o.id === id4) > wsIdx((o) => o.op === 'engine' && o.state === 'unavailable'),
+                `ws: n=4 arrives after the unavailable notice; ${ws.summary()}`);
+            assert.equal(sse.events.filter((e) => e.type === 'gap').length, 0, 'no gap on sse');
+            assert.equal(ws.ops().filter((o) => o.op === 'gap').length, 0, 'no gap on ws');
+
+            /* Exactly one notice each way, unavailable first. */
+            const sseNotices = sse.events.filter((e) => e.type === 'engine').map((e) => JSON.parse(e.data).state);
+            const wsNotices = ws.ops().filter((o) => o.op === 'engine').map((o) => o.state);
+            assert.deepEqual(sseNotices, ['unavailable', 'available'], 'sse engine notices');
+            assert.deepEqual(wsNotices, ['unavailable', 'available'], 'ws engine notices');
+            assert.equal(sse.ended, false);
+            assert.equal(ws.closed, null);
+
+            /* Nothing refused is in history either. */
+            const hist = await pollRequest(node.url, `channel=${ch}&since=0`);
+            assert.equal(hist.status, 200, hist.text);
+            assertEnvelopes(hist.json.messages, ch, want, 'history after the outage');
+            await assertAlive(node, 'the outage');
+        });
+    });
+
+    describe('5b. readiness after an outage, per thread', () => {
+        /* A publish goes through the link of the thread that took the request, and each thread
+         * reconnects after its own jittered backoff: /readyz must wait for all of them. */
+        it('once /readyz is 200 again, every publish succeeds (4 threads, a 1.5 s outage)', {
+            timeout: 30000,
+        }, async (t) => {
+            let r = await startRedis();
+            t.after(async () => {
+                await r.stop();
+                rmDir(r.dir);
+            });
+            const node = await startNode(r.url, ['--threads', '4']);
+            t.after(() => stopNode(node));
+            const ch = uniqueChannel('ready');
+            await publishOk(node.url, ch, { n: 0 });
+            await r.stop();
+            await waitUntil(async () => (await readyz(node)) === 503, { timeoutMs: 5000, what: '/readyz 503' });
+            /* The outage under test: long enough for the reconnect backoff to grow past a few hundred ms. */
+            await delay(1500);
+            r = await r.restart();
+            await waitUntil(async () => (await readyz(node)) === 200, { timeoutMs: 12000, what: '/readyz 200 after the restart' });
+            const refused = [];
+            for (let i = 1; i <= 40; i++) {
+                const res = await publish(node.url, ch, { n: i });
+                if (res.status !== 200)
+                    refused.push(`#${i}: ${res.status}`);
+            }
+            assert.equal(refused.length, 0, `${refused.length} of 40 publishes answered 503 after /readyz said 200 ` +
+                `(${refused.slice(0, 5).join(', ')}...); log:\n${tail(node, 1500)}`);
+        });
+    });
+
+    describe('6. Redis restarted without persistence (data lost)', () => {
+        it('an old cursor resumes with a gap, then the new messages (sse Last-Event-ID, poll since, a connected ws)', { timeout: 40000 }, async (t) => {
+            let r6 = await startRedis();
+            const dirs = [r6.dir];
+            t.after(async () => {
+                await r6.stop();
+                for (const d of dirs)
+                    rmDir(d);
+            });
+            const node = await startNode(r6.url);
+            t.after(() => stopNode(node));
+            const ch = uniqueChannel('lost');
+            const old = await publishSeq(node.url, ch, range(1, 3).map((n) => ({ n })));
+            /* A client that reads and goes away, over SSE and over poll. */
+            const s1 = await openSSE(node.url, `/sse?channel=${ch}&since=0`, { t });
+            await s1.waitFor(() => sseEnvelopes(s1).length >= 3, 5000, '3 messages on sse');
+            const sseCursor = s1.events.filter((e) => e.type === 'message').at(-1).lastEventId;
+            s1.close();
+            const p1 = await pollRequest(node.url, `channel=${ch}&since=0`);
+            assertEnvelopes(p1.json.messages, ch, old, 'poll before the loss');
+            const pollCursor = p1.json.cursor;
+            /* A WebSocket subscriber that stays connected through the loss. */
+            const ws = await wsSubscribed(node.url, ch, '0', t);
+            await ws.waitFor(() => wsEnvelopes(ws, ch).length >= 3, 5000, '3 messages on ws');
+
+            await r6.stop('SIGTERM');
+            await waitUntil(async () => (await readyz(node)) === 503, { timeoutMs: 5000, what: '/readyz 503' });
+            /* A fresh directory too, so nothing at all can be reloaded. */
+            const freshDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-redis-'));
+            dirs.push(freshDir);
+            r6 = await r6.restart({ dir: freshDir });
+            assert.equal(await redisCmd(r6.port, ['EXISTS', `pe:{${ch}}`]), 0, 'the stream is gone');
+            await waitUntil(async () => (await readyz(node)) === 200, { timeoutMs: 12000, what: '/readyz 200 after the restart' });
+
+            let fresh;
+            try {
+                fresh = await publishSeqAfterRecovery(t, node.url, ch, [{ n: 10 }, { n: 11 }]);
+            } catch (e) {
+                throw new Error(`${e.message}\nserver log:\n${tail(node)}`);
+            }
+            for (const m of fresh)
+                assert.ok(cmpId(m.id, old[2].id) > 0, `new id ${m.id} after the old ${old[2].id}`);
+
+            /* SSE with Last-Event-ID: gap first, then exactly the new messages. */
+            const s2 = await openSSE(node.url, `/sse?channel=${ch}`, { t, headers: { 'last-event-id': sseCursor } });
+            await s2.waitFor(() => sseEnvelopes(s2).length >= 2, 5000, 'the new messages on sse');
+            await s2.waitLive(5000);
+            const kinds = s2.events.map((e) => (e.type === 'gap' ? `gap:${JSON.parse(e.data).channel}` : e.type));
+            assert.deepEqual(kinds, [`gap:${ch}`, 'message', 'message'], `sse events: ${s2.summary()}`);
+            assertEnvelopes(sseEnvelopes(s2), ch, fresh, 'sse after the loss');
+
+            /* Poll with since=: the gap is reported with the new messages. */
+            const col = pollCollector(node.url, ch, pollCursor, (e) => e.data && e.data.n === 11);
+            await waitUntil(() => col.done, { timeoutMs: 8000, what: 'the poll loop to reach n=11' });
+            if (col.error)
+                throw col.error;
+            assert.deepEqual(col.gaps, [ch], 'poll gaps');
+            assertEnvelopes(col.envelopes, ch, fresh, 'poll after the loss');
+
+            /* The connected subscriber: gap, then the new messages, nothing old again. */
+            await ws.waitFor(() => wsEnvelopes(ws, ch).some((e) => e.id === fresh[1].id), 8000, 'n=11 on the connected ws');
+            const wsKinds = ws.ops().filter((o) => o.op === 'message' || o.op === 'gap').map((o) => (o.op === 'gap' ? 'gap' : o.data.n));
+            assert.deepEqual(wsKinds, [1, 2, 3, 'gap', 10, 11], `the connected ws: ${ws.summary()}`);
+        });
+    });
+
+    describe('7. history retention through Redis (--history-size 5)', () => {
+        it('since=0 gives the last 5; the first id gives a gap, then those 5 (poll, sse, ws)', { timeout: 20000 }, async (t) => {
+            const node = await startNode(redis.url, ['--history-size', '5']);
+            t.after(() => stopNode(node));
+            const ch = uniqueChannel('hist');
+            const all = await publishSeq(node.url, ch, range(1, 20).map((n) => ({ n })));
+            const last5 = all.slice(15);
+            assert.equal(await redisCmd(redis.port, ['XLEN', `pe:{${ch}}`]), 5, 'the stream is trimmed to 5');
+
+            const p0 = await pollRequest(node.url, `channel=${ch}&since=0`);
+            assert.equal(p0.status, 200, p0.text);
+            assertEnvelopes(p0.json.messages, ch, last5, 'poll since=0');
+            assert.deepEqual(p0.json.gaps, [], 'since=0 never signals a gap');
+
+            const p1 = await pollRequest(node.url, `channel=${ch}&since=${all[0].id}`);
+            assert.equal(p1.status, 200, p1.text);
+            assert.deepEqual(p1.json.gaps, [ch], 'poll since=<first id>: a gap');
+            assertEnvelopes(p1.json.messages, ch, last5, 'poll since=<first id>');
+
+            /* Another node (default --history-size) reads the same trimmed history. */
+            const p2 = await pollRequest(n2.url, `channel=${ch}&since=${all[0].id}`);
+            assert.deepEqual(p2.json.gaps, [ch], 'node 2: a gap');
+            assertEnvelopes(p2.json.messages, ch, last5, 'node 2 since=<first id>');
+
+            const s = await openSSE(node.url, `/sse?channel=${ch}&since=${all[0].id}`, { t });
+            await s.waitLive(5000);
+            const kinds = s.events.map((e) => (e.type === 'gap' ? `gap:${JSON.parse(e.data).channel}` : e.type));
+            assert.deepEqual(kinds, [`gap:${ch}`, 'message', 'message', 'message', 'message', 'message'], s.summary());
+            assertEnvelopes(sseEnvelopes(s), ch, last5, 'sse since=<first id>');
+            const s0 = await openSSE(node.url, `/sse?channel=${ch}&since=0`, { t });
+            await s0.waitLive(5000);
+            assert.equal(s0.events.filter((e) => e.type === 'gap').length, 0, 'sse since=0: no gap');
+            assertEnvelopes(sseEnvelopes(s0), ch, last5, 'sse since=0');
+
+            const ws = await openWs(node.url, '/ws', { t });
+            await ws.request({ op: 'subscribe', channel: ch, since: all[0].id });
+            await ws.waitFor(() => wsEnvelopes(ws, ch).length >= 5, 5000, '5 messages on ws');
+            const wsKinds = ws.ops().filter((o) => o.op === 'message' || o.op === 'gap').map((o) => (o.op === 'gap' ? 'gap' : o.data.n));
+            assert.deepEqual(wsKinds, ['gap', 16, 17, 18, 19, 20], ws.summary());
+        });
+    });
+
+    describe('8. a password-protected Redis', () => {
+        it('the right password works; a wrong one gives /readyz 503 and publish 503, and the process stays up', { timeout: 30000 }, async (t) => {
+            const r8 = await startRedis({ extra: ['--requirepass', 'secret'] });
+            t.after(async () => {
+                await r8.stop();
+                rmDir(r8.dir);
+            });
+            const good = await startNode(`redis://:secret@127.0.0.1:${r8.port}`);
+            t.after(() => stopNode(good));
+            const bad = await startNode(`redis://:wrong@127.0.0.1:${r8.port}`, [], { ready: false });
+            t.after(() => stopNode(bad));
+
+            await waitUntil(async () => (await readyz(good)) === 200, { timeoutMs: 5000, what: 'the good node ready' });
+            const ch = uniqueChannel('auth');
+            const sse = await sseLive(good.url, ch, undefined, t);
+            const id = await publishOk(good.url, ch, { n: 1 });
+            await sse.waitFor(() => sseEnvelopes(sse).length >= 1, 5000, 'the message on sse');
+            assertEnvelopes(sseEnvelopes(sse), ch, [{ id, data: { n: 1 } }], 'sse on the authenticated node');
+            assert.equal(await redisCmd(r8.port, ['XLEN', `pe:{${ch}}`], { password: 'secret' }), 1);
+
+            /* The wrong password: refused, retried, never ready, still serving. */
+            await waitUntil(() => /refused|auth|WRONGPASS|invalid/i.test(bad.output().stderr), { timeoutMs: 5000, what: 'the bad node to log the refusal' });
+            assert.equal(await readyz(bad), 503);
+            const r = await publish(bad.url, ch, { n: 2 });
+            checkJsonError(r, 503, 'publish with the wrong Redis password');
+            assert.equal(r.json.error.code, 'engine_unavailable');
+            const p = await pollRequest(bad.url, `channel=${ch}&since=0`);
+            checkJsonError(p, 503, 'poll with the wrong Redis password');
+            /* It keeps trying (at least one more attempt logged) and keeps serving. */
+            const lines = () => bad.output().stderr.split('\n').filter((l) => /redis/i.test(l) && /refused|auth|WRONGPASS|invalid|retry/i.test(l)).length;
+            const n0 = lines();
+            await waitUntil(() => lines() > n0, { timeoutMs: 8000, what: `another connection attempt logged (log:\n${tail(bad, 1500)})` });
+            await assertAlive(bad, 'the refused connections');
+            assert.equal(await readyz(bad), 503);
+            assert.equal(await redisCmd(r8.port, ['XLEN', `pe:{${ch}}`], { password: 'secret' }), 1, 'nothing stored by the bad node');
+        });
+    });
+
+    describe('9. a database number in the URL', () => {
+        it('redis://127.0.0.1:PORT/3 keeps the channel in database 3', { timeout: 15000 }, async (t) => {
+            const node = await startNode(`${redis.url}/3`);
+            t.after(() => stopNode(node));
+            const ch = uniqueChannel('db3');
+            const sse = await sseLive(node.url, ch, undefined, t);
+            const id = await publishOk(node.url, ch, { db: 3 });
+            await sse.waitFor(() => sseEnvelopes(sse).length >= 1, 5000, 'the message on sse');
+            assertEnvelopes(sseEnvelopes(sse), ch, [{ id, data: { db: 3 } }], 'sse on the db 3 node');
+            assert.equal(await redisCmd(redis.port, ['EXISTS', `pe:{${ch}}`], { db: 3 }), 1, 'the stream key is in db 3');
+            assert.equal(await redisCmd(redis.port, ['EXISTS', `pe:{${ch}}`], { db: 0 }), 0, 'and not in db 0');
+            /* A node on db 0 does not see its history. */
+            const s0 = await sseLive(n1.url, ch, '0', t);
+            assert.deepEqual(s0.events, [], 'db 0 has no history for the channel');
+        });
+    });
+});
