@@ -120,7 +120,7 @@
     "  elseif kind == 'oldest' then base = trimmed\n"                                                                              \
     "  else\n"                                                                                                                     \
     "    local _, tseq = split(trimmed)\n"                                                                                         \
-    "    if cmp(after, trimmed) < 0 and not (tseq == MARK and after == '0-0') then gap, base = 1, trimmed\n"                       \
+    "    if cmp(after, trimmed) < 0 and not (tseq == MARK and (after == '0-0' or not strict)) then gap, base = 1, trimmed\n"       \
     "    elseif strict and cmp(after, last) > 0 then gap, base = 1, trimmed end\n"                                                 \
     "  end\n"                                                                                                                      \
     "  local res = {gap, base, 1}\n"                                                                                               \
