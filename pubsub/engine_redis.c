@@ -591,6 +591,20 @@ release_waiting(redis_link_t *rl, rchan_t *rc)
     }
 }
 
+/* The seam is safe: release the reads that waited, and after a reconnect re-read every local
+ * subscriber from its position. */
+static void
+set_subscribed(redis_link_t *rl, rchan_t *rc)
+{
+    rc->state = RCHAN_SUBSCRIBED;
+    release_waiting(rl, rc);
+    if (rc->resync) {
+        rc->resync = 0;
+        if (rc->watched)
+            pe_ps_node__resync(rl->node, rc->name, rc->name_len);
+    }
+}
+
 static void
 on_primed(redis_link_t *rl, redisReply *reply, void *ctx)
 {
@@ -601,13 +615,7 @@ on_primed(redis_link_t *rl, redisReply *reply, void *ctx)
             if (pe_id_parse(reply->element[1]->str, reply->element[1]->len, &base) == 0 && pe_id_cmp(base, rc->last_posted) > 0)
                 rc->last_posted = base;
         }
-        rc->state = RCHAN_SUBSCRIBED;
-        release_waiting(rl, rc);
-        if (rc->resync) {
-            rc->resync = 0;
-            if (rc->watched)
-                pe_ps_node__resync(rl->node, rc->name, rc->name_len);
-        }
+        set_subscribed(rl, rc);
     }
     rchan_release(rc);
 }
@@ -618,13 +626,7 @@ static void
 on_subscribed(redis_link_t *rl, rchan_t *rc)
 {
     if (!rl->keyspace) {
-        rc->state = RCHAN_SUBSCRIBED;
-        release_waiting(rl, rc);
-        if (rc->resync) {
-            rc->resync = 0;
-            if (rc->watched)
-                pe_ps_node__resync(rl->node, rc->name, rc->name_len);
-        }
+        set_subscribed(rl, rc);
         return;
     }
     rc->state = RCHAN_PRIMING;
