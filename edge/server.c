@@ -209,6 +209,8 @@ thread_setup(pe_thread_t *thr)
     h2o_linklist_init_anchor(&thr->streams);
     h2o_timeout_init(thr->loop, &thr->ping_timeout, server->cfg->ping_interval * 1000);
     h2o_timeout_init(thr->loop, &thr->poll_timeout, server->cfg->poll_timeout * 1000);
+    for (size_t i = 0; i != PE_POLL_SHORT_STEPS; ++i)
+        h2o_timeout_init(thr->loop, &thr->poll_short[i], pe_poll_short_seconds[i] * 1000);
     h2o_timeout_init(thr->loop, &thr->lag_timeout, 1000);
     h2o_timeout_init(thr->loop, &thr->ws_close_timeout, PE_WS_CLOSE_WAIT_MS);
     thr->lag_entry.cb = on_lag_timer;

@@ -42,6 +42,11 @@ typedef struct st_pe_stream_t {
 
 typedef struct st_pe_server_t pe_server_t;
 
+/* The hold times a long-poll may ask for below --poll-timeout (fallback/poll.c), in seconds: a
+ * few fixed steps, so each is one h2o timeout list per thread. */
+#define PE_POLL_SHORT_STEPS 6
+extern const unsigned pe_poll_short_seconds[PE_POLL_SHORT_STEPS];
+
 typedef struct st_pe_thread_t {
     h2o_context_t ctx; /* first: handlers recover the thread from req->conn->ctx */
     pe_server_t *server;
@@ -52,11 +57,12 @@ typedef struct st_pe_thread_t {
     int listen_fds[PE_MAX_LISTEN];
     size_t num_listeners;
     pe_ps_node_t *node;
-    h2o_linklist_t streams;         /* pe_stream_t */
-    h2o_timeout_t ping_timeout;     /* --ping-interval, for SSE heartbeats */
-    h2o_timeout_t poll_timeout;     /* --poll-timeout, for held long-polls */
-    h2o_timeout_t lag_timeout;      /* one second, measures loop lag */
-    h2o_timeout_t ws_close_timeout; /* PE_WS_CLOSE_WAIT_MS */
+    h2o_linklist_t streams;                        /* pe_stream_t */
+    h2o_timeout_t ping_timeout;                    /* --ping-interval, for SSE heartbeats */
+    h2o_timeout_t poll_timeout;                    /* --poll-timeout, for held long-polls */
+    h2o_timeout_t poll_short[PE_POLL_SHORT_STEPS]; /* shorter holds clients ask for (?timeout=) */
+    h2o_timeout_t lag_timeout;                     /* one second, measures loop lag */
+    h2o_timeout_t ws_close_timeout;                /* PE_WS_CLOSE_WAIT_MS */
     h2o_timeout_entry_t lag_entry;
     uint64_t lag_worst;
     h2o_multithread_receiver_t control; /* drain and stop notices from the main thread */

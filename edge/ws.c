@@ -308,7 +308,13 @@ on_gap(pe_sub_t *sub, const char *channel, size_t len)
     pe_ws_conn_t *conn = H2O_STRUCT_FROM_MEMBER(pe_ws_conn_t, sub, sub);
     if (conn->overflow || conn->close_sent)
         return;
-    queue_json(conn, json_pack("{s:s,s:s%}", "op", "gap", "channel", channel, len));
+    /* The position after the gap, so a client that reconnects before the next message is not
+     * told about the same gap again. */
+    char pos[PE_ID_MAXLEN + 1] = "0-0";
+    pe_id_t id;
+    if (pe_sub_position(sub, channel, len, &id) == 0)
+        pe_id_format(id, pos);
+    queue_json(conn, json_pack("{s:s,s:s%,s:s}", "op", "gap", "channel", channel, len, "cursor", pos));
 }
 
 static void
@@ -323,8 +329,16 @@ on_ready(pe_sub_t *sub, const char *channel, size_t len)
     ws_pending_sub_t *p = take_pending_sub(conn, channel, len);
     if (p == NULL)
         return;
-    if (!conn->overflow && !conn->close_sent)
-        queue_reply(conn, json_pack("{s:s,s:s%}", "op", "subscribed", "channel", channel, len), p->ref, p->ref_len);
+    if (!conn->overflow && !conn->close_sent) {
+        /* The start position, so a client that has not received a message yet can still resume
+         * without loss (on this or another transport). */
+        char pos[PE_ID_MAXLEN + 1] = "0-0";
+        pe_id_t id;
+        if (pe_sub_position(sub, channel, len, &id) == 0)
+            pe_id_format(id, pos);
+        queue_reply(conn, json_pack("{s:s,s:s%,s:s}", "op", "subscribed", "channel", channel, len, "cursor", pos), p->ref,
+                    p->ref_len);
+    }
     free_pending_sub(p);
 }
 

@@ -24,6 +24,41 @@
 #include "../edge/server.h"
 #include "../pubsub/alloc.h"
 
+const unsigned pe_poll_short_seconds[PE_POLL_SHORT_STEPS] = {1, 2, 3, 5, 10, 15};
+
+/*
+ * The hold list for `?timeout=SECONDS`: the longest step not above it, or --poll-timeout when
+ * that is shorter or nothing was asked. A client behind a proxy that cuts requests idle for a
+ * few seconds asks for less than the cut. Returns NULL if the value is malformed.
+ */
+static h2o_timeout_t *
+hold_timeout(pe_thread_t *thr, h2o_iovec_t qs)
+{
+    char buf[PE_MAX_URL]; /* the decoded value is never longer than the query */
+    if (qs.len > sizeof(buf))
+        return NULL;
+    long len = pe_query_get(qs.base, qs.len, "timeout", buf);
+    if (len == -1)
+        return &thr->poll_timeout;
+    if (len < 1 || len > 6)
+        return NULL;
+    unsigned long want = 0;
+    for (long i = 0; i != len; ++i) {
+        if (buf[i] < '0' || buf[i] > '9')
+            return NULL;
+        want = want * 10 + (unsigned long)(buf[i] - '0');
+    }
+    if (want == 0)
+        return NULL;
+    if (want >= thr->server->cfg->poll_timeout)
+        return &thr->poll_timeout;
+    h2o_timeout_t *best = &thr->poll_short[0];
+    for (size_t i = 0; i != PE_POLL_SHORT_STEPS; ++i)
+        if (pe_poll_short_seconds[i] <= want)
+            best = &thr->poll_short[i];
+    return best;
+}
+
 typedef struct st_pe_poll_t {
     pe_sub_t sub;
     pe_stream_t stream;
@@ -202,6 +237,11 @@ pe_poll_on_req(h2o_req_t *req)
         pe_http_error(req, 400, "Bad Request", code, err);
         return 0;
     }
+    h2o_timeout_t *hold = hold_timeout(thr, qs);
+    if (hold == NULL) {
+        pe_http_error(req, 400, "Bad Request", "bad_timeout", "timeout must be a whole number of seconds from 1");
+        return 0;
+    }
 
     if (!pe_ps_engine_is_ready(pe_ps_node_engine(thr->node))) {
         /* Nothing could be read or awaited: tell the client when to come back (STYLE 3.5). */
@@ -229,6 +269,6 @@ pe_poll_on_req(h2o_req_t *req)
         poll->full = 1;
         schedule_answer(poll);
     }
-    h2o_timeout_link(thr->loop, &thr->poll_timeout, &poll->hold_entry);
+    h2o_timeout_link(thr->loop, hold, &poll->hold_entry);
     return 0;
 }

@@ -597,6 +597,16 @@ pe_sub_has(const pe_sub_t *sub, const char *channel, size_t len)
 }
 
 int
+pe_sub_position(const pe_sub_t *sub, const char *channel, size_t len, pe_id_t *out)
+{
+    ssize_t i = find_chan(sub, channel, len);
+    if (i < 0)
+        return -1;
+    *out = sub->_chans[i]->pos;
+    return 0;
+}
+
+int
 pe_sub_is_live(const pe_sub_t *sub)
 {
     for (size_t i = 0; i != sub->_num_chans; ++i)

@@ -241,6 +241,11 @@ int pe_sub_has(const pe_sub_t *sub, const char *channel, size_t channel_len);
  * of capacity cap (PE_CURSOR_MAXLEN + 1 always suffices). Returns its length (0 if no channels).
  */
 size_t pe_sub_cursor(const pe_sub_t *sub, char *buf, size_t cap);
+/**
+ * The channel's position (the last message delivered, or where delivery starts): a one-channel
+ * cursor from which nothing is missed. Returns 0, or -1 if the subscriber lacks the channel.
+ */
+int pe_sub_position(const pe_sub_t *sub, const char *channel, size_t len, pe_id_t *out);
 /** 1 if every channel is live (caught up), else 0. */
 int pe_sub_is_live(const pe_sub_t *sub);
 

@@ -306,6 +306,25 @@ describe('poll: holding', () => {
         }
     });
 
+    it('?timeout=N holds at most N s (steps 1, 2, 3, 5, 10, 15, capped by --poll-timeout), and the cursor still misses nothing', { timeout: 20000 }, async (t) => {
+        const srv = await startServer(['--poll-timeout', '20']);
+        t.after(() => srv.stop());
+        const ch = uniqueChannel('short');
+        const cases = [[1, 1000], [2, 2000], [4, 3000]];
+        const answers = await Promise.all(cases.map(([n]) => pollRequest(srv.url, `${pq(ch)}&timeout=${n}`)));
+        for (const [i, [n, ms]] of cases.entries()) {
+            const r = checkPollAnswer(answers[i], `timeout=${n}`);
+            assert.deepEqual(r.json.messages, []);
+            assert.ok(r.ms >= ms - 250 && r.ms <= ms + 1500, `timeout=${n}: answered after ${r.ms} ms, expected ~${ms}`);
+        }
+        const id = await publishOk(srv.url, ch, { n: 1 });
+        const r = await pollOk(srv.url, `${pq(ch, answers[0].json.cursor)}&timeout=1`);
+        assert.deepEqual(r.json.messages, [{ channel: ch, id, data: { n: 1 } }]);
+        /* Above --poll-timeout: the server's own timeout (here 2 s on the shared server). */
+        const capped = checkPollAnswer(await pollRequest(main.srv.url, `${pq(ch)}&timeout=60`), 'timeout=60');
+        assert.ok(capped.ms < POLL_TIMEOUT_MS + 1500, `capped at --poll-timeout: ${capped.ms} ms`);
+    });
+
     it('50 concurrent polls on one channel and cursor are all answered by one publish', { timeout: 15000 }, async () => {
         const ch = uniqueChannel('fifty');
         const last = await publishOk(main.srv.url, ch, { n: 0 });
@@ -637,6 +656,10 @@ describe('poll: bad input', () => {
         ['channel=ok&since=not-a-cursor!', 'bad_cursor'],
         ['channel=ok&since=12-x', 'bad_cursor'],
         ['channel=ok&since=-1', 'bad_cursor'],
+        ['channel=ok&timeout=0', 'bad_timeout'],
+        ['channel=ok&timeout=abc', 'bad_timeout'],
+        ['channel=ok&timeout=-1', 'bad_timeout'],
+        ['channel=ok&timeout=1234567', 'bad_timeout'],
         ['', null],
         ['since=0', null],
     ];

@@ -219,11 +219,27 @@ describe('WS: ops', () => {
         assert.deepEqual(await c.next(), { op: 'pong' });
     });
 
+    it('subscribed carries the start position: the last ID for new-only, since for since=<id>; it resumes without loss', { timeout: 10000 }, async (t) => {
+        const ch = uniqueChannel('subpos');
+        const ids = await publishMany(main.srv.url, ch, 3);
+        const c = await openWs(main.srv.url, '/ws', { t });
+        assert.equal((await c.request({ op: 'subscribe', channel: ch, ref: 1 })).cursor, ids[2], 'new only: the newest ID');
+        const d = await openWs(main.srv.url, '/ws', { t });
+        assert.equal((await d.request({ op: 'subscribe', channel: ch, since: ids[0], ref: 2 })).cursor, ids[0], 'since=<id>: that ID');
+        const fresh = uniqueChannel('subposFresh');
+        assert.equal((await d.request({ op: 'subscribe', channel: fresh, ref: 3 })).cursor, '0-0', 'an empty channel: 0-0');
+        const id = await publishOk(main.srv.url, fresh, { n: 1 });
+        const p = await openWs(main.srv.url, `/ws?channel=${fresh}&since=0-0`, { t });
+        const m = await p.nextOp('message');
+        assert.deepEqual(m, { op: 'message', channel: fresh, id, data: { n: 1 } });
+    });
+
     it('subscribe -> subscribed, then live messages as {op:"message",channel,id,data}', { timeout: 10000 }, async (t) => {
         const ch = uniqueChannel('sub');
         const c = await openWs(main.srv.url, '/ws', { t });
         const r = await c.request({ op: 'subscribe', channel: ch, ref: 7 });
-        assert.deepEqual(r, { op: 'subscribed', channel: ch, ref: 7 });
+        assert.match(r.cursor, /^\d+-\d+$/, 'subscribed carries the start position');
+        assert.deepEqual(r, { op: 'subscribed', channel: ch, cursor: r.cursor, ref: 7 });
         const value = { text: 'hé\n"q"', list: [1, 2.5, null] };
         const id = await publishOk(main.srv.url, ch, value);
         const m = await c.nextOp('message');
@@ -522,7 +538,8 @@ describe('WS: positions, seams and gaps', () => {
             await waitN(c, ch, 11);
             const ops = c.ops().map((o) => (o.op === 'message' ? o.data.n : o.op));
             assert.deepEqual(ops, ['subscribed', 'gap', 6, 7, 8, 9, 10, 11]);
-            assert.deepEqual(c.ops()[1], { op: 'gap', channel: ch });
+            assert.match(c.ops()[1].cursor, /^\d+-\d+$/, 'gap carries the position after it');
+            assert.deepEqual(c.ops()[1], { op: 'gap', channel: ch, cursor: c.ops()[1].cursor });
             /* Through the query too. */
             const q = await openWs(small.srv.url, `/ws?channel=${ch}&since=${ids[2]}`, { t });
             await waitN(q, ch, 11);
