@@ -9,6 +9,9 @@ pkgs=(gcc libc6-dev meson ninja-build pkg-config libh2o-evloop-dev libwslay-dev 
       libjansson-dev libssl-dev zlib1g-dev)
 if [ "${1:-}" = "--test" ]; then
     pkgs+=(redis-server curl clang libclang-rt-14-dev python3)
+    # The browser suite: Debian's Chromium (driven by npm's playwright-core) and the hostile
+    # proxies it runs the JS client through.
+    pkgs+=(chromium squid tinyproxy haproxy nginx)
     # Node.js 20 is the project's JS runtime; Debian's nodejs (18) also runs the tests when no
     # newer node is installed.
     command -v node >/dev/null 2>&1 || pkgs+=(nodejs)

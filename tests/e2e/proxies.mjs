@@ -1,0 +1,213 @@
+/*
+ * Hostile proxies for the browser suite, each a real program started in the foreground on a
+ * free loopback port and stopped by its PID:
+ *
+ *   haproxy (reverse)          ends connections idle for IDLE s; optionally refuses upgrades (403)
+ *   nginx, buffering (reverse) buffers responses, forwards no upgrade: SSE never arrives
+ *   squid (forward)            no CONNECT (ws:// fails), cuts responses idle for IDLE s
+ *   tinyproxy (forward)        CONNECT only to 443 (ws:// fails), idle timeout
+ *   blackHole (ours, reverse)  passes HTTP, and after a 101 forwards nothing in either direction
+ *
+ * Templates are in tests/e2e/proxies/ (@PORT@ @UPSTREAM@ @IDLE@ @DIR@ @DENYWS_LINE@).
+ * A proxy that is not installed makes its start() throw ProxyMissing, so a test can skip.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { delay, freePort } from './lib.mjs';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+
+export class ProxyMissing extends Error {}
+
+function which(cmd) {
+    for (const dir of ['/usr/sbin', '/usr/bin', '/sbin', '/bin', ...(process.env.PATH || '').split(':')]) {
+        const p = path.join(dir, cmd);
+        try {
+            fs.accessSync(p, fs.constants.X_OK);
+            return p;
+        } catch {
+            /* not here */
+        }
+    }
+    return null;
+}
+
+function render(template, vars) {
+    let text = fs.readFileSync(path.join(HERE, 'proxies', template), 'utf8');
+    for (const [k, v] of Object.entries(vars))
+        text = text.split(`@${k}@`).join(String(v));
+    return text;
+}
+
+/** Waits until something accepts TCP connections on port (bounded). */
+async function waitListening(port, proc, what, output) {
+    const deadline = Date.now() + 10000;
+    for (;;) {
+        if (proc.exitCode !== null || proc.signalCode !== null)
+            throw new Error(`${what} exited (${proc.exitCode ?? proc.signalCode}) before listening:\n${output()}`);
+        const ok = await new Promise((resolve) => {
+            const s = net.connect(port, '127.0.0.1');
+            s.once('connect', () => {
+                s.destroy();
+                resolve(true);
+            });
+            s.once('error', () => resolve(false));
+        });
+        if (ok)
+            return;
+        if (Date.now() > deadline)
+            throw new Error(`${what} did not listen on ${port} within 10 s:\n${output()}`);
+        await delay(50);
+    }
+}
+
+async function startProgram(what, bin, args, port, dir) {
+    let out = '';
+    const proc = spawn(bin, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    proc.stdout.on('data', (c) => (out = (out + c).slice(-20000)));
+    proc.stderr.on('data', (c) => (out = (out + c).slice(-20000)));
+    const exited = new Promise((resolve) => proc.on('close', resolve));
+    await waitListening(port, proc, what, () => out);
+    return {
+        port,
+        url: `http://127.0.0.1:${port}`,
+        pid: proc.pid,
+        output: () => out,
+        async stop() {
+            if (proc.exitCode === null && proc.signalCode === null) {
+                proc.kill('SIGTERM');
+                const done = await Promise.race([exited.then(() => true), delay(5000).then(() => false)]);
+                if (!done) {
+                    proc.kill('SIGKILL');
+                    await exited;
+                }
+            }
+            fs.rmSync(dir, { recursive: true, force: true });
+        },
+    };
+}
+
+function tmpDir(name) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), `pushedge-${name}-`));
+    /* squid and nginx workers drop root for an unprivileged user that must write here. */
+    fs.chmodSync(dir, 0o777);
+    return dir;
+}
+
+/** haproxy in front of upstreamPort: idle connections end after idleS; denyWs refuses upgrades. */
+export async function haproxy(upstreamPort, { idleS = 30, denyWs = false } = {}) {
+    const bin = which('haproxy');
+    if (!bin)
+        throw new ProxyMissing('haproxy is not installed');
+    const port = await freePort();
+    const dir = tmpDir('haproxy');
+    const cfg = path.join(dir, 'haproxy.cfg');
+    fs.writeFileSync(cfg, render('haproxy.cfg.in', {
+        PORT: port, UPSTREAM: upstreamPort, IDLE: idleS, DIR: dir,
+        DENYWS_LINE: denyWs ? 'http-request deny deny_status 403 if { hdr(upgrade) -i websocket }' : '',
+    }));
+    return startProgram('haproxy', bin, ['-db', '-f', cfg], port, dir);
+}
+
+/** nginx buffering every response from upstreamPort. */
+export async function nginxBuffering(upstreamPort, { idleS = 60 } = {}) {
+    const bin = which('nginx');
+    if (!bin)
+        throw new ProxyMissing('nginx is not installed');
+    const port = await freePort();
+    const dir = tmpDir('nginx');
+    const conf = path.join(dir, 'nginx.conf');
+    fs.writeFileSync(conf, render('nginx-buffering.conf.in', { PORT: port, UPSTREAM: upstreamPort, IDLE: idleS, DIR: dir }));
+    return startProgram('nginx', bin, ['-p', dir, '-c', conf], port, dir);
+}
+
+/** squid as a forward proxy (the browser is pointed at it with --proxy-server). */
+export async function squid({ idleS = 5 } = {}) {
+    const bin = which('squid');
+    if (!bin)
+        throw new ProxyMissing('squid is not installed');
+    const port = await freePort();
+    const dir = tmpDir('squid');
+    const conf = path.join(dir, 'squid.conf');
+    fs.writeFileSync(conf, render('squid.conf.in', { PORT: port, IDLE: idleS, DIR: dir }));
+    /* -N: foreground, no daemon; the config names every file inside dir. */
+    return startProgram('squid', bin, ['-N', '-f', conf], port, dir);
+}
+
+/** tinyproxy as a forward proxy. */
+export async function tinyproxy({ idleS = 5 } = {}) {
+    const bin = which('tinyproxy');
+    if (!bin)
+        throw new ProxyMissing('tinyproxy is not installed');
+    const port = await freePort();
+    const dir = tmpDir('tinyproxy');
+    fs.writeFileSync(path.join(dir, 'filter'), '^127\\.0\\.0\\.1$\n');
+    const conf = path.join(dir, 'tinyproxy.conf');
+    fs.writeFileSync(conf, render('tinyproxy.conf.in', { PORT: port, IDLE: idleS, DIR: dir }));
+    return startProgram('tinyproxy', bin, ['-d', '-c', conf], port, dir);
+}
+
+/**
+ * A reverse proxy that accepts the WebSocket upgrade and then forwards nothing: it relays bytes
+ * both ways until the upstream's response head says 101, then swallows everything from both
+ * sides while keeping both sockets open. Plain HTTP (SSE, polls, the page) passes untouched.
+ */
+export async function blackHole(upstreamPort) {
+    const sockets = new Set();
+    const server = net.createServer((client) => {
+        const upstream = net.connect(upstreamPort, '127.0.0.1');
+        sockets.add(client);
+        sockets.add(upstream);
+        let swallowing = false;
+        let head = '';
+        const end = () => {
+            client.destroy();
+            upstream.destroy();
+            sockets.delete(client);
+            sockets.delete(upstream);
+        };
+        client.on('data', (c) => {
+            if (!swallowing)
+                upstream.write(c);
+        });
+        upstream.on('data', (c) => {
+            if (swallowing)
+                return;
+            head += c.toString('latin1');
+            const endOfHead = head.indexOf('\r\n\r\n');
+            if (/^HTTP\/1\.1 101 /.test(head) && endOfHead >= 0) {
+                /* The 101 reaches the browser (it opens the socket); nothing after it does. */
+                client.write(Buffer.from(head.slice(0, endOfHead + 4), 'latin1'));
+                swallowing = true;
+                return;
+            }
+            if (head.length > 65536)
+                head = head.slice(-4);
+            client.write(c);
+        });
+        client.on('error', end);
+        upstream.on('error', end);
+        client.on('close', end);
+        upstream.on('close', end);
+    });
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = server.address().port;
+    return {
+        port,
+        url: `http://127.0.0.1:${port}`,
+        async stop() {
+            for (const s of sockets)
+                s.destroy();
+            await new Promise((resolve) => server.close(resolve));
+        },
+    };
+}
+
+/** True if Debian's chromium is installed. */
+export function haveChromium() {
+    return fs.existsSync('/usr/bin/chromium') && spawnSync('/usr/bin/chromium', ['--version'], { timeout: 20000 }).status === 0;
+}
