@@ -1,0 +1,121 @@
+// Type declarations of pushedge.js (docs/client.md describes every option and rule).
+
+/** What a subscriber receives for one message, on every transport. */
+export interface Envelope<T = unknown> {
+  channel: string;
+  /** The message ID, `<ms>-<seq>`; strictly increasing within a channel. */
+  id: string;
+  data: T;
+}
+
+export type TransportName = 'websocket' | 'sse' | 'poll';
+export type ClientState = 'idle' | 'connecting' | 'connected' | 'disconnected' | 'closed';
+
+export interface Clock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+  random(): number;
+}
+
+export interface StorageLike {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+  removeItem(key: string): void;
+}
+
+export interface PushEdgeOptions {
+  /** Transports to use, best first. Default ['websocket', 'sse', 'poll']. */
+  transports?: TransportName[];
+  /** A WebSocket constructor (Node: `import WebSocket from 'ws'`). Default globalThis.WebSocket. */
+  WebSocket?: unknown;
+  /** A fetch function (SSE, long-polling, publish). Default globalThis.fetch. */
+  fetch?: typeof fetch;
+  /** Where the transport that worked is remembered. Default localStorage, else memory. */
+  storage?: StorageLike;
+  /** Bearer token for publish(). */
+  apiKey?: string;
+  /** ms before a transport that has not opened counts as failed. Default 8000. */
+  connectTimeout?: number;
+  /** ms for an open WebSocket to answer its first ping, or an SSE stream to send a byte. Default 5000. */
+  probeTimeout?: number;
+  /** ms of WebSocket silence before the client pings. Default 20000 (lowered by itself behind idle-killing proxies). */
+  pingInterval?: number;
+  /** ms a pong may take. Default 8000. */
+  pongTimeout?: number;
+  /** ms without any SSE byte (heartbeats included) before the stream counts as dead. Default 60000. */
+  heartbeatTimeout?: number;
+  /** Seconds a long-poll may be held (the server caps it). Default 25. */
+  pollTimeout?: number;
+  /** Backoff: random(0, min(backoffCap, backoffBase * 2^attempt)) ms. Defaults 500 and 30000. */
+  backoffBase?: number;
+  backoffCap?: number;
+  /** ms connected before the backoff starts over. Default 10000. */
+  healthyAfter?: number;
+  /** A streaming connection ended by the network within this many ms is a "cut". Default 90000. */
+  cutThreshold?: number;
+  /** Similar cuts in a row that make the client fall back. Default 3. */
+  cutsToDemote?: number;
+  /** ms before a better transport is tried again in the background (doubles up to 16x). Default 60000. */
+  reprobeInterval?: number;
+  /** ms the transport that worked is remembered. Default 86400000. */
+  rememberFor?: number;
+  /** [min, max] ms before reconnecting after a drain hint that names no delay. Default [250, 2500]. */
+  drainDelay?: [number, number];
+  /** Prefix of the storage key (the server's URL is appended). Default 'pushedge.transport'. */
+  storageKey?: string;
+  /** A clock for tests. */
+  clock?: Clock;
+}
+
+export interface SubscribeOptions {
+  /** A message ID or cursor to resume after, '0' for everything retained; absent: new messages only. */
+  since?: string;
+  /** Called when history no longer reaches back to the channel's position (refetch your state). */
+  onGap?: (info: { channel: string }) => void;
+}
+
+export interface StateInfo {
+  state: ClientState;
+  transport?: TransportName;
+  /** Why the connection ended ('ws_refused', 'ws_silent', 'sse_silent', 'drain', ...). */
+  reason?: string;
+  /** ms until the next attempt (null: no retry, a fatal error). */
+  retryIn?: number | null;
+}
+
+export interface ClientEvents {
+  state: StateInfo;
+  connecting: { transport: TransportName };
+  connected: { transport: TransportName };
+  disconnected: { transport: TransportName; reason: string; retryIn: number | null };
+  idle: Record<string, never>;
+  closed: Record<string, never>;
+  gap: { channel: string };
+  error: { channel?: string; code: string; message: string; status?: number };
+  engine: { state: 'available' | 'unavailable' };
+  transport: { from: TransportName | null; to: TransportName; reason: string };
+}
+
+export class PushEdge {
+  constructor(baseUrl?: string, options?: PushEdgeOptions);
+  readonly baseUrl: string;
+  /** The transport while connected, else null. */
+  readonly transport: TransportName | null;
+  readonly state: ClientState;
+  /** The cursor of the subscription set: pass it as `since` to resume anywhere. */
+  readonly cursor: string | null;
+  /** Each channel's position (its last message ID). */
+  readonly positions: Record<string, string>;
+  on<K extends keyof ClientEvents>(event: K, fn: (info: ClientEvents[K]) => void): () => void;
+  subscribe<T = unknown>(channel: string, onMessage: (m: Envelope<T>) => void, options?: SubscribeOptions): () => void;
+  publish(channel: string, data: unknown, options?: { apiKey?: string }): Promise<string>;
+  close(): void;
+}
+
+export function compareIds(a: string, b: string): number;
+export function channelTag(name: string): number;
+export function encodeCursor(channels: string[], positions: Map<string, string>): string | null;
+export function decodeCursor(cursor: string, channels: string[]): Map<string, string>;
+
+export default PushEdge;
