@@ -1,0 +1,185 @@
+/*
+ * The JS client (web/src/pushedge.js) in Node 20 against a real pushedge: the `ws` package
+ * injected as its WebSocket, Node's own fetch for SSE, long-polling and publishing.
+ *
+ * Covered: each transport forced alone delivers two channels' messages once and in order; a
+ * cursor taken on one transport resumes exactly on each other one (3 x 3, multi-channel
+ * cursors included); the position of a channel that had no message yet (WebSocket "subscribed",
+ * SSE live mark, poll cursor) resumes without loss; a gap (--history-size) reaches the app once
+ * and the retained messages follow; publish() errors carry the server's code; subscribing and
+ * unsubscribing on a live connection; a server killed under a WebSocket client while publishes
+ * go on: the client reconnects and gets the rest from the restarted node (Redis only).
+ *
+ * Not here: fallback through proxies and timer throttling (browser.test.mjs, tests/client/).
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import WebSocket from 'ws';
+import { PushEdge } from '../../web/src/pushedge.js';
+import { delay, publishMany, publishOk, sharedServers, startServer, uniqueChannel, waitUntil } from './lib.mjs';
+
+const OPTS = { WebSocket, probeTimeout: 3000, connectTimeout: 5000, backoffBase: 100, backoffCap: 1000, reprobeInterval: 600000 };
+const [main, small] = sharedServers(before, after, [[['--poll-timeout', '2']], [['--history-size', '5', '--poll-timeout', '2']]]);
+const clients = new Set();
+after(() => {
+    for (const c of clients)
+        c.close();
+});
+
+function client(base, opts = {}) {
+    const c = new PushEdge(base, { ...OPTS, ...opts });
+    clients.add(c);
+    c.got = [];
+    c.gaps = [];
+    c.errors = [];
+    c.on('gap', (g) => c.gaps.push(g.channel));
+    c.on('error', (e) => c.errors.push(e));
+    return c;
+}
+
+function sub(c, channel, since) {
+    return c.subscribe(channel, (m) => c.got.push({ channel: m.channel, id: m.id, n: m.data.n }), since === undefined ? {} : { since });
+}
+
+async function connected(c, transport) {
+    await waitUntil(() => c.transport === transport, { timeoutMs: 10000, what: `connected over ${transport}` });
+}
+
+async function waitCount(c, n, what) {
+    await waitUntil(() => c.got.length >= n, { timeoutMs: 10000, what: `${what}: ${n} messages (have ${c.got.length})` });
+    await delay(150);
+}
+
+const TRANSPORTS = ['websocket', 'sse', 'poll'];
+
+describe('client (Node): transports', () => {
+    for (const tr of TRANSPORTS) {
+        it(`${tr} alone: two channels, every message once, in order per channel`, { timeout: 20000 }, async () => {
+            const a = uniqueChannel('ta'), b = uniqueChannel('tb');
+            const c = client(main.srv.url, { transports: [tr] });
+            sub(c, a, '0');
+            sub(c, b, '0');
+            await connected(c, tr);
+            const ia = await publishMany(main.srv.url, a, 10);
+            const ib = await publishMany(main.srv.url, b, 5);
+            await waitCount(c, 15, tr);
+            assert.deepEqual(c.got.filter((m) => m.channel === a).map((m) => m.id), ia);
+            assert.deepEqual(c.got.filter((m) => m.channel === b).map((m) => m.id), ib);
+            assert.equal(c.got.length, 15);
+            c.close();
+        });
+    }
+
+    for (const from of TRANSPORTS) {
+        for (const to of TRANSPORTS) {
+            it(`a cursor from ${from} resumes on ${to} exactly (two channels, one of them silent so far)`, { timeout: 20000 }, async () => {
+                const a = uniqueChannel('ra'), b = uniqueChannel('rb');
+                const c1 = client(main.srv.url, { transports: [from] });
+                sub(c1, a);
+                sub(c1, b);
+                await connected(c1, from);
+                await delay(100);
+                const first = await publishMany(main.srv.url, a, 3);
+                await waitCount(c1, 3, from);
+                const cursor = c1.cursor;
+                c1.close();
+                /* While nobody listens: both channels get messages, the silent one included. */
+                const more = await publishOk(main.srv.url, a, { n: 4 });
+                const silent = await publishOk(main.srv.url, b, { n: 1 });
+                const c2 = client(main.srv.url, { transports: [to] });
+                sub(c2, a, cursor);
+                sub(c2, b, cursor);
+                await waitCount(c2, 2, `${to} from ${from}'s cursor ${cursor}`);
+                assert.deepEqual(c1.got.map((m) => m.id), first);
+                assert.deepEqual(c2.got.map((m) => m.id).sort(), [more, silent].sort(), `resumed from ${cursor}`);
+                c2.close();
+            });
+        }
+    }
+});
+
+describe('client (Node): positions, gaps, set changes, errors', () => {
+    it('a gap reaches the app once, then the retained messages; the cursor moves past it', { timeout: 20000 }, async () => {
+        for (const tr of TRANSPORTS) {
+            const ch = uniqueChannel(`gap${tr}`);
+            const ids = await publishMany(small.srv.url, ch, 10);
+            const c = client(small.srv.url, { transports: [tr] });
+            const onGap = [];
+            c.subscribe(ch, (m) => c.got.push({ channel: m.channel, id: m.id, n: m.data.n }), { since: ids[0], onGap: (g) => onGap.push(g.channel) });
+            await waitCount(c, 5, `${tr} retained after the gap`);
+            assert.deepEqual(c.got.map((m) => m.id), ids.slice(5), tr);
+            assert.deepEqual(c.gaps, [ch], `${tr}: one gap event`);
+            assert.deepEqual(onGap, [ch], `${tr}: onGap once`);
+            c.close();
+        }
+    });
+
+    it('subscribe and unsubscribe on a live connection (every transport)', { timeout: 30000 }, async () => {
+        for (const tr of TRANSPORTS) {
+            const a = uniqueChannel('sa'), b = uniqueChannel('sb');
+            const c = client(main.srv.url, { transports: [tr] });
+            const offA = sub(c, a);
+            await connected(c, tr);
+            await delay(100);
+            const a1 = await publishOk(main.srv.url, a, { n: 1 });
+            await waitCount(c, 1, tr);
+            sub(c, b, '0');
+            const b1 = await publishOk(main.srv.url, b, { n: 1 });
+            await waitCount(c, 2, `${tr}: b added`);
+            offA();
+            await delay(300);
+            await publishOk(main.srv.url, a, { n: 2 });
+            const b2 = await publishOk(main.srv.url, b, { n: 2 });
+            await waitCount(c, 3, `${tr}: a removed`);
+            await delay(300);
+            assert.deepEqual(c.got.map((m) => m.id), [a1, b1, b2], tr);
+            c.close();
+        }
+    });
+
+    it('publish(): the ID, or the server\'s error code', { timeout: 10000 }, async (t) => {
+        const c = client(main.srv.url);
+        assert.match(await c.publish(uniqueChannel('p'), { x: 1 }), /^\d+-\d+$/);
+        const keyed = await startServer(['--api-key', 'sekrit']);
+        t.after(() => keyed.stop());
+        const k = client(keyed.url);
+        await assert.rejects(k.publish('x', 1), (e) => e.code === 'unauthorized' && e.status === 401);
+        assert.match(await k.publish('x', 1, { apiKey: 'sekrit' }), /^\d+-\d+$/);
+    });
+
+    it('bad input is refused before it reaches the server', () => {
+        const c = client(main.srv.url);
+        assert.throws(() => c.subscribe('bad name', () => {}), TypeError);
+        assert.throws(() => c.subscribe('ok', 'not a function'), TypeError);
+        c.close();
+        assert.throws(() => c.subscribe('ok', () => {}), /closed/);
+    });
+});
+
+describe('client (Node): a node restarted under the client', { skip: process.env.PUSHEDGE_TEST_REDIS_URL ? false : 'needs PUSHEDGE_TEST_REDIS_URL' }, () => {
+    it('killed and restarted on its port while another node takes publishes: every message once, in order', { timeout: 40000 }, async (t) => {
+        const redis = ['--redis', process.env.PUSHEDGE_TEST_REDIS_URL];
+        let a = await startServer(redis);
+        const b = await startServer(redis);
+        t.after(async () => {
+            await a.stop();
+            await b.stop();
+        });
+        const ch = uniqueChannel('restart');
+        const c = client(a.url);
+        sub(c, ch, '0');
+        await connected(c, 'websocket');
+        const ids = [];
+        for (let n = 1; n <= 30; n++) {
+            if (n === 10)
+                await a.stop('SIGKILL');
+            if (n === 20)
+                a = await startServer(['--listen', `127.0.0.1:${a.port}`, ...redis], {}, { listen: false, port: a.port });
+            ids.push(await publishOk(b.url, ch, { n }));
+            await delay(50);
+        }
+        await waitUntil(() => c.got.length >= 30, { timeoutMs: 20000, what: `all 30 (have ${c.got.length})` });
+        await delay(200);
+        assert.deepEqual(c.got.map((m) => m.id), ids);
+    });
+});
