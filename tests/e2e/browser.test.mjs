@@ -86,6 +86,7 @@ async function openClient(ctx, origin, channel, options = {}, { seedStorage = nu
         window.states = [];
         window.switches = [];
         window.gaps = [];
+        window.t0 = Date.now();
         const client = new PushEdge(location.origin, options);
         client.on('state', (s) => window.states.push({ ...s, at: Date.now() }));
         client.on('transport', (s) => window.switches.push(s));
@@ -101,6 +102,7 @@ async function openClient(ctx, origin, channel, options = {}, { seedStorage = nu
         states: () => page.evaluate(() => window.states),
         switches: () => page.evaluate(() => window.switches),
         gaps: () => page.evaluate(() => window.gaps),
+        t0: () => page.evaluate(() => window.t0),
         async waitTransport(want, timeoutMs = 20000) {
             await waitUntil(async () => (await this.transport()) === want, { timeoutMs, intervalMs: 100, what: `transport ${want}` });
         },
@@ -137,6 +139,17 @@ async function expectExactly(client, ids, what, timeoutMs = 30000) {
     assert.deepEqual(got.map((m) => m.id), ids, `${what}: every message exactly once, in order`);
 }
 
+/** Reports where the client ended and how long it took to get there (for docs/client.md). */
+async function report(t, c) {
+    const states = await c.states();
+    const t0 = await c.t0();
+    const final = await c.transport();
+    const first = states.find((s) => s.state === 'connected');
+    const settled = states.find((s) => s.state === 'connected' && s.transport === final);
+    const trail = states.map((s) => s.state + (s.transport ? ':' + s.transport : '') + (s.reason ? `(${s.reason})` : '')).join(' ');
+    t.diagnostic(`ended on ${final}; first connected after ${first ? first.at - t0 : '-'} ms, on ${final} after ${settled ? settled.at - t0 : '-'} ms; ${trail}`);
+}
+
 function skipIfMissing(t, e) {
     if (e instanceof ProxyMissing) {
         t.skip(e.message);
@@ -160,12 +173,13 @@ describe('browser: the JS client in Chromium', { skip: HAVE ? false : 'chromium 
         }
     });
 
-    it('direct: WebSocket, every message once, in order', { timeout: 60000 }, async () => {
+    it('direct: WebSocket, every message once, in order', { timeout: 60000 }, async (t) => {
         const ch = uniqueChannel('direct');
         const c = await openClient(browser.ctx, srv.url, ch);
         await c.waitTransport('websocket');
         const ids = await publishPaced(srv.url, ch, 30);
         await expectExactly(c, ids, 'direct');
+        await report(t, c);
         await c.page.close();
     });
 
@@ -185,7 +199,7 @@ describe('browser: the JS client in Chromium', { skip: HAVE ? false : 'chromium 
         const ids = await publishPaced(srv.url, ch, 30);
         await expectExactly(c, ids, 'haproxy deny upgrade');
         assert.equal(await c.transport(), 'sse');
-        t.diagnostic(`ended on ${await c.transport()}`);
+        await report(t, c);
         await c.page.close();
     });
 
@@ -208,7 +222,7 @@ describe('browser: the JS client in Chromium', { skip: HAVE ? false : 'chromium 
             /* Pauses longer than the proxy's idle cut: the 2 s heartbeats keep the stream. */
             const ids = await publishPaced(srv.url, ch, 20, { burst: 5, pauseMs: 6000 });
             await expectExactly(c, ids, name);
-            t.diagnostic(`ended on ${await c.transport()}; states ${(await c.states()).map((s) => s.state + (s.transport ? ':' + s.transport : '')).join(' ')}`);
+            await report(t, c);
         });
     }
 
@@ -222,6 +236,7 @@ describe('browser: the JS client in Chromium', { skip: HAVE ? false : 'chromium 
         await c.waitTransport('sse');
         const ids = [...early, ...(await publishPaced(srv.url, ch, 25, { first: 6 }))];
         await expectExactly(c, ids, 'black hole');
+        await report(t, c);
         const sw = await c.switches();
         assert.ok(sw.some((s) => s.from === 'websocket' && s.reason === 'ws_silent'), `a ws_silent fallback: ${JSON.stringify(sw)}`);
         await c.page.close();
@@ -243,6 +258,7 @@ describe('browser: the JS client in Chromium', { skip: HAVE ? false : 'chromium 
         await c.waitTransport('poll', 40000);
         const ids = [...early, ...(await publishPaced(srv.url, ch, 25, { first: 6 }))];
         await expectExactly(c, ids, 'nginx buffering');
+        await report(t, c);
         assert.equal(await c.transport(), 'poll');
         await c.page.close();
     });
@@ -265,9 +281,7 @@ describe('browser: the JS client in Chromium', { skip: HAVE ? false : 'chromium 
         await c.waitTransport('websocket');
         const ids = await publishPaced(quiet.url, ch, 30, { burst: 5, pauseMs: 4000 });
         await expectExactly(c, ids, 'idle cuts');
-        const states = await c.states();
-        const cuts = states.filter((s) => s.state === 'disconnected').length;
-        t.diagnostic(`ended on ${await c.transport()} after ${cuts} disconnects; ${states.map((s) => s.state + (s.transport ? ':' + s.transport : '') + (s.reason ? '(' + s.reason + ')' : '')).join(' ')}`);
+        await report(t, c);
         await c.page.close();
     });
 
@@ -288,6 +302,7 @@ describe('browser: the JS client in Chromium', { skip: HAVE ? false : 'chromium 
         await c.waitTransport('sse');
         const ids = await publishPaced(quiet.url, ch, 25, { burst: 5, pauseMs: 4000 });
         await expectExactly(c, ids, 'sse idle cuts');
+        await report(t, c);
         assert.equal(await c.transport(), 'poll', `states ${JSON.stringify(await c.states())}`);
         assert.ok((await c.switches()).some((s) => s.from === 'sse' && s.to === 'poll'), 'demoted from sse to poll');
         await c.page.close();
@@ -304,6 +319,7 @@ describe('browser: the JS client in Chromium', { skip: HAVE ? false : 'chromium 
         await c.waitTransport('websocket', 20000);
         ids.push(...(await publishPaced(srv.url, ch, 10, { first: 61 })));
         await expectExactly(c, ids, 're-probe switch');
+        await report(t, c);
         assert.ok((await c.switches()).some((s) => s.from === 'sse' && s.to === 'websocket'), 'switched from sse to websocket');
         const remembered = await c.page.evaluate((k) => localStorage.getItem(k), `pushedge.transport:${srv.url}`);
         assert.equal(remembered, null, 'WebSocket works again: the fallback is forgotten');
@@ -356,8 +372,7 @@ describe('browser: pushedge restarted mid-stream', { skip: !HAVE ? 'chromium is 
         });
         t.after(() => a.stop());
         await expectExactly(c, ids, 'restart', 40000);
-        const states = await c.states();
-        assert.ok(states.some((s) => s.state === 'disconnected'), 'the client saw the restart');
-        t.diagnostic(`ended on ${await c.transport()}; ${states.map((s) => s.state + (s.transport ? ':' + s.transport : '')).join(' ')}`);
+        assert.ok((await c.states()).some((s) => s.state === 'disconnected'), 'the client saw the restart');
+        await report(t, c);
     });
 });
