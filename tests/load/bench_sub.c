@@ -1,0 +1,919 @@
+/*
+ * bench_sub.c: the subscriber threads of pushedge-bench. Each thread owns every T-th connection
+ * (T = --threads) and runs its own level-triggered epoll loop; nothing is shared with the other
+ * threads except the pb_shared_t counters the main thread watches.
+ *
+ * Per connection. The struct is ~56 bytes, because 18,000 of them are open at once: no buffer
+ * lives in it. Each readiness event reads into the thread's large buffer (as much as is there,
+ * several reads if it fills), parses every complete frame, SSE line or poll response in place,
+ * and copies only an incomplete tail to a heap "carry" that the next read puts back in front.
+ * Under fan-out load messages arrive whole, so carries are rare and short-lived.
+ *
+ * Counting. Messages are recognised by the marker in the payload, never by the envelope, so the
+ * same code measures pushedge and nchan. A 64-message window per connection (base + bitmap)
+ * tells first deliveries from duplicates while tolerating the bounded reordering caused by
+ * several publishing connections; the main thread compares first deliveries with what the
+ * publisher got 2xx answers for to count losses at the end.
+ *
+ * Readiness. A connection is "opened" when a message published from then on must reach it:
+ * after the pushedge ack (WebSocket "subscribed" op; SSE's bare "id:" line that marks the
+ * stream live), after the handshake for nchan (--ready handshake), and once its first request
+ * is out for long-polling (which starts at cursor 0 so nothing published later is missed).
+ *
+ * When adding a transport: request_build(), process(), and the ready rule above.
+ */
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <zlib.h>
+#include "bench.h"
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24 /* linux/in.h; glibc's netinet/in.h does not define it */
+#endif
+
+/* Connections in the middle of connect + handshake per thread: more would only overflow the
+ * server's accept backlog and turn into SYN retransmits that distort connect_seconds. */
+#define MAX_PENDING 1024
+#define MAX_EVENTS 512
+
+typedef enum { CS_IDLE, CS_CONNECTING, CS_HANDSHAKE, CS_WAIT_READY, CS_OPEN, CS_CLOSED } conn_state_t;
+typedef enum { CH_SIZE, CH_EXT, CH_DATA, CH_DATA_END, CH_END } chunk_state_t;
+
+#define CF_READY 0x01        /* counted in "opened": its messages are expected */
+#define CF_DEFLATE 0x02      /* permessage-deflate negotiated */
+#define CF_CHUNKED 0x04      /* SSE body in chunked transfer coding */
+#define CF_FRAG_DEFLATE 0x08 /* the message being reassembled from fragments is compressed */
+#define CF_EV_ID 0x10        /* the SSE event being read had an id: line */
+#define CF_EV_DATA 0x20      /* ... and a data: line */
+
+typedef struct st_pb_conn_t {
+    int fd;
+    uint32_t channel;
+    uint32_t base;   /* every seq below base was received */
+    uint32_t unique; /* distinct messages of this run received */
+    uint64_t window; /* bit i: seq base + i received; bit 0 is always clear */
+    char *carry;     /* incomplete tail of the last read (raw bytes; dechunked text for SSE); heap */
+    uint32_t carry_len;
+    union {
+        uint32_t chunk_rem; /* SSE: bytes left in the current chunk */
+        uint32_t frag_len;  /* WS: bytes in frag */
+    };
+    union {
+        char *cursor; /* poll: last cursor (heap), NULL: start at 0 */
+        char *frag;   /* WS: the fragments of a message so far (heap) */
+    };
+    uint8_t state, flags, chunk_state;
+} pb_conn_t;
+
+struct st_pb_sub_thread_t {
+    pthread_t tid;
+    uint32_t idx;
+    int ep;
+    pb_shared_t *shared;
+    pb_conn_t *conns;
+    uint32_t nconns;
+    uint32_t next_start; /* connect phase: conns[next_start] is the next one to start */
+    uint32_t pending;    /* started, neither ready nor failed */
+    int connect_phase;
+    uint64_t phase_start_ns, deadline_ns;
+    uint64_t now;     /* CLOCK_MONOTONIC at the current read: the receive time of what it holds */
+    uint64_t last_rx; /* time of the last first delivery */
+    uint64_t rng;
+    unsigned logged; /* failure reasons printed, to keep stderr readable at 18,000 failures */
+    char *buf;       /* PB_READ_BUF bytes */
+    char *infl;      /* inflate output, PB_MAX_CARRY bytes, allocated on the first compressed message */
+    z_stream z;
+    int z_ok;
+    pb_result_t res;
+};
+
+static uint32_t
+global_index(const pb_sub_thread_t *t, const pb_conn_t *c)
+{
+    return t->idx + (uint32_t)(c - t->conns) * pb_cfg->threads;
+}
+
+static uint64_t
+rng_next(uint64_t *s)
+{
+    /* splitmix64: masking keys need not be strong here, only non-constant. */
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* ---- life cycle ------------------------------------------------------------------------------ */
+
+static void
+log_failure(pb_sub_thread_t *t, const pb_conn_t *c, const char *why, int err)
+{
+    if (t->logged++ < 5 || pb_cfg->verbose)
+        fprintf(stderr, "pushedge-bench: conn %u (%s): %s%s%s\n", global_index(t, c), pb_cfg->channel[c->channel], why,
+                err != 0 ? ": " : "", err != 0 ? strerror(err) : "");
+}
+
+static int
+is_pending(const pb_conn_t *c)
+{
+    return c->state == CS_CONNECTING || c->state == CS_HANDSHAKE || c->state == CS_WAIT_READY;
+}
+
+/* The single close path: after it c->state is CS_CLOSED and the fd is gone. */
+static void
+conn_close(pb_sub_thread_t *t, pb_conn_t *c, const char *why, int err)
+{
+    if (c->state == CS_CLOSED)
+        return;
+    if (why != NULL)
+        log_failure(t, c, why, err);
+    if (c->fd >= 0)
+        close(c->fd); /* also removes it from the epoll set: the fd is never dup'ed */
+    c->fd = -1;
+    free(c->carry);
+    c->carry = NULL;
+    c->carry_len = 0;
+    free(c->frag); /* the cursor for poll: same pointer */
+    c->frag = NULL;
+    if (is_pending(c))
+        t->pending--;
+    if (c->flags & CF_READY)
+        atomic_fetch_add_explicit(&t->shared->closed, 1, memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(&t->shared->failed, 1, memory_order_relaxed);
+    c->state = CS_CLOSED;
+}
+
+static void
+mark_ready(pb_sub_thread_t *t, pb_conn_t *c)
+{
+    c->state = CS_OPEN;
+    c->flags |= CF_READY;
+    t->pending--;
+    atomic_fetch_add_explicit(&t->shared->opened, 1, memory_order_relaxed);
+    atomic_store_explicit(&t->shared->last_ready_ns, pb_now_ns(), memory_order_relaxed);
+}
+
+static int
+send_all(pb_sub_thread_t *t, pb_conn_t *c, const void *p, size_t len)
+{
+    /* Everything a subscriber sends (a request, a pong, a close) is tiny and goes out on a socket
+     * whose send buffer is otherwise empty: a short write means the peer stopped reading, which
+     * for a benchmark is a failed connection rather than something to queue for. */
+    ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
+    if (n == (ssize_t)len)
+        return 0;
+    conn_close(t, c, n < 0 ? "send" : "short write", n < 0 ? errno : 0);
+    return -1;
+}
+
+/* ---- requests -------------------------------------------------------------------------------- */
+
+static void
+ws_key(uint32_t g, char out[25])
+{
+    /* Derived from the run id and the connection's index, so the accept value can be checked
+     * without keeping the key in every connection. */
+    uint64_t s = ((uint64_t)pb_cfg->run_id << 32) ^ g, k[2];
+    k[0] = rng_next(&s);
+    k[1] = rng_next(&s);
+    pb_base64((const uint8_t *)k, 16, out);
+}
+
+static int
+send_request(pb_sub_thread_t *t, pb_conn_t *c)
+{
+    const char *target = pb_cfg->sub_target[c->channel];
+    char req[4096];
+    int n;
+    switch (pb_cfg->transport) {
+    case PB_WS:
+    case PB_WS_DEFLATE: {
+        char key[25];
+        ws_key(global_index(t, c), key);
+        n = snprintf(req, sizeof(req),
+                     "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
+                     target, pb_cfg->host_hdr, key,
+                     pb_cfg->transport == PB_WS_DEFLATE ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                                                          "client_no_context_takeover; server_no_context_takeover\r\n"
+                                                        : "");
+        break;
+    }
+    case PB_SSE:
+        n = snprintf(req, sizeof(req),
+                     "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n", target,
+                     pb_cfg->host_hdr);
+        break;
+    case PB_POLL:
+    default:
+        n = snprintf(req, sizeof(req), "GET %s%ssince=%s HTTP/1.1\r\nHost: %s\r\n\r\n", target, strchr(target, '?') ? "&" : "?",
+                     c->cursor != NULL ? c->cursor : "0", pb_cfg->host_hdr);
+        break;
+    }
+    if (n < 0 || (size_t)n >= sizeof(req)) {
+        conn_close(t, c, "request too long", 0);
+        return -1;
+    }
+    return send_all(t, c, req, (size_t)n);
+}
+
+static void
+on_connected(pb_sub_thread_t *t, pb_conn_t *c)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    if (epoll_ctl(t->ep, EPOLL_CTL_MOD, c->fd, &ev) != 0) {
+        conn_close(t, c, "epoll_ctl", errno);
+        return;
+    }
+    c->state = CS_HANDSHAKE;
+    if (send_request(t, c) != 0)
+        return;
+    if (pb_cfg->transport == PB_POLL)
+        mark_ready(t, c);
+}
+
+static void
+conn_start(pb_sub_thread_t *t, pb_conn_t *c)
+{
+    uint32_t g = global_index(t, c);
+    c->state = CS_CONNECTING;
+    t->pending++;
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0) {
+        conn_close(t, c, "socket", errno);
+        return;
+    }
+    int one = 1;
+    if (pb_cfg->nsrc != 0) {
+        /* Without IP_BIND_ADDRESS_NO_PORT, bind() picks the port before the destination is known,
+         * and every source address shares one ~28k ephemeral port range. */
+        setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr = pb_cfg->src[g % pb_cfg->nsrc]};
+        if (bind(c->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+            conn_close(t, c, "bind", errno);
+            return;
+        }
+    }
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    int r = connect(c->fd, (const struct sockaddr *)&pb_cfg->target, sizeof(pb_cfg->target));
+    if (r != 0 && errno != EINPROGRESS) {
+        conn_close(t, c, "connect", errno);
+        return;
+    }
+    struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
+    if (epoll_ctl(t->ep, EPOLL_CTL_ADD, c->fd, &ev) != 0) {
+        conn_close(t, c, "epoll_ctl", errno);
+        return;
+    }
+    if (r == 0)
+        on_connected(t, c);
+}
+
+/* ---- delivery accounting --------------------------------------------------------------------- */
+
+static void
+record(pb_sub_thread_t *t, pb_conn_t *c, uint32_t seq, uint64_t send_ns)
+{
+    if (seq < c->base) {
+        t->res.dup++;
+        return;
+    }
+    uint64_t off = seq - c->base;
+    if (off >= 64) {
+        /* Slide the window; seqs that leave it unseen are loss candidates (reconciled at the end
+         * against what was published: a late arrival would be miscounted as a duplicate, which
+         * needs reordering by more than the 64 publishes that can be in flight at once). */
+        uint64_t shift = off - 63;
+        if (shift >= 64) {
+            t->res.skipped += (64 - (uint64_t)__builtin_popcountll(c->window)) + (shift - 64);
+            c->window = 0;
+        } else {
+            t->res.skipped += shift - (uint64_t)__builtin_popcountll(c->window & ((1ull << shift) - 1));
+            c->window >>= shift;
+        }
+        c->base += (uint32_t)shift;
+        off = 63;
+    }
+    uint64_t bit = 1ull << off;
+    if (c->window & bit) {
+        t->res.dup++;
+        return;
+    }
+    c->window |= bit;
+    if (c->window & 1) {
+        unsigned n = ~c->window == 0 ? 64 : (unsigned)__builtin_ctzll(~c->window);
+        c->window = n == 64 ? 0 : c->window >> n;
+        c->base += n;
+    }
+    c->unique++;
+    t->res.unique++;
+    t->last_rx = t->now;
+    pb_hist_add(&t->res.hist, t->now > send_ns ? (t->now - send_ns) / 1000 : 0);
+}
+
+static void
+scan_markers(pb_sub_thread_t *t, pb_conn_t *c, const char *p, size_t len)
+{
+    const char *end = p + len, *m;
+    while ((m = pb_find(p, (size_t)(end - p), PB_MARKER, PB_MARKER_LEN)) != NULL) {
+        uint32_t seq;
+        uint64_t send_ns;
+        p = m + PB_MARKER_LEN;
+        int r = pb_parse_marker(p, end, &seq, &send_ns);
+        if (r > 0)
+            record(t, c, seq, send_ns);
+        else if (r == 0)
+            t->res.foreign++;
+        else
+            t->res.protocol_errors++;
+    }
+}
+
+/* ---- WebSocket ------------------------------------------------------------------------------- */
+
+static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+static int
+ws_check_handshake(pb_sub_thread_t *t, pb_conn_t *c, const char *head, size_t hl, int status)
+{
+    if (status != 101) {
+        char why[32];
+        snprintf(why, sizeof(why), "handshake status %d", status);
+        conn_close(t, c, why, 0);
+        return -1;
+    }
+    char key[25], expect[29], cat[64];
+    uint8_t digest[20];
+    ws_key(global_index(t, c), key);
+    memcpy(cat, key, 24);
+    memcpy(cat + 24, ws_guid, 36);
+    pb_sha1(cat, 60, digest);
+    pb_base64(digest, 20, expect);
+    size_t vlen;
+    const char *v = pb_http_header(head, hl, "sec-websocket-accept", &vlen);
+    if (v == NULL || vlen != 28 || memcmp(v, expect, 28) != 0) {
+        conn_close(t, c, "bad Sec-WebSocket-Accept", 0);
+        return -1;
+    }
+    v = pb_http_header(head, hl, "sec-websocket-extensions", &vlen);
+    if (v != NULL && pb_find(v, vlen, "permessage-deflate", 18) != NULL) {
+        /* One inflate state per thread, reset per message, is only valid when the server resets
+         * its deflate state per message too (RFC 7692 7.1.1.1: it must echo the parameter). */
+        if (pb_cfg->transport != PB_WS_DEFLATE || pb_find(v, vlen, "server_no_context_takeover", 26) == NULL) {
+            conn_close(t, c, "unexpected permessage-deflate parameters", 0);
+            return -1;
+        }
+        c->flags |= CF_DEFLATE;
+    } else if (pb_cfg->transport == PB_WS_DEFLATE) {
+        t->res.deflate_refused++;
+    }
+    return 0;
+}
+
+static int
+ws_send_control(pb_sub_thread_t *t, pb_conn_t *c, int op, const char *payload, size_t len)
+{
+    uint8_t f[2 + 4 + 125];
+    if (len > 125)
+        len = 125;
+    uint32_t mask = (uint32_t)rng_next(&t->rng);
+    f[0] = (uint8_t)(0x80 | op);
+    f[1] = (uint8_t)(0x80 | len); /* RFC 6455 5.3: every client frame is masked */
+    memcpy(f + 2, &mask, 4);
+    for (size_t i = 0; i != len; ++i)
+        f[6 + i] = (uint8_t)payload[i] ^ f[2 + (i & 3)];
+    return send_all(t, c, f, 6 + len);
+}
+
+static int
+ws_inflate(pb_sub_thread_t *t, const char *in, size_t len, size_t *outlen)
+{
+    static const uint8_t tail[4] = {0x00, 0x00, 0xff, 0xff};
+    if (!t->z_ok) {
+        if (inflateInit2(&t->z, -15) != Z_OK)
+            return -1;
+        t->z_ok = 1;
+        t->infl = pb_malloc(PB_MAX_CARRY);
+    }
+    inflateReset(&t->z);
+    t->z.next_in = (Bytef *)in;
+    t->z.avail_in = (uInt)len;
+    t->z.next_out = (Bytef *)t->infl;
+    t->z.avail_out = PB_MAX_CARRY;
+    int r = inflate(&t->z, Z_SYNC_FLUSH);
+    if ((r != Z_OK && r != Z_STREAM_END && r != Z_BUF_ERROR) || t->z.avail_in != 0)
+        return -1;
+    if (r != Z_STREAM_END) {
+        /* RFC 7692 7.2.2: the sender stripped the sync flush's empty block; put it back. */
+        t->z.next_in = (Bytef *)tail;
+        t->z.avail_in = 4;
+        r = inflate(&t->z, Z_SYNC_FLUSH);
+        if (r != Z_OK && r != Z_STREAM_END && r != Z_BUF_ERROR)
+            return -1;
+    }
+    *outlen = PB_MAX_CARRY - t->z.avail_out;
+    return 0;
+}
+
+static int
+ws_message(pb_sub_thread_t *t, pb_conn_t *c, const char *p, size_t len, int compressed)
+{
+    if (compressed) {
+        if (!(c->flags & CF_DEFLATE) || ws_inflate(t, p, len, &len) != 0) {
+            t->res.protocol_errors++;
+            conn_close(t, c, compressed && !(c->flags & CF_DEFLATE) ? "RSV1 without deflate" : "inflate failed", 0);
+            return -1;
+        }
+        p = t->infl;
+        t->res.deflated++;
+    }
+    if (c->state == CS_WAIT_READY && pb_find(p, len, "\"op\":\"subscribed\"", 17) != NULL)
+        mark_ready(t, c);
+    scan_markers(t, c, p, len);
+    return 0;
+}
+
+/* Parses the complete frames in p[0..len); returns the bytes consumed or -1 if it closed c. */
+static long
+ws_frames(pb_sub_thread_t *t, pb_conn_t *c, const char *p, size_t len)
+{
+    size_t pos = 0;
+    while (len - pos >= 2) {
+        uint8_t b0 = (uint8_t)p[pos], b1 = (uint8_t)p[pos + 1];
+        size_t hdr = 2;
+        uint64_t plen = b1 & 0x7f;
+        if (b1 & 0x80) {
+            t->res.protocol_errors++;
+            conn_close(t, c, "masked server frame", 0);
+            return -1;
+        }
+        if (plen == 126) {
+            if (len - pos < 4)
+                break;
+            plen = (uint64_t)(uint8_t)p[pos + 2] << 8 | (uint8_t)p[pos + 3];
+            hdr = 4;
+        } else if (plen == 127) {
+            if (len - pos < 10)
+                break;
+            plen = 0;
+            for (int i = 0; i != 8; ++i)
+                plen = plen << 8 | (uint8_t)p[pos + 2 + i];
+            hdr = 10;
+        }
+        if (plen > PB_MAX_CARRY - 16) {
+            t->res.protocol_errors++;
+            conn_close(t, c, "frame too large", 0);
+            return -1;
+        }
+        if (len - pos < hdr + plen)
+            break;
+        const char *payload = p + pos + hdr;
+        int op = b0 & 0x0f, fin = b0 & 0x80, rsv1 = b0 & 0x40;
+        pos += hdr + (size_t)plen;
+        switch (op) {
+        case 0x1:
+        case 0x2:
+            if (c->frag != NULL)
+                goto Error;
+            if (fin) {
+                if (ws_message(t, c, payload, (size_t)plen, rsv1) != 0)
+                    return -1;
+            } else {
+                c->frag = pb_malloc(plen != 0 ? (size_t)plen : 1);
+                memcpy(c->frag, payload, (size_t)plen);
+                c->frag_len = (uint32_t)plen;
+                c->flags = (uint8_t)((c->flags & ~CF_FRAG_DEFLATE) | (rsv1 ? CF_FRAG_DEFLATE : 0));
+            }
+            break;
+        case 0x0:
+            if (c->frag == NULL || (size_t)c->frag_len + plen > PB_MAX_CARRY)
+                goto Error;
+            c->frag = pb_realloc(c->frag, c->frag_len + (size_t)plen + 1);
+            memcpy(c->frag + c->frag_len, payload, (size_t)plen);
+            c->frag_len += (uint32_t)plen;
+            if (fin) {
+                char *m = c->frag;
+                c->frag = NULL;
+                int r = ws_message(t, c, m, c->frag_len, c->flags & CF_FRAG_DEFLATE);
+                free(m);
+                if (r != 0)
+                    return -1;
+            }
+            break;
+        case 0x8:
+            /* Answer with the server's status code (RFC 6455 5.5.1), then drop the connection. */
+            ws_send_control(t, c, 0x8, payload, plen >= 2 ? 2 : 0);
+            t->res.server_closes++;
+            conn_close(t, c, "server closed the WebSocket", 0);
+            return -1;
+        case 0x9:
+            if (ws_send_control(t, c, 0xa, payload, (size_t)plen) != 0)
+                return -1;
+            break;
+        case 0xa:
+            break;
+        default:
+            goto Error;
+        }
+    }
+    return (long)pos;
+Error:
+    t->res.protocol_errors++;
+    conn_close(t, c, "WebSocket protocol error", 0);
+    return -1;
+}
+
+/* ---- SSE ------------------------------------------------------------------------------------- */
+
+/* Decodes the chunked bytes b[in..len) in place to b[in..out); returns out, or -1 on a bad
+ * chunk size. Works byte by byte through chunk-size lines so no raw carry is ever needed. */
+static long
+dechunk(pb_conn_t *c, char *b, size_t in, size_t len)
+{
+    size_t o = in, i = in;
+    while (i < len) {
+        switch (c->chunk_state) {
+        case CH_SIZE:
+        case CH_EXT: {
+            char ch = b[i++];
+            int hex = ch >= '0' && ch <= '9'   ? ch - '0'
+                      : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+                      : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                               : -1;
+            if (ch == '\n') {
+                c->chunk_state = c->chunk_rem == 0 ? CH_END : CH_DATA;
+            } else if (c->chunk_state == CH_SIZE && hex >= 0) {
+                if (c->chunk_rem > PB_MAX_CARRY)
+                    return -1;
+                c->chunk_rem = c->chunk_rem * 16 + (uint32_t)hex;
+            } else if (ch != '\r') {
+                c->chunk_state = CH_EXT;
+            }
+            break;
+        }
+        case CH_DATA: {
+            size_t n = len - i < c->chunk_rem ? len - i : c->chunk_rem;
+            memmove(b + o, b + i, n);
+            o += n;
+            i += n;
+            c->chunk_rem -= (uint32_t)n;
+            if (c->chunk_rem == 0)
+                c->chunk_state = CH_DATA_END;
+            break;
+        }
+        case CH_DATA_END:
+            if (b[i++] == '\n')
+                c->chunk_state = CH_SIZE;
+            break;
+        case CH_END:
+            i = len; /* trailers: the stream is over anyway */
+            break;
+        }
+    }
+    return (long)o;
+}
+
+static void
+sse_line(pb_sub_thread_t *t, pb_conn_t *c, const char *line, size_t len)
+{
+    if (len == 0) {
+        /* pushedge marks the stream live with an event that has an id and no data. */
+        if (c->state == CS_WAIT_READY && (c->flags & CF_EV_ID) && !(c->flags & CF_EV_DATA))
+            mark_ready(t, c);
+        c->flags &= (uint8_t) ~(CF_EV_ID | CF_EV_DATA);
+    } else if (len >= 5 && memcmp(line, "data:", 5) == 0) {
+        c->flags |= CF_EV_DATA;
+        scan_markers(t, c, line + 5, len - 5);
+    } else if ((len >= 3 && memcmp(line, "id:", 3) == 0) || (len == 2 && memcmp(line, "id", 2) == 0)) {
+        c->flags |= CF_EV_ID;
+    }
+}
+
+/* b[0..raw) is text carried from the last read, b[raw..len) what was just read. Sets the
+ * incomplete last line as the residue; returns 0, or -1 if it closed c. */
+static int
+sse_body(pb_sub_thread_t *t, pb_conn_t *c, char *b, size_t raw, size_t len, size_t *res_off, size_t *res_len)
+{
+    size_t end = len;
+    if (c->flags & CF_CHUNKED) {
+        long o = dechunk(c, b, raw, len);
+        if (o < 0) {
+            t->res.protocol_errors++;
+            conn_close(t, c, "bad chunk", 0);
+            return -1;
+        }
+        end = (size_t)o;
+    }
+    size_t s = 0;
+    const char *nl;
+    while ((nl = memchr(b + s, '\n', end - s)) != NULL) {
+        size_t ll = (size_t)(nl - (b + s));
+        sse_line(t, c, b + s, ll != 0 && b[s + ll - 1] == '\r' ? ll - 1 : ll);
+        s += ll + 1;
+    }
+    if ((c->flags & CF_CHUNKED) && c->chunk_state == CH_END) {
+        conn_close(t, c, "server ended the stream", 0);
+        return -1;
+    }
+    *res_off = s;
+    *res_len = end - s;
+    return 0;
+}
+
+/* ---- long-poll ------------------------------------------------------------------------------- */
+
+/* Handles every complete response in b[0..len) and asks for the next one; returns the bytes
+ * consumed or -1 if it closed c. */
+static long
+poll_responses(pb_sub_thread_t *t, pb_conn_t *c, const char *b, size_t len)
+{
+    size_t pos = 0;
+    while (pos < len) {
+        int status;
+        long hl = pb_http_head(b + pos, len - pos, &status);
+        if (hl == 0)
+            break;
+        size_t vlen;
+        const char *v = hl > 0 ? pb_http_header(b + pos, (size_t)hl, "content-length", &vlen) : NULL;
+        if (v == NULL) {
+            t->res.protocol_errors++;
+            conn_close(t, c, hl < 0 ? "bad response head" : "poll answer without Content-Length", 0);
+            return -1;
+        }
+        size_t cl = (size_t)strtoull(v, NULL, 10);
+        if (cl > PB_MAX_CARRY) {
+            conn_close(t, c, "poll answer too large", 0);
+            return -1;
+        }
+        if (len - pos - (size_t)hl < cl)
+            break;
+        const char *body = b + pos + hl;
+        if (status != 200) {
+            char why[32];
+            snprintf(why, sizeof(why), "poll status %d", status);
+            conn_close(t, c, why, 0);
+            return -1;
+        }
+        const char *cur = pb_find(body, cl, "\"cursor\":\"", 10);
+        if (cur != NULL) {
+            cur += 10;
+            const char *q = memchr(cur, '"', cl - (size_t)(cur - body));
+            if (q != NULL && q - cur < 2400) {
+                free(c->cursor);
+                c->cursor = pb_malloc((size_t)(q - cur) + 1);
+                memcpy(c->cursor, cur, (size_t)(q - cur));
+                c->cursor[q - cur] = '\0';
+            }
+        }
+        scan_markers(t, c, body, cl);
+        pos += (size_t)hl + cl;
+        if (send_request(t, c) != 0)
+            return -1;
+    }
+    return (long)pos;
+}
+
+/* ---- reading --------------------------------------------------------------------------------- */
+
+/* Consumes buf[0..len), where buf[0..carried) came from c->carry. Leaves the bytes to carry to
+ * the next read in *res_off and *res_len; returns 0, or -1 if c was closed. */
+static int
+process(pb_sub_thread_t *t, pb_conn_t *c, char *buf, size_t carried, size_t len, size_t *res_off, size_t *res_len)
+{
+    size_t pos = 0;
+    if (c->state == CS_HANDSHAKE && pb_cfg->transport != PB_POLL) {
+        int status;
+        long hl = pb_http_head(buf, len, &status);
+        if (hl == 0) {
+            *res_off = 0;
+            *res_len = len;
+            return 0;
+        }
+        if (hl < 0) {
+            conn_close(t, c, "bad response head", 0);
+            return -1;
+        }
+        if (pb_cfg->transport == PB_SSE) {
+            if (status != 200) {
+                char why[32];
+                snprintf(why, sizeof(why), "SSE status %d", status);
+                conn_close(t, c, why, 0);
+                return -1;
+            }
+            size_t vlen;
+            const char *v = pb_http_header(buf, (size_t)hl, "transfer-encoding", &vlen);
+            if (v != NULL && pb_find(v, vlen, "chunked", 7) != NULL)
+                c->flags |= CF_CHUNKED;
+        } else if (ws_check_handshake(t, c, buf, (size_t)hl, status) != 0) {
+            return -1;
+        }
+        if (pb_cfg->ready_ack) {
+            c->state = CS_WAIT_READY;
+        } else {
+            mark_ready(t, c);
+        }
+        pos = (size_t)hl;
+        carried = pos; /* what follows the head is raw */
+    }
+    long used;
+    switch (pb_cfg->transport) {
+    case PB_WS:
+    case PB_WS_DEFLATE:
+        if ((used = ws_frames(t, c, buf + pos, len - pos)) < 0)
+            return -1;
+        *res_off = pos + (size_t)used;
+        *res_len = len - *res_off;
+        return 0;
+    case PB_SSE:
+        if (sse_body(t, c, buf + pos, carried - pos, len - pos, res_off, res_len) != 0)
+            return -1;
+        *res_off += pos;
+        return 0;
+    case PB_POLL:
+    default:
+        if ((used = poll_responses(t, c, buf, len)) < 0)
+            return -1;
+        *res_off = (size_t)used;
+        *res_len = len - *res_off;
+        return 0;
+    }
+}
+
+static void
+on_readable(pb_sub_thread_t *t, pb_conn_t *c)
+{
+    /* Level-triggered: a few full buffers per event, then let the other connections run. */
+    for (int round = 0; round != 4; ++round) {
+        size_t carried = c->carry_len;
+        if (carried != 0)
+            memcpy(t->buf, c->carry, carried);
+        ssize_t n = read(c->fd, t->buf + carried, PB_READ_BUF - carried);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN)
+                conn_close(t, c, "read", errno);
+            return;
+        }
+        if (n == 0) {
+            conn_close(t, c, c->state == CS_OPEN ? "closed by server" : "closed during handshake", 0);
+            return;
+        }
+        free(c->carry);
+        c->carry = NULL;
+        c->carry_len = 0;
+        t->now = pb_now_ns();
+        size_t len = carried + (size_t)n, res_off, res_len;
+        if (process(t, c, t->buf, carried, len, &res_off, &res_len) != 0)
+            return;
+        if (res_len != 0) {
+            if (res_len > PB_MAX_CARRY) {
+                t->res.protocol_errors++;
+                conn_close(t, c, "incomplete frame, line or answer too large", 0);
+                return;
+            }
+            c->carry = pb_malloc(res_len);
+            memcpy(c->carry, t->buf + res_off, res_len);
+            c->carry_len = (uint32_t)res_len;
+        }
+        if ((size_t)n < PB_READ_BUF - carried)
+            return;
+    }
+}
+
+static void
+on_event(pb_sub_thread_t *t, pb_conn_t *c, uint32_t events)
+{
+    if (c->state == CS_CLOSED)
+        return;
+    if (c->state == CS_CONNECTING) {
+        int err = 0;
+        socklen_t elen = sizeof(err);
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0)
+            err = errno;
+        if (err != 0) {
+            conn_close(t, c, "connect", err);
+            return;
+        }
+        on_connected(t, c);
+        return;
+    }
+    (void)events; /* errors and hang-ups surface through read() */
+    on_readable(t, c);
+}
+
+/* ---- the loop -------------------------------------------------------------------------------- */
+
+static void
+end_connect_phase(pb_sub_thread_t *t, int timed_out)
+{
+    uint32_t never = t->nconns - t->next_start, stuck = t->pending;
+    for (uint32_t i = 0; i != t->next_start; ++i)
+        if (is_pending(&t->conns[i]))
+            conn_close(t, &t->conns[i], NULL, 0);
+    if (never != 0)
+        atomic_fetch_add_explicit(&t->shared->failed, never, memory_order_relaxed);
+    if (timed_out)
+        fprintf(stderr, "pushedge-bench: thread %u: connect timeout, %u connections not ready\n", t->idx, never + stuck);
+    for (uint32_t i = 0; i != t->nconns; ++i)
+        if ((t->conns[i].flags & CF_READY) && t->conns[i].state != CS_CLOSED)
+            atomic_fetch_add_explicit(&pb_ready_per_channel[t->conns[i].channel], 1, memory_order_relaxed);
+    t->connect_phase = 0;
+    atomic_store(&t->shared->connect_done, 1);
+}
+
+static void
+connect_step(pb_sub_thread_t *t)
+{
+    uint64_t now = pb_now_ns();
+    double rate = pb_cfg->connect_rate / pb_cfg->threads;
+    uint64_t due = (uint64_t)((double)(now - t->phase_start_ns) / 1e9 * rate) + 1;
+    while (t->next_start < t->nconns && t->next_start < due && t->pending < MAX_PENDING)
+        conn_start(t, &t->conns[t->next_start++]);
+    if (t->next_start == t->nconns && t->pending == 0)
+        end_connect_phase(t, 0);
+    else if (now >= t->deadline_ns)
+        end_connect_phase(t, 1);
+}
+
+static void *
+sub_main(void *arg)
+{
+    pb_sub_thread_t *t = arg;
+    struct epoll_event ev[MAX_EVENTS];
+    t->phase_start_ns = pb_now_ns();
+    t->deadline_ns = t->phase_start_ns + (uint64_t)(pb_cfg->connect_timeout * 1e9);
+    t->connect_phase = 1;
+    if (t->nconns == 0)
+        end_connect_phase(t, 0);
+    while (!atomic_load_explicit(&pb_stop, memory_order_relaxed)) {
+        if (t->connect_phase)
+            connect_step(t);
+        int n = epoll_wait(t->ep, ev, MAX_EVENTS, t->connect_phase ? 1 : 100);
+        for (int i = 0; i < n; ++i)
+            on_event(t, ev[i].data.ptr, ev[i].events);
+        atomic_store_explicit(&t->shared->unique, t->res.unique, memory_order_relaxed);
+        atomic_store_explicit(&t->shared->last_rx_ns, t->last_rx, memory_order_relaxed);
+    }
+    return NULL;
+}
+
+pb_sub_thread_t *
+pb_sub_start(uint32_t idx, pb_shared_t *shared)
+{
+    pb_sub_thread_t *t = pb_malloc(sizeof(*t));
+    memset(t, 0, sizeof(*t));
+    t->idx = idx;
+    t->shared = shared;
+    t->rng = ((uint64_t)pb_cfg->run_id << 20) ^ idx;
+    t->nconns = idx < pb_cfg->connections ? (pb_cfg->connections - idx + pb_cfg->threads - 1) / pb_cfg->threads : 0;
+    t->conns = calloc(t->nconns != 0 ? t->nconns : 1, sizeof(pb_conn_t));
+    t->buf = pb_malloc(PB_READ_BUF);
+    if (t->conns == NULL)
+        pb_die("out of memory");
+    for (uint32_t i = 0; i != t->nconns; ++i) {
+        t->conns[i].fd = -1;
+        t->conns[i].channel = (idx + i * pb_cfg->threads) % pb_cfg->channels;
+    }
+    if ((t->ep = epoll_create1(EPOLL_CLOEXEC)) < 0)
+        pb_die("epoll_create1: %s", strerror(errno));
+    int r = pthread_create(&t->tid, NULL, sub_main, t);
+    if (r != 0)
+        pb_die("pthread_create: %s", strerror(r));
+    return t;
+}
+
+void
+pb_sub_join(pb_sub_thread_t *t, pb_result_t *res)
+{
+    pthread_join(t->tid, NULL);
+    for (uint32_t i = 0; i != t->nconns; ++i) {
+        pb_conn_t *c = &t->conns[i];
+        if (c->flags & CF_READY) {
+            uint64_t expected = atomic_load(&pb_pub.ok_per_channel[c->channel]);
+            if (expected > c->unique)
+                t->res.lost += expected - c->unique;
+            else
+                t->res.extra += c->unique - expected;
+        }
+        if (c->fd >= 0)
+            close(c->fd);
+        free(c->carry);
+        free(c->frag);
+    }
+    *res = t->res;
+    close(t->ep);
+    if (t->z_ok)
+        inflateEnd(&t->z);
+    free(t->infl);
+    free(t->buf);
+    free(t->conns);
+    free(t);
+}

@@ -1,0 +1,716 @@
+/*
+ * pushedge-bench: a load generator for pushedge (and nchan) on one machine.
+ *
+ * It opens --connections subscribers of one transport (ws, ws-deflate, sse, poll) spread
+ * round-robin over --channels channels, waits until every one is ready, measures the server's
+ * RSS, then publishes --messages JSON messages at --rate per second over HTTP keep-alive and
+ * measures what arrives: publish-to-receive latency (CLOCK_MONOTONIC, embedded in the payload),
+ * deliveries per second, lost and duplicated messages, and the server's CPU per delivery. The
+ * result is ONE JSON line on stdout; progress and diagnostics go to stderr.
+ *
+ *   build-rel/edge/pushedge --threads 1 --listen 127.0.0.1:18080 &
+ *   build-rel/tests/load/pushedge-bench --url http://127.0.0.1:18080 --transport ws \
+ *       --connections 10000 --channels 1 --messages 200 --rate 20 --server-pid $!
+ *   (nchan: --sub-path '/sub/{channel}' --pub-path '/pub/{channel}', see tests/load/nchan.conf.in)
+ *
+ * Shape. Subscriber threads (one per core by default) each run their own epoll loop over
+ * every T-th connection (bench_sub.c); one publisher thread paces the POSTs (bench_pub.c); the
+ * main thread only sequences the phases (connect, settle, publish, drain) from counters the
+ * others publish atomically, and merges their private histograms after joining them. Messages are
+ * recognised by the "pe" marker in the payload rather than by pushedge's envelope, which is what
+ * lets the same tool measure nchan, whose subscribers receive the raw published body.
+ *
+ * Bounds. Targets and source addresses must be in 127.0.0.0/8; every phase has a deadline and
+ * --timeout ends the whole run (the JSON then says "timed_out": true and reports what it has).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+#include "bench.h"
+
+const pb_config_t *pb_cfg;
+atomic_int pb_stop;
+pb_pub_state_t pb_pub;
+atomic_uint_fast32_t *pb_ready_per_channel;
+
+static pb_config_t cfg;
+static volatile sig_atomic_t interrupted;
+
+static const char *const transport_names[] = {"ws", "ws-deflate", "sse", "poll"};
+
+static void
+usage(FILE *out)
+{
+    fputs("usage: pushedge-bench [options]\n"
+          "  --url http://127.0.0.1:8080       server (loopback only)\n"
+          "  --transport ws|ws-deflate|sse|poll subscriber transport (ws)\n"
+          "  --connections N                   subscribers (100)\n"
+          "  --channels K                      channels, subscribers spread round-robin (1)\n"
+          "  --channel-prefix P                channel names P0..P(K-1) (pb<run id>_, fresh per run)\n"
+          "  --threads N                       subscriber threads (one per core)\n"
+          "  --sub-path T, --path T            subscribe target, {channel} replaced (pushedge's per transport)\n"
+          "  --pub-path T                      publish target (/api/publish?channel={channel})\n"
+          "  --ready auto|ack|handshake        when a subscriber counts as ready (auto: ack on pushedge paths)\n"
+          "  --source-addrs A-B|A,B,..|COUNT   local addresses to bind (127.0.0.2-127.0.0.9; 0: none)\n"
+          "  --connect-rate R                  new connections per second (5000)\n"
+          "  --connect-timeout S               bound of the connect phase (60)\n"
+          "  --settle S                        wait after connecting, before measuring RSS (1)\n"
+          "  --messages M                      messages to publish (100; with --duration: rate * duration)\n"
+          "  --rate R                          messages per second, 0: unpaced (100)\n"
+          "  --duration S                      stop publishing after S seconds\n"
+          "  --size BYTES                      payload size (128); --json1k: 1024\n"
+          "  --publishers P                    publishing keep-alive connections, at most 64 (4)\n"
+          "  --publish-channel I               publish everything to channel I instead of round-robin\n"
+          "  --drain-wait S                    grace for deliveries after the last publish answer (5)\n"
+          "  --idle S                          idle scenario: connect, measure, hold S seconds, no publishing\n"
+          "  --server-pid PID[,PID]            server processes for RSS and CPU (repeatable)\n"
+          "  --timeout S                       bound of the whole run (120)\n"
+          "  --verbose                         log every connection failure\n",
+          out);
+}
+
+static void
+bad_option(const char *opt, const char *val)
+{
+    fprintf(stderr, "pushedge-bench: invalid value for --%s: %s\n", opt, val);
+    exit(2);
+}
+
+static double
+parse_num(const char *opt, const char *val, double min, double max)
+{
+    char *end;
+    errno = 0;
+    double d = strtod(val, &end);
+    if (errno != 0 || end == val || *end != '\0' || d < min || d > max)
+        bad_option(opt, val);
+    return d;
+}
+
+static int
+is_loopback(struct in_addr a)
+{
+    return (ntohl(a.s_addr) >> 24) == 127;
+}
+
+static void
+parse_url(const char *url)
+{
+    const char *p = url;
+    if (strncmp(p, "http://", 7) == 0)
+        p += 7;
+    char host[64];
+    size_t hl = strcspn(p, ":/");
+    if (hl == 0 || hl >= sizeof(host))
+        bad_option("url", url);
+    memcpy(host, p, hl);
+    host[hl] = '\0';
+    p += hl;
+    long port = 80;
+    if (*p == ':') {
+        char *end;
+        port = strtol(p + 1, &end, 10);
+        if (end == p + 1 || port <= 0 || port > 65535 || (*end != '\0' && *end != '/'))
+            bad_option("url", url);
+    }
+    struct in_addr a;
+    if (strcmp(host, "localhost") == 0)
+        inet_pton(AF_INET, "127.0.0.1", &a);
+    else if (inet_pton(AF_INET, host, &a) != 1)
+        bad_option("url", url); /* no DNS: a name could leave the machine */
+    if (!is_loopback(a)) {
+        fprintf(stderr, "pushedge-bench: refusing target %s: only 127.0.0.0/8 is allowed\n", host);
+        exit(2);
+    }
+    cfg.target = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr = a};
+    char ip[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &a, ip, sizeof(ip));
+    snprintf(cfg.host_hdr, sizeof(cfg.host_hdr), "%s:%ld", ip, port);
+}
+
+static void
+add_src(const char *val, struct in_addr a)
+{
+    if (!is_loopback(a)) {
+        fprintf(stderr, "pushedge-bench: refusing source address outside 127.0.0.0/8: %s\n", val);
+        exit(2);
+    }
+    if (cfg.nsrc == PB_MAX_SRC)
+        bad_option("source-addrs", val);
+    cfg.src[cfg.nsrc++] = a;
+}
+
+static void
+parse_sources(const char *val)
+{
+    cfg.nsrc = 0;
+    char *copy = strdup(val), *save = NULL;
+    if (strchr(val, '.') == NULL) {
+        /* A count: 127.0.0.2 and up, leaving 127.0.0.1 to everything else on the machine. */
+        uint32_t n = (uint32_t)parse_num("source-addrs", val, 0, PB_MAX_SRC);
+        for (uint32_t i = 0; i != n; ++i)
+            add_src(val, (struct in_addr){htonl(0x7f000002u + i)});
+        free(copy);
+        return;
+    }
+    for (char *tok = strtok_r(copy, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+        char *dash = strchr(tok, '-');
+        struct in_addr a, b;
+        if (dash != NULL)
+            *dash = '\0';
+        if (inet_pton(AF_INET, tok, &a) != 1)
+            bad_option("source-addrs", val);
+        b = a;
+        if (dash != NULL && inet_pton(AF_INET, dash + 1, &b) != 1)
+            bad_option("source-addrs", val);
+        if (ntohl(b.s_addr) < ntohl(a.s_addr) || ntohl(b.s_addr) - ntohl(a.s_addr) >= PB_MAX_SRC)
+            bad_option("source-addrs", val);
+        for (uint32_t h = ntohl(a.s_addr); h <= ntohl(b.s_addr); ++h)
+            add_src(val, (struct in_addr){htonl(h)});
+    }
+    free(copy);
+}
+
+static void
+parse_pids(const char *val)
+{
+    char *copy = strdup(val), *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+        if (cfg.npid == PB_MAX_PIDS)
+            bad_option("server-pid", val);
+        cfg.pid[cfg.npid++] = (pid_t)parse_num("server-pid", tok, 1, 1 << 30);
+    }
+    free(copy);
+}
+
+static uint32_t
+random_u32(void)
+{
+    uint32_t r = 0;
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (f == NULL || fread(&r, sizeof(r), 1, f) != 1)
+        r = (uint32_t)time(NULL) ^ (uint32_t)getpid() << 16;
+    if (f != NULL)
+        fclose(f);
+    return r % 1000000000u; /* printed in decimal in every marker: keep it short */
+}
+
+static void
+parse_args(int argc, char **argv)
+{
+    enum {
+        O_URL = 256,
+        O_TRANSPORT,
+        O_CONNS,
+        O_CHANNELS,
+        O_PREFIX,
+        O_THREADS,
+        O_SUB,
+        O_PUB,
+        O_READY,
+        O_SRC,
+        O_CRATE,
+        O_CTIMEOUT,
+        O_SETTLE,
+        O_MESSAGES,
+        O_RATE,
+        O_DURATION,
+        O_SIZE,
+        O_JSON1K,
+        O_PUBLISHERS,
+        O_PUBCHAN,
+        O_DRAIN,
+        O_IDLE,
+        O_PID,
+        O_TIMEOUT,
+        O_VERBOSE,
+        O_HELP
+    };
+    static const struct option opts[] = {
+        {"url", required_argument, NULL, O_URL},
+        {"transport", required_argument, NULL, O_TRANSPORT},
+        {"connections", required_argument, NULL, O_CONNS},
+        {"channels", required_argument, NULL, O_CHANNELS},
+        {"channel-prefix", required_argument, NULL, O_PREFIX},
+        {"threads", required_argument, NULL, O_THREADS},
+        {"sub-path", required_argument, NULL, O_SUB},
+        {"path", required_argument, NULL, O_SUB},
+        {"pub-path", required_argument, NULL, O_PUB},
+        {"ready", required_argument, NULL, O_READY},
+        {"source-addrs", required_argument, NULL, O_SRC},
+        {"connect-rate", required_argument, NULL, O_CRATE},
+        {"connect-timeout", required_argument, NULL, O_CTIMEOUT},
+        {"settle", required_argument, NULL, O_SETTLE},
+        {"messages", required_argument, NULL, O_MESSAGES},
+        {"rate", required_argument, NULL, O_RATE},
+        {"duration", required_argument, NULL, O_DURATION},
+        {"size", required_argument, NULL, O_SIZE},
+        {"json1k", no_argument, NULL, O_JSON1K},
+        {"publishers", required_argument, NULL, O_PUBLISHERS},
+        {"publish-channel", required_argument, NULL, O_PUBCHAN},
+        {"drain-wait", required_argument, NULL, O_DRAIN},
+        {"idle", required_argument, NULL, O_IDLE},
+        {"server-pid", required_argument, NULL, O_PID},
+        {"timeout", required_argument, NULL, O_TIMEOUT},
+        {"verbose", no_argument, NULL, O_VERBOSE},
+        {"help", no_argument, NULL, O_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    const char *url = "http://127.0.0.1:8080", *prefix = NULL, *ready = "auto", *sources = "127.0.0.2-127.0.0.9";
+    int messages_given = 0;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+    cfg = (pb_config_t){.transport = PB_WS,
+                        .connections = 100,
+                        .channels = 1,
+                        .threads = ncpu > 0 ? (uint32_t)ncpu : 1,
+                        .publishers = 4,
+                        .size = 128,
+                        .publish_channel = -1,
+                        .messages = 100,
+                        .rate = 100,
+                        .connect_rate = 5000,
+                        .connect_timeout = 60,
+                        .drain_wait = 5,
+                        .settle = 1,
+                        .timeout = 120};
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case O_URL:
+            url = optarg;
+            break;
+        case O_TRANSPORT: {
+            size_t i;
+            for (i = 0; i != sizeof(transport_names) / sizeof(transport_names[0]); ++i)
+                if (strcmp(optarg, transport_names[i]) == 0)
+                    break;
+            if (i == sizeof(transport_names) / sizeof(transport_names[0]))
+                bad_option("transport", optarg);
+            cfg.transport = (pb_transport_t)i;
+            break;
+        }
+        case O_CONNS:
+            cfg.connections = (uint32_t)parse_num("connections", optarg, 0, 1e7);
+            break;
+        case O_CHANNELS:
+            cfg.channels = (uint32_t)parse_num("channels", optarg, 1, 1e6);
+            break;
+        case O_PREFIX:
+            prefix = optarg;
+            break;
+        case O_THREADS:
+            cfg.threads = (uint32_t)parse_num("threads", optarg, 1, PB_MAX_THREADS);
+            break;
+        case O_SUB:
+            cfg.sub_path = optarg;
+            break;
+        case O_PUB:
+            cfg.pub_path = optarg;
+            break;
+        case O_READY:
+            if (strcmp(optarg, "auto") != 0 && strcmp(optarg, "ack") != 0 && strcmp(optarg, "handshake") != 0)
+                bad_option("ready", optarg);
+            ready = optarg;
+            break;
+        case O_SRC:
+            sources = optarg;
+            break;
+        case O_CRATE:
+            cfg.connect_rate = parse_num("connect-rate", optarg, 1, 1e7);
+            break;
+        case O_CTIMEOUT:
+            cfg.connect_timeout = parse_num("connect-timeout", optarg, 0.001, 86400);
+            break;
+        case O_SETTLE:
+            cfg.settle = parse_num("settle", optarg, 0, 3600);
+            break;
+        case O_MESSAGES:
+            cfg.messages = (uint64_t)parse_num("messages", optarg, 0, 1e12);
+            messages_given = 1;
+            break;
+        case O_RATE:
+            cfg.rate = parse_num("rate", optarg, 0, 1e9);
+            break;
+        case O_DURATION:
+            cfg.duration = parse_num("duration", optarg, 0.001, 86400);
+            break;
+        case O_SIZE:
+            cfg.size = (uint32_t)parse_num("size", optarg, 0, 1 << 24);
+            break;
+        case O_JSON1K:
+            cfg.size = 1024;
+            break;
+        case O_PUBLISHERS:
+            cfg.publishers = (uint32_t)parse_num("publishers", optarg, 1, PB_MAX_PUBLISHERS);
+            break;
+        case O_PUBCHAN:
+            cfg.publish_channel = (int64_t)parse_num("publish-channel", optarg, 0, 1e6);
+            break;
+        case O_DRAIN:
+            cfg.drain_wait = parse_num("drain-wait", optarg, 0, 3600);
+            break;
+        case O_IDLE:
+            cfg.idle = parse_num("idle", optarg, 0.001, 86400);
+            break;
+        case O_PID:
+            parse_pids(optarg);
+            break;
+        case O_TIMEOUT:
+            cfg.timeout = parse_num("timeout", optarg, 0.001, 86400);
+            break;
+        case O_VERBOSE:
+            cfg.verbose = 1;
+            break;
+        case O_HELP:
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            exit(2);
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "pushedge-bench: unexpected argument: %s\n", argv[optind]);
+        exit(2);
+    }
+    parse_url(url);
+    parse_sources(sources);
+    if (cfg.publish_channel >= (int64_t)cfg.channels)
+        bad_option("publish-channel", "beyond --channels");
+    if (cfg.duration > 0 && !messages_given) {
+        if (cfg.rate <= 0)
+            bad_option("duration", "needs --rate or --messages");
+        cfg.messages = (uint64_t)(cfg.rate * cfg.duration);
+    }
+    if (cfg.messages > UINT32_MAX)
+        bad_option("messages", "sequence numbers are 32-bit per channel");
+
+    int defaults = cfg.sub_path == NULL;
+    if (cfg.sub_path == NULL)
+        cfg.sub_path = cfg.transport == PB_SSE    ? "/sse?channel={channel}"
+                       : cfg.transport == PB_POLL ? "/poll?channel={channel}"
+                                                  : "/ws?channel={channel}";
+    if (cfg.pub_path == NULL)
+        cfg.pub_path = "/api/publish?channel={channel}";
+    /* pushedge confirms a subscription ("subscribed" op, SSE's live id line); nchan does not, and
+     * has it in place once the handshake is answered. */
+    cfg.ready_ack = strcmp(ready, "ack") == 0 || (strcmp(ready, "auto") == 0 && defaults);
+    if (cfg.transport == PB_POLL) {
+        cfg.ready_ack = 0;
+        if (!defaults)
+            fprintf(stderr, "pushedge-bench: warning: --transport poll speaks pushedge's cursor protocol (since=, \"cursor\")\n");
+    }
+
+    cfg.run_id = random_u32();
+    char gen_prefix[32];
+    if (prefix == NULL) {
+        /* A fresh prefix per run: long-polls start at cursor 0, and no earlier run's history
+         * should be replayed to them. Letters, digits and '_' only, for nchan's (\w+). */
+        snprintf(gen_prefix, sizeof(gen_prefix), "pb%u_", cfg.run_id);
+        prefix = gen_prefix;
+    }
+    cfg.channel = pb_malloc(cfg.channels * sizeof(char *));
+    cfg.sub_target = pb_malloc(cfg.channels * sizeof(char *));
+    cfg.pub_target = pb_malloc(cfg.channels * sizeof(char *));
+    for (uint32_t i = 0; i != cfg.channels; ++i) {
+        char name[256];
+        snprintf(name, sizeof(name), "%s%u", prefix, i);
+        cfg.channel[i] = strdup(name);
+        cfg.sub_target[i] = pb_expand(cfg.sub_path, name);
+        cfg.pub_target[i] = pb_expand(cfg.pub_path, name);
+    }
+}
+
+static void
+raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        fprintf(stderr, "pushedge-bench: setrlimit(RLIMIT_NOFILE): %s\n", strerror(errno));
+    getrlimit(RLIMIT_NOFILE, &rl);
+    /* stdio, epoll fds, publishers, /proc reads */
+    rlim_t need = (rlim_t)cfg.connections + cfg.publishers + cfg.threads + 32;
+    if (need > rl.rlim_cur)
+        fprintf(
+            stderr, "pushedge-bench: warning: %u connections need ~%llu fds but RLIMIT_NOFILE is %llu: expect about %llu to fail\n",
+            cfg.connections, (unsigned long long)need, (unsigned long long)rl.rlim_cur, (unsigned long long)(need - rl.rlim_cur));
+}
+
+static void
+on_signal(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+static uint64_t run_deadline;
+
+/* Sleeps ~10 ms; returns 0 when the run must end (timeout or signal). */
+static int
+tick(void)
+{
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    return !interrupted && pb_now_ns() < run_deadline;
+}
+
+static pb_shared_t shared[PB_MAX_THREADS];
+
+static uint64_t
+sum_shared(size_t field_offset)
+{
+    uint64_t s = 0;
+    for (uint32_t i = 0; i != cfg.threads; ++i)
+        s += atomic_load_explicit((atomic_uint_fast64_t *)((char *)&shared[i] + field_offset), memory_order_relaxed);
+    return s;
+}
+
+static uint64_t
+max_shared(size_t field_offset)
+{
+    uint64_t m = 0;
+    for (uint32_t i = 0; i != cfg.threads; ++i) {
+        uint64_t v = atomic_load_explicit((atomic_uint_fast64_t *)((char *)&shared[i] + field_offset), memory_order_relaxed);
+        if (v > m)
+            m = v;
+    }
+    return m;
+}
+
+#define SUM(f) sum_shared(offsetof(pb_shared_t, f))
+#define MAX(f) max_shared(offsetof(pb_shared_t, f))
+
+static uint64_t
+expected_total(void)
+{
+    uint64_t e = 0;
+    for (uint32_t i = 0; i != cfg.channels; ++i)
+        e += (uint64_t)atomic_load(&pb_pub.ok_per_channel[i]) * atomic_load(&pb_ready_per_channel[i]);
+    return e;
+}
+
+static double
+cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+/* The only free text in the report is the user's --sub-path. */
+static void
+print_json_text(const char *s)
+{
+    for (; *s != '\0'; ++s) {
+        if (*s == '"' || *s == '\\')
+            printf("\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            printf("\\u%04x", (unsigned)*s);
+        else
+            putchar(*s);
+    }
+}
+
+static void
+print_opt_long(const char *name, long long v, int known)
+{
+    if (known)
+        printf(",\"%s\":%lld", name, v);
+    else
+        printf(",\"%s\":null", name);
+}
+
+static void
+print_opt_double(const char *name, double v, int known)
+{
+    if (known)
+        printf(",\"%s\":%.3f", name, v);
+    else
+        printf(",\"%s\":null", name);
+}
+
+int
+main(int argc, char **argv)
+{
+    parse_args(argc, argv);
+    pb_cfg = &cfg;
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
+
+    pb_pub.ok_per_channel = calloc(cfg.channels, sizeof(*pb_pub.ok_per_channel));
+    pb_ready_per_channel = calloc(cfg.channels, sizeof(*pb_ready_per_channel));
+    if (pb_pub.ok_per_channel == NULL || pb_ready_per_channel == NULL)
+        pb_die("out of memory");
+
+    fprintf(stderr, "pushedge-bench: %u %s subscribers on %u channel(s) (%s...) of %s, %u thread(s), run %u\n", cfg.connections,
+            transport_names[cfg.transport], cfg.channels, cfg.sub_target[0], cfg.host_hdr, cfg.threads, cfg.run_id);
+
+    uint64_t t0 = pb_now_ns();
+    run_deadline = t0 + (uint64_t)(cfg.timeout * 1e9);
+    long rss_before = cfg.npid != 0 ? pb_server_rss_kb() : -1, rss_after = -1;
+    if (cfg.npid != 0 && rss_before < 0)
+        fprintf(stderr, "pushedge-bench: warning: cannot read /proc/<pid>/status of --server-pid\n");
+
+    /* ---- connect ---- */
+    pb_sub_thread_t *threads[PB_MAX_THREADS];
+    pthread_t pub_tid;
+    uint64_t connect_start = pb_now_ns();
+    for (uint32_t i = 0; i != cfg.threads; ++i)
+        threads[i] = pb_sub_start(i, &shared[i]);
+    if (pb_pub_start(&pub_tid) != 0)
+        pb_die("cannot start the publisher thread");
+    int alive = 1;
+    uint64_t next_report = connect_start + 1000000000u;
+    for (;;) {
+        uint32_t done = 0;
+        for (uint32_t i = 0; i != cfg.threads; ++i)
+            done += (uint32_t)atomic_load(&shared[i].connect_done);
+        if (done == cfg.threads)
+            break;
+        if (!(alive = tick()))
+            break;
+        if (pb_now_ns() >= next_report) {
+            next_report += 1000000000u;
+            fprintf(stderr, "pushedge-bench: connect: %llu ready, %llu failed of %u\n", (unsigned long long)SUM(opened),
+                    (unsigned long long)SUM(failed), cfg.connections);
+        }
+    }
+    uint64_t last_ready = MAX(last_ready_ns);
+    double connect_seconds = (double)((last_ready > connect_start ? last_ready : pb_now_ns()) - connect_start) / 1e9;
+    uint64_t opened = SUM(opened);
+    fprintf(stderr, "pushedge-bench: connect: %llu ready, %llu failed in %.2f s\n", (unsigned long long)opened,
+            (unsigned long long)SUM(failed), connect_seconds);
+
+    /* ---- settle, measure ---- */
+    uint64_t settle_end = pb_now_ns() + (uint64_t)(cfg.settle * 1e9);
+    while (alive && pb_now_ns() < settle_end)
+        alive = tick();
+    if (cfg.npid != 0)
+        rss_after = pb_server_rss_kb();
+    uint64_t closed_before_hold = SUM(closed);
+
+    /* ---- idle hold or publish + drain ---- */
+    long long cpu_before = -1, cpu_after = -1;
+    uint64_t pub_start = 0;
+    double idle_held = 0;
+    if (cfg.idle > 0) {
+        uint64_t hold_start = pb_now_ns(), hold_end = hold_start + (uint64_t)(cfg.idle * 1e9);
+        cpu_before = cfg.npid != 0 ? pb_server_cpu_us() : -1;
+        next_report = hold_start + 5000000000u;
+        while (alive && pb_now_ns() < hold_end) {
+            alive = tick();
+            if (pb_now_ns() >= next_report) {
+                next_report += 5000000000u;
+                fprintf(stderr, "pushedge-bench: idle: %llu open\n", (unsigned long long)(opened - SUM(closed)));
+            }
+        }
+        idle_held = (double)(pb_now_ns() - hold_start) / 1e9;
+        cpu_after = cfg.npid != 0 ? pb_server_cpu_us() : -1;
+    } else if (alive && opened != 0 && cfg.messages != 0) {
+        cpu_before = cfg.npid != 0 ? pb_server_cpu_us() : -1;
+        atomic_store(&pb_pub.go, 1);
+        next_report = pb_now_ns() + 1000000000u;
+        while (alive && !atomic_load(&pb_pub.done)) {
+            alive = tick();
+            if (pb_now_ns() >= next_report) {
+                next_report += 1000000000u;
+                fprintf(stderr, "pushedge-bench: publish: %llu sent, %llu ok, %llu errors; %llu of %llu delivered\n",
+                        (unsigned long long)atomic_load(&pb_pub.sent), (unsigned long long)atomic_load(&pb_pub.ok),
+                        (unsigned long long)atomic_load(&pb_pub.errors), (unsigned long long)SUM(unique),
+                        (unsigned long long)expected_total());
+            }
+        }
+        uint64_t drain_end = pb_now_ns() + (uint64_t)(cfg.drain_wait * 1e9);
+        while (alive && SUM(unique) < expected_total() && pb_now_ns() < drain_end)
+            alive = tick();
+        cpu_after = cfg.npid != 0 ? pb_server_cpu_us() : -1;
+        pub_start = atomic_load(&pb_pub.start_ns);
+    }
+    int timed_out = !alive && !interrupted;
+    if (timed_out)
+        fprintf(stderr, "pushedge-bench: --timeout reached, reporting what was measured\n");
+
+    /* ---- stop, merge, report ---- */
+    uint64_t stop_ns = pb_now_ns();
+    atomic_store(&pb_stop, 1);
+    pthread_join(pub_tid, NULL);
+    pb_result_t total;
+    memset(&total, 0, sizeof(total));
+    uint64_t last_rx = MAX(last_rx_ns), failed = SUM(failed), closed = SUM(closed);
+    for (uint32_t i = 0; i != cfg.threads; ++i) {
+        pb_result_t r;
+        pb_sub_join(threads[i], &r);
+        pb_hist_merge(&total.hist, &r.hist);
+        total.unique += r.unique;
+        total.dup += r.dup;
+        total.foreign += r.foreign;
+        total.skipped += r.skipped;
+        total.lost += r.lost;
+        total.extra += r.extra;
+        total.protocol_errors += r.protocol_errors;
+        total.server_closes += r.server_closes;
+        total.deflated += r.deflated;
+        total.deflate_refused += r.deflate_refused;
+    }
+    if (cfg.idle > 0)
+        total.lost = 0; /* nothing was expected */
+
+    uint64_t ok = atomic_load(&pb_pub.ok), pub_end = atomic_load(&pb_pub.end_ns);
+    double pub_seconds = pub_start != 0 ? (double)((pub_end != 0 ? pub_end : stop_ns) - pub_start) / 1e9 : 0;
+    double delivery_seconds = pub_start != 0 && last_rx > pub_start ? (double)(last_rx - pub_start) / 1e9 : 0;
+    int rss_known = rss_before >= 0 && rss_after >= 0;
+    int cpu_known = cpu_before >= 0 && cpu_after >= 0;
+
+    printf("{\"tool\":\"pushedge-bench\",\"transport\":\"%s\",\"target\":\"%s\",\"sub_path\":\"", transport_names[cfg.transport],
+           cfg.host_hdr);
+    print_json_text(cfg.sub_path);
+    printf("\",\"threads\":%u,\"channels\":%u", cfg.threads, cfg.channels);
+    printf(",\"connections_requested\":%u,\"connections_opened\":%llu,\"connections_failed\":%llu,\"connections_closed\":%llu",
+           cfg.connections, (unsigned long long)opened, (unsigned long long)failed, (unsigned long long)closed);
+    printf(",\"connect_seconds\":%.3f,\"connect_rate\":%.1f", connect_seconds,
+           connect_seconds > 0 ? (double)opened / connect_seconds : 0);
+    printf(",\"messages_requested\":%llu,\"messages_published\":%llu,\"publish_errors\":%llu,\"size\":%u,\"rate\":%.1f,\"publish_"
+           "seconds\":%.3f",
+           (unsigned long long)(cfg.idle > 0 ? 0 : cfg.messages), (unsigned long long)ok,
+           (unsigned long long)atomic_load(&pb_pub.errors), cfg.size, cfg.idle > 0 ? 0 : cfg.rate, pub_seconds);
+    printf(",\"expected_deliveries\":%llu,\"deliveries\":%llu,\"deliveries_per_s\":%.1f,\"lost\":%llu,\"duplicated\":%llu",
+           (unsigned long long)(total.unique + total.lost - total.extra), (unsigned long long)total.unique,
+           delivery_seconds > 0 ? (double)total.unique / delivery_seconds : 0, (unsigned long long)total.lost,
+           (unsigned long long)total.dup);
+    printf(",\"unexpected\":%llu,\"foreign\":%llu,\"protocol_errors\":%llu,\"server_closes\":%llu", (unsigned long long)total.extra,
+           (unsigned long long)total.foreign, (unsigned long long)total.protocol_errors, (unsigned long long)total.server_closes);
+    if (cfg.transport == PB_WS_DEFLATE)
+        printf(",\"compressed_messages\":%llu,\"deflate_refused\":%llu", (unsigned long long)total.deflated,
+               (unsigned long long)total.deflate_refused);
+    printf(",\"latency_us\":{\"p50\":%llu,\"p90\":%llu,\"p99\":%llu,\"p999\":%llu,\"max\":%llu}",
+           (unsigned long long)pb_hist_quantile(&total.hist, 0.50), (unsigned long long)pb_hist_quantile(&total.hist, 0.90),
+           (unsigned long long)pb_hist_quantile(&total.hist, 0.99), (unsigned long long)pb_hist_quantile(&total.hist, 0.999),
+           (unsigned long long)total.hist.max);
+    print_opt_long("rss_before_kb", rss_before, rss_before >= 0);
+    print_opt_long("rss_after_kb", rss_after, rss_after >= 0);
+    print_opt_long("rss_per_conn_bytes", opened != 0 ? (long long)((rss_after - rss_before) * 1024 / (long long)opened) : 0,
+                   rss_known && opened != 0);
+    print_opt_double("server_cpu_us_per_delivery", total.unique != 0 ? (double)(cpu_after - cpu_before) / (double)total.unique : 0,
+                     cpu_known && total.unique != 0);
+    print_opt_double("server_cpu_seconds", (double)(cpu_after - cpu_before) / 1e6, cpu_known);
+    if (cfg.idle > 0)
+        printf(",\"idle_seconds\":%.3f,\"closed_during_idle\":%llu", idle_held, (unsigned long long)(closed - closed_before_hold));
+    printf(",\"generator_cpu_seconds\":%.3f,\"wall_seconds\":%.3f,\"timed_out\":%s,\"interrupted\":%s}\n", cpu_seconds(),
+           (double)(pb_now_ns() - t0) / 1e9, timed_out ? "true" : "false", interrupted ? "true" : "false");
+    fflush(stdout);
+    return 0;
+}
