@@ -107,6 +107,17 @@ pe_outq_written(pe_outq_t *q)
 }
 
 void
+pe_outq_trim(pe_outq_t *q)
+{
+    if (!pe_outq_is_empty(q) || q->inflight_sent != 0)
+        return;
+    batch_free(&q->queue);
+    batch_free(&q->inflight);
+    pe_free(q->iov);
+    *q = (pe_outq_t){0};
+}
+
+void
 pe_outq_dispose(pe_outq_t *q)
 {
     batch_free(&q->queue);

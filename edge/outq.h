@@ -60,6 +60,8 @@ pe_outq_is_empty(const pe_outq_t *q)
 {
     return q->queue.len == 0 && q->inflight_sent == q->inflight.len;
 }
+/** Frees the buffers of an empty queue (idle connections keep no capacity); no-op otherwise. */
+void pe_outq_trim(pe_outq_t *q);
 /** Drops what is queued (not what is in flight). */
 void pe_outq_drop_queued(pe_outq_t *q);
 /**

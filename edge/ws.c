@@ -83,6 +83,7 @@ typedef struct st_pe_ws_conn_t {
     unsigned closing : 1; /* close the TCP connection once the queue is written */
     unsigned overflow : 1;
     unsigned reading_stopped : 1;
+    unsigned lingering : 1; /* our last frame is written: draining the peer's input until EOF */
 } pe_ws_conn_t;
 
 /* A subscribe op (or a query-string channel) not confirmed yet: the reply goes out when pubsub has
@@ -398,6 +399,52 @@ close_now(pe_ws_conn_t *conn)
     conn_free(conn);
 }
 
+/*
+ * Gives the socket's read buffer back once everything in it was consumed. h2o keeps it (8 KiB,
+ * allocated at the first read) for the connection's life; a subscriber reads a few bytes a
+ * minute, so holding it would make the read buffer most of an idle connection's memory. The
+ * next read allocates a fresh one (evloop's read path reserves before every read).
+ */
+static void
+release_input(h2o_socket_t *sock)
+{
+    if (sock->input->size == 0 && sock->input->bytes != NULL) {
+        h2o_buffer_dispose(&sock->input);
+        h2o_buffer_init(&sock->input, &h2o_socket_buffer_prototype);
+    }
+}
+
+static void
+on_linger_read(h2o_socket_t *sock, const char *err)
+{
+    pe_ws_conn_t *conn = sock->data;
+    if (err != NULL) {
+        conn_free(conn); /* the peer's EOF (or an error): done */
+        return;
+    }
+    h2o_buffer_consume(&sock->input, sock->input->size);
+    release_input(sock);
+}
+
+/*
+ * Our last frame (the close) is written. Closing a socket that still has unread input makes the
+ * kernel answer with a reset, which can destroy that frame before the peer reads it (a peer still
+ * sending the message we refused with 1009, say). So: half-close, discard what the peer still
+ * sends, and free on its EOF or when the close timer fires.
+ */
+static void
+linger(pe_ws_conn_t *conn)
+{
+    if (conn->lingering)
+        return;
+    conn->lingering = 1;
+    shutdown(h2o_socket_get_fd(conn->sock), SHUT_WR);
+    h2o_buffer_consume(&conn->sock->input, conn->sock->input->size);
+    h2o_socket_read_start(conn->sock, on_linger_read);
+    if (!h2o_timeout_is_linked(&conn->close_entry))
+        h2o_timeout_link(conn->thr->loop, &conn->thr->ws_close_timeout, &conn->close_entry);
+}
+
 /* Writes what is queued; frees the connection when it is closing and everything was written.
  * Callers must not touch conn after it returns. */
 static void
@@ -415,8 +462,13 @@ flush(pe_ws_conn_t *conn)
     h2o_iovec_t *iov;
     size_t niov = pe_outq_next_chunk(&conn->out, PE_WS_MAX_BATCH, &iov);
     if (niov == 0) {
-        if (conn->closing)
-            conn_free(conn);
+        if (conn->closing) {
+            linger(conn);
+            return;
+        }
+        /* Everything is written: an idle subscriber keeps no queue capacity (the allocator's
+         * per-thread cache makes the next message's allocation cheap). */
+        pe_outq_trim(&conn->out);
         return;
     }
     conn->writing = 1;
@@ -674,6 +726,7 @@ on_read(h2o_socket_t *sock, const char *err)
     }
     if (pe_ws_reader_buffered(&conn->reader) == 0)
         pe_ws_reader_shrink(&conn->reader);
+    release_input(sock);
     flush(conn);
 }
 
@@ -769,12 +822,20 @@ on_upgrade_complete(void *data, h2o_socket_t *sock, size_t reqsize)
             if (pe_sub_add(&conn->sub, q->channels[i].name, q->channels[i].len, start) == NULL)
                 add_pending_sub(conn, q->channels[i].name, q->channels[i].len, NULL, 0);
         }
+        /* Subscribed (pubsub and the pending list copied the names): the parsed query, 2.6 KiB
+         * with room for 64 channels, is not kept for the connection's life. */
+        pe_free(conn->initial);
+        pe_free(conn->initial_arena);
+        conn->initial = NULL;
+        conn->initial_arena = NULL;
     }
     h2o_socket_read_start(sock, on_read);
-    if (sock->input->size != 0)
+    if (sock->input->size != 0) {
         on_read(sock, NULL);
-    else
+    } else {
+        release_input(sock);
         flush(conn);
+    }
 }
 
 /* Sends a handshake refusal with the JSON error body. */
