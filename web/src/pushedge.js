@@ -203,6 +203,7 @@ class WsTransport {
     this.cancelTimer = null;
     this.pingOutstanding = false;
     this.pingInterval = client._wsPingInterval;
+    this.lateRetries = 0;
   }
 
   start() {
@@ -263,8 +264,10 @@ class WsTransport {
     this.cancelTimer = deadline(this.clock, ms, (late) => {
       this.cancelTimer = null;
       if (this.done) return;
-      if (late > Math.min(2000, ms / 2) && this.ws && this.ws.readyState === 1) {
-        // Throttled: ask again and give it the full time now that we are awake.
+      if (late > Math.min(2000, ms / 2) && this.ws && this.ws.readyState === 1 && this.lateRetries < 3) {
+        // Throttled: ask again and give it the full time now that we are awake. Three late
+        // deadlines in a row with nothing received in between: dead, throttled or not.
+        this.lateRetries++;
         this._ping();
         this._arm(this.o.pongTimeout, reason);
         return;
@@ -320,6 +323,7 @@ class WsTransport {
   _onFrame(data) {
     if (this.done) return;
     this.lastInbound = this.clock.now();
+    this.lateRetries = 0;
     let op;
     try {
       op = JSON.parse(typeof data === 'string' ? data : String(data));
@@ -413,6 +417,7 @@ class SseTransport {
     this.opened = false;
     this.gotByte = false;
     this.retry = null;
+    this.drainRetry = null;
     this.abort = null;
     this.cancelTimer = null;
     this.lastByte = 0;
@@ -492,6 +497,7 @@ class SseTransport {
   async _read(reader) {
     const decoder = new TextDecoder();
     let buf = '';
+    let skipLF = false; // the last chunk ended in CR: an LF starting this one is its other half
     let ev = { type: '', data: [], id: null };
     for (;;) {
       const { value, done } = await reader.read();
@@ -507,11 +513,12 @@ class SseTransport {
       this.lastByte = this.clock.now();
       this._arm(this.o.heartbeatTimeout, 'sse_heartbeat_timeout');
       buf += decoder.decode(value, { stream: true });
+      if (skipLF && buf[0] === '\n') buf = buf.slice(1);
+      skipLF = false;
       let nl;
       while ((nl = buf.search(/\r\n|\r|\n/)) >= 0) {
-        // A CR at the very end may be the first half of CRLF: wait for more.
-        if (buf[nl] === '\r' && nl === buf.length - 1) break;
         const line = buf.slice(0, nl);
+        if (buf[nl] === '\r' && nl === buf.length - 1) skipLF = true;
         buf = buf.slice(nl + (buf.startsWith('\r\n', nl) ? 2 : 1));
         if (line === '') {
           this._dispatch(ev);
@@ -527,11 +534,17 @@ class SseTransport {
         if (field === 'data') ev.data.push(val);
         else if (field === 'event') ev.type = val;
         else if (field === 'id') ev.id = val;
-        else if (field === 'retry' && /^\d+$/.test(val)) this.retry = Number(val);
+        else if (field === 'retry' && /^\d+$/.test(val)) {
+          // The stream's first `retry:` is the server's default; one later is a drain hint.
+          if (this.opened) this.drainRetry = Number(val);
+          else this.retry = Number(val);
+        }
       }
     }
-    // The server ended the stream: a draining node does so after a fresh `retry:`.
-    this._end({ reason: 'drain', drain: true, retryIn: this.retry ?? undefined });
+    // The server ended the stream: a draining node does so after a fresh `retry:`. Without one
+    // it is a cut like any other (a proxy ending idle responses cleanly).
+    if (this.drainRetry !== null) this._end({ reason: 'drain', drain: true, retryIn: this.drainRetry });
+    else this._end({ reason: 'sse_ended' });
   }
 
   _dispatch(ev) {
@@ -730,13 +743,14 @@ export class PushEdge {
     this._candidate = null; // a better transport being probed in the background
     this._level = this._startLevel();
     this._attempt = 0; // reconnect attempts since the last healthy period
-    this._ladderFailures = 0; // transports tried since the last success, for this round
+    this._descent = []; // transports refused on the way down since the last success
     this._retryTimer = null;
     this._healthyTimer = null;
     this._reprobeTimer = null;
     this._reprobeRound = 0;
     this._openTimer = null;
-    this._cuts = []; // lifetimes of the recent cuts on this level
+    this._cuts = []; // idle times of the recent cuts of _cutsOf
+    this._cutsOf = null;
     this._demoted = new Set();
     this._wsPingInterval = this._o.pingInterval;
     this._pollHold = this._o.pollTimeout;
@@ -995,7 +1009,13 @@ export class PushEdge {
     // server says, or accept the next message whatever its ID.
     s.pos = cursor && ID_RE.test(cursor) ? cursor : null;
     if (!s.pos) s.since = '0';
-    for (const fn of [...s.onGap]) fn({ channel });
+    for (const fn of [...s.onGap]) {
+      try {
+        fn({ channel });
+      } catch (e) {
+        setTimeout(() => { throw e; }, 0);
+      }
+    }
     this._emit('gap', { channel });
   }
 
@@ -1051,6 +1071,10 @@ export class PushEdge {
     this._level = Math.min(this._level, order.length - 1);
     while (this._level < order.length - 1 && this._demoted.has(order[this._level])) this._level++;
     const name = order[this._level];
+    if (name !== this._cutsOf) {
+      this._cuts = []; // cuts are counted per transport
+      this._cutsOf = name;
+    }
     const t = new TRANSPORTS[name](this, [...this._subs.keys()]);
     this._active = t;
     this._setState('connecting', { transport: name });
@@ -1063,7 +1087,9 @@ export class PushEdge {
       return;
     }
     if (t !== this._active) return;
-    this._ladderFailures = 0;
+    // What refused on the way down to here is blocked on this path, not merely down.
+    for (const n of this._descent) if (n !== t.name) this._demoted.add(n);
+    this._descent = [];
     this._remember(t.name);
     this._setState('connected', { transport: t.name });
     if (this._healthyTimer) this._clock.clearTimeout(this._healthyTimer);
@@ -1131,6 +1157,7 @@ export class PushEdge {
       // The probe was about to take over anyway: let it (it reports open or close soon).
       this._active = this._candidate;
       this._candidate = null;
+      this._level = this._order().indexOf(this._active.name);
       this._setState('connecting', { transport: this._active.name });
       return;
     }
@@ -1148,16 +1175,18 @@ export class PushEdge {
       const [lo, hi] = this._o.drainDelay;
       delay = info.retryIn ?? lo + this._clock.random() * (hi - lo);
     } else if (!info.opened) {
-      // Refused, silent (black-holed) or buffered: the next transport down, at once. When the
-      // whole ladder failed, the server itself is probably away: back off and start over.
-      if (info.reason === 'ws_silent' || info.reason === 'sse_silent') demote = name;
-      this._ladderFailures++;
+      // Refused, silent (black-holed) or buffered: the next transport down, at once. Silence
+      // proves the path is the problem; a refusal only does once a transport below works (the
+      // failures of this descent are then marked, in _tOpen). When even the last one failed, the
+      // server itself is away: back off and start over from the top.
+      if (info.reason === 'ws_silent' || info.reason === 'sse_silent' || info.reason === 'sse_connect_timeout') demote = name;
+      else this._descent.push(name);
       if (this._level < order.length - 1) {
         this._level++;
         delay = 0;
       } else {
-        this._level = this._ladderFailures >= order.length ? 0 : this._level;
-        this._ladderFailures = 0;
+        this._level = 0;
+        this._descent = [];
         delay = this._backoff();
       }
     } else {
