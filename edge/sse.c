@@ -20,8 +20,20 @@
  * the request through its normal path (on HTTP/2 this ends the whole connection, which is the
  * one that stopped reading).
  *
- * Lifetime. The stream object lives in req->pool and is torn down by the pool's dispose hook;
- * h2o is never called from inside a pubsub callback, so the request cannot vanish under one.
+ * Two ways to the wire.
+ *   - HTTP/1.x: the stream takes the socket over (h2o_http1_upgrade with a 200: h2o writes the
+ *     status line and headers, then hands us the socket and frees its connection and request).
+ *     The body is delimited by the connection's close, which every SSE client and HTTP/1.0
+ *     proxy understands. What that buys: an idle stream costs our object and h2o's socket only
+ *     (no request, pool, parser buffer or chunked encoder: ~1.6 KiB instead of ~14 KiB), writes
+ *     are one writev of shared frames with no chunk framing, and reading the socket shows a
+ *     client that left at once (h2o's HTTP/1 does not read while a response is in progress, so
+ *     a vanished peer was only noticed by the next heartbeat's write).
+ *   - HTTP/2: h2o's generator (h2o_send, one send in flight), on a stream of a shared connection.
+ *
+ * Lifetime. On HTTP/2 the stream object lives in req->pool and is torn down by the pool's
+ * dispose hook. On HTTP/1 it is malloc'd and freed by sse_free once the socket is closed. h2o is
+ * never called from inside a pubsub callback, so nothing can vanish under one.
  */
 #include <sys/socket.h>
 #include "../pubsub/alloc.h"
@@ -29,26 +41,31 @@
 #include "outq.h"
 #include "query.h"
 #include "server.h"
+#include <h2o/http1.h>
 
 typedef struct st_pe_sse_t {
     h2o_generator_t gen;
     pe_stream_t stream;
     pe_sub_t sub;
-    h2o_req_t *req; /* the object lives in req->pool: valid for as long as the object */
+    h2o_req_t *req;     /* HTTP/2: the object lives in req->pool. HTTP/1: NULL once upgraded */
+    h2o_socket_t *sock; /* HTTP/1, once h2o handed the socket over */
     pe_thread_t *thr;
     pe_outq_t out;
     uint64_t sending_since; /* loop ms of the send in flight */
     h2o_timeout_entry_t ping_entry;
     h2o_timeout_entry_t flush_entry;
-    unsigned sending : 1;   /* an h2o_send is in flight */
-    unsigned live_sent : 1; /* the bare id line that marks the stream live went out */
-    unsigned multi : 1;     /* several channels: every event carries the full cursor */
-    unsigned ending : 1;    /* drain: send what is queued, then the final chunk */
-    unsigned ended : 1;     /* FINAL or ERROR was sent, or the socket shut down */
-    unsigned overflow : 1;  /* slow consumer: end at the next flush */
+    unsigned sending : 1;    /* an h2o_send is in flight */
+    unsigned live_sent : 1;  /* the bare id line that marks the stream live went out */
+    unsigned multi : 1;      /* several channels: every event carries the full cursor */
+    unsigned ending : 1;     /* drain: send what is queued, then the final chunk */
+    unsigned ended : 1;      /* FINAL or ERROR was sent, or the socket shut down */
+    unsigned overflow : 1;   /* slow consumer: end at the next flush */
+    unsigned own_socket : 1; /* HTTP/1: the stream writes to the socket itself */
 } pe_sse_t;
 
 static void schedule_flush(pe_sse_t *sse);
+static void sse_free(pe_sse_t *sse);
+static void on_write_complete(h2o_socket_t *sock, const char *err);
 
 static void
 push_text(pe_sse_t *sse, const char *s, size_t len)
@@ -67,6 +84,17 @@ abort_stream(pe_sse_t *sse)
         return;
     sse->ended = 1;
     pe_outq_drop_queued(&sse->out);
+    if (sse->own_socket) {
+        /* Before h2o hands the socket over, on_upgraded sees `ended` and frees the stream; a
+         * write in flight fails on the shut socket and its callback frees it. */
+        if (sse->sock == NULL)
+            return;
+        if (sse->sending)
+            shutdown(h2o_socket_get_fd(sse->sock), SHUT_RDWR);
+        else
+            sse_free(sse);
+        return;
+    }
     if (!sse->sending) {
         h2o_send(sse->req, NULL, 0, H2O_SEND_STATE_ERROR);
         return;
@@ -99,20 +127,66 @@ flush(pe_sse_t *sse)
         slow_consumer(sse, "its queue passed the byte bound");
         return;
     }
-    if (sse->sending)
+    if (sse->sending || (sse->own_socket && sse->sock == NULL))
         return;
     h2o_iovec_t *iov;
     size_t niov = pe_outq_next_chunk(&sse->out, PE_SSE_MAX_BATCH, &iov);
     if (niov == 0) {
         if (sse->ending) {
             sse->ended = 1;
-            h2o_send(sse->req, NULL, 0, H2O_SEND_STATE_FINAL);
+            if (sse->own_socket)
+                sse_free(sse); /* the close ends the body */
+            else
+                h2o_send(sse->req, NULL, 0, H2O_SEND_STATE_FINAL);
+            return;
         }
+        if (sse->own_socket)
+            pe_outq_trim(&sse->out); /* an idle stream keeps no queue capacity */
         return;
     }
     sse->sending = 1;
     sse->sending_since = h2o_now(sse->thr->loop);
-    h2o_send(sse->req, iov, niov, H2O_SEND_STATE_IN_PROGRESS);
+    if (sse->own_socket)
+        h2o_socket_write(sse->sock, iov, niov, on_write_complete);
+    else
+        h2o_send(sse->req, iov, niov, H2O_SEND_STATE_IN_PROGRESS);
+}
+
+/* HTTP/1: the write of a batch completed (or failed: the peer is gone, or we shut it down). */
+static void
+on_write_complete(h2o_socket_t *sock, const char *err)
+{
+    pe_sse_t *sse = sock->data;
+    sse->sending = 0;
+    if (err != NULL || sse->ended) {
+        sse_free(sse);
+        return;
+    }
+    pe_outq_written(&sse->out);
+    if (!sse->overflow && pe_outq_bytes(&sse->out) < PE_SSE_LOW_WATER)
+        pe_sub_resume(&sse->sub);
+    flush(sse); /* may free sse */
+}
+
+/* HTTP/1: a client says nothing after its request; EOF (or an error) means it left. */
+static void
+on_read(h2o_socket_t *sock, const char *err)
+{
+    pe_sse_t *sse = sock->data;
+    if (err != NULL) {
+        sse->ended = 1;
+        if (sse->sending)
+            shutdown(h2o_socket_get_fd(sock), SHUT_RDWR); /* the write's callback frees it */
+        else
+            sse_free(sse);
+        return;
+    }
+    h2o_buffer_consume(&sock->input, sock->input->size);
+    if (sock->input->bytes != NULL) {
+        /* Give the read buffer back: an idle stream keeps none (the next read allocates). */
+        h2o_buffer_dispose(&sock->input);
+        h2o_buffer_init(&sock->input, &h2o_socket_buffer_prototype);
+    }
 }
 
 static void
@@ -267,10 +341,10 @@ on_drain(pe_stream_t *stream)
     push_text(sse, line, (size_t)n);
 }
 
+/* What both ways of ending have to release; the object itself is freed by its owner. */
 static void
-on_dispose(void *p)
+release(pe_sse_t *sse)
 {
-    pe_sse_t *sse = p;
     pe_sub_dispose(&sse->sub);
     if (h2o_timeout_is_linked(&sse->ping_entry))
         h2o_timeout_unlink(&sse->ping_entry);
@@ -279,6 +353,45 @@ on_dispose(void *p)
     pe_stream_unregister(&sse->stream);
     pe_outq_dispose(&sse->out);
     PE_STAT_ADD(sse->thr->stats.connections[PE_TRANSPORT_SSE], (uint64_t)-1);
+}
+
+/* HTTP/2: the request's pool is going away. */
+static void
+on_dispose(void *p)
+{
+    release(p);
+}
+
+/* HTTP/1: closes the socket and frees the stream. Callers must not touch sse afterwards. */
+static void
+sse_free(pe_sse_t *sse)
+{
+    release(sse);
+    if (sse->sock != NULL)
+        h2o_socket_close(sse->sock);
+    pe_free(sse);
+}
+
+/* HTTP/1: h2o wrote the response head and handed the socket over (or failed: sock NULL). */
+static void
+on_upgraded(void *data, h2o_socket_t *sock, size_t reqsize)
+{
+    pe_sse_t *sse = data;
+    sse->req = NULL; /* gone with h2o's connection */
+    if (sock == NULL) {
+        sse_free(sse);
+        return;
+    }
+    sse->sock = sock;
+    sock->data = sse;
+    h2o_buffer_consume(&sock->input, reqsize);
+    if (sse->ended) {
+        sse_free(sse);
+        return;
+    }
+    h2o_socket_read_start(sock, on_read);
+    on_read(sock, NULL); /* discards anything sent after the request, frees the read buffer */
+    flush(sse);
 }
 
 /* ---- the handler ----------------------------------------------------------------------------- */
@@ -316,8 +429,9 @@ pe_sse_on_req(h2o_req_t *req)
         }
     }
 
-    pe_sse_t *sse = h2o_mem_alloc_shared(&req->pool, sizeof(*sse), on_dispose);
-    *sse = (pe_sse_t){.req = req, .thr = thr};
+    int own_socket = req->version < 0x200;
+    pe_sse_t *sse = own_socket ? pe_malloc(sizeof(*sse)) : h2o_mem_alloc_shared(&req->pool, sizeof(*sse), on_dispose);
+    *sse = (pe_sse_t){.req = req, .thr = thr, .own_socket = own_socket};
     sse->gen.proceed = on_proceed;
     sse->gen.stop = on_stop;
     sse->stream.drain = on_drain;
@@ -332,7 +446,8 @@ pe_sse_on_req(h2o_req_t *req)
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/event-stream; charset=utf-8"));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache, no-store"));
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-accel-buffering"), 0, NULL, H2O_STRLIT("no"));
-    h2o_start_response(req, &sse->gen);
+    if (!own_socket)
+        h2o_start_response(req, &sse->gen);
 
     if (q->padding) {
         char pad[PE_SSE_PADDING + 3];
@@ -351,7 +466,12 @@ pe_sse_on_req(h2o_req_t *req)
         pe_sub_add(&sse->sub, q->channels[i].name, q->channels[i].len, start);
     }
     h2o_timeout_link(thr->loop, &thr->ping_timeout, &sse->ping_entry);
-    /* Send the headers and prelude now: a client should see the stream open at once. */
-    flush(sse);
+    /* Send the headers and prelude now: a client should see the stream open at once. The
+     * subscription is in place before the upgrade: pubsub never calls back from inside, and
+     * what it delivers meanwhile waits in the queue until the socket is ours. */
+    if (own_socket)
+        h2o_http1_upgrade(req, NULL, 0, on_upgraded, sse);
+    else
+        flush(sse);
     return 0;
 }

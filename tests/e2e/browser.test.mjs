@@ -326,6 +326,30 @@ describe('browser: the JS client in Chromium', { skip: HAVE ? false : 'chromium 
         await c.page.close();
     });
 
+    it("Chromium's own EventSource reads /sse (HTTP/1.1, the stream owns its socket): events, lastEventId, resume from lastEventId", { timeout: 30000 }, async () => {
+        const ch = uniqueChannel('native');
+        const page = await browser.ctx.newPage();
+        await page.goto(`${srv.url}/healthz`);
+        await page.evaluate((ch) => {
+            window.ev = [];
+            const es = new EventSource(`/sse?channel=${ch}&since=0`);
+            es.onmessage = (e) => window.ev.push({ id: e.lastEventId, n: JSON.parse(e.data).data.n });
+            window.es = es;
+        }, ch);
+        const ids = await publishPaced(srv.url, ch, 3);
+        await waitUntil(async () => (await page.evaluate(() => window.ev.length)) >= 3, { timeoutMs: 10000, what: 'native events' });
+        /* Resume on a new EventSource from the last lastEventId. */
+        await page.evaluate(() => window.es.close());
+        await page.evaluate((ch) => {
+            const es = new EventSource(`/sse?channel=${ch}&since=${window.ev.at(-1).id}`);
+            es.onmessage = (e) => window.ev.push({ id: e.lastEventId, n: JSON.parse(e.data).data.n });
+        }, ch);
+        ids.push(await publishOk(srv.url, ch, { n: 4 }));
+        await waitUntil(async () => (await page.evaluate(() => window.ev.length)) >= 4, { timeoutMs: 10000, what: 'the event after resuming' });
+        assert.deepEqual((await page.evaluate(() => window.ev)).map((e) => e.id), ids);
+        await page.close();
+    });
+
     it('the demo page at /: shows the live transport and cursor, publishes from its form, receives it', { timeout: 60000 }, async () => {
         const page = await browser.ctx.newPage();
         const errors = [];
