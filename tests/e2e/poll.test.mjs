@@ -127,8 +127,8 @@ async function pollPages(base, channels, since, want, { maxPolls = 20 } = {}) {
 }
 
 /** Waits until the server counts at least n polls (the holds have begun). */
-function waitPolls(base, n, what = `${n} held polls`) {
-    return waitUntil(async () => (await connectionsGauge(base, 'poll')) >= n, { timeoutMs: 5000, what });
+function waitPolls(base, n, what = `${n} held polls`, timeoutMs = 5000) {
+    return waitUntil(async () => (await connectionsGauge(base, 'poll')) >= n, { timeoutMs, what });
 }
 
 /** Splits one HTTP/1.x response off the front of buf: {head, status, headers, body, rest} or null if incomplete. */
@@ -700,7 +700,7 @@ describe('poll: clients that leave, and draining', () => {
                 for (let i = 0; i < 200; i += 50)
                     socks.push(...(await Promise.all(Array.from({ length: 50 }, (_, j) =>
                         rawConnect(srv.port, `GET /poll?${pq(i + j < 100 ? ch : [ch, `${ch}-b`])} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`)))));
-                await waitPolls(srv.url, 200, '200 held polls');
+                await waitPolls(srv.url, 200, '200 held polls', 15000);
             } finally {
                 for (const s of socks)
                     s.destroy();
