@@ -150,12 +150,18 @@ async function report(t, c) {
     t.diagnostic(`ended on ${final}; first connected after ${first ? first.at - t0 : '-'} ms, on ${final} after ${settled ? settled.at - t0 : '-'} ms; ${trail}`);
 }
 
-function skipIfMissing(t, e) {
-    if (e instanceof ProxyMissing) {
+/** Starts a proxy (stopped after the test); null, with the test skipped, when not installed. */
+async function proxyOrSkip(t, start) {
+    try {
+        const proxy = await start();
+        t.after(() => proxy.stop());
+        return proxy;
+    } catch (e) {
+        if (!(e instanceof ProxyMissing))
+            throw e;
         t.skip(e.message);
-        return true;
+        return null;
     }
-    return false;
 }
 
 describe('browser: the JS client in Chromium', { skip: HAVE ? false : 'chromium is not installed' }, () => {
@@ -184,15 +190,9 @@ describe('browser: the JS client in Chromium', { skip: HAVE ? false : 'chromium 
     });
 
     it('(a) haproxy refuses the upgrade (403): SSE, every message once', { timeout: 60000 }, async (t) => {
-        let proxy;
-        try {
-            proxy = await haproxy(srv.port, { denyWs: true, idleS: 30 });
-        } catch (e) {
-            if (skipIfMissing(t, e))
-                return;
-            throw e;
-        }
-        t.after(() => proxy.stop());
+        const proxy = await proxyOrSkip(t, () => haproxy(srv.port, { denyWs: true, idleS: 30 }));
+        if (!proxy)
+            return;
         const ch = uniqueChannel('denyws');
         const c = await openClient(browser.ctx, proxy.url, ch);
         await c.waitTransport('sse');
@@ -205,15 +205,9 @@ describe('browser: the JS client in Chromium', { skip: HAVE ? false : 'chromium 
 
     for (const [name, start] of [['squid', squid], ['tinyproxy', tinyproxy]]) {
         it(`(a) ${name} as a forward proxy (no CONNECT, idle cut at 5 s): SSE kept alive by heartbeats`, { timeout: 60000 }, async (t) => {
-            let proxy;
-            try {
-                proxy = await start({ idleS: 5 });
-            } catch (e) {
-                if (skipIfMissing(t, e))
-                    return;
-                throw e;
-            }
-            t.after(() => proxy.stop());
+            const proxy = await proxyOrSkip(t, () => start({ idleS: 5 }));
+            if (!proxy)
+                return;
             const b = await launch(proxy.url);
             t.after(() => b.close());
             const ch = uniqueChannel(name);
@@ -243,15 +237,9 @@ describe('browser: the JS client in Chromium', { skip: HAVE ? false : 'chromium 
     });
 
     it('(c) nginx buffering every response: SSE never starts, long-polling delivers', { timeout: 90000 }, async (t) => {
-        let proxy;
-        try {
-            proxy = await nginxBuffering(srv.port, { idleS: 60 });
-        } catch (e) {
-            if (skipIfMissing(t, e))
-                return;
-            throw e;
-        }
-        t.after(() => proxy.stop());
+        const proxy = await proxyOrSkip(t, () => nginxBuffering(srv.port, { idleS: 60 }));
+        if (!proxy)
+            return;
         const ch = uniqueChannel('buffering');
         const c = await openClient(browser.ctx, proxy.url, ch);
         const early = await publishPaced(srv.url, ch, 5);
@@ -267,15 +255,9 @@ describe('browser: the JS client in Chromium', { skip: HAVE ? false : 'chromium 
         /* Server heartbeats every 25 s (the default): only the client can keep a stream busy. */
         const quiet = await startServer([]);
         t.after(() => quiet.stop());
-        let proxy;
-        try {
-            proxy = await haproxy(quiet.port, { idleS: 3 });
-        } catch (e) {
-            if (skipIfMissing(t, e))
-                return;
-            throw e;
-        }
-        t.after(() => proxy.stop());
+        const proxy = await proxyOrSkip(t, () => haproxy(quiet.port, { idleS: 3 }));
+        if (!proxy)
+            return;
         const ch = uniqueChannel('idlecut');
         const c = await openClient(browser.ctx, proxy.url, ch, { pingInterval: 20000 });
         await c.waitTransport('websocket');
@@ -288,15 +270,9 @@ describe('browser: the JS client in Chromium', { skip: HAVE ? false : 'chromium 
     it('(d) SSE alone through the same idle cuts: cut again and again at 3 s, so it falls back to long-polling', { timeout: 90000 }, async (t) => {
         const quiet = await startServer([]);
         t.after(() => quiet.stop());
-        let proxy;
-        try {
-            proxy = await haproxy(quiet.port, { idleS: 3 });
-        } catch (e) {
-            if (skipIfMissing(t, e))
-                return;
-            throw e;
-        }
-        t.after(() => proxy.stop());
+        const proxy = await proxyOrSkip(t, () => haproxy(quiet.port, { idleS: 3 }));
+        if (!proxy)
+            return;
         const ch = uniqueChannel('ssecut');
         const c = await openClient(browser.ctx, proxy.url, ch, { transports: ['sse', 'poll'] });
         await c.waitTransport('sse');

@@ -186,19 +186,26 @@ function retryAfterMs(res, clock) {
  * After _tClose (or stop()) a transport says nothing more.
  */
 
-class WsTransport {
-  constructor(client, channels) {
-    this.name = 'websocket';
+/** What every transport has: its owner, the options and clock, and its life flags. */
+class Transport {
+  constructor(name, client, channels) {
+    this.name = name;
     this.client = client;
     this.o = client._o;
     this.clock = client._clock;
-    this.channels = new Set(channels);
+    this.channels = channels;
+    this.done = false; // stopped or reported closed: says nothing more
+    this.opened = false; // proved healthy
+  }
+}
+
+class WsTransport extends Transport {
+  constructor(client, channels) {
+    super('websocket', client, new Set(channels));
     this.pending = new Map(); // ref -> channel, subscribes not confirmed yet
     this.ref = 0;
     this.ws = null;
-    this.opened = false; // proved healthy: the first pong came back
-    this.pongSeen = false;
-    this.done = false;
+    this.pongSeen = false; // the first pong came back: healthy
     this.lastInbound = 0;
     this.cancelTimer = null;
     this.pingOutstanding = false;
@@ -406,15 +413,9 @@ class WsTransport {
  * that marks a stream live, and the `retry:` hint of a draining node; and it reconnects by
  * itself, where we want the cursor, the backoff and the fallback in our hands.
  */
-class SseTransport {
+class SseTransport extends Transport {
   constructor(client, channels) {
-    this.name = 'sse';
-    this.client = client;
-    this.o = client._o;
-    this.clock = client._clock;
-    this.channels = [...channels];
-    this.done = false;
-    this.opened = false;
+    super('sse', client, [...channels]);
     this.gotByte = false;
     this.retry = null;
     this.drainRetry = null;
@@ -596,15 +597,9 @@ class SseTransport {
 }
 
 /* Long-polling: one request at a time, each from the cursor of the previous answer. */
-class PollTransport {
+class PollTransport extends Transport {
   constructor(client, channels) {
-    this.name = 'poll';
-    this.client = client;
-    this.o = client._o;
-    this.clock = client._clock;
-    this.channels = [...channels];
-    this.done = false;
-    this.opened = false;
+    super('poll', client, [...channels]);
     this.abort = null;
     this.timer = null;
     this.hold = client._pollHold;
