@@ -154,3 +154,14 @@ pe_http_origin_is_allowed(h2o_req_t *req)
     }
     return 0;
 }
+
+void
+pe_socket_release_input(h2o_socket_t *sock, int discard)
+{
+    if (discard)
+        h2o_buffer_consume(&sock->input, sock->input->size);
+    if (sock->input->size == 0 && sock->input->bytes != NULL) {
+        h2o_buffer_dispose(&sock->input);
+        h2o_buffer_init(&sock->input, &h2o_socket_buffer_prototype);
+    }
+}

@@ -127,6 +127,13 @@ void pe_http_cors(h2o_req_t *req);
 int pe_http_preflight(h2o_req_t *req, const char *methods);
 /** 1 if a WebSocket handshake's Origin passes --allowed-origin (or same origin, or no policy). */
 int pe_http_origin_is_allowed(h2o_req_t *req);
+/**
+ * For sockets a transport took over from h2o (WebSocket, HTTP/1 SSE): drops what is in the read
+ * buffer when `discard`, then gives an empty buffer back. h2o keeps it (8 KiB) for the socket's
+ * life; a subscriber reads a few bytes a minute, so keeping it would be most of an idle
+ * connection's memory. The next read allocates one again (evloop reserves before every read).
+ */
+void pe_socket_release_input(h2o_socket_t *sock, int discard);
 
 /* handlers */
 int pe_publish_on_req(h2o_req_t *req);

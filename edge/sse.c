@@ -181,12 +181,7 @@ on_read(h2o_socket_t *sock, const char *err)
             sse_free(sse);
         return;
     }
-    h2o_buffer_consume(&sock->input, sock->input->size);
-    if (sock->input->bytes != NULL) {
-        /* Give the read buffer back: an idle stream keeps none (the next read allocates). */
-        h2o_buffer_dispose(&sock->input);
-        h2o_buffer_init(&sock->input, &h2o_socket_buffer_prototype);
-    }
+    pe_socket_release_input(sock, 1); /* an idle stream keeps no read buffer */
 }
 
 static void

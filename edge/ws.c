@@ -399,21 +399,6 @@ close_now(pe_ws_conn_t *conn)
     conn_free(conn);
 }
 
-/*
- * Gives the socket's read buffer back once everything in it was consumed. h2o keeps it (8 KiB,
- * allocated at the first read) for the connection's life; a subscriber reads a few bytes a
- * minute, so holding it would make the read buffer most of an idle connection's memory. The
- * next read allocates a fresh one (evloop's read path reserves before every read).
- */
-static void
-release_input(h2o_socket_t *sock)
-{
-    if (sock->input->size == 0 && sock->input->bytes != NULL) {
-        h2o_buffer_dispose(&sock->input);
-        h2o_buffer_init(&sock->input, &h2o_socket_buffer_prototype);
-    }
-}
-
 static void
 on_linger_read(h2o_socket_t *sock, const char *err)
 {
@@ -422,8 +407,7 @@ on_linger_read(h2o_socket_t *sock, const char *err)
         conn_free(conn); /* the peer's EOF (or an error): done */
         return;
     }
-    h2o_buffer_consume(&sock->input, sock->input->size);
-    release_input(sock);
+    pe_socket_release_input(sock, 1);
 }
 
 /*
@@ -726,7 +710,7 @@ on_read(h2o_socket_t *sock, const char *err)
     }
     if (pe_ws_reader_buffered(&conn->reader) == 0)
         pe_ws_reader_shrink(&conn->reader);
-    release_input(sock);
+    pe_socket_release_input(sock, 0);
     flush(conn);
 }
 
@@ -833,7 +817,7 @@ on_upgrade_complete(void *data, h2o_socket_t *sock, size_t reqsize)
     if (sock->input->size != 0) {
         on_read(sock, NULL);
     } else {
-        release_input(sock);
+        pe_socket_release_input(sock, 0);
         flush(conn);
     }
 }
