@@ -20,6 +20,7 @@
 #define PB_MAX_THREADS 64
 #define PB_MAX_PIDS 16
 #define PB_MAX_SRC 256
+#define PB_MAX_SUB_URLS 8
 /* The duplicate detector keeps a 64-message window per connection (pb_conn_t.window). Publishes
  * on different keep-alive connections may be stored out of send order, by at most the number in
  * flight, so more publisher connections than the window would turn reordering into false
@@ -42,6 +43,12 @@ typedef struct st_pb_config_t {
     pb_transport_t transport;
     struct sockaddr_in target;
     char host_hdr[64];               /* "127.0.0.1:8080" for the Host header */
+    /* Where subscribers connect, round-robin by connection index (--sub-url, repeatable; default:
+     * the --url server). Publishing always goes to --url: with several nodes sharing an engine,
+     * every message then crosses the engine to reach the other nodes' subscribers. */
+    struct sockaddr_in sub_addr[PB_MAX_SUB_URLS];
+    char sub_host_hdr[PB_MAX_SUB_URLS][64];
+    uint32_t nsub_urls;
     const char *sub_path, *pub_path; /* templates with {channel} */
     char **channel;                  /* names, [channels] */
     char **sub_target;               /* sub_path expanded per channel */

@@ -189,7 +189,7 @@ ws_key(uint32_t g, char out[25])
 static int
 send_request(pb_sub_thread_t *t, pb_conn_t *c)
 {
-    const char *target = pb_cfg->sub_target[c->channel];
+    const char *target = pb_cfg->sub_target[c->channel], *host = pb_cfg->sub_host_hdr[global_index(t, c) % pb_cfg->nsub_urls];
     char req[4096];
     int n;
     switch (pb_cfg->transport) {
@@ -200,7 +200,7 @@ send_request(pb_sub_thread_t *t, pb_conn_t *c)
         n = snprintf(req, sizeof(req),
                      "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
-                     target, pb_cfg->host_hdr, key,
+                     target, host, key,
                      pb_cfg->transport == PB_WS_DEFLATE ? "Sec-WebSocket-Extensions: permessage-deflate; "
                                                           "client_no_context_takeover; server_no_context_takeover\r\n"
                                                         : "");
@@ -209,12 +209,12 @@ send_request(pb_sub_thread_t *t, pb_conn_t *c)
     case PB_SSE:
         n = snprintf(req, sizeof(req),
                      "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n", target,
-                     pb_cfg->host_hdr);
+                     host);
         break;
     case PB_POLL:
     default:
         n = snprintf(req, sizeof(req), "GET %s%ssince=%s HTTP/1.1\r\nHost: %s\r\n\r\n", target, strchr(target, '?') ? "&" : "?",
-                     c->cursor != NULL ? c->cursor : "0", pb_cfg->host_hdr);
+                     c->cursor != NULL ? c->cursor : "0", host);
         break;
     }
     if (n < 0 || (size_t)n >= sizeof(req)) {
@@ -262,7 +262,8 @@ conn_start(pb_sub_thread_t *t, pb_conn_t *c)
         }
     }
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    int r = connect(c->fd, (const struct sockaddr *)&pb_cfg->target, sizeof(pb_cfg->target));
+    const struct sockaddr_in *to = &pb_cfg->sub_addr[g % pb_cfg->nsub_urls];
+    int r = connect(c->fd, (const struct sockaddr *)to, sizeof(*to));
     if (r != 0 && errno != EINPROGRESS) {
         conn_close(t, c, "connect", errno);
         return;

@@ -12,6 +12,8 @@
  *   build-rel/tests/load/pushedge-bench --url http://127.0.0.1:18080 --transport ws \
  *       --connections 10000 --channels 1 --messages 200 --rate 20 --server-pid $!
  *   (nchan: --sub-path '/sub/{channel}' --pub-path '/pub/{channel}', see tests/load/nchan.conf.in)
+ *   (several nodes on one engine: --sub-url URL per node spreads the subscribers round-robin,
+ *    publishing still goes to --url; tests/load/compare.sh runs all of this side by side)
  *
  * Shape. Subscriber threads (one per core by default) each run their own epoll loop over
  * every T-th connection (bench_sub.c); one publisher thread paces the POSTs (bench_pub.c); the
@@ -49,7 +51,8 @@ static void
 usage(FILE *out)
 {
     fputs("usage: pushedge-bench [options]\n"
-          "  --url http://127.0.0.1:8080       server (loopback only)\n"
+          "  --url http://127.0.0.1:8080       server (loopback only); publishes go here\n"
+          "  --sub-url URL                     subscribe here instead, round-robin; repeatable, at most 8 (--url)\n"
           "  --transport ws|ws-deflate|sse|poll subscriber transport (ws)\n"
           "  --connections N                   subscribers (100)\n"
           "  --channels K                      channels, subscribers spread round-robin (1)\n"
@@ -101,7 +104,7 @@ is_loopback(struct in_addr a)
 }
 
 static void
-parse_url(const char *url)
+parse_url(const char *opt, const char *url, struct sockaddr_in *out, char host_hdr[64])
 {
     const char *p = url;
     if (strncmp(p, "http://", 7) == 0)
@@ -109,7 +112,7 @@ parse_url(const char *url)
     char host[64];
     size_t hl = strcspn(p, ":/");
     if (hl == 0 || hl >= sizeof(host))
-        bad_option("url", url);
+        bad_option(opt, url);
     memcpy(host, p, hl);
     host[hl] = '\0';
     p += hl;
@@ -118,21 +121,21 @@ parse_url(const char *url)
         char *end;
         port = strtol(p + 1, &end, 10);
         if (end == p + 1 || port <= 0 || port > 65535 || (*end != '\0' && *end != '/'))
-            bad_option("url", url);
+            bad_option(opt, url);
     }
     struct in_addr a;
     if (strcmp(host, "localhost") == 0)
         inet_pton(AF_INET, "127.0.0.1", &a);
     else if (inet_pton(AF_INET, host, &a) != 1)
-        bad_option("url", url); /* no DNS: a name could leave the machine */
+        bad_option(opt, url); /* no DNS: a name could leave the machine */
     if (!is_loopback(a)) {
         fprintf(stderr, "pushedge-bench: refusing target %s: only 127.0.0.0/8 is allowed\n", host);
         exit(2);
     }
-    cfg.target = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr = a};
+    *out = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr = a};
     char ip[INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &a, ip, sizeof(ip));
-    snprintf(cfg.host_hdr, sizeof(cfg.host_hdr), "%s:%ld", ip, port);
+    snprintf(host_hdr, 64, "%s:%ld", ip, port);
 }
 
 static void
@@ -207,6 +210,7 @@ parse_args(int argc, char **argv)
 {
     enum {
         O_URL = 256,
+        O_SUB_URL,
         O_TRANSPORT,
         O_CONNS,
         O_CHANNELS,
@@ -235,6 +239,7 @@ parse_args(int argc, char **argv)
     };
     static const struct option opts[] = {
         {"url", required_argument, NULL, O_URL},
+        {"sub-url", required_argument, NULL, O_SUB_URL},
         {"transport", required_argument, NULL, O_TRANSPORT},
         {"connections", required_argument, NULL, O_CONNS},
         {"channels", required_argument, NULL, O_CHANNELS},
@@ -286,6 +291,12 @@ parse_args(int argc, char **argv)
         switch (c) {
         case O_URL:
             url = optarg;
+            break;
+        case O_SUB_URL:
+            if (cfg.nsub_urls == PB_MAX_SUB_URLS)
+                bad_option("sub-url", optarg);
+            parse_url("sub-url", optarg, &cfg.sub_addr[cfg.nsub_urls], cfg.sub_host_hdr[cfg.nsub_urls]);
+            cfg.nsub_urls++;
             break;
         case O_TRANSPORT: {
             size_t i;
@@ -381,7 +392,12 @@ parse_args(int argc, char **argv)
         fprintf(stderr, "pushedge-bench: unexpected argument: %s\n", argv[optind]);
         exit(2);
     }
-    parse_url(url);
+    parse_url("url", url, &cfg.target, cfg.host_hdr);
+    if (cfg.nsub_urls == 0) {
+        cfg.sub_addr[0] = cfg.target;
+        memcpy(cfg.sub_host_hdr[0], cfg.host_hdr, sizeof(cfg.host_hdr));
+        cfg.nsub_urls = 1;
+    }
     parse_sources(sources);
     if (cfg.publish_channel >= (int64_t)cfg.channels)
         bad_option("publish-channel", "beyond --channels");
@@ -678,7 +694,7 @@ main(int argc, char **argv)
     printf("{\"tool\":\"pushedge-bench\",\"transport\":\"%s\",\"target\":\"%s\",\"sub_path\":\"", transport_names[cfg.transport],
            cfg.host_hdr);
     print_json_text(cfg.sub_path);
-    printf("\",\"threads\":%u,\"channels\":%u", cfg.threads, cfg.channels);
+    printf("\",\"sub_servers\":%u,\"threads\":%u,\"channels\":%u", cfg.nsub_urls, cfg.threads, cfg.channels);
     printf(",\"connections_requested\":%u,\"connections_opened\":%llu,\"connections_failed\":%llu,\"connections_closed\":%llu",
            cfg.connections, (unsigned long long)opened, (unsigned long long)failed, (unsigned long long)closed);
     printf(",\"connect_seconds\":%.3f,\"connect_rate\":%.1f", connect_seconds,
