@@ -42,7 +42,7 @@ typedef enum { PB_WS, PB_WS_DEFLATE, PB_SSE, PB_POLL } pb_transport_t;
 typedef struct st_pb_config_t {
     pb_transport_t transport;
     struct sockaddr_in target;
-    char host_hdr[64];               /* "127.0.0.1:8080" for the Host header */
+    char host_hdr[64]; /* "127.0.0.1:8080" for the Host header */
     /* Where subscribers connect, round-robin by connection index (--sub-url, repeatable; default:
      * the --url server). Publishing always goes to --url: with several nodes sharing an engine,
      * every message then crosses the engine to reach the other nodes' subscribers. */
@@ -55,6 +55,10 @@ typedef struct st_pb_config_t {
     char **pub_target;               /* pub_path expanded per channel */
     uint32_t connections, channels, threads, publishers, size;
     int64_t publish_channel; /* -1: round robin over the channels */
+    /* --publish-redis: publish with FCALL pushedge_publish straight into this Redis instead of
+     * the HTTP API (the server's publish path then costs it nothing). */
+    int publish_redis;
+    struct sockaddr_in redis_addr;
     uint64_t messages;
     double rate;                                        /* messages per second, 0: as fast as the publishers go */
     double connect_rate;                                /* connections per second over all threads */

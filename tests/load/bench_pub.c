@@ -66,7 +66,8 @@ pub_connect(pub_conn_t *c)
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     /* Blocking connect: on loopback it completes or fails at once. */
-    if (connect(c->fd, (const struct sockaddr *)&pb_cfg->target, sizeof(pb_cfg->target)) != 0) {
+    const struct sockaddr_in *to = pb_cfg->publish_redis ? &pb_cfg->redis_addr : &pb_cfg->target;
+    if (connect(c->fd, (const struct sockaddr *)to, sizeof(*to)) != 0) {
         log_error("connect: %s", strerror(errno));
         close(c->fd);
         c->fd = -1;
@@ -129,15 +130,27 @@ pub_send(pub_conn_t *c, uint64_t i)
     size_t pad = pb_cfg->size > (size_t)hl + 2 ? pb_cfg->size - (size_t)hl - 2 : 0;
     size_t body_len = (size_t)hl + pad + 2;
     const char *target = pb_cfg->pub_target[ch];
-    size_t cap = strlen(target) + strlen(pb_cfg->host_hdr) + body_len + 160;
+    size_t cap = strlen(target) + strlen(pb_cfg->host_hdr) + strlen(pb_cfg->channel[ch]) + body_len + 160;
     c->out = pb_realloc(c->out, cap);
-    int rl = snprintf(c->out, cap, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+    int rl;
+    if (pb_cfg->publish_redis) {
+        /* FCALL pushedge_publish 1 pe:{NAME} <json>: the function pushedge's own publish calls. */
+        const char *name = pb_cfg->channel[ch];
+        rl = snprintf(c->out, cap, "*5\r\n$5\r\nFCALL\r\n$16\r\npushedge_publish\r\n$1\r\n1\r\n$%zu\r\npe:{%s}\r\n$%zu\r\n",
+                      strlen(name) + 5, name, body_len);
+    } else {
+        rl = snprintf(c->out, cap, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
                       target, pb_cfg->host_hdr, body_len);
+    }
     char *p = c->out + rl;
     memcpy(p, head, (size_t)hl);
     memset(p + hl, 'x', pad);
     memcpy(p + hl + pad, "\"}", 2);
     c->out_len = (size_t)rl + body_len;
+    if (pb_cfg->publish_redis) {
+        memcpy(c->out + c->out_len, "\r\n", 2);
+        c->out_len += 2;
+    }
     c->out_off = 0;
     c->channel = ch;
     c->busy = 1;
@@ -147,9 +160,30 @@ pub_send(pub_conn_t *c, uint64_t i)
 }
 
 /* Returns the length of a complete answer at the start of c->in, 0 if incomplete, -1 if bad. */
+/* A RESP reply to FCALL: "$<n>\r\n<id>\r\n" (200) or "-ERR ...\r\n" (500). */
+static long
+redis_answer_length(pub_conn_t *c, int *status)
+{
+    const char *eol = pb_find(c->in, c->in_len, "\r\n", 2);
+    if (eol == NULL)
+        return 0;
+    long head = eol + 2 - c->in;
+    if (c->in[0] == '$') {
+        *status = 200;
+        long n = strtol(c->in + 1, NULL, 10);
+        if (n < 0)
+            return head;
+        return (long)c->in_len >= head + n + 2 ? head + n + 2 : 0;
+    }
+    *status = 500; /* an error, or a reply of another type */
+    return head;
+}
+
 static long
 answer_length(pub_conn_t *c, int *status)
 {
+    if (pb_cfg->publish_redis)
+        return redis_answer_length(c, status);
     long hl = pb_http_head(c->in, c->in_len, status);
     if (hl <= 0)
         return hl;
@@ -186,7 +220,7 @@ answer_done(pub_conn_t *c, int status, size_t alen)
         atomic_fetch_add(&pb_pub.ok, 1);
     } else {
         atomic_fetch_add(&pb_pub.errors, 1);
-        long hl = pb_http_head(c->in, c->in_len, &status);
+        long hl = pb_cfg->publish_redis ? 0 : pb_http_head(c->in, c->in_len, &status);
         int blen = (int)alen - (int)hl;
         log_error("status %d: %.*s", status, blen > 200 ? 200 : blen, c->in + hl);
     }
@@ -230,7 +264,7 @@ pub_readable(pub_conn_t *c)
         }
         answer_done(c, status, (size_t)alen);
         size_t vlen;
-        const char *v = pb_http_header(c->in, (size_t)alen, "connection", &vlen);
+        const char *v = pb_cfg->publish_redis ? NULL : pb_http_header(c->in, (size_t)alen, "connection", &vlen);
         if (v != NULL && vlen == 5 && strncasecmp(v, "close", 5) == 0)
             pub_reset(c, "connection: close");
         c->in_len = 0;

@@ -208,8 +208,7 @@ send_request(pb_sub_thread_t *t, pb_conn_t *c)
     }
     case PB_SSE:
         n = snprintf(req, sizeof(req),
-                     "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n", target,
-                     host);
+                     "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n", target, host);
         break;
     case PB_POLL:
     default:

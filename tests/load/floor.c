@@ -189,8 +189,9 @@ subscribe(conn_t *c, int kind, const char *name, size_t nlen, const char *head, 
                      "Sec-WebSocket-Accept: %s\r\n\r\n%c%c%s",
                      accept, 0x81, ack, cat);
     } else {
-        n = snprintf(buf, sizeof(buf), "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-                                       "Connection: close\r\n\r\nid: 0\n\n");
+        n = snprintf(buf, sizeof(buf),
+                     "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+                     "Connection: close\r\n\r\nid: 0\n\n");
     }
     channel_t *ch = channel_get(name, nlen, 1);
     if (ch->nsubs == ch->cap) {
@@ -407,7 +408,7 @@ main(int argc, char **argv)
             }
         }
     }
-    fprintf(stderr, "pushedge-floor: %llu published, %llu short writes, %llu subscribers closed by peers\n", published, short_writes,
-            dropped_subs);
+    fprintf(stderr, "pushedge-floor: %llu published, %llu short writes, %llu subscribers closed by peers\n", published,
+            short_writes, dropped_subs);
     return 0;
 }

@@ -71,6 +71,7 @@ usage(FILE *out)
           "  --size BYTES                      payload size (128); --json1k: 1024\n"
           "  --publishers P                    publishing keep-alive connections, at most 64 (4)\n"
           "  --publish-channel I               publish everything to channel I instead of round-robin\n"
+          "  --publish-redis redis://H:P       publish straight into Redis (FCALL pushedge_publish), not over HTTP\n"
           "  --drain-wait S                    grace for deliveries after the last publish answer (5)\n"
           "  --idle S                          idle scenario: connect, measure, hold S seconds, no publishing\n"
           "  --server-pid PID[,PID]            server processes for RSS and CPU (repeatable)\n"
@@ -235,6 +236,7 @@ parse_args(int argc, char **argv)
         O_PID,
         O_TIMEOUT,
         O_VERBOSE,
+        O_PUBREDIS,
         O_HELP
     };
     static const struct option opts[] = {
@@ -265,6 +267,7 @@ parse_args(int argc, char **argv)
         {"server-pid", required_argument, NULL, O_PID},
         {"timeout", required_argument, NULL, O_TIMEOUT},
         {"verbose", no_argument, NULL, O_VERBOSE},
+        {"publish-redis", required_argument, NULL, O_PUBREDIS},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -377,6 +380,14 @@ parse_args(int argc, char **argv)
         case O_TIMEOUT:
             cfg.timeout = parse_num("timeout", optarg, 0.001, 86400);
             break;
+        case O_PUBREDIS: {
+            if (strncmp(optarg, "redis://", 8) != 0)
+                bad_option("publish-redis", optarg);
+            char hdr[64];
+            parse_url("publish-redis", optarg + 8, &cfg.redis_addr, hdr);
+            cfg.publish_redis = 1;
+            break;
+        }
         case O_VERBOSE:
             cfg.verbose = 1;
             break;
