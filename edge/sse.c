@@ -443,6 +443,8 @@ pe_sse_on_req(h2o_req_t *req)
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-accel-buffering"), 0, NULL, H2O_STRLIT("no"));
     if (!own_socket)
         h2o_start_response(req, &sse->gen);
+    else /* h2o's upgrade head says "Connection: upgrade"; say that the body ends with the connection */
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONNECTION, NULL, H2O_STRLIT("close"));
 
     if (q->padding) {
         char pad[PE_SSE_PADDING + 3];

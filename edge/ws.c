@@ -746,7 +746,9 @@ on_drain(pe_stream_t *stream)
     if (conn->close_sent)
         return;
     queue_close(conn, PE_WS_CLOSE_RESTART, "server restarting: reconnect");
-    h2o_timeout_link(conn->thr->loop, &conn->thr->ws_close_timeout, &conn->close_entry);
+    /* A slow consumer's close timer may be running already (set_overflow). */
+    if (!h2o_timeout_is_linked(&conn->close_entry))
+        h2o_timeout_link(conn->thr->loop, &conn->thr->ws_close_timeout, &conn->close_entry);
 }
 
 static void

@@ -521,3 +521,31 @@ test('outage: a client on SSE (WebSocket black-holed) whose server goes away com
   assert.notEqual(fetch.last.path, '/poll', 'the next round starts over instead of staying at the bottom');
   client.close();
 });
+
+test('background re-probe: a set change during a probe does not end the probing (on poll)', async () => {
+  const clock = new FakeClock();
+  const storage = new FakeStorage({ [STORAGE_KEY]: JSON.stringify({ transport: 'poll', until: clock.now() + 1e9 }) });
+  const { client, WS, fetch } = setup({ reprobeInterval: 60000, probeTimeout: 5000 }, { storage, clock });
+  client.subscribe('a', () => {});
+  await clock.advance(0);
+  assert.equal(fetch.last.path, '/poll');
+  fetch.last.respond(200, { json: { cursor: '1-0', messages: [], gaps: [] } });
+  await clock.advance(0);
+  assert.equal(client.transport, 'poll');
+  /* Every held poll is answered empty after a second. */
+  const run = async (ms) => {
+    for (let t = 0; t < ms; t += 1000) {
+      await clock.advance(1000);
+      const r = fetch.last;
+      if (r.path === '/poll' && !r.settled) r.respond(200, { json: { cursor: '1-0', messages: [], gaps: [] } });
+    }
+  };
+  for (let i = 0; i < 200 && WS.instances.length === 0; i++) await run(1000);
+  const before = WS.instances.length;
+  assert.ok(before >= 1, 'a probe started');
+  client.subscribe('b', () => {}); // while the candidate probes
+  await clock.advance(0);
+  await run(10 * 60000);
+  assert.ok(WS.instances.length > before, `probing goes on after the set change (${WS.instances.length} probes)`);
+  client.close();
+});

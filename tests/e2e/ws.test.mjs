@@ -874,6 +874,31 @@ function parseServerFrames(buf) {
 /* ------------------------------------------------------------------------------------------ */
 
 describe('WS: drain', () => {
+    it('SIGTERM while a slow consumer is being closed (its close timer running): the process still exits 0', { timeout: 30000 }, async (t) => {
+        const srv = await startServer(['--drain-timeout', '3', '--history-size', '10000']);
+        t.after(() => srv.stop('SIGKILL'));
+        const ch = uniqueChannel('slowdrain');
+        const key = Buffer.alloc(16, 5).toString('base64');
+        /* Subscribers that never read: their writes get stuck, then their queues overflow. */
+        const socks = [];
+        for (let i = 0; i < 3; i++) {
+            socks.push(await rawConnect(srv.port,
+                `GET /ws?channel=${ch} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+                    `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${key}\r\n\r\n`));
+        }
+        t.after(() => socks.forEach((s) => s.destroy()));
+        await waitUntil(async () => (await wsConnections(srv.url)) >= 3, { timeoutMs: 5000, what: 'three connections' });
+        const payload = 'q'.repeat(60000);
+        const slowCount = async () => metricValue(await getMetrics(srv.url), 'pushedge_slow_consumers_total', { transport: 'ws' }) ?? 0;
+        for (let sent = 0; sent < 400 && (await slowCount()) < 1; sent += 20)
+            await publishMany(srv.url, ch, 20, (i) => ({ n: sent + i, payload }), 4);
+        assert.ok((await slowCount()) >= 1, 'a slow consumer was detected');
+        /* Within the slow consumer's close wait (2 s): the drain must not link its timer twice. */
+        const r = await srv.stop('SIGTERM');
+        assert.equal(r.signal, null, `killed by ${r.signal}:\n${r.stderr.slice(-2000)}`);
+        assert.equal(r.code, 0, `exit code ${r.code}:\n${r.stderr.slice(-2000)}`);
+    });
+
     it('SIGTERM: every client gets close 1012 (or 1001) and the process exits 0 in time', { timeout: 20000 }, async (t) => {
         const drainTimeout = 4;
         const srv = await startServer(['--drain-timeout', String(drainTimeout)]);

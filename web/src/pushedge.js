@@ -464,6 +464,7 @@ class SseTransport extends Transport {
     } catch (e) {
       /* not JSON */
     }
+    if (this.done) return;
     const code = body && body.error && body.error.code;
     if (res.status === 503 || res.status === 429) {
       this._end({ reason: code || 'unavailable', drain: true, retryIn: retryAfterMs(res, this.clock) ?? undefined });
@@ -665,6 +666,7 @@ class PollTransport extends Transport {
       } catch (e) {
         /* not JSON */
       }
+      if (this.done) return;
       const code = err && err.error && err.error.code;
       if (res.status === 503 || res.status === 429) {
         // A draining node or an engine outage: come back when told; the cursor is unchanged.
@@ -1038,7 +1040,11 @@ export class PushEdge {
 
   _applySet() {
     const channels = [...this._subs.keys()];
-    if (this._candidate) this._drop('_candidate');
+    if (this._candidate) {
+      // The probe was for the old set: drop it and try again later with the new one.
+      this._drop('_candidate');
+      if (this._active) this._scheduleReprobe();
+    }
     if (channels.length === 0) {
       this._stopTimers();
       this._drop('_active');
