@@ -549,3 +549,28 @@ test('background re-probe: a set change during a probe does not end the probing 
   assert.ok(WS.instances.length > before, `probing goes on after the set change (${WS.instances.length} probes)`);
   client.close();
 });
+
+test("background re-probe: a candidate's confirmed start does not make the active transport's next message a duplicate", async () => {
+  const { client, clock, WS, fetch } = setup({ reprobeInterval: 60000 });
+  WS.throwNext = 1; // refused once: SSE
+  const got = [];
+  client.subscribe('a', (m) => got.push(m.id)); // new messages only: no position yet
+  await clock.advance(0);
+  const s = fetch.last.stream();
+  s.push('retry: 2000\n\n'); // open, but no live mark and no message yet
+  await heartbeats(clock, s, 60000);
+  const ws = WS.last;
+  ws.open();
+  const ref = ws.sentOps('subscribe')[0].ref;
+  ws.recv({ op: 'subscribed', channel: 'a', ref, cursor: '5-0' }); // the candidate starts after 5-0
+  await clock.advance(0);
+  s.push(sseMessage('a', '5-0')); // ... which the active SSE still delivers
+  await clock.advance(0);
+  assert.deepEqual(got, ['5-0'], 'delivered once by the active transport');
+  ws.pong(); // the candidate takes over from its start
+  await clock.advance(0);
+  ws.recv({ op: 'message', channel: 'a', id: '6-0', data: null });
+  await clock.advance(0);
+  assert.deepEqual(got, ['5-0', '6-0']);
+  client.close();
+});

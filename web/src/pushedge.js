@@ -196,6 +196,7 @@ class Transport {
     this.channels = channels;
     this.done = false; // stopped or reported closed: says nothing more
     this.opened = false; // proved healthy
+    this.starts = new Map(); // channel -> start position the server confirmed, while a candidate
   }
 }
 
@@ -994,6 +995,12 @@ export class PushEdge {
   }
 
   _tPosition(t, channel, id) {
+    // A candidate's start is not a position yet: the active transport may still deliver what
+    // came before it. It becomes one if the candidate takes over (_promote).
+    if (t !== this._active) {
+      if (t === this._candidate) t.starts.set(channel, id);
+      return;
+    }
     const s = this._subs.get(channel);
     if (s && (!s.pos || compareIds(id, s.pos) > 0)) s.pos = id;
   }
@@ -1107,6 +1114,7 @@ export class PushEdge {
     const old = this._active;
     this._candidate = null;
     this._active = t;
+    for (const [c, id] of t.starts) this._tPosition(t, c, id);
     this._level = this._order().indexOf(t.name);
     this._demoted.delete(t.name);
     this._reprobeRound = 0;
@@ -1158,6 +1166,7 @@ export class PushEdge {
       // The probe was about to take over anyway: let it (it reports open or close soon).
       this._active = this._candidate;
       this._candidate = null;
+      for (const [c, id] of this._active.starts) this._tPosition(this._active, c, id);
       this._level = this._order().indexOf(this._active.name);
       this._setState('connecting', { transport: this._active.name });
       return;
