@@ -174,11 +174,7 @@ on_read(h2o_socket_t *sock, const char *err)
 {
     pe_sse_t *sse = sock->data;
     if (err != NULL) {
-        sse->ended = 1;
-        if (sse->sending)
-            shutdown(h2o_socket_get_fd(sock), SHUT_RDWR); /* the write's callback frees it */
-        else
-            sse_free(sse);
+        abort_stream(sse); /* frees it, or its write in flight fails and that frees it */
         return;
     }
     pe_socket_release_input(sock, 1); /* an idle stream keeps no read buffer */

@@ -303,6 +303,15 @@ on_message(pe_sub_t *sub, pe_msg_t *msg)
     return pe_outq_bytes(&conn->out) >= PE_WS_LOW_WATER ? PE_SUB_PAUSE : PE_SUB_CONTINUE;
 }
 
+/* The channel's position as a one-channel cursor (what `subscribed` and `gap` carry). */
+static void
+position_text(const pe_sub_t *sub, const char *channel, size_t len, char buf[PE_ID_MAXLEN + 1])
+{
+    pe_id_t id = PE_ID_ZERO;
+    pe_sub_position(sub, channel, len, &id); /* the callbacks run for channels it has */
+    pe_id_format(id, buf);
+}
+
 static void
 on_gap(pe_sub_t *sub, const char *channel, size_t len)
 {
@@ -311,10 +320,8 @@ on_gap(pe_sub_t *sub, const char *channel, size_t len)
         return;
     /* The position after the gap, so a client that reconnects before the next message is not
      * told about the same gap again. */
-    char pos[PE_ID_MAXLEN + 1] = "0-0";
-    pe_id_t id;
-    if (pe_sub_position(sub, channel, len, &id) == 0)
-        pe_id_format(id, pos);
+    char pos[PE_ID_MAXLEN + 1];
+    position_text(sub, channel, len, pos);
     queue_json(conn, json_pack("{s:s,s:s%,s:s}", "op", "gap", "channel", channel, len, "cursor", pos));
 }
 
@@ -333,10 +340,8 @@ on_ready(pe_sub_t *sub, const char *channel, size_t len)
     if (!conn->overflow && !conn->close_sent) {
         /* The start position, so a client that has not received a message yet can still resume
          * without loss (on this or another transport). */
-        char pos[PE_ID_MAXLEN + 1] = "0-0";
-        pe_id_t id;
-        if (pe_sub_position(sub, channel, len, &id) == 0)
-            pe_id_format(id, pos);
+        char pos[PE_ID_MAXLEN + 1];
+        position_text(sub, channel, len, pos);
         queue_reply(conn, json_pack("{s:s,s:s%,s:s}", "op", "subscribed", "channel", channel, len, "cursor", pos), p->ref,
                     p->ref_len);
     }
@@ -423,7 +428,7 @@ linger(pe_ws_conn_t *conn)
         return;
     conn->lingering = 1;
     shutdown(h2o_socket_get_fd(conn->sock), SHUT_WR);
-    h2o_buffer_consume(&conn->sock->input, conn->sock->input->size);
+    pe_socket_release_input(conn->sock, 1);
     h2o_socket_read_start(conn->sock, on_linger_read);
     if (!h2o_timeout_is_linked(&conn->close_entry))
         h2o_timeout_link(conn->thr->loop, &conn->thr->ws_close_timeout, &conn->close_entry);

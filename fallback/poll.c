@@ -32,11 +32,9 @@ const unsigned pe_poll_short_seconds[PE_POLL_SHORT_STEPS] = {1, 2, 3, 5, 10, 15}
  * few seconds asks for less than the cut. Returns NULL if the value is malformed.
  */
 static h2o_timeout_t *
-hold_timeout(pe_thread_t *thr, h2o_iovec_t qs)
+hold_timeout(h2o_req_t *req, pe_thread_t *thr, h2o_iovec_t qs)
 {
-    char buf[PE_MAX_URL]; /* the decoded value is never longer than the query */
-    if (qs.len > sizeof(buf))
-        return NULL;
+    char *buf = h2o_mem_alloc_pool(&req->pool, qs.len + 1); /* a decoded value never outgrows the query */
     long len = pe_query_get(qs.base, qs.len, "timeout", buf);
     if (len == -1)
         return &thr->poll_timeout;
@@ -237,7 +235,7 @@ pe_poll_on_req(h2o_req_t *req)
         pe_http_error(req, 400, "Bad Request", code, err);
         return 0;
     }
-    h2o_timeout_t *hold = hold_timeout(thr, qs);
+    h2o_timeout_t *hold = hold_timeout(req, thr, qs);
     if (hold == NULL) {
         pe_http_error(req, 400, "Bad Request", "bad_timeout", "timeout must be a whole number of seconds from 1");
         return 0;
