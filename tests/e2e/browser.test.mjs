@@ -164,6 +164,16 @@ async function proxyOrSkip(t, start) {
     }
 }
 
+/**
+ * A server with the default 25 s heartbeat (only the client can keep a stream busy) behind
+ * haproxy ending connections idle for 3 s; proxy is null (the test skipped) without haproxy.
+ */
+async function behindIdleCut(t) {
+    const quiet = await startServer([]);
+    t.after(() => quiet.stop());
+    return { quiet, proxy: await proxyOrSkip(t, () => haproxy(quiet.port, { idleS: 3 })) };
+}
+
 describe('browser: the JS client in Chromium', { skip: HAVE ? false : 'chromium is not installed' }, () => {
     let srv, browser;
     before(async () => {
@@ -252,10 +262,7 @@ describe('browser: the JS client in Chromium', { skip: HAVE ? false : 'chromium 
     });
 
     it('(d) haproxy ending every connection idle for 3 s, publishing paused for 4 s again and again', { timeout: 90000 }, async (t) => {
-        /* Server heartbeats every 25 s (the default): only the client can keep a stream busy. */
-        const quiet = await startServer([]);
-        t.after(() => quiet.stop());
-        const proxy = await proxyOrSkip(t, () => haproxy(quiet.port, { idleS: 3 }));
+        const { quiet, proxy } = await behindIdleCut(t);
         if (!proxy)
             return;
         const ch = uniqueChannel('idlecut');
@@ -268,9 +275,7 @@ describe('browser: the JS client in Chromium', { skip: HAVE ? false : 'chromium 
     });
 
     it('(d) SSE alone through the same idle cuts: cut again and again at 3 s, so it falls back to long-polling', { timeout: 90000 }, async (t) => {
-        const quiet = await startServer([]);
-        t.after(() => quiet.stop());
-        const proxy = await proxyOrSkip(t, () => haproxy(quiet.port, { idleS: 3 }));
+        const { quiet, proxy } = await behindIdleCut(t);
         if (!proxy)
             return;
         const ch = uniqueChannel('ssecut');

@@ -98,57 +98,45 @@ function tmpDir(name) {
     return dir;
 }
 
-/** haproxy in front of upstreamPort: idle connections end after idleS; denyWs refuses upgrades. */
-export async function haproxy(upstreamPort, { idleS = 30, denyWs = false } = {}) {
-    const bin = which('haproxy');
+/**
+ * Starts program `name` on a free port with its config rendered from `template` into a fresh
+ * directory: vars get PORT and DIR added; args(conf, dir) gives its foreground command line.
+ */
+async function fromTemplate(name, template, vars, args, prepare = () => {}) {
+    const bin = which(name);
     if (!bin)
-        throw new ProxyMissing('haproxy is not installed');
+        throw new ProxyMissing(`${name} is not installed`);
     const port = await freePort();
-    const dir = tmpDir('haproxy');
-    const cfg = path.join(dir, 'haproxy.cfg');
-    fs.writeFileSync(cfg, render('haproxy.cfg.in', {
-        PORT: port, UPSTREAM: upstreamPort, IDLE: idleS, DIR: dir,
-        DENYWS_LINE: denyWs ? 'http-request deny deny_status 403 if { hdr(upgrade) -i websocket }' : '',
-    }));
-    return startProgram('haproxy', bin, ['-db', '-f', cfg], port, dir);
+    const dir = tmpDir(name);
+    prepare(dir);
+    const conf = path.join(dir, template.replace(/\.in$/, ''));
+    fs.writeFileSync(conf, render(template, { ...vars, PORT: port, DIR: dir }));
+    return startProgram(name, bin, args(conf, dir), port, dir);
+}
+
+/** haproxy in front of upstreamPort: idle connections end after idleS; denyWs refuses upgrades. */
+export function haproxy(upstreamPort, { idleS = 30, denyWs = false } = {}) {
+    const deny = denyWs ? 'http-request deny deny_status 403 if { hdr(upgrade) -i websocket }' : '';
+    return fromTemplate('haproxy', 'haproxy.cfg.in', { UPSTREAM: upstreamPort, IDLE: idleS, DENYWS_LINE: deny },
+        (conf) => ['-db', '-f', conf]);
 }
 
 /** nginx buffering every response from upstreamPort. */
-export async function nginxBuffering(upstreamPort, { idleS = 60 } = {}) {
-    const bin = which('nginx');
-    if (!bin)
-        throw new ProxyMissing('nginx is not installed');
-    const port = await freePort();
-    const dir = tmpDir('nginx');
-    const conf = path.join(dir, 'nginx.conf');
-    fs.writeFileSync(conf, render('nginx-buffering.conf.in', { PORT: port, UPSTREAM: upstreamPort, IDLE: idleS, DIR: dir }));
-    return startProgram('nginx', bin, ['-p', dir, '-c', conf], port, dir);
+export function nginxBuffering(upstreamPort, { idleS = 60 } = {}) {
+    return fromTemplate('nginx', 'nginx-buffering.conf.in', { UPSTREAM: upstreamPort, IDLE: idleS },
+        (conf, dir) => ['-p', dir, '-c', conf]);
 }
 
 /** squid as a forward proxy (the browser is pointed at it with --proxy-server). */
-export async function squid({ idleS = 5 } = {}) {
-    const bin = which('squid');
-    if (!bin)
-        throw new ProxyMissing('squid is not installed');
-    const port = await freePort();
-    const dir = tmpDir('squid');
-    const conf = path.join(dir, 'squid.conf');
-    fs.writeFileSync(conf, render('squid.conf.in', { PORT: port, IDLE: idleS, DIR: dir }));
+export function squid({ idleS = 5 } = {}) {
     /* -N: foreground, no daemon; the config names every file inside dir. */
-    return startProgram('squid', bin, ['-N', '-f', conf], port, dir);
+    return fromTemplate('squid', 'squid.conf.in', { IDLE: idleS }, (conf) => ['-N', '-f', conf]);
 }
 
-/** tinyproxy as a forward proxy. */
-export async function tinyproxy({ idleS = 5 } = {}) {
-    const bin = which('tinyproxy');
-    if (!bin)
-        throw new ProxyMissing('tinyproxy is not installed');
-    const port = await freePort();
-    const dir = tmpDir('tinyproxy');
-    fs.writeFileSync(path.join(dir, 'filter'), '^127\\.0\\.0\\.1$\n');
-    const conf = path.join(dir, 'tinyproxy.conf');
-    fs.writeFileSync(conf, render('tinyproxy.conf.in', { PORT: port, IDLE: idleS, DIR: dir }));
-    return startProgram('tinyproxy', bin, ['-d', '-c', conf], port, dir);
+/** tinyproxy as a forward proxy; its filter file admits loopback destinations only. */
+export function tinyproxy({ idleS = 5 } = {}) {
+    return fromTemplate('tinyproxy', 'tinyproxy.conf.in', { IDLE: idleS }, (conf) => ['-d', '-c', conf],
+        (dir) => fs.writeFileSync(path.join(dir, 'filter'), '^127\\.0\\.0\\.1$\n'));
 }
 
 /**

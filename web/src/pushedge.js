@@ -172,6 +172,25 @@ function retryAfterMs(res, clock) {
   return Number.isNaN(t) ? null : Math.max(0, t - clock.now());
 }
 
+/**
+ * What a non-200 answer to SSE or a poll means: 'later' (503/429: a draining node or an engine
+ * outage; come back after retryIn), 'fatal' (a 4xx JSON error: this request is refused for good),
+ * or 'failed' (anything else: count it as a failure of the transport).
+ */
+async function readRefusal(res, clock) {
+  let body = null;
+  try {
+    body = await res.json();
+  } catch (e) {
+    /* not JSON */
+  }
+  const error = (body && body.error) || {};
+  if (res.status === 503 || res.status === 429) return { kind: 'later', code: error.code, retryIn: retryAfterMs(res, clock) };
+  if (res.status >= 400 && res.status < 500 && error.code)
+    return { kind: 'fatal', info: { code: error.code, message: error.message, status: res.status } };
+  return { kind: 'failed' };
+}
+
 /* ---- transports -----------------------------------------------------------------------------------
  * A transport carries the client's whole channel set over one connection. It reports to its
  * owner (the client) through these calls, each with itself first:
@@ -209,7 +228,6 @@ class WsTransport extends Transport {
     this.pongSeen = false; // the first pong came back: healthy
     this.lastInbound = 0;
     this.cancelTimer = null;
-    this.pingOutstanding = false;
     this.pingInterval = client._wsPingInterval;
     this.lateRetries = 0;
   }
@@ -290,7 +308,6 @@ class WsTransport extends Transport {
   }
 
   _ping() {
-    this.pingOutstanding = true;
     this._send({ op: 'ping' });
   }
 
@@ -344,7 +361,6 @@ class WsTransport extends Transport {
       this.client._tMessage(this, { channel: op.channel, id: op.id, data: op.data });
       break;
     case 'pong':
-      this.pingOutstanding = false;
       this.pongSeen = true;
       pong = true;
       break;
@@ -418,8 +434,7 @@ class SseTransport extends Transport {
   constructor(client, channels) {
     super('sse', client, [...channels]);
     this.gotByte = false;
-    this.retry = null;
-    this.drainRetry = null;
+    this.drainRetry = null; // a `retry:` after the stream's first one: the node drains
     this.abort = null;
     this.cancelTimer = null;
     this.lastByte = 0;
@@ -459,19 +474,13 @@ class SseTransport extends Transport {
   }
 
   async _refused(res) {
-    let body = null;
-    try {
-      body = await res.json();
-    } catch (e) {
-      /* not JSON */
-    }
+    const r = await readRefusal(res, this.clock);
     if (this.done) return;
-    const code = body && body.error && body.error.code;
-    if (res.status === 503 || res.status === 429) {
-      this._end({ reason: code || 'unavailable', drain: true, retryIn: retryAfterMs(res, this.clock) ?? undefined });
-    } else if (res.status >= 400 && res.status < 500 && code) {
-      this.client._tError(this, { code, message: body.error.message, status: res.status });
-      this._end({ reason: code, fatal: true });
+    if (r.kind === 'later') {
+      this._end({ reason: r.code || 'unavailable', drain: true, retryIn: r.retryIn ?? undefined });
+    } else if (r.kind === 'fatal') {
+      this.client._tError(this, r.info);
+      this._end({ reason: r.info.code, fatal: true });
     } else {
       this._end({ reason: `sse_status_${res.status}` });
     }
@@ -537,11 +546,8 @@ class SseTransport extends Transport {
         if (field === 'data') ev.data.push(val);
         else if (field === 'event') ev.type = val;
         else if (field === 'id') ev.id = val;
-        else if (field === 'retry' && /^\d+$/.test(val)) {
-          // The stream's first `retry:` is the server's default; one later is a drain hint.
-          if (this.opened) this.drainRetry = Number(val);
-          else this.retry = Number(val);
-        }
+        // The stream's first `retry:` is the server's default; one later is a drain hint.
+        else if (field === 'retry' && /^\d+$/.test(val) && this.opened) this.drainRetry = Number(val);
       }
     }
     // The server ended the stream: a draining node does so after a fresh `retry:`. Without one
@@ -661,27 +667,18 @@ class PollTransport extends Transport {
     }
     if (this.done) return;
     if (res.status !== 200) {
-      let err = null;
-      try {
-        err = await res.json();
-      } catch (e) {
-        /* not JSON */
-      }
+      const r = await readRefusal(res, this.clock);
       if (this.done) return;
-      const code = err && err.error && err.error.code;
-      if (res.status === 503 || res.status === 429) {
-        // A draining node or an engine outage: come back when told; the cursor is unchanged.
-        const wait = retryAfterMs(res, this.clock) ?? 2000;
-        this._later(Math.round(wait * (0.5 + this.clock.random() * 0.5)));
-        return;
-      }
-      if (res.status >= 400 && res.status < 500 && code) {
-        this.client._tError(this, { code, message: err.error.message, status: res.status });
+      if (r.kind === 'later') {
+        // Come back when told (jittered); the cursor is unchanged.
+        this._later(Math.round((r.retryIn ?? 2000) * (0.5 + this.clock.random() * 0.5)));
+      } else if (r.kind === 'fatal') {
+        this.client._tError(this, r.info);
         this.done = true;
-        this.client._tClose(this, { reason: code, fatal: true, opened: this.opened });
-        return;
+        this.client._tClose(this, { reason: r.info.code, fatal: true, opened: this.opened });
+      } else {
+        this._failed(this.clock.now() - t0);
       }
-      this._failed(this.clock.now() - t0);
       return;
     }
     this.failures = 0;
