@@ -195,8 +195,12 @@ on_control(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
     start_drain(thr);
 }
 
-/* Builds a thread's loop, context, node and listeners. Runs on the main thread before the loop
- * thread starts, so the control receiver exists before any signal can be forwarded to it. */
+/* Builds a thread's loop, context, node and listeners. Runs on the loop thread itself: h2o 2.2
+ * keeps a thread-local socket buffer prototype and recycles every consumed buffer into the free
+ * list of the prototype the socket was created with, unlocked. Sockets made here on the main
+ * thread (the context's wake-up queue, the node's queue, the listeners) would share the main
+ * thread's list between all loops: a use-after-free under load. pe_server_start waits for every
+ * setup, so the control receiver exists before any signal can be forwarded to it. */
 static void
 thread_setup(pe_thread_t *thr)
 {
@@ -228,6 +232,11 @@ static void *
 thread_main(void *arg)
 {
     pe_thread_t *thr = arg;
+    thread_setup(thr);
+    pthread_mutex_lock(&thr->server->setup_lock);
+    ++thr->server->num_setup;
+    pthread_cond_broadcast(&thr->server->setup_cond);
+    pthread_mutex_unlock(&thr->server->setup_lock);
     for (;;) {
         h2o_evloop_run(thr->loop, thr->draining ? 100 : 1000);
         if (thr->stop)
@@ -290,10 +299,14 @@ pe_server_init(pe_server_t *server, const pe_config_t *cfg, pe_ps_engine_t *engi
 int
 pe_server_start(pe_server_t *server)
 {
-    for (unsigned t = 0; t != server->num_threads; ++t)
-        thread_setup(&server->threads[t]);
+    pthread_mutex_init(&server->setup_lock, NULL);
+    pthread_cond_init(&server->setup_cond, NULL);
     for (unsigned t = 0; t != server->num_threads; ++t)
         h2o_multithread_create_thread(&server->threads[t].tid, NULL, thread_main, &server->threads[t]);
+    pthread_mutex_lock(&server->setup_lock);
+    while (server->num_setup != server->num_threads)
+        pthread_cond_wait(&server->setup_cond, &server->setup_lock);
+    pthread_mutex_unlock(&server->setup_lock);
     return 0;
 }
 

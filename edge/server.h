@@ -81,6 +81,9 @@ struct st_pe_server_t {
     unsigned num_threads;
     h2o_iovec_t index_html; /* the demo page, read at start (no file I/O after boot) */
     h2o_iovec_t client_js;
+    pthread_mutex_t setup_lock; /* with setup_cond: pe_server_start waits for every loop's setup */
+    pthread_cond_t setup_cond;
+    unsigned num_setup;
     int draining; /* set by the main thread before notifying the loops */
     int force_stop;
 };
