@@ -10,6 +10,7 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,8 @@ static const opt_t options[] = {
     {"threads", OPT_UINT, OFF(threads), 1, PE_MAX_THREADS, "N", "event-loop threads (default: number of cores)"},
     {"history-size", OPT_UINT, OFF(history_size), 1, 10000000, "N", "messages retained per channel (default 1000)"},
     {"history-ttl", OPT_UINT, OFF(history_ttl), 1, 315360000, "SECONDS", "maximum age of retained messages (default 86400)"},
+    {"max-channels", OPT_UINT, OFF(max_channels), 0, UINT32_MAX, "N",
+     "channels a node holds at most: subscribed ones, and stored ones on the memory engine; 0: no bound (default 1000000)"},
     {"poll-timeout", OPT_UINT, OFF(poll_timeout), 1, 3600, "SECONDS", "how long a long-poll is held (default 25)"},
     {"ping-interval", OPT_UINT, OFF(ping_interval), 1, 3600, "SECONDS", "WebSocket ping and SSE heartbeat interval (default 25)"},
     {"max-message-size", OPT_UINT, OFF(max_message_size), 1, 64 << 20, "BYTES", "largest message accepted (default 65536)"},
@@ -85,6 +88,7 @@ set_defaults(pe_config_t *cfg)
     cfg->threads = ncpu < 1 ? 1 : ncpu > PE_MAX_THREADS ? PE_MAX_THREADS : (unsigned)ncpu;
     cfg->history_size = 1000;
     cfg->history_ttl = 86400;
+    cfg->max_channels = PE_DEFAULT_MAX_CHANNELS;
     cfg->poll_timeout = 25;
     cfg->ping_interval = 25;
     cfg->max_message_size = 65536;

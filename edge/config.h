@@ -18,6 +18,7 @@ typedef struct st_pe_config_t {
     unsigned threads;
     uint64_t history_size;
     uint64_t history_ttl;   /* seconds */
+    uint64_t max_channels;  /* 0: no bound */
     uint64_t poll_timeout;  /* seconds */
     uint64_t ping_interval; /* seconds */
     uint64_t max_message_size;

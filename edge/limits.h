@@ -58,6 +58,10 @@
 #define PE_MAX_URL (48u << 10)
 /* Request header bytes (names + values): cookies and tokens fit; more is abuse. */
 #define PE_MAX_HEADER_BYTES (32u << 10)
+/* Channels per node (--max-channels default). Anyone may name a channel by subscribing to it;
+ * an empty channel costs ~250 bytes in the engine and per subscribed thread, so this bounds
+ * what names alone can hold at a few hundred MiB while leaving room for per-user channels. */
+#define PE_DEFAULT_MAX_CHANNELS 1000000
 /* Longest message text in log lines about peer behaviour. */
 #define PE_LOG_PEER_TEXT 128
 

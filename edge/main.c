@@ -95,8 +95,11 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
 
-    pe_ps_options_t opts = {
-        .history_size = cfg.history_size, .history_ttl_ms = cfg.history_ttl * 1000, .max_nodes = cfg.threads, .log = engine_log};
+    pe_ps_options_t opts = {.history_size = cfg.history_size,
+                            .history_ttl_ms = cfg.history_ttl * 1000,
+                            .max_nodes = cfg.threads,
+                            .log = engine_log,
+                            .max_channels = cfg.max_channels};
     pe_ps_engine_t *engine;
     if (cfg.redis_url != NULL) {
         if ((engine = pe_ps_engine_create_redis(&opts, cfg.redis_url, err, sizeof(err))) == NULL) {

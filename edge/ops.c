@@ -102,6 +102,12 @@ send_metrics(h2o_req_t *req)
         "pushedge_ws_frames_built_total{encoding=\"plain\"} %llu\npushedge_ws_frames_built_total{encoding=\"deflate\"} %llu\n",
         (unsigned long long)__atomic_load_n(&pe_ws_frames_built[0], __ATOMIC_RELAXED),
         (unsigned long long)__atomic_load_n(&pe_ws_frames_built[1], __ATOMIC_RELAXED));
+    put(&t,
+        "# HELP pushedge_engine_channels Channels the engine holds in this process (memory engine; 0 on Redis).\n"
+        "# TYPE pushedge_engine_channels gauge\npushedge_engine_channels %llu\n"
+        "# HELP pushedge_max_channels The --max-channels bound (0: none).\n"
+        "# TYPE pushedge_max_channels gauge\npushedge_max_channels %llu\n",
+        (unsigned long long)pe_ps_engine_num_channels(server->engine), (unsigned long long)server->cfg->max_channels);
     put(&t, "# HELP pushedge_loop_lag_seconds Worst timer lateness of each event loop in the last second.\n"
             "# TYPE pushedge_loop_lag_seconds gauge\n");
     for (unsigned i = 0; i != server->num_threads; ++i)

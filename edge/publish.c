@@ -156,6 +156,9 @@ pe_publish_on_req(h2o_req_t *req)
             pe_http_error(req, 503, "Service Unavailable", "engine_unavailable", err);
         } else if (err == pe_ps_err_bad_channel) {
             pe_http_error(req, 400, "Bad Request", "bad_channel", err);
+        } else if (err == pe_ps_err_channel_limit) {
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("5"));
+            pe_http_error(req, 503, "Service Unavailable", "channel_limit", err);
         } else {
             pe_http_error(req, 503, "Service Unavailable", "engine_error", err);
         }

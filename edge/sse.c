@@ -420,6 +420,11 @@ pe_sse_on_req(h2o_req_t *req)
         }
     }
 
+    if (pe_ps_engine_channels_full(pe_ps_node_engine(thr->node), q->num_channels)) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("5"));
+        pe_http_error(req, 503, "Service Unavailable", "channel_limit", pe_ps_err_channel_limit);
+        return 0;
+    }
     int own_socket = req->version < 0x200;
     pe_sse_t *sse = own_socket ? pe_malloc(sizeof(*sse)) : h2o_mem_alloc_shared(&req->pool, sizeof(*sse), on_dispose);
     *sse = (pe_sse_t){.req = req, .thr = thr, .own_socket = own_socket};

@@ -510,6 +510,10 @@ static void
 subscribe(pe_ws_conn_t *conn, const raw_ref_t *ref, const char *channel, size_t len, const pe_cursor_t *since)
 {
     pe_start_t start = pe_start_from_cursor(since, channel, len, 1);
+    if (pe_ps_engine_channels_full(pe_ps_node_engine(conn->thr->node), 1)) {
+        queue_error(conn, ref, "channel_limit", pe_ps_err_channel_limit);
+        return;
+    }
     const char *err = pe_sub_add(&conn->sub, channel, len, start);
     if (err != NULL) {
         queue_error(conn, ref,
@@ -595,7 +599,7 @@ handle_op(pe_ws_conn_t *conn, const char *text, size_t len)
                 /* The value is forwarded as the client wrote it (jansson would re-print numbers). */
                 const char *err = pe_ps_publish(conn->thr->node, channel, channel_len, text + off, vlen, on_published, p);
                 if (err != NULL) {
-                    queue_error(conn, ref, "engine_unavailable", err);
+                    queue_error(conn, ref, err == pe_ps_err_channel_limit ? "channel_limit" : "engine_unavailable", err);
                     pe_free(p->ref);
                     pe_free(p);
                 } else {
@@ -928,6 +932,12 @@ pe_ws_on_req(h2o_req_t *req, int echo)
             return refuse(req, 400, "Bad Request", code, err);
         }
         /* Last-Event-ID is an SSE header; a WebSocket client resumes with since. */
+        if (pe_ps_engine_channels_full(pe_ps_node_engine(thr->node), q->num_channels)) {
+            pe_free(q);
+            pe_free(arena);
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("5"));
+            return refuse(req, 503, "Service Unavailable", "channel_limit", pe_ps_err_channel_limit);
+        }
     }
 
     pe_ws_conn_t *conn = pe_calloc(1, sizeof(*conn));

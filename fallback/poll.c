@@ -247,6 +247,11 @@ pe_poll_on_req(h2o_req_t *req)
         pe_http_error(req, 503, "Service Unavailable", "engine_unavailable", pe_ps_err_unavailable);
         return 0;
     }
+    if (pe_ps_engine_channels_full(pe_ps_node_engine(thr->node), q->num_channels)) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("5"));
+        pe_http_error(req, 503, "Service Unavailable", "channel_limit", pe_ps_err_channel_limit);
+        return 0;
+    }
     pe_poll_t *poll = h2o_mem_alloc_shared(&req->pool, sizeof(*poll), on_dispose);
     *poll = (pe_poll_t){.req = req, .thr = thr};
     poll->stream.drain = on_drain;

@@ -52,6 +52,8 @@ struct st_pe_ps_engine_t {
     const pe_ps_engine_ops_t *ops;
     const char *name;
     pe_ps_options_t opts;
+    size_t num_channels;       /* atomic: channels the engine itself holds (memory engine) */
+    size_t num_local_channels; /* atomic: local channel entries summed over the nodes */
 };
 
 /* Node services for engines (node.c). */

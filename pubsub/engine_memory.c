@@ -9,9 +9,19 @@
  * a message or finds it in history (node.c dedupes by ID): there is no seam where one is lost.
  * Nothing on the per-subscriber path takes a lock: fan-out happens on each node's own thread.
  *
- * Channels are created on first publish or watch and live until the engine is destroyed (their
- * messages still expire by age and count). Freeing idle channels would need their users to
- * hold references; the cost is a few hundred bytes per channel name ever used (docs/limits.md).
+ * Channels are created on first publish or watch and freed as soon as they hold neither watchers
+ * nor messages (at unwatch, or when a sweep finds their history expired): anyone can make a name
+ * exist by subscribing to it, so names must not outlive their use. A channel pointer is valid
+ * only while its mutex is held and was taken under the map lock (lock order: map, then
+ * channel); the freer holds the map's write lock and the channel's mutex and checks again.
+ *
+ * Epochs. Messages live in this process only, so a restart loses them all, and a freed channel
+ * loses its history marks. Every channel is born with trimmed = last = the mark: the later of
+ * this engine's start and now minus --history-ttl. Whatever a channel held before (in an earlier
+ * process, or in an incarnation freed since) has an ID below the mark: an earlier process's IDs
+ * are older than this start, and a freed channel held nothing younger than the TTL. So a cursor
+ * below the mark reads as a gap, a cursor above it loses nothing, and new IDs stay above every
+ * ID issued before. A channel that does not exist reads as if born now.
  */
 #include <pthread.h>
 #include <time.h>
@@ -37,8 +47,13 @@ typedef struct st_mem_engine_t {
     pe_ps_engine_t super;
     pthread_rwlock_t map_lock;
     pe_strmap_t channels; /* name -> mem_channel_t (owned) */
+    uint64_t start_ms;    /* this engine's start: see "Epochs" above */
+    uint64_t next_sweep;  /* atomic: engine ms after which the next publish sweeps expired channels */
     pe_ps_node_t *nodes[MAX_NODES];
 } mem_engine_t;
+
+/* How often publishing sweeps the map for channels whose history expired (ms). */
+#define SWEEP_INTERVAL_MS 10000
 
 typedef struct st_publish_done_t {
     pe_ps_deferred_t d;
@@ -65,25 +80,68 @@ real_now_ms(void)
 
 uint64_t (*pe_ps__now_ms)(void) = real_now_ms;
 
+/* The position a channel born at `now` starts from (see "Epochs"). */
+static pe_id_t
+epoch_mark(mem_engine_t *self, uint64_t now)
+{
+    uint64_t ttl = self->super.opts.history_ttl_ms, ms = now > ttl ? now - ttl : 0;
+    return (pe_id_t){ms > self->start_ms ? ms : self->start_ms, 0};
+}
+
+/*
+ * Returns the channel locked (its mutex held), or NULL. With create, a missing channel is made
+ * unless the map holds max_channels already (*full is then set).
+ */
 static mem_channel_t *
-find_channel(mem_engine_t *self, const char *name, size_t len, int create)
+lock_channel(mem_engine_t *self, const char *name, size_t len, int create, int *full)
 {
     pthread_rwlock_rdlock(&self->map_lock);
     mem_channel_t *ch = pe_strmap_get(&self->channels, name, len);
+    if (ch != NULL)
+        pthread_mutex_lock(&ch->lock);
     pthread_rwlock_unlock(&self->map_lock);
     if (ch != NULL || !create)
         return ch;
 
     pthread_rwlock_wrlock(&self->map_lock);
     if ((ch = pe_strmap_get(&self->channels, name, len)) == NULL) {
+        if (self->super.opts.max_channels != 0 && self->channels.size >= self->super.opts.max_channels) {
+            pthread_rwlock_unlock(&self->map_lock);
+            *full = 1;
+            return NULL;
+        }
         ch = pe_calloc(1, sizeof(*ch) + len + 1);
         pthread_mutex_init(&ch->lock, NULL);
         memcpy(ch->name, name, len);
         ch->name_len = len;
+        ch->last_id = ch->trimmed = epoch_mark(self, pe_ps__now_ms());
         pe_strmap_set(&self->channels, name, len, ch);
+        __atomic_store_n(&self->super.num_channels, self->channels.size, __ATOMIC_RELAXED);
     }
+    pthread_mutex_lock(&ch->lock);
     pthread_rwlock_unlock(&self->map_lock);
     return ch;
+}
+
+static void free_channel_locked(mem_engine_t *self, mem_channel_t *ch);
+
+/* Frees the channel if it is still unused. Call without any channel mutex held. */
+static void
+collect_channel(mem_engine_t *self, const char *name, size_t len)
+{
+    pthread_rwlock_wrlock(&self->map_lock);
+    mem_channel_t *ch = pe_strmap_get(&self->channels, name, len);
+    if (ch != NULL) {
+        pthread_mutex_lock(&ch->lock);
+        if (ch->watchers == 0 && ch->count == 0) {
+            pe_strmap_remove(&self->channels, ch->name, ch->name_len);
+            free_channel_locked(self, ch);
+        } else {
+            pthread_mutex_unlock(&ch->lock);
+        }
+        __atomic_store_n(&self->super.num_channels, self->channels.size, __ATOMIC_RELAXED);
+    }
+    pthread_rwlock_unlock(&self->map_lock);
 }
 
 static pe_msg_t **
@@ -154,6 +212,43 @@ first_after(mem_channel_t *ch, pe_id_t pos)
     return lo;
 }
 
+typedef struct st_sweep_ctx_t {
+    mem_engine_t *self;
+    uint64_t now;
+} sweep_ctx_t;
+
+static int
+sweep_one(const char *key, size_t len, void *value, void *arg)
+{
+    sweep_ctx_t *ctx = arg;
+    mem_channel_t *ch = value;
+    pthread_mutex_lock(&ch->lock);
+    expire(ctx->self, ch, ctx->now);
+    if (ch->watchers == 0 && ch->count == 0) {
+        free_channel_locked(ctx->self, ch);
+        return 1;
+    }
+    pthread_mutex_unlock(&ch->lock);
+    return 0;
+}
+
+/* Frees every channel whose history expired and that nobody watches: a channel published once
+ * and never again would otherwise keep its name forever. At most once per SWEEP_INTERVAL_MS,
+ * from whichever thread publishes when it is due; O(channels) under the map's write lock. */
+static void
+maybe_sweep(mem_engine_t *self, uint64_t now)
+{
+    uint64_t due = __atomic_load_n(&self->next_sweep, __ATOMIC_RELAXED);
+    if (now < due ||
+        !__atomic_compare_exchange_n(&self->next_sweep, &due, now + SWEEP_INTERVAL_MS, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        return;
+    sweep_ctx_t ctx = {self, now};
+    pthread_rwlock_wrlock(&self->map_lock);
+    pe_strmap_foreach(&self->channels, sweep_one, &ctx);
+    __atomic_store_n(&self->super.num_channels, self->channels.size, __ATOMIC_RELAXED);
+    pthread_rwlock_unlock(&self->map_lock);
+}
+
 static void
 on_publish_done(pe_ps_deferred_t *d)
 {
@@ -167,14 +262,17 @@ do_publish(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_
            pe_ps_publish_cb cb, void *ctx)
 {
     mem_engine_t *self = (mem_engine_t *)_self;
-    mem_channel_t *ch = find_channel(self, channel, channel_len, 1);
     uint64_t now = pe_ps__now_ms();
+    maybe_sweep(self, now);
+    int full = 0;
+    mem_channel_t *ch = lock_channel(self, channel, channel_len, 1, &full);
+    if (ch == NULL)
+        return pe_ps_err_channel_limit;
     publish_done_t *done = pe_calloc(1, sizeof(*done));
     done->d.cb = on_publish_done;
     done->cb = cb;
     done->ctx = ctx;
 
-    pthread_mutex_lock(&ch->lock);
     if (pe_id_next(ch->last_id, now, &done->id) != 0) {
         pthread_mutex_unlock(&ch->lock);
         pe_free(done);
@@ -204,15 +302,19 @@ set_watch(mem_engine_t *self, pe_ps_node_t *node, const char *channel, size_t le
             break;
     if (index == MAX_NODES)
         return;
-    mem_channel_t *ch = find_channel(self, channel, len, on);
+    /* A watch is never refused here: the node counted the channel against --max-channels. */
+    int full = 0;
+    mem_channel_t *ch = lock_channel(self, channel, len, on, &full);
     if (ch == NULL)
         return;
-    pthread_mutex_lock(&ch->lock);
     if (on)
         ch->watchers |= UINT64_C(1) << index;
     else
         ch->watchers &= ~(UINT64_C(1) << index);
+    int unused = ch->watchers == 0 && ch->count == 0;
     pthread_mutex_unlock(&ch->lock);
+    if (unused)
+        collect_channel(self, channel, len);
 }
 
 static void
@@ -235,11 +337,12 @@ on_read_done(pe_ps_deferred_t *d)
     pe_free(done);
 }
 
-/* Computes a read into r. Called with ch->lock held; ch may be NULL (a channel never used). */
+/* Computes a read into r. Called with ch->lock held; ch may be NULL (no such channel: its
+ * newest and trimmed positions are then both `floor`). */
 static void
-read_locked(mem_engine_t *self, mem_channel_t *ch, pe_start_t start, size_t max, pe_ps_read_result_t *r)
+read_locked(mem_engine_t *self, mem_channel_t *ch, pe_id_t floor, pe_start_t start, size_t max, pe_ps_read_result_t *r)
 {
-    pe_id_t last = ch != NULL ? ch->last_id : PE_ID_ZERO, trimmed = ch != NULL ? ch->trimmed : PE_ID_ZERO;
+    pe_id_t last = ch != NULL ? ch->last_id : floor, trimmed = ch != NULL ? ch->trimmed : floor;
 
     switch (start.kind) {
     case PE_START_NEW:
@@ -290,14 +393,14 @@ do_read(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_t l
     done->cb = cb;
     done->ctx = ctx;
 
-    mem_channel_t *ch = find_channel(self, channel, len, 0);
+    mem_channel_t *ch = lock_channel(self, channel, len, 0, NULL);
     if (ch != NULL) {
-        pthread_mutex_lock(&ch->lock);
         expire(self, ch, pe_ps__now_ms());
-        read_locked(self, ch, start, max, &done->result);
+        read_locked(self, ch, PE_ID_ZERO, start, max, &done->result);
         pthread_mutex_unlock(&ch->lock);
     } else {
-        read_locked(self, NULL, start, max, &done->result);
+        /* Never used, or freed: it reads as if born now. */
+        read_locked(self, NULL, epoch_mark(self, pe_ps__now_ms()), start, max, &done->result);
     }
     pe_ps_node__defer(node, &done->d);
 }
@@ -324,15 +427,25 @@ do_is_ready(pe_ps_engine_t *self)
     return 1;
 }
 
+/* Frees a channel already removed from the map (or being removed by a walk). Called with the
+ * map's write lock and ch->lock held; unlocks and destroys ch->lock. */
+static void
+free_channel_locked(mem_engine_t *self, mem_channel_t *ch)
+{
+    while (ch->count != 0)
+        drop_oldest(ch);
+    pe_free(ch->ring);
+    pthread_mutex_unlock(&ch->lock);
+    pthread_mutex_destroy(&ch->lock);
+    pe_free(ch);
+}
+
 static int
 free_channel(const char *key, size_t len, void *value, void *arg)
 {
     mem_channel_t *ch = value;
-    while (ch->count != 0)
-        drop_oldest(ch);
-    pe_free(ch->ring);
-    pthread_mutex_destroy(&ch->lock);
-    pe_free(ch);
+    pthread_mutex_lock(&ch->lock);
+    free_channel_locked(arg, ch);
     return 1;
 }
 
@@ -340,7 +453,7 @@ static void
 do_destroy(pe_ps_engine_t *_self)
 {
     mem_engine_t *self = (mem_engine_t *)_self;
-    pe_strmap_foreach(&self->channels, free_channel, NULL);
+    pe_strmap_foreach(&self->channels, free_channel, self);
     pe_strmap_dispose(&self->channels);
     pthread_rwlock_destroy(&self->map_lock);
     pe_free(self);
@@ -368,5 +481,8 @@ pe_ps_engine_create_memory(const pe_ps_options_t *opts)
         self->super.opts.history_size = 1;
     pthread_rwlock_init(&self->map_lock, NULL);
     pe_strmap_init(&self->channels);
+    /* This start's epoch: every ID issued from here on is above it (see "Epochs"). */
+    self->start_ms = pe_ps__now_ms();
+    self->next_sweep = self->start_ms + SWEEP_INTERVAL_MS;
     return &self->super;
 }

@@ -41,6 +41,7 @@
 const char pe_ps_err_unavailable[] = "the message engine is unavailable";
 const char pe_ps_err_bad_channel[] = "channel names are 1-200 characters of A-Z a-z 0-9 _ - . : @";
 const char pe_ps_err_too_many[] = "too many channels in one subscription";
+const char pe_ps_err_channel_limit[] = "this node holds as many channels as it may (--max-channels); try again later";
 const char pe_ps_err_duplicate[] = "already subscribed to that channel";
 const char pe_ps_err_exhausted[] = "the channel's message IDs are exhausted";
 
@@ -269,6 +270,7 @@ acquire_channel(pe_ps_node_t *node, const char *name, size_t len)
     lc->name_len = len;
     pe_strmap_set(&node->channels, name, len, lc);
     STAT_ADD(node->stats.channels, 1);
+    __atomic_add_fetch(&node->engine->num_local_channels, 1, __ATOMIC_RELAXED);
     /* Watch before the first read, so the read and the live feed overlap (see the seam above). */
     node->engine->ops->watch(node->engine, node, name, len);
     return lc;
@@ -282,6 +284,7 @@ release_channel(pe_ps_node_t *node, local_channel_t *lc)
     node->engine->ops->unwatch(node->engine, node, lc->name, lc->name_len);
     pe_strmap_remove(&node->channels, lc->name, lc->name_len);
     STAT_ADD(node->stats.channels, (uint64_t)-1);
+    __atomic_sub_fetch(&node->engine->num_local_channels, 1, __ATOMIC_RELAXED);
     pe_free(lc);
 }
 
@@ -726,6 +729,21 @@ int
 pe_ps_engine_is_ready(pe_ps_engine_t *engine)
 {
     return engine->ops->is_ready(engine);
+}
+
+size_t
+pe_ps_engine_num_channels(pe_ps_engine_t *engine)
+{
+    return __atomic_load_n(&engine->num_channels, __ATOMIC_RELAXED);
+}
+
+int
+pe_ps_engine_channels_full(pe_ps_engine_t *engine, size_t adding)
+{
+    size_t max = engine->opts.max_channels;
+    /* Checked before subscribing, so threads may overshoot together by a few subscriptions'
+     * worth (at most threads x 64): a bound on memory, not an exact count. */
+    return max != 0 && __atomic_load_n(&engine->num_local_channels, __ATOMIC_RELAXED) + adding > max;
 }
 
 const char *

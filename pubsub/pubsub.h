@@ -28,11 +28,12 @@
 struct st_h2o_evloop_t;
 
 /* Errors crossing the pubsub boundary, compared by address. */
-extern const char pe_ps_err_unavailable[]; /* the engine cannot be reached: nothing was stored */
-extern const char pe_ps_err_bad_channel[]; /* channel name outside the rule of CONTRACT.md */
-extern const char pe_ps_err_too_many[];    /* more than PE_CURSOR_MAX_ENTRIES channels in one subscriber */
-extern const char pe_ps_err_duplicate[];   /* the subscriber already has that channel */
-extern const char pe_ps_err_exhausted[];   /* the channel's ID space is exhausted */
+extern const char pe_ps_err_unavailable[];   /* the engine cannot be reached: nothing was stored */
+extern const char pe_ps_err_bad_channel[];   /* channel name outside the rule of CONTRACT.md */
+extern const char pe_ps_err_channel_limit[]; /* --max-channels reached: no new channel now */
+extern const char pe_ps_err_too_many[];      /* more than PE_CURSOR_MAX_ENTRIES channels in one subscriber */
+extern const char pe_ps_err_duplicate[];     /* the subscriber already has that channel */
+extern const char pe_ps_err_exhausted[];     /* the channel's ID space is exhausted */
 
 /* ---- messages ---------------------------------------------------------------------------- */
 
@@ -90,6 +91,9 @@ typedef struct st_pe_ps_options_t {
     size_t history_size;     /* messages retained per channel (>= 1) */
     uint64_t history_ttl_ms; /* maximum age of a retained message */
     unsigned max_nodes;      /* number of nodes (threads) that will attach, 1..64 */
+    /* Upper bound on channels (0: none): distinct channels with local subscribers, summed over
+     * the nodes, and for the memory engine also the channels it stores. */
+    size_t max_channels;
     /* Where engines report state changes (0 error .. 3 debug), from any thread; may be NULL. */
     void (*log)(int level, const char *text);
 } pe_ps_options_t;
@@ -106,6 +110,13 @@ pe_ps_engine_t *pe_ps_engine_create_redis(const pe_ps_options_t *opts, const cha
 void pe_ps_engine_destroy(pe_ps_engine_t *engine);
 /** 1 if the engine can store and read messages now (thread-safe), else 0. */
 int pe_ps_engine_is_ready(pe_ps_engine_t *engine);
+/** Channels the engine holds in this process (the memory engine's map; 0 for Redis). */
+size_t pe_ps_engine_num_channels(pe_ps_engine_t *engine);
+/**
+ * 1 if subscribing to `adding` more channels on top of what the nodes have would pass
+ * --max-channels (transports check before they subscribe; any thread).
+ */
+int pe_ps_engine_channels_full(pe_ps_engine_t *engine, size_t adding);
 /** A short name for logs and metrics ("memory", "redis"). */
 const char *pe_ps_engine_name(pe_ps_engine_t *engine);
 

@@ -113,6 +113,9 @@ static void
 setup(fixture_t *f, size_t history_size, uint64_t ttl_ms, unsigned max_nodes)
 {
     pe_ps_options_t opts = {history_size, ttl_ms, max_nodes};
+    /* The engine's start is its epoch (nothing below it is history): start every fixture at 0 so
+     * the tests below can put their clock anywhere. test_epoch covers later starts. */
+    set_clock(0);
     f->engine = pe_ps_engine_create_memory(&opts);
     f->node = pe_ps_node_create(f->engine, loop, 0);
 }
@@ -1334,6 +1337,122 @@ test_two_nodes(void)
     teardown(&f);
 }
 
+/* ---- epochs, freeing, limits ------------------------------------------------------------------ */
+
+/* A restart loses the memory engine's history: a cursor from before this start is a gap on the
+ * new engine, even when the channel has messages again (the reported loss: publish 1-5, keep the
+ * cursor, publish 6 and 7, restart, publish 8, resume: [8] without a gap). */
+static void
+test_epoch(void)
+{
+    fixture_t f;
+    rec_t r, o;
+    char buf[PE_ID_MAXLEN + 1];
+
+    setup(&f, 100, TTL_LONG, 1);
+    set_clock(5000);
+    pe_id_t old[7];
+    for (int i = 0; i != 7; ++i)
+        old[i] = publish_wait(f.node, "epoch", i + 1);
+    teardown(&f); /* the restart */
+
+    pe_ps_options_t opts = {100, TTL_LONG, 1};
+    set_clock(9000);
+    f.engine = pe_ps_engine_create_memory(&opts);
+    f.node = pe_ps_node_create(f.engine, loop, 0);
+    pe_id_t id8 = publish_wait(f.node, "epoch", 8);
+    TAP_OK(pe_id_cmp(id8, old[6]) > 0, "an ID after the restart is above every ID before it");
+    rec_init(&r, f.node);
+    add(&r, "epoch", start_after(old[4], 1));
+    rec_init(&o, f.node);
+    add(&o, "epoch", start_oldest());
+    TAP_OK(RUN_UNTIL(r.num_live != 0 && o.num_live != 0), "both go live");
+    TAP_EQ_UINT(r.num_gaps, 1, "a cursor from before the restart: gap");
+    TAP_EQ_UINT(first_event(&r, EV_GAP), 0, "the gap comes first");
+    expect_msgs(&r, "epoch", &id8, 1, "after the restart");
+    TAP_EQ_UINT(o.num_gaps, 0, "from the oldest: no gap");
+    expect_msgs(&o, "epoch", &id8, 1, "from the oldest");
+    rec_free(&r);
+    rec_free(&o);
+
+    /* A channel never used since the start reads the same way. */
+    rec_init(&r, f.node);
+    add(&r, "epoch-quiet", start_after(old[0], 1));
+    TAP_OK(RUN_UNTIL(r.num_live != 0), "quiet channel: live");
+    TAP_EQ_UINT(r.num_gaps, 1, "quiet channel, cursor from before the restart: gap");
+    TAP_EQ_STR(id_str(cursor_pos(&r.sub, "epoch-quiet", 11), buf), "9000-0", "the position is this start's mark");
+    rec_free(&r);
+    teardown(&f);
+}
+
+/* Names nobody uses any more are freed: subscribe/unsubscribe churn and expired channels leave
+ * nothing behind, and a freed name that comes back neither reuses IDs nor hides a loss. */
+static void
+test_channel_freeing(void)
+{
+    fixture_t f;
+    rec_t r;
+    char name[32];
+
+    setup(&f, 10, 1000, 1);
+    set_clock(10000);
+    rec_init(&r, f.node);
+    for (int i = 0; i != 500; ++i) {
+        snprintf(name, sizeof(name), "churn-%d", i);
+        add(&r, name, start_after(PE_ID_ZERO, 0));
+        run_loop(1);
+        pe_sub_remove(&r.sub, name, strlen(name));
+    }
+    run_loop(4);
+    TAP_EQ_UINT(pe_ps_engine_num_channels(f.engine), 0, "subscribe/unsubscribe churn: no channel kept");
+    rec_free(&r);
+
+    pe_id_t a = publish_wait(f.node, "expires", 1);
+    TAP_EQ_UINT(pe_ps_engine_num_channels(f.engine), 1, "a published channel is kept while it has history");
+    set_clock(10000 + 1000 + 10001); /* past the TTL and the sweep interval */
+    publish_wait(f.node, "other", 1);
+    TAP_EQ_UINT(pe_ps_engine_num_channels(f.engine), 1, "the sweep freed the expired channel (only 'other' remains)");
+    pe_id_t b = publish_wait(f.node, "expires", 2);
+    TAP_OK(pe_id_cmp(b, a) > 0, "the name back: its IDs still increase");
+    rec_init(&r, f.node);
+    add(&r, "expires", start_after(a, 1));
+    TAP_OK(RUN_UNTIL(r.num_live != 0), "resume on the name back: live");
+    TAP_EQ_UINT(r.num_gaps, 1, "a cursor into the freed history: gap");
+    expect_msgs(&r, "expires", &b, 1, "the name back");
+    rec_free(&r);
+    teardown(&f);
+}
+
+static void
+test_channel_limit(void)
+{
+    pe_ps_options_t opts = {10, TTL_LONG, 1, 3};
+    fixture_t f;
+    pub_t p;
+    rec_t r;
+
+    set_clock(0);
+    f.engine = pe_ps_engine_create_memory(&opts);
+    f.node = pe_ps_node_create(f.engine, loop, 0);
+    set_clock(1000);
+    publish_wait(f.node, "l1", 1);
+    publish_wait(f.node, "l2", 1);
+    publish_wait(f.node, "l3", 1);
+    TAP_EQ_PTR(publish(f.node, "l4", 1, &p), pe_ps_err_channel_limit, "a 4th channel with --max-channels 3: refused");
+    TAP_OK(publish(f.node, "l1", 2, &p) == NULL && RUN_UNTIL(p.calls != 0) && p.err == NULL,
+           "an existing channel still takes messages");
+    rec_init(&r, f.node);
+    TAP_EQ_UINT(pe_ps_engine_channels_full(f.engine, 3), 0, "3 subscriptions fit");
+    add(&r, "s1", start_after(PE_ID_ZERO, 0));
+    add(&r, "s2", start_after(PE_ID_ZERO, 0));
+    add(&r, "s3", start_after(PE_ID_ZERO, 0));
+    TAP_EQ_UINT(pe_ps_engine_channels_full(f.engine, 1), 1, "a 4th subscribed channel would pass the limit");
+    pe_sub_remove(&r.sub, "s3", 2);
+    TAP_EQ_UINT(pe_ps_engine_channels_full(f.engine, 1), 0, "one left: room again");
+    rec_free(&r);
+    teardown(&f);
+}
+
 int
 main(void)
 {
@@ -1357,6 +1476,9 @@ main(void)
     tap_subtest("dispose in flight", test_dispose_in_flight);
     tap_subtest("stats", test_stats);
     tap_subtest("two nodes on two threads", test_two_nodes);
+    tap_subtest("epochs: a restart is a gap", test_epoch);
+    tap_subtest("unused channels are freed", test_channel_freeing);
+    tap_subtest("--max-channels", test_channel_limit);
 
     run_loop(2);
     h2o_evloop_destroy(loop);
