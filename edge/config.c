@@ -56,6 +56,8 @@ static const opt_t options[] = {
     {"ping-interval", OPT_UINT, OFF(ping_interval), 1, 3600, "SECONDS", "WebSocket ping and SSE heartbeat interval (default 25)"},
     {"max-message-size", OPT_UINT, OFF(max_message_size), 1, 64 << 20, "BYTES", "largest message accepted (default 65536)"},
     {"api-key", OPT_STRING, OFF(api_key), 0, 0, "KEY", "Bearer token for the publish API (default: loopback peers only)"},
+    {"drain-delay", OPT_UINT, OFF(drain_delay), 0, 3600, "SECONDS",
+     "pre-drain: after SIGTERM, answer /readyz 503 while still serving for this long, then drain (default 0)"},
     {"drain-timeout", OPT_UINT, OFF(drain_timeout), 0, 3600, "SECONDS", "how long a draining node waits for clients (default 10)"},
     {"ws-echo", OPT_FLAG, OFF(ws_echo), 0, 0, NULL, "also serve GET /ws/echo for WebSocket conformance suites"},
     {"config", OPT_STRING, OFF(config_file), 0, 0, "FILE", "JSON file with these settings; environment and command line win"},

@@ -24,6 +24,7 @@ typedef struct st_pe_config_t {
     uint64_t max_message_size;
     char *api_key;
     uint64_t drain_timeout; /* seconds */
+    uint64_t drain_delay;   /* seconds of pre-drain (readiness 503, still serving) */
     int ws_echo;
     char *config_file;
     int log_level;

@@ -7,15 +7,23 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include "../pubsub/alloc.h"
 #include "log.h"
 #include "server.h"
 
-#ifndef PE_WEB_ROOT
-#define PE_WEB_ROOT "web"
+#ifndef PE_WEB_ROOT_SOURCE
+#define PE_WEB_ROOT_SOURCE "web"
+#endif
+#ifndef PE_WEB_ROOT_INSTALLED
+#define PE_WEB_ROOT_INSTALLED "/usr/local/share/pushedge/web"
+#endif
+#ifndef PE_BINDIR
+#define PE_BINDIR "/usr/local/bin"
 #endif
 
 extern char **environ;
@@ -46,6 +54,25 @@ read_file(const char *dir, const char *name)
     }
     close(fd);
     return h2o_iovec_init(buf, got);
+}
+
+/* Where the demo page and the client are when --web-root does not say: next to an installed
+ * binary (meson install puts them under datadir), else in the source tree it was built from. */
+static const char *
+default_web_root(void)
+{
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash != NULL) {
+            *slash = '\0';
+            if (strcmp(exe, PE_BINDIR) == 0)
+                return PE_WEB_ROOT_INSTALLED;
+        }
+    }
+    return PE_WEB_ROOT_SOURCE;
 }
 
 /* A push edge holds one descriptor per client: take the whole hard limit and say if it is low. */
@@ -113,11 +140,14 @@ main(int argc, char **argv)
     static pe_server_t server;
     if (pe_server_init(&server, &cfg, engine) != 0)
         return 1;
-    const char *web = cfg.web_root != NULL ? cfg.web_root : PE_WEB_ROOT;
+    const char *web = cfg.web_root != NULL ? cfg.web_root : default_web_root();
     server.index_html = read_file(web, "index.html");
     server.client_js = read_file(web, "src/pushedge.js");
+    /* Said at start, not discovered by the first browser: GET / and /pushedge.js answer 404. */
     if (server.index_html.base == NULL)
-        pe_log(PE_LOG_WARN, "edge", "no demo page at %s/index.html (see --web-root)", web);
+        pe_log(PE_LOG_WARN, "edge", "no demo page at %s/index.html: GET / answers 404 (see --web-root)", web);
+    if (server.client_js.base == NULL)
+        pe_log(PE_LOG_WARN, "edge", "no JS client at %s/src/pushedge.js: GET /pushedge.js answers 404 (see --web-root)", web);
 
     pe_server_start(&server);
     for (size_t i = 0; i != cfg.num_listen; ++i)
@@ -127,6 +157,33 @@ main(int argc, char **argv)
     int sig;
     while (sigwait(&sigs, &sig) != 0)
         ;
+    if (cfg.drain_delay != 0) {
+        /* Pre-drain: /readyz says 503 while the node still serves and accepts, so health checks
+         * take it out of the pool before it stops listening (no client meets a refused
+         * connection). A second signal meanwhile stops at once, as during the drain. */
+        __atomic_store_n(&server.leaving, 1, __ATOMIC_RELEASE);
+        pe_log(PE_LOG_INFO, "edge", "signal %d: not ready; draining in %llu s", sig, (unsigned long long)cfg.drain_delay);
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += (time_t)cfg.drain_delay;
+        for (;;) {
+            struct timespec now, left;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if (now.tv_sec > until.tv_sec || (now.tv_sec == until.tv_sec && now.tv_nsec >= until.tv_nsec))
+                break;
+            left.tv_sec = until.tv_sec - now.tv_sec;
+            left.tv_nsec = until.tv_nsec - now.tv_nsec;
+            if (left.tv_nsec < 0) {
+                left.tv_nsec += 1000000000;
+                --left.tv_sec;
+            }
+            int s2 = sigtimedwait(&sigs, NULL, &left);
+            if (s2 == SIGTERM || s2 == SIGINT) {
+                pe_log(PE_LOG_INFO, "edge", "signal %d during the pre-drain: stopping at once", s2);
+                _exit(0);
+            }
+        }
+    }
     pe_log(PE_LOG_INFO, "edge", "signal %d: draining (at most %llu s)", sig, (unsigned long long)cfg.drain_timeout);
     pe_server_notify(&server, 0);
 

@@ -152,14 +152,17 @@ pe_ops_on_req(h2o_req_t *req, h2o_iovec_t path)
     if (IS("/healthz")) {
         pe_http_json(req, 200, "OK", H2O_STRLIT("{\"status\":\"ok\"}"));
     } else if (IS("/readyz")) {
-        if (pe_ps_engine_is_ready(server->engine) && !__atomic_load_n(&server->draining, __ATOMIC_RELAXED))
+        int leaving = __atomic_load_n(&server->leaving, __ATOMIC_RELAXED);
+        if (pe_ps_engine_is_ready(server->engine) && !leaving)
             pe_http_json(req, 200, "OK", H2O_STRLIT("{\"status\":\"ready\"}"));
         else
-            pe_http_error(req, 503, "Service Unavailable", "not_ready",
-                          __atomic_load_n(&server->draining, __ATOMIC_RELAXED) ? "draining" : pe_ps_err_unavailable);
+            pe_http_error(req, 503, "Service Unavailable", "not_ready", leaving ? "draining" : pe_ps_err_unavailable);
     } else if (IS("/metrics")) {
         send_metrics(req);
     } else if (IS("/pushedge.js")) {
+        /* The client is public code, like a script on a CDN: any page may import it (a module
+         * import is a CORS request). What it then connects to is checked by --allowed-origin. */
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, NULL, H2O_STRLIT("*"));
         send_static(req, server->client_js, "text/javascript; charset=utf-8");
     } else {
         send_static(req, server->index_html, "text/html; charset=utf-8");

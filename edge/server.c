@@ -157,9 +157,11 @@ static void
 on_lag_timer(h2o_timeout_entry_t *entry)
 {
     pe_thread_t *thr = H2O_STRUCT_FROM_MEMBER(pe_thread_t, lag_entry, entry);
-    uint64_t now = h2o_now(thr->loop), due = entry->registered_at + 1000;
+    /* h2o 2.2 zeroes entry->registered_at before calling back, so the due time is our own. */
+    uint64_t now = h2o_now(thr->loop), due = thr->lag_due;
     PE_STAT_SET(thr->stats.loop_lag_ms, now > due ? now - due : 0);
     h2o_timeout_link(thr->loop, &thr->lag_timeout, &thr->lag_entry);
+    thr->lag_due = thr->lag_entry.registered_at + 1000;
 }
 
 static void
@@ -219,6 +221,7 @@ thread_setup(pe_thread_t *thr)
     h2o_timeout_init(thr->loop, &thr->ws_close_timeout, PE_WS_CLOSE_WAIT_MS);
     thr->lag_entry.cb = on_lag_timer;
     h2o_timeout_link(thr->loop, &thr->lag_timeout, &thr->lag_entry);
+    thr->lag_due = thr->lag_entry.registered_at + 1000;
     h2o_multithread_register_receiver(thr->ctx.queue, &thr->control, on_control);
     thr->node = pe_ps_node_create(server->engine, thr->loop, thr->index);
     for (size_t i = 0; i != thr->num_listeners; ++i) {
@@ -319,6 +322,7 @@ pe_server_notify(pe_server_t *server, int force)
     for (unsigned t = 0; t != server->num_threads; ++t)
         for (size_t i = 0; i != server->threads[t].num_listeners; ++i)
             shutdown(server->threads[t].listen_fds[i], SHUT_RDWR);
+    __atomic_store_n(&server->leaving, 1, __ATOMIC_RELEASE);
     __atomic_store_n(&server->draining, 1, __ATOMIC_RELEASE);
     if (force)
         __atomic_store_n(&server->force_stop, 1, __ATOMIC_RELEASE);

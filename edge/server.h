@@ -64,7 +64,7 @@ typedef struct st_pe_thread_t {
     h2o_timeout_t lag_timeout;                     /* one second, measures loop lag */
     h2o_timeout_t ws_close_timeout;                /* PE_WS_CLOSE_WAIT_MS */
     h2o_timeout_entry_t lag_entry;
-    uint64_t lag_worst;
+    uint64_t lag_due; /* loop ms when lag_entry should fire */
     h2o_multithread_receiver_t control; /* drain and stop notices from the main thread */
     int draining;
     int stop;
@@ -84,6 +84,7 @@ struct st_pe_server_t {
     pthread_mutex_t setup_lock; /* with setup_cond: pe_server_start waits for every loop's setup */
     pthread_cond_t setup_cond;
     unsigned num_setup;
+    int leaving;  /* atomic: set at the first signal (pre-drain and drain): /readyz answers 503 */
     int draining; /* set by the main thread before notifying the loops */
     int force_stop;
 };

@@ -121,6 +121,14 @@ export function haproxy(upstreamPort, { idleS = 30, denyWs = false } = {}) {
         (conf) => ['-db', '-f', conf]);
 }
 
+/**
+ * haproxy balancing over two upstreams, health-checking GET /readyz every 200 ms (one failure
+ * takes a node out); no retries, so a request sent to a node that refuses it fails visibly.
+ */
+export function haproxyHealth(portA, portB) {
+    return fromTemplate('haproxy', 'haproxy-health.cfg.in', { UPSTREAM_A: portA, UPSTREAM_B: portB }, (conf) => ['-db', '-f', conf]);
+}
+
 /** nginx buffering every response from upstreamPort. */
 export function nginxBuffering(upstreamPort, { idleS = 60 } = {}) {
     return fromTemplate('nginx', 'nginx-buffering.conf.in', { UPSTREAM: upstreamPort, IDLE: idleS },
