@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include "log.h"
 #include "server.h"
 
 void
@@ -18,9 +19,50 @@ pe_http_json(h2o_req_t *req, int status, const char *reason, const char *body, s
     h2o_send_inline(req, body, len);
 }
 
+/*
+ * Refusals an operator must be able to see (a client whose origin or credentials are refused
+ * retries quietly otherwise): one line per refusal, at most PE_LOG_REFUSALS_PER_WINDOW per
+ * thread per PE_LOG_REFUSAL_WINDOW_MS, then one line saying how many were not logged.
+ */
+static __thread uint64_t refusal_window_start;
+static __thread unsigned refusals_logged, refusals_dropped;
+
+static void
+log_refusal(h2o_req_t *req, int status, const char *code)
+{
+    uint64_t now = h2o_now(req->conn->ctx->loop);
+    if (now - refusal_window_start >= PE_LOG_REFUSAL_WINDOW_MS) {
+        if (refusals_dropped != 0)
+            pe_log(PE_LOG_WARN, "http", "%u more refusals in the last %u s were not logged", refusals_dropped,
+                   PE_LOG_REFUSAL_WINDOW_MS / 1000);
+        refusal_window_start = now;
+        refusals_logged = refusals_dropped = 0;
+    }
+    if (refusals_logged == PE_LOG_REFUSALS_PER_WINDOW) {
+        ++refusals_dropped;
+        return;
+    }
+    ++refusals_logged;
+    char peer[INET6_ADDRSTRLEN] = "?";
+    struct sockaddr_storage ss;
+    socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    if (len != 0 && ss.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, peer, sizeof(peer));
+    else if (len != 0 && ss.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, peer, sizeof(peer));
+    ssize_t oi = h2o_find_header_by_str(&req->headers, H2O_STRLIT("origin"), -1);
+    h2o_iovec_t origin = oi >= 0 ? req->headers.entries[oi].value : h2o_iovec_init(H2O_STRLIT("-"));
+    size_t path_len = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+    pe_log(PE_LOG_WARN, "http", "refused %.*s %.*s from %s (Origin %.*s): %d %s", (int)req->method.len, req->method.base,
+           (int)(path_len < 200 ? path_len : 200), req->path.base, peer, (int)(origin.len < 200 ? origin.len : 200), origin.base,
+           status, code);
+}
+
 void
 pe_http_error(h2o_req_t *req, int status, const char *reason, const char *code, const char *message)
 {
+    if (status == 401 || status == 403)
+        log_refusal(req, status, code);
     /* jansson escapes the message; the code is one of our own snake_case constants. */
     json_t *root = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message);
     char *text = root != NULL ? json_dumps(root, JSON_COMPACT) : NULL;
@@ -153,6 +195,20 @@ pe_http_origin_is_allowed(h2o_req_t *req)
         return req->authority.len == host_len && h2o_lcstris(req->authority.base, host_len, host, host_len);
     }
     return 0;
+}
+
+void
+pe_http_refuse_origin(h2o_req_t *req)
+{
+    /* The refusal itself is readable by the refused page (it says nothing about the resource),
+     * so its client can tell "not allowed" from "unreachable" and stop retrying. */
+    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("origin"), -1);
+    if (i >= 0) {
+        h2o_iovec_t o = req->headers.entries[i].value;
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, NULL, o.base, o.len);
+    }
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_VARY, NULL, H2O_STRLIT("Origin"));
+    pe_http_error(req, 403, "Forbidden", "origin_not_allowed", "this origin is not in --allowed-origin");
 }
 
 void

@@ -62,6 +62,9 @@
  * an empty channel costs ~250 bytes in the engine and per subscribed thread, so this bounds
  * what names alone can hold at a few hundred MiB while leaving room for per-user channels. */
 #define PE_DEFAULT_MAX_CHANNELS 1000000
+/* Refusals (401/403) logged per thread per window; the rest are counted in one line. */
+#define PE_LOG_REFUSALS_PER_WINDOW 20
+#define PE_LOG_REFUSAL_WINDOW_MS 10000
 /* Longest message text in log lines about peer behaviour. */
 #define PE_LOG_PEER_TEXT 128
 

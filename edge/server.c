@@ -61,6 +61,12 @@ on_req(h2o_handler_t *self, h2o_req_t *req)
     if (cors_handler != NULL) {
         if (pe_http_preflight(req, methods) == 0)
             return 0;
+        /* Under an origin policy a stream a page may not read is refused, readably, instead of
+         * being served to a browser that hides it (and whose client would retry forever). */
+        if (cors_handler != pe_publish_on_req && !pe_http_origin_is_allowed(req)) {
+            pe_http_refuse_origin(req);
+            return 0;
+        }
         pe_http_cors(req);
         return cors_handler(req);
     }

@@ -64,7 +64,7 @@ typedef struct st_pe_thread_t {
     h2o_timeout_t lag_timeout;                     /* one second, measures loop lag */
     h2o_timeout_t ws_close_timeout;                /* PE_WS_CLOSE_WAIT_MS */
     h2o_timeout_entry_t lag_entry;
-    uint64_t lag_due; /* loop ms when lag_entry should fire */
+    uint64_t lag_due;                   /* loop ms when lag_entry should fire */
     h2o_multithread_receiver_t control; /* drain and stop notices from the main thread */
     int draining;
     int stop;
@@ -129,6 +129,11 @@ void pe_http_cors(h2o_req_t *req);
  * --allowed-origin is set (the handler then answers 405).
  */
 int pe_http_preflight(h2o_req_t *req, const char *methods);
+/**
+ * Answers 403 origin_not_allowed, readable by the refused page (its own origin in
+ * Access-Control-Allow-Origin), so a browser client can tell a refusal from an outage.
+ */
+void pe_http_refuse_origin(h2o_req_t *req);
 /** 1 if a WebSocket handshake's Origin passes --allowed-origin (or same origin, or no policy). */
 int pe_http_origin_is_allowed(h2o_req_t *req);
 /**

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { startServer, httpRequest, getMetrics, publishOk, openSSE, uniqueChannel, waitUntil, delay } from './lib.mjs';
+import { startServer, httpRequest, getMetrics, publishOk, openSSE, uniqueChannel, waitUntil, delay, checkJsonError, rawExchange } from './lib.mjs';
 import { haproxyHealth } from './proxies.mjs';
 
 async function stopClean(srv) {
@@ -127,4 +127,54 @@ test('behind HAProxy health checks, a node with --drain-delay leaves the pool be
         await stopClean(b);
     }
     assert.deepEqual(failures, [], `${failures.length} of ${sent} requests failed`);
+});
+
+test('under --allowed-origin, SSE and long-poll from another origin are refused readably (403 origin_not_allowed with that origin in ACAO) and logged, rate-limited', async () => {
+    const srv = await startServer(['--allowed-origin', 'https://app.example.com', '--threads', '2']);
+    try {
+        const ch = uniqueChannel('origin');
+        for (const path of [`/sse?channel=${ch}`, `/poll?channel=${ch}&timeout=1`]) {
+            const r = await httpRequest(srv.url, path, { headers: { origin: 'https://evil.example.net' } });
+            checkJsonError(r, 403, path);
+            assert.equal(r.json.error.code, 'origin_not_allowed');
+            assert.equal(r.headers['access-control-allow-origin'], 'https://evil.example.net', 'the refused page can read why');
+            assert.match(r.headers.vary || '', /Origin/);
+        }
+        const ok = await httpRequest(srv.url, `/poll?channel=${ch}&timeout=1`, { headers: { origin: 'https://app.example.com' } });
+        assert.equal(ok.status, 200, 'an allowed origin');
+        assert.equal(ok.headers['access-control-allow-origin'], 'https://app.example.com');
+        const same = await httpRequest(srv.url, `/poll?channel=${ch}&timeout=1`, { headers: { origin: srv.url } });
+        assert.equal(same.status, 200, 'the same origin');
+        const none = await httpRequest(srv.url, `/poll?channel=${ch}&timeout=1`);
+        assert.equal(none.status, 200, 'no Origin (not a browser)');
+
+        await waitUntil(() => /refused GET \/sse from 127\.0\.0\.1 \(Origin https:\/\/evil\.example\.net\): 403 origin_not_allowed/.test(srv.output().stderr),
+            { timeoutMs: 3000, what: 'the refusal in the log' });
+        for (let i = 0; i < 60; i++)
+            await httpRequest(srv.url, `/sse?channel=${ch}`, { headers: { origin: 'https://evil.example.net' } });
+        const lines = srv.output().stderr.split('\n').filter((l) => l.includes('refused GET /sse'));
+        assert.ok(lines.length <= 2 * 20, `at most 20 refusal lines per thread per 10 s (got ${lines.length} for 61)`);
+    } finally {
+        await stopClean(srv);
+    }
+});
+
+test('behind a proxy that drops the port from Host, a WebSocket from the page\'s origin passes once that origin is listed', async () => {
+    const handshake = (port, origin) => [
+        'GET /ws HTTP/1.1', 'Host: 127.0.0.1', 'Upgrade: websocket', 'Connection: Upgrade',
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==', 'Sec-WebSocket-Version: 13', `Origin: ${origin}`, '', ''].join('\r\n');
+    const srv = await startServer(['--allowed-origin', 'https://app.example.com']);
+    try {
+        const r = await rawExchange(srv.port, handshake(srv.port, `http://127.0.0.1:${srv.port}`), { until: (t) => t.includes('\r\n\r\n') });
+        assert.equal(r.status, 403, 'Host without the port: not taken for the same origin');
+    } finally {
+        await stopClean(srv);
+    }
+    const srv2 = await startServer(['--allowed-origin', 'https://app.example.com', '--allowed-origin', 'http://127.0.0.1:8081']);
+    try {
+        const r = await rawExchange(srv2.port, handshake(srv2.port, 'http://127.0.0.1:8081'), { until: (t) => t.includes('\r\n\r\n') });
+        assert.equal(r.status, 101, 'the page\'s public origin listed: accepted');
+    } finally {
+        await stopClean(srv2);
+    }
 });
