@@ -584,7 +584,10 @@ handle_op(pe_ws_conn_t *conn, const char *text, size_t len)
         } else {
             size_t off, vlen;
             if (!conn->may_publish) {
-                queue_error(conn, ref, "forbidden", "publishing needs a loopback peer or the API key at the handshake");
+                queue_error(conn, ref, "forbidden",
+                            conn->thr->server->cfg->api_key != NULL
+                                ? "publishing needs the API key (Authorization: Bearer) at the handshake"
+                                : "publishing is allowed from loopback peers only (set --api-key)");
             } else if (!pe_json_find_member(text, len, "data", 4, &off, &vlen)) {
                 queue_error(conn, ref, "bad_request", "the data field is required");
             } else {

@@ -182,7 +182,8 @@ struct st_redis_engine_t {
     char maxlen[24], ttl[24]; /* our retention, passed with every publish and read */
     void (*log)(int level, const char *text);
     redis_link_t *links[MAX_NODES];
-    unsigned up_links; /* atomic */
+    unsigned up_links;   /* atomic */
+    int warned_keyspace; /* atomic: the plain-XADD warning was logged */
 };
 
 static void link_fail(redis_link_t *rl, const char *why);
@@ -811,6 +812,12 @@ on_keyspace_config(redis_link_t *rl, redisReply *reply, void *ctx)
         on = strchr(v, 'K') != NULL && (strchr(v, 't') != NULL || strchr(v, 'A') != NULL);
     }
     rl->keyspace = on;
+    /* Once per process: a backend that XADDs by hand would otherwise see its entries reach
+     * subscribers only when they next read history, with nothing saying why. */
+    if (!on && reply != NULL && !__atomic_exchange_n(&rl->engine->warned_keyspace, 1, __ATOMIC_RELAXED))
+        elog(rl->engine, 1,
+             "redis: notify-keyspace-events has no K and t: entries added with a plain XADD are not delivered live "
+             "(publish through pushedge or FCALL pushedge_publish, or set notify-keyspace-events Kt)");
 }
 
 /* The link is up once the seed told whether it is a cluster and every connection it needs has

@@ -262,7 +262,7 @@ test('poll: each request carries the cursor of the previous answer and timeout='
   assert.equal(r1.path, '/poll');
   assert.deepEqual(r1.channels, ['a', 'b']);
   assert.equal(r1.since, null, 'new messages only: no since');
-  assert.equal(r1.params.get('timeout'), '25');
+  assert.equal(r1.params.get('timeout'), '1', 'the first request holds a second only: the path is proved at once');
   const c1 = refCursor([['a', '5-0'], ['b', '7-0']]);
   r1.respond(200, { json: { cursor: c1, messages: [{ channel: 'a', id: '5-0', data: 1 }, { channel: 'b', id: '7-0', data: 2 }], gaps: [] } });
   await clock.advance(0);
@@ -279,15 +279,30 @@ test('poll: each request carries the cursor of the previous answer and timeout='
   client.close();
 });
 
+test('poll: a quiet channel is connected after the first one-second hold, not a whole pollTimeout', async () => {
+  const { client, clock, fetch } = setup({ transports: ['poll'], pollTimeout: 25 });
+  const states = [];
+  client.on('state', (s) => states.push(s.state));
+  client.subscribe('a', () => {});
+  await clock.advance(0);
+  assert.equal(fetch.last.params.get('timeout'), '1');
+  await clock.advance(1000);
+  fetch.last.respond(200, { json: { cursor: '1-0', messages: [], gaps: [] } });
+  await clock.advance(0);
+  assert.equal(client.state, 'connected', `connected after 1 s (${states})`);
+  client.close();
+});
+
 test('poll: one channel carries the bare ID; pollTimeout sets timeout=', async () => {
   const { client, clock, fetch } = setup({ transports: ['poll'], pollTimeout: 10 });
   client.subscribe('a', () => {}, { since: '0' });
   await clock.advance(0);
   assert.equal(fetch.last.since, '0');
-  assert.equal(fetch.last.params.get('timeout'), '10');
+  assert.equal(fetch.last.params.get('timeout'), '1', 'the first request: one second');
   fetch.last.respond(200, { json: { cursor: '12-4', messages: [{ channel: 'a', id: '12-4', data: null }], gaps: [] } });
   await clock.advance(0);
   assert.equal(fetch.last.since, '12-4');
+  assert.equal(fetch.last.params.get('timeout'), '10', 'then pollTimeout');
   client.close();
 });
 

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { startServer, httpRequest, getMetrics, publishOk, openSSE, uniqueChannel, waitUntil, delay, checkJsonError, rawExchange } from './lib.mjs';
 import { haproxyHealth } from './proxies.mjs';
+import { openWs } from './wslib.mjs';
 
 async function stopClean(srv) {
     const r = await srv.stop();
@@ -176,5 +177,31 @@ test('behind a proxy that drops the port from Host, a WebSocket from the page\'s
         assert.equal(r.status, 101, 'the page\'s public origin listed: accepted');
     } finally {
         await stopClean(srv2);
+    }
+});
+
+test('the WebSocket publish refusal says what is missing: the API key once one is set', async () => {
+    const srv = await startServer(['--api-key', 'k3y']);
+    try {
+        const ws = await openWs(srv.url, '/ws');
+        const e = await ws.request({ op: 'publish', channel: 'x', data: 1 });
+        assert.equal(e.code, 'forbidden');
+        assert.match(e.message, /API key/);
+        assert.doesNotMatch(e.message, /loopback/, 'loopback is not enough once a key is set');
+        ws.close();
+    } finally {
+        await stopClean(srv);
+    }
+});
+
+test('on a Redis without keyspace events the node warns at start that a plain XADD is not delivered live', { skip: process.env.PUSHEDGE_TEST_REDIS_URL ? false : (process.env.CI === 'true' ? false : 'needs PUSHEDGE_TEST_REDIS_URL') }, async () => {
+    assert.ok(process.env.PUSHEDGE_TEST_REDIS_URL, 'CI=true: PUSHEDGE_TEST_REDIS_URL is required');
+    const srv = await startServer(['--redis', process.env.PUSHEDGE_TEST_REDIS_URL]);
+    try {
+        await waitUntil(() => /notify-keyspace-events has no K and t/.test(srv.output().stderr), { timeoutMs: 5000, what: 'the warning' });
+        const lines = srv.output().stderr.split('\n').filter((l) => l.includes('notify-keyspace-events has no K and t'));
+        assert.equal(lines.length, 1, 'once per process, not per thread');
+    } finally {
+        await stopClean(srv);
     }
 });

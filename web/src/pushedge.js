@@ -640,12 +640,16 @@ class PollTransport extends Transport {
   async _poll() {
     const fetchFn = this.o.fetch || globalThis.fetch;
     const channels = this.channels;
-    const qs = `${this.client._query(channels)}&timeout=${this.hold}`;
+    // Until the first answer proves the path, hold for a second only: a quiet channel would
+    // otherwise keep the client "connecting" for a whole hold (25 s).
+    const hold = this.opened ? this.hold : Math.min(1, this.hold);
+    this.lastHold = hold;
+    const qs = `${this.client._query(channels)}&timeout=${hold}`;
     const abort = typeof AbortController !== 'undefined' ? new AbortController() : null;
     this.abort = abort;
     const t0 = this.clock.now();
     let expired = false;
-    const cancel = deadline(this.clock, this.hold * 1000 + this.o.connectTimeout, () => {
+    const cancel = deadline(this.clock, hold * 1000 + this.o.connectTimeout, () => {
       expired = true;
       if (abort) abort.abort();
     });
@@ -702,7 +706,7 @@ class PollTransport extends Transport {
   _failed(heldMs) {
     this.failures++;
     const heldS = Math.floor(heldMs / 1000);
-    if (heldS >= 1 && heldS < this.hold) {
+    if (heldS >= 1 && heldS < this.lastHold) {
       this.hold = Math.max(1, Math.floor(heldS / 2));
       this.client._pollHold = this.hold;
     }
