@@ -79,7 +79,7 @@ test('--drain-delay: after SIGTERM /readyz is 503 while the node still accepts a
 });
 
 test('behind HAProxy health checks, a node with --drain-delay leaves the pool before it stops listening: no request fails', async (t) => {
-    const a = await startServer(['--drain-delay', '2', '--drain-timeout', '1']);
+    const a = await startServer(['--drain-delay', '3', '--drain-timeout', '1']);
     const b = await startServer([]);
     let lb;
     try {
