@@ -200,7 +200,11 @@ publish_item(pe_thread_t *thr, batch_item_t *it, json_t *jitem, const char *text
         pe_ps_publish(thr->node, it->channel, it->channel_len, key, key_len, text + data_off, data_len, on_item_published, it);
     if (err != NULL) {
         PE_STAT_ADD(thr->stats.publish_errors, 1);
-        item_error(it, err == pe_ps_err_unavailable ? "engine_unavailable" : "engine_error", err);
+        item_error(it,
+                   err == pe_ps_err_unavailable     ? "engine_unavailable"
+                   : err == pe_ps_err_channel_limit ? "channel_limit"
+                                                    : "engine_error",
+                   err);
         return 0;
     }
     return 1;
