@@ -170,6 +170,7 @@ struct st_redis_link_t {
     h2o_timeout_t tick_timeout;
     h2o_timeout_entry_t tick_entry;
     int destroying;
+    int reloading; /* a FUNCTION LOAD for an outdated library is in flight (reload_library) */
 };
 
 struct st_redis_engine_t {
@@ -335,7 +336,35 @@ send_cmd(redis_link_t *rl, const char *key, size_t key_len, void (*cb)(redis_lin
 typedef struct st_publish_t {
     pe_ps_publish_cb cb;
     void *ctx;
+    int keyed;
 } publish_t;
+
+static void
+on_library_reloaded(redis_link_t *rl, redisReply *reply, void *ctx)
+{
+    rl->reloading = 0;
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+        elog(rl->engine, 1, "redis: reloading the function library failed: %.200s", reply->str);
+}
+
+/*
+ * A keyed publish answered with a bare ID: the library in Redis predates keys (a node of an
+ * older version connected after us and loaded its own, as every node does on connect), so the
+ * key was not recorded. Load ours again on every master of this link; the publishes in between
+ * are stored but not deduplicated (logged).
+ */
+static void
+reload_library(redis_link_t *rl)
+{
+    if (rl->reloading)
+        return;
+    elog(rl->engine, 1, "redis: the function library in Redis ignores idempotency keys (an older pushedge loaded it): reloading");
+    const char *argv[] = {"FUNCTION", "LOAD", "REPLACE", rl->engine->library};
+    size_t argvlen[] = {8, 4, 7, strlen(rl->engine->library)};
+    for (size_t i = 0; i != rl->nconns; ++i)
+        if (send_cmd_on(rl->conns[i], on_library_reloaded, NULL, 4, argv, argvlen) == 0)
+            rl->reloading = 1;
+}
 
 static void
 on_published(redis_link_t *rl, redisReply *reply, void *ctx)
@@ -355,6 +384,8 @@ on_published(redis_link_t *rl, redisReply *reply, void *ctx)
          * still run it when a hung server resumes and reads what we wrote. */
         p->cb(p->ctx, pe_ps_err_unconfirmed, NULL, 0);
     } else if (rid->type == REDIS_REPLY_STRING && pe_id_parse(rid->str, rid->len, &id) == 0) {
+        if (p->keyed && rid == reply)
+            reload_library(rl);
         if (replayed)
             pe_ps_node__count_replayed(rl->node);
         else
@@ -380,6 +411,7 @@ do_publish(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_
     publish_t *p = pe_malloc(sizeof(*p));
     p->cb = cb;
     p->ctx = ctx;
+    p->keyed = ikey != NULL;
     int ret;
     if (ikey == NULL) {
         const char *argv[] = {"FCALL", "pushedge_publish", "1", key, data, self->maxlen, self->ttl};

@@ -26,7 +26,9 @@
  *     once (an unkeyed publish in the same outage is stored too: why the key is needed); the
  *     same for a batch of keyed items;
  *  7. two nodes sharing Redis: one key, one message, one ID from either node; the key record
- *     lives next to the stream (pe:{NAME}:idem:KEY, same hash tag) and expires with the window.
+ *     lives next to the stream (pe:{NAME}:idem:KEY, same hash tag) and expires with the window;
+ *  8. a function library without keys (what an older node loads when it connects) is replaced
+ *     by the node at its first keyed publish, and keys are honoured again.
  *
  * Not covered: Redis Cluster (tests/e2e/cluster.test.mjs publishes keyed there), the memory
  * engine's table bound (tests/unit/test_idem.c: 250,000 keys are too many for an e2e run).
@@ -417,6 +419,29 @@ describe('retry-safe publishing through a hung Redis', { skip: redisSkip }, () =
             const msgs = await history(node.url, ch);
             assert.deepEqual(msgs.map((m) => [m.id, m.data]), want.map((x, j) => [x.id, { i: 2 * j + k }]), `${ch}: each item once, in order`);
         }
+    });
+
+    it('a library without keys, loaded by an older node, is replaced at the first keyed publish', async () => {
+        const node = nodes[0];
+        /* What a pushedge without keys loads on connect: pushedge_publish ignores a second key. */
+        const oldLib = "#!lua name=pushedge\n" +
+            "redis.register_function('pushedge_publish', function(keys, args) return redis.call('XADD', keys[1], '*', 'd', args[1]) end)\n" +
+            "redis.register_function{function_name = 'pushedge_read', callback = function(keys, args) return {0, '0-0', 1} end, flags = {'no-writes'}}\n";
+        await redisCmd(redis.port, ['FUNCTION', 'LOAD', 'REPLACE', oldLib]);
+        const ch = uniqueChannel('oldlib');
+        const first = await publishKeyed(node.url, ch, { n: 1 }, 'old-1');
+        assert.equal(first.status, 200, 'stored (the key could not be recorded)');
+        /* Bounded: the node reloads its library after that answer; each probe uses a fresh key. */
+        let probe = 0;
+        await waitUntil(async () => {
+            const key = `probe-${++probe}`;
+            await publishKeyed(node.url, ch, { probe }, key);
+            const again = await publishKeyed(node.url, ch, { probe }, key);
+            return again.headers['idempotent-replayed'] === 'true';
+        }, { timeoutMs: 10000, intervalMs: 50, what: 'keys honoured again' });
+        assert.ok(probe <= 3, `honoured again within a few publishes (${probe})`);
+        const code = (await redisCmd(redis.port, ['FUNCTION', 'LIST', 'LIBRARYNAME', 'pushedge', 'WITHCODE']))[0];
+        assert.match(JSON.stringify(code), /idem|ikey/, 'our library is back');
     });
 
     it('one key, one message and one ID on every node sharing Redis; the record expires with the window', async () => {
