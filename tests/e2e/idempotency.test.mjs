@@ -12,7 +12,8 @@
  *  3. the window: with --idempotency-window 1 the repeat is a replay until the window ends,
  *     then the key stores anew (the channel then holds two messages);
  *  4. the WebSocket op: "key" twice answers the same "published" ID ("replayed": true), an
- *     HTTP publish and a WebSocket publish share the key space, a bad key is an error op;
+ *     HTTP publish and a WebSocket publish share the key space, a bad key is an error op; the
+ *     JS client's publish(..., {key});
  *  5. /api/batch: results in request order; per-channel order of the stored items; mixed
  *     successes and errors (each item on its own); keys inside a batch (repeated in the same
  *     batch, repeated batch, shared with /api/publish); the limits (1000 items, the body
@@ -51,6 +52,7 @@ import {
 } from './lib.mjs';
 import { openWs } from './wslib.mjs';
 import { HAVE_REDIS, redisCmd, rmDir, startRedis } from './redislib.mjs';
+import { PushEdge } from '../../web/src/pushedge.js';
 
 const ON_REDIS = process.env.E2E_ENGINE === 'redis';
 
@@ -153,6 +155,20 @@ describe(`Idempotency-Key on /api/publish (${ON_REDIS ? 'redis' : 'memory'} engi
             assert.equal(e.code, 'bad_key', JSON.stringify(e));
         }
         assert.deepEqual((await history(main.srv.url, ch)).map((m) => m.data), [{ n: 1 }, 4]);
+    });
+
+    it('the JS client sends its publish key as Idempotency-Key', async () => {
+        const ch = uniqueChannel('idem-js');
+        const c = new PushEdge(main.srv.url, {});
+        try {
+            const a = await c.publish(ch, { n: 1 }, { key: 'js-1' });
+            const b = await c.publish(ch, { n: 2 }, { key: 'js-1' });
+            assert.equal(b, a);
+            await assert.rejects(c.publish(ch, 3, { key: 'bad key' }), (e) => e.status === 400 && e.code === 'bad_key');
+        } finally {
+            c.close();
+        }
+        assert.deepEqual((await history(main.srv.url, ch)).map((m) => m.data), [{ n: 1 }]);
     });
 
     it('counts replays in /metrics', async () => {
