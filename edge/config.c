@@ -52,6 +52,8 @@ static const opt_t options[] = {
     {"history-ttl", OPT_UINT, OFF(history_ttl), 1, 315360000, "SECONDS", "maximum age of retained messages (default 86400)"},
     {"max-channels", OPT_UINT, OFF(max_channels), 0, UINT32_MAX, "N",
      "channels a node holds at most: subscribed ones, and stored ones on the memory engine; 0: no bound (default 1000000)"},
+    {"idempotency-window", OPT_UINT, OFF(idempotency_window), 1, 604800, "SECONDS",
+     "how long a publish's Idempotency-Key is remembered per channel (default 300)"},
     {"poll-timeout", OPT_UINT, OFF(poll_timeout), 1, 3600, "SECONDS", "how long a long-poll is held (default 25)"},
     {"ping-interval", OPT_UINT, OFF(ping_interval), 1, 3600, "SECONDS", "WebSocket ping and SSE heartbeat interval (default 25)"},
     {"max-message-size", OPT_UINT, OFF(max_message_size), 1, 64 << 20, "BYTES", "largest message accepted (default 65536)"},
@@ -91,6 +93,7 @@ set_defaults(pe_config_t *cfg)
     cfg->history_size = 1000;
     cfg->history_ttl = 86400;
     cfg->max_channels = PE_DEFAULT_MAX_CHANNELS;
+    cfg->idempotency_window = 300;
     cfg->poll_timeout = 25;
     cfg->ping_interval = 25;
     cfg->max_message_size = 65536;

@@ -22,6 +22,8 @@ typedef struct st_pe_config_t {
     uint64_t poll_timeout;  /* seconds */
     uint64_t ping_interval; /* seconds */
     uint64_t max_message_size;
+    /* Seconds a publish's idempotency key is remembered (pe_ps_options_t). */
+    uint64_t idempotency_window;
     char *api_key;
     uint64_t drain_timeout; /* seconds */
     uint64_t drain_delay;   /* seconds of pre-drain (readiness 503, still serving) */

@@ -165,9 +165,10 @@ pe_http_preflight(h2o_req_t *req, const char *methods)
     pe_http_cors(req);
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-allow-methods"), 0, NULL, methods,
                           strlen(methods));
-    /* Last-Event-ID: EventSource's reconnect; Authorization and Content-Type: publishing. */
+    /* Last-Event-ID: EventSource's reconnect; Authorization, Content-Type and Idempotency-Key:
+     * publishing. */
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-allow-headers"), 0, NULL,
-                          H2O_STRLIT("Last-Event-ID, Cache-Control, Content-Type, Authorization"));
+                          H2O_STRLIT("Last-Event-ID, Cache-Control, Content-Type, Authorization, Idempotency-Key"));
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-max-age"), 0, NULL,
                           H2O_STRLIT(H2O_TO_STR(PE_CORS_MAX_AGE)));
     req->res.status = 204;

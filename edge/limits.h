@@ -65,6 +65,16 @@
 /* Refusals (401/403) logged per thread per window; the rest are counted in one line. */
 #define PE_LOG_REFUSALS_PER_WINDOW 20
 #define PE_LOG_REFUSAL_WINDOW_MS 10000
+/* POST /api/batch: items per request, and body bytes (or --max-message-size plus
+ * PE_BATCH_ITEM_SLACK when that is larger, so one maximal message always fits with its channel
+ * and key). A thousand small messages cover any realistic flush of a backend's outbox; the
+ * answer (about 100 bytes per item) and the engine's pipeline stay small, and a batch is
+ * answered well within the Redis engine's 3 s command timeout. The body limit stays below what
+ * h2o buffers (--max-message-size + PE_MAX_ENTITY_SLACK), so an oversized batch gets our JSON
+ * 413 up to that point. */
+#define PE_BATCH_MAX_ITEMS 1000
+#define PE_BATCH_MAX_BYTES (1u << 20)
+#define PE_BATCH_ITEM_SLACK 4096
 /* Longest message text in log lines about peer behaviour. */
 #define PE_LOG_PEER_TEXT 128
 

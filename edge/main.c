@@ -125,6 +125,7 @@ main(int argc, char **argv)
     pe_ps_options_t opts = {.history_size = cfg.history_size,
                             .history_ttl_ms = cfg.history_ttl * 1000,
                             .max_nodes = cfg.threads,
+                            .idempotency_window_ms = cfg.idempotency_window * 1000,
                             .log = engine_log,
                             .max_channels = cfg.max_channels};
     pe_ps_engine_t *engine;

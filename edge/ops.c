@@ -59,6 +59,7 @@ send_metrics(h2o_req_t *req)
             pe_ps_node_stats_t s;
             pe_ps_node_get_stats(thr->node, &s);
             sum.published += s.published;
+            sum.replayed += s.replayed;
             sum.delivered += s.delivered;
             sum.gaps += s.gaps;
             sum.subscribers += s.subscribers;
@@ -96,6 +97,18 @@ send_metrics(h2o_req_t *req)
         (unsigned long long)sum.gaps, (unsigned long long)sum.subscribers, (unsigned long long)sum.channels,
         (unsigned long long)requests, pe_ps_engine_name(server->engine), pe_ps_engine_is_ready(server->engine),
         __atomic_load_n(&server->draining, __ATOMIC_RELAXED));
+    put(&t,
+        "# HELP pushedge_publish_replays_total Keyed publishes answered with the ID of an earlier one (nothing stored).\n"
+        "# TYPE pushedge_publish_replays_total counter\npushedge_publish_replays_total %llu\n",
+        (unsigned long long)sum.replayed);
+    uint64_t idem_keys, idem_evictions;
+    if (pe_ps_engine_idempotency_stats(server->engine, &idem_keys, &idem_evictions) == 0)
+        put(&t,
+            "# HELP pushedge_idempotency_keys Idempotency keys the memory engine holds.\n"
+            "# TYPE pushedge_idempotency_keys gauge\npushedge_idempotency_keys %llu\n"
+            "# HELP pushedge_idempotency_evictions_total Keys forgotten before their window ended (the table was full).\n"
+            "# TYPE pushedge_idempotency_evictions_total counter\npushedge_idempotency_evictions_total %llu\n",
+            (unsigned long long)idem_keys, (unsigned long long)idem_evictions);
     put(&t,
         "# HELP pushedge_ws_frames_built_total WebSocket broadcast frames built (once per message and encoding).\n"
         "# TYPE pushedge_ws_frames_built_total counter\n"

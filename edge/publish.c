@@ -5,6 +5,11 @@
  * costs little. The body is validated with jansson and stored as sent (minified, not re-printed).
  * The answer waits for the engine: 200 only once the message is stored, never before.
  *
+ * Idempotency-Key (CONTRACT.md "Reliable publishing"): passed to the engine with the message;
+ * a repeat within the window answers the first publish's ID (and Idempotent-Replayed: true).
+ * A 503 from the callback may be pe_ps_err_unconfirmed (the message may be stored): the error
+ * message says so, and the key is the way to find out (docs/operations.md).
+ *
  * Lifetime: the engine's callback may come after the client went away (the connection closes
  * and h2o frees the request). The pending publish is therefore a heap object with a weak
  * pointer to the request, cleared by a pool-linked holder when the request is disposed
@@ -37,7 +42,7 @@ on_holder_dispose(void *p)
 }
 
 static void
-on_published(void *ctx, const char *err, const pe_id_t *id)
+on_published(void *ctx, const char *err, const pe_id_t *id, int replayed)
 {
     pending_t *pending = ctx;
     h2o_req_t *req = pending->req;
@@ -55,6 +60,9 @@ on_published(void *ctx, const char *err, const pe_id_t *id)
                 h2o_concat(&req->pool, h2o_iovec_init(H2O_STRLIT("{\"channel\":\"")),
                            h2o_iovec_init(pending->channel, pending->channel_len), h2o_iovec_init(H2O_STRLIT("\",\"id\":\"")),
                            h2o_iovec_init(id_str, strlen(id_str)), h2o_iovec_init(H2O_STRLIT("\"}")));
+            if (replayed)
+                h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("idempotent-replayed"), 0, NULL,
+                                      H2O_STRLIT("true"));
             pe_http_json(req, 200, "OK", body.base, body.len);
         }
     }
@@ -71,10 +79,10 @@ secret_equals(const char *a, size_t alen, const char *b, size_t blen)
     return diff == 0 && blen != 0;
 }
 
-/* Returns 0 if the request may publish, else sends the error and returns -1. */
-static int
-check_auth(h2o_req_t *req, const pe_config_t *cfg)
+int
+pe_publish_check_auth(h2o_req_t *req)
 {
+    const pe_config_t *cfg = pe_thread_of(req)->server->cfg;
     if (cfg->api_key == NULL) {
         if (pe_http_peer_is_loopback(req))
             return 0;
@@ -93,6 +101,27 @@ check_auth(h2o_req_t *req, const pe_config_t *cfg)
         pe_http_error(req, 403, "Forbidden", "forbidden", "wrong API key");
         return -1;
     }
+    return 0;
+}
+
+int
+pe_publish_idempotency_key(h2o_req_t *req, h2o_iovec_t *key)
+{
+    *key = h2o_iovec_init(NULL, 0);
+    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("idempotency-key"), -1);
+    if (i < 0)
+        return 0;
+    /* Two keys would leave it open which one a retry must repeat. */
+    if (h2o_find_header_by_str(&req->headers, H2O_STRLIT("idempotency-key"), i) >= 0) {
+        pe_http_error(req, 400, "Bad Request", "bad_key", "only one Idempotency-Key header is allowed");
+        return -1;
+    }
+    h2o_iovec_t v = req->headers.entries[i].value;
+    if (!pe_ps_key_is_valid(v.base, v.len)) {
+        pe_http_error(req, 400, "Bad Request", "bad_key", pe_ps_err_bad_key);
+        return -1;
+    }
+    *key = v;
     return 0;
 }
 
@@ -120,7 +149,11 @@ pe_publish_on_req(h2o_req_t *req)
         return 0;
     }
 
-    if (check_auth(req, cfg) != 0)
+    if (pe_publish_check_auth(req) != 0)
+        return 0;
+
+    h2o_iovec_t key;
+    if (pe_publish_idempotency_key(req, &key) != 0)
         return 0;
 
     /* the body */
@@ -146,8 +179,8 @@ pe_publish_on_req(h2o_req_t *req)
     pending->req = req;
     memcpy(pending->channel, channel, (size_t)channel_len);
     pending->channel_len = (size_t)channel_len;
-    const char *err =
-        pe_ps_publish(thr->node, channel, (size_t)channel_len, req->entity.base, req->entity.len, on_published, pending);
+    const char *err = pe_ps_publish(thr->node, channel, (size_t)channel_len, key.base, key.len, req->entity.base, req->entity.len,
+                                    on_published, pending);
     if (err != NULL) {
         pe_free(pending);
         PE_STAT_ADD(thr->stats.publish_errors, 1);
@@ -159,6 +192,8 @@ pe_publish_on_req(h2o_req_t *req)
         } else if (err == pe_ps_err_channel_limit) {
             h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("5"));
             pe_http_error(req, 503, "Service Unavailable", "channel_limit", err);
+        } else if (err == pe_ps_err_bad_key) {
+            pe_http_error(req, 400, "Bad Request", "bad_key", err);
         } else {
             pe_http_error(req, 503, "Service Unavailable", "engine_error", err);
         }

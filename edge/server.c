@@ -53,6 +53,9 @@ on_req(h2o_handler_t *self, h2o_req_t *req)
     if (h2o_memis(path.base, path.len, H2O_STRLIT("/api/publish"))) {
         cors_handler = pe_publish_on_req;
         methods = "POST, OPTIONS";
+    } else if (h2o_memis(path.base, path.len, H2O_STRLIT("/api/batch"))) {
+        cors_handler = pe_batch_on_req;
+        methods = "POST, OPTIONS";
     } else if (h2o_memis(path.base, path.len, H2O_STRLIT("/sse"))) {
         cors_handler = pe_sse_on_req;
     } else if (h2o_memis(path.base, path.len, H2O_STRLIT("/poll"))) {

@@ -146,6 +146,12 @@ void pe_socket_release_input(h2o_socket_t *sock, int discard);
 
 /* handlers */
 int pe_publish_on_req(h2o_req_t *req);
+int pe_batch_on_req(h2o_req_t *req); /* batch.c: POST /api/batch */
+/* publish.c, shared with batch.c: each returns 0, or sends the error answer and returns -1. */
+/** The request may publish (API key, or a loopback peer without one). */
+int pe_publish_check_auth(h2o_req_t *req);
+/** The Idempotency-Key header into *key ({NULL, 0} when absent); 400 if malformed or repeated. */
+int pe_publish_idempotency_key(h2o_req_t *req, h2o_iovec_t *key);
 int pe_sse_on_req(h2o_req_t *req);
 int pe_ws_on_req(h2o_req_t *req, int echo);
 int pe_poll_on_req(h2o_req_t *req); /* fallback/poll.c */

@@ -481,7 +481,7 @@ schedule_flush(pe_ws_conn_t *conn)
 /* ---- ops ------------------------------------------------------------------------------------- */
 
 static void
-on_published(void *ctx, const char *err, const pe_id_t *id)
+on_published(void *ctx, const char *err, const pe_id_t *id, int replayed)
 {
     ws_publish_t *p = ctx;
     pe_ws_conn_t *conn = p->conn;
@@ -499,6 +499,8 @@ on_published(void *ctx, const char *err, const pe_id_t *id)
             char id_str[PE_ID_MAXLEN + 1];
             pe_id_format(*id, id_str);
             json_t *root = json_pack("{s:s,s:s%,s:s}", "op", "published", "channel", p->channel, p->channel_len, "id", id_str);
+            if (replayed)
+                json_object_set_new(root, "replayed", json_true());
             queue_reply(conn, root, p->ref, p->ref_len);
         }
     }
@@ -583,6 +585,7 @@ handle_op(pe_ws_conn_t *conn, const char *text, size_t len)
             }
         } else {
             size_t off, vlen;
+            json_t *jkey = json_object_get(root, "key");
             if (!conn->may_publish) {
                 queue_error(conn, ref, "forbidden",
                             conn->thr->server->cfg->api_key != NULL
@@ -590,6 +593,9 @@ handle_op(pe_ws_conn_t *conn, const char *text, size_t len)
                                 : "publishing is allowed from loopback peers only (set --api-key)");
             } else if (!pe_json_find_member(text, len, "data", 4, &off, &vlen)) {
                 queue_error(conn, ref, "bad_request", "the data field is required");
+            } else if (jkey != NULL &&
+                       (!json_is_string(jkey) || !pe_ps_key_is_valid(json_string_value(jkey), json_string_length(jkey)))) {
+                queue_error(conn, ref, "bad_key", pe_ps_err_bad_key);
             } else {
                 ws_publish_t *p = pe_calloc(1, sizeof(*p));
                 p->conn = conn;
@@ -600,7 +606,9 @@ handle_op(pe_ws_conn_t *conn, const char *text, size_t len)
                 memcpy(p->channel, channel, channel_len);
                 p->channel_len = channel_len;
                 /* The value is forwarded as the client wrote it (jansson would re-print numbers). */
-                const char *err = pe_ps_publish(conn->thr->node, channel, channel_len, text + off, vlen, on_published, p);
+                const char *err =
+                    pe_ps_publish(conn->thr->node, channel, channel_len, jkey != NULL ? json_string_value(jkey) : NULL,
+                                  jkey != NULL ? json_string_length(jkey) : 0, text + off, vlen, on_published, p);
                 if (err != NULL) {
                     queue_error(conn, ref, err == pe_ps_err_channel_limit ? "channel_limit" : "engine_unavailable", err);
                     pe_free(p->ref);

@@ -35,8 +35,9 @@ typedef struct st_pe_ps_deferred_t {
 } pe_ps_deferred_t;
 
 typedef struct st_pe_ps_engine_ops_t {
-    const char *(*publish)(pe_ps_engine_t *engine, pe_ps_node_t *node, const char *channel, size_t channel_len, const char *data,
-                           size_t data_len, pe_ps_publish_cb cb, void *ctx);
+    /* key: NULL, or a valid idempotency key (pubsub.h pe_ps_publish). */
+    const char *(*publish)(pe_ps_engine_t *engine, pe_ps_node_t *node, const char *channel, size_t channel_len, const char *key,
+                           size_t key_len, const char *data, size_t data_len, pe_ps_publish_cb cb, void *ctx);
     void (*watch)(pe_ps_engine_t *engine, pe_ps_node_t *node, const char *channel, size_t channel_len);
     void (*unwatch)(pe_ps_engine_t *engine, pe_ps_node_t *node, const char *channel, size_t channel_len);
     /* Reads at most max messages after start; max == 0 only reports the position (base). */
@@ -46,6 +47,8 @@ typedef struct st_pe_ps_engine_ops_t {
     void (*detach)(pe_ps_engine_t *engine, pe_ps_node_t *node, unsigned index);
     int (*is_ready)(pe_ps_engine_t *engine);
     void (*destroy)(pe_ps_engine_t *engine);
+    /* Optional (NULL: -1): the key table's state, for engines that keep one in process. */
+    int (*idempotency_stats)(pe_ps_engine_t *engine, uint64_t *keys, uint64_t *evictions);
 } pe_ps_engine_ops_t;
 
 struct st_pe_ps_engine_t {
@@ -81,6 +84,10 @@ unsigned pe_ps_node__index(pe_ps_node_t *node);
 struct st_h2o_evloop_t *pe_ps_node__loop(pe_ps_node_t *node);
 /** Counts a stored message in the node's statistics. */
 void pe_ps_node__count_published(pe_ps_node_t *node);
+/** Counts a keyed publish answered with an earlier ID (nothing stored). */
+void pe_ps_node__count_replayed(pe_ps_node_t *node);
+/** The idempotency window in effect (the option, or the default when it is 0), in ms. */
+uint64_t pe_ps__idempotency_window_ms(const pe_ps_options_t *opts);
 /** The engine's clock in milliseconds since the epoch (overridable in unit tests). */
 extern uint64_t (*pe_ps__now_ms)(void);
 

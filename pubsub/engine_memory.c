@@ -22,15 +22,24 @@
  * are older than this start, and a freed channel held nothing younger than the TTL. So a cursor
  * below the mark reads as a gap, a cursor above it loses nothing, and new IDs stay above every
  * ID issued before. A channel that does not exist reads as if born now.
+ *
+ * Keyed publishes (idempotency) go through the engine's key table (idem.h), whose stripe lock
+ * is held around the append (publish_keyed; lock order: stripe, map, channel); unkeyed
+ * publishes never touch it.
  */
 #include <pthread.h>
 #include <time.h>
 #include "alloc.h"
 #include "engine.h"
+#include "idem.h"
 #include "strmap.h"
 
 #define MAX_NODES 64
 #define INITIAL_RING 16
+/* Idempotency keys held in all (idem.h): about 20-40 MB with typical channel names and UUID
+ * keys, and the default window of 300 s at up to ~800 keyed publishes per second. Past it the
+ * oldest keys are forgotten early (pushedge_idempotency_evictions_total). */
+#define PE_MEM_IDEM_MAX_KEYS 250000
 
 typedef struct st_mem_channel_t {
     pthread_mutex_t lock;
@@ -50,6 +59,7 @@ typedef struct st_mem_engine_t {
     uint64_t start_ms;    /* this engine's start: see "Epochs" above */
     uint64_t next_sweep;  /* atomic: engine ms after which the next publish sweeps expired channels */
     pe_ps_node_t *nodes[MAX_NODES];
+    pe_idem_table_t *idem; /* keys of keyed publishes (publish_keyed) */
 } mem_engine_t;
 
 /* How often publishing sweeps the map for channels whose history expired (ms). */
@@ -61,6 +71,7 @@ typedef struct st_publish_done_t {
     void *ctx;
     const char *err;
     pe_id_t id;
+    int replayed;
 } publish_done_t;
 
 typedef struct st_read_done_t {
@@ -253,29 +264,25 @@ static void
 on_publish_done(pe_ps_deferred_t *d)
 {
     publish_done_t *done = (publish_done_t *)d;
-    done->cb(done->ctx, done->err, done->err == NULL ? &done->id : NULL);
+    done->cb(done->ctx, done->err, done->err == NULL ? &done->id : NULL, done->replayed);
     pe_free(done);
 }
 
+/* Stores the message and posts it to the watching nodes; done->id receives its ID. Returns
+ * NULL or an error constant (nothing stored). */
 static const char *
-do_publish(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_t channel_len, const char *data, size_t data_len,
-           pe_ps_publish_cb cb, void *ctx)
+store(mem_engine_t *self, pe_ps_node_t *node, const char *channel, size_t channel_len, const char *data, size_t data_len,
+      publish_done_t *done)
 {
-    mem_engine_t *self = (mem_engine_t *)_self;
     uint64_t now = pe_ps__now_ms();
     maybe_sweep(self, now);
     int full = 0;
     mem_channel_t *ch = lock_channel(self, channel, channel_len, 1, &full);
     if (ch == NULL)
         return pe_ps_err_channel_limit;
-    publish_done_t *done = pe_calloc(1, sizeof(*done));
-    done->d.cb = on_publish_done;
-    done->cb = cb;
-    done->ctx = ctx;
 
     if (pe_id_next(ch->last_id, now, &done->id) != 0) {
         pthread_mutex_unlock(&ch->lock);
-        pe_free(done);
         return pe_ps_err_exhausted;
     }
     expire(self, ch, now);
@@ -287,8 +294,43 @@ do_publish(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_
     }
     append(self, ch, msg);
     pthread_mutex_unlock(&ch->lock);
-
     pe_ps_node__count_published(node);
+    return NULL;
+}
+
+/* A keyed publish: the key's stripe stays locked from the lookup until the new ID is recorded,
+ * so the same key published at once on two threads stores one message (idem.h). */
+static const char *
+publish_keyed(mem_engine_t *self, pe_ps_node_t *node, const char *channel, size_t channel_len, const char *key, size_t key_len,
+              const char *data, size_t data_len, publish_done_t *done)
+{
+    pe_idem_txn_t txn;
+    const char *err = NULL;
+    if (pe_idem_begin(self->idem, channel, channel_len, key, key_len, pe_ps__now_ms(), &done->id, &txn)) {
+        done->replayed = 1;
+        pe_ps_node__count_replayed(node);
+    } else if ((err = store(self, node, channel, channel_len, data, data_len, done)) == NULL) {
+        pe_idem_record(&txn, done->id);
+    }
+    pe_idem_end(&txn);
+    return err;
+}
+
+static const char *
+do_publish(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_t channel_len, const char *key, size_t key_len,
+           const char *data, size_t data_len, pe_ps_publish_cb cb, void *ctx)
+{
+    mem_engine_t *self = (mem_engine_t *)_self;
+    publish_done_t *done = pe_calloc(1, sizeof(*done));
+    done->d.cb = on_publish_done;
+    done->cb = cb;
+    done->ctx = ctx;
+    const char *err = key != NULL ? publish_keyed(self, node, channel, channel_len, key, key_len, data, data_len, done)
+                                  : store(self, node, channel, channel_len, data, data_len, done);
+    if (err != NULL) {
+        pe_free(done);
+        return err;
+    }
     pe_ps_node__defer(node, &done->d);
     return NULL;
 }
@@ -456,7 +498,15 @@ do_destroy(pe_ps_engine_t *_self)
     pe_strmap_foreach(&self->channels, free_channel, self);
     pe_strmap_dispose(&self->channels);
     pthread_rwlock_destroy(&self->map_lock);
+    pe_idem_destroy(self->idem);
     pe_free(self);
+}
+
+static int
+do_idempotency_stats(pe_ps_engine_t *_self, uint64_t *keys, uint64_t *evictions)
+{
+    pe_idem_stats(((mem_engine_t *)_self)->idem, keys, evictions);
+    return 0;
 }
 
 static const pe_ps_engine_ops_t memory_ops = {
@@ -468,6 +518,7 @@ static const pe_ps_engine_ops_t memory_ops = {
     .detach = do_detach,
     .is_ready = do_is_ready,
     .destroy = do_destroy,
+    .idempotency_stats = do_idempotency_stats,
 };
 
 pe_ps_engine_t *
@@ -484,5 +535,6 @@ pe_ps_engine_create_memory(const pe_ps_options_t *opts)
     /* This start's epoch: every ID issued from here on is above it (see "Epochs"). */
     self->start_ms = pe_ps__now_ms();
     self->next_sweep = self->start_ms + SWEEP_INTERVAL_MS;
+    self->idem = pe_idem_create(pe_ps__idempotency_window_ms(opts), PE_MEM_IDEM_MAX_KEYS);
     return &self->super;
 }

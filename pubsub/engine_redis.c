@@ -5,7 +5,10 @@
  * Storage and publishing live in Redis, in the function library of redis_lib.h: a channel is
  * the stream pe:{NAME}; pushedge_publish appends, trims and PUBLISHes the entry on the pub/sub
  * channel of the same name in one atomic step; pushedge_read answers a history read (gap, base,
- * a page of entries) in one round trip.
+ * a page of entries) in one round trip. A keyed publish passes the key's record
+ * (pe:{NAME}:idem:KEY, same hash tag, so same Cluster slot) as a second key: the function checks
+ * it, appends and records the ID with the window as its expiry in the same call, so the key is
+ * honoured atomically and on every node sharing the Redis.
  *
  * Live path. Each node (event-loop thread) SUBSCRIBEs to the pub/sub channel of every channel
  * it has local subscribers for, once, whatever their number, and fans out locally (node.c).
@@ -167,6 +170,7 @@ struct st_redis_link_t {
     h2o_timeout_t tick_timeout;
     h2o_timeout_entry_t tick_entry;
     int destroying;
+    int reloading; /* a FUNCTION LOAD for an outdated library is in flight (reload_library) */
 };
 
 struct st_redis_engine_t {
@@ -180,6 +184,7 @@ struct st_redis_engine_t {
     unsigned db;
     char *library;            /* the function library text */
     char maxlen[24], ttl[24]; /* our retention, passed with every publish and read */
+    char window[24];          /* the idempotency window (ms), passed with every keyed publish */
     void (*log)(int level, const char *text);
     redis_link_t *links[MAX_NODES];
     unsigned up_links;   /* atomic */
@@ -331,28 +336,71 @@ send_cmd(redis_link_t *rl, const char *key, size_t key_len, void (*cb)(redis_lin
 typedef struct st_publish_t {
     pe_ps_publish_cb cb;
     void *ctx;
+    int keyed;
 } publish_t;
+
+static void
+on_library_reloaded(redis_link_t *rl, redisReply *reply, void *ctx)
+{
+    rl->reloading = 0;
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+        elog(rl->engine, 1, "redis: reloading the function library failed: %.200s", reply->str);
+}
+
+/*
+ * A keyed publish answered with a bare ID: the library in Redis predates keys (a node of an
+ * older version connected after us and loaded its own, as every node does on connect), so the
+ * key was not recorded. Load ours again on every master of this link; the publishes in between
+ * are stored but not deduplicated (logged).
+ */
+static void
+reload_library(redis_link_t *rl)
+{
+    if (rl->reloading)
+        return;
+    elog(rl->engine, 1, "redis: the function library in Redis ignores idempotency keys (an older pushedge loaded it): reloading");
+    const char *argv[] = {"FUNCTION", "LOAD", "REPLACE", rl->engine->library};
+    size_t argvlen[] = {8, 4, 7, strlen(rl->engine->library)};
+    for (size_t i = 0; i != rl->nconns; ++i)
+        if (send_cmd_on(rl->conns[i], on_library_reloaded, NULL, 4, argv, argvlen) == 0)
+            rl->reloading = 1;
+}
 
 static void
 on_published(redis_link_t *rl, redisReply *reply, void *ctx)
 {
     publish_t *p = ctx;
     pe_id_t id;
+    redisReply *rid = reply;
+    int replayed = 0;
+    /* The keyed form answers {ID, replayed} (redis_lib.h). */
+    if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+        reply->element[1]->type == REDIS_REPLY_INTEGER) {
+        rid = reply->element[0];
+        replayed = reply->element[1]->integer != 0;
+    }
     if (reply == NULL) {
-        p->cb(p->ctx, pe_ps_err_unavailable, NULL);
-    } else if (reply->type == REDIS_REPLY_STRING && pe_id_parse(reply->str, reply->len, &id) == 0) {
-        pe_ps_node__count_published(rl->node);
-        p->cb(p->ctx, NULL, &id);
+        /* Sent, then the link failed (timeout, closed socket): Redis may have run it, or may
+         * still run it when a hung server resumes and reads what we wrote. */
+        p->cb(p->ctx, pe_ps_err_unconfirmed, NULL, 0);
+    } else if (rid->type == REDIS_REPLY_STRING && pe_id_parse(rid->str, rid->len, &id) == 0) {
+        if (p->keyed && rid == reply)
+            reload_library(rl);
+        if (replayed)
+            pe_ps_node__count_replayed(rl->node);
+        else
+            pe_ps_node__count_published(rl->node);
+        p->cb(p->ctx, NULL, &id, replayed);
     } else {
         elog(rl->engine, 1, "redis: pushedge_publish failed: %.200s", reply->type == REDIS_REPLY_ERROR ? reply->str : "odd reply");
-        p->cb(p->ctx, pe_ps_err_unavailable, NULL);
+        p->cb(p->ctx, pe_ps_err_unavailable, NULL, 0);
     }
     pe_free(p);
 }
 
 static const char *
-do_publish(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_t channel_len, const char *data, size_t data_len,
-           pe_ps_publish_cb cb, void *ctx)
+do_publish(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_t channel_len, const char *ikey, size_t ikey_len,
+           const char *data, size_t data_len, pe_ps_publish_cb cb, void *ctx)
 {
     redis_engine_t *self = (redis_engine_t *)_self;
     redis_link_t *rl = self->links[pe_ps_node__index(node)];
@@ -360,12 +408,25 @@ do_publish(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_
         return pe_ps_err_unavailable;
     char key[PE_CHANNEL_MAXLEN + 6];
     int klen = snprintf(key, sizeof(key), "pe:{%.*s}", (int)channel_len, channel);
-    const char *argv[] = {"FCALL", "pushedge_publish", "1", key, data, self->maxlen, self->ttl};
-    size_t argvlen[] = {5, 16, 1, (size_t)klen, data_len, strlen(self->maxlen), strlen(self->ttl)};
     publish_t *p = pe_malloc(sizeof(*p));
     p->cb = cb;
     p->ctx = ctx;
-    if (send_cmd(rl, key, (size_t)klen, on_published, p, 7, argv, argvlen) != 0) {
+    p->keyed = ikey != NULL;
+    int ret;
+    if (ikey == NULL) {
+        const char *argv[] = {"FCALL", "pushedge_publish", "1", key, data, self->maxlen, self->ttl};
+        size_t argvlen[] = {5, 16, 1, (size_t)klen, data_len, strlen(self->maxlen), strlen(self->ttl)};
+        ret = send_cmd(rl, key, (size_t)klen, on_published, p, 7, argv, argvlen);
+    } else {
+        /* The record's name starts with the stream's, hash tag included: same Cluster slot. */
+        char rec[PE_CHANNEL_MAXLEN + 6 + 6 + PE_PS_KEY_MAXLEN + 1];
+        int rlen = snprintf(rec, sizeof(rec), "%s:idem:%.*s", key, (int)ikey_len, ikey);
+        const char *argv[] = {"FCALL", "pushedge_publish", "2", key, rec, data, self->maxlen, self->ttl, self->window};
+        size_t argvlen[] = {
+            5, 16, 1, (size_t)klen, (size_t)rlen, data_len, strlen(self->maxlen), strlen(self->ttl), strlen(self->window)};
+        ret = send_cmd(rl, key, (size_t)klen, on_published, p, 9, argv, argvlen);
+    }
+    if (ret != 0) {
         pe_free(p);
         return pe_ps_err_unavailable;
     }
@@ -1328,9 +1389,11 @@ pe_ps_engine_create_redis(const pe_ps_options_t *opts, const char *url, char *er
     unsigned long long size = opts->history_size == 0 ? 1 : opts->history_size;
     snprintf(self->maxlen, sizeof(self->maxlen), "%llu", size);
     snprintf(self->ttl, sizeof(self->ttl), "%llu", (unsigned long long)opts->history_ttl_ms);
-    int n = snprintf(NULL, 0, PE_REDIS_LIB_FORMAT, size, (unsigned long long)opts->history_ttl_ms);
+    unsigned long long window = pe_ps__idempotency_window_ms(opts);
+    snprintf(self->window, sizeof(self->window), "%llu", window);
+    int n = snprintf(NULL, 0, PE_REDIS_LIB_FORMAT, size, (unsigned long long)opts->history_ttl_ms, window);
     self->library = pe_malloc((size_t)n + 1);
-    snprintf(self->library, (size_t)n + 1, PE_REDIS_LIB_FORMAT, size, (unsigned long long)opts->history_ttl_ms);
+    snprintf(self->library, (size_t)n + 1, PE_REDIS_LIB_FORMAT, size, (unsigned long long)opts->history_ttl_ms, window);
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
     return &self->super;
 }

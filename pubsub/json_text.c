@@ -117,3 +117,62 @@ pe_json_find_member(const char *in, size_t len, const char *key, size_t key_len,
     }
     return 0;
 }
+
+int
+pe_json_array_next(const char *in, size_t len, size_t *pos, size_t *off, size_t *vlen)
+{
+    size_t i;
+    if (*pos == 0) {
+        i = skip_ws(in, len, 0);
+        if (i >= len || in[i] != '[')
+            return 0;
+        i = skip_ws(in, len, i + 1);
+        if (i >= len || in[i] == ']') {
+            *pos = len;
+            return 0;
+        }
+    } else {
+        i = skip_ws(in, len, *pos);
+        if (i >= len || in[i] != ',')
+            return 0;
+        i = skip_ws(in, len, i + 1);
+        if (i >= len)
+            return 0;
+    }
+    size_t end = skip_value(in, len, i);
+    *off = i;
+    *vlen = end - i;
+    *pos = end;
+    return 1;
+}
+
+int
+pe_json_object_next(const char *in, size_t len, size_t *pos, size_t *key_off, size_t *key_len, size_t *off, size_t *vlen)
+{
+    size_t i;
+    if (*pos == 0) {
+        i = skip_ws(in, len, 0);
+        if (i >= len || in[i] != '{')
+            return 0;
+        i = skip_ws(in, len, i + 1);
+    } else {
+        i = skip_ws(in, len, *pos);
+        if (i >= len || in[i] != ',')
+            return 0;
+        i = skip_ws(in, len, i + 1);
+    }
+    if (i >= len || in[i] != '"')
+        return 0;
+    size_t kend = skip_string(in, len, i);
+    *key_off = i + 1;
+    *key_len = kend - 1 - (i + 1);
+    i = skip_ws(in, len, kend);
+    if (i >= len || in[i] != ':')
+        return 0;
+    i = skip_ws(in, len, i + 1);
+    size_t end = skip_value(in, len, i);
+    *off = i;
+    *vlen = end - i;
+    *pos = end;
+    return 1;
+}

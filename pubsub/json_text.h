@@ -24,4 +24,16 @@ size_t pe_json_minify(const char *in, size_t len, char *out);
  */
 int pe_json_find_member(const char *in, size_t len, const char *key, size_t key_len, size_t *value_off, size_t *value_len);
 
+/**
+ * Iterates the elements of the top-level array of the valid JSON text in[0..len): set *pos to
+ * 0 before the first call; each call returns 1 with the next element's offset and length (its
+ * text as written), or 0 after the last one (or when the text is not an array).
+ */
+int pe_json_array_next(const char *in, size_t len, size_t *pos, size_t *off, size_t *vlen);
+/**
+ * The same over the members of the top-level object: the key's raw text (between its quotes,
+ * escapes left as written) and the value's text.
+ */
+int pe_json_object_next(const char *in, size_t len, size_t *pos, size_t *key_off, size_t *key_len, size_t *off, size_t *vlen);
+
 #endif

@@ -39,11 +39,17 @@
 #define PE_SUB_RETRY_MS 1000
 
 const char pe_ps_err_unavailable[] = "the message engine is unavailable";
+const char pe_ps_err_unconfirmed[] =
+    "the message engine did not confirm the publish in time: it may have been stored (retry with the same idempotency key)";
 const char pe_ps_err_bad_channel[] = "channel names are 1-200 characters of A-Z a-z 0-9 _ - . : @";
 const char pe_ps_err_too_many[] = "too many channels in one subscription";
 const char pe_ps_err_channel_limit[] = "this node holds as many channels as it may (--max-channels); try again later";
 const char pe_ps_err_duplicate[] = "already subscribed to that channel";
 const char pe_ps_err_exhausted[] = "the channel's message IDs are exhausted";
+const char pe_ps_err_bad_key[] = "idempotency keys are 1-64 characters of A-Z a-z 0-9 _ - . :";
+
+/* The idempotency window when none is configured (CONTRACT.md: 300 s). */
+#define PE_PS_DEFAULT_IDEMPOTENCY_WINDOW_MS 300000
 
 #define STAT_ADD(field, n) __atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
 
@@ -141,6 +147,18 @@ void
 pe_ps_node__count_published(pe_ps_node_t *node)
 {
     STAT_ADD(node->stats.published, 1);
+}
+
+void
+pe_ps_node__count_replayed(pe_ps_node_t *node)
+{
+    STAT_ADD(node->stats.replayed, 1);
+}
+
+uint64_t
+pe_ps__idempotency_window_ms(const pe_ps_options_t *opts)
+{
+    return opts->idempotency_window_ms != 0 ? opts->idempotency_window_ms : PE_PS_DEFAULT_IDEMPOTENCY_WINDOW_MS;
 }
 
 /* ---- live feed ------------------------------------------------------------------------------- */
@@ -700,6 +718,7 @@ void
 pe_ps_node_get_stats(pe_ps_node_t *node, pe_ps_node_stats_t *out)
 {
     out->published = __atomic_load_n(&node->stats.published, __ATOMIC_RELAXED);
+    out->replayed = __atomic_load_n(&node->stats.replayed, __ATOMIC_RELAXED);
     out->delivered = __atomic_load_n(&node->stats.delivered, __ATOMIC_RELAXED);
     out->gaps = __atomic_load_n(&node->stats.gaps, __ATOMIC_RELAXED);
     out->subscribers = __atomic_load_n(&node->stats.subscribers, __ATOMIC_RELAXED);
@@ -715,14 +734,24 @@ pe_ps_node_engine(pe_ps_node_t *node)
 /* ---- engine front door ----------------------------------------------------------------------- */
 
 const char *
-pe_ps_publish(pe_ps_node_t *node, const char *channel, size_t len, const char *data, size_t data_len, pe_ps_publish_cb cb,
-              void *ctx)
+pe_ps_publish(pe_ps_node_t *node, const char *channel, size_t len, const char *key, size_t key_len, const char *data,
+              size_t data_len, pe_ps_publish_cb cb, void *ctx)
 {
     if (!pe_channel_is_valid(channel, len))
         return pe_ps_err_bad_channel;
+    if (key != NULL && !pe_ps_key_is_valid(key, key_len))
+        return pe_ps_err_bad_key;
     if (!node->engine->ops->is_ready(node->engine))
         return pe_ps_err_unavailable;
-    return node->engine->ops->publish(node->engine, node, channel, len, data, data_len, cb, ctx);
+    return node->engine->ops->publish(node->engine, node, channel, len, key, key_len, data, data_len, cb, ctx);
+}
+
+int
+pe_ps_engine_idempotency_stats(pe_ps_engine_t *engine, uint64_t *keys, uint64_t *evictions)
+{
+    if (engine->ops->idempotency_stats == NULL)
+        return -1;
+    return engine->ops->idempotency_stats(engine, keys, evictions);
 }
 
 int

@@ -28,12 +28,16 @@
 struct st_h2o_evloop_t;
 
 /* Errors crossing the pubsub boundary, compared by address. */
-extern const char pe_ps_err_unavailable[];   /* the engine cannot be reached: nothing was stored */
+extern const char pe_ps_err_unavailable[]; /* the engine cannot be reached: nothing was stored */
+/* The publish reached the engine but was not confirmed in time (a hung or lost connection): it
+ * may have been stored, now or later. Only a retry with the same key tells (pe_ps_publish). */
+extern const char pe_ps_err_unconfirmed[];
 extern const char pe_ps_err_bad_channel[];   /* channel name outside the rule of CONTRACT.md */
 extern const char pe_ps_err_channel_limit[]; /* --max-channels reached: no new channel now */
 extern const char pe_ps_err_too_many[];      /* more than PE_CURSOR_MAX_ENTRIES channels in one subscriber */
 extern const char pe_ps_err_duplicate[];     /* the subscriber already has that channel */
 extern const char pe_ps_err_exhausted[];     /* the channel's ID space is exhausted */
+extern const char pe_ps_err_bad_key[];       /* idempotency key outside the rule of CONTRACT.md */
 
 /* ---- messages ---------------------------------------------------------------------------- */
 
@@ -94,6 +98,8 @@ typedef struct st_pe_ps_options_t {
     /* Upper bound on channels (0: none): distinct channels with local subscribers, summed over
      * the nodes, and for the memory engine also the channels it stores. */
     size_t max_channels;
+    /* How long a publish's idempotency key is remembered (0: the default, 300 s). */
+    uint64_t idempotency_window_ms;
     /* Where engines report state changes (0 error .. 3 debug), from any thread; may be NULL. */
     void (*log)(int level, const char *text);
 } pe_ps_options_t;
@@ -127,6 +133,7 @@ typedef struct st_pe_ps_node_t pe_ps_node_t;
 /** Counters of one node; each is written by its own thread only and read with relaxed loads. */
 typedef struct st_pe_ps_node_stats_t {
     uint64_t published;   /* messages stored through this node */
+    uint64_t replayed;    /* keyed publishes answered with an earlier ID (nothing stored) */
     uint64_t delivered;   /* messages handed to subscribers (catch-up and live) */
     uint64_t gaps;        /* gap callbacks */
     uint64_t subscribers; /* current subscribers (gauge) */
@@ -146,18 +153,38 @@ pe_ps_engine_t *pe_ps_node_engine(pe_ps_node_t *node);
 
 /* ---- publishing ---------------------------------------------------------------------------- */
 
+/* Idempotency keys: 1-PE_PS_KEY_MAXLEN characters of A-Z a-z 0-9 _ - . : (CONTRACT.md). */
+#define PE_PS_KEY_MAXLEN 64
+/** 1 if key[0..len) is a valid idempotency key, else 0. */
+int pe_ps_key_is_valid(const char *key, size_t len);
+
 /**
  * Called once the message is stored (err == NULL, *id its ID) or was not (err set, id NULL).
+ * replayed is 1 when a keyed publish found its key already recorded: nothing new was stored and
+ * *id is the ID the first publish with that key got.
  */
-typedef void (*pe_ps_publish_cb)(void *ctx, const char *err, const pe_id_t *id);
+typedef void (*pe_ps_publish_cb)(void *ctx, const char *err, const pe_id_t *id, int replayed);
 
 /**
  * Stores data (valid JSON text) as the next message of the channel. Returns NULL and calls cb
  * exactly once later, or returns an error constant (cb never called). The caller must keep ctx
  * valid until cb runs (use a weak-pointer holder for request-scoped callers).
+ *
+ * With a key (key != NULL; pe_ps_err_bad_key unless valid), a publish repeated with the same key
+ * on the same channel within the engine's idempotency window stores nothing and reports the
+ * first one's ID, on every node of the engine; the check and the append are one atomic step.
+ * Errors: returned here, or passed to cb as pe_ps_err_unavailable, nothing was stored; passed
+ * to cb as pe_ps_err_unconfirmed, the message may have been stored (or be stored later, when a
+ * hung engine resumes): a retry with the same key answers its ID, or stores it once.
  */
-const char *pe_ps_publish(pe_ps_node_t *node, const char *channel, size_t channel_len, const char *data, size_t data_len,
-                          pe_ps_publish_cb cb, void *ctx);
+const char *pe_ps_publish(pe_ps_node_t *node, const char *channel, size_t channel_len, const char *key, size_t key_len,
+                          const char *data, size_t data_len, pe_ps_publish_cb cb, void *ctx);
+
+/**
+ * The memory engine's key table: keys held now and keys forgotten before their window ended
+ * because the table was full. Returns 0, or -1 when the engine keeps its keys elsewhere (Redis).
+ */
+int pe_ps_engine_idempotency_stats(pe_ps_engine_t *engine, uint64_t *keys, uint64_t *evictions);
 
 /* ---- subscribers --------------------------------------------------------------------------- */
 

@@ -1,15 +1,22 @@
 /*
  * redis_lib.h: the Redis function library that pushedge loads at start (FUNCTION LOAD REPLACE),
- * as a printf format whose two %llu are the default retention count and age (ms): the values of
- * the pushedge that loaded it last, for backends that publish without giving them. pushedge
- * itself always passes its own, so nodes with different settings share one Redis. Private to
- * pubsub/.
+ * as a printf format whose three %llu are the default retention count and age (ms) and the
+ * idempotency window (ms): the values of the pushedge that loaded it last, for backends that
+ * publish without giving them. pushedge itself always passes its own, so nodes with different
+ * settings share one Redis. Private to pubsub/.
  *
  * Key layout (docs/operations.md): channel NAME is the stream `pe:{NAME}`; the braces are a
  * Redis Cluster hash tag, so everything of a channel lives in one slot. New entries are
  * announced on the pub/sub channel of the same name, as "<id> <json>".
  *
  *   FCALL pushedge_publish 1 pe:{NAME} <json> [<count> <age-ms>]   -> the new entry's ID
+ *   FCALL pushedge_publish 2 pe:{NAME} pe:{NAME}:idem:<KEY> <json> [<count> <age-ms> [<window-ms>]]
+ *     -> {ID, replayed}
+ *     The keyed form (CONTRACT.md "Reliable publishing"): if the key record (second key) exists,
+ *     nothing is appended and the answer is {its ID, 1}; otherwise the entry is appended as
+ *     below and the record set to its ID with a time to live of the window: {ID, 0}. Check,
+ *     append and record are one function call, so they are atomic; the record shares the
+ *     stream's hash tag, so both keys are in one Cluster slot.
  *     Appends {d: <json>}, trims to the count and age, and PUBLISHes the entry, in one atomic
  *     step: a backend may call it directly. Trimming is exact (one entry per append at steady
  *     state) and records the newest removed ID in the stream's max-deleted-entry-id, which
@@ -32,6 +39,7 @@
     "#!lua name=pushedge\n"                                                                                                        \
     "local MAXLEN = %llu\n"                                                                                                        \
     "local TTL_MS = %llu\n"                                                                                                        \
+    "local WINDOW_MS = %llu\n"                                                                                                     \
     "local MARK = '18446744073709551615'\n"                                                                                        \
     "local function split(id)\n"                                                                                                   \
     "  local d = string.find(id, '-', 1, true)\n"                                                                                  \
@@ -61,9 +69,13 @@
     "  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"                                                         \
     "end\n"                                                                                                                        \
     "local function publish(keys, args)\n"                                                                                         \
-    "  local key, data = keys[1], args[1]\n"                                                                                       \
+    "  local key, ikey, data = keys[1], keys[2], args[1]\n"                                                                        \
     "  if key == nil or data == nil then\n"                                                                                        \
     "    return redis.error_reply('ERR usage: FCALL pushedge_publish 1 pe:{channel} <json> [<count> <age-ms>]')\n"                 \
+    "  end\n"                                                                                                                      \
+    "  if ikey ~= nil then\n"                                                                                                      \
+    "    local prev = redis.call('GET', ikey)\n"                                                                                   \
+    "    if prev then return {prev, 1} end\n"                                                                                      \
     "  end\n"                                                                                                                      \
     "  local maxlen, ttl = tonumber(args[2] or MAXLEN), tonumber(args[3] or TTL_MS)\n"                                             \
     "  local created = redis.call('EXISTS', key) == 0\n"                                                                           \
@@ -88,6 +100,10 @@
     "  end\n"                                                                                                                      \
     "  if removed ~= nil then redis.call('XSETID', key, id, 'MAXDELETEDID', removed) end\n"                                        \
     "  redis.call('PUBLISH', key, id .. ' ' .. data)\n"                                                                            \
+    "  if ikey ~= nil then\n"                                                                                                      \
+    "    redis.call('SET', ikey, id, 'PX', tonumber(args[4] or WINDOW_MS))\n"                                                      \
+    "    return {id, 0}\n"                                                                                                         \
+    "  end\n"                                                                                                                      \
     "  return id\n"                                                                                                                \
     "end\n"                                                                                                                        \
     "local function read(keys, args)\n"                                                                                            \

@@ -7,6 +7,8 @@
  * long-poll; a resume with a cursor across nodes; a slot migrated while pushedge runs
  * (publishes during MIGRATING are followed through ASK, after the move through MOVED), with
  * every message delivered once, in order.
+ * Keyed publishes (Idempotency-Key): the key record lives on the stream's master and a repeat
+ * from the other node answers the same ID.
  * Not covered: master failover (needs replicas and cluster-node-timeout waits), sharded pub/sub
  * (not used: hiredis 0.14 cannot parse it).
  * Skipped when redis-server or redis-cli is missing.
@@ -17,7 +19,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort, openSSE, pollRequest, publishOk, startServer, uniqueChannel, waitUntil } from './lib.mjs';
+import { freePort, openSSE, pollRequest, publish, publishOk, startServer, uniqueChannel, waitUntil } from './lib.mjs';
 import { openWs } from './wslib.mjs';
 
 const have = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
@@ -98,6 +100,21 @@ describe('Redis Cluster (3 masters)', { skip }, () => {
         const more = await publishOk(nodeB.url, chans[1], { more: true });
         const r = await pollRequest(nodeA.url, `channel=${chans[0]}&channel=${chans[1]}&channel=${chans[2]}&since=${encodeURIComponent(p.json.cursor)}`);
         assert.deepEqual(r.json.messages.map((m) => m.id), [more]);
+    });
+
+    it('keyed publishes: the key record shares the stream\'s slot, and one key answers one ID from either node', { timeout: 60000 }, async () => {
+        const chans = Array.from({ length: 6 }, () => uniqueChannel('clkey'));
+        for (const c of chans) {
+            const a = await publish(nodeA.url, c, { c }, { 'idempotency-key': 'k-1' });
+            assert.equal(a.status, 200, `${c}: ${a.text}`);
+            const b = await publish(nodeB.url, c, { again: true }, { 'idempotency-key': 'k-1' });
+            assert.equal(b.status, 200, `${c}: ${b.text}`);
+            assert.equal(b.json.id, a.json.id, `${c}: the repeat on node B answers node A's ID`);
+            const owner = ownerOf(c);
+            assert.equal(cli(masters[owner].port, 'GET', `pe:{${c}}:idem:k-1`), a.json.id, `${c}: the record is on the stream's master`);
+            assert.equal(cli(masters[owner].port, 'XLEN', `pe:{${c}}`), '1', `${c}: one entry`);
+        }
+        assert.ok(new Set(chans.map(ownerOf)).size >= 2, 'the channels spread over the masters');
     });
 
     it('a slot migrated while pushedge runs: ASK during the move, MOVED after it; nothing lost or repeated', { timeout: 60000 }, async (t) => {

@@ -671,6 +671,56 @@ test_split_hostport(void)
     TAP_EQ_INT(pe_config_split_hostport("[abcde]:1", h, sizeof(h), &p), -1, "bracketed host of hostlen bytes does not fit");
 }
 
+/* ---- --idempotency-window (kept apart so the shared lists above stay as they were) ------------- */
+
+static void
+test_idempotency_window(void)
+{
+    char *envp0[] = {NULL};
+    loaded_t l;
+
+    char *argv0[] = {"pushedge", NULL};
+    load(&l, argv0, envp0);
+    TAP_EQ_UINT(l.cfg.idempotency_window, 300, "default 300 s");
+    loaded_free(&l);
+
+    char *argv1[] = {"pushedge", "--idempotency-window", "5", NULL};
+    load(&l, argv1, envp0);
+    TAP_EQ_INT(l.ret, PE_CFG_OK, "command line: PE_CFG_OK (%s)", l.err);
+    TAP_EQ_UINT(l.cfg.idempotency_window, 5, "--idempotency-window 5");
+    loaded_free(&l);
+
+    char *envp2[] = {"PUSHEDGE_IDEMPOTENCY_WINDOW=60", NULL};
+    load(&l, argv0, envp2);
+    TAP_EQ_UINT(l.cfg.idempotency_window, 60, "PUSHEDGE_IDEMPOTENCY_WINDOW");
+    loaded_free(&l);
+
+    char path[64], config_arg[80];
+    write_temp("{\"idempotency-window\": 42}", path);
+    snprintf(config_arg, sizeof(config_arg), "--config=%s", path);
+    char *argv3[] = {"pushedge", config_arg, NULL};
+    load(&l, argv3, envp0);
+    TAP_EQ_UINT(l.cfg.idempotency_window, 42, "config file");
+    loaded_free(&l);
+    char *argv4[] = {"pushedge", config_arg, NULL};
+    load(&l, argv4, envp2);
+    TAP_EQ_UINT(l.cfg.idempotency_window, 60, "the environment wins over the file");
+    loaded_free(&l);
+    unlink(path);
+
+    char *argv5[] = {"pushedge", "--help", NULL};
+    load(&l, argv5, envp0);
+    TAP_OK(l.out != NULL && strstr(l.out, "--idempotency-window") != NULL, "--help lists --idempotency-window");
+    loaded_free(&l);
+
+    char *bad0[] = {"pushedge", "--idempotency-window", "0", NULL};
+    expect_cli_error(bad0, "idempotency-window");
+    char *bad1[] = {"pushedge", "--idempotency-window=604801", NULL};
+    expect_cli_error(bad1, "idempotency-window");
+    char *bad2[] = {"pushedge", "--idempotency-window", "5m", NULL};
+    expect_cli_error(bad2, "idempotency-window");
+}
+
 int
 main(void)
 {
@@ -684,5 +734,6 @@ main(void)
     tap_subtest("environment errors", test_env_errors);
     tap_subtest("config file errors", test_file_errors);
     tap_subtest("split_hostport", test_split_hostport);
+    tap_subtest("idempotency-window", test_idempotency_window);
     return tap_done();
 }

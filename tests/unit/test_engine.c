@@ -151,7 +151,7 @@ typedef struct {
 } pub_t;
 
 static void
-on_published(void *ctx, const char *err, const pe_id_t *id)
+on_published(void *ctx, const char *err, const pe_id_t *id, int replayed)
 {
     pub_t *p = ctx;
     ++p->calls;
@@ -167,7 +167,7 @@ publish(pe_ps_node_t *node, const char *channel, long value, pub_t *p)
     char data[32];
     int n = snprintf(data, sizeof(data), "%ld", value);
     *p = (pub_t){0};
-    return pe_ps_publish(node, channel, strlen(channel), data, (size_t)n, on_published, p);
+    return pe_ps_publish(node, channel, strlen(channel), NULL, 0, data, (size_t)n, on_published, p);
 }
 
 /* Publishes and runs the loop until it is stored; returns its ID (0-0 on failure). */
@@ -467,8 +467,9 @@ test_publish_ids(void)
     TAP_OK(increasing, "a burst gets increasing IDs, each callback once");
 
     /* A refused publish never calls back. */
-    TAP_EQ_PTR(pe_ps_publish(f.node, "bad/name", 8, "1", 1, on_published, &p), pe_ps_err_bad_channel, "bad channel refused");
-    TAP_EQ_PTR(pe_ps_publish(f.node, "", 0, "1", 1, on_published, &p), pe_ps_err_bad_channel, "empty channel refused");
+    TAP_EQ_PTR(pe_ps_publish(f.node, "bad/name", 8, NULL, 0, "1", 1, on_published, &p), pe_ps_err_bad_channel,
+               "bad channel refused");
+    TAP_EQ_PTR(pe_ps_publish(f.node, "", 0, NULL, 0, "1", 1, on_published, &p), pe_ps_err_bad_channel, "empty channel refused");
     p.calls = 0;
     run_loop(10);
     TAP_EQ_INT(p.calls, 0, "no callback for a refused publish");

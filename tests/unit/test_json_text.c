@@ -139,9 +139,65 @@ test_find_member(void)
     TAP_EQ_STR(member("  {\"data\" :\t{\"a\":{\"b\":[1,2,{}]}}}", "data"), "{\"a\":{\"b\":[1,2,{}]}}", "deep nesting");
 }
 
+/* The elements of json's top-level array, joined with '|' (from a guarded copy). */
+static const char *
+elements(const char *json)
+{
+    static char buf[256];
+    size_t n = strlen(json), pos = 0, off, len, w = 0;
+    char *src = tap_guard_copy(json, n);
+    while (pe_json_array_next(src, n, &pos, &off, &len) && w + len + 1 < sizeof(buf)) {
+        if (w != 0)
+            buf[w++] = '|';
+        memcpy(buf + w, src + off, len);
+        w += len;
+    }
+    buf[w] = '\0';
+    tap_guard_free(src, n);
+    return buf;
+}
+
+/* The members of json's top-level object as key=value joined with '|'. */
+static const char *
+members(const char *json)
+{
+    static char buf[256];
+    size_t n = strlen(json), pos = 0, koff, klen, off, len, w = 0;
+    char *src = tap_guard_copy(json, n);
+    while (pe_json_object_next(src, n, &pos, &koff, &klen, &off, &len) && w + klen + len + 2 < sizeof(buf)) {
+        if (w != 0)
+            buf[w++] = '|';
+        memcpy(buf + w, src + koff, klen);
+        w += klen;
+        buf[w++] = '=';
+        memcpy(buf + w, src + off, len);
+        w += len;
+    }
+    buf[w] = '\0';
+    tap_guard_free(src, n);
+    return buf;
+}
+
+static void
+test_iterate(void)
+{
+    TAP_EQ_STR(elements("[1,\"a\",{\"b\":[2,3]},null]"), "1|\"a\"|{\"b\":[2,3]}|null", "array elements as written");
+    TAP_EQ_STR(elements(" [ 1.50 ,\t[ ] , \"x,]\\\"\" ]\n"), "1.50|[ ]|\"x,]\\\"\"", "white space around elements");
+    TAP_EQ_STR(elements("[]"), "", "empty array");
+    TAP_EQ_STR(elements(" [ ] "), "", "empty array with white space");
+    TAP_EQ_STR(elements("{\"a\":1}"), "", "not an array");
+    TAP_EQ_STR(elements("7"), "", "a scalar");
+    TAP_EQ_STR(members("{\"channel\":\"c\",\"data\":{\"data\":1},\"key\":\"k\"}"), "channel=\"c\"|data={\"data\":1}|key=\"k\"",
+               "object members; nested keys are not members");
+    TAP_EQ_STR(members("{ \"a\" : 1 , \"a\" : 2 }"), "a=1|a=2", "duplicates are both seen");
+    TAP_EQ_STR(members("{}"), "", "empty object");
+    TAP_EQ_STR(members("[1]"), "", "not an object");
+}
+
 int
 main(void)
 {
+    tap_subtest("iterate", test_iterate);
     tap_subtest("find member", test_find_member);
     tap_subtest("structure", test_structure);
     tap_subtest("scalars", test_scalars);

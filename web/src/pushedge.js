@@ -829,11 +829,16 @@ export class PushEdge {
     };
   }
 
-  /** Publishes through the HTTP API; resolves to the message ID. */
-  async publish(channel, data, { apiKey } = {}) {
+  /**
+   * Publishes through the HTTP API; resolves to the message ID. With `key` (an Idempotency-Key),
+   * calling again with the same key after a failure (503, a network error) cannot store the
+   * message twice: it resolves to the stored message's ID.
+   */
+  async publish(channel, data, { apiKey, key } = {}) {
     const fetchFn = this._o.fetch || globalThis.fetch;
     const headers = { 'Content-Type': 'application/json' };
     if (apiKey || this._o.apiKey) headers.Authorization = `Bearer ${apiKey || this._o.apiKey}`;
+    if (key !== undefined) headers['Idempotency-Key'] = key;
     const res = await fetchFn(this._url(`/api/publish?channel=${encodeURIComponent(channel)}`), {
       method: 'POST',
       headers,

@@ -1,0 +1,282 @@
+/*
+ * batch.c: POST /api/batch (CONTRACT.md "Reliable publishing"): a JSON array of
+ * {"channel": NAME, "data": <json>, "key": K?} stored item by item, answered with one result per
+ * item in request order once every item has its outcome.
+ *
+ * The request as a whole follows /api/publish: the same method, authorisation, CORS and error
+ * shapes; the body is bounded by PE_BATCH_MAX_BYTES and PE_BATCH_MAX_ITEMS (edge/limits.h). A
+ * body that is not a JSON array is refused whole (400), since it cannot be split into items;
+ * past that point every item is checked and published on its own, and a bad item becomes an
+ * error result without affecting the others. Items are handed to the engine in request order
+ * on this thread's node, so a channel's items are stored in that order (the memory engine
+ * assigns IDs in call order; the Redis engine pipelines them on one connection per master).
+ *
+ * Each item's data is stored as written, like /api/publish: its span is found in the raw text
+ * (pe_json_array_next / pe_json_object_next) while jansson validates the body and reads the
+ * channel and key strings.
+ *
+ * Lifetime: as in publish.c, the batch is a heap object with a weak pointer to the request,
+ * cleared by a pool-linked holder; the last engine callback answers (if the request is still
+ * there) and frees the batch.
+ */
+#include <jansson.h>
+#include "../pubsub/alloc.h"
+#include "../pubsub/json_text.h"
+#include "server.h"
+
+typedef struct st_batch_t batch_t;
+
+typedef struct st_batch_holder_t {
+    batch_t *batch; /* NULL once the batch completed */
+} batch_holder_t;
+
+typedef struct st_batch_item_t {
+    batch_t *batch;
+    char *channel; /* as the client wrote it, for the answer (owned); NULL if absent or not a string */
+    size_t channel_len;
+    const char *err_code; /* NULL: stored (id) */
+    const char *err_message;
+    pe_id_t id;
+    int replayed;
+} batch_item_t;
+
+struct st_batch_t {
+    h2o_req_t *req; /* weak: NULL once the request is disposed */
+    batch_holder_t *holder;
+    size_t num_items;
+    size_t outstanding; /* items waiting for the engine */
+    batch_item_t items[];
+};
+
+static void
+on_holder_dispose(void *p)
+{
+    batch_holder_t *holder = p;
+    if (holder->batch != NULL)
+        holder->batch->req = NULL;
+}
+
+static void
+free_batch(batch_t *batch)
+{
+    for (size_t i = 0; i != batch->num_items; ++i)
+        pe_free(batch->items[i].channel);
+    pe_free(batch);
+}
+
+static void
+respond(batch_t *batch)
+{
+    h2o_req_t *req = batch->req;
+    json_t *results = json_array();
+    int retry = 0;
+    for (size_t i = 0; i != batch->num_items; ++i) {
+        batch_item_t *it = &batch->items[i];
+        json_t *r = json_object();
+        json_object_set_new(r, "channel", it->channel != NULL ? json_stringn(it->channel, it->channel_len) : json_null());
+        if (it->err_code != NULL) {
+            json_object_set_new(r, "error", json_pack("{s:s,s:s}", "code", it->err_code, "message", it->err_message));
+            retry |= strcmp(it->err_code, "engine_unavailable") == 0;
+        } else {
+            char id_str[PE_ID_MAXLEN + 1];
+            pe_id_format(it->id, id_str);
+            json_object_set_new(r, "id", json_string(id_str));
+            if (it->replayed)
+                json_object_set_new(r, "replayed", json_true());
+        }
+        json_array_append_new(results, r);
+    }
+    json_t *root = json_pack("{s:o}", "results", results);
+    char *text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    if (retry)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+    if (text == NULL) {
+        pe_http_error(req, 500, "Internal Server Error", "internal", "the answer could not be encoded");
+        return;
+    }
+    h2o_iovec_t body = h2o_strdup(&req->pool, text, SIZE_MAX);
+    free(text);
+    pe_http_json(req, 200, "OK", body.base, body.len);
+}
+
+static void
+on_item_published(void *ctx, const char *err, const pe_id_t *id, int replayed)
+{
+    batch_item_t *it = ctx;
+    batch_t *batch = it->batch;
+    if (err != NULL) {
+        it->err_code = "engine_unavailable";
+        it->err_message = err;
+        if (batch->req != NULL)
+            PE_STAT_ADD(pe_thread_of(batch->req)->stats.publish_errors, 1);
+    } else {
+        it->id = *id;
+        it->replayed = replayed;
+    }
+    if (--batch->outstanding != 0)
+        return;
+    if (batch->req != NULL) {
+        batch->holder->batch = NULL;
+        respond(batch);
+    }
+    free_batch(batch);
+}
+
+static void
+item_error(batch_item_t *it, const char *code, const char *message)
+{
+    it->err_code = code;
+    it->err_message = message;
+}
+
+/*
+ * Checks one item (jitem, whose raw text is body[off..off+len)) and hands it to the engine, or
+ * records why not. Returns 1 if the item waits for the engine, else 0.
+ */
+static int
+publish_item(pe_thread_t *thr, batch_item_t *it, json_t *jitem, const char *text, size_t len)
+{
+    const pe_config_t *cfg = thr->server->cfg;
+    json_t *jchannel = json_object_get(jitem, "channel");
+    if (json_is_string(jchannel)) {
+        it->channel_len = json_string_length(jchannel);
+        it->channel = pe_strndup(json_string_value(jchannel), it->channel_len);
+    }
+    if (!json_is_object(jitem)) {
+        item_error(it, "bad_request", "each item must be an object {\"channel\", \"data\", \"key\"?}");
+        return 0;
+    }
+
+    /* The raw members: data's span, and no member given twice (jansson keeps the last one, the
+     * raw scan would find the first: they must be the same). */
+    size_t pos = 0, koff, klen, voff, vlen, data_off = 0, data_len = 0;
+    unsigned seen_channel = 0, seen_data = 0, seen_key = 0;
+    while (pe_json_object_next(text, len, &pos, &koff, &klen, &voff, &vlen)) {
+        const char *k = text + koff;
+        if (klen == 7 && memcmp(k, "channel", 7) == 0) {
+            ++seen_channel;
+        } else if (klen == 4 && memcmp(k, "data", 4) == 0) {
+            ++seen_data;
+            data_off = voff;
+            data_len = vlen;
+        } else if (klen == 3 && memcmp(k, "key", 3) == 0) {
+            ++seen_key;
+        }
+    }
+    if (seen_channel > 1 || seen_data > 1 || seen_key > 1) {
+        item_error(it, "bad_request", "an item names channel, data or key more than once");
+        return 0;
+    }
+    if (jchannel == NULL) {
+        item_error(it, "missing_channel", "the channel field is required");
+        return 0;
+    }
+    if (it->channel == NULL || !pe_channel_is_valid(it->channel, it->channel_len)) {
+        item_error(it, "bad_channel", pe_ps_err_bad_channel);
+        return 0;
+    }
+    if (seen_data == 0 || json_object_get(jitem, "data") == NULL) {
+        item_error(it, "bad_request", "the data field is required");
+        return 0;
+    }
+    if (data_len > cfg->max_message_size) {
+        item_error(it, "too_large", "the message is larger than --max-message-size");
+        return 0;
+    }
+    json_t *jkey = json_object_get(jitem, "key");
+    const char *key = NULL;
+    size_t key_len = 0;
+    if (jkey != NULL) {
+        if (!json_is_string(jkey) || !pe_ps_key_is_valid(json_string_value(jkey), json_string_length(jkey))) {
+            item_error(it, "bad_key", pe_ps_err_bad_key);
+            return 0;
+        }
+        key = json_string_value(jkey);
+        key_len = json_string_length(jkey);
+    }
+
+    const char *err =
+        pe_ps_publish(thr->node, it->channel, it->channel_len, key, key_len, text + data_off, data_len, on_item_published, it);
+    if (err != NULL) {
+        PE_STAT_ADD(thr->stats.publish_errors, 1);
+        item_error(it,
+                   err == pe_ps_err_unavailable     ? "engine_unavailable"
+                   : err == pe_ps_err_channel_limit ? "channel_limit"
+                                                    : "engine_error",
+                   err);
+        return 0;
+    }
+    return 1;
+}
+
+int
+pe_batch_on_req(h2o_req_t *req)
+{
+    pe_thread_t *thr = pe_thread_of(req);
+    const pe_config_t *cfg = thr->server->cfg;
+
+    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"))) {
+        pe_http_method_not_allowed(req, "POST");
+        return 0;
+    }
+    if (pe_publish_check_auth(req) != 0)
+        return 0;
+
+    size_t max_bytes = PE_BATCH_MAX_BYTES;
+    if (cfg->max_message_size + PE_BATCH_ITEM_SLACK > max_bytes)
+        max_bytes = cfg->max_message_size + PE_BATCH_ITEM_SLACK;
+    if (req->entity.len > max_bytes) {
+        pe_http_error(req, 413, "Payload Too Large", "too_large",
+                      "the batch is larger than 1 MiB (or --max-message-size + 4 KiB when that is larger)");
+        return 0;
+    }
+    json_error_t jerr;
+    json_t *root = req->entity.base != NULL ? json_loadb(req->entity.base, req->entity.len,
+                                                         JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr)
+                                            : NULL;
+    if (root == NULL) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "the body is not JSON: %s", req->entity.base != NULL ? jerr.text : "empty body");
+        pe_http_error(req, 400, "Bad Request", "invalid_json", msg);
+        return 0;
+    }
+    if (!json_is_array(root)) {
+        json_decref(root);
+        pe_http_error(req, 400, "Bad Request", "bad_request", "the body must be a JSON array of {\"channel\", \"data\", \"key\"?}");
+        return 0;
+    }
+    size_t n = json_array_size(root);
+    if (n > PE_BATCH_MAX_ITEMS) {
+        json_decref(root);
+        pe_http_error(req, 413, "Payload Too Large", "too_many_items",
+                      "a batch holds at most " H2O_TO_STR(PE_BATCH_MAX_ITEMS) " items");
+        return 0;
+    }
+
+    batch_t *batch = pe_calloc(1, sizeof(*batch) + n * sizeof(batch_item_t));
+    batch->req = req;
+    batch->num_items = n;
+    size_t pos = 0, off, len;
+    for (size_t i = 0; i != n; ++i) {
+        batch_item_t *it = &batch->items[i];
+        it->batch = batch;
+        /* The body is valid JSON with n elements: the raw scan finds each of them. */
+        if (!pe_json_array_next(req->entity.base, req->entity.len, &pos, &off, &len)) {
+            item_error(it, "bad_request", "the item could not be read");
+            continue;
+        }
+        batch->outstanding += publish_item(thr, it, json_array_get(root, i), req->entity.base + off, len);
+    }
+    json_decref(root);
+
+    /* No callback runs inside pe_ps_publish, so none has run yet. */
+    if (batch->outstanding == 0) {
+        respond(batch);
+        free_batch(batch);
+        return 0;
+    }
+    batch->holder = h2o_mem_alloc_shared(&req->pool, sizeof(*batch->holder), on_holder_dispose);
+    batch->holder->batch = batch;
+    return 0;
+}
