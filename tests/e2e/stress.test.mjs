@@ -35,7 +35,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { startServer, openSSE, uniqueChannel, assertAlive, pollRequest, cmpId, delay } from './lib.mjs';
+import { startServer, openSSE, uniqueChannel, assertAlive, pollRequest, cmpId, delay, getMetrics, metricValue } from './lib.mjs';
 import { openWs } from './wslib.mjs';
 
 const THREADS = Math.max(2, Number(process.env.E2E_STRESS_THREADS || 4));
@@ -314,6 +314,24 @@ async function sseChurner(base, ch, run, tag) {
             return { rounds: round + 1, ids: got };
     }
 }
+
+/*
+ * A scrape reads every loop's node and counters; a loop that served before the others were set
+ * up read them while they were written (a data race under ThreadSanitizer, a NULL node in the
+ * worst case). Many loops make it likely that one is ready long before the last; scrapes on
+ * fresh connections land on several of them.
+ */
+test('metrics scraped on every loop right after the start', async () => {
+    const srv = await startServer(['--threads', '16']);
+    try {
+        for (let i = 0; i < 32; i++)
+            assert.equal(metricValue(await getMetrics(srv.url), 'pushedge_subscribers'), 0, 'no subscriber yet');
+    } finally {
+        const r = await srv.stop();
+        assert.equal(r.killed, false, 'stopped in time');
+        assert.equal(r.code, 0, `clean exit (signal ${r.signal})\n${r.stderr.slice(-4000)}`);
+    }
+});
 
 test(`every transport's publishers and subscribers across ${THREADS} threads, with churn: each subscriber gets exactly the acknowledged IDs, in order`, { timeout: 6 * WAIT_MS }, async () => {
     /* History long enough that no resume in here meets a trim. */
