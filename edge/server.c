@@ -245,9 +245,14 @@ thread_main(void *arg)
 {
     pe_thread_t *thr = arg;
     thread_setup(thr);
+    /* No loop serves before every loop is set up: a request on this loop reads the others'
+     * fields (/metrics reads every thread's node and counters) and the engine's node table,
+     * which their setup writes. The lock orders those writes before this loop's reads. */
     pthread_mutex_lock(&thr->server->setup_lock);
     ++thr->server->num_setup;
     pthread_cond_broadcast(&thr->server->setup_cond);
+    while (thr->server->num_setup != thr->server->num_threads)
+        pthread_cond_wait(&thr->server->setup_cond, &thr->server->setup_lock);
     pthread_mutex_unlock(&thr->server->setup_lock);
     for (;;) {
         h2o_evloop_run(thr->loop, thr->draining ? 100 : 1000);

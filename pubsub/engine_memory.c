@@ -338,11 +338,10 @@ do_publish(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_
 static void
 set_watch(mem_engine_t *self, pe_ps_node_t *node, const char *channel, size_t len, int on)
 {
-    unsigned index;
-    for (index = 0; index != MAX_NODES; ++index)
-        if (self->nodes[index] == node)
-            break;
-    if (index == MAX_NODES)
+    /* The node's own index, not a search of self->nodes: other nodes' slots are written by
+     * their attach/detach on their own threads, and nothing orders those with this read. */
+    unsigned index = pe_ps_node__index(node);
+    if (index >= MAX_NODES)
         return;
     /* A watch is never refused here: the node counted the channel against --max-channels. */
     int full = 0;

@@ -25,6 +25,10 @@
  *     queued: no callback afterwards and nothing leaked (run the ASan build for the latter);
  *   - two nodes on two threads, each with its own loop: a message published on node 0 reaches
  *     the subscribers of both exactly once;
+ *   - four nodes on four threads, all publishing to the same channels at once, each with a
+ *     steady subscriber, a late one starting from the oldest message mid-run and a churner
+ *     that leaves and re-adds a channel from its position: each gets every channel's
+ *     acknowledged IDs exactly once, in ID order (run it under ThreadSanitizer: tests/tsan.sh);
  *   - node statistics (published, delivered, gaps, subscribers, channels).
  *
  * Not covered here: the Redis engine (its own integration tests), the transports' use of the
@@ -1454,6 +1458,199 @@ test_channel_limit(void)
     teardown(&f);
 }
 
+/* ---- several publishers on several nodes ----------------------------------------------------- */
+
+/*
+ * Every node runs on its own thread with its own loop and publishes while the others do, to the
+ * same channels, the way the server's loops do. Each node also subscribes: a steady subscriber
+ * of every channel from the start, a late one that starts from the oldest message halfway
+ * through publishing (its catch-up overlaps live messages from every thread), and a churner
+ * that removes and re-adds the churn channel from its last position (the engine's watcher bit
+ * for its node flips while other threads publish; only churners subscribe to that channel).
+ */
+enum { MT_NODES = 4, MT_CHANNELS = 4, MT_PUBS = 240, MT_CHURN_EVERY = 7 };
+static const char *const mt_channel[MT_CHANNELS] = {"mt0", "mt1", "mt2", "mtchurn"};
+#define MT_CHURN (MT_CHANNELS - 1)
+
+typedef struct {
+    pe_ps_engine_t *engine;
+    unsigned index;
+    pthread_barrier_t *live; /* every node's subscribers are live: publishing starts */
+    pthread_barrier_t *done; /* every node has everything: teardown starts */
+    pub_t pubs[MT_PUBS];     /* publish i goes to mt_channel[i % MT_CHANNELS] */
+    rec_t steady, late, churn;
+    pe_id_t churn_pos; /* the churner's last message */
+    size_t churn_rounds;
+    int late_added;
+    int timed_out;
+} mt_node_t;
+
+/* Messages of channel c the recorder got so far. */
+static size_t
+count_msgs(const rec_t *r, const char *channel)
+{
+    size_t n = 0;
+    for (size_t i = 0; i != r->num_ev; ++i)
+        n += r->ev[i].kind == EV_MSG && strcmp(r->ev[i].channel, channel) == 0;
+    return n;
+}
+
+static int
+mt_has_all(mt_node_t *m)
+{
+    const size_t per_channel = (size_t)MT_NODES * MT_PUBS / MT_CHANNELS;
+    for (size_t c = 0; c != MT_CHANNELS; ++c) {
+        if (c != MT_CHURN &&
+            (count_msgs(&m->steady, mt_channel[c]) != per_channel || count_msgs(&m->late, mt_channel[c]) != per_channel))
+            return 0;
+    }
+    return count_msgs(&m->churn, mt_channel[MT_CHURN]) == per_channel;
+}
+
+static void *
+mt_node_main(void *arg)
+{
+    mt_node_t *m = arg;
+    h2o_evloop_t *l = h2o_evloop_create();
+    pe_ps_node_t *node = pe_ps_node_create(m->engine, l, m->index);
+    uint64_t deadline = mono_ms() + 60000;
+
+    rec_init(&m->steady, node);
+    rec_init(&m->late, node);
+    rec_init(&m->churn, node);
+    for (size_t c = 0; c != MT_CHURN; ++c)
+        add(&m->steady, mt_channel[c], start_new());
+    add(&m->churn, mt_channel[MT_CHURN], start_new());
+    while ((m->steady.num_live == 0 || m->churn.num_live == 0) && mono_ms() < deadline)
+        h2o_evloop_run(l, 1);
+    pthread_barrier_wait(m->live);
+
+    size_t sent = 0;
+    for (int iter = 0; !mt_has_all(m) || sent != MT_PUBS; ++iter) {
+        if (mono_ms() > deadline) {
+            m->timed_out = 1;
+            break;
+        }
+        /* A few publishes per round, so the loop interleaves them with live deliveries. */
+        for (int k = 0; k != 3 && sent != MT_PUBS; ++k, ++sent) {
+            if (sent % 50 == 49)
+                __atomic_fetch_add(&fake_ms, 1, __ATOMIC_RELAXED);
+            publish(node, mt_channel[sent % MT_CHANNELS], (long)(m->index * 100000 + sent), &m->pubs[sent]);
+        }
+        if (!m->late_added && sent >= MT_PUBS / 2) {
+            for (size_t c = 0; c != MT_CHURN; ++c)
+                add(&m->late, mt_channel[c], start_oldest());
+            m->late_added = 1;
+        }
+        if (iter % MT_CHURN_EVERY == MT_CHURN_EVERY - 1 && pe_sub_is_live(&m->churn.sub)) {
+            /* Leave and come back from the last message: nothing lost, nothing twice. */
+            pe_sub_position(&m->churn.sub, mt_channel[MT_CHURN], strlen(mt_channel[MT_CHURN]), &m->churn_pos);
+            pe_sub_remove(&m->churn.sub, mt_channel[MT_CHURN], strlen(mt_channel[MT_CHURN]));
+            h2o_evloop_run(l, 0);
+            add(&m->churn, mt_channel[MT_CHURN], start_after(m->churn_pos, 1));
+            ++m->churn_rounds;
+        }
+        h2o_evloop_run(l, sent == MT_PUBS ? 1 : 0);
+    }
+    /* Callbacks of the last publishes, then a grace period in which a duplicate would show. */
+    while (m->pubs[MT_PUBS - 1].calls == 0 && mono_ms() < deadline)
+        h2o_evloop_run(l, 1);
+    pthread_barrier_wait(m->done);
+    for (int i = 0; i != 20; ++i)
+        h2o_evloop_run(l, 1);
+
+    rec_dispose(&m->steady);
+    rec_dispose(&m->late);
+    rec_dispose(&m->churn);
+    pe_ps_node_destroy(node);
+    h2o_evloop_run(l, 0); /* frees the queue's closed socket */
+    h2o_evloop_destroy(l);
+    drain_thread_buffer_cache();
+    return NULL;
+}
+
+static int
+cmp_id_ptr(const void *a, const void *b)
+{
+    return pe_id_cmp(*(const pe_id_t *)a, *(const pe_id_t *)b);
+}
+
+static void
+test_many_publishers(void)
+{
+    pe_ps_options_t opts = {1000, TTL_LONG, MT_NODES};
+    pe_ps_engine_t *engine = pe_ps_engine_create_memory(&opts);
+    static mt_node_t nodes[MT_NODES];
+    pthread_t tid[MT_NODES];
+    pthread_barrier_t live, done;
+    enum { PER_CHANNEL = MT_NODES * MT_PUBS / MT_CHANNELS };
+    static pe_id_t want[MT_CHANNELS][PER_CHANNEL];
+    size_t num_want[MT_CHANNELS] = {0};
+    char a[PE_ID_MAXLEN + 1];
+
+    set_clock(50000);
+    pthread_barrier_init(&live, NULL, MT_NODES);
+    pthread_barrier_init(&done, NULL, MT_NODES);
+    for (unsigned i = 0; i != MT_NODES; ++i) {
+        memset(&nodes[i], 0, sizeof(nodes[i]));
+        nodes[i] = (mt_node_t){.engine = engine, .index = i, .live = &live, .done = &done};
+        if (pthread_create(&tid[i], NULL, mt_node_main, &nodes[i]) != 0)
+            abort(); /* test infrastructure: the barriers would never open */
+    }
+    for (unsigned i = 0; i != MT_NODES; ++i)
+        pthread_join(tid[i], NULL);
+    pthread_barrier_destroy(&live);
+    pthread_barrier_destroy(&done);
+
+    /* What was acknowledged, per channel, in ID order; each publisher's own IDs increase. */
+    int acked = 1, own_order = 1;
+    for (unsigned i = 0; i != MT_NODES; ++i) {
+        TAP_EQ_INT(nodes[i].timed_out, 0, "node %u did not time out", i);
+        for (size_t k = 0; k != MT_PUBS; ++k) {
+            const pub_t *p = &nodes[i].pubs[k];
+            size_t c = k % MT_CHANNELS;
+            acked &= p->calls == 1 && p->err == NULL;
+            if (k >= MT_CHANNELS && pe_id_cmp(p->id, nodes[i].pubs[k - MT_CHANNELS].id) <= 0)
+                own_order = 0;
+            if (num_want[c] != PER_CHANNEL)
+                want[c][num_want[c]++] = p->id;
+        }
+    }
+    TAP_OK(acked, "every publish called back once, without error");
+    TAP_OK(own_order, "each publisher's IDs on a channel increase");
+    for (size_t c = 0; c != MT_CHANNELS; ++c) {
+        qsort(want[c], num_want[c], sizeof(want[c][0]), cmp_id_ptr);
+        int distinct = 1;
+        for (size_t k = 1; k < num_want[c]; ++k)
+            if (pe_id_cmp(want[c][k - 1], want[c][k]) == 0) {
+                distinct = 0;
+                tap_note("    %s: %s acknowledged twice", mt_channel[c], id_str(want[c][k], a));
+            }
+        TAP_OK(distinct, "%s: %zu distinct IDs from %d publishers", mt_channel[c], num_want[c], MT_NODES);
+    }
+
+    for (unsigned i = 0; i != MT_NODES; ++i) {
+        char what[64];
+        for (size_t c = 0; c != MT_CHURN; ++c) {
+            snprintf(what, sizeof(what), "node %u steady", i);
+            expect_msgs(&nodes[i].steady, mt_channel[c], want[c], num_want[c], what);
+            snprintf(what, sizeof(what), "node %u late (from the oldest)", i);
+            expect_msgs(&nodes[i].late, mt_channel[c], want[c], num_want[c], what);
+        }
+        snprintf(what, sizeof(what), "node %u churner (%zu rounds)", i, nodes[i].churn_rounds);
+        expect_msgs(&nodes[i].churn, mt_channel[MT_CHURN], want[MT_CHURN], num_want[MT_CHURN], what);
+        TAP_OK(nodes[i].churn_rounds >= 3, "node %u: the churner left and came back %zu times", i, nodes[i].churn_rounds);
+        TAP_EQ_UINT(nodes[i].steady.num_gaps + nodes[i].late.num_gaps + nodes[i].churn.num_gaps, 0, "node %u: no gap", i);
+        expect_clean(&nodes[i].steady, "steady");
+        expect_clean(&nodes[i].late, "late");
+        expect_clean(&nodes[i].churn, "churner");
+        rec_free(&nodes[i].steady);
+        rec_free(&nodes[i].late);
+        rec_free(&nodes[i].churn);
+    }
+    pe_ps_engine_destroy(engine);
+}
+
 int
 main(void)
 {
@@ -1480,6 +1677,7 @@ main(void)
     tap_subtest("epochs: a restart is a gap", test_epoch);
     tap_subtest("unused channels are freed", test_channel_freeing);
     tap_subtest("--max-channels", test_channel_limit);
+    tap_subtest("several publishers on several nodes", test_many_publishers);
 
     run_loop(2);
     h2o_evloop_destroy(loop);
