@@ -82,10 +82,11 @@ struct st_pe_server_t {
     h2o_iovec_t index_html; /* the demo page, read at start (no file I/O after boot) */
     h2o_iovec_t client_js;
     pthread_mutex_t setup_lock; /* with setup_cond: pe_server_start waits for every loop's setup */
-    pthread_cond_t setup_cond;
+    pthread_cond_t setup_cond;  /* also signals each loop's end to pe_server_join */
     unsigned num_setup;
-    int leaving;  /* atomic: set at the first signal (pre-drain and drain): /readyz answers 503 */
-    int draining; /* set by the main thread before notifying the loops */
+    unsigned num_done; /* loops that left their loop and parked (thread_main) */
+    int leaving;       /* atomic: set at the first signal (pre-drain and drain): /readyz answers 503 */
+    int draining;      /* set by the main thread before notifying the loops */
     int force_stop;
 };
 
@@ -100,7 +101,8 @@ int pe_server_init(pe_server_t *server, const pe_config_t *cfg, pe_ps_engine_t *
 int pe_server_start(pe_server_t *server);
 /** Asks every thread to drain (force == 0) or stop at once (force == 1). Thread-safe. */
 void pe_server_notify(pe_server_t *server, int force);
-/** Waits for every thread to leave its loop, then frees the threads. */
+/** Waits for every thread to leave its loop. The threads never end (they park, see
+ * thread_main): the caller's return from main ends the process. */
 void pe_server_join(pe_server_t *server);
 void pe_server_dispose(pe_server_t *server);
 void pe_stream_register(pe_thread_t *thr, pe_stream_t *stream);
