@@ -11,7 +11,13 @@
  * - waitUntil(): the only way tests wait for state: a bounded poll of something observable.
  *
  * Environment: PUSHEDGE_BIN (required) names the binary; E2E_SERVER_ARGS adds arguments to
- * every server started (for example "--threads 1").
+ * every server started (for example "--threads 1"); CI=true turns every skip for a missing
+ * program or service into a failure naming it (unavailable()).
+ *
+ * Every server's end is checked: stop() throws unless the process exited with code 0 (or what
+ * the test declared: stop(sig, {expectCode}) / {expectSignal}) and its output holds no
+ * sanitizer or runtime-error report; a server its test never stopped is stopped and checked
+ * by a root after() hook, which fails the file naming it.
  *
  * Every wait in here is bounded in time; nothing sleeps for a fixed time to "let things
  * settle".
@@ -21,16 +27,63 @@ import fs from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
+import os from 'node:os';
+import { after, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 
 export { delay };
 
 const HOST = '127.0.0.1';
 
-/* The Redis variant of a suite without a Redis to talk to is skipped (exit 77 = meson's SKIP). */
-if (process.env.E2E_ENGINE === 'redis' && !process.env.PUSHEDGE_TEST_REDIS_URL) {
-    console.log('E2E_ENGINE=redis but PUSHEDGE_TEST_REDIS_URL is not set: skipped');
-    process.exit(77);
+/** True in CI (CI=true): nothing may be skipped for want of a program or service. */
+export const CI = process.env.CI === 'true';
+
+/**
+ * Ends a test file that cannot run on this machine before any test, when `reason` (what is
+ * missing) is truthy: exit status 77, meson's SKIP (meson runs each file directly, `node FILE`;
+ * under `node --test`, which turns any non-zero status into a failure, it exits 0 after saying
+ * why). With CI=true it is a failure naming what is missing. Call it at the top of the file.
+ */
+export function skipFileUnless(reason) {
+    if (!reason)
+        return;
+    if (CI) {
+        console.log(`not ok - CI=true forbids skipping: ${reason}`);
+        process.exit(1);
+    }
+    console.log(`skipped: ${reason}`);
+    process.exit(process.env.NODE_TEST_CONTEXT ? 0 : 77);
+}
+
+/* The Redis variant of a suite without a Redis to talk to. */
+skipFileUnless(process.env.E2E_ENGINE === 'redis' && !process.env.PUSHEDGE_TEST_REDIS_URL &&
+    'E2E_ENGINE=redis needs a Redis: PUSHEDGE_TEST_REDIS_URL is not set (tests/run.sh starts a private redis-server when redis-server is installed)');
+
+/**
+ * The skip option for a suite or case that needs something this machine may lack: false when
+ * `reason` is falsy (nothing missing), else `reason` (skipped). With CI=true a missing
+ * dependency is a failure: a failing case named after the reason is registered where the
+ * call is made, and the dependent suite is still skipped (it could only fail obscurely).
+ * Use it in a describe()/it() options object: { skip: unavailable(!haveX && 'X is not installed') }.
+ */
+export function unavailable(reason) {
+    if (!reason)
+        return false;
+    if (CI)
+        it(`required in CI: ${reason}`, () => {
+            throw new Error(`CI=true forbids skipping: ${reason}`);
+        });
+    return reason;
+}
+
+/**
+ * For a case that finds out at run time that something is missing: skips it, or with CI=true
+ * throws an error naming what is missing.
+ */
+export function skipOrFail(t, reason) {
+    if (CI)
+        throw new Error(`CI=true forbids skipping: ${reason}`);
+    t.skip(reason);
 }
 const OUTPUT_CAP = 1 << 20; /* bytes of server output kept for diagnosis */
 
@@ -100,8 +153,27 @@ function optionValue(args, env, name, fallback) {
     return fallback;
 }
 
+/*
+ * Reports that fail the test of the process that printed them: AddressSanitizer (memory
+ * errors), LeakSanitizer (leaks at exit), UndefinedBehaviorSanitizer ("runtime error:", which
+ * without halt_on_error only prints), ThreadSanitizer (races print a WARNING and go on).
+ */
+const REPORT_RE = /ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|WARNING: ThreadSanitizer|ThreadSanitizer: reported|SUMMARY: \w*Sanitizer/;
+
+/** The first sanitizer/runtime-error report line in text, or null. */
+export function sanitizerReport(text) {
+    const m = REPORT_RE.exec(text);
+    if (!m)
+        return null;
+    const start = text.lastIndexOf('\n', m.index) + 1;
+    const end = text.indexOf('\n', m.index);
+    return text.slice(start, end < 0 ? undefined : end);
+}
+
 /* Every child this process started, so that a crashing test file still kills them. */
 const children = new Set();
+/* Server handles whose stop() was never called: the root after() hook below stops them. */
+const unstopped = new Set();
 process.on('exit', () => {
     for (const c of children)
         try {
@@ -109,6 +181,32 @@ process.on('exit', () => {
         } catch {
             /* already gone */
         }
+    /* A server no hook stopped (process.exit, an uncaught error, a skipped hook): say so. */
+    if (unstopped.size) {
+        for (const h of unstopped)
+            console.error(`not ok - pushedge ${h.args.join(' ')} (pid ${h.pid}) was never stopped or checked: killed at exit`);
+        process.exitCode = 1;
+    }
+});
+
+/*
+ * A file-level after() hook, registered before any of the test file's own: every server its
+ * test never stopped (sharedServer()'s are left to their own hooks, which run later) is stopped
+ * here (SIGTERM) and checked like any other. It cannot throw: node:test skips the later after()
+ * hooks of a suite once one throws, and the shared servers would then keep the file running.
+ * A problem is printed and fails the file through its exit status instead.
+ */
+after(async () => {
+    for (const h of [...unstopped]) {
+        if (h.shared)
+            continue;
+        try {
+            await h.stop();
+        } catch (e) {
+            console.error(`not ok - a server its test never stopped: ${e.message}`);
+            process.exitCode = 1;
+        }
+    }
 });
 
 function appendCapped(buf, chunk) {
@@ -119,7 +217,8 @@ function appendCapped(buf, chunk) {
 /**
  * Spawns the binary with exactly `args` and a clean environment plus `env`, waits for it to
  * exit (bounded; SIGKILL past the bound) and returns {code, signal, stdout, stderr, timedOut}.
- * For command-line checks that expect the process to end by itself.
+ * For command-line checks that expect the process to end by itself; the caller checks the
+ * code. A sanitizer report in its output rejects (whatever the code).
  */
 export function runOnce(args, env = {}, { timeoutMs = 5000 } = {}) {
     return new Promise((resolve, reject) => {
@@ -140,9 +239,51 @@ export function runOnce(args, env = {}, { timeoutMs = 5000 } = {}) {
         proc.on('close', (code, signal) => {
             clearTimeout(timer);
             children.delete(proc);
-            resolve({ code, signal, stdout, stderr, timedOut });
+            const report = sanitizerReport(stderr) || sanitizerReport(stdout);
+            if (report)
+                reject(new Error(`pushedge ${args.join(' ')} printed a sanitizer report: ${report}\nstderr:\n${stderr.slice(-6000)}`));
+            else
+                resolve({ code, signal, stdout, stderr, timedOut });
         });
     });
+}
+
+/*
+ * The e2e suites cross threads whatever the machine: a server whose test chose no thread count
+ * gets two loops on a one-core machine (the server's default is one loop per core).
+ */
+export function threadsArgs(args, env, cores = os.availableParallelism()) {
+    if (cores >= 2 || optionValue(args, env, 'threads', null) !== null)
+        return [];
+    const config = optionValue(args, env, 'config', null);
+    if (config !== null) {
+        try {
+            if (JSON.parse(fs.readFileSync(config, 'utf8')).threads !== undefined)
+                return [];
+        } catch {
+            /* an unreadable or invalid config: the server says so itself */
+        }
+    }
+    return ['--threads', '2'];
+}
+
+/**
+ * What is wrong with a finished server, or null: an exit other than the expected one (code 0
+ * by default), a SIGKILL after the stop bound, or a sanitizer report in its output.
+ */
+function exitProblem(r, { expectCode = 0, expectSignal = null } = {}) {
+    const problems = [];
+    if (r.error)
+        problems.push(`could not be run: ${r.error.message}`);
+    if (r.killed)
+        problems.push(`did not exit within ${r.ms} ms of being stopped (killed)`);
+    else if (expectSignal !== null ? r.signal !== expectSignal : r.signal !== null || r.code !== expectCode)
+        problems.push(`exited with code ${r.code}, signal ${r.signal}; expected ` +
+            (expectSignal !== null ? `signal ${expectSignal}` : `code ${expectCode}`));
+    const report = r.report || sanitizerReport(r.stderr) || sanitizerReport(r.stdout);
+    if (report)
+        problems.push(`printed a sanitizer report: ${report}`);
+    return problems.length ? problems.join('; ') : null;
 }
 
 /**
@@ -152,11 +293,17 @@ export function runOnce(args, env = {}, { timeoutMs = 5000 } = {}) {
  * opts.listen === false no --listen is added and opts.port names the port the server is
  * expected to serve (set through the environment or a config file by the caller).
  *
- * Returns {port, url, proc, pid, output(), stop(signal)}; stop() resolves to
+ * Without --threads from the test (arguments, environment or config file) and on a machine
+ * with fewer than two cores, --threads 2 is added.
+ *
+ * Returns {port, url, proc, pid, output(), stop(signal, expect)}; stop() resolves to
  * {code, signal, stderr, stdout, killed, ms} once the process has exited, waiting at most the
  * drain timeout + 5 s before SIGKILL. stop(null) sends nothing and only waits (for a signal
- * the test sent itself). stop() may be called more than once: later calls return the first
- * call's result.
+ * the test sent itself). stop() REJECTS unless the exit was clean: code 0, or what `expect`
+ * declares ({expectCode: N} or {expectSignal: 'SIGKILL'}; stop('SIGKILL') on a running
+ * process expects SIGKILL), and no sanitizer or runtime-error report in the output. stop()
+ * may be called more than once: later calls resolve to the first call's result and check
+ * nothing (the first call did).
  */
 export async function startServer(args = [], env = {}, opts = {}) {
     const attempts = opts.listen === false ? 1 : 3;
@@ -185,6 +332,7 @@ async function startServerOnce(args, env, opts) {
      * (tests/run.sh starts a private redis-server); a test that chose its own --redis wins. */
     if (process.env.E2E_ENGINE === 'redis' && !args.includes('--redis'))
         extra.push('--redis', process.env.PUSHEDGE_TEST_REDIS_URL);
+    extra.push(...threadsArgs([...args, ...extra], env));
     const argv = opts.listen === false ? [...args, ...extra] : ['--listen', `${HOST}:${port}`, ...args, ...extra];
     const drainS = Number(optionValue(args, env, 'drain-timeout', '10'));
     const drainMs = (Number.isFinite(drainS) && drainS >= 0 ? drainS : 10) * 1000;
@@ -192,8 +340,14 @@ async function startServerOnce(args, env, opts) {
     const proc = spawn(serverBin(), argv, { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
     children.add(proc);
     let stdout = '', stderr = '';
-    proc.stdout.on('data', (c) => (stdout = appendCapped(stdout, c)));
-    proc.stderr.on('data', (c) => (stderr = appendCapped(stderr, c)));
+    /* Seen as it arrives: a report can scroll out of the capped output before the exit. */
+    let report = null;
+    const scan = (text, chunk) => {
+        if (report === null)
+            report = sanitizerReport(text.slice(-(chunk.length + 200)));
+    };
+    proc.stdout.on('data', (c) => scan((stdout = appendCapped(stdout, c)), c));
+    proc.stderr.on('data', (c) => scan((stderr = appendCapped(stderr, c)), c));
     let exitInfo = null;
     const exited = new Promise((resolve) => {
         proc.on('error', (e) => {
@@ -218,9 +372,12 @@ async function startServerOnce(args, env, opts) {
         args: argv,
         output: () => ({ stdout, stderr }),
         exited: () => exitInfo,
-        stop(signal = 'SIGTERM') {
+        stop(signal = 'SIGTERM', expect = {}) {
             if (stopping)
-                return stopping;
+                return stopping.then((r) => r, (e) => e.result);
+            unstopped.delete(handle);
+            if (signal === 'SIGKILL' && !exitInfo && expect.expectCode === undefined && expect.expectSignal === undefined)
+                expect = { expectSignal: 'SIGKILL' };
             stopping = (async () => {
                 const t0 = Date.now();
                 let killed = false;
@@ -241,15 +398,25 @@ async function startServerOnce(args, env, opts) {
                         await exited;
                     }
                 }
-                return { ...exitInfo, stderr, stdout, killed, ms: Date.now() - t0 };
+                const r = { ...exitInfo, stderr, stdout, killed, report, ms: Date.now() - t0 };
+                const problem = exitProblem(r, expect);
+                if (problem) {
+                    const e = new Error(`pushedge ${argv.join(' ')} (pid ${proc.pid}) ${problem}\n` +
+                        `stderr (last 6000 bytes):\n${stderr.slice(-6000)}`);
+                    Object.defineProperty(e, 'result', { value: r });
+                    throw e;
+                }
+                return r;
             })();
             return stopping;
         },
     };
+    unstopped.add(handle);
 
     const deadline = Date.now() + 10000;
     for (;;) {
         if (exitInfo) {
+            unstopped.delete(handle);
             throw new Error(
                 `pushedge exited before serving (code ${exitInfo.code}, signal ${exitInfo.signal}` +
                     `${exitInfo.error ? ', ' + exitInfo.error.message : ''}); args: ${argv.join(' ')}\n` +
@@ -264,7 +431,7 @@ async function startServerOnce(args, env, opts) {
             /* not listening yet */
         }
         if (Date.now() >= deadline) {
-            await handle.stop('SIGKILL');
+            await handle.stop('SIGKILL').catch(() => {});
             throw new Error(`pushedge did not answer GET /healthz 200 within 10 s; args: ${argv.join(' ')}\nstderr:\n${stderr}`);
         }
         await delay(25);
@@ -276,15 +443,12 @@ export function sharedServer(before, after, args = [], env = {}) {
     const ref = { srv: null };
     before(async () => {
         ref.srv = await startServer(args, env);
+        ref.srv.shared = true;
     });
     after(async () => {
-        if (!ref.srv)
-            return;
-        const r = await ref.srv.stop();
-        /* A clean SIGTERM exit is part of the contract: report it where it fails. */
-        if (r.killed || r.code !== 0)
-            throw new Error(`server ${ref.srv.args.join(' ')} did not exit cleanly on SIGTERM: code ${r.code}, ` +
-                `signal ${r.signal}, killed ${r.killed}, after ${r.ms} ms\nstderr:\n${r.stderr.slice(-4000)}`);
+        /* A clean SIGTERM exit is part of the contract: stop() rejects where it fails. */
+        if (ref.srv)
+            await ref.srv.stop();
     });
     return ref;
 }
@@ -1100,15 +1264,16 @@ export async function connectionsGauge(base, transport) {
 export function sharedServers(before, after, specs) {
     const refs = specs.map(() => ({ srv: null }));
     before(async () => {
-        for (const [i, [args = [], env = {}]] of specs.entries())
+        for (const [i, [args = [], env = {}]] of specs.entries()) {
             refs[i].srv = await startServer(args, env);
+            refs[i].srv.shared = true;
+        }
     });
     after(async () => {
-        const results = await Promise.all(refs.map((ref) => (ref.srv ? ref.srv.stop().then((r) => [ref.srv, r]) : null)));
-        const bad = results.filter((x) => x && (x[1].killed || x[1].code !== 0));
+        const results = await Promise.allSettled(refs.map((ref) => (ref.srv ? ref.srv.stop() : null)));
+        const bad = results.filter((x) => x.status === 'rejected');
         if (bad.length)
-            throw new Error(bad.map(([srv, r]) => `server ${srv.args.join(' ')} did not exit cleanly on SIGTERM: code ${r.code}, ` +
-                `signal ${r.signal}, killed ${r.killed}, after ${r.ms} ms\nstderr:\n${r.stderr.slice(-4000)}`).join('\n\n'));
+            throw new Error(bad.map((x) => x.reason.message).join('\n\n'));
     });
     return refs;
 }
