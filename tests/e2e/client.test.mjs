@@ -16,7 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { PushEdge } from '../../web/src/pushedge.js';
-import { delay, publishMany, publishOk, sharedServers, startServer, uniqueChannel, waitUntil } from './lib.mjs';
+import { delay, publishMany, publishOk, sharedServers, startServer, unavailable, uniqueChannel, waitUntil } from './lib.mjs';
 
 const OPTS = { WebSocket, probeTimeout: 3000, connectTimeout: 5000, backoffBase: 100, backoffCap: 1000, reprobeInterval: 600000 };
 const [main, small] = sharedServers(before, after, [[['--poll-timeout', '2']], [['--history-size', '5', '--poll-timeout', '2']]]);
@@ -156,7 +156,7 @@ describe('client (Node): positions, gaps, set changes, errors', () => {
     });
 });
 
-describe('client (Node): a node restarted under the client', { skip: process.env.PUSHEDGE_TEST_REDIS_URL ? false : 'needs PUSHEDGE_TEST_REDIS_URL' }, () => {
+describe('client (Node): a node restarted under the client', { skip: unavailable(!process.env.PUSHEDGE_TEST_REDIS_URL && 'needs PUSHEDGE_TEST_REDIS_URL (tests/run.sh starts a Redis)') }, () => {
     it('killed and restarted on its port while another node takes publishes: every message once, in order', { timeout: 40000 }, async (t) => {
         const redis = ['--redis', process.env.PUSHEDGE_TEST_REDIS_URL];
         let a = await startServer(redis);

@@ -19,17 +19,17 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort, openSSE, pollRequest, publish, publishOk, startServer, uniqueChannel, waitUntil } from './lib.mjs';
+import { freePort, openSSE, pollRequest, publish, publishOk, skipFileUnless, startServer, uniqueChannel, waitUntil } from './lib.mjs';
 import { openWs } from './wslib.mjs';
 
 const have = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
-const skip = !have('redis-server') || !have('redis-cli') ? 'redis-server or redis-cli not installed' : false;
+skipFileUnless((!have('redis-server') || !have('redis-cli')) && 'redis-server or redis-cli is not installed');
 
 function cli(port, ...args) {
     return execFileSync('redis-cli', ['-p', String(port), ...args], { encoding: 'utf8', timeout: 10000 }).trim();
 }
 
-describe('Redis Cluster (3 masters)', { skip }, () => {
+describe('Redis Cluster (3 masters)', () => {
     const masters = [];
     let dir;
     let nodeA, nodeB;
@@ -43,6 +43,7 @@ describe('Redis Cluster (3 masters)', { skip }, () => {
             const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes',
                 '--cluster-config-file', 'nodes.conf', '--dir', d, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
             masters.push({ port, proc });
+            process.on('exit', () => proc.kill('SIGKILL')); /* also when the file crashes */
         }
         for (const m of masters)
             await waitUntil(() => { try { return cli(m.port, 'PING') === 'PONG'; } catch { return false; } }, { timeoutMs: 10000, what: `redis ${m.port}` });
@@ -59,13 +60,16 @@ describe('Redis Cluster (3 masters)', { skip }, () => {
     });
 
     after(async () => {
-        for (const n of [nodeA, nodeB])
-            if (n) await n.stop();
+        /* Every node and master is stopped before any unclean exit is reported. */
+        const stopped = await Promise.allSettled([nodeA, nodeB].map((n) => n && n.stop()));
         for (const m of masters) {
             m.proc.kill('SIGKILL');
             await new Promise((r) => (m.proc.exitCode !== null || m.proc.signalCode !== null ? r() : m.proc.once('exit', r)));
         }
         if (dir) fs.rmSync(dir, { recursive: true, force: true });
+        const bad = stopped.filter((x) => x.status === 'rejected');
+        if (bad.length)
+            throw new Error(bad.map((x) => x.reason.message).join('\n\n'));
     });
 
     /** The master (index in masters) whose slots hold the channel's stream. */

@@ -65,9 +65,19 @@ async function waitListening(port, proc, what, output) {
     }
 }
 
+/* Proxies still running when the file ends (a crashed test never reached its stop()). Their
+ * exit status is not checked: they are the hostile environment, not the product. */
+const running = new Set();
+process.on('exit', () => {
+    for (const p of running)
+        p.kill('SIGKILL');
+});
+
 async function startProgram(what, bin, args, port, dir) {
     let out = '';
     const proc = spawn(bin, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    running.add(proc);
+    proc.on('close', () => running.delete(proc));
     proc.stdout.on('data', (c) => (out = (out + c).slice(-20000)));
     proc.stderr.on('data', (c) => (out = (out + c).slice(-20000)));
     const exited = new Promise((resolve) => proc.on('close', resolve));

@@ -8,6 +8,7 @@
 #   FUZZ_BUILD_DIR  meson build directory (default <repo>/build-fuzz; created if missing)
 #   FUZZ_CC         compiler (default clang; libFuzzer needs clang)
 #   NINJA           ninja binary (default ninja)
+#   CI=true         a missing clang or meson fails instead of skipping
 #
 # Each target fuzzes a temporary copy of its seed corpus, so new inputs never land in the
 # repository. On failure the temporary directory (crash input, full log) is kept and named.
@@ -29,14 +30,17 @@ case $seconds in
     exit 2
     ;;
 esac
-if ! command -v "$cc" >/dev/null 2>&1; then
-    echo "1..0 # SKIP $cc not found (libFuzzer needs clang)"
+# A missing compiler skips the run, except with CI=true, where it is a failure naming it.
+skip() {
+    if [ "${CI:-}" = "true" ]; then
+        echo "Bail out! CI=true forbids skipping: $1"
+        exit 1
+    fi
+    echo "1..0 # SKIP $1"
     exit 0
-fi
-if ! command -v meson >/dev/null 2>&1; then
-    echo "1..0 # SKIP meson not found"
-    exit 0
-fi
+}
+command -v "$cc" >/dev/null 2>&1 || skip "$cc not found (libFuzzer needs clang)"
+command -v meson >/dev/null 2>&1 || skip "meson not found"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/pushedge-fuzz.XXXXXX") || exit 2
 keep=0
