@@ -47,6 +47,7 @@ import {
     publish,
     sharedServer,
     startServer,
+    unavailable,
     uniqueChannel,
     waitUntil,
 } from './lib.mjs';
@@ -338,7 +339,7 @@ describe(`POST /api/batch (${ON_REDIS ? 'redis' : 'memory'} engine)`, () => {
 /* ------------------------------------------------------------------------------------------ */
 /* With private redis-server processes (the plain run only: E2E_ENGINE=redis would repeat it). */
 
-const redisSkip = ON_REDIS ? 'runs in the plain e2e run' : HAVE_REDIS ? false : 'redis-server is not on PATH';
+const redisSkip = ON_REDIS ? 'runs in the plain e2e run' : unavailable(!HAVE_REDIS && 'redis-server is not on PATH');
 
 describe('retry-safe publishing through a hung Redis', { skip: redisSkip }, () => {
     let redis;
