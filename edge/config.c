@@ -68,6 +68,12 @@ static const opt_t options[] = {
      "origin allowed cross-origin (CORS on /sse, /poll, /api/publish; Origin check on /ws), e.g. https://app.example.com "
      "or *; repeatable (default: none)"},
     {"web-root", OPT_STRING, OFF(web_root), 0, 0, "DIR", "directory of the demo page and JS client (default: the built-in path)"},
+    {"max-connections", OPT_UINT, OFF(max_connections), 1, 100000000, "N",
+     "open connections per node; past it: 503 + Retry-After (default: descriptor limit minus a reserve)"},
+    {"max-connections-per-ip", OPT_UINT, OFF(max_connections_per_ip), 0, 100000000, "N",
+     "open connections per peer address; 0 = off (default 0: proxies put many users behind one address)"},
+    {"max-held-polls", OPT_UINT, OFF(max_held_polls), 1, 100000000, "N",
+     "long-polls held open per node; past it: 503 + Retry-After (default: the connection limit)"},
     {"help", OPT_HELP, 0, 0, 0, NULL, "print this help and exit"},
     {"version", OPT_VERSION, 0, 0, 0, NULL, "print the version and exit"},
 };

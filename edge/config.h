@@ -35,6 +35,10 @@ typedef struct st_pe_config_t {
      * handshake; "*" allows any. None: no CORS headers, and no Origin check on WebSocket. */
     char *allowed_origins[PE_MAX_ORIGINS];
     size_t num_allowed_origins;
+    /* Resource limits (docs/operations.md "Limits"); 0 means the default derived at start. */
+    uint64_t max_connections;        /* open TCP connections per node; 0: RLIMIT_NOFILE minus a reserve */
+    uint64_t max_connections_per_ip; /* per peer address; 0: off */
+    uint64_t max_held_polls;         /* long-polls held open per node; 0: the connection limit */
 } pe_config_t;
 
 enum { PE_CFG_OK = 0, PE_CFG_EXIT_OK = 1, PE_CFG_ERROR = 2 };

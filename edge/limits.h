@@ -54,6 +54,45 @@
 #define PE_WS_DEFLATE_MIN 256
 /* How long a server-initiated close waits for the peer's close frame before the TCP close. */
 #define PE_WS_CLOSE_WAIT_MS 2000
+/* WebSocket output queued (bytes, in flight included) past which the connection's input is no
+ * longer read: every pong, op reply and echo is output the peer asked for, so a peer that sends
+ * faster than it reads would otherwise grow the queue without bound (a ping flood grew the
+ * server by ~125 MB/s). Reading resumes when the queue drains below it; TCP flow control then
+ * holds the peer back. Large enough that a pipelining client is never paused for long. */
+#define PE_WS_READ_PAUSE (64u << 10)
+/* Bytes a WebSocket connection reads per wake-up. h2o's own read loop drains the whole kernel
+ * receive buffer (autotuned up to tcp_rmem's maximum, 32 MiB on some hosts) into memory at
+ * once, ahead of any pause; reading this much at a time keeps a flooding peer's input in the
+ * kernel, where TCP flow control pushes back. */
+#define PE_WS_READ_CHUNK (64u << 10)
+/* Connections not counted as clients: descriptors kept free for what else the process opens
+ * (Redis links and their reconnects, the event loops' epoll and wake-up descriptors, files read
+ * at start, a log pipe). The default connection limit is RLIMIT_NOFILE minus this reserve, minus
+ * PE_FD_RESERVE_PER_THREAD for each loop thread (its listeners, epoll, queues, Redis links). */
+#define PE_FD_RESERVE 64
+#define PE_FD_RESERVE_PER_THREAD 8
+/* Connections past --max-connections still get a 503 with Retry-After (so a client knows to
+ * back off rather than guessing at a reset) up to this share of the limit (1/16, at least 4, at
+ * most 1024); past that they are closed right after accept(2). Both kinds hold a descriptor for
+ * a moment, which is why the default limit leaves room for them. */
+#define PE_CONN_SLACK_MIN 4
+#define PE_CONN_SLACK_MAX 1024
+/* How long a loop stops accepting after accept(2) failed for want of descriptors or memory
+ * (EMFILE, ENFILE, ENOBUFS, ENOMEM). The evloop is level-triggered: retrying at once would spin
+ * at 100% CPU while the connection stays in the backlog. */
+#define PE_ACCEPT_PAUSE_MS 100
+/* Retry-After (seconds) on a refusal for want of room (connections, held polls). */
+#define PE_RETRY_AFTER_FULL 5
+/* How often each loop checks its held long-polls for clients that went away (HTTP/1 notices a
+ * vanished client only when it writes, so a fire-and-forget poll would hold its descriptor for
+ * --poll-timeout). One recv(MSG_PEEK) per held poll per period. */
+#define PE_POLL_SWEEP_MS 1000
+/* Peer-caused events logged at most once per this period per kind (a flood must not become a
+ * log flood); the line says how many were not logged. */
+#define PE_LOG_RATE_MS 10000
+/* Buckets of the per-address connection table (--max-connections-per-ip); chained, so it only
+ * sets the average chain length. */
+#define PE_PER_IP_BUCKETS 4096
 /* Request URL: 64 channel names of 200 characters, percent-encoded, plus a full cursor fit. */
 #define PE_MAX_URL (48u << 10)
 /* Request header bytes (names + values): cookies and tokens fit; more is abuse. */

@@ -8,6 +8,7 @@
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
+#include "limits.h"
 #include "log.h"
 
 int pe_log_level = PE_LOG_INFO;
@@ -36,6 +37,34 @@ pe_log__write(int level, const char *module, const char *fmt, ...)
     line[n++] = '\n';
     ssize_t r = write(2, line, (size_t)n);
     (void)r;
+}
+
+void
+pe_log_ratelimited(pe_log_rate_t *rate, int level, const char *module, const char *fmt, ...)
+{
+    if (level > pe_log_level)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    uint64_t next = __atomic_load_n(&rate->_next_ms, __ATOMIC_RELAXED);
+    /* One thread wins the slot; the others count themselves as skipped. */
+    if (now < next ||
+        !__atomic_compare_exchange_n(&rate->_next_ms, &next, now + PE_LOG_RATE_MS, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+        __atomic_fetch_add(&rate->_suppressed, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    uint64_t skipped = __atomic_exchange_n(&rate->_suppressed, 0, __ATOMIC_RELAXED);
+    char text[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    if (skipped != 0)
+        pe_log__write(level, module, "%s (%llu more like this not logged in the last %u s)", text, (unsigned long long)skipped,
+                      PE_LOG_RATE_MS / 1000);
+    else
+        pe_log__write(level, module, "%s", text);
 }
 
 int

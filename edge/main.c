@@ -87,7 +87,7 @@ raise_fd_limit(void)
         setrlimit(RLIMIT_NOFILE, &rl);
     }
     if (rl.rlim_cur < 65536)
-        pe_log(PE_LOG_INFO, "edge", "descriptor limit is %llu: at most about that many concurrent connections",
+        pe_log(PE_LOG_INFO, "edge", "descriptor limit is %llu: the connection limit is derived from it (see --max-connections)",
                (unsigned long long)rl.rlim_cur);
 }
 

@@ -121,6 +121,23 @@ send_metrics(h2o_req_t *req)
         "# HELP pushedge_max_channels The --max-channels bound (0: none).\n"
         "# TYPE pushedge_max_channels gauge\npushedge_max_channels %llu\n",
         (unsigned long long)pe_ps_engine_num_channels(server->engine), (unsigned long long)server->cfg->max_channels);
+    const pe_limits_t *limits = &server->limits;
+    put(&t,
+        "# HELP pushedge_open_connections Accepted TCP connections not closed yet (every transport, refused ones included).\n"
+        "# TYPE pushedge_open_connections gauge\npushedge_open_connections %zu\n"
+        "# HELP pushedge_max_connections The connection limit (--max-connections or its default).\n"
+        "# TYPE pushedge_max_connections gauge\npushedge_max_connections %zu\n"
+        "# HELP pushedge_held_polls Long-polls held open.\n"
+        "# TYPE pushedge_held_polls gauge\npushedge_held_polls %zu\n"
+        "# HELP pushedge_max_held_polls The held long-poll limit (--max-held-polls or its default).\n"
+        "# TYPE pushedge_max_held_polls gauge\npushedge_max_held_polls %zu\n"
+        "# HELP pushedge_rejected_total Connections and requests refused for want of room, by limit.\n"
+        "# TYPE pushedge_rejected_total counter\n",
+        __atomic_load_n(&limits->open, __ATOMIC_RELAXED), limits->max_connections,
+        __atomic_load_n(&limits->held_polls, __ATOMIC_RELAXED), limits->max_held_polls);
+    for (int k = 0; k != PE_REJECT_MAX; ++k)
+        put(&t, "pushedge_rejected_total{reason=\"%s\"} %llu\n", pe_reject_names[k],
+            (unsigned long long)__atomic_load_n(&limits->rejected[k], __ATOMIC_RELAXED));
     put(&t, "# HELP pushedge_loop_lag_seconds Worst timer lateness of each event loop in the last second.\n"
             "# TYPE pushedge_loop_lag_seconds gauge\n");
     for (unsigned i = 0; i != server->num_threads; ++i)

@@ -32,6 +32,10 @@ on_req(h2o_handler_t *self, h2o_req_t *req)
     PE_STAT_ADD(thr->stats.requests, 1);
     h2o_iovec_t path = req->path_normalized;
 
+    /* A connection accepted past --max-connections (or the per-address limit) gets only this. */
+    if (pe_limits_refuse_request(req))
+        return 0;
+
     /* h2o 2.2 buffers requests up to ~400 KiB of head; answer oversized ones clearly. */
     if (req->path.len > PE_MAX_URL) {
         pe_http_error(req, 414, "URI Too Long", "uri_too_long", "the request URL is too long");
@@ -133,6 +137,43 @@ open_listener(const char *hostport, int reuseport, char *err, size_t errlen)
     return fd;
 }
 
+static void on_accept(h2o_socket_t *listener, const char *err);
+
+static void
+set_accepting(pe_thread_t *thr, int on)
+{
+    for (size_t i = 0; i != thr->num_listeners; ++i) {
+        if (thr->listeners[i] == NULL)
+            continue;
+        if (on)
+            h2o_socket_read_start(thr->listeners[i], on_accept);
+        else
+            h2o_socket_read_stop(thr->listeners[i]);
+    }
+}
+
+static void
+on_accept_pause_end(h2o_timeout_entry_t *entry)
+{
+    pe_thread_t *thr = H2O_STRUCT_FROM_MEMBER(pe_thread_t, accept_pause_entry, entry);
+    if (!thr->draining)
+        set_accepting(thr, 1);
+}
+
+/* accept(2) failed for want of a resource. The evloop is level-triggered and the connection
+ * stays in the backlog, so retrying at once would spin: this loop stops accepting for
+ * PE_ACCEPT_PAUSE_MS (the other loops' listeners keep their own rhythm). */
+static void
+pause_accepting(pe_thread_t *thr, int err)
+{
+    static pe_log_rate_t rate;
+    pe_log_ratelimited(&rate, PE_LOG_WARN, "edge", "accept: %s with %zu connections open: not accepting for %u ms", strerror(err),
+                       __atomic_load_n(&thr->server->limits.open, __ATOMIC_RELAXED), PE_ACCEPT_PAUSE_MS);
+    set_accepting(thr, 0);
+    if (!h2o_timeout_is_linked(&thr->accept_pause_entry))
+        h2o_timeout_link(thr->loop, &thr->accept_pause_timeout, &thr->accept_pause_entry);
+}
+
 static void
 on_accept(h2o_socket_t *listener, const char *err)
 {
@@ -142,8 +183,17 @@ on_accept(h2o_socket_t *listener, const char *err)
     /* Accept a bounded number per wake-up so one loop cannot starve its other work. */
     for (int i = 0; i != 64; ++i) {
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
-        if (sock == NULL)
+        if (sock == NULL) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                pause_accepting(thr, errno);
+            else if (errno == ECONNABORTED || errno == EINTR || errno == EPROTO)
+                continue;
             break;
+        }
+        if (pe_limits_on_accept(&thr->server->limits, sock) < 0) {
+            h2o_socket_close(sock);
+            continue;
+        }
         h2o_accept(&thr->accept_ctx, sock);
     }
 }
@@ -228,6 +278,10 @@ thread_setup(pe_thread_t *thr)
         h2o_timeout_init(thr->loop, &thr->poll_short[i], pe_poll_short_seconds[i] * 1000);
     h2o_timeout_init(thr->loop, &thr->lag_timeout, 1000);
     h2o_timeout_init(thr->loop, &thr->ws_close_timeout, PE_WS_CLOSE_WAIT_MS);
+    h2o_timeout_init(thr->loop, &thr->accept_pause_timeout, PE_ACCEPT_PAUSE_MS);
+    h2o_timeout_init(thr->loop, &thr->poll_sweep_timeout, PE_POLL_SWEEP_MS);
+    thr->accept_pause_entry.cb = on_accept_pause_end;
+    h2o_linklist_init_anchor(&thr->held_polls);
     thr->lag_entry.cb = on_lag_timer;
     h2o_timeout_link(thr->loop, &thr->lag_timeout, &thr->lag_entry);
     thr->lag_due = thr->lag_entry.registered_at + 1000;
@@ -288,6 +342,7 @@ pe_server_init(pe_server_t *server, const pe_config_t *cfg, pe_ps_engine_t *engi
     server->cfg = cfg;
     server->engine = engine;
     server->num_threads = cfg->threads;
+    pe_limits_init(&server->limits, cfg, cfg->threads);
 
     h2o_config_init(&server->globalconf);
     /* Bodies a bit over our limit reach the handler, which answers 413 with a JSON body. */
@@ -373,4 +428,5 @@ pe_server_dispose(pe_server_t *server)
 {
     pe_free(server->threads);
     server->threads = NULL;
+    pe_limits_dispose(&server->limits);
 }

@@ -42,6 +42,39 @@ typedef struct st_pe_stream_t {
 
 typedef struct st_pe_server_t pe_server_t;
 
+/* Why a connection or request was refused for want of room (pushedge_rejected_total{reason}). */
+typedef enum en_pe_reject_t {
+    PE_REJECT_CONNECTIONS = 0,
+    PE_REJECT_CONNECTIONS_PER_IP,
+    PE_REJECT_HELD_POLLS,
+    PE_REJECT_MAX
+} pe_reject_t;
+extern const char *const pe_reject_names[PE_REJECT_MAX];
+
+typedef struct st_pe_ip_entry_t pe_ip_entry_t;
+typedef struct st_pe_limits_t pe_limits_t;
+typedef struct st_pe_refusal_t {
+    pe_limits_t *limits;
+    pe_reject_t reason;
+} pe_refusal_t;
+
+/**
+ * The node's connection and held-poll accounting (conn_limit.c), shared by the threads: the
+ * counters are atomics, the per-address table has its own lock. Set up before the loops start.
+ */
+struct st_pe_limits_t {
+    size_t max_connections; /* effective --max-connections */
+    size_t slack;           /* refused with an answer up to max_connections + slack; closed past it */
+    size_t max_per_ip;      /* 0: off */
+    size_t max_held_polls;
+    size_t open;                      /* atomic: accepted connections whose socket is not closed yet */
+    size_t held_polls;                /* atomic */
+    uint64_t rejected[PE_REJECT_MAX]; /* atomic */
+    pe_refusal_t refusals[PE_REJECT_MAX];
+    pthread_mutex_t ip_lock;
+    pe_ip_entry_t **ip_buckets; /* PE_PER_IP_BUCKETS chains; NULL when max_per_ip is 0 */
+};
+
 /* The hold times a long-poll may ask for below --poll-timeout (fallback/poll.c), in seconds: a
  * few fixed steps, so each is one h2o timeout list per thread. */
 #define PE_POLL_SHORT_STEPS 6
@@ -63,6 +96,11 @@ typedef struct st_pe_thread_t {
     h2o_timeout_t poll_short[PE_POLL_SHORT_STEPS]; /* shorter holds clients ask for (?timeout=) */
     h2o_timeout_t lag_timeout;                     /* one second, measures loop lag */
     h2o_timeout_t ws_close_timeout;                /* PE_WS_CLOSE_WAIT_MS */
+    h2o_timeout_t accept_pause_timeout;            /* PE_ACCEPT_PAUSE_MS */
+    h2o_timeout_entry_t accept_pause_entry;
+    h2o_timeout_t poll_sweep_timeout; /* PE_POLL_SWEEP_MS */
+    h2o_timeout_entry_t poll_sweep_entry;
+    h2o_linklist_t held_polls; /* HTTP/1 long-polls waiting, checked for departed clients (fallback/poll.c) */
     h2o_timeout_entry_t lag_entry;
     uint64_t lag_due;                   /* loop ms when lag_entry should fire */
     h2o_multithread_receiver_t control; /* drain and stop notices from the main thread */
@@ -84,6 +122,7 @@ struct st_pe_server_t {
     pthread_mutex_t setup_lock; /* with setup_cond: pe_server_start waits for every loop's setup */
     pthread_cond_t setup_cond;  /* also signals each loop's end to pe_server_join */
     unsigned num_setup;
+    pe_limits_t limits;
     unsigned num_done; /* loops that left their loop and parked (thread_main) */
     int leaving;       /* atomic: set at the first signal (pre-drain and drain): /readyz answers 503 */
     int draining;      /* set by the main thread before notifying the loops */
@@ -107,6 +146,22 @@ void pe_server_join(pe_server_t *server);
 void pe_server_dispose(pe_server_t *server);
 void pe_stream_register(pe_thread_t *thr, pe_stream_t *stream);
 void pe_stream_unregister(pe_stream_t *stream);
+
+/* conn_limit.c */
+/** Derives the effective limits from cfg and RLIMIT_NOFILE (call after raising it); logs them. */
+void pe_limits_init(pe_limits_t *limits, const pe_config_t *cfg, unsigned threads);
+void pe_limits_dispose(pe_limits_t *limits);
+/**
+ * Counts a socket just accepted and installs its close hook. Returns 0 to serve it, 1 to serve
+ * it only with refusals (pe_limits_refuse_request answers its requests), -1 to close it now
+ * (nothing was counted; the caller closes it).
+ */
+int pe_limits_on_accept(pe_limits_t *limits, h2o_socket_t *sock);
+/** For a request on a connection refused at accept: answers 503 and returns 1; else returns 0. */
+int pe_limits_refuse_request(h2o_req_t *req);
+/** Counts a long-poll about to be held: 0, or -1 (counted as a rejection) when the node is full. */
+int pe_limits_hold_poll(pe_limits_t *limits);
+void pe_limits_release_poll(pe_limits_t *limits);
 
 /* http.c: small response helpers */
 /** Sends {"error":{"code":code,"message":message}} with the status. */

@@ -22,6 +22,16 @@
  * on a peer that stopped reading is failed by shutting the socket down, which brings h2o's
  * write callback back with an error.
  *
+ * Input is paused while output is backed up. Pongs, op replies and echoes are output the peer
+ * asked for; a peer that sends faster than it reads (a ping flood) would grow the queue without
+ * bound. Past PE_WS_READ_PAUSE queued bytes the connection stops reading and leaves the rest of
+ * its input in the socket buffer; TCP flow control then holds the peer back. Reading resumes once
+ * the queue drains below that. A paused peer whose writes make no progress for a whole ping
+ * interval is not reading what it asked for: a slow consumer, closed with 1013 like a subscriber
+ * that falls behind. The socket is read here, PE_WS_READ_CHUNK bytes per wake-up
+ * (h2o_socket_dont_read makes h2o's read callback a readiness notice): h2o's own reads would
+ * drain the whole kernel receive buffer into memory before the pause could apply.
+ *
  * Closing: a peer's close is answered with the same code and the TCP connection closed after
  * the write; a protocol violation sends the close code (1002, 1007, 1009) and closes after the
  * write; the server's own closes (1012 drain, 1013 slow consumer) wait up to PE_WS_CLOSE_WAIT_MS
@@ -30,7 +40,9 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <errno.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include "../pubsub/alloc.h"
 #include "../pubsub/json_text.h"
 #include "log.h"
@@ -66,6 +78,7 @@ typedef struct st_pe_ws_conn_t {
     pe_outq_t out;
     pe_ws_pmd_t pmd;
     uint64_t last_rx; /* loop ms of the last byte received */
+    uint64_t last_tx; /* loop ms of the last write completed (or of the pause, if later) */
     size_t max_queue; /* bytes queued and in flight past which it is a slow consumer */
     h2o_timeout_entry_t ping_entry;
     h2o_timeout_entry_t flush_entry;
@@ -83,7 +96,9 @@ typedef struct st_pe_ws_conn_t {
     unsigned closing : 1; /* close the TCP connection once the queue is written */
     unsigned overflow : 1;
     unsigned reading_stopped : 1;
-    unsigned lingering : 1; /* our last frame is written: draining the peer's input until EOF */
+    unsigned read_paused : 1; /* input left unread until the queue drains (PE_WS_READ_PAUSE) */
+    unsigned own_read : 1;    /* we read the socket (not TLS), h2o only notifies */
+    unsigned lingering : 1;   /* our last frame is written: draining the peer's input until EOF */
 } pe_ws_conn_t;
 
 /* A subscribe op (or a query-string channel) not confirmed yet: the reply goes out when pubsub has
@@ -146,12 +161,18 @@ static void flush(pe_ws_conn_t *conn);
 static void schedule_flush(pe_ws_conn_t *conn);
 static void conn_free(pe_ws_conn_t *conn);
 static void set_overflow(pe_ws_conn_t *conn);
+static void resume_reading(pe_ws_conn_t *conn);
+static void on_read(h2o_socket_t *sock, const char *err);
 
 /* ---- frames ---------------------------------------------------------------------------------- */
 
 static void
 queue_frame(pe_ws_conn_t *conn, int opcode, int rsv1, const void *payload, size_t len)
 {
+    /* Nothing may follow our close frame (RFC 6455 5.5.1): replies to what the peer sent after
+     * it are dropped. */
+    if (conn->close_sent)
+        return;
     uint8_t hdr[PE_WS_MAX_HEADER];
     size_t hlen = pe_ws_encode_header(hdr, opcode, rsv1, len);
     pe_outq_text(&conn->out, hdr, hlen);
@@ -371,7 +392,10 @@ on_write_complete(h2o_socket_t *sock, const char *err)
         conn_free(conn);
         return;
     }
+    conn->last_tx = h2o_now(conn->thr->loop);
     pe_outq_written(&conn->out);
+    if (conn->read_paused && pe_outq_bytes(&conn->out) < PE_WS_READ_PAUSE)
+        resume_reading(conn);
     if (conn->sub_inited && !conn->overflow && !conn->close_sent && pe_outq_bytes(&conn->out) < PE_WS_LOW_WATER)
         pe_sub_resume(&conn->sub);
     flush(conn); /* may free conn */
@@ -427,6 +451,9 @@ linger(pe_ws_conn_t *conn)
     if (conn->lingering)
         return;
     conn->lingering = 1;
+    /* h2o reads (and we discard) from here on: only the peer's EOF matters. */
+    if (conn->own_read)
+        h2o_socket_dont_read(conn->sock, 0);
     shutdown(h2o_socket_get_fd(conn->sock), SHUT_WR);
     pe_socket_release_input(conn->sock, 1);
     h2o_socket_read_start(conn->sock, on_linger_read);
@@ -688,16 +715,23 @@ handle_message(pe_ws_conn_t *conn, const pe_ws_event_t *ev)
         set_overflow(conn);
 }
 
+/* Handles the events in the socket's input until it is used up, the connection stops reading,
+ * or the output queue is backed up (then reading pauses with the rest left in the buffer).
+ * Never frees conn; the caller flushes. */
 static void
-on_read(h2o_socket_t *sock, const char *err)
+process_input(pe_ws_conn_t *conn)
 {
-    pe_ws_conn_t *conn = sock->data;
-    if (err != NULL) {
-        close_now(conn);
-        return;
-    }
-    conn->last_rx = h2o_now(conn->thr->loop);
+    h2o_socket_t *sock = conn->sock;
     while (sock->input->size != 0 && !conn->reading_stopped) {
+        if (pe_outq_bytes(&conn->out) >= PE_WS_READ_PAUSE) {
+            if (!conn->read_paused) {
+                conn->read_paused = 1;
+                /* The no-progress clock of the slow-reader rule starts now at the latest. */
+                conn->last_tx = h2o_now(conn->thr->loop);
+                h2o_socket_read_stop(sock);
+            }
+            return;
+        }
         pe_ws_event_t ev;
         size_t used = pe_ws_reader_feed(&conn->reader, (const uint8_t *)sock->input->bytes, sock->input->size, &ev);
         h2o_buffer_consume(&sock->input, used);
@@ -708,7 +742,8 @@ on_read(h2o_socket_t *sock, const char *err)
             handle_message(conn, &ev);
             break;
         case PE_WS_EV_PING:
-            queue_frame(conn, PE_WS_OP_PONG, 0, ev.payload, ev.payload_len);
+            if (!conn->overflow)
+                queue_frame(conn, PE_WS_OP_PONG, 0, ev.payload, ev.payload_len);
             break;
         case PE_WS_EV_PONG:
             break;
@@ -731,6 +766,54 @@ on_read(h2o_socket_t *sock, const char *err)
     if (pe_ws_reader_buffered(&conn->reader) == 0)
         pe_ws_reader_shrink(&conn->reader);
     pe_socket_release_input(sock, 0);
+}
+
+/* The queue drained below PE_WS_READ_PAUSE: handle what was left unread, then read again. */
+static void
+resume_reading(pe_ws_conn_t *conn)
+{
+    conn->read_paused = 0;
+    if (conn->lingering)
+        return; /* on_linger_read owns the input now */
+    /* Input was not read while paused: the silence rule counts from now. */
+    conn->last_rx = h2o_now(conn->thr->loop);
+    process_input(conn);
+    if (!conn->read_paused && !conn->reading_stopped)
+        h2o_socket_read_start(conn->sock, on_read);
+}
+
+/* Reads at most PE_WS_READ_CHUNK bytes into sock->input; returns NULL or an error (end of stream
+ * included). Level-triggered epoll calls back again while more is waiting. */
+static const char *
+read_some(h2o_socket_t *sock)
+{
+    h2o_iovec_t buf = h2o_buffer_reserve(&sock->input, 4096);
+    if (buf.base == NULL)
+        return "out of memory";
+    size_t want = buf.len < PE_WS_READ_CHUNK ? buf.len : PE_WS_READ_CHUNK;
+    ssize_t r;
+    while ((r = read(h2o_socket_get_fd(sock), buf.base, want)) == -1 && errno == EINTR)
+        ;
+    if (r == 0)
+        return "closed";
+    if (r < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? NULL : "read error";
+    sock->input->size += (size_t)r;
+    return NULL;
+}
+
+static void
+on_read(h2o_socket_t *sock, const char *err)
+{
+    pe_ws_conn_t *conn = sock->data;
+    if (err == NULL && conn->own_read)
+        err = read_some(sock);
+    if (err != NULL) {
+        close_now(conn);
+        return;
+    }
+    conn->last_rx = h2o_now(conn->thr->loop);
+    process_input(conn);
     flush(conn);
 }
 
@@ -740,13 +823,18 @@ static void
 on_ping_timer(h2o_timeout_entry_t *entry)
 {
     pe_ws_conn_t *conn = H2O_STRUCT_FROM_MEMBER(pe_ws_conn_t, ping_entry, entry);
-    uint64_t interval = conn->thr->server->cfg->ping_interval * 1000;
-    if (h2o_now(conn->thr->loop) - conn->last_rx > 2 * interval) {
+    uint64_t interval = conn->thr->server->cfg->ping_interval * 1000, now = h2o_now(conn->thr->loop);
+    if (conn->read_paused) {
+        /* Not reading, so silence proves nothing; a whole interval without a write completing
+         * means the peer does not read the answers it asked for. */
+        if (now - conn->last_tx >= interval && !conn->overflow)
+            set_overflow(conn);
+    } else if (now - conn->last_rx > 2 * interval) {
         pe_log(PE_LOG_DEBUG, "edge/ws", "thread %u: closing a peer silent for two ping intervals", conn->thr->index);
         close_now(conn);
         return;
     }
-    if (!conn->close_sent)
+    if (!conn->close_sent && !conn->overflow)
         queue_frame(conn, PE_WS_OP_PING, 0, NULL, 0);
     h2o_timeout_link(conn->thr->loop, &conn->thr->ping_timeout, &conn->ping_entry);
 }
@@ -834,6 +922,10 @@ on_upgrade_complete(void *data, h2o_socket_t *sock, size_t reqsize)
         pe_free(conn->initial_arena);
         conn->initial = NULL;
         conn->initial_arena = NULL;
+    }
+    if (sock->ssl == NULL) {
+        conn->own_read = 1;
+        h2o_socket_dont_read(sock, 1);
     }
     h2o_socket_read_start(sock, on_read);
     if (sock->input->size != 0) {

@@ -16,10 +16,21 @@
  * The answer is a single JSON body with Content-Length (HTTP/1.0 proxies need no chunking). Its
  * envelopes are the messages' shared envelope bytes, written by reference.
  *
- * Lifetime: the poll object lives in req->pool. h2o 2.2 notices a vanished HTTP/1 client only
- * when it writes, so a held poll is bounded by the timeout; the pool's dispose hook frees
- * everything. Nothing calls h2o from inside a pubsub callback.
+ * Lifetime: the poll object lives in req->pool; the pool's dispose hook frees everything.
+ * Nothing calls h2o from inside a pubsub callback.
+ *
+ * Departed clients. h2o 2.2 stops reading an HTTP/1 connection while its request is handled and
+ * notices a vanished client only when it writes, so a fire-and-forget poll would hold its
+ * descriptor for the whole hold time (20,000 of them exhausted the node's descriptors). Each loop
+ * therefore sweeps its held HTTP/1 polls every PE_POLL_SWEEP_MS with a non-blocking
+ * recv(MSG_PEEK) on the socket: end of stream or an error means the client is gone (or has
+ * half-closed, which a long-polling client does not do), and the poll is answered at once with
+ * what it has, which makes h2o write, notice the closed peer and free the connection. HTTP/2
+ * connections are read all the time, so h2o notices a reset stream or a closed connection by
+ * itself. The number of held polls per node is bounded (--max-held-polls; pe_limits_hold_poll).
  */
+#include <errno.h>
+#include <sys/socket.h>
 #include "../edge/query.h"
 #include "../edge/server.h"
 #include "../pubsub/alloc.h"
@@ -70,6 +81,7 @@ typedef struct st_pe_poll_t {
     size_t max_gaps;
     h2o_timeout_entry_t hold_entry;
     h2o_timeout_entry_t answer_entry;
+    h2o_linklist_t held_link; /* in thr->held_polls while an HTTP/1 poll waits */
     unsigned answered : 1;
     unsigned full : 1;
 } pe_poll_t;
@@ -142,6 +154,8 @@ answer(pe_poll_t *poll)
     poll->answered = 1;
     if (h2o_timeout_is_linked(&poll->hold_entry))
         h2o_timeout_unlink(&poll->hold_entry);
+    if (h2o_linklist_is_linked(&poll->held_link))
+        h2o_linklist_unlink(&poll->held_link);
     h2o_req_t *req = poll->req;
 
     char cursor[PE_CURSOR_MAXLEN + 1];
@@ -200,10 +214,44 @@ on_drain(pe_stream_t *stream)
     schedule_answer(poll);
 }
 
+/* 1 if the HTTP/1 client behind req has closed its side or the connection failed. */
+static int
+client_is_gone(h2o_req_t *req)
+{
+    h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+    if (sock == NULL)
+        return 0;
+    char c;
+    ssize_t r = recv(h2o_socket_get_fd(sock), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+static void
+on_sweep(h2o_timeout_entry_t *entry)
+{
+    pe_thread_t *thr = H2O_STRUCT_FROM_MEMBER(pe_thread_t, poll_sweep_entry, entry);
+    /* answer() unlinks the poll it answers; nothing else changes the list meanwhile. */
+    h2o_linklist_t *node = thr->held_polls.next;
+    while (node != &thr->held_polls) {
+        h2o_linklist_t *next = node->next;
+        pe_poll_t *poll = H2O_STRUCT_FROM_MEMBER(pe_poll_t, held_link, node);
+        if (client_is_gone(poll->req)) {
+            poll->full = 1;
+            answer(poll);
+        }
+        node = next;
+    }
+    if (!h2o_linklist_is_empty(&thr->held_polls))
+        h2o_timeout_link(thr->loop, &thr->poll_sweep_timeout, &thr->poll_sweep_entry);
+}
+
 static void
 on_dispose(void *p)
 {
     pe_poll_t *poll = p;
+    if (h2o_linklist_is_linked(&poll->held_link))
+        h2o_linklist_unlink(&poll->held_link);
+    pe_limits_release_poll(&poll->thr->server->limits);
     pe_sub_dispose(&poll->sub);
     if (h2o_timeout_is_linked(&poll->hold_entry))
         h2o_timeout_unlink(&poll->hold_entry);
@@ -252,6 +300,12 @@ pe_poll_on_req(h2o_req_t *req)
         pe_http_error(req, 503, "Service Unavailable", "channel_limit", pe_ps_err_channel_limit);
         return 0;
     }
+    if (pe_limits_hold_poll(&thr->server->limits) != 0) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT(H2O_TO_STR(PE_RETRY_AFTER_FULL)));
+        pe_http_error(req, 503, "Service Unavailable", "too_many_polls",
+                      "this node holds as many long-polls as it may; retry later");
+        return 0;
+    }
     pe_poll_t *poll = h2o_mem_alloc_shared(&req->pool, sizeof(*poll), on_dispose);
     *poll = (pe_poll_t){.req = req, .thr = thr};
     poll->stream.drain = on_drain;
@@ -273,5 +327,11 @@ pe_poll_on_req(h2o_req_t *req)
         schedule_answer(poll);
     }
     h2o_timeout_link(thr->loop, hold, &poll->hold_entry);
+    if (req->version < 0x200 && !poll->answered) {
+        h2o_linklist_insert(&thr->held_polls, &poll->held_link);
+        thr->poll_sweep_entry.cb = on_sweep;
+        if (!h2o_timeout_is_linked(&thr->poll_sweep_entry))
+            h2o_timeout_link(thr->loop, &thr->poll_sweep_timeout, &thr->poll_sweep_entry);
+    }
     return 0;
 }

@@ -721,6 +721,34 @@ test_idempotency_window(void)
     expect_cli_error(bad2, "idempotency-window");
 }
 
+/* The resource limits (docs/operations.md "Connection limits"): 0 means derived at start. */
+static void
+test_limits(void)
+{
+    loaded_t l;
+    char *argv0[] = {"pushedge", NULL};
+    char *envp0[] = {NULL};
+    load(&l, argv0, envp0);
+    TAP_EQ_UINT(l.cfg.max_connections, 0, "max-connections: derived by default");
+    TAP_EQ_UINT(l.cfg.max_connections_per_ip, 0, "max-connections-per-ip: off by default");
+    TAP_EQ_UINT(l.cfg.max_held_polls, 0, "max-held-polls: derived by default");
+    loaded_free(&l);
+
+    char *argv[] = {"pushedge", "--max-connections", "500", "--max-held-polls", "40", NULL};
+    char *envp[] = {"PUSHEDGE_MAX_CONNECTIONS_PER_IP=7", "PUSHEDGE_MAX_CONNECTIONS=9", NULL};
+    load(&l, argv, envp);
+    TAP_EQ_INT(l.ret, PE_CFG_OK, "limits: PE_CFG_OK (%s)", l.err);
+    TAP_EQ_UINT(l.cfg.max_connections, 500, "max-connections: the command line wins");
+    TAP_EQ_UINT(l.cfg.max_connections_per_ip, 7, "max-connections-per-ip from the environment");
+    TAP_EQ_UINT(l.cfg.max_held_polls, 40, "max-held-polls");
+    loaded_free(&l);
+
+    char *bad1[] = {"pushedge", "--max-connections", "0", NULL};
+    expect_error("--max-connections 0", bad1, envp0, "max-connections");
+    char *bad2[] = {"pushedge", "--max-held-polls", "x", NULL};
+    expect_error("--max-held-polls x", bad2, envp0, "max-held-polls");
+}
+
 int
 main(void)
 {
@@ -735,5 +763,6 @@ main(void)
     tap_subtest("config file errors", test_file_errors);
     tap_subtest("split_hostport", test_split_hostport);
     tap_subtest("idempotency-window", test_idempotency_window);
+    tap_subtest("limits", test_limits);
     return tap_done();
 }
