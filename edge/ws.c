@@ -923,6 +923,8 @@ on_upgrade_complete(void *data, h2o_socket_t *sock, size_t reqsize)
         conn->initial = NULL;
         conn->initial_arena = NULL;
     }
+    /* Over TLS h2o must read (it decrypts): the pause still bounds the queue, but one wake-up
+     * may pull the kernel's whole receive buffer into memory. */
     if (sock->ssl == NULL) {
         conn->own_read = 1;
         h2o_socket_dont_read(sock, 1);
