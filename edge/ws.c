@@ -26,9 +26,9 @@
  * asked for; a peer that sends faster than it reads (a ping flood) would grow the queue without
  * bound. Past PE_WS_READ_PAUSE queued bytes the connection stops reading and leaves the rest of
  * its input in the socket buffer; TCP flow control then holds the peer back. Reading resumes once
- * the queue drains below that. A paused peer whose writes make no progress for a whole ping
- * interval is not reading what it asked for: a slow consumer, closed with 1013 like a subscriber
- * that falls behind. The socket is read here, PE_WS_READ_CHUNK bytes per wake-up
+ * the queue drains below that. A paused peer whose writes make no progress for two ping
+ * intervals (the silence rule's window) reads nothing: a slow consumer, closed with 1013 like a
+ * subscriber that falls behind. The socket is read here, PE_WS_READ_CHUNK bytes per wake-up
  * (h2o_socket_dont_read makes h2o's read callback a readiness notice): h2o's own reads would
  * drain the whole kernel receive buffer into memory before the pause could apply.
  *
@@ -410,6 +410,10 @@ set_overflow(pe_ws_conn_t *conn)
     if (conn->overflow)
         return;
     conn->overflow = 1;
+    if (conn->read_paused && !conn->reading_stopped && !conn->lingering) {
+        conn->read_paused = 0;
+        h2o_socket_read_start(conn->sock, on_read);
+    }
     PE_STAT_ADD(conn->thr->stats.slow_consumers[PE_TRANSPORT_WS], 1);
     pe_log(PE_LOG_INFO, "edge/ws", "thread %u: closing a slow consumer (1013)", conn->thr->index);
     if (!h2o_timeout_is_linked(&conn->close_entry))
@@ -723,7 +727,10 @@ process_input(pe_ws_conn_t *conn)
 {
     h2o_socket_t *sock = conn->sock;
     while (sock->input->size != 0 && !conn->reading_stopped) {
-        if (pe_outq_bytes(&conn->out) >= PE_WS_READ_PAUSE) {
+        /* A connection being closed as a slow consumer queues nothing more, and is read (and
+         * its input dropped) so that closing it does not reset the connection under the close
+         * frame. */
+        if (!conn->overflow && pe_outq_bytes(&conn->out) >= PE_WS_READ_PAUSE) {
             if (!conn->read_paused) {
                 conn->read_paused = 1;
                 /* The no-progress clock of the slow-reader rule starts now at the latest. */
@@ -739,7 +746,8 @@ process_input(pe_ws_conn_t *conn)
         case PE_WS_EV_NONE:
             break;
         case PE_WS_EV_MESSAGE:
-            handle_message(conn, &ev);
+            if (!conn->overflow)
+                handle_message(conn, &ev);
             break;
         case PE_WS_EV_PING:
             if (!conn->overflow)
@@ -825,9 +833,11 @@ on_ping_timer(h2o_timeout_entry_t *entry)
     pe_ws_conn_t *conn = H2O_STRUCT_FROM_MEMBER(pe_ws_conn_t, ping_entry, entry);
     uint64_t interval = conn->thr->server->cfg->ping_interval * 1000, now = h2o_now(conn->thr->loop);
     if (conn->read_paused) {
-        /* Not reading, so silence proves nothing; a whole interval without a write completing
-         * means the peer does not read the answers it asked for. */
-        if (now - conn->last_tx >= interval && !conn->overflow)
+        /* Not reading, so silence proves nothing: the sign of life is a write completing. Two
+         * intervals without one (the silence rule's window) means the peer reads nothing. A
+         * write completes only once its whole batch (up to PE_WS_MAX_BATCH frames) is out, so
+         * one interval would close a subscriber that reads a large backlog slowly. */
+        if (now - conn->last_tx >= 2 * interval && !conn->overflow)
             set_overflow(conn);
     } else if (now - conn->last_rx > 2 * interval) {
         pe_log(PE_LOG_DEBUG, "edge/ws", "thread %u: closing a peer silent for two ping intervals", conn->thr->index);

@@ -345,10 +345,18 @@ describe('--max-connections', () => {
 
 /* ------------------------------------------------------------------------------------------ */
 
+/* Polls are refused with 503 until the engine is reachable (the Redis engine connects after
+ * start): wait for /readyz before counting held ones. */
+async function ready(srv) {
+    await waitUntil(async () => (await httpRequest(srv.url, '/readyz', { timeoutMs: 2000 }).catch(() => null))?.status === 200,
+        { what: '/readyz 200' });
+}
+
 describe('held long-polls', () => {
     it('polls whose clients vanished are freed within about a second, not at --poll-timeout', async (t) => {
         const srv = await startServer(['--poll-timeout', '60', '--threads', '2']);
         t.after(() => srv.stop('SIGKILL'));
+        await ready(srv);
         const ch = uniqueChannel('gone');
         const socks = [];
         for (let i = 0; i < 40; i++)
@@ -371,6 +379,7 @@ describe('held long-polls', () => {
     it('--max-held-polls: the poll past it gets 503 + Retry-After', async (t) => {
         const srv = await startServer(['--max-held-polls', '5', '--poll-timeout', '30', '--threads', '2']);
         t.after(() => srv.stop('SIGKILL'));
+        await ready(srv);
         const ch = uniqueChannel('held');
         const socks = [];
         t.after(() => socks.forEach((s) => s.destroy()));
