@@ -839,7 +839,12 @@ on_ping_timer(h2o_timeout_entry_t *entry)
          * one interval would close a subscriber that reads a large backlog slowly. */
         if (now - conn->last_tx >= 2 * interval && !conn->overflow)
             set_overflow(conn);
-    } else if (now - conn->last_rx > 2 * interval) {
+    } else if (now - conn->last_rx > 2 * interval &&
+               (!(conn->writing || !pe_outq_is_empty(&conn->out)) || now - conn->last_tx > 2 * interval)) {
+        /* Silent for two intervals. With output pending, our ping waits behind a backlog the
+         * peer may still be reading (its pong cannot come before it): a write completing within
+         * the window is a sign of life too, and only a peer that neither answers nor reads is
+         * gone. */
         pe_log(PE_LOG_DEBUG, "edge/ws", "thread %u: closing a peer silent for two ping intervals", conn->thr->index);
         close_now(conn);
         return;
