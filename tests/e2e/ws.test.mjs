@@ -119,7 +119,10 @@ describe('WS: handshake', () => {
             ws.destroy();
         }
         const missing = await RawWS.open(main.srv.port, '/ws', { t, headers: { 'Sec-WebSocket-Version': null } });
-        assert.ok([400, 426].includes(missing.status), `no version header: ${missing.statusLine}`);
+        /* A missing version is a version other than 13 (RFC 6455 4.2.2: 426 names the one we speak). */
+        assert.equal(missing.status, 426, `no version header: ${missing.statusLine}`);
+        assert.match(String(missing.headers['sec-websocket-version']), /(^|,\s*)13(\s*,|$)/, 'no version header');
+        assert.equal(JSON.parse(missing.body.toString('utf8') || '{}').error?.code, 'bad_version', `no version header: ${missing.body}`);
     });
 
     it('a missing or malformed Sec-WebSocket-Key (not the base64 of 16 bytes): 400 JSON', { timeout: 10000 }, async (t) => {
