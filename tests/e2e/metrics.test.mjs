@@ -5,6 +5,8 @@
  *   pushedge_connections{transport}       one stream of each transport opens and leaves
  *   pushedge_subscribers                  one per subscribing connection
  *   pushedge_channels                     channels with local subscribers
+ *   pushedge_engine_channels              channels the memory engine holds (0 on Redis)
+ *   pushedge_max_channels                 the --max-channels bound
  *   pushedge_messages_published_total     HTTP and WebSocket publishes, refused ones excluded
  *   pushedge_publish_errors_total         a publish refused by an unreachable engine
  *   pushedge_messages_delivered_total     live and catch-up deliveries
@@ -104,6 +106,19 @@ describe('metrics: connections, subscribers, channels', () => {
         ws.close();
         await expectValue('pushedge_subscribers', {}, subs0, 'both left');
         await expectValue('pushedge_channels', {}, chans0, 'no local subscriber is left on either channel');
+    });
+
+    it('pushedge_engine_channels counts the channels the memory engine holds (0 on Redis); pushedge_max_channels is the bound', { timeout: 20000 }, async (t) => {
+        assert.equal(await value('pushedge_max_channels'), 1000000, 'the default --max-channels');
+        const e0 = await value('pushedge_engine_channels');
+        const ch = uniqueChannel('eng');
+        await publishOk(main.srv.url, ch, { n: 1 });
+        await publishOk(main.srv.url, ch, { n: 2 });
+        /* A channel with history: held by the memory engine once, however many messages. */
+        assert.equal(await value('pushedge_engine_channels'), ENGINE === 'memory' ? e0 + 1 : 0);
+        const bounded = await startServer(['--max-channels', '7', '--threads', '1']);
+        t.after(() => bounded.stop());
+        assert.equal(metricValue(await getMetrics(bounded.url), 'pushedge_max_channels'), 7);
     });
 
     it('pushedge_slow_consumers_total{transport} is exported for every transport, 0 without a slow consumer', { timeout: 10000 }, async () => {
