@@ -65,8 +65,9 @@ typedef struct st_pe_ws_conn_t {
     pe_ws_reader_t reader;
     pe_outq_t out;
     pe_ws_pmd_t pmd;
-    uint64_t last_rx; /* loop ms of the last byte received */
-    size_t max_queue; /* bytes queued and in flight past which it is a slow consumer */
+    uint64_t last_rx;      /* loop ms of the last byte received */
+    uint64_t last_drained; /* loop ms of the last write that completed with more still queued */
+    size_t max_queue;      /* bytes queued and in flight past which it is a slow consumer */
     h2o_timeout_entry_t ping_entry;
     h2o_timeout_entry_t flush_entry;
     h2o_timeout_entry_t close_entry;
@@ -372,6 +373,8 @@ on_write_complete(h2o_socket_t *sock, const char *err)
         return;
     }
     pe_outq_written(&conn->out);
+    if (pe_outq_bytes(&conn->out) != 0)
+        conn->last_drained = h2o_now(conn->thr->loop);
     if (conn->sub_inited && !conn->overflow && !conn->close_sent && pe_outq_bytes(&conn->out) < PE_WS_LOW_WATER)
         pe_sub_resume(&conn->sub);
     flush(conn); /* may free conn */
@@ -741,7 +744,11 @@ on_ping_timer(h2o_timeout_entry_t *entry)
 {
     pe_ws_conn_t *conn = H2O_STRUCT_FROM_MEMBER(pe_ws_conn_t, ping_entry, entry);
     uint64_t interval = conn->thr->server->cfg->ping_interval * 1000;
-    if (h2o_now(conn->thr->loop) - conn->last_rx > 2 * interval) {
+    /* Our ping waits behind what is queued, so a peer working through a backlog answers late:
+     * it is silent only if it stopped reading too (a vanished peer's writes stall once the
+     * kernel's send buffer is full). */
+    uint64_t heard = conn->last_rx > conn->last_drained ? conn->last_rx : conn->last_drained;
+    if (h2o_now(conn->thr->loop) - heard > 2 * interval) {
         pe_log(PE_LOG_DEBUG, "edge/ws", "thread %u: closing a peer silent for two ping intervals", conn->thr->index);
         close_now(conn);
         return;
