@@ -234,7 +234,7 @@ describe('drain', () => {
         assert.equal(a.status, 503);
         const t0 = Date.now();
         srv.proc.kill('SIGTERM');
-        const r = await srv.stop(null);
+        const r = await srv.stop(null, { expectSignal: 'SIGTERM' });
         assert.equal(r.killed, false);
         /* Documented as "stops at once": the default action of the signal, not a drain. */
         assert.equal(r.signal, 'SIGTERM', `the second signal ends the process: code ${r.code}, signal ${r.signal}`);
