@@ -289,6 +289,12 @@ pe_poll_on_req(h2o_req_t *req)
         return 0;
     }
 
+    if (thr->draining) {
+        /* As SSE and WebSocket do: the client comes back to another node (docs/protocol.md). */
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+        pe_http_error(req, 503, "Service Unavailable", "draining", "this node is shutting down; reconnect");
+        return 0;
+    }
     if (!pe_ps_engine_is_ready(pe_ps_node_engine(thr->node))) {
         /* Nothing could be read or awaited: tell the client when to come back (STYLE 3.5). */
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("2"));
@@ -320,11 +326,6 @@ pe_poll_on_req(h2o_req_t *req)
     for (size_t i = 0; i != q->num_channels; ++i) {
         pe_start_t start = pe_start_from_cursor(&q->since, q->channels[i].name, q->channels[i].len, q->num_channels);
         pe_sub_add(&poll->sub, q->channels[i].name, q->channels[i].len, start);
-    }
-    if (thr->draining) {
-        /* Answer at once (after catch-up's first round) and let the client come back elsewhere. */
-        poll->full = 1;
-        schedule_answer(poll);
     }
     h2o_timeout_link(thr->loop, hold, &poll->hold_entry);
     if (req->version < 0x200 && !poll->answered) {

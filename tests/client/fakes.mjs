@@ -169,6 +169,16 @@ export function createFakeWebSocket() {
     pong() {
       this.recv({ op: 'pong' });
     }
+
+    /** The server's answer to every subscribe not answered yet (without a start position). */
+    confirmSubscribes() {
+      this.confirmed = this.confirmed || new Set();
+      for (const o of this.sentOps('subscribe')) {
+        if (this.confirmed.has(o.ref)) continue;
+        this.confirmed.add(o.ref);
+        this.recv({ op: 'subscribed', channel: o.channel, ref: o.ref });
+      }
+    }
   }
   FakeWebSocket.instances = [];
   FakeWebSocket.attempts = [];
@@ -383,10 +393,12 @@ export function sseMessage(channel, id, data = null, cursor = id) {
   return `id: ${cursor}\ndata: ${JSON.stringify({ channel, id, data })}\n\n`;
 }
 
-/** Opens a fake WebSocket and answers its probe ping: the client counts it as connected. */
+/** Opens a fake WebSocket, answers its probe ping and confirms its subscribes, as the server
+ * does: the client counts it as connected. */
 export async function wsConnect(ws, clock) {
   ws.open();
   ws.pong();
+  ws.confirmSubscribes();
   await clock.advance(0);
 }
 

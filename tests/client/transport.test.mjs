@@ -311,11 +311,16 @@ test('WS subscribed op: its cursor becomes the position of a channel with no mes
   client.subscribe('a', () => {});
   await clock.advance(0);
   const ws = WS.last;
-  await wsConnect(ws, clock);
+  ws.open();
+  ws.pong();
+  await clock.advance(0);
   const sub = ws.sentOps('subscribe')[0];
   assert.deepEqual(sub, { op: 'subscribe', channel: 'a', ref: sub.ref });
   assert.deepEqual(client.positions, {});
+  assert.equal(client.transport, null, 'not connected before the subscribe is confirmed');
   ws.recv({ op: 'subscribed', channel: 'a', ref: sub.ref, cursor: '5000-3' });
+  await clock.advance(0);
+  assert.equal(client.transport, 'websocket');
   assert.deepEqual(client.positions, { a: '5000-3' });
   ws.drop(1006);
   await clock.advance(250);
@@ -354,7 +359,9 @@ test('WS engine op is reported once per change; error op for a subscribe emits e
   client.subscribe('a', () => {});
   await clock.advance(0);
   const ws = WS.last;
-  await wsConnect(ws, clock);
+  ws.open();
+  ws.pong();
+  await clock.advance(0);
   ws.recv({ op: 'engine', state: 'unavailable' });
   ws.recv({ op: 'engine', state: 'unavailable' });
   ws.recv({ op: 'engine', state: 'available' });
@@ -362,6 +369,8 @@ test('WS engine op is reported once per change; error op for a subscribe emits e
   const ref = ws.sentOps('subscribe')[0].ref;
   ws.recv({ op: 'error', code: 'forbidden', message: 'no', ref });
   assert.deepEqual(eventsOf('error').map((e) => pick(e, 'channel', 'code')), [{ channel: 'a', code: 'forbidden' }]);
+  await clock.advance(0);
+  assert.equal(client.transport, 'websocket', 'a refused subscribe is answered too: the socket counts as connected');
   client.close();
 });
 
@@ -390,12 +399,14 @@ test('background re-probe: SSE -> WebSocket without loss or duplicates, fallback
   assert.equal(sse.aborted, false);
   ws.pong();
   await clock.advance(0);
+  assert.equal(client.transport, 'sse', 'the candidate takes over only once its subscribe is confirmed');
+  const ref = ws.sentOps('subscribe')[0].ref;
+  ws.recv({ op: 'subscribed', channel: 'a', ref, cursor: '2-0' });
+  await clock.advance(0);
   assert.deepEqual(eventsOf('transport').map((e) => pick(e, 'from', 'to', 'reason')), [{ from: 'sse', to: 'websocket', reason: 'probe' }]);
   assert.equal(client.transport, 'websocket');
   assert.ok(sse.aborted, 'the SSE request is aborted');
   assert.equal(storage.getItem(STORAGE_KEY), null, 'the fallback is forgotten');
-  const ref = ws.sentOps('subscribe')[0].ref;
-  ws.recv({ op: 'subscribed', channel: 'a', ref, cursor: '2-0' });
   ws.recv({ op: 'message', channel: 'a', id: '3-0', data: null }); // replayed after since=2-0: dropped
   ws.recv({ op: 'message', channel: 'a', id: '4-0', data: null });
   s.push(sseMessage('a', '5-0')); // the stopped SSE says nothing more

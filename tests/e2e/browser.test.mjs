@@ -124,17 +124,22 @@ async function publishPaced(base, channel, count, { burst = 5, pauseMs = 200, fi
     return ids;
 }
 
-/** Waits until the page has every ID, then checks: exactly those, once each, in order. */
-async function expectExactly(client, ids, what, timeoutMs = 30000) {
+/**
+ * Waits until the page has every ID, then publishes a sentinel on the channel (through base)
+ * and waits for it: anything extra (a duplicate) would have arrived before it. Then checks:
+ * exactly those IDs, once each, in order, and the sentinel last.
+ */
+async function expectExactly(client, ids, what, { base, channel, timeoutMs = 30000 }) {
     try {
         await waitUntil(async () => (await client.got()).length >= ids.length, { timeoutMs, intervalMs: 100, what });
     } catch (e) {
         const got = await client.got();
         throw new Error(`${what}: ${got.length} of ${ids.length} messages arrived; states ${JSON.stringify(await client.states())}; console ${client.log.join(' | ')}`);
     }
-    await delay(300); /* anything extra (a duplicate) would arrive now */
+    const sentinel = await publishOk(base, channel, { n: 0 });
+    await waitUntil(async () => (await client.got()).some((m) => m.id === sentinel), { timeoutMs, intervalMs: 100, what: `${what}: the sentinel` });
     const got = await client.got();
-    assert.deepEqual(got.map((m) => m.id), ids, `${what}: every message exactly once, in order`);
+    assert.deepEqual(got.map((m) => m.id), [...ids, sentinel], `${what}: every message exactly once, in order, then the sentinel`);
 }
 
 /** Reports where the client ended and how long it took to get there (for docs/client.md). */
@@ -192,7 +197,7 @@ describe('browser: the JS client in Chromium', () => {
         const c = await openClient(browser.ctx, srv.url, ch);
         await c.waitTransport('websocket');
         const ids = await publishPaced(srv.url, ch, 30);
-        await expectExactly(c, ids, 'direct');
+        await expectExactly(c, ids, 'direct', { base: srv.url, channel: ch });
         await report(t, c);
         await c.page.close();
     });
@@ -205,7 +210,7 @@ describe('browser: the JS client in Chromium', () => {
         const c = await openClient(browser.ctx, proxy.url, ch);
         await c.waitTransport('sse');
         const ids = await publishPaced(srv.url, ch, 30);
-        await expectExactly(c, ids, 'haproxy deny upgrade');
+        await expectExactly(c, ids, 'haproxy deny upgrade', { base: srv.url, channel: ch });
         assert.equal(await c.transport(), 'sse');
         await report(t, c);
         await c.page.close();
@@ -223,7 +228,7 @@ describe('browser: the JS client in Chromium', () => {
             await c.waitTransport('sse', 30000);
             /* Pauses longer than the proxy's idle cut: the 2 s heartbeats keep the stream. */
             const ids = await publishPaced(srv.url, ch, 20, { burst: 5, pauseMs: 6000 });
-            await expectExactly(c, ids, name);
+            await expectExactly(c, ids, name, { base: srv.url, channel: ch });
             await report(t, c);
         });
     }
@@ -237,7 +242,7 @@ describe('browser: the JS client in Chromium', () => {
         const early = await publishPaced(srv.url, ch, 5);
         await c.waitTransport('sse');
         const ids = [...early, ...(await publishPaced(srv.url, ch, 25, { first: 6 }))];
-        await expectExactly(c, ids, 'black hole');
+        await expectExactly(c, ids, 'black hole', { base: srv.url, channel: ch });
         await report(t, c);
         const sw = await c.switches();
         assert.ok(sw.some((s) => s.from === 'websocket' && s.reason === 'ws_silent'), `a ws_silent fallback: ${JSON.stringify(sw)}`);
@@ -253,7 +258,7 @@ describe('browser: the JS client in Chromium', () => {
         const early = await publishPaced(srv.url, ch, 5);
         await c.waitTransport('poll', 40000);
         const ids = [...early, ...(await publishPaced(srv.url, ch, 25, { first: 6 }))];
-        await expectExactly(c, ids, 'nginx buffering');
+        await expectExactly(c, ids, 'nginx buffering', { base: srv.url, channel: ch });
         await report(t, c);
         assert.equal(await c.transport(), 'poll');
         await c.page.close();
@@ -267,7 +272,7 @@ describe('browser: the JS client in Chromium', () => {
         const c = await openClient(browser.ctx, proxy.url, ch, { pingInterval: 20000 });
         await c.waitTransport('websocket');
         const ids = await publishPaced(quiet.url, ch, 30, { burst: 5, pauseMs: 4000 });
-        await expectExactly(c, ids, 'idle cuts');
+        await expectExactly(c, ids, 'idle cuts', { base: quiet.url, channel: ch });
         await report(t, c);
         await c.page.close();
     });
@@ -280,7 +285,7 @@ describe('browser: the JS client in Chromium', () => {
         const c = await openClient(browser.ctx, proxy.url, ch, { transports: ['sse', 'poll'] });
         await c.waitTransport('sse');
         const ids = await publishPaced(quiet.url, ch, 25, { burst: 5, pauseMs: 4000 });
-        await expectExactly(c, ids, 'sse idle cuts');
+        await expectExactly(c, ids, 'sse idle cuts', { base: quiet.url, channel: ch });
         await report(t, c);
         assert.equal(await c.transport(), 'poll', `states ${JSON.stringify(await c.states())}`);
         assert.ok((await c.switches()).some((s) => s.from === 'sse' && s.to === 'poll'), 'demoted from sse to poll');
@@ -297,7 +302,7 @@ describe('browser: the JS client in Chromium', () => {
         const ids = await publishPaced(srv.url, ch, 60, { burst: 3, pauseMs: 100 });
         await c.waitTransport('websocket', 20000);
         ids.push(...(await publishPaced(srv.url, ch, 10, { first: 61 })));
-        await expectExactly(c, ids, 're-probe switch');
+        await expectExactly(c, ids, 're-probe switch', { base: srv.url, channel: ch });
         await report(t, c);
         assert.ok((await c.switches()).some((s) => s.from === 'sse' && s.to === 'websocket'), 'switched from sse to websocket');
         const remembered = await c.page.evaluate((k) => localStorage.getItem(k), `pushedge.transport:${srv.url}`);
@@ -374,7 +379,7 @@ describe('browser: pushedge restarted mid-stream', { skip: unavailable(!process.
             },
         });
         t.after(() => a.stop());
-        await expectExactly(c, ids, 'restart', 40000);
+        await expectExactly(c, ids, 'restart', { base: b.url, channel: ch, timeoutMs: 40000 });
         assert.ok((await c.states()).some((s) => s.state === 'disconnected'), 'the client saw the restart');
         await report(t, c);
     });

@@ -320,8 +320,11 @@ class WsTransport extends Transport {
     this._arm(this.o.probeTimeout, 'ws_silent');
   }
 
+  /* Healthy once the pong came back and every subscribe sent so far is answered: the pong
+   * overtakes the subscribed replies (the server answers a ping at once, a subscribe once its
+   * start is fixed), and 'connected' promises that anything published from then on arrives. */
   _maybeOpened() {
-    if (this.opened || !this.pongSeen) return;
+    if (this.opened || !this.pongSeen || this.pending.size > 0) return;
     this.opened = true;
     this.openedAt = this.clock.now();
     this._idleWatch();
