@@ -16,11 +16,13 @@
 size_t pe_json_minify(const char *in, size_t len, char *out);
 
 /**
- * Finds the member `key` (matched byte for byte against the raw, unescaped-free key text) of
- * the top-level object in the valid JSON text in[0..len), and returns 1 with the offset and
- * length of its value's text (for a transport that forwards a value as it was sent, without
- * re-printing it); 0 if the text is not an object or has no such key. With duplicate keys the
- * first is found (callers reject duplicates when validating).
+ * Finds the member `key` of the top-level object in the valid JSON text in[0..len), and returns
+ * 1 with the offset and length of its value's text (for a transport that forwards a value as it
+ * was sent, without re-printing it); 0 if the text is not an object or has no such key. Keys are
+ * compared after decoding their escapes, as jansson reads them ("r\u0065f" is the key "ref";
+ * key[0..key_len) is taken as decoded UTF-8, never unescaped itself). With duplicate keys the
+ * first is found (callers reject duplicates when validating). Allocation-free; on invalid input
+ * it returns 0 or a range within in[0..len), never reading past it.
  */
 int pe_json_find_member(const char *in, size_t len, const char *key, size_t key_len, size_t *value_off, size_t *value_len);
 

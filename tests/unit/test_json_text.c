@@ -1,5 +1,7 @@
 /*
- * Unit tests for pubsub/json_text.c (pe_json_minify): white space between tokens of every kind
+ * Unit tests for pubsub/json_text.c. pe_json_find_member: values of every kind found as written,
+ * nested keys skipped, keys compared after decoding their escapes (short escapes, \u escapes
+ * of 1 to 3 UTF-8 bytes, surrogate pairs). pe_json_minify: white space between tokens of every kind
  * (space, tab, CR, LF) removed at every nesting level; strings kept byte for byte, including
  * white space, structural characters, escaped quotes, escaped backslashes right before the
  * closing quote ("\\\""), \u escapes and raw UTF-8; numbers and literals untouched; bare
@@ -194,11 +196,34 @@ test_iterate(void)
     TAP_EQ_STR(members("[1]"), "", "not an object");
 }
 
+/* Keys are compared after decoding their escapes, as jansson reads them (issue 18 item 7: an
+ * escaped "ref" was not echoed and an escaped "data" refused a valid publish). */
+static void
+test_find_member_escaped_keys(void)
+{
+    TAP_EQ_STR(member("{\"op\":\"ping\",\"r\\u0065f\":1}", "ref"), "1", "\\u0065 in a key");
+    TAP_EQ_STR(member("{\"op\":\"publish\",\"channel\":\"a\",\"d\\u0061ta\":{\"x\":1}}", "data"), "{\"x\":1}", "\\u0061 in a key");
+    TAP_EQ_STR(member("{\"\\u0064\\u0061\\u0074\\u0061\":2}", "data"), "2", "every character escaped");
+    TAP_EQ_STR(member("{\"\\u0044ATA\":2,\"data\":3}", "data"), "3", "hex digits decode, case kept");
+    TAP_EQ_STR(member("{\"d\\u0041ta\":2}", "data"), "<none>", "\\u0041 is A, not a");
+    TAP_EQ_STR(member("{\"\\u005A\\u005a\":2}", "ZZ"), "2", "upper- and lower-case hex digits");
+    TAP_EQ_STR(member("{\"a\\\"b\":4}", "a\"b"), "4", "escaped quote in a key");
+    TAP_EQ_STR(member("{\"a\\\\\":5}", "a\\"), "5", "escaped backslash ending a key");
+    TAP_EQ_STR(member("{\"a\\/b\\n\\t\\r\\b\\f\":6}", "a/b\n\t\r\b\f"), "6", "the short escapes");
+    TAP_EQ_STR(member("{\"caf\\u00e9\":7}", "caf\xc3\xa9"), "7", "\\u00e9 is two bytes of UTF-8");
+    TAP_EQ_STR(member("{\"\\u20ac\":8}", "\xe2\x82\xac"), "8", "\\u20ac is three bytes of UTF-8");
+    TAP_EQ_STR(member("{\"\\ud83d\\ude00\":9}", "\xf0\x9f\x98\x80"), "9", "a surrogate pair is one 4-byte character");
+    TAP_EQ_STR(member("{\"caf\xc3\xa9\":10}", "caf\\u00e9"), "<none>", "the query key is not unescaped");
+    TAP_EQ_STR(member("{\"r\\u0065\":1,\"ref\":2}", "ref"), "2", "a decoded prefix does not match");
+    TAP_EQ_STR(member("{\"r\\u0065fx\":1}", "ref"), "<none>", "a decoded key longer than the query does not match");
+}
+
 int
 main(void)
 {
     tap_subtest("iterate", test_iterate);
     tap_subtest("find member", test_find_member);
+    tap_subtest("find member: escaped keys", test_find_member_escaped_keys);
     tap_subtest("structure", test_structure);
     tap_subtest("scalars", test_scalars);
     tap_subtest("strings", test_strings);
