@@ -562,7 +562,7 @@ static void
 handle_op(pe_ws_conn_t *conn, const char *text, size_t len)
 {
     json_error_t jerr;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr);
+    json_t *root = pe_json_load_untrusted(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr);
     if (root == NULL || !json_is_object(root)) {
         char msg[200];
         snprintf(msg, sizeof(msg), "a JSON object is expected%s%s", root == NULL ? ": " : "", root == NULL ? jerr.text : "");

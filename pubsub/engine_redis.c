@@ -218,7 +218,7 @@ static pe_msg_t *
 make_msg(pe_id_t id, const char *name, size_t name_len, const char *data, size_t len)
 {
     json_error_t jerr;
-    json_t *v = json_loadb(data, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr);
+    json_t *v = pe_json_load_untrusted(data, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr);
     if (v != NULL) {
         json_decref(v);
         return pe_msg_new(id, name, name_len, data, len);

@@ -1,10 +1,21 @@
 /*
- * Helpers for JSON text that was already validated (by jansson): pure, no allocation.
+ * Helpers for JSON text from peers: validation, and reading text that was already validated
+ * (pure, no allocation).
  */
 #ifndef PE_JSON_TEXT_H
 #define PE_JSON_TEXT_H
 
 #include <stddef.h>
+#include <jansson.h>
+
+/**
+ * json_loadb for text from a peer: refuses text holding a raw NUL byte (never valid JSON, RFC
+ * 8259: not white space, and control characters inside strings must be escaped), which jansson
+ * 2.14 accepts after a number or a literal ("2<NUL>" loads as 2). The text is forwarded as
+ * written (pe_json_minify, pe_json_find_member), so a NUL would reach subscribers inside their
+ * JSON. Returns a new reference, or NULL with err filled (err may be NULL).
+ */
+json_t *pe_json_load_untrusted(const char *text, size_t len, size_t flags, json_error_t *err);
 
 /**
  * Copies the JSON text in[0..len) to out without insignificant white space (outside strings),

@@ -8,14 +8,17 @@
  * Covered: escaped ref on ping, subscribe and publish (echoed as written); escaped data
  * delivered as written to a subscriber; every key of an op escaped; an escape that decodes to
  * another key is not taken for "data"; a duplicate spelled once plain and once escaped is
- * refused as invalid JSON (jansson's duplicate check sees decoded keys). Runs on both engines.
+ * refused as invalid JSON (jansson's duplicate check sees decoded keys). A raw NUL byte after a
+ * number or literal (jansson 2.14 accepts "2<NUL>"; found by tests/fuzz/fuzz_json_member) is
+ * refused on WebSocket ops and on HTTP publish, and nothing with a NUL reaches subscribers.
+ * Runs on both engines.
  *
  * Not covered here: the scanner's cases one by one (tests/unit/test_json_text.c) and its
  * agreement with jansson on arbitrary input (tests/fuzz/fuzz_json_member.c).
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { sharedServer, uniqueChannel } from './lib.mjs';
+import { httpRequest, sharedServer, uniqueChannel } from './lib.mjs';
 import { openWs } from './wslib.mjs';
 
 const main = sharedServer(before, after);
@@ -75,5 +78,35 @@ describe('ops with escaped member names', () => {
         assert.equal(r.op, 'error');
         assert.equal(r.code, 'invalid_json');
         assert.deepEqual(await exchange(c, '{"op":"ping","ref":3}', () => true, 'the pong'), { op: 'pong', ref: 3 });
+    });
+});
+
+describe('a raw NUL byte is not JSON', () => {
+    it('a WebSocket op with a NUL after a number or literal is invalid_json; nothing is published', { timeout: 10000 }, async (t) => {
+        const ch = uniqueChannel('nul');
+        const sub = await openWs(main.srv.url, `/ws?channel=${ch}`, { t });
+        await sub.nextOp('subscribed');
+        const c = await openWs(main.srv.url, '/ws', { t });
+        for (const text of [`{"op":"publish","channel":"${ch}","data":2\u0000}`, `{"op":"publish","channel":"${ch}","data":true\u0000,"ref":1}`,
+            '{"op":"ping","ref":1\u0000}']) {
+            const r = await exchange(c, text, () => true, 'the reply');
+            assert.equal(r.op, 'error', `${JSON.stringify(text)}: ${JSON.stringify(r)}`);
+            assert.equal(r.code, 'invalid_json');
+        }
+        /* A sentinel: once it arrived, anything published before it has too. */
+        const ok = await exchange(c, `{"op":"publish","channel":"${ch}","data":"sentinel"}`, (o) => o.op === 'published' || o.op === 'error', 'the sentinel');
+        assert.equal(ok.op, 'published');
+        const m = await sub.waitFor(() => sub.messages.find((x) => x.json && x.json.op === 'message'), 5000, 'the sentinel message');
+        assert.equal(m.json.data, 'sentinel', 'the first message is the sentinel');
+        assert.ok(sub.messages.every((x) => !x.text || !x.text.includes('\u0000')), 'no NUL reached the subscriber');
+    });
+
+    it('HTTP publish of a body with a NUL is 400 invalid_json', { timeout: 10000 }, async () => {
+        const ch = uniqueChannel('nulhttp');
+        for (const body of [Buffer.from('2\0'), Buffer.from('{"a":null\0}')]) {
+            const r = await httpRequest(main.srv.url, `/api/publish?channel=${ch}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+            assert.equal(r.status, 400, `${JSON.stringify(body.toString())}: ${r.text}`);
+            assert.equal(r.json.error.code, 'invalid_json');
+        }
     });
 });

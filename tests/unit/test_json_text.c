@@ -1,5 +1,6 @@
 /*
- * Unit tests for pubsub/json_text.c. pe_json_find_member: values of every kind found as written,
+ * Unit tests for pubsub/json_text.c. pe_json_load_untrusted: a raw NUL byte anywhere is refused,
+ * an escaped one in a string is not. pe_json_find_member: values of every kind found as written,
  * nested keys skipped, keys compared after decoding their escapes (short escapes, \u escapes
  * of 1 to 3 UTF-8 bytes, surrogate pairs). pe_json_minify: white space between tokens of every kind
  * (space, tab, CR, LF) removed at every nesting level; strings kept byte for byte, including
@@ -218,10 +219,32 @@ test_find_member_escaped_keys(void)
     TAP_EQ_STR(member("{\"r\\u0065fx\":1}", "ref"), "<none>", "a decoded key longer than the query does not match");
 }
 
+/* jansson 2.14 accepts a raw NUL after a number or literal; the text would be forwarded with the
+ * NUL inside (found by tests/fuzz/fuzz_json_member). */
+static void
+test_load_untrusted(void)
+{
+    static const struct {
+        const char *text;
+        size_t len;
+    } nul[] = {{"2\0", 2}, {"{\"a\":2\0}", 8}, {"{\"a\":true\0}", 11}, {"[null\0]", 7}, {"\0", 1}, {"\"a\0\"", 4}};
+    json_error_t err;
+    for (size_t i = 0; i != sizeof(nul) / sizeof(nul[0]); ++i) {
+        json_t *v = pe_json_load_untrusted(nul[i].text, nul[i].len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+        TAP_OK(v == NULL, "raw NUL refused (case %zu)", i);
+        TAP_OK(strstr(err.text, "NUL") != NULL, "the error names the NUL: %s", err.text);
+        json_decref(v);
+    }
+    json_t *v = pe_json_load_untrusted("{\"a\":\"\\u0000\"}", 14, JSON_ALLOW_NUL, NULL);
+    TAP_OK(v != NULL, "an escaped NUL in a string is fine");
+    json_decref(v);
+}
+
 int
 main(void)
 {
     tap_subtest("iterate", test_iterate);
+    tap_subtest("load untrusted", test_load_untrusted);
     tap_subtest("find member", test_find_member);
     tap_subtest("find member: escaped keys", test_find_member_escaped_keys);
     tap_subtest("structure", test_structure);
