@@ -1,8 +1,8 @@
 /*
  * libFuzzer driver for the config file loader (edge/config.c, pe_config_load with --config).
  *
- * The input is written to a temporary file (created once per process, rewritten for every
- * input) and loaded exactly as the server does at start: `pushedge --config FILE` with an empty
+ * The input is written to an in-memory file (memfd, created once per process, rewritten for
+ * every input) and loaded exactly as the server does at start: `pushedge --config FILE` with an empty
  * environment. LeakSanitizer (on by default in libFuzzer's ASan builds) reports any allocation
  * pe_config_dispose does not release, on every path, errors included. Checks:
  *   - the result is PE_CFG_OK or PE_CFG_ERROR (never the --help/--version exit);
@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include <jansson.h>
 #include "../../edge/config.h"
@@ -33,13 +34,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static char path[64];
 static int fd = -1;
-
-static void
-cleanup(void)
-{
-    if (fd >= 0)
-        unlink(path);
-}
 
 static int
 load(pe_config_t *cfg, char *err, size_t errlen)
@@ -146,10 +140,11 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (fd < 0) {
-        snprintf(path, sizeof(path), "%s", "/tmp/pushedge-fuzz-config.XXXXXX");
-        fd = mkstemp(path);
+        /* In memory: a file on disk, truncated and rewritten per input, made the target wait on
+         * the file system (about 200 inputs a second instead of thousands). */
+        fd = memfd_create("pushedge-fuzz-config", 0);
         CHECK(fd >= 0);
-        atexit(cleanup);
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
     }
     CHECK(ftruncate(fd, 0) == 0);
     CHECK(pwrite(fd, data, size, 0) == (ssize_t)size);
