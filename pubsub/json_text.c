@@ -304,3 +304,9 @@ pe_json_object_next(const char *in, size_t len, size_t *pos, size_t *key_off, si
     *pos = end;
     return 1;
 }
+
+int
+pe_json_key_equals(const char *raw, size_t raw_len, const char *key, size_t key_len)
+{
+    return key_equals(raw, 0, raw_len, key, key_len);
+}

@@ -49,4 +49,11 @@ int pe_json_array_next(const char *in, size_t len, size_t *pos, size_t *off, siz
  */
 int pe_json_object_next(const char *in, size_t len, size_t *pos, size_t *key_off, size_t *key_len, size_t *off, size_t *vlen);
 
+/**
+ * Compares a key's raw text raw[0..raw_len) (between its quotes, as pe_json_object_next gives
+ * it) with key[0..key_len) after decoding its escapes, as jansson reads keys ("d\u0061ta" is
+ * "data"). Returns 1 if equal. Allocation-free.
+ */
+int pe_json_key_equals(const char *raw, size_t raw_len, const char *key, size_t key_len);
+
 #endif

@@ -11,7 +11,9 @@
  * refused as invalid JSON (jansson's duplicate check sees decoded keys). A raw NUL byte after a
  * number or literal (jansson 2.14 accepts "2<NUL>"; found by tests/fuzz/fuzz_json_member) is
  * refused on WebSocket ops and on HTTP publish, and nothing with a NUL reaches subscribers.
- * Runs on both engines.
+ * POST /api/batch reads each item's members the same way (raw "data" span, jansson for the
+ * rest): an escaped "data" is found, and an escaped duplicate of it is refused. Runs on both
+ * engines.
  *
  * Not covered here: the scanner's cases one by one (tests/unit/test_json_text.c) and its
  * agreement with jansson on arbitrary input (tests/fuzz/fuzz_json_member.c).
@@ -108,5 +110,36 @@ describe('a raw NUL byte is not JSON', () => {
             assert.equal(r.status, 400, `${JSON.stringify(body.toString())}: ${r.text}`);
             assert.equal(r.json.error.code, 'invalid_json');
         }
+    });
+});
+
+describe('POST /api/batch items with escaped member names', () => {
+    function batch(body) {
+        return httpRequest(main.srv.url, '/api/batch', { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    }
+
+    it('an escaped "data" is stored as written', { timeout: 10000 }, async (t) => {
+        const ch = uniqueChannel('batchesc');
+        const sub = await openWs(main.srv.url, `/ws?channel=${ch}`, { t });
+        await sub.nextOp('subscribed');
+        const r = await batch(`[{"channel":"${ch}","d\\u0061ta":{"x":0.10}}]`);
+        assert.equal(r.status, 200, r.text);
+        assert.ok(r.json.results[0].id, JSON.stringify(r.json));
+        const m = await sub.waitFor(() => sub.messages.find((x) => x.json && x.json.op === 'message'), 5000, 'the message');
+        assert.ok(m.text.includes('"data":{"x":0.10}'), m.text);
+    });
+
+    it('"data" given twice, once escaped, is refused for that item', { timeout: 10000 }, async () => {
+        const ch = uniqueChannel('batchdup');
+        const r = await batch(`[{"channel":"${ch}","data":1,"d\\u0061ta":2}]`);
+        assert.equal(r.status, 200, r.text);
+        assert.equal(r.json.results[0].error?.code, 'bad_request', JSON.stringify(r.json));
+    });
+
+    it('a raw NUL byte in the body is 400 invalid_json', { timeout: 10000 }, async () => {
+        const ch = uniqueChannel('batchnul');
+        const r = await batch(Buffer.from(`[{"channel":"${ch}","data":2\0}]`));
+        assert.equal(r.status, 400, r.text);
+        assert.equal(r.json.error.code, 'invalid_json');
     });
 });

@@ -217,6 +217,9 @@ test_find_member_escaped_keys(void)
     TAP_EQ_STR(member("{\"caf\xc3\xa9\":10}", "caf\\u00e9"), "<none>", "the query key is not unescaped");
     TAP_EQ_STR(member("{\"r\\u0065\":1,\"ref\":2}", "ref"), "2", "a decoded prefix does not match");
     TAP_EQ_STR(member("{\"r\\u0065fx\":1}", "ref"), "<none>", "a decoded key longer than the query does not match");
+    TAP_OK(pe_json_key_equals("d\\u0061ta", 9, "data", 4), "pe_json_key_equals decodes (batch items)");
+    TAP_OK(!pe_json_key_equals("d\\u0061t", 8, "data", 4), "pe_json_key_equals: a prefix is not equal");
+    TAP_OK(pe_json_key_equals("", 0, "", 0), "pe_json_key_equals: empty keys");
 }
 
 /* jansson 2.14 accepts a raw NUL after a number or literal; the text would be forwarded with the
