@@ -154,13 +154,14 @@ publish_item(pe_thread_t *thr, batch_item_t *it, json_t *jitem, const char *text
     unsigned seen_channel = 0, seen_data = 0, seen_key = 0;
     while (pe_json_object_next(text, len, &pos, &koff, &klen, &voff, &vlen)) {
         const char *k = text + koff;
-        if (klen == 7 && memcmp(k, "channel", 7) == 0) {
+        /* Keys compared as jansson reads them: "d\u0061ta" is data (and a duplicate of it). */
+        if (pe_json_key_equals(k, klen, "channel", 7)) {
             ++seen_channel;
-        } else if (klen == 4 && memcmp(k, "data", 4) == 0) {
+        } else if (pe_json_key_equals(k, klen, "data", 4)) {
             ++seen_data;
             data_off = voff;
             data_len = vlen;
-        } else if (klen == 3 && memcmp(k, "key", 3) == 0) {
+        } else if (pe_json_key_equals(k, klen, "key", 3)) {
             ++seen_key;
         }
     }
@@ -232,9 +233,10 @@ pe_batch_on_req(h2o_req_t *req)
         return 0;
     }
     json_error_t jerr;
-    json_t *root = req->entity.base != NULL ? json_loadb(req->entity.base, req->entity.len,
-                                                         JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr)
-                                            : NULL;
+    json_t *root = req->entity.base != NULL
+                       ? pe_json_load_untrusted(req->entity.base, req->entity.len,
+                                                JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr)
+                       : NULL;
     if (root == NULL) {
         char msg[200];
         snprintf(msg, sizeof(msg), "the body is not JSON: %s", req->entity.base != NULL ? jerr.text : "empty body");

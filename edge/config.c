@@ -80,6 +80,8 @@ static const opt_t options[] = {
 #define NUM_OPTIONS (sizeof(options) / sizeof(options[0]))
 
 static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Formats the error. Keys and values from the file are quoted in it, and main prints it as one
+ * log line: control characters (a JSON "\n" in a key) are shown as '?' so that it stays one. */
 static int
 fail(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -87,6 +89,9 @@ fail(char *err, size_t errlen, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
+    for (char *p = err; errlen != 0 && *p != '\0'; ++p)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
     return PE_CFG_ERROR;
 }
 

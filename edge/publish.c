@@ -17,6 +17,7 @@
  */
 #include <jansson.h>
 #include "../pubsub/alloc.h"
+#include "../pubsub/json_text.h"
 #include "query.h"
 #include "server.h"
 
@@ -162,9 +163,10 @@ pe_publish_on_req(h2o_req_t *req)
         return 0;
     }
     json_error_t jerr;
-    json_t *value = req->entity.base != NULL ? json_loadb(req->entity.base, req->entity.len,
-                                                          JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr)
-                                             : NULL;
+    json_t *value = req->entity.base != NULL
+                        ? pe_json_load_untrusted(req->entity.base, req->entity.len,
+                                                 JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr)
+                        : NULL;
     if (value == NULL) {
         char msg[200];
         snprintf(msg, sizeof(msg), "the body is not JSON: %s", req->entity.base != NULL ? jerr.text : "empty body");

@@ -38,8 +38,6 @@
  * for the peer's answer.
  */
 #include <jansson.h>
-#include <openssl/evp.h>
-#include <openssl/sha.h>
 #include <errno.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -52,6 +50,7 @@
 #include <h2o/http1.h> /* after h2o.h, which it needs */
 #include "ws_deflate.h"
 #include "ws_frame.h"
+#include "ws_handshake.h"
 
 enum { ENC_PLAIN = 0, ENC_DEFLATE = 1 };
 
@@ -563,7 +562,7 @@ static void
 handle_op(pe_ws_conn_t *conn, const char *text, size_t len)
 {
     json_error_t jerr;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr);
+    json_t *root = pe_json_load_untrusted(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr);
     if (root == NULL || !json_is_object(root)) {
         char msg[200];
         snprintf(msg, sizeof(msg), "a JSON object is expected%s%s", root == NULL ? ": " : "", root == NULL ? jerr.text : "");
@@ -984,20 +983,6 @@ join_header(h2o_req_t *req, const char *name, size_t len)
     return all;
 }
 
-/* A Sec-WebSocket-Key must be the base64 of 16 bytes (RFC 6455 4.1): 22 characters and "==". */
-static int
-key_is_valid(h2o_iovec_t key)
-{
-    if (key.len != 24 || key.base[22] != '=' || key.base[23] != '=')
-        return 0;
-    for (size_t i = 0; i != 22; ++i) {
-        char c = key.base[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/'))
-            return 0;
-    }
-    return 1;
-}
-
 int
 pe_ws_on_req(h2o_req_t *req, int echo)
 {
@@ -1020,23 +1005,17 @@ pe_ws_on_req(h2o_req_t *req, int echo)
     }
     /* h2o's HTTP/1 parser moves Upgrade into req->upgrade only when Connection lists "upgrade"
      * (both are hop-by-hop and absent from req->headers). */
-    if (req->upgrade.base == NULL || !h2o_contains_token(req->upgrade.base, req->upgrade.len, H2O_STRLIT("websocket"), ','))
-        return refuse(req, 426, "Upgrade Required", "upgrade_required", "this endpoint speaks WebSocket: send an Upgrade request");
-    h2o_iovec_t version = find_header(req, H2O_STRLIT("sec-websocket-version"));
-    if (!h2o_memis(version.base, version.len, H2O_STRLIT("13")))
-        return refuse(req, 426, "Upgrade Required", "bad_version", "Sec-WebSocket-Version must be 13");
-    h2o_iovec_t key = find_header(req, H2O_STRLIT("sec-websocket-key"));
-    if (!key_is_valid(key))
-        return refuse(req, 400, "Bad Request", "bad_key", "Sec-WebSocket-Key must be the base64 of 16 bytes");
-
-    /* Subprotocol: pushedge.v1 if offered; an offer without it is refused (CONTRACT.md). */
-    h2o_iovec_t protocols = join_header(req, H2O_STRLIT("sec-websocket-protocol"));
-    int select_protocol = 0;
-    if (protocols.base != NULL) {
-        if (!h2o_contains_token(protocols.base, protocols.len, H2O_STRLIT("pushedge.v1"), ','))
-            return refuse(req, 400, "Bad Request", "unsupported_protocol", "no offered subprotocol is supported (pushedge.v1 is)");
-        select_protocol = 1;
-    }
+    h2o_iovec_t version = find_header(req, H2O_STRLIT("sec-websocket-version")),
+                key = find_header(req, H2O_STRLIT("sec-websocket-key")),
+                protocols = join_header(req, H2O_STRLIT("sec-websocket-protocol"));
+    pe_ws_handshake_req_t hs_req = {.upgrade = {req->upgrade.base, req->upgrade.len},
+                                    .version = {version.base, version.len},
+                                    .key = {key.base, key.len},
+                                    .protocols = {protocols.base, protocols.len}};
+    pe_ws_handshake_t hs;
+    int status = pe_ws_handshake_check(&hs_req, &hs);
+    if (status != 0)
+        return refuse(req, status, status == 426 ? "Upgrade Required" : "Bad Request", hs.code, hs.message);
 
     /* The subscription in the query string, checked before upgrading. */
     pe_sub_query_t *q = NULL;
@@ -1100,20 +1079,14 @@ pe_ws_on_req(h2o_req_t *req, int echo)
     }
     pe_ws_reader_init(&conn->reader, cfg->max_message_size, conn->pmd_enabled);
 
-    /* Sec-WebSocket-Accept = base64(SHA-1(key + GUID)) (RFC 6455 4.2.2) */
-    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-    unsigned char digest[SHA_DIGEST_LENGTH], buf[24 + sizeof(guid)];
-    memcpy(buf, key.base, 24);
-    memcpy(buf + 24, guid, sizeof(guid) - 1);
-    SHA1(buf, 24 + sizeof(guid) - 1, digest);
-    char *accept = h2o_mem_alloc_pool(&req->pool, 32);
-    EVP_EncodeBlock((unsigned char *)accept, digest, SHA_DIGEST_LENGTH);
+    char *accept = h2o_mem_alloc_pool(&req->pool, sizeof(hs.accept));
+    memcpy(accept, hs.accept, sizeof(hs.accept));
 
     req->res.status = 101;
     req->res.reason = "Switching Protocols";
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_UPGRADE, NULL, H2O_STRLIT("websocket"));
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("sec-websocket-accept"), 0, NULL, accept, strlen(accept));
-    if (select_protocol)
+    if (hs.select_protocol)
         h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("sec-websocket-protocol"), 0, NULL,
                               H2O_STRLIT("pushedge.v1"));
     h2o_http1_upgrade(req, NULL, 0, on_upgrade_complete, conn);

@@ -55,6 +55,7 @@
 #include "json_text.h"
 #include "redis_evloop.h"
 #include "redis_lib.h"
+#include "redis_reply.h"
 #include "strmap.h"
 
 #define MAX_NODES 64
@@ -73,7 +74,6 @@
 #define PE_REDIS_MAX_CONNS 16
 #define PE_REDIS_MAX_SEEDS 8
 #define PE_REDIS_MAX_REDIRECTS 5
-#define PE_REDIS_SLOTS 16384
 
 const char pe_ps_err_redis_timeout[] = "the Redis engine did not answer in time";
 const char pe_ps_err_redis_reply[] = "the Redis engine answered with an error";
@@ -218,7 +218,7 @@ static pe_msg_t *
 make_msg(pe_id_t id, const char *name, size_t name_len, const char *data, size_t len)
 {
     json_error_t jerr;
-    json_t *v = json_loadb(data, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr);
+    json_t *v = pe_json_load_untrusted(data, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr);
     if (v != NULL) {
         json_decref(v);
         return pe_msg_new(id, name, name_len, data, len);
@@ -274,7 +274,7 @@ key_slot(const char *key, size_t len)
     return crc & (PE_REDIS_SLOTS - 1);
 }
 
-static int follow_redirect(redis_link_t *rl, cmd_t *c, const char *err);
+static int follow_redirect(redis_link_t *rl, cmd_t *c, const pe_redis_redirect_t *to);
 
 static void
 on_cmd_reply(redisAsyncContext *ac, void *_reply, void *privdata)
@@ -282,8 +282,9 @@ on_cmd_reply(redisAsyncContext *ac, void *_reply, void *privdata)
     cmd_t *c = privdata;
     redis_link_t *rl = c->rl;
     redisReply *reply = _reply;
+    pe_redis_redirect_t redirect;
     if (reply != NULL && reply->type == REDIS_REPLY_ERROR && c->redirects < PE_REDIS_MAX_REDIRECTS && rl->state != LINK_DOWN &&
-        (strncmp(reply->str, "MOVED ", 6) == 0 || strncmp(reply->str, "ASK ", 4) == 0) && follow_redirect(rl, c, reply->str) == 0)
+        pe_redis_parse_redirect(reply->str, reply->len, &redirect) == 0 && follow_redirect(rl, c, &redirect) == 0)
         return; /* sent again; its callback runs with the final answer */
     h2o_linklist_unlink(&c->link);
     c->cb(rl, reply, c->ctx);
@@ -461,25 +462,24 @@ on_read_reply(redis_link_t *rl, redisReply *reply, void *ctx)
         res->err = pe_ps_err_unavailable;
         goto Done;
     }
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 || reply->elements % 2 != 1 ||
-        reply->element[0]->type != REDIS_REPLY_INTEGER || reply->element[1]->type != REDIS_REPLY_STRING ||
-        reply->element[2]->type != REDIS_REPLY_INTEGER ||
-        pe_id_parse(reply->element[1]->str, reply->element[1]->len, &res->base) != 0) {
+    int gap, reached_end;
+    size_t n;
+    if (pe_redis_parse_read(reply, &gap, &res->base, &reached_end, &n) != 0) {
         elog(rl->engine, 1, "redis: pushedge_read failed: %.200s", reply->type == REDIS_REPLY_ERROR ? reply->str : "odd reply");
         res->err = pe_ps_err_redis_reply;
         goto Done;
     }
-    res->gap = reply->element[0]->integer != 0;
-    res->reached_end = reply->element[2]->integer != 0;
-    size_t n = (reply->elements - 3) / 2;
+    res->gap = gap;
+    res->reached_end = reached_end;
     if (n != 0)
         res->msgs = pe_malloc(n * sizeof(*res->msgs));
     for (size_t i = 0; i != n; ++i) {
-        redisReply *rid = reply->element[3 + 2 * i], *rdata = reply->element[4 + 2 * i];
         pe_id_t id;
-        if (rid->type != REDIS_REPLY_STRING || rdata->type != REDIS_REPLY_STRING || pe_id_parse(rid->str, rid->len, &id) != 0)
+        const char *data;
+        size_t data_len;
+        if (pe_redis_read_entry(reply, i, &id, &data, &data_len) != 0)
             continue;
-        res->msgs[res->num_msgs++] = make_msg(id, r->name, r->name_len, rdata->str, rdata->len);
+        res->msgs[res->num_msgs++] = make_msg(id, r->name, r->name_len, data, data_len);
     }
 Done:
     r->cb(r->ctx, res);
@@ -575,22 +575,12 @@ on_fetch_reply(redis_link_t *rl, redisReply *reply, void *ctx)
         return;
     }
     for (size_t i = 0; i != reply->elements; ++i) {
-        redisReply *e = reply->element[i];
         pe_id_t id;
-        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING ||
-            e->element[1]->type != REDIS_REPLY_ARRAY || e->element[1]->elements < 2 ||
-            pe_id_parse(e->element[0]->str, e->element[0]->len, &id) != 0 || pe_id_cmp(id, rc->last_posted) <= 0)
+        const char *data;
+        size_t data_len;
+        if (pe_redis_stream_entry(reply->element[i], &id, &data, &data_len) != 0 || pe_id_cmp(id, rc->last_posted) <= 0)
             continue;
-        redisReply *f = e->element[1], *v = f->element[1];
-        for (size_t j = 0; j + 1 < f->elements; j += 2)
-            if (f->element[j]->type == REDIS_REPLY_STRING &&
-                (strcmp(f->element[j]->str, "d") == 0 || strcmp(f->element[j]->str, "data") == 0)) {
-                v = f->element[j + 1];
-                break;
-            }
-        if (v->type != REDIS_REPLY_STRING)
-            continue;
-        pe_msg_t *msg = make_msg(id, rc->name, rc->name_len, v->str, v->len);
+        pe_msg_t *msg = make_msg(id, rc->name, rc->name_len, data, data_len);
         post(rl, rc, msg);
         pe_msg_release(msg);
     }
@@ -785,14 +775,15 @@ on_sub_event(redisAsyncContext *ac, void *_reply, void *privdata)
         return;
     }
     /* "<id> <json>" from pushedge_publish */
-    const char *sp = memchr(payload, ' ', len);
     pe_id_t id;
-    if (sp == NULL || pe_id_parse(payload, (size_t)(sp - payload), &id) != 0)
+    const char *json;
+    size_t json_len;
+    if (pe_redis_parse_announcement(payload, len, &id, &json, &json_len) != 0)
         return;
     ++rc->published_seen;
     if (rc->state != RCHAN_SUBSCRIBED || pe_id_cmp(id, rc->last_posted) <= 0)
         return; /* not live yet: the reads after the subscription cover it */
-    pe_msg_t *msg = make_msg(id, rc->name, rc->name_len, sp + 1, len - (size_t)(sp + 1 - payload));
+    pe_msg_t *msg = make_msg(id, rc->name, rc->name_len, json, json_len);
     post(rl, rc, msg);
     pe_msg_release(msg);
 }
@@ -1062,23 +1053,19 @@ on_cluster_slots(redis_link_t *rl, redisReply *reply, void *ctx)
             rl->slots = pe_malloc(PE_REDIS_SLOTS);
         memset(rl->slots, 0xff, PE_REDIS_SLOTS);
         for (size_t i = 0; i != reply->elements; ++i) {
-            redisReply *r = reply->element[i];
-            if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 || r->element[0]->type != REDIS_REPLY_INTEGER ||
-                r->element[1]->type != REDIS_REPLY_INTEGER || r->element[2]->type != REDIS_REPLY_ARRAY ||
-                r->element[2]->elements < 2 || r->element[2]->element[0]->type != REDIS_REPLY_STRING ||
-                r->element[2]->element[1]->type != REDIS_REPLY_INTEGER)
+            unsigned from, to, port;
+            const char *ip;
+            int k = pe_redis_slot_range(reply->element[i], &from, &to, &ip, &port);
+            if (k == 0)
                 continue;
-            long long from = r->element[0]->integer, to = r->element[1]->integer;
-            const char *ip = r->element[2]->element[0]->str;
-            if (*ip == '\0')
+            if (k > 0 && *ip == '\0')
                 ip = rl->conns[0]->ip; /* "the node you asked" */
             size_t idx;
-            if (from < 0 || to >= PE_REDIS_SLOTS || from > to ||
-                conn_get(rl, ip, (unsigned)r->element[2]->element[1]->integer, &idx) == NULL) {
+            if (k < 0 || conn_get(rl, ip, port, &idx) == NULL) {
                 link_fail(rl, "a cluster master cannot be reached");
                 return;
             }
-            memset(rl->slots + from, (int)idx, (size_t)(to - from + 1));
+            memset(rl->slots + from, (int)idx, to - from + 1);
         }
     }
     rl->slots_known = 1;
@@ -1090,29 +1077,20 @@ on_asking(redis_link_t *rl, redisReply *reply, void *ctx)
 {
 }
 
-/* "MOVED <slot> <ip>:<port>" or "ASK <slot> <ip>:<port>": send the command to that master
- * (after ASKING for ASK); MOVED also updates the slot map. Returns 0 if the command was sent
- * again, -1 to hand the error to its callback. */
+/* A MOVED or ASK redirection (pe_redis_parse_redirect): send the command to that master (after
+ * ASKING for ASK); MOVED also updates the slot map. An empty host is the node that answered.
+ * Returns 0 if the command was sent again, -1 to hand the error to its callback. */
 static int
-follow_redirect(redis_link_t *rl, cmd_t *c, const char *err)
+follow_redirect(redis_link_t *rl, cmd_t *c, const pe_redis_redirect_t *r)
 {
-    int ask = err[0] == 'A';
-    char *end;
-    unsigned long slot = strtoul(strchr(err, ' ') + 1, &end, 10);
-    if (*end != ' ' || slot >= PE_REDIS_SLOTS)
-        return -1;
-    const char *addr = end + 1, *colon = strrchr(addr, ':');
-    char ip[INET6_ADDRSTRLEN];
-    if (colon == NULL || (size_t)(colon - addr) >= sizeof(ip))
-        return -1;
-    memcpy(ip, addr, (size_t)(colon - addr));
-    ip[colon - addr] = '\0';
+    int ask = r->ask;
+    const char *ip = r->host[0] != '\0' ? r->host : c->conn->ip;
     size_t idx;
-    redis_conn_t *to = conn_get(rl, ip, (unsigned)strtoul(colon + 1, NULL, 10), &idx);
+    redis_conn_t *to = conn_get(rl, ip, r->port, &idx);
     if (to == NULL)
         return -1;
     if (!ask && rl->slots != NULL)
-        rl->slots[slot] = (uint8_t)idx;
+        rl->slots[r->slot] = (uint8_t)idx;
     if (ask) {
         const char *argv[] = {"ASKING"};
         size_t argvlen[] = {6};

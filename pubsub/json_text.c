@@ -10,8 +10,24 @@
  * string. Invalid input does not overrun anything (the output is never longer than the input),
  * it just yields unspecified text.
  */
+#include <stdio.h>
 #include <string.h>
 #include "json_text.h"
+
+json_t *
+pe_json_load_untrusted(const char *text, size_t len, size_t flags, json_error_t *err)
+{
+    const char *nul = memchr(text, '\0', len);
+    if (nul != NULL) {
+        if (err != NULL) {
+            memset(err, 0, sizeof(*err));
+            err->position = (int)(nul - text);
+            snprintf(err->text, sizeof(err->text), "a NUL byte at offset %zu is not JSON", (size_t)(nul - text));
+        }
+        return NULL;
+    }
+    return json_loadb(text, len, flags, err);
+}
 
 size_t
 pe_json_minify(const char *in, size_t len, char *out)
@@ -90,6 +106,117 @@ skip_value(const char *in, size_t len, size_t i)
     return i;
 }
 
+/* Returns the value of the four hex digits at in[i..i+4), or -1. */
+static long
+hex4(const char *in, size_t len, size_t i)
+{
+    long v = 0;
+    if (len < 4 || i > len - 4)
+        return -1;
+    for (size_t j = i; j != i + 4; ++j) {
+        char c = in[j];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* Writes the UTF-8 form of code point cp (at most 0x10FFFF) to buf; returns its length. A lone
+ * surrogate gets the 3-byte form: jansson refuses it, so it never has to match anything. */
+static size_t
+utf8_encode(long cp, unsigned char *buf)
+{
+    if (cp < 0x80) {
+        buf[0] = (unsigned char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        buf[0] = (unsigned char)(0xc0 | (cp >> 6));
+        buf[1] = (unsigned char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        buf[0] = (unsigned char)(0xe0 | (cp >> 12));
+        buf[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+        buf[2] = (unsigned char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    buf[0] = (unsigned char)(0xf0 | (cp >> 18));
+    buf[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
+    buf[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+    buf[3] = (unsigned char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+/*
+ * Compares the body of a JSON string, in[i..end) (between the quotes, escapes as written), with
+ * key[0..key_len) after decoding its escapes the way jansson does (RFC 8259 section 7: the short
+ * escapes, \uXXXX as UTF-8, a surrogate pair as one character). Decoding one character at a
+ * time into a 4-byte buffer keeps this free of allocation. Returns 1 if equal; a malformed
+ * escape (only in text jansson would refuse) compares unequal.
+ */
+static int
+key_equals(const char *in, size_t i, size_t end, const char *key, size_t key_len)
+{
+    size_t k = 0;
+    while (i < end) {
+        unsigned char buf[4];
+        size_t n = 1;
+        if (in[i] != '\\') {
+            buf[0] = (unsigned char)in[i++];
+        } else {
+            if (i + 1 >= end)
+                return 0;
+            char e = in[i + 1];
+            i += 2;
+            switch (e) {
+            case '"':
+            case '\\':
+            case '/':
+                buf[0] = (unsigned char)e;
+                break;
+            case 'b':
+                buf[0] = '\b';
+                break;
+            case 'f':
+                buf[0] = '\f';
+                break;
+            case 'n':
+                buf[0] = '\n';
+                break;
+            case 'r':
+                buf[0] = '\r';
+                break;
+            case 't':
+                buf[0] = '\t';
+                break;
+            case 'u': {
+                long cp = hex4(in, end, i);
+                if (cp < 0)
+                    return 0;
+                i += 4;
+                if (cp >= 0xd800 && cp <= 0xdbff && i + 1 < end && in[i] == '\\' && in[i + 1] == 'u') {
+                    long lo = hex4(in, end, i + 2);
+                    if (lo >= 0xdc00 && lo <= 0xdfff) {
+                        cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                        i += 6;
+                    }
+                }
+                n = utf8_encode(cp, buf);
+            } break;
+            default:
+                return 0;
+            }
+        }
+        if (n > key_len - k || memcmp(key + k, buf, n) != 0)
+            return 0;
+        k += n;
+    }
+    return k == key_len;
+}
+
 int
 pe_json_find_member(const char *in, size_t len, const char *key, size_t key_len, size_t *value_off, size_t *value_len)
 {
@@ -99,7 +226,8 @@ pe_json_find_member(const char *in, size_t len, const char *key, size_t key_len,
     i = skip_ws(in, len, i + 1);
     while (i < len && in[i] == '"') {
         size_t kstart = i + 1, kend = skip_string(in, len, i);
-        int match = kend - 1 - kstart == key_len && memcmp(in + kstart, key, key_len) == 0;
+        /* kend - 1 is the closing quote, or len when the string is unterminated (invalid input). */
+        int match = kend > kstart && key_equals(in, kstart, kend - 1, key, key_len);
         i = skip_ws(in, len, kend);
         if (i >= len || in[i] != ':')
             return 0;
@@ -175,4 +303,10 @@ pe_json_object_next(const char *in, size_t len, size_t *pos, size_t *key_off, si
     *vlen = end - i;
     *pos = end;
     return 1;
+}
+
+int
+pe_json_key_equals(const char *raw, size_t raw_len, const char *key, size_t key_len)
+{
+    return key_equals(raw, 0, raw_len, key, key_len);
 }

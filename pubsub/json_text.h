@@ -1,10 +1,21 @@
 /*
- * Helpers for JSON text that was already validated (by jansson): pure, no allocation.
+ * Helpers for JSON text from peers: validation, and reading text that was already validated
+ * (pure, no allocation).
  */
 #ifndef PE_JSON_TEXT_H
 #define PE_JSON_TEXT_H
 
 #include <stddef.h>
+#include <jansson.h>
+
+/**
+ * json_loadb for text from a peer: refuses text holding a raw NUL byte (never valid JSON, RFC
+ * 8259: not white space, and control characters inside strings must be escaped), which jansson
+ * 2.14 accepts after a number or a literal ("2<NUL>" loads as 2). The text is forwarded as
+ * written (pe_json_minify, pe_json_find_member), so a NUL would reach subscribers inside their
+ * JSON. Returns a new reference, or NULL with err filled (err may be NULL).
+ */
+json_t *pe_json_load_untrusted(const char *text, size_t len, size_t flags, json_error_t *err);
 
 /**
  * Copies the JSON text in[0..len) to out without insignificant white space (outside strings),
@@ -16,11 +27,13 @@
 size_t pe_json_minify(const char *in, size_t len, char *out);
 
 /**
- * Finds the member `key` (matched byte for byte against the raw, unescaped-free key text) of
- * the top-level object in the valid JSON text in[0..len), and returns 1 with the offset and
- * length of its value's text (for a transport that forwards a value as it was sent, without
- * re-printing it); 0 if the text is not an object or has no such key. With duplicate keys the
- * first is found (callers reject duplicates when validating).
+ * Finds the member `key` of the top-level object in the valid JSON text in[0..len), and returns
+ * 1 with the offset and length of its value's text (for a transport that forwards a value as it
+ * was sent, without re-printing it); 0 if the text is not an object or has no such key. Keys are
+ * compared after decoding their escapes, as jansson reads them ("r\u0065f" is the key "ref";
+ * key[0..key_len) is taken as decoded UTF-8, never unescaped itself). With duplicate keys the
+ * first is found (callers reject duplicates when validating). Allocation-free; on invalid input
+ * it returns 0 or a range within in[0..len), never reading past it.
  */
 int pe_json_find_member(const char *in, size_t len, const char *key, size_t key_len, size_t *value_off, size_t *value_len);
 
@@ -35,5 +48,12 @@ int pe_json_array_next(const char *in, size_t len, size_t *pos, size_t *off, siz
  * escapes left as written) and the value's text.
  */
 int pe_json_object_next(const char *in, size_t len, size_t *pos, size_t *key_off, size_t *key_len, size_t *off, size_t *vlen);
+
+/**
+ * Compares a key's raw text raw[0..raw_len) (between its quotes, as pe_json_object_next gives
+ * it) with key[0..key_len) after decoding its escapes, as jansson reads keys ("d\u0061ta" is
+ * "data"). Returns 1 if equal. Allocation-free.
+ */
+int pe_json_key_equals(const char *raw, size_t raw_len, const char *key, size_t key_len);
 
 #endif

@@ -3,20 +3,48 @@
 #   ok 1 - fuzz_cursor 20s, 1234567 execs
 # Exit status is non-zero if a build fails or any target crashes, leaks or times out.
 #
+#   tests/fuzz/run.sh            short run (CI): FUZZ_SECONDS per target, corpus left as it is
+#   tests/fuzz/run.sh --long     long run: 600 s per target, then new inputs merged into the
+#                                committed corpus (same as FUZZ_SECONDS=600 FUZZ_MERGE=1)
+#   tests/fuzz/run.sh [--long] fuzz_config fuzz_query    only these targets
+#
 # Environment:
-#   FUZZ_SECONDS    run time per target (default 20)
+#   FUZZ_SECONDS    run time per target (default 20; 600 with --long)
+#   FUZZ_MERGE      1: merge the inputs that add coverage into tests/fuzz/corpus/<target>/
+#                   (libFuzzer -merge=1: only inputs with new coverage are added, none removed)
 #   FUZZ_BUILD_DIR  meson build directory (default <repo>/build-fuzz; created if missing)
 #   FUZZ_CC         compiler (default clang; libFuzzer needs clang)
 #   NINJA           ninja binary (default ninja)
 #   CI=true         a missing clang or meson fails instead of skipping
 #
-# Each target fuzzes a temporary copy of its seed corpus, so new inputs never land in the
-# repository. On failure the temporary directory (crash input, full log) is kept and named.
-# Works from any current directory. Checklist when adding a target: tests/fuzz/meson.build, a
+# Each target starts from its committed corpus (tests/fuzz/corpus/<target>/, seeds plus what
+# earlier long runs merged) and fuzzes a temporary copy of it; without FUZZ_MERGE the new inputs
+# are dropped with the copy, so a CI run never changes the tree. On failure the temporary
+# directory (crash input, full log) is kept and named. docs/fuzzing.md has the details. Works
+# from any current directory. Checklist when adding a target: tests/fuzz/meson.build, a
 # corpus/<target>/ directory, and TARGETS below.
 set -u
 
-TARGETS="fuzz_cursor fuzz_stream_id fuzz_json_minify fuzz_query fuzz_ws_deflate fuzz_ws_frame"
+TARGETS="fuzz_cursor fuzz_stream_id fuzz_json_minify fuzz_query fuzz_ws_deflate fuzz_ws_frame fuzz_json_member fuzz_ws_handshake fuzz_config fuzz_redis_reply"
+
+merge=${FUZZ_MERGE:-0}
+if [ "${1:-}" = --long ]; then
+    shift
+    : "${FUZZ_SECONDS:=600}"
+    merge=1
+fi
+if [ $# -gt 0 ]; then
+    for t in "$@"; do
+        case " $TARGETS " in
+        *" $t "*) ;;
+        *)
+            echo "Bail out! unknown target '$t' (known: $TARGETS)"
+            exit 2
+            ;;
+        esac
+    done
+    TARGETS="$*"
+fi
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -106,6 +134,16 @@ for target in $TARGETS; do
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/log" | tail -n 1)
     if [ "$rc" = 0 ] && [ -n "$execs" ]; then
         echo "ok $n - $target ${seconds}s, $execs execs"
+        if [ "$merge" = 1 ]; then
+            before=$(find "$here/corpus/$target" -type f | wc -l)
+            if "$build/tests/fuzz/$target" -merge=1 -timeout=10 "$here/corpus/$target" "$work/corpus" >"$work/merge.log" 2>&1; then
+                after=$(find "$here/corpus/$target" -type f | wc -l)
+                echo "# $target: merged $((after - before)) new inputs into tests/fuzz/corpus/$target ($after in all)"
+            else
+                echo "# $target: merging failed; see $work/merge.log"
+                keep=1
+            fi
+        fi
     else
         failed=$((failed + 1))
         keep=1

@@ -1,5 +1,8 @@
 /*
- * Unit tests for pubsub/json_text.c (pe_json_minify): white space between tokens of every kind
+ * Unit tests for pubsub/json_text.c. pe_json_load_untrusted: a raw NUL byte anywhere is refused,
+ * an escaped one in a string is not. pe_json_find_member: values of every kind found as written,
+ * nested keys skipped, keys compared after decoding their escapes (short escapes, \u escapes
+ * of 1 to 3 UTF-8 bytes, surrogate pairs). pe_json_minify: white space between tokens of every kind
  * (space, tab, CR, LF) removed at every nesting level; strings kept byte for byte, including
  * white space, structural characters, escaped quotes, escaped backslashes right before the
  * closing quote ("\\\""), \u escapes and raw UTF-8; numbers and literals untouched; bare
@@ -194,11 +197,59 @@ test_iterate(void)
     TAP_EQ_STR(members("[1]"), "", "not an object");
 }
 
+/* Keys are compared after decoding their escapes, as jansson reads them (issue 18 item 7: an
+ * escaped "ref" was not echoed and an escaped "data" refused a valid publish). */
+static void
+test_find_member_escaped_keys(void)
+{
+    TAP_EQ_STR(member("{\"op\":\"ping\",\"r\\u0065f\":1}", "ref"), "1", "\\u0065 in a key");
+    TAP_EQ_STR(member("{\"op\":\"publish\",\"channel\":\"a\",\"d\\u0061ta\":{\"x\":1}}", "data"), "{\"x\":1}", "\\u0061 in a key");
+    TAP_EQ_STR(member("{\"\\u0064\\u0061\\u0074\\u0061\":2}", "data"), "2", "every character escaped");
+    TAP_EQ_STR(member("{\"\\u0044ATA\":2,\"data\":3}", "data"), "3", "hex digits decode, case kept");
+    TAP_EQ_STR(member("{\"d\\u0041ta\":2}", "data"), "<none>", "\\u0041 is A, not a");
+    TAP_EQ_STR(member("{\"\\u005A\\u005a\":2}", "ZZ"), "2", "upper- and lower-case hex digits");
+    TAP_EQ_STR(member("{\"a\\\"b\":4}", "a\"b"), "4", "escaped quote in a key");
+    TAP_EQ_STR(member("{\"a\\\\\":5}", "a\\"), "5", "escaped backslash ending a key");
+    TAP_EQ_STR(member("{\"a\\/b\\n\\t\\r\\b\\f\":6}", "a/b\n\t\r\b\f"), "6", "the short escapes");
+    TAP_EQ_STR(member("{\"caf\\u00e9\":7}", "caf\xc3\xa9"), "7", "\\u00e9 is two bytes of UTF-8");
+    TAP_EQ_STR(member("{\"\\u20ac\":8}", "\xe2\x82\xac"), "8", "\\u20ac is three bytes of UTF-8");
+    TAP_EQ_STR(member("{\"\\ud83d\\ude00\":9}", "\xf0\x9f\x98\x80"), "9", "a surrogate pair is one 4-byte character");
+    TAP_EQ_STR(member("{\"caf\xc3\xa9\":10}", "caf\\u00e9"), "<none>", "the query key is not unescaped");
+    TAP_EQ_STR(member("{\"r\\u0065\":1,\"ref\":2}", "ref"), "2", "a decoded prefix does not match");
+    TAP_EQ_STR(member("{\"r\\u0065fx\":1}", "ref"), "<none>", "a decoded key longer than the query does not match");
+    TAP_OK(pe_json_key_equals("d\\u0061ta", 9, "data", 4), "pe_json_key_equals decodes (batch items)");
+    TAP_OK(!pe_json_key_equals("d\\u0061t", 8, "data", 4), "pe_json_key_equals: a prefix is not equal");
+    TAP_OK(pe_json_key_equals("", 0, "", 0), "pe_json_key_equals: empty keys");
+}
+
+/* jansson 2.14 accepts a raw NUL after a number or literal; the text would be forwarded with the
+ * NUL inside (found by tests/fuzz/fuzz_json_member). */
+static void
+test_load_untrusted(void)
+{
+    static const struct {
+        const char *text;
+        size_t len;
+    } nul[] = {{"2\0", 2}, {"{\"a\":2\0}", 8}, {"{\"a\":true\0}", 11}, {"[null\0]", 7}, {"\0", 1}, {"\"a\0\"", 4}};
+    json_error_t err;
+    for (size_t i = 0; i != sizeof(nul) / sizeof(nul[0]); ++i) {
+        json_t *v = pe_json_load_untrusted(nul[i].text, nul[i].len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+        TAP_OK(v == NULL, "raw NUL refused (case %zu)", i);
+        TAP_OK(strstr(err.text, "NUL") != NULL, "the error names the NUL: %s", err.text);
+        json_decref(v);
+    }
+    json_t *v = pe_json_load_untrusted("{\"a\":\"\\u0000\"}", 14, JSON_ALLOW_NUL, NULL);
+    TAP_OK(v != NULL, "an escaped NUL in a string is fine");
+    json_decref(v);
+}
+
 int
 main(void)
 {
     tap_subtest("iterate", test_iterate);
+    tap_subtest("load untrusted", test_load_untrusted);
     tap_subtest("find member", test_find_member);
+    tap_subtest("find member: escaped keys", test_find_member_escaped_keys);
     tap_subtest("structure", test_structure);
     tap_subtest("scalars", test_scalars);
     tap_subtest("strings", test_strings);

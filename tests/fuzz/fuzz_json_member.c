@@ -1,0 +1,127 @@
+/*
+ * libFuzzer driver for pe_json_find_member, with jansson as the oracle.
+ *
+ * The WebSocket op path (edge/ws.c handle_op) validates an op with jansson and then takes "ref"
+ * and "data" from the raw text with the scanner, so the two must agree on every text jansson
+ * accepts with the flags handle_op uses. The property checked, for an input `in`:
+ *
+ *   1. Any input (valid or not): for each probe key, a reported value lies within in[0..size)
+ *      (ASan also catches any read past the exact-size input buffer).
+ * "jansson accepts" means pe_json_load_untrusted, the loader handle_op uses (jansson, after
+ * refusing raw NUL bytes: this target found that jansson 2.14 accepts "2<NUL>").
+ *
+ *   2. If jansson accepts `in` as an object with JSON_REJECT_DUPLICATES: for every member (k, v)
+ *      the scanner finds k, and its value text is exactly one JSON value (it parses on its own,
+ *      with no white space around it) that json_equal()s v; for every probe key q, the scanner
+ *      finds q if and only if jansson has q. Probes: "ref", "data", "op", each member's key with
+ *      a byte appended, with its last byte removed, and with its first byte changed.
+ *   3. If jansson accepts `in` as an object only without JSON_REJECT_DUPLICATES (duplicate keys;
+ *      jansson keeps the last value, the scanner returns the first, and handle_op refuses such
+ *      ops before looking): every key of the object is still found, and its value text is one
+ *      JSON value.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <jansson.h>
+#include "json_text.h"
+
+#define CHECK(cond)                                                                                                                \
+    do {                                                                                                                           \
+        if (!(cond)) {                                                                                                             \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                                               \
+            abort();                                                                                                               \
+        }                                                                                                                          \
+    } while (0)
+
+/* handle_op's flags: the scanner must agree with jansson as the server configures it. */
+#define OP_FLAGS (JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL)
+/* Probe keys derived from member keys are built in a buffer of this size; longer keys are
+ * probed only as themselves. */
+#define PROBE_MAX 256
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* Returns 1 and the value range if the scanner finds key, checking that the range is in bounds. */
+static int
+find(const char *in, size_t size, const char *key, size_t key_len, size_t *off, size_t *len)
+{
+    if (!pe_json_find_member(in, size, key, key_len, off, len))
+        return 0;
+    CHECK(*off <= size && *len <= size - *off);
+    return 1;
+}
+
+/* The value text must be exactly one JSON value; returns it parsed (new reference). */
+static json_t *
+parse_value_text(const char *text, size_t len)
+{
+    CHECK(len != 0);
+    CHECK(memchr(" \t\r\n", text[0], 4) == NULL && memchr(" \t\r\n", text[len - 1], 4) == NULL);
+    json_t *v = pe_json_load_untrusted(text, len, JSON_DECODE_ANY | OP_FLAGS, NULL);
+    CHECK(v != NULL);
+    return v;
+}
+
+/* Property 2's probe: found by the scanner exactly when jansson has the key. */
+static void
+probe(const char *in, size_t size, json_t *obj, const char *key, size_t key_len)
+{
+    size_t off, len;
+    int found = find(in, size, key, key_len, &off, &len);
+    CHECK(found == (json_object_getn(obj, key, key_len) != NULL));
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const char *in = (const char *)data;
+    static const char *const fixed[] = {"ref", "data", "op"};
+    size_t off, len;
+
+    /* 1: memory safety and bounds on anything. */
+    for (size_t i = 0; i != sizeof(fixed) / sizeof(fixed[0]); ++i)
+        find(in, size, fixed[i], strlen(fixed[i]), &off, &len);
+
+    json_t *obj = pe_json_load_untrusted(in, size, JSON_REJECT_DUPLICATES | OP_FLAGS, NULL);
+    int has_duplicates = 0;
+    if (obj == NULL) {
+        obj = pe_json_load_untrusted(in, size, OP_FLAGS, NULL);
+        has_duplicates = 1;
+    }
+    if (obj == NULL || !json_is_object(obj)) {
+        json_decref(obj);
+        return 0;
+    }
+
+    const char *key;
+    size_t key_len;
+    json_t *value;
+    json_object_keylen_foreach(obj, key, key_len, value)
+    {
+        CHECK(find(in, size, key, key_len, &off, &len));
+        json_t *found = parse_value_text(in + off, len);
+        if (!has_duplicates)
+            CHECK(json_equal(found, value));
+        json_decref(found);
+
+        if (has_duplicates || key_len + 1 > PROBE_MAX)
+            continue;
+        char buf[PROBE_MAX];
+        memcpy(buf, key, key_len);
+        buf[key_len] = 'x';
+        probe(in, size, obj, buf, key_len + 1);
+        if (key_len != 0) {
+            probe(in, size, obj, buf, key_len - 1);
+            buf[0] ^= 0x20;
+            probe(in, size, obj, buf, key_len);
+        }
+    }
+    if (!has_duplicates) {
+        for (size_t i = 0; i != sizeof(fixed) / sizeof(fixed[0]); ++i)
+            probe(in, size, obj, fixed[i], strlen(fixed[i]));
+    }
+    json_decref(obj);
+    return 0;
+}

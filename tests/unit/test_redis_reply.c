@@ -1,0 +1,183 @@
+/*
+ * Unit tests for pubsub/redis_reply.c: MOVED/ASK redirections (IPv4, IPv6, an empty host, every
+ * malformed form refused: bad or out-of-range slot and port, extra spaces, signs, a missing
+ * colon, a host too long for an address), stream entries of XRANGE (the "d" or "data" field,
+ * else the first; names compared with their length), pushedge_read answers, CLUSTER SLOTS
+ * ranges and pub/sub announcements, on reply trees built by hand.
+ *
+ * Not covered: arbitrary trees and error strings (tests/fuzz/fuzz_redis_reply.c); following a
+ * redirection (tests/e2e/cluster.test.mjs).
+ */
+#include <string.h>
+#include <hiredis/hiredis.h>
+#include "tap.h"
+#include "redis_reply.h"
+
+static int
+redirect(const char *s, pe_redis_redirect_t *r)
+{
+    return pe_redis_parse_redirect(s, strlen(s), r);
+}
+
+static void
+test_redirect(void)
+{
+    pe_redis_redirect_t r;
+    TAP_EQ_INT(redirect("MOVED 3999 127.0.0.1:6381", &r), 0, "MOVED");
+    TAP_EQ_INT(r.ask, 0, "not ASK");
+    TAP_EQ_UINT(r.slot, 3999, "slot");
+    TAP_EQ_STR(r.host, "127.0.0.1", "host");
+    TAP_EQ_UINT(r.port, 6381, "port");
+    TAP_EQ_INT(redirect("ASK 16383 ::1:7000", &r), 0, "ASK with an IPv6 address");
+    TAP_EQ_INT(r.ask, 1, "ASK");
+    TAP_EQ_STR(r.host, "::1", "the host is up to the last colon");
+    TAP_EQ_INT(redirect("MOVED 12 :6380", &r), 0, "an empty host (the node that answered)");
+    TAP_EQ_STR(r.host, "", "empty host");
+
+    static const char *bad[] = {
+        "MOVED 16384 127.0.0.1:6379", /* slot out of range */
+        "MOVED -1 127.0.0.1:6379",
+        "MOVED +1 127.0.0.1:6379",
+        "MOVED  1 127.0.0.1:6379",
+        "MOVED 1  127.0.0.1:6379",
+        "MOVED 1 127.0.0.1:99999", /* port out of range (was used truncated) */
+        "MOVED 1 127.0.0.1:0",
+        "MOVED 1 127.0.0.1:",
+        "MOVED 1 127.0.0.1:63x9",
+        "MOVED 1 127.0.0.1:6379 ",
+        "MOVED 1 127.0.0.1",
+        "MOVED 1",
+        "MOVED ",
+        "ASK",
+        "ERR MOVED 1 a:1",
+        "moved 1 a:1",
+        "MOVED 1 a b:1",
+        "MOVED 1 0123456789012345678901234567890123456789012345:1", /* 46 characters: longer than an address */
+    };
+    int accepted = 0;
+    for (size_t i = 0; i != sizeof(bad) / sizeof(bad[0]); ++i) {
+        if (redirect(bad[i], &r) == 0) {
+            TAP_OK(0, "refused: %s", bad[i]);
+            ++accepted;
+        }
+    }
+    TAP_EQ_INT(accepted, 0, "every malformed redirection refused");
+    TAP_EQ_INT(pe_redis_parse_redirect("MOVED 1 a:1\0x", 13, &r), -1, "bytes after the port (a NUL) refused");
+}
+
+/* Builders for reply trees on the stack. */
+static redisReply
+str(const char *s)
+{
+    return (redisReply){.type = REDIS_REPLY_STRING, .str = (char *)s, .len = strlen(s)};
+}
+
+static redisReply
+num(long long v)
+{
+    return (redisReply){.type = REDIS_REPLY_INTEGER, .integer = v};
+}
+
+static redisReply
+arr(redisReply **e, size_t n)
+{
+    return (redisReply){.type = REDIS_REPLY_ARRAY, .element = e, .elements = n};
+}
+
+static void
+test_stream_entry(void)
+{
+    pe_id_t id;
+    const char *data;
+    size_t len;
+    redisReply f1 = str("x"), v1 = str("1"), f2 = str("data"), v2 = str("{\"a\":1}");
+    redisReply *fields[] = {&f1, &v1, &f2, &v2};
+    redisReply rid = str("5-7"), rf = arr(fields, 4);
+    redisReply *pair[] = {&rid, &rf};
+    redisReply e = arr(pair, 2);
+    TAP_EQ_INT(pe_redis_stream_entry(&e, &id, &data, &len), 0, "entry read");
+    TAP_EQ_UINT(id.ms, 5, "id ms");
+    TAP_EQ_UINT(id.seq, 7, "id seq");
+    TAP_EQ_MEM(data, len, "{\"a\":1}", 7, "the data field wins over the first");
+
+    redisReply f3 = {.type = REDIS_REPLY_STRING, .str = "d\0x", .len = 3};
+    fields[2] = &f3;
+    TAP_EQ_INT(pe_redis_stream_entry(&e, &id, &data, &len), 0, "entry read");
+    TAP_EQ_MEM(data, len, "1", 1, "a field \"d<NUL>x\" is not \"d\": the first value is taken");
+
+    redisReply nil = {.type = REDIS_REPLY_NIL};
+    fields[1] = &nil;
+    TAP_EQ_INT(pe_redis_stream_entry(&e, &id, &data, &len), -1, "a value that is not a string");
+    rid = str("5-x");
+    fields[1] = &v1;
+    TAP_EQ_INT(pe_redis_stream_entry(&e, &id, &data, &len), -1, "a bad ID");
+}
+
+static void
+test_read(void)
+{
+    redisReply gap = num(1), base = str("3-0"), end = num(0), id = str("4-0"), data = str("[1]"), badid = str("x"), d2 = str("2");
+    redisReply *els[] = {&gap, &base, &end, &id, &data, &badid, &d2};
+    redisReply r = arr(els, 7);
+    int g, e;
+    pe_id_t b, eid;
+    size_t n, len;
+    const char *text;
+    TAP_EQ_INT(pe_redis_parse_read(&r, &g, &b, &e, &n), 0, "read answer");
+    TAP_EQ_INT(g, 1, "gap");
+    TAP_EQ_INT(e, 0, "reached_end");
+    TAP_EQ_UINT(b.ms, 3, "base");
+    TAP_EQ_UINT(n, 2, "two pairs");
+    TAP_EQ_INT(pe_redis_read_entry(&r, 0, &eid, &text, &len), 0, "first entry");
+    TAP_EQ_MEM(text, len, "[1]", 3, "its data");
+    TAP_EQ_INT(pe_redis_read_entry(&r, 1, &eid, &text, &len), -1, "a bad ID skips the entry");
+    r.elements = 6;
+    TAP_EQ_INT(pe_redis_parse_read(&r, &g, &b, &e, &n), -1, "an even count is not the shape");
+    redisReply err = {.type = REDIS_REPLY_ERROR, .str = "ERR x", .len = 5};
+    TAP_EQ_INT(pe_redis_parse_read(&err, &g, &b, &e, &n), -1, "an error reply");
+}
+
+static void
+test_slots(void)
+{
+    redisReply from = num(0), to = num(16383), ip = str("10.0.0.1"), port = num(7000);
+    redisReply *node[] = {&ip, &port};
+    redisReply rnode = arr(node, 2);
+    redisReply *els[] = {&from, &to, &rnode};
+    redisReply r = arr(els, 3);
+    unsigned f, t, p;
+    const char *host;
+    TAP_EQ_INT(pe_redis_slot_range(&r, &f, &t, &host, &p), 1, "a range");
+    TAP_EQ_STR(host, "10.0.0.1", "its master");
+    TAP_EQ_UINT(p, 7000, "port");
+    to = num(16384);
+    TAP_EQ_INT(pe_redis_slot_range(&r, &f, &t, &host, &p), -1, "slot 16384 is impossible");
+    to = num(5);
+    port = num(70000);
+    TAP_EQ_INT(pe_redis_slot_range(&r, &f, &t, &host, &p), -1, "port 70000 is impossible");
+    port = str("7000");
+    TAP_EQ_INT(pe_redis_slot_range(&r, &f, &t, &host, &p), 0, "another shape is skipped");
+}
+
+static void
+test_announcement(void)
+{
+    pe_id_t id;
+    const char *json;
+    size_t len;
+    TAP_EQ_INT(pe_redis_parse_announcement("1-2 {\"a\":1}", 11, &id, &json, &len), 0, "announcement");
+    TAP_EQ_MEM(json, len, "{\"a\":1}", 7, "its JSON");
+    TAP_EQ_INT(pe_redis_parse_announcement("1-2", 3, &id, &json, &len), -1, "no space");
+    TAP_EQ_INT(pe_redis_parse_announcement("x 1", 3, &id, &json, &len), -1, "no ID");
+}
+
+int
+main(void)
+{
+    tap_subtest("redirect", test_redirect);
+    tap_subtest("stream entry", test_stream_entry);
+    tap_subtest("read", test_read);
+    tap_subtest("cluster slots", test_slots);
+    tap_subtest("announcement", test_announcement);
+    return tap_done();
+}
