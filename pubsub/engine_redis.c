@@ -125,6 +125,7 @@ typedef struct st_rchan_t {
     unsigned resync : 1;       /* re-read every local subscriber once subscribed (after a reconnect) */
     unsigned fetching : 1;     /* an XRANGE of the plain-XADD path is in flight */
     unsigned fetch_queued : 1; /* run_fetch is deferred on the node */
+    unsigned refetch : 1;      /* an entry may be in the stream that no fetch has seen yet */
     pe_ps_deferred_t fetch_d;
     redis_link_t *rl;
     size_t key_len; /* "pe:{" NAME "}" */
@@ -584,10 +585,11 @@ on_fetch_reply(redis_link_t *rl, redisReply *reply, void *ctx)
         post(rl, rc, msg);
         pe_msg_release(msg);
     }
-    /* A full page: more may follow; fetch again (counted as one more unexplained event). */
-    if (reply->elements == PE_REDIS_FETCH_PAGE && rl->state == LINK_UP) {
+    /* A full page: more may follow; fetch again. Entries announced while this one was in
+     * flight too (refetch). */
+    if ((reply->elements == PE_REDIS_FETCH_PAGE || rc->refetch) && rl->state == LINK_UP) {
+        rc->refetch = 1;
         schedule_fetch(rc);
-        ++rc->xadd_events;
     }
     rchan_release(rc);
 }
@@ -602,10 +604,18 @@ run_fetch(pe_ps_deferred_t *d)
         return;
     }
     redis_link_t *rl = rc->rl;
+    if (rc->fetching) {
+        /* The XRANGE in flight may have been answered before the entries that asked for this
+         * one: its reply fetches again. */
+        rc->refetch = 1;
+        rchan_release(rc);
+        return;
+    }
     /* PUBLISHed entries arrive right after their keyspace event: only events no PUBLISH
      * accounted for are plain XADDs worth a round trip. */
-    int needed = rc->xadd_events > rc->published_seen;
+    int needed = rc->xadd_events > rc->published_seen || rc->refetch;
     rc->xadd_events = rc->published_seen = 0;
+    rc->refetch = 0;
     if (needed && !rc->fetching && rl->state == LINK_UP && rc->state == RCHAN_SUBSCRIBED) {
         char start[PE_ID_MAXLEN + 2], count[24];
         start[0] = '(';
@@ -783,6 +793,15 @@ on_sub_event(redisAsyncContext *ac, void *_reply, void *privdata)
     ++rc->published_seen;
     if (rc->state != RCHAN_SUBSCRIBED || pe_id_cmp(id, rc->last_posted) <= 0)
         return; /* not live yet: the reads after the subscription cover it */
+    if (rc->fetching || rc->xadd_events > rc->published_seen) {
+        /* A plain XADD came before this entry (its event is not accounted for), or a fetch is
+         * in flight: posting this one now would put it ahead of entries the fetch is still to
+         * post, and they would then be dropped as older than the channel's position. Let the
+         * fetch post it, in stream order. */
+        rc->refetch = 1;
+        schedule_fetch(rc);
+        return;
+    }
     pe_msg_t *msg = make_msg(id, rc->name, rc->name_len, json, json_len);
     post(rl, rc, msg);
     pe_msg_release(msg);

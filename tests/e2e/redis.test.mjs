@@ -425,6 +425,36 @@ describe('Redis engine', () => {
             const pr = await pollRequest(node.url, `channel=${ch}&since=0`);
             assertEnvelopes(pr.json.messages, ch, want, 'poll since=0');
         });
+        it('a plain XADD right before an announced entry, in one batch: both arrive, in order', { timeout: 25000 }, async (t) => {
+            const r4 = await startRedis();
+            t.after(async () => {
+                await r4.stop();
+                rmDir(r4.dir);
+            });
+            await redisCmd(r4.port, ['CONFIG', 'SET', 'notify-keyspace-events', 'Kt']);
+            const node = await startNode(r4.url);
+            t.after(() => stopNode(node));
+            const ch = uniqueChannel('xaddrace');
+            const sse = await sseLive(node.url, ch, undefined, t);
+            const ws = await wsSubscribed(node.url, ch, undefined, t);
+            const key = `pe:{${ch}}`;
+            /* One script: a plain XADD, then an entry announced as pushedge_publish does. The node
+             * reads both keyspace events and the announcement at once, before any fetch of the
+             * plain entry can answer: posting the announced one first used to lose the plain one. */
+            const script = "local a = redis.call('XADD', KEYS[1], '*', 'd', ARGV[1]); " +
+                "local b = redis.call('XADD', KEYS[1], '*', 'd', ARGV[2]); " +
+                "redis.call('PUBLISH', KEYS[1], b .. ' ' .. ARGV[2]); return {a, b}";
+            const want = [];
+            for (let round = 0; round < 5; round++) {
+                const [a, b] = await redisCmd(r4.port, ['EVAL', script, '1', key, `{"n":${2 * round + 1}}`, `{"n":${2 * round + 2}}`]);
+                want.push({ id: a, data: { n: 2 * round + 1 } }, { id: b, data: { n: 2 * round + 2 } });
+            }
+            const last = want[want.length - 1].id;
+            await sse.waitFor(() => sseEnvelopes(sse).some((e) => e.id === last), 5000, 'the last entry on sse');
+            await ws.waitFor(() => wsEnvelopes(ws, ch).some((e) => e.id === last), 5000, 'the last entry on ws');
+            assertEnvelopes(sseEnvelopes(sse), ch, want, 'sse');
+            assertEnvelopes(wsEnvelopes(ws, ch), ch, want, 'ws');
+        });
     });
 
     describe('5. Redis outage and recovery (AOF)', () => {
