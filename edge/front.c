@@ -37,6 +37,9 @@
  * never cut. h2o stops and restarts reading by itself (write back-pressure), dropping the
  * wrap: a 100 ms sweep of the thread's HTTP/2 connections rewraps and checks. Bound: what two
  * reads (or 100 ms) bring, not the 100 streams x --max-message-size a connection may hold.
+ * Cost: h2o lists HTTP/2 requests per thread only, so a check walks the thread's HTTP/2
+ * requests; it runs after reads that carry DATA or a HEADERS announcing a body, and on the
+ * sweep (one walk for all connections).
  *
  * Not covered: TLS listeners (none yet; their bytes are decrypted inside h2o's socket).
  *
@@ -74,6 +77,9 @@ struct st_pe_front_t {
     /* HTTP/2 requests without credentials seen waiting for their body at the previous check */
     h2o_req_t *h2_suspects[PE_FRONT_H2_SUSPECTS];
     size_t num_h2_suspects;
+    h2o_req_t *h2_next[PE_FRONT_H2_SUSPECTS]; /* the suspects found by the running check */
+    size_t num_h2_next;
+    unsigned h2_refuse : 1;
     h2o_linklist_t h2_link; /* pe_front_thread_t.h2 */
     unsigned in_callback : 1;
     unsigned closed : 1;
@@ -237,7 +243,8 @@ rewrite_head(h2o_buffer_t *input, size_t head_len, int reason)
 
 static void on_read(h2o_socket_t *sock, const char *err);
 static void drain(pe_front_t *front, const char *err);
-static int h2_check(pe_front_t *front);
+static void h2_check(pe_front_t *front);
+static int h2_input_may_carry_body(h2o_socket_t *sock);
 
 static pe_front_t *
 front_of(h2o_socket_t *sock)
@@ -314,7 +321,8 @@ on_read(h2o_socket_t *sock, const char *err)
         return;
     }
     if (front->state == STATE_H2) {
-        if (forward(front, cb, err) == 0 && front->sock->_cb.read != NULL)
+        int check = err == NULL && (front->num_h2_suspects != 0 || h2_input_may_carry_body(sock));
+        if (forward(front, cb, err) == 0 && check)
             h2_check(front);
         return;
     }
@@ -424,21 +432,44 @@ on_req_dispose(void *p)
 
 /* ---- HTTP/2 ---------------------------------------------------------------------------------- */
 
+/* Whether the unprocessed input holds a DATA frame or a HEADERS frame that announces a body
+ * (no END_STREAM): only then can a read start buffering a body, and the (thread-wide) scan
+ * below is worth running. */
+static int
+h2_input_may_carry_body(h2o_socket_t *sock)
+{
+    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const unsigned char *p = (const unsigned char *)sock->input->bytes, *end = p + sock->input->size;
+    if ((size_t)(end - p) >= sizeof(preface) - 1 && memcmp(p, preface, sizeof(preface) - 1) == 0)
+        p += sizeof(preface) - 1;
+    while (end - p >= 9) {
+        size_t len = ((size_t)p[0] << 16) | ((size_t)p[1] << 8) | p[2];
+        unsigned type = p[3], flags = p[4];
+        if (type == 0 || (type == 1 && (flags & 1) == 0))
+            return 1;
+        if ((size_t)(end - p) - 9 < len)
+            break;
+        p += 9 + len;
+    }
+    return 0;
+}
+
 typedef struct st_h2_scan_t {
-    pe_front_t *front;
-    h2o_req_t *suspects[PE_FRONT_H2_SUSPECTS];
-    size_t num_suspects;
-    int refuse;
+    pe_front_t *only; /* NULL: every connection of the thread */
 } h2_scan_t;
 
 static int
 on_h2_request(h2o_req_t *req, void *data)
 {
     h2_scan_t *scan = data;
-    pe_front_t *front = scan->front;
     /* Headers decoded, body still arriving: not dispatched (no pathconf) and no entity yet. */
-    if (req->conn != (h2o_conn_t *)front->sock->data || req->input.method.base == NULL || req->pathconf != NULL ||
-        req->entity.base != NULL)
+    if (req->input.method.base == NULL || req->pathconf != NULL || req->entity.base != NULL)
+        return 0;
+    if (scan->only != NULL && req->conn != (h2o_conn_t *)scan->only->sock->data)
+        return 0;
+    h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+    pe_front_t *front = sock != NULL ? front_of(sock) : NULL;
+    if (front == NULL || front->state != STATE_H2 || front->h2_refuse)
         return 0;
     pe_auth_view_t view;
     pe_auth_view_from_req(req, &view);
@@ -449,48 +480,62 @@ on_h2_request(h2o_req_t *req, void *data)
      * check; still waiting then, it is a body being sent. */
     for (size_t i = 0; i != front->num_h2_suspects; ++i)
         if (front->h2_suspects[i] == req)
-            goto Refuse;
-    if (scan->num_suspects == PE_FRONT_H2_SUSPECTS)
-        goto Refuse;
-    scan->suspects[scan->num_suspects++] = req;
+            front->h2_refuse = 1;
+    if (!front->h2_refuse) {
+        if (front->num_h2_next == PE_FRONT_H2_SUSPECTS)
+            front->h2_refuse = 1;
+        else
+            front->h2_next[front->num_h2_next++] = req;
+    }
     return 0;
-Refuse:
-    scan->refuse = 1;
-    return 1;
 }
 
-/* Closes the connection if one of its streams carries a body its sender may not publish.
- * h2o 2.2 installs no header to reach a single stream (khash.h), so the refusal is the
- * connection's; its other streams reconnect. Returns -1 if closed (front is freed). */
-static int
-h2_check(pe_front_t *front)
+/* Applies the scan's outcome to one connection: the suspects for the next check, or closing
+ * (h2o's read callback closes the connection and frees its streams on an error). */
+static void
+h2_commit(pe_front_t *front)
 {
-    h2_scan_t scan = {.front = front};
-    H2O_HTTP2_CALLBACKS.foreach_request(&front->thr->ctx, on_h2_request, &scan);
-    if (!scan.refuse) {
-        memcpy(front->h2_suspects, scan.suspects, scan.num_suspects * sizeof(scan.suspects[0]));
-        front->num_h2_suspects = scan.num_suspects;
-        return 0;
+    if (!front->h2_refuse) {
+        memcpy(front->h2_suspects, front->h2_next, front->num_h2_next * sizeof(front->h2_next[0]));
+        front->num_h2_suspects = front->num_h2_next;
+        return;
     }
     PE_STAT_ADD(front->thr->stats.front_refused, 1);
-    /* h2o's read callback closes the connection (and frees its streams) on an error. */
     h2o_socket_cb cb = front->sock->_cb.read == on_read ? front->h2o_read : front->sock->_cb.read;
-    if (cb == NULL)
-        return 0; /* reading is paused: nothing more arrives; the next sweep finds it */
-    return forward(front, cb, "pushedge: request body without publish credentials");
+    if (cb != NULL)
+        forward(front, cb, "pushedge: request body without publish credentials");
+    /* else reading is paused (nothing more arrives); the next sweep closes it */
+}
+
+/* h2o 2.2 lists HTTP/2 requests per context only (foreach_request; the per-connection stream
+ * table needs the uninstalled khash.h), so a check walks the thread's HTTP/2 requests once. */
+static void
+h2_check(pe_front_t *front)
+{
+    h2_scan_t scan = {front};
+    front->num_h2_next = 0;
+    front->h2_refuse = 0;
+    H2O_HTTP2_CALLBACKS.foreach_request(&front->thr->ctx, on_h2_request, &scan);
+    h2_commit(front);
 }
 
 static void
 on_h2_sweep(h2o_timeout_entry_t *entry)
 {
     pe_thread_t *thr = H2O_STRUCT_FROM_MEMBER(pe_thread_t, front.sweep_entry, entry);
-    h2o_linklist_t *node = thr->front.h2.next;
-    while (node != &thr->front.h2) {
-        h2o_linklist_t *next = node->next;
+    for (h2o_linklist_t *node = thr->front.h2.next; node != &thr->front.h2; node = node->next) {
         pe_front_t *front = H2O_STRUCT_FROM_MEMBER(pe_front_t, h2_link, node);
         if (front->sock->_cb.read == front->h2o_read)
             wrap(front);
-        h2_check(front);
+        front->num_h2_next = 0;
+        front->h2_refuse = 0;
+    }
+    h2_scan_t scan = {NULL};
+    H2O_HTTP2_CALLBACKS.foreach_request(&thr->ctx, on_h2_request, &scan);
+    h2o_linklist_t *node = thr->front.h2.next;
+    while (node != &thr->front.h2) {
+        h2o_linklist_t *next = node->next; /* h2_commit may free the front */
+        h2_commit(H2O_STRUCT_FROM_MEMBER(pe_front_t, h2_link, node));
         node = next;
     }
     if (!h2o_linklist_is_empty(&thr->front.h2))
