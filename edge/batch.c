@@ -221,7 +221,7 @@ pe_batch_on_req(h2o_req_t *req)
         pe_http_method_not_allowed(req, "POST");
         return 0;
     }
-    if (pe_publish_check_auth(req) != 0)
+    if (pe_publish_authorize(req) != 0)
         return 0;
 
     size_t max_bytes = PE_BATCH_MAX_BYTES;

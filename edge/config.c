@@ -6,6 +6,7 @@
  * Checklist when adding an option: a row in `options`, a field in pe_config_t, a default in
  * set_defaults, a line in docs/operations.md, and a case in tests/unit/test_config.c.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
@@ -26,6 +27,7 @@ typedef enum en_opt_kind_t {
     OPT_FLAG,
     OPT_LISTEN, /* repeatable: a list of HOST:PORT */
     OPT_ORIGIN, /* repeatable: a list of origins */
+    OPT_CIDR,   /* repeatable: a list of networks */
     OPT_REDIS,
     OPT_LOGLEVEL,
     OPT_HELP,
@@ -67,6 +69,9 @@ static const opt_t options[] = {
     {"allowed-origin", OPT_ORIGIN, 0, 0, 0, "ORIGIN",
      "origin allowed cross-origin (CORS on /sse, /poll, /api/publish; Origin check on /ws), e.g. https://app.example.com "
      "or *; repeatable (default: none)"},
+    {"trusted-proxy", OPT_CIDR, 0, 0, 0, "CIDR",
+     "proxy network (e.g. 127.0.0.1/32) whose X-Forwarded-For or Forwarded names the client; loopback trust then applies "
+     "to that client only; repeatable (default: none)"},
     {"web-root", OPT_STRING, OFF(web_root), 0, 0, "DIR", "directory of the demo page and JS client (default: the built-in path)"},
     {"max-connections", OPT_UINT, OFF(max_connections), 1, 100000000, "N",
      "open connections per node; past it: 503 + Retry-After (default: descriptor limit minus a reserve)"},
@@ -148,6 +153,62 @@ pe_config_split_hostport(const char *s, char *host, size_t hostlen, unsigned *po
     return 0;
 }
 
+int
+pe_config_parse_ip(const char *s, size_t len, unsigned char out[16])
+{
+    char buf[INET6_ADDRSTRLEN];
+    if (len == 0 || len >= sizeof(buf))
+        return -1;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    struct in_addr v4;
+    if (inet_pton(AF_INET, buf, &v4) == 1) {
+        memset(out, 0, 10);
+        out[10] = out[11] = 0xff;
+        memcpy(out + 12, &v4, 4);
+        return 0;
+    }
+    return inet_pton(AF_INET6, buf, out) == 1 ? 0 : -1;
+}
+
+int
+pe_config_parse_cidr(const char *s, pe_cidr_t *out)
+{
+    const char *slash = strchr(s, '/');
+    size_t alen = slash != NULL ? (size_t)(slash - s) : strlen(s);
+    if (pe_config_parse_ip(s, alen, out->addr) != 0)
+        return -1;
+    int v4 = memchr(s, ':', alen) == NULL;
+    unsigned max = v4 ? 32 : 128, bits = max;
+    if (slash != NULL) {
+        const char *p = slash + 1;
+        if (*p == '\0' || strlen(p) > 3)
+            return -1;
+        bits = 0;
+        for (; *p != '\0'; ++p) {
+            if (*p < '0' || *p > '9')
+                return -1;
+            bits = bits * 10 + (unsigned)(*p - '0');
+        }
+        if (bits > max)
+            return -1;
+    }
+    out->bits = v4 ? bits + 96 : bits;
+    return 0;
+}
+
+int
+pe_cidr_contains(const pe_cidr_t *net, const unsigned char addr[16])
+{
+    unsigned full = net->bits / 8, rest = net->bits % 8;
+    if (memcmp(net->addr, addr, full) != 0)
+        return 0;
+    if (rest == 0)
+        return 1;
+    unsigned char mask = (unsigned char)(0xff << (8 - rest));
+    return (net->addr[full] & mask) == (addr[full] & mask);
+}
+
 static int
 parse_uint(const char *s, uint64_t *out)
 {
@@ -179,7 +240,7 @@ parse_bool(const char *s, int *out)
 static int
 is_list(const opt_t *opt)
 {
-    return opt->kind == OPT_LISTEN || opt->kind == OPT_ORIGIN;
+    return opt->kind == OPT_LISTEN || opt->kind == OPT_ORIGIN || opt->kind == OPT_CIDR;
 }
 
 static char **
@@ -189,6 +250,11 @@ list_of(pe_config_t *cfg, const opt_t *opt, size_t **num, size_t *cap)
         *num = &cfg->num_listen;
         *cap = PE_MAX_LISTEN;
         return cfg->listen;
+    }
+    if (opt->kind == OPT_CIDR) {
+        *num = &cfg->num_trusted_proxies;
+        *cap = PE_MAX_TRUSTED_PROXIES;
+        return cfg->trusted_proxies;
     }
     *num = &cfg->num_allowed_origins;
     *cap = PE_MAX_ORIGINS;
@@ -306,17 +372,23 @@ set_option(pe_config_t *cfg, const opt_t *opt, const char *value, const char *or
         return PE_CFG_OK;
     }
     case OPT_LISTEN:
-    case OPT_ORIGIN: {
+    case OPT_ORIGIN:
+    case OPT_CIDR: {
         char host[256];
         unsigned port;
         if (opt->kind == OPT_LISTEN && pe_config_split_hostport(value, host, sizeof(host), &port) != 0)
             return fail(err, errlen, "%s: must be HOST:PORT with a port from 1 to 65535 (got '%.64s')", origin, value);
         if (opt->kind == OPT_ORIGIN && validate_origin(value) != 0)
             return fail(err, errlen, "%s: must be * or scheme://host[:port] without a path (got '%.64s')", origin, value);
+        pe_cidr_t net;
+        if (opt->kind == OPT_CIDR && pe_config_parse_cidr(value, &net) != 0)
+            return fail(err, errlen, "%s: must be an IPv4 or IPv6 network ADDR[/BITS] (got '%.64s')", origin, value);
         size_t *num, cap;
         char **items = list_of(cfg, opt, &num, &cap);
         if (*num == cap)
             return fail(err, errlen, "%s: at most %zu values", origin, cap);
+        if (opt->kind == OPT_CIDR)
+            cfg->trusted_nets[*num] = net;
         items[(*num)++] = pe_strndup(value, strlen(value));
         return PE_CFG_OK;
     }
@@ -514,7 +586,7 @@ pe_config_load(pe_config_t *cfg, int argc, char **argv, char **envp, FILE *out, 
     if ((ret = load_env(cfg, envp, err, errlen)) != PE_CFG_OK)
         return ret;
 
-    int cli_listen = 0, cli_origin = 0;
+    int cli_listen = 0, cli_origin = 0, cli_cidr = 0;
     optind = 0;
     while ((idx = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
         const opt_t *opt = &options[idx];
@@ -535,6 +607,10 @@ pe_config_load(pe_config_t *cfg, int argc, char **argv, char **envp, FILE *out, 
             clear_list(cfg, opt);
             cli_origin = 1;
         }
+        if (opt->kind == OPT_CIDR && !cli_cidr) {
+            clear_list(cfg, opt);
+            cli_cidr = 1;
+        }
         if ((ret = set_option(cfg, opt, optarg, origin, err, errlen)) != PE_CFG_OK)
             return ret;
     }
@@ -550,6 +626,8 @@ pe_config_dispose(pe_config_t *cfg)
         pe_free(cfg->listen[i]);
     for (size_t i = 0; i != cfg->num_allowed_origins; ++i)
         pe_free(cfg->allowed_origins[i]);
+    for (size_t i = 0; i != cfg->num_trusted_proxies; ++i)
+        pe_free(cfg->trusted_proxies[i]);
     pe_free(cfg->redis_url);
     pe_free(cfg->api_key);
     pe_free(cfg->config_file);

@@ -11,6 +11,12 @@
 #include <stdint.h>
 #include "limits.h"
 
+/* An IP network; IPv4 is kept as IPv4-mapped IPv6 (::ffff:a.b.c.d, prefix + 96). */
+typedef struct st_pe_cidr_t {
+    unsigned char addr[16];
+    unsigned bits;
+} pe_cidr_t;
+
 typedef struct st_pe_config_t {
     char *listen[PE_MAX_LISTEN]; /* "HOST:PORT", owned */
     size_t num_listen;
@@ -39,6 +45,11 @@ typedef struct st_pe_config_t {
     uint64_t max_connections;        /* open TCP connections per node; 0: RLIMIT_NOFILE minus a reserve */
     uint64_t max_connections_per_ip; /* per peer address; 0: off */
     uint64_t max_held_polls;         /* long-polls held open per node; 0: the connection limit */
+    /* Peers whose X-Forwarded-For / Forwarded name the client (--trusted-proxy CIDR); the
+     * strings as given, and the networks parsed from them. */
+    char *trusted_proxies[PE_MAX_TRUSTED_PROXIES];
+    pe_cidr_t trusted_nets[PE_MAX_TRUSTED_PROXIES];
+    size_t num_trusted_proxies;
 } pe_config_t;
 
 enum { PE_CFG_OK = 0, PE_CFG_EXIT_OK = 1, PE_CFG_ERROR = 2 };
@@ -57,5 +68,12 @@ void pe_config_dispose(pe_config_t *cfg);
  * port. Returns 0, or -1 if malformed or the port is outside 1-65535.
  */
 int pe_config_split_hostport(const char *s, char *host, size_t hostlen, unsigned *port);
+
+/** Parses "ADDR/BITS" or "ADDR" (IPv4 or IPv6). Returns 0, or -1 if malformed. */
+int pe_config_parse_cidr(const char *s, pe_cidr_t *out);
+/** Parses an IPv4 or IPv6 address (no brackets, no port) into 16 bytes (IPv4 mapped). 0 or -1. */
+int pe_config_parse_ip(const char *s, size_t len, unsigned char out[16]);
+/** 1 if the 16-byte address is in the network. */
+int pe_cidr_contains(const pe_cidr_t *net, const unsigned char addr[16]);
 
 #endif

@@ -114,6 +114,20 @@
 #define PE_BATCH_MAX_ITEMS 1000
 #define PE_BATCH_MAX_BYTES (1u << 20)
 #define PE_BATCH_ITEM_SLACK 4096
+/* Bytes of X-Forwarded-For (and of Forwarded) read to find the client behind --trusted-proxy:
+ * dozens of hops; a longer list makes the client unknown (not trusted) rather than costly. */
+#define PE_MAX_FORWARDED 2048
+/* --trusted-proxy networks: a deployment's few proxy subnets. */
+#define PE_MAX_TRUSTED_PROXIES 32
+/* Descriptors front.c can follow (a table of pointers, touched only where used): beyond it a
+ * connection goes without the head checks, so the limit sits above any sane RLIMIT_NOFILE. */
+#define PE_FRONT_MAX_FDS (1u << 21)
+/* Body bytes read and dropped after a refused request's answer before the connection is closed
+ * (front.c drain): the rest of a typical message, so the peer reads the answer, not a reset. */
+#define PE_FRONT_DRAIN_BYTES (4u << 20)
+/* HTTP/2 requests without credentials front.c remembers per connection between two checks
+ * (each is given one check to complete an empty body); more at once is refused at once. */
+#define PE_FRONT_H2_SUSPECTS 16
 /* Longest message text in log lines about peer behaviour. */
 #define PE_LOG_PEER_TEXT 128
 

@@ -91,6 +91,51 @@ raise_fd_limit(void)
                (unsigned long long)rl.rlim_cur);
 }
 
+/* Secrets given as arguments are readable by every local user (/proc/PID/cmdline, ps). */
+static void
+warn_about_arguments(int argc, char **argv)
+{
+    for (int i = 1; i < argc; ++i) {
+        const char *a = argv[i], *value = NULL;
+        if (strncmp(a, "--api-key", 9) == 0 && (a[9] == '\0' || a[9] == '=')) {
+            pe_log(PE_LOG_WARN, "edge",
+                   "--api-key on the command line is visible to every local user (/proc/PID/cmdline); use the "
+                   "PUSHEDGE_API_KEY environment variable or the config file");
+        } else if (strncmp(a, "--redis", 7) == 0 && (a[7] == '\0' || a[7] == '=')) {
+            value = a[7] == '=' ? a + 8 : i + 1 < argc ? argv[i + 1] : "";
+            if (strchr(value, '@') != NULL)
+                pe_log(PE_LOG_WARN, "edge",
+                       "a Redis password in --redis on the command line is visible to every local user (/proc/PID/cmdline); "
+                       "use the PUSHEDGE_REDIS environment variable or the config file");
+        }
+    }
+}
+
+/* Without --api-key publishing rests on the client's address being loopback. */
+static void
+warn_about_listeners(const pe_config_t *cfg)
+{
+    if (cfg->api_key != NULL)
+        return;
+    for (size_t i = 0; i != cfg->num_listen; ++i) {
+        char host[256];
+        unsigned port;
+        unsigned char addr[16];
+        if (pe_config_split_hostport(cfg->listen[i], host, sizeof(host), &port) != 0)
+            continue;
+        static const unsigned char v6_loopback[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+        int loopback = strcmp(host, "localhost") == 0 ||
+                       (pe_config_parse_ip(host, strlen(host), addr) == 0 &&
+                        ((addr[10] == 0xff && addr[11] == 0xff && addr[12] == 127 && memcmp(addr, v6_loopback, 10) == 0) ||
+                         memcmp(addr, v6_loopback, 16) == 0));
+        if (!loopback)
+            pe_log(PE_LOG_WARN, "edge",
+                   "listening on %s, beyond loopback, without --api-key: set one (PUSHEDGE_API_KEY) so that publishing does "
+                   "not rest on client addresses (docs/security.md)",
+                   cfg->listen[i]);
+    }
+}
+
 /* The engines' state reports (Redis connects and losses) go to the log. */
 static void
 engine_log(int level, const char *text)
@@ -112,6 +157,8 @@ main(int argc, char **argv)
         return ret == PE_CFG_EXIT_OK ? 0 : 2;
     }
     pe_log_level = cfg.log_level;
+    warn_about_arguments(argc, argv);
+    warn_about_listeners(&cfg);
 
     /* Signals are taken by sigwait in this thread only; the loops inherit the blocked mask. */
     sigset_t sigs;

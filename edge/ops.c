@@ -44,7 +44,7 @@ send_metrics(h2o_req_t *req)
 {
     pe_server_t *server = pe_thread_of(req)->server;
     textbuf_t t = {&req->pool, h2o_mem_alloc_pool(&req->pool, 4096), 0, 4096};
-    uint64_t conns[PE_TRANSPORT_MAX] = {0}, slow[PE_TRANSPORT_MAX] = {0}, requests = 0, publish_errors = 0;
+    uint64_t conns[PE_TRANSPORT_MAX] = {0}, slow[PE_TRANSPORT_MAX] = {0}, requests = 0, publish_errors = 0, refused = 0;
     pe_ps_node_stats_t sum = {0};
 
     for (unsigned i = 0; i != server->num_threads; ++i) {
@@ -55,6 +55,7 @@ send_metrics(h2o_req_t *req)
         }
         requests += PE_STAT_GET(thr->stats.requests);
         publish_errors += PE_STAT_GET(thr->stats.publish_errors);
+        refused += PE_STAT_GET(thr->stats.front_refused);
         if (thr->node != NULL) {
             pe_ps_node_stats_t s;
             pe_ps_node_get_stats(thr->node, &s);
@@ -89,14 +90,17 @@ send_metrics(h2o_req_t *req)
         "# TYPE pushedge_channels gauge\npushedge_channels %llu\n"
         "# HELP pushedge_http_requests_total HTTP requests received.\n"
         "# TYPE pushedge_http_requests_total counter\npushedge_http_requests_total %llu\n"
+        "# HELP pushedge_refused_heads_total Requests refused from their head (framing, or a body without publish "
+        "credentials).\n"
+        "# TYPE pushedge_refused_heads_total counter\npushedge_refused_heads_total %llu\n"
         "# HELP pushedge_engine_ready 1 if the message engine is reachable.\n"
         "# TYPE pushedge_engine_ready gauge\npushedge_engine_ready{engine=\"%s\"} %d\n"
         "# HELP pushedge_draining 1 while the node drains for shutdown.\n"
         "# TYPE pushedge_draining gauge\npushedge_draining %d\n",
         (unsigned long long)sum.published, (unsigned long long)publish_errors, (unsigned long long)sum.delivered,
         (unsigned long long)sum.gaps, (unsigned long long)sum.subscribers, (unsigned long long)sum.channels,
-        (unsigned long long)requests, pe_ps_engine_name(server->engine), pe_ps_engine_is_ready(server->engine),
-        __atomic_load_n(&server->draining, __ATOMIC_RELAXED));
+        (unsigned long long)requests, (unsigned long long)refused, pe_ps_engine_name(server->engine),
+        pe_ps_engine_is_ready(server->engine), __atomic_load_n(&server->draining, __ATOMIC_RELAXED));
     put(&t,
         "# HELP pushedge_publish_replays_total Keyed publishes answered with the ID of an earlier one (nothing stored).\n"
         "# TYPE pushedge_publish_replays_total counter\npushedge_publish_replays_total %llu\n",

@@ -70,41 +70,6 @@ on_published(void *ctx, const char *err, const pe_id_t *id, int replayed)
     pe_free(pending);
 }
 
-/* Constant-time comparison, so response timing does not reveal how much of a key matched. */
-static int
-secret_equals(const char *a, size_t alen, const char *b, size_t blen)
-{
-    unsigned char diff = alen != blen;
-    for (size_t i = 0; i != alen; ++i)
-        diff |= (unsigned char)(a[i] ^ b[i % (blen == 0 ? 1 : blen)]);
-    return diff == 0 && blen != 0;
-}
-
-int
-pe_publish_check_auth(h2o_req_t *req)
-{
-    const pe_config_t *cfg = pe_thread_of(req)->server->cfg;
-    if (cfg->api_key == NULL) {
-        if (pe_http_peer_is_loopback(req))
-            return 0;
-        pe_http_error(req, 403, "Forbidden", "forbidden", "publishing is allowed from loopback peers only (set --api-key)");
-        return -1;
-    }
-    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
-    if (i < 0) {
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
-        pe_http_error(req, 401, "Unauthorized", "unauthorized", "an Authorization: Bearer header is required");
-        return -1;
-    }
-    h2o_iovec_t v = req->headers.entries[i].value;
-    if (v.len < 7 || !h2o_lcstris(v.base, 7, H2O_STRLIT("bearer ")) ||
-        !secret_equals(v.base + 7, v.len - 7, cfg->api_key, strlen(cfg->api_key))) {
-        pe_http_error(req, 403, "Forbidden", "forbidden", "wrong API key");
-        return -1;
-    }
-    return 0;
-}
-
 int
 pe_publish_idempotency_key(h2o_req_t *req, h2o_iovec_t *key)
 {
@@ -150,7 +115,8 @@ pe_publish_on_req(h2o_req_t *req)
         return 0;
     }
 
-    if (pe_publish_check_auth(req) != 0)
+    /* API key, origin and loopback rules shared with /api/batch, the WebSocket op and front.c. */
+    if (pe_publish_authorize(req) != 0)
         return 0;
 
     h2o_iovec_t key;

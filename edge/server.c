@@ -35,6 +35,8 @@ on_req(h2o_handler_t *self, h2o_req_t *req)
     /* A connection accepted past --max-connections (or the per-address limit) gets only this. */
     if (pe_limits_refuse_request(req))
         return 0;
+    if (pe_front_on_req(req) == 0)
+        return 0;
 
     /* h2o 2.2 buffers requests up to ~400 KiB of head; answer oversized ones clearly. */
     if (req->path.len > PE_MAX_URL) {
@@ -190,11 +192,16 @@ on_accept(h2o_socket_t *listener, const char *err)
                 continue;
             break;
         }
-        if (pe_limits_on_accept(&thr->server->limits, sock) < 0) {
+        int limited = pe_limits_on_accept(&thr->server->limits, sock);
+        if (limited < 0) {
             h2o_socket_close(sock);
             continue;
         }
         h2o_accept(&thr->accept_ctx, sock);
+        /* A connection served only with refusals keeps the limits' close hook as its mark
+         * (pe_limits_refuse_request reads it); front.c would chain in front of it. */
+        if (limited == 0)
+            pe_front_attach(thr, sock);
     }
 }
 
@@ -285,6 +292,7 @@ thread_setup(pe_thread_t *thr)
     thr->lag_entry.cb = on_lag_timer;
     h2o_timeout_link(thr->loop, &thr->lag_timeout, &thr->lag_entry);
     thr->lag_due = thr->lag_entry.registered_at + 1000;
+    pe_front_thread_init(thr);
     h2o_multithread_register_receiver(thr->ctx.queue, &thr->control, on_control);
     thr->node = pe_ps_node_create(server->engine, thr->loop, thr->index);
     for (size_t i = 0; i != thr->num_listeners; ++i) {
@@ -345,6 +353,12 @@ pe_server_init(pe_server_t *server, const pe_config_t *cfg, pe_ps_engine_t *engi
     pe_limits_init(&server->limits, cfg, cfg->threads);
 
     h2o_config_init(&server->globalconf);
+    /* No version for scanners to match against advisories. */
+    server->globalconf.server_name = h2o_iovec_init(H2O_STRLIT("pushedge"));
+    if (pe_front_init() != 0) {
+        fprintf(stderr, "pushedge: getrlimit: %s\n", strerror(errno));
+        return -1;
+    }
     /* Bodies a bit over our limit reach the handler, which answers 413 with a JSON body. */
     server->globalconf.max_request_entity_size = cfg->max_message_size + PE_MAX_ENTITY_SLACK;
     h2o_hostconf_t *hostconf = h2o_config_register_host(&server->globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);

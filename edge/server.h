@@ -8,6 +8,7 @@
 #define PE_SERVER_H
 
 #include <pthread.h>
+#include <sys/socket.h>
 #include <h2o.h>
 #include <h2o/multithread.h>
 #include "../pubsub/pubsub.h"
@@ -23,7 +24,8 @@ typedef struct st_pe_thread_stats_t {
     uint64_t slow_consumers[PE_TRANSPORT_MAX];
     uint64_t requests;
     uint64_t publish_errors;
-    uint64_t loop_lag_ms; /* worst timer lateness in the last second */
+    uint64_t loop_lag_ms;   /* worst timer lateness in the last second */
+    uint64_t front_refused; /* requests refused from their head (front.c) */
 } pe_thread_stats_t;
 
 #define PE_STAT_ADD(field, n) __atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
@@ -41,6 +43,13 @@ typedef struct st_pe_stream_t {
 } pe_stream_t;
 
 typedef struct st_pe_server_t pe_server_t;
+typedef struct st_pe_front_t pe_front_t;
+
+/* front.c's per-thread state: the HTTP/2 connections it sweeps. */
+typedef struct st_pe_front_thread_t {
+    h2o_linklist_t h2; /* pe_front_t */
+    h2o_timeout_entry_t sweep_entry;
+} pe_front_thread_t;
 
 /* Why a connection or request was refused for want of room (pushedge_rejected_total{reason}). */
 typedef enum en_pe_reject_t {
@@ -109,6 +118,7 @@ typedef struct st_pe_thread_t {
     uint64_t drain_deadline; /* loop ms */
     pthread_t tid;
     pe_thread_stats_t stats;
+    pe_front_thread_t front;
 } pe_thread_t;
 
 struct st_pe_server_t {
@@ -193,6 +203,43 @@ int pe_http_preflight(h2o_req_t *req, const char *methods);
 void pe_http_refuse_origin(h2o_req_t *req);
 /** 1 if a WebSocket handshake's Origin passes --allowed-origin (or same origin, or no policy). */
 int pe_http_origin_is_allowed(h2o_req_t *req);
+
+/* http.c: who may publish (docs/security.md). One rule for every way in: HTTP publish and
+ * batch, the WebSocket publish op, and the request-head check of front.c. */
+typedef enum en_pe_auth_t {
+    PE_AUTH_OK = 0,
+    PE_AUTH_NO_KEY,       /* 401: --api-key is set and no Authorization: Bearer came */
+    PE_AUTH_WRONG_KEY,    /* 403 */
+    PE_AUTH_NOT_LOOPBACK, /* 403: no --api-key and the client is not on loopback */
+    PE_AUTH_ORIGIN,       /* 403: a browser page of an origin that may not publish */
+    PE_AUTH_MAX
+} pe_auth_t;
+
+/** The parts of a request the publish rule reads; values borrowed from the request. */
+typedef struct st_pe_auth_view_t {
+    h2o_iovec_t authorization, origin, host, sec_fetch_site;
+    h2o_iovec_t forwarded_for; /* X-Forwarded-For lines joined with ',' (may be truncated: see len) */
+    h2o_iovec_t forwarded;     /* Forwarded lines joined with ',' */
+    int forwarded_truncated;   /* more than the view holds: the client address is unknown */
+    struct sockaddr_storage peer;
+    socklen_t peer_len;
+    char _buf[2][PE_MAX_FORWARDED];
+} pe_auth_view_t;
+
+/** Collects `name: value` into view (names lower-case); call once per header, in order. */
+void pe_auth_view_add(pe_auth_view_t *view, const char *name, size_t name_len, const char *value, size_t value_len);
+/** Fills view from an h2o request (any HTTP version). */
+void pe_auth_view_from_req(h2o_req_t *req, pe_auth_view_t *view);
+/** Applies --api-key, --allowed-origin and --trusted-proxy to view. Pure; any thread. */
+pe_auth_t pe_auth_check(const pe_config_t *cfg, const pe_auth_view_t *view);
+/** Sends the JSON error of a refusal (r != PE_AUTH_OK). */
+void pe_auth_refuse(h2o_req_t *req, pe_auth_t r);
+/** The publish endpoints' check: 0 if req may publish, else sends the error and returns -1. */
+int pe_publish_authorize(h2o_req_t *req);
+/** Constant-time comparison of a secret (the time depends on the lengths only). */
+int pe_secret_equals(const char *a, size_t alen, const char *b, size_t blen);
+/** A per-thread pseudo-random number, seeded from getrandom(2) (jitter, not secrets). */
+uint32_t pe_rand(void);
 /**
  * For sockets a transport took over from h2o (WebSocket, HTTP/1 SSE): drops what is in the read
  * buffer when `discard`, then gives an empty buffer back. h2o keeps it (8 KiB) for the socket's
@@ -201,12 +248,28 @@ int pe_http_origin_is_allowed(h2o_req_t *req);
  */
 void pe_socket_release_input(h2o_socket_t *sock, int discard);
 
+/* front.c: request heads checked before h2o reads bodies (docs/security.md) */
+/** Sizes the descriptor table from RLIMIT_NOFILE; once, before any thread accepts. */
+int pe_front_init(void);
+void pe_front_thread_init(pe_thread_t *thr);
+/** Wraps an accepted plaintext socket's reads; call right after h2o_accept. */
+void pe_front_attach(pe_thread_t *thr, h2o_socket_t *sock);
+/**
+ * First thing of the router for every request: answers (and returns 0) an HTTP/1 request whose
+ * head front.c refused or whose framing is faulty, with Connection: close; otherwise -1.
+ */
+int pe_front_on_req(h2o_req_t *req);
+/**
+ * The framing rules (pure, for tests): `headers` are picohttpparser's phr_header of the head.
+ * Returns 0 or a reason (> 0); *has_body says whether a body follows.
+ */
+int pe_front_check_framing(const char *head, size_t head_len, const void *headers, size_t num_headers, int minor_version,
+                           int *has_body);
+
 /* handlers */
 int pe_publish_on_req(h2o_req_t *req);
 int pe_batch_on_req(h2o_req_t *req); /* batch.c: POST /api/batch */
 /* publish.c, shared with batch.c: each returns 0, or sends the error answer and returns -1. */
-/** The request may publish (API key, or a loopback peer without one). */
-int pe_publish_check_auth(h2o_req_t *req);
 /** The Idempotency-Key header into *key ({NULL, 0} when absent); 400 if malformed or repeated. */
 int pe_publish_idempotency_key(h2o_req_t *req, h2o_iovec_t *key);
 int pe_sse_on_req(h2o_req_t *req);

@@ -327,7 +327,7 @@ on_drain(pe_stream_t *stream)
     /* Spread the herd: each client waits a different time before it comes back. */
     char line[48];
     int n = snprintf(line, sizeof(line), "retry: %u\n\n",
-                     PE_SSE_DRAIN_RETRY_MIN_MS + (unsigned)(h2o_rand() % PE_SSE_DRAIN_RETRY_SPREAD_MS));
+                     PE_SSE_DRAIN_RETRY_MIN_MS + (unsigned)(pe_rand() % PE_SSE_DRAIN_RETRY_SPREAD_MS));
     sse->ending = 1;
     push_text(sse, line, (size_t)n);
 }

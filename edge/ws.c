@@ -620,7 +620,7 @@ handle_op(pe_ws_conn_t *conn, const char *text, size_t len)
                 queue_error(conn, ref, "forbidden",
                             conn->thr->server->cfg->api_key != NULL
                                 ? "publishing needs the API key (Authorization: Bearer) at the handshake"
-                                : "publishing is allowed from loopback peers only (set --api-key)");
+                                : "publishing needs a loopback client and an allowed origin (or set --api-key)");
             } else if (!pe_json_find_member(text, len, "data", 4, &off, &vlen)) {
                 queue_error(conn, ref, "bad_request", "the data field is required");
             } else if (jkey != NULL &&
@@ -1049,13 +1049,11 @@ pe_ws_on_req(h2o_req_t *req, int echo)
         conn->max_queue = 2 * (cfg->max_message_size + PE_WS_MAX_HEADER + 256);
     conn->initial = q;
     conn->initial_arena = arena;
-    conn->may_publish = cfg->api_key == NULL ? pe_http_peer_is_loopback(req) : 0;
-    if (cfg->api_key != NULL) {
-        h2o_iovec_t auth = find_header(req, H2O_STRLIT("authorization"));
-        size_t klen = strlen(cfg->api_key);
-        conn->may_publish = auth.len == 7 + klen && h2o_lcstris(auth.base, 7, H2O_STRLIT("bearer ")) &&
-                            memcmp(auth.base + 7, cfg->api_key, klen) == 0;
-    }
+    /* The publish op follows the HTTP rule (key, origin, loopback behind --trusted-proxy): a
+     * page that may subscribe cross-origin may still not publish. */
+    pe_auth_view_t view;
+    pe_auth_view_from_req(req, &view);
+    conn->may_publish = pe_auth_check(cfg, &view) == PE_AUTH_OK;
     conn->stream.drain = on_drain;
     conn->ping_entry.cb = on_ping_timer;
     conn->flush_entry.cb = on_flush_timeout;

@@ -749,6 +749,50 @@ test_limits(void)
     expect_error("--max-held-polls x", bad2, envp0, "max-held-polls");
 }
 
+/* --trusted-proxy: repeatable on the command line, a list in the environment and the file, parsed
+ * into networks; the command line's list replaces the others. */
+static void
+test_trusted_proxy(void)
+{
+    loaded_t l;
+    char *argv[] = {"pushedge", "--trusted-proxy", "127.0.0.1/32", "--trusted-proxy=fd00::/8", NULL};
+    load(&l, argv, NULL);
+    TAP_EQ_INT(l.ret, PE_CFG_OK, "command line");
+    TAP_EQ_UINT(l.cfg.num_trusted_proxies, 2, "two networks");
+    TAP_EQ_UINT(l.cfg.trusted_nets[0].bits, 128, "IPv4 /32 is /128 mapped");
+    TAP_EQ_UINT(l.cfg.trusted_nets[1].bits, 8, "IPv6 /8");
+    loaded_free(&l);
+
+    char *argv2[] = {"pushedge", NULL};
+    char *envp2[] = {"PUSHEDGE_TRUSTED_PROXY=10.0.0.0/8, 192.168.1.1", NULL};
+    load(&l, argv2, envp2);
+    TAP_EQ_INT(l.ret, PE_CFG_OK, "environment");
+    TAP_EQ_UINT(l.cfg.num_trusted_proxies, 2, "a list in the environment");
+    TAP_EQ_UINT(l.cfg.trusted_nets[1].bits, 128, "an address alone is a host network");
+    loaded_free(&l);
+
+    char *argv3[] = {"pushedge", "--trusted-proxy", "::1", NULL};
+    load(&l, argv3, envp2);
+    TAP_EQ_UINT(l.cfg.num_trusted_proxies, 1, "the command line replaces the environment");
+    loaded_free(&l);
+
+    char path[64];
+    write_temp("{\"trusted-proxy\": [\"127.0.0.0/8\", \"::1/128\"]}", path);
+    char *argv4[] = {"pushedge", "--config", path, NULL};
+    load(&l, argv4, NULL);
+    TAP_EQ_INT(l.ret, PE_CFG_OK, "config file");
+    TAP_EQ_UINT(l.cfg.num_trusted_proxies, 2, "an array in the file");
+    loaded_free(&l);
+    unlink(path);
+
+    char *bad1[] = {"pushedge", "--trusted-proxy", "10.0.0.0/33", NULL};
+    expect_error("/33", bad1, NULL, "--trusted-proxy");
+    char *bad2[] = {"pushedge", "--trusted-proxy", "example.com", NULL};
+    expect_error("a name", bad2, NULL, "--trusted-proxy");
+    char *bad_env[] = {"PUSHEDGE_TRUSTED_PROXY=1.2.3.4/x", NULL};
+    expect_error("environment", argv2, bad_env, "PUSHEDGE_TRUSTED_PROXY");
+}
+
 int
 main(void)
 {
@@ -764,5 +808,6 @@ main(void)
     tap_subtest("split_hostport", test_split_hostport);
     tap_subtest("idempotency-window", test_idempotency_window);
     tap_subtest("limits", test_limits);
+    tap_subtest("trusted proxy", test_trusted_proxy);
     return tap_done();
 }
