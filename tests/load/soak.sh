@@ -38,10 +38,10 @@ release) minutes=${2:-10} ;;
     exit 2
     ;;
 esac
-[[ "$minutes" =~ ^[0-9]+$ ]] && [ "$minutes" -ge 1 ] && [ "$minutes" -le 240 ] || {
+if ! [[ "$minutes" =~ ^[0-9]+$ ]] || [ "$minutes" -lt 1 ] || [ "$minutes" -gt 240 ]; then
     echo "soak: MINUTES must be 1-240" >&2
     exit 2
-}
+fi
 
 conns=${SOAK_CONNECTIONS:-250}
 channels=${SOAK_CHANNELS:-5}
