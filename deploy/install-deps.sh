@@ -12,8 +12,10 @@ if [ "${1:-}" = "--test" ]; then
     # The browser suite: Debian's Chromium (driven by npm's playwright-core) and the hostile
     # proxies it runs the JS client through.
     pkgs+=(chromium squid tinyproxy haproxy nginx)
-    # Node.js 20 is the project's JS runtime; Debian's nodejs (18) also runs the tests when no
-    # newer node is installed.
+    # The JS suites run on Debian's nodejs (18.20) when no other node is installed, as on a
+    # fresh machine: tests/package.json pins playwright-core to 1.61, the last release that
+    # supports Node 18 (1.62 requires Node 20); any newer node works as well. npm depends on
+    # ca-certificates, which it needs to reach its registry.
     command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
     command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 fi

@@ -64,6 +64,10 @@ typedef struct st_pb_config_t {
     double connect_rate;                                /* connections per second over all threads */
     double connect_timeout;                             /* seconds for the whole connect phase */
     double drain_wait, settle, idle, duration, timeout; /* seconds */
+    /* --churn S: every ready subscriber closes after a random 0.5 S .. 1.5 S and reconnects at
+     * once, resuming from the last cursor it saw, so the same per-connection accounting still
+     * proves nothing was lost or repeated across reconnects. 0: connections stay. */
+    double churn;
     struct in_addr src[PB_MAX_SRC];
     uint32_t nsrc;
     pid_t pid[PB_MAX_PIDS];
@@ -90,6 +94,7 @@ typedef struct st_pb_shared_t {
     atomic_uint_fast64_t unique;              /* first deliveries of this run's messages */
     atomic_uint_fast64_t last_rx_ns;          /* CLOCK_MONOTONIC of the last first delivery */
     atomic_uint_fast64_t last_ready_ns;       /* CLOCK_MONOTONIC of the last connection ready */
+    atomic_uint_fast64_t reconnected;         /* --churn: resumed connections that became ready again */
     atomic_int connect_done;                  /* every connection of the thread is ready or failed */
 } pb_shared_t;
 
@@ -97,6 +102,8 @@ typedef struct st_pb_shared_t {
 typedef struct st_pb_result_t {
     pb_hist_t hist;
     uint64_t unique, dup, foreign, skipped, lost, extra, protocol_errors, server_closes, deflated, deflate_refused;
+    uint64_t churned, reconnected, retries,
+        gaps; /* --churn: closes by us, resumes ready again, retries after a failure; gaps seen */
 } pb_result_t;
 
 typedef struct st_pb_sub_thread_t pb_sub_thread_t;

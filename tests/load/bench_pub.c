@@ -34,7 +34,14 @@ typedef struct st_pub_conn_t {
     size_t out_len, out_off;
     char *in; /* the answer so far */
     size_t in_len, in_cap;
+    uint64_t idle_since_ns; /* connected or last answered */
 } pub_conn_t;
+
+/* A paced publisher leaves its spare connections idle. A server closes an idle keep-alive
+ * connection after a while (h2o: 10 s), and a POST sent just as it does is reset unanswered: a
+ * failed publish that says nothing about the server. Browsers avoid it the same way, with a
+ * shorter idle limit of their own. */
+#define IDLE_REOPEN_NS (5 * 1000000000ull)
 
 static pub_conn_t *conns;
 static uint32_t nconns;
@@ -73,6 +80,7 @@ pub_connect(pub_conn_t *c)
         c->fd = -1;
         return -1;
     }
+    c->idle_since_ns = pb_now_ns();
     fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
     return epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
@@ -242,8 +250,11 @@ pub_readable(pub_conn_t *c)
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            if (errno != EAGAIN)
-                pub_reset(c, "read failed");
+            if (errno != EAGAIN) {
+                char why[64];
+                snprintf(why, sizeof(why), "read failed (%s)", strerror(errno));
+                pub_reset(c, why);
+            }
             return;
         }
         if (n == 0) {
@@ -263,6 +274,7 @@ pub_readable(pub_conn_t *c)
             return;
         }
         answer_done(c, status, (size_t)alen);
+        c->idle_since_ns = pb_now_ns();
         size_t vlen;
         const char *v = pb_cfg->publish_redis ? NULL : pb_http_header(c->in, (size_t)alen, "connection", &vlen);
         if (v != NULL && vlen == 5 && strncasecmp(v, "close", 5) == 0)
@@ -302,6 +314,8 @@ pub_main(void *arg)
         int busy = 0;
         for (uint32_t i = 0; i != nconns; ++i) {
             pub_conn_t *c = &conns[i];
+            if (!c->busy && c->fd >= 0 && sent < due && now - c->idle_since_ns > IDLE_REOPEN_NS)
+                pub_reset(c, NULL);
             if (!c->busy && c->fd >= 0 && sent < due)
                 pub_send(c, sent++);
             busy += c->busy;

@@ -3,7 +3,7 @@
  * (T = --threads) and runs its own level-triggered epoll loop; nothing is shared with the other
  * threads except the pb_shared_t counters the main thread watches.
  *
- * Per connection. The struct is ~56 bytes, because 18,000 of them are open at once: no buffer
+ * Per connection. The struct is ~72 bytes, because 18,000 of them are open at once: no buffer
  * lives in it. Each readiness event reads into the thread's large buffer (as much as is there,
  * several reads if it fills), parses every complete frame, SSE line or poll response in place,
  * and copies only an incomplete tail to a heap "carry" that the next read puts back in front.
@@ -19,6 +19,13 @@
  * after the pushedge ack (WebSocket "subscribed" op; SSE's bare "id:" line that marks the
  * stream live), after the handshake for nchan (--ready handshake), and once its first request
  * is out for long-polling (which starts at cursor 0 so nothing published later is missed).
+ *
+ * Churn (--churn S). A ready connection closes after a random lifetime and reconnects at once
+ * with ?since= the last position it saw (WebSocket: the subscribed op's cursor, then each
+ * message's id; SSE: the id of the last complete event; long-poll: the answer's cursor). It
+ * keeps its window and counts, so a message lost or repeated across any reconnect shows in
+ * lost/duplicated exactly as without churn. A ready connection that the server drops, or whose
+ * reconnect fails, retries after a second (counted in "retries"), the way a real client would.
  *
  * When adding a transport: request_build(), process(), and the ready rule above.
  */
@@ -65,9 +72,13 @@ typedef struct st_pb_conn_t {
         uint32_t frag_len;  /* WS: bytes in frag */
     };
     union {
-        char *cursor; /* poll: last cursor (heap), NULL: start at 0 */
-        char *frag;   /* WS: the fragments of a message so far (heap) */
+        char *frag;  /* WS: the fragments of a message so far (heap) */
+        char *ev_id; /* SSE: the id: of the event being read, the position once the event is complete */
     };
+    /* The last position seen (heap; NULL: none yet): poll always, WebSocket and SSE with --churn.
+     * A reconnect resumes from it. */
+    char *cursor;
+    uint64_t due_ns; /* --churn: when an open connection closes, or a dropped one retries; 0: unset */
     uint8_t state, flags, chunk_state;
 } pb_conn_t;
 
@@ -85,6 +96,7 @@ struct st_pb_sub_thread_t {
     uint64_t now;     /* CLOCK_MONOTONIC at the current read: the receive time of what it holds */
     uint64_t last_rx; /* time of the last first delivery */
     uint64_t rng;
+    uint64_t next_churn_scan;
     unsigned logged; /* failure reasons printed, to keep stderr readable at 18,000 failures */
     char *buf;       /* PB_READ_BUF bytes */
     char *infl;      /* inflate output, PB_MAX_CARRY bytes, allocated on the first compressed message */
@@ -125,28 +137,59 @@ is_pending(const pb_conn_t *c)
     return c->state == CS_CONNECTING || c->state == CS_HANDSHAKE || c->state == CS_WAIT_READY;
 }
 
-/* The single close path: after it c->state is CS_CLOSED and the fd is gone. */
+/* Drops the socket and what was being parsed on it; keeps the position, window and counts
+ * (a churn reconnect goes on from them). Leaves c->state to the caller. */
 static void
-conn_close(pb_sub_thread_t *t, pb_conn_t *c, const char *why, int err)
+conn_release(pb_sub_thread_t *t, pb_conn_t *c)
 {
-    if (c->state == CS_CLOSED)
-        return;
-    if (why != NULL)
-        log_failure(t, c, why, err);
     if (c->fd >= 0)
         close(c->fd); /* also removes it from the epoll set: the fd is never dup'ed */
     c->fd = -1;
     free(c->carry);
     c->carry = NULL;
     c->carry_len = 0;
-    free(c->frag); /* the cursor for poll: same pointer */
+    free(c->frag); /* SSE's ev_id: same pointer */
     c->frag = NULL;
+    c->frag_len = 0;
+    c->chunk_state = CH_SIZE;
     if (is_pending(c))
         t->pending--;
-    if (c->flags & CF_READY)
+    c->flags &= CF_READY;
+    c->due_ns = 0;
+}
+
+static void
+set_cursor(pb_conn_t *c, const char *p, size_t len)
+{
+    free(c->cursor);
+    c->cursor = pb_malloc(len + 1);
+    memcpy(c->cursor, p, len);
+    c->cursor[len] = '\0';
+}
+
+/* The single close path for a failure or the server's close: after it c->state is CS_CLOSED and
+ * the fd is gone, or, with --churn, a ready connection waits in CS_IDLE to retry. */
+static void
+conn_close(pb_sub_thread_t *t, pb_conn_t *c, const char *why, int err)
+{
+    if (c->state == CS_CLOSED || c->state == CS_IDLE)
+        return;
+    if (why != NULL)
+        log_failure(t, c, why, err);
+    conn_release(t, c);
+    if (c->flags & CF_READY) {
         atomic_fetch_add_explicit(&t->shared->closed, 1, memory_order_relaxed);
-    else
+        if (pb_cfg->churn > 0 && !atomic_load_explicit(&pb_stop, memory_order_relaxed)) {
+            c->state = CS_IDLE;
+            c->due_ns = pb_now_ns() + 1000000000u;
+            t->res.retries++;
+            return;
+        }
+    } else {
         atomic_fetch_add_explicit(&t->shared->failed, 1, memory_order_relaxed);
+    }
+    free(c->cursor);
+    c->cursor = NULL;
     c->state = CS_CLOSED;
 }
 
@@ -154,8 +197,12 @@ static void
 mark_ready(pb_sub_thread_t *t, pb_conn_t *c)
 {
     c->state = CS_OPEN;
-    c->flags |= CF_READY;
     t->pending--;
+    if (c->flags & CF_READY) {
+        t->res.reconnected++; /* a churn reconnect: it was counted in "opened" the first time */
+        return;
+    }
+    c->flags |= CF_READY;
     atomic_fetch_add_explicit(&t->shared->opened, 1, memory_order_relaxed);
     atomic_store_explicit(&t->shared->last_ready_ns, pb_now_ns(), memory_order_relaxed);
 }
@@ -190,6 +237,11 @@ static int
 send_request(pb_sub_thread_t *t, pb_conn_t *c)
 {
     const char *target = pb_cfg->sub_target[c->channel], *host = pb_cfg->sub_host_hdr[global_index(t, c) % pb_cfg->nsub_urls];
+    const char *sep = strchr(target, '?') != NULL ? "&" : "?";
+    /* A churn reconnect of WebSocket and SSE resumes after what it saw; the first connection
+     * subscribes to new messages only. Long-poll always carries its cursor (from 0). */
+    const char *since = pb_cfg->transport != PB_POLL && c->cursor != NULL ? "since=" : "";
+    const char *resume = pb_cfg->transport != PB_POLL && c->cursor != NULL ? c->cursor : "";
     char req[4096];
     int n;
     switch (pb_cfg->transport) {
@@ -198,9 +250,9 @@ send_request(pb_sub_thread_t *t, pb_conn_t *c)
         char key[25];
         ws_key(global_index(t, c), key);
         n = snprintf(req, sizeof(req),
-                     "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "GET %s%s%s%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
-                     target, host, key,
+                     target, *since ? sep : "", since, resume, host, key,
                      pb_cfg->transport == PB_WS_DEFLATE ? "Sec-WebSocket-Extensions: permessage-deflate; "
                                                           "client_no_context_takeover; server_no_context_takeover\r\n"
                                                         : "");
@@ -208,11 +260,12 @@ send_request(pb_sub_thread_t *t, pb_conn_t *c)
     }
     case PB_SSE:
         n = snprintf(req, sizeof(req),
-                     "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n", target, host);
+                     "GET %s%s%s%s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n", target,
+                     *since ? sep : "", since, resume, host);
         break;
     case PB_POLL:
     default:
-        n = snprintf(req, sizeof(req), "GET %s%ssince=%s HTTP/1.1\r\nHost: %s\r\n\r\n", target, strchr(target, '?') ? "&" : "?",
+        n = snprintf(req, sizeof(req), "GET %s%ssince=%s HTTP/1.1\r\nHost: %s\r\n\r\n", target, sep,
                      c->cursor != NULL ? c->cursor : "0", host);
         break;
     }
@@ -422,6 +475,43 @@ ws_inflate(pb_sub_thread_t *t, const char *in, size_t len, size_t *outlen)
     return 0;
 }
 
+/* The string value of "name":"..." in p[0..len), or NULL. Bench payloads hold no such keys. */
+static const char *
+json_string(const char *p, size_t len, const char *name, size_t *vlen)
+{
+    char key[32];
+    int kl = snprintf(key, sizeof(key), "\"%s\":\"", name);
+    const char *v = pb_find(p, len, key, (size_t)kl), *q;
+    if (v == NULL)
+        return NULL;
+    v += kl;
+    if ((q = memchr(v, '"', len - (size_t)(v - p))) == NULL || q - v > 2400)
+        return NULL;
+    *vlen = (size_t)(q - v);
+    return v;
+}
+
+/* Keeps where a reconnect resumes: the subscription's start until a message arrives, then the
+ * last message's id; a gap moves the position past it. */
+static void
+ws_position(pb_sub_thread_t *t, pb_conn_t *c, const char *p, size_t len, int subscribed)
+{
+    const char *v;
+    size_t vlen;
+    if (pb_find(p, len, "\"op\":\"message\"", 14) != NULL) {
+        if ((v = json_string(p, len, "id", &vlen)) != NULL)
+            set_cursor(c, v, vlen);
+    } else if (pb_find(p, len, "\"op\":\"gap\"", 10) != NULL) {
+        t->res.gaps++;
+        if ((v = json_string(p, len, "cursor", &vlen)) != NULL)
+            set_cursor(c, v, vlen);
+    } else if (subscribed && c->cursor == NULL) {
+        /* Only the first time: a resumed subscription's start says nothing about what it has seen. */
+        if ((v = json_string(p, len, "cursor", &vlen)) != NULL)
+            set_cursor(c, v, vlen);
+    }
+}
+
 static int
 ws_message(pb_sub_thread_t *t, pb_conn_t *c, const char *p, size_t len, int compressed)
 {
@@ -434,7 +524,10 @@ ws_message(pb_sub_thread_t *t, pb_conn_t *c, const char *p, size_t len, int comp
         p = t->infl;
         t->res.deflated++;
     }
-    if (c->state == CS_WAIT_READY && pb_find(p, len, "\"op\":\"subscribed\"", 17) != NULL)
+    int subscribed = pb_find(p, len, "\"op\":\"subscribed\"", 17) != NULL;
+    if (pb_cfg->churn > 0)
+        ws_position(t, c, p, len, subscribed);
+    if (c->state == CS_WAIT_READY && subscribed)
         mark_ready(t, c);
     scan_markers(t, c, p, len);
     return 0;
@@ -588,11 +681,27 @@ sse_line(pb_sub_thread_t *t, pb_conn_t *c, const char *line, size_t len)
         if (c->state == CS_WAIT_READY && (c->flags & CF_EV_ID) && !(c->flags & CF_EV_DATA))
             mark_ready(t, c);
         c->flags &= (uint8_t) ~(CF_EV_ID | CF_EV_DATA);
+        if (c->ev_id != NULL) {
+            /* The position moves only with a complete event (as EventSource's lastEventId): a
+             * reconnect between the id: line and the data would otherwise skip the message. */
+            free(c->cursor);
+            c->cursor = c->ev_id;
+            c->ev_id = NULL;
+        }
     } else if (len >= 5 && memcmp(line, "data:", 5) == 0) {
         c->flags |= CF_EV_DATA;
         scan_markers(t, c, line + 5, len - 5);
     } else if ((len >= 3 && memcmp(line, "id:", 3) == 0) || (len == 2 && memcmp(line, "id", 2) == 0)) {
         c->flags |= CF_EV_ID;
+        if (pb_cfg->churn > 0 && len > 3) {
+            size_t skip = line[3] == ' ' ? 4 : 3;
+            free(c->ev_id);
+            c->ev_id = pb_malloc(len - skip + 1);
+            memcpy(c->ev_id, line + skip, len - skip);
+            c->ev_id[len - skip] = '\0';
+        }
+    } else if (len >= 6 && memcmp(line, "event:", 6) == 0 && pb_find(line, len, "gap", 3) != NULL) {
+        t->res.gaps++;
     }
 }
 
@@ -661,17 +770,12 @@ poll_responses(pb_sub_thread_t *t, pb_conn_t *c, const char *b, size_t len)
             conn_close(t, c, why, 0);
             return -1;
         }
-        const char *cur = pb_find(body, cl, "\"cursor\":\"", 10);
-        if (cur != NULL) {
-            cur += 10;
-            const char *q = memchr(cur, '"', cl - (size_t)(cur - body));
-            if (q != NULL && q - cur < 2400) {
-                free(c->cursor);
-                c->cursor = pb_malloc((size_t)(q - cur) + 1);
-                memcpy(c->cursor, cur, (size_t)(q - cur));
-                c->cursor[q - cur] = '\0';
-            }
-        }
+        size_t curlen;
+        const char *cur = json_string(body, cl, "cursor", &curlen);
+        if (cur != NULL)
+            set_cursor(c, cur, curlen);
+        if (pb_find(body, cl, "\"gaps\":[\"", 9) != NULL)
+            t->res.gaps++;
         scan_markers(t, c, body, cl);
         pos += (size_t)hl + cl;
         if (send_request(t, c) != 0)
@@ -791,7 +895,7 @@ on_readable(pb_sub_thread_t *t, pb_conn_t *c)
 static void
 on_event(pb_sub_thread_t *t, pb_conn_t *c, uint32_t events)
 {
-    if (c->state == CS_CLOSED)
+    if (c->state == CS_CLOSED || c->state == CS_IDLE)
         return;
     if (c->state == CS_CONNECTING) {
         int err = 0;
@@ -843,6 +947,38 @@ connect_step(pb_sub_thread_t *t)
         end_connect_phase(t, 1);
 }
 
+static uint64_t
+churn_lifetime(pb_sub_thread_t *t)
+{
+    double u = (double)(rng_next(&t->rng) >> 11) * 0x1p-53;
+    return (uint64_t)(pb_cfg->churn * (0.5 + u) * 1e9);
+}
+
+/* Closes the open connections whose lifetime is over and reconnects them with their position,
+ * and restarts the dropped ones whose retry is due. Churn stops once the publishing is over, so
+ * the drain can converge; retries go on (a dropped subscriber must still catch up). */
+static void
+churn_step(pb_sub_thread_t *t, uint64_t now)
+{
+    int closing = !atomic_load(&pb_pub.done);
+    for (uint32_t i = 0; i != t->nconns; ++i) {
+        pb_conn_t *c = &t->conns[i];
+        if (c->state == CS_OPEN && closing) {
+            if (c->due_ns == 0) {
+                c->due_ns = now + churn_lifetime(t);
+            } else if (now >= c->due_ns) {
+                conn_release(t, c);
+                c->state = CS_IDLE;
+                t->res.churned++;
+                conn_start(t, c);
+            }
+        } else if (c->state == CS_IDLE && c->due_ns != 0 && now >= c->due_ns) {
+            c->due_ns = 0;
+            conn_start(t, c);
+        }
+    }
+}
+
 static void *
 sub_main(void *arg)
 {
@@ -856,11 +992,16 @@ sub_main(void *arg)
     while (!atomic_load_explicit(&pb_stop, memory_order_relaxed)) {
         if (t->connect_phase)
             connect_step(t);
+        else if (pb_cfg->churn > 0 && pb_now_ns() >= t->next_churn_scan) {
+            t->next_churn_scan = pb_now_ns() + 20000000u;
+            churn_step(t, pb_now_ns());
+        }
         int n = epoll_wait(t->ep, ev, MAX_EVENTS, t->connect_phase ? 1 : 100);
         for (int i = 0; i < n; ++i)
             on_event(t, ev[i].data.ptr, ev[i].events);
         atomic_store_explicit(&t->shared->unique, t->res.unique, memory_order_relaxed);
         atomic_store_explicit(&t->shared->last_rx_ns, t->last_rx, memory_order_relaxed);
+        atomic_store_explicit(&t->shared->reconnected, t->res.reconnected, memory_order_relaxed);
     }
     return NULL;
 }
@@ -907,6 +1048,7 @@ pb_sub_join(pb_sub_thread_t *t, pb_result_t *res)
             close(c->fd);
         free(c->carry);
         free(c->frag);
+        free(c->cursor);
     }
     *res = t->res;
     close(t->ep);

@@ -14,6 +14,8 @@
  *   (nchan: --sub-path '/sub/{channel}' --pub-path '/pub/{channel}', see tests/load/nchan.conf.in)
  *   (several nodes on one engine: --sub-url URL per node spreads the subscribers round-robin,
  *    publishing still goes to --url; tests/load/compare.sh runs all of this side by side)
+ *   (--churn S: subscribers close and reconnect with their cursor all along, every S seconds on
+ *    average; tests/load/soak.sh runs the four transports that way for tens of minutes)
  *
  * Shape. Subscriber threads (one per core by default) each run their own epoll loop over
  * every T-th connection (bench_sub.c); one publisher thread paces the POSTs (bench_pub.c); the
@@ -74,6 +76,8 @@ usage(FILE *out)
           "  --publish-redis redis://H:P       publish straight into Redis (FCALL pushedge_publish), not over HTTP\n"
           "  --drain-wait S                    grace for deliveries after the last publish answer (5)\n"
           "  --idle S                          idle scenario: connect, measure, hold S seconds, no publishing\n"
+          "  --churn S                         each subscriber reconnects after 0.5-1.5 S seconds, resuming from\n"
+          "                                    its cursor (pushedge's paths only; 0: off)\n"
           "  --server-pid PID[,PID]            server processes for RSS and CPU (repeatable)\n"
           "  --timeout S                       bound of the whole run (120)\n"
           "  --verbose                         log every connection failure\n",
@@ -237,6 +241,7 @@ parse_args(int argc, char **argv)
         O_TIMEOUT,
         O_VERBOSE,
         O_PUBREDIS,
+        O_CHURN,
         O_HELP
     };
     static const struct option opts[] = {
@@ -268,6 +273,7 @@ parse_args(int argc, char **argv)
         {"timeout", required_argument, NULL, O_TIMEOUT},
         {"verbose", no_argument, NULL, O_VERBOSE},
         {"publish-redis", required_argument, NULL, O_PUBREDIS},
+        {"churn", required_argument, NULL, O_CHURN},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -388,6 +394,9 @@ parse_args(int argc, char **argv)
             cfg.publish_redis = 1;
             break;
         }
+        case O_CHURN:
+            cfg.churn = parse_num("churn", optarg, 0, 86400);
+            break;
         case O_VERBOSE:
             cfg.verbose = 1;
             break;
@@ -421,6 +430,8 @@ parse_args(int argc, char **argv)
         bad_option("messages", "sequence numbers are 32-bit per channel");
 
     int defaults = cfg.sub_path == NULL;
+    if (cfg.churn > 0 && !defaults)
+        bad_option("churn", "resuming needs pushedge's cursors: not with --sub-path");
     if (cfg.sub_path == NULL)
         cfg.sub_path = cfg.transport == PB_SSE    ? "/sse?channel={channel}"
                        : cfg.transport == PB_POLL ? "/poll?channel={channel}"
@@ -655,10 +666,11 @@ main(int argc, char **argv)
             alive = tick();
             if (pb_now_ns() >= next_report) {
                 next_report += 1000000000u;
-                fprintf(stderr, "pushedge-bench: publish: %llu sent, %llu ok, %llu errors; %llu of %llu delivered\n",
+                fprintf(stderr,
+                        "pushedge-bench: publish: %llu sent, %llu ok, %llu errors; %llu of %llu delivered; %llu reconnects\n",
                         (unsigned long long)atomic_load(&pb_pub.sent), (unsigned long long)atomic_load(&pb_pub.ok),
                         (unsigned long long)atomic_load(&pb_pub.errors), (unsigned long long)SUM(unique),
-                        (unsigned long long)expected_total());
+                        (unsigned long long)expected_total(), (unsigned long long)SUM(reconnected));
             }
         }
         uint64_t drain_end = pb_now_ns() + (uint64_t)(cfg.drain_wait * 1e9);
@@ -692,6 +704,10 @@ main(int argc, char **argv)
         total.server_closes += r.server_closes;
         total.deflated += r.deflated;
         total.deflate_refused += r.deflate_refused;
+        total.churned += r.churned;
+        total.reconnected += r.reconnected;
+        total.retries += r.retries;
+        total.gaps += r.gaps;
     }
     if (cfg.idle > 0)
         total.lost = 0; /* nothing was expected */
@@ -720,6 +736,10 @@ main(int argc, char **argv)
            (unsigned long long)total.dup);
     printf(",\"unexpected\":%llu,\"foreign\":%llu,\"protocol_errors\":%llu,\"server_closes\":%llu", (unsigned long long)total.extra,
            (unsigned long long)total.foreign, (unsigned long long)total.protocol_errors, (unsigned long long)total.server_closes);
+    if (cfg.churn > 0)
+        printf(",\"churn_s\":%.3f,\"churned\":%llu,\"reconnected\":%llu,\"retries\":%llu", cfg.churn,
+               (unsigned long long)total.churned, (unsigned long long)total.reconnected, (unsigned long long)total.retries);
+    printf(",\"gaps\":%llu", (unsigned long long)total.gaps);
     if (cfg.transport == PB_WS_DEFLATE)
         printf(",\"compressed_messages\":%llu,\"deflate_refused\":%llu", (unsigned long long)total.deflated,
                (unsigned long long)total.deflate_refused);
