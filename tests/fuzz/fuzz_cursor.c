@@ -17,17 +17,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cursor.h"
+#include "fuzz.h"
 
 static volatile size_t sink;
 
 /* Like assert, but never compiled out, and names the broken property in the crash report. */
-#define CHECK(cond)                                                                                                                \
-    do {                                                                                                                           \
-        if (!(cond)) {                                                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                                               \
-            abort();                                                                                                               \
-        }                                                                                                                          \
-    } while (0)
 
 /* Formats n entries into an exact-size heap buffer and returns it (caller frees); also checks
  * that one byte less is refused without a write past cap. */
@@ -123,8 +117,6 @@ check_format_raw(const uint8_t *data, size_t size)
     CHECK(c.num_entries == distinct);
     sink += len;
 }
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

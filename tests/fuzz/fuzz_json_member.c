@@ -26,22 +26,13 @@
 #include <string.h>
 #include <jansson.h>
 #include "json_text.h"
-
-#define CHECK(cond)                                                                                                                \
-    do {                                                                                                                           \
-        if (!(cond)) {                                                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                                               \
-            abort();                                                                                                               \
-        }                                                                                                                          \
-    } while (0)
+#include "fuzz.h"
 
 /* handle_op's flags: the scanner must agree with jansson as the server configures it. */
 #define OP_FLAGS (JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL)
 /* Probe keys derived from member keys are built in a buffer of this size; longer keys are
  * probed only as themselves. */
 #define PROBE_MAX 256
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Returns 1 and the value range if the scanner finds key, checking that the range is in bounds. */
 static int

@@ -18,19 +18,11 @@
 #include <string.h>
 #include <jansson.h>
 #include "json_text.h"
+#include "fuzz.h"
 
 static volatile size_t sink;
 
 /* Like assert, but never compiled out, and names the broken property in the crash report. */
-#define CHECK(cond)                                                                                                                \
-    do {                                                                                                                           \
-        if (!(cond)) {                                                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                                               \
-            abort();                                                                                                               \
-        }                                                                                                                          \
-    } while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -16,15 +16,9 @@
 #include "../../edge/query.h"
 #include "../../pubsub/cursor.h"
 #include "../../pubsub/stream_id.h"
+#include "fuzz.h"
 
 /* An invariant that must hold for every input; abort() makes libFuzzer keep the input. */
-#define CHECK(cond)                                                                                                                \
-    do {                                                                                                                           \
-        if (!(cond)) {                                                                                                             \
-            fprintf(stderr, "fuzz_query: %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                                   \
-            abort();                                                                                                               \
-        }                                                                                                                          \
-    } while (0)
 
 static const char *const known_codes[] = {"bad_channel", "bad_cursor", "missing_channel", "too_many_channels", "bad_query"};
 
@@ -79,8 +73,6 @@ check_parsed(const pe_sub_query_t *q, const char *arena, size_t len)
         }
     }
 }
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

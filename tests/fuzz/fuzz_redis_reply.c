@@ -21,19 +21,10 @@
 #include <string.h>
 #include <hiredis/hiredis.h>
 #include "redis_reply.h"
-
-#define CHECK(cond)                                                                                                                \
-    do {                                                                                                                           \
-        if (!(cond)) {                                                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                                               \
-            abort();                                                                                                               \
-        }                                                                                                                          \
-    } while (0)
+#include "fuzz.h"
 
 #define MAX_DEPTH 8
 #define MAX_WIDTH 16
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* ---- 0, 1: redirections ------------------------------------------------------------------- */
 

@@ -15,17 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include "stream_id.h"
+#include "fuzz.h"
 
 static volatile size_t sink;
 
 /* Like assert, but never compiled out, and names the broken property in the crash report. */
-#define CHECK(cond)                                                                                                                \
-    do {                                                                                                                           \
-        if (!(cond)) {                                                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                                               \
-            abort();                                                                                                               \
-        }                                                                                                                          \
-    } while (0)
 
 static int
 oracle_part(const char *s, size_t len)
@@ -84,8 +78,6 @@ check_next(pe_id_t last, uint64_t now)
     CHECK(pe_id_cmp(next, pe_id_cmp(succ, clock) > 0 ? succ : clock) == 0);
     sink += (size_t)next.seq;
 }
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -24,15 +24,9 @@
 #define ZLIB_CONST
 #include <zlib.h>
 #include "../../edge/ws_deflate.h"
+#include "fuzz.h"
 
 /* An invariant that must hold for every input; abort() makes libFuzzer keep the input. */
-#define CHECK(cond)                                                                                                                \
-    do {                                                                                                                           \
-        if (!(cond)) {                                                                                                             \
-            fprintf(stderr, "fuzz_ws_deflate: %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                              \
-            abort();                                                                                                               \
-        }                                                                                                                          \
-    } while (0)
 
 #define BASE "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
 
@@ -191,8 +185,6 @@ fuzz_round_trip(const uint8_t *data, size_t size)
     free(comp);
     free(in);
 }
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -22,17 +22,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../../edge/ws_frame.h"
+#include "fuzz.h"
 
 static volatile size_t sink;
 
 /* Like assert, but never compiled out, and names the broken property in the crash report. */
-#define CHECK(cond)                                                                                                                \
-    do {                                                                                                                           \
-        if (!(cond)) {                                                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                                               \
-            abort();                                                                                                               \
-        }                                                                                                                          \
-    } while (0)
 
 /* ---- UTF-8 oracle --------------------------------------------------------------------------- */
 
@@ -436,8 +430,6 @@ check_encoders(const uint8_t *data, size_t size)
 }
 
 /* ---- entry ---------------------------------------------------------------------------------- */
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

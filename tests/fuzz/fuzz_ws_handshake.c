@@ -28,18 +28,9 @@
 #include <openssl/evp.h>
 #include "../../edge/ws_deflate.h"
 #include "../../edge/ws_handshake.h"
-
-#define CHECK(cond)                                                                                                                \
-    do {                                                                                                                           \
-        if (!(cond)) {                                                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                                               \
-            abort();                                                                                                               \
-        }                                                                                                                          \
-    } while (0)
+#include "fuzz.h"
 
 enum { H_UPGRADE, H_VERSION, H_KEY, H_PROTOCOL, H_EXTENSIONS, NUM_HEADERS };
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* The oracle's token list: comma-separated, SP/HTAB trimmed, case-insensitive (RFC 7230 7). */
 static int
