@@ -386,19 +386,25 @@ describe('Redis engine', () => {
     });
 
     describe('4. plain XADD producers (notify-keyspace-events Kt)', () => {
+    /* A private Redis with keyspace events for streams, a node on it, and a live SSE and WS
+     * subscriber of a fresh channel. */
+    async function keyspaceNode(t, prefix) {
+        const r4 = await startRedis();
+        t.after(async () => {
+            await r4.stop();
+            rmDir(r4.dir);
+        });
+        await redisCmd(r4.port, ['CONFIG', 'SET', 'notify-keyspace-events', 'Kt']);
+        const node = await startNode(r4.url);
+        t.after(() => stopNode(node));
+        const ch = uniqueChannel(prefix);
+        const sse = await sseLive(node.url, ch, undefined, t);
+        const ws = await wsSubscribed(node.url, ch, undefined, t);
+        return { r4, node, ch, sse, ws, key: `pe:{${ch}}` };
+    }
+
         it('XADD entries reach a live SSE and WS subscriber; a non-JSON value arrives as a JSON string; no duplicates', { timeout: 25000 }, async (t) => {
-            const r4 = await startRedis();
-            t.after(async () => {
-                await r4.stop();
-                rmDir(r4.dir);
-            });
-            await redisCmd(r4.port, ['CONFIG', 'SET', 'notify-keyspace-events', 'Kt']);
-            const node = await startNode(r4.url);
-            t.after(() => stopNode(node));
-            const ch = uniqueChannel('xadd');
-            const sse = await sseLive(node.url, ch, undefined, t);
-            const ws = await wsSubscribed(node.url, ch, undefined, t);
-            const key = `pe:{${ch}}`;
+            const { r4, node, ch, sse, ws, key } = await keyspaceNode(t, 'xadd');
             const want = [];
             const id1 = await redisCmd(r4.port, ['XADD', key, '*', 'd', '{"n":1}']);
             want.push({ id: id1, data: { n: 1 } });
@@ -426,18 +432,7 @@ describe('Redis engine', () => {
             assertEnvelopes(pr.json.messages, ch, want, 'poll since=0');
         });
         it('a plain XADD right before an announced entry, in one batch: both arrive, in order', { timeout: 25000 }, async (t) => {
-            const r4 = await startRedis();
-            t.after(async () => {
-                await r4.stop();
-                rmDir(r4.dir);
-            });
-            await redisCmd(r4.port, ['CONFIG', 'SET', 'notify-keyspace-events', 'Kt']);
-            const node = await startNode(r4.url);
-            t.after(() => stopNode(node));
-            const ch = uniqueChannel('xaddrace');
-            const sse = await sseLive(node.url, ch, undefined, t);
-            const ws = await wsSubscribed(node.url, ch, undefined, t);
-            const key = `pe:{${ch}}`;
+            const { r4, ch, sse, ws, key } = await keyspaceNode(t, 'xaddrace');
             /* One script: a plain XADD, then an entry announced as pushedge_publish does. The node
              * reads both keyspace events and the announcement at once, before any fetch of the
              * plain entry can answer: posting the announced one first used to lose the plain one. */
