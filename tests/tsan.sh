@@ -84,8 +84,8 @@ for t in engine; do
     run_suite "tsan-unit-$t" nice "$build/tests/unit/test_$t"
 done
 
-# E2E_SERVER_ARGS is appended to every server a suite starts, so it overrides their own
-# --threads (the last one wins); none of these suites asks for fewer. stress chooses its own
+# E2E_SERVER_ARGS is appended to every server a suite starts whose test did not choose its own
+# --threads (lib.mjs: the drain tests pin one loop on purpose). stress chooses its own
 # counts (E2E_STRESS_THREADS, and 16 loops for its start-up scrape), so it gets no override.
 e2e() { # e2e ENGINE SUITE
     local engine=$1 suite=$2 args="--threads $threads"
