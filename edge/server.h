@@ -180,8 +180,6 @@ void pe_http_error(h2o_req_t *req, int status, const char *reason, const char *c
 void pe_http_json(h2o_req_t *req, int status, const char *reason, const char *body, size_t len);
 /** The query string after '?', or an empty vector. */
 h2o_iovec_t pe_http_query(h2o_req_t *req);
-/** 1 if the peer's address is loopback (127.0.0.0/8 or ::1). */
-int pe_http_peer_is_loopback(h2o_req_t *req);
 /** Sends 405 with an Allow header. */
 void pe_http_method_not_allowed(h2o_req_t *req, const char *allow);
 /**
