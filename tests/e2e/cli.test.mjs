@@ -1,5 +1,5 @@
 /*
- * Command line, environment and config file (CONTRACT.md "Command line").
+ * Command line, environment and config file (docs/operations.md "Running", `pushedge --help`).
  *
  * Covered: --help lists every option; --version; invalid options and values end with one
  * line on stderr naming the option and exit status 2 (from the command line, the environment

@@ -1,5 +1,5 @@
 /*
- * Graceful shutdown (CONTRACT.md "Signals").
+ * Graceful shutdown (docs/operations.md "Draining and deploys").
  *
  * Covered: SIGTERM and SIGINT with open SSE streams (HTTP/1.1 and HTTP/2): each stream gets a
  * retry: hint and then ends, the process exits 0 within --drain-timeout + slack; an idle

@@ -1,6 +1,6 @@
 /*
- * HTTP/2 cleartext with prior knowledge (CONTRACT.md: "--listen ... HTTP/1.1 + HTTP/2 (h2c
- * and ALPN)"; SSE "works through HTTP/1.1 and HTTP/2").
+ * HTTP/2 cleartext with prior knowledge (every --listen address serves HTTP/1.1 and h2c; SSE
+ * works through HTTP/1.1 and HTTP/2: docs/protocol.md "Server-Sent Events").
  *
  * Covered: the operations endpoints, publishing (success and JSON errors) and SSE streams over
  * h2c; several concurrent SSE streams multiplexed on one connection alongside publishes on

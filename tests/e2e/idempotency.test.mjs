@@ -1,5 +1,5 @@
 /*
- * Retry-safe publishing (CONTRACT.md "Reliable publishing", issue 11 finding 6): the
+ * Retry-safe publishing (docs/protocol.md "Publish", docs/operations.md "Retry-safe publishing", issue 11 finding 6): the
  * Idempotency-Key header of POST /api/publish, the "key" of the WebSocket publish op, and
  * POST /api/batch.
  *

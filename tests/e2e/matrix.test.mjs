@@ -1,5 +1,5 @@
 /*
- * The resume matrix (CONTRACT.md "Cursor": a cursor obtained from any transport is accepted
+ * The resume matrix (docs/protocol.md "The cursor": a cursor obtained from any transport is accepted
  * by every transport). The same scenarios run over WebSocket, SSE and long-polling.
  *
  * Covered: for every ordered pair (A, B) of ws, sse and poll: N1 messages read through A from

@@ -1,5 +1,5 @@
 /*
- * Operations endpoints and static files (CONTRACT.md "Operations", "JS client").
+ * Operations endpoints and static files (docs/protocol.md "Operations", docs/client.md).
  *
  * Covered: /healthz, /readyz (memory engine: always ready), /metrics in the Prometheus text
  * format with the published-messages counter and the per-transport connection gauge tracking

@@ -1,5 +1,5 @@
 /*
- * HTTP long-polling, GET /poll (CONTRACT.md "Long-polling"), and the cross-origin policy of
+ * HTTP long-polling, GET /poll (docs/protocol.md "Long-polling"), and the cross-origin policy of
  * --allowed-origin (CORS on /sse, /poll and /api/publish, preflights, the WebSocket Origin
  * check).
  *

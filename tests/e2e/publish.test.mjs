@@ -1,5 +1,5 @@
 /*
- * The publish API: POST /api/publish?channel=NAME (CONTRACT.md "Publish").
+ * The publish API: POST /api/publish?channel=NAME (docs/protocol.md "Publish").
  *
  * Covered: 200 {"channel","id"} with Redis-style IDs strictly increasing per channel (also
  * under concurrent publishers); every kind of JSON value accepted and delivered unchanged

@@ -1,6 +1,6 @@
 /*
- * The Redis Streams engine (--redis URL; CONTRACT.md "Command line", "Names and IDs",
- * pubsub/engine_redis.c, pubsub/redis_lib.h), end to end against real redis-server processes
+ * The Redis Streams engine (--redis URL; docs/operations.md "Several nodes with Redis",
+ * docs/protocol.md "Names and IDs", pubsub/engine_redis.c), end to end against real redis-server processes
  * that this file starts itself (loopback, free ports, temporary directories, stopped by PID).
  *
  * Covered:

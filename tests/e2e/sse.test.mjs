@@ -1,5 +1,5 @@
 /*
- * Server-Sent Events over HTTP/1.1 (CONTRACT.md "Server-Sent Events", CONFORMANCE.md SSE).
+ * Server-Sent Events over HTTP/1.1 (docs/protocol.md "Server-Sent Events", docs/conformance.md).
  *
  * Covered: response headers; the stream opening with retry: and, once live, a bare id: that
  * lets a client resume without loss; message events (default type, id = cursor after the

@@ -1,5 +1,5 @@
 /*
- * WebSocket transport (CONTRACT.md "WebSocket", CONFORMANCE.md "WebSocket").
+ * WebSocket transport (docs/protocol.md "WebSocket", docs/conformance.md).
  *
  * Covered: the handshake (RFC 6455 accept key, 426/400/405 refusals with JSON bodies, HTTP/2,
  * the pushedge.v1 subprotocol, channels and cursors in the query); every op of pushedge.v1

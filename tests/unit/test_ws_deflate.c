@@ -547,7 +547,7 @@ check_neg(const char *hdr, int want, const char *want_resp, int want_server, int
 static void
 test_negotiate_clients(void)
 {
-    /* Chromium (CONFORMANCE.md), node ws's default and python websockets' default offer. */
+    /* Chromium, node ws's default and python websockets' default offer. */
     check_neg("permessage-deflate; client_max_window_bits", 1, BASE, 15, 15);
     /* Firefox. */
     check_neg("permessage-deflate", 1, BASE, 15, 15);
