@@ -70,8 +70,6 @@ static const char err_too_long[] = "cursor is too long";
 static const char err_too_many[] = "cursor has too many entries";
 static const char err_not_id[] = "cursor is not 0, a message ID or a list of <tag>.<ms>.<seq> entries";
 
-static const char b36_digits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
-
 /*
  * Parses s[0..len) as canonical lower-case base 36 no greater than max: at least one digit, no
  * leading zero unless the value is 0. Returns 0 and fills *out, or -1.
@@ -79,42 +77,9 @@ static const char b36_digits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
 static int
 parse_b36(const char *s, size_t len, uint64_t max, uint64_t *out)
 {
-    uint64_t v = 0;
-
-    if (len == 0 || (s[0] == '0' && len != 1))
+    if (len > B36_MAX_DIGITS || (len > 1 && s[0] == '0'))
         return -1;
-    for (size_t i = 0; i != len; ++i) {
-        unsigned char c = (unsigned char)s[i];
-        unsigned d;
-        if (c >= '0' && c <= '9') {
-            d = c - '0';
-        } else if (c >= 'a' && c <= 'z') {
-            d = c - 'a' + 10;
-        } else {
-            return -1;
-        }
-        if (v > (max - d) / 36)
-            return -1;
-        v = v * 36 + d;
-    }
-    *out = v;
-    return 0;
-}
-
-/* Writes v in base 36 to buf (no NUL); returns the number of bytes written (1..13). */
-static size_t
-format_b36(uint64_t v, char *buf)
-{
-    char tmp[B36_MAX_DIGITS];
-    size_t n = 0;
-
-    do {
-        tmp[n++] = b36_digits[v % 36];
-        v /= 36;
-    } while (v != 0);
-    for (size_t i = 0; i != n; ++i)
-        buf[i] = tmp[n - 1 - i];
-    return n;
+    return pe_digits_parse(s, len, 36, max, out);
 }
 
 /*
@@ -279,11 +244,11 @@ pe_cursor_format(const pe_cursor_entry_t *entries, size_t n, char *buf, size_t c
             continue;
         if (off != 0)
             tmp[l++] = '_';
-        l += format_b36(entries[i].tag, tmp + l);
+        l += pe_digits_format(entries[i].tag, 36, tmp + l);
         tmp[l++] = '.';
-        l += format_b36(entries[i].pos.ms, tmp + l);
+        l += pe_digits_format(entries[i].pos.ms, 36, tmp + l);
         tmp[l++] = '.';
-        l += format_b36(entries[i].pos.seq, tmp + l);
+        l += pe_digits_format(entries[i].pos.seq, 36, tmp + l);
         /* Keep one byte for the NUL. */
         if (l >= cap - off)
             goto Error;

@@ -16,43 +16,52 @@
 /* UINT64_MAX has 20 decimal digits. */
 #define MAX_DECIMAL_DIGITS 20
 
-/*
- * Parses s[0..len) as an unsigned decimal. Returns 0 and fills *out, or -1 on an empty string, a
- * non-digit, more than 20 digits, or a value above UINT64_MAX.
- */
-static int
-parse_u64(const char *s, size_t len, uint64_t *out)
+static const char digit_chars[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+
+int
+pe_digits_parse(const char *s, size_t len, unsigned base, uint64_t max, uint64_t *out)
 {
     uint64_t v = 0;
 
-    if (len == 0 || len > MAX_DECIMAL_DIGITS)
+    if (len == 0)
         return -1;
     for (size_t i = 0; i != len; ++i) {
-        unsigned d = (unsigned char)s[i] - '0';
-        if (d > 9)
+        unsigned char c = (unsigned char)s[i];
+        unsigned d;
+        if (c >= '0' && c <= '9')
+            d = c - '0';
+        else if (c >= 'a' && c <= 'z')
+            d = c - 'a' + 10;
+        else
             return -1;
-        if (v > (UINT64_MAX - d) / 10)
+        if (d >= base || v > (max - d) / base)
             return -1;
-        v = v * 10 + d;
+        v = v * base + d;
     }
     *out = v;
     return 0;
 }
 
-/* Writes v in decimal to buf (no NUL); returns the number of bytes written (1..20). */
-static size_t
-format_u64(uint64_t v, char *buf)
+size_t
+pe_digits_format(uint64_t v, unsigned base, char *buf)
 {
-    char tmp[MAX_DECIMAL_DIGITS];
+    char tmp[64];
     size_t n = 0;
 
     do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
+        tmp[n++] = digit_chars[v % base];
+        v /= base;
     } while (v != 0);
     for (size_t i = 0; i != n; ++i)
         buf[i] = tmp[n - 1 - i];
     return n;
+}
+
+/* A decimal part of an ID: 1..20 digits (leading zeros allowed), within uint64. */
+static int
+parse_u64(const char *s, size_t len, uint64_t *out)
+{
+    return len > MAX_DECIMAL_DIGITS ? -1 : pe_digits_parse(s, len, 10, UINT64_MAX, out);
 }
 
 int
@@ -73,9 +82,9 @@ pe_id_parse(const char *s, size_t len, pe_id_t *out)
 size_t
 pe_id_format(pe_id_t id, char *buf)
 {
-    size_t n = format_u64(id.ms, buf);
+    size_t n = pe_digits_format(id.ms, 10, buf);
     buf[n++] = '-';
-    n += format_u64(id.seq, buf + n);
+    n += pe_digits_format(id.seq, 10, buf + n);
     buf[n] = '\0';
     return n;
 }

@@ -10,7 +10,7 @@
 
 /* Longest formatted ID: two 20-digit numbers and the dash. */
 #define PE_ID_MAXLEN 41
-/* Channel names: 1..200 characters of A-Z a-z 0-9 _ - . : @ (CONTRACT.md). */
+/* Channel names: 1..200 characters of A-Z a-z 0-9 _ - . : @ (docs/protocol.md "Names and IDs"). */
 #define PE_CHANNEL_MAXLEN 200
 
 typedef struct st_pe_id_t {
@@ -50,6 +50,16 @@ pe_id_cmp(pe_id_t a, pe_id_t b)
  * UINT64_MAX ms), else 0.
  */
 int pe_id_next(pe_id_t last, uint64_t now_ms, pe_id_t *out);
+
+/**
+ * Parses s[0..len) as digits of `base` (2..36; 0-9 then lower-case a-z) with a value no greater
+ * than max. Returns 0 and fills *out, or -1 on an empty string, a character outside the base or
+ * a value above max. Leading zeros pass: callers that need a canonical form check it.
+ */
+int pe_digits_parse(const char *s, size_t len, unsigned base, uint64_t max, uint64_t *out);
+
+/** Writes v in `base` (2..36, lower-case) to buf, no NUL; returns the number of digits (1..64). */
+size_t pe_digits_format(uint64_t v, unsigned base, char *buf);
 
 /** Returns 1 if name[0..len) is a valid channel name, else 0. */
 int pe_channel_is_valid(const char *name, size_t len);

@@ -308,6 +308,28 @@ test_channel(void)
     TAP_EQ_INT(bad, 0, "all 256 byte values classified by the contract's rule");
 }
 
+/* The radix helpers cursor.c shares (base 36) with the ID parser (base 10). */
+static void
+test_digits(void)
+{
+    uint64_t v = 1;
+    char buf[64];
+
+    TAP_EQ_INT(pe_digits_parse("3w5e11264sgsf", 13, 36, UINT64_MAX, &v), 0, "UINT64_MAX in base 36");
+    TAP_OK(v == UINT64_MAX, "value is UINT64_MAX");
+    TAP_EQ_INT(pe_digits_parse("3w5e11264sgsg", 13, 36, UINT64_MAX, &v), -1, "UINT64_MAX + 1 in base 36 refused");
+    TAP_EQ_INT(pe_digits_parse("1z141z4", 7, 36, UINT32_MAX, &v), -1, "above max refused");
+    TAP_EQ_INT(pe_digits_parse("12a", 3, 10, UINT64_MAX, &v), -1, "a letter outside base 10 refused");
+    TAP_EQ_INT(pe_digits_parse("Z", 1, 36, UINT64_MAX, &v), -1, "upper case refused");
+    TAP_EQ_INT(pe_digits_parse("", 0, 36, UINT64_MAX, &v), -1, "empty refused");
+    TAP_EQ_INT(pe_digits_parse("007", 3, 10, UINT64_MAX, &v), 0, "leading zeros pass");
+    TAP_OK(v == 7, "007 is 7");
+    TAP_EQ_INT((int)pe_digits_format(UINT64_MAX, 36, buf), 13, "UINT64_MAX is 13 base-36 digits");
+    TAP_OK(memcmp(buf, "3w5e11264sgsf", 13) == 0, "formatted as 3w5e11264sgsf");
+    TAP_EQ_INT((int)pe_digits_format(UINT64_MAX, 2, buf), 64, "UINT64_MAX is 64 binary digits");
+    TAP_EQ_INT((int)pe_digits_format(0, 10, buf), 1, "0 is one digit");
+}
+
 int
 main(void)
 {
@@ -319,5 +341,6 @@ main(void)
     tap_subtest("cmp", test_cmp);
     tap_subtest("next", test_next);
     tap_subtest("channel", test_channel);
+    tap_subtest("digits", test_digits);
     return tap_done();
 }
