@@ -150,6 +150,17 @@ utf8_encode(long cp, unsigned char *buf)
     return 4;
 }
 
+/* What a JSON one-character escape (the letter after the backslash) stands for, or -1. */
+static int
+short_escape(char e)
+{
+    static const char pairs[] = "\"\"\\\\//b\bf\fn\nr\rt\t";
+    for (size_t i = 0; i + 1 < sizeof(pairs); i += 2)
+        if (pairs[i] == e)
+            return (unsigned char)pairs[i + 1];
+    return -1;
+}
+
 /*
  * Compares the body of a JSON string, in[i..end) (between the quotes, escapes as written), with
  * key[0..key_len) after decoding its escapes the way jansson does (RFC 8259 section 7: the short
@@ -171,28 +182,10 @@ key_equals(const char *in, size_t i, size_t end, const char *key, size_t key_len
                 return 0;
             char e = in[i + 1];
             i += 2;
-            switch (e) {
-            case '"':
-            case '\\':
-            case '/':
-                buf[0] = (unsigned char)e;
-                break;
-            case 'b':
-                buf[0] = '\b';
-                break;
-            case 'f':
-                buf[0] = '\f';
-                break;
-            case 'n':
-                buf[0] = '\n';
-                break;
-            case 'r':
-                buf[0] = '\r';
-                break;
-            case 't':
-                buf[0] = '\t';
-                break;
-            case 'u': {
+            int c = short_escape(e);
+            if (c >= 0) {
+                buf[0] = (unsigned char)c;
+            } else if (e == 'u') {
                 long cp = hex4(in, end, i);
                 if (cp < 0)
                     return 0;
@@ -205,8 +198,7 @@ key_equals(const char *in, size_t i, size_t end, const char *key, size_t key_len
                     }
                 }
                 n = utf8_encode(cp, buf);
-            } break;
-            default:
+            } else {
                 return 0;
             }
         }
@@ -246,26 +238,27 @@ pe_json_find_member(const char *in, size_t len, const char *key, size_t key_len,
     return 0;
 }
 
+/*
+ * Where the next element of the top-level container starts: after its opening `open` ('[' or
+ * '{') when pos is 0 (the first call), else after the ',' that follows the element ending at
+ * pos. Returns len when that character is not there.
+ */
+static size_t
+next_element(const char *in, size_t len, size_t pos, char open)
+{
+    size_t i = skip_ws(in, len, pos);
+    if (i >= len || in[i] != (pos == 0 ? open : ','))
+        return len;
+    return skip_ws(in, len, i + 1);
+}
+
 int
 pe_json_array_next(const char *in, size_t len, size_t *pos, size_t *off, size_t *vlen)
 {
-    size_t i;
-    if (*pos == 0) {
-        i = skip_ws(in, len, 0);
-        if (i >= len || in[i] != '[')
-            return 0;
-        i = skip_ws(in, len, i + 1);
-        if (i >= len || in[i] == ']') {
-            *pos = len;
-            return 0;
-        }
-    } else {
-        i = skip_ws(in, len, *pos);
-        if (i >= len || in[i] != ',')
-            return 0;
-        i = skip_ws(in, len, i + 1);
-        if (i >= len)
-            return 0;
+    size_t i = next_element(in, len, *pos, '[');
+    if (i >= len || (*pos == 0 && in[i] == ']')) {
+        *pos = len;
+        return 0;
     }
     size_t end = skip_value(in, len, i);
     *off = i;
@@ -277,18 +270,7 @@ pe_json_array_next(const char *in, size_t len, size_t *pos, size_t *off, size_t 
 int
 pe_json_object_next(const char *in, size_t len, size_t *pos, size_t *key_off, size_t *key_len, size_t *off, size_t *vlen)
 {
-    size_t i;
-    if (*pos == 0) {
-        i = skip_ws(in, len, 0);
-        if (i >= len || in[i] != '{')
-            return 0;
-        i = skip_ws(in, len, i + 1);
-    } else {
-        i = skip_ws(in, len, *pos);
-        if (i >= len || in[i] != ',')
-            return 0;
-        i = skip_ws(in, len, i + 1);
-    }
+    size_t i = next_element(in, len, *pos, '{');
     if (i >= len || in[i] != '"')
         return 0;
     size_t kend = skip_string(in, len, i);
