@@ -94,14 +94,28 @@ test('HTTP/2 SSE streams over new names, reset at once, leave no channel behind'
     try {
         const session = await h2connect(srv.url);
         const prefix = uniqueChannel('h2reset');
-        const streams = [];
-        for (let i = 0; i < 50; i++) {
+        const open = (i) => {
             const names = Array.from({ length: 64 }, (_, k) => `channel=${prefix}-${i}-${k}`).join('&');
             const s = session.request({ ':method': 'GET', ':path': `/sse?${names}` });
             s.on('error', () => {});
             s.end();
-            streams.push(s);
-        }
+            return s;
+        };
+        /* Half of the streams are answered (their channels registered) before the reset, so the
+         * test cannot pass by resetting streams the server never looked at; the other half are
+         * reset in the same burst as they are opened. */
+        const answered = [];
+        for (let i = 0; i < 25; i++)
+            answered.push(open(i));
+        await Promise.all(answered.map((s) => new Promise((resolve, reject) => {
+            s.once('response', (h) => (h[':status'] === 200 ? resolve() : reject(new Error(`status ${h[':status']}`))));
+            s.once('close', resolve);
+        })));
+        const held = await engineChannels(srv);
+        assert.ok(held >= 25 * 64, `the answered streams hold their channels (${held})`);
+        const streams = answered.slice();
+        for (let i = 25; i < 50; i++)
+            streams.push(open(i));
         for (const s of streams)
             s.close(http2.constants.NGHTTP2_CANCEL);
         session.close();
