@@ -47,9 +47,12 @@
  * socket's on_close hook (chained: an earlier hook is called first).
  */
 #include <sys/resource.h>
-#include "../pubsub/alloc.h"
-#include "log.h"
-#include "server.h"
+#include "pubsub/alloc.h"
+#include "edge/util/log.h"
+#include "edge/front.h"
+#include "edge/core/thread.h"
+#include "edge/core/http.h"
+#include "edge/core/auth.h"
 #include <h2o/http2.h>
 
 /* picohttpparser, as built into libh2o (h2o 2.2 does not install its header). */

@@ -12,9 +12,9 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include "../pubsub/alloc.h"
-#include "log.h"
-#include "server.h"
+#include "pubsub/alloc.h"
+#include "edge/util/log.h"
+#include "edge/server.h"
 
 #ifndef PE_WEB_ROOT_SOURCE
 #define PE_WEB_ROOT_SOURCE "web"

@@ -1,5 +1,5 @@
 /*
- * server.c: threads, listeners, the request router, and draining.
+ * server.c: threads, listeners and draining (the requests go to edge/router.c).
  *
  * Thread model. --threads N event loops, each with its own h2o context, its own listening
  * sockets on every --listen address (SO_REUSEPORT: the kernel spreads connections, no accept
@@ -19,90 +19,13 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include "../pubsub/alloc.h"
-#include "log.h"
-#include "server.h"
-
-/* ---- routing --------------------------------------------------------------------------------- */
-
-static int
-on_req(h2o_handler_t *self, h2o_req_t *req)
-{
-    pe_thread_t *thr = pe_thread_of(req);
-    PE_STAT_ADD(thr->stats.requests, 1);
-    h2o_iovec_t path = req->path_normalized;
-
-    /* A connection accepted past --max-connections (or the per-address limit) gets only this. */
-    if (pe_limits_refuse_request(req))
-        return 0;
-    if (pe_front_on_req(req) == 0)
-        return 0;
-
-    /* h2o 2.2 buffers requests up to ~400 KiB of head; answer oversized ones clearly. */
-    if (req->path.len > PE_MAX_URL) {
-        pe_http_error(req, 414, "URI Too Long", "uri_too_long", "the request URL is too long");
-        return 0;
-    }
-    size_t header_bytes = 0;
-    for (size_t i = 0; i != req->headers.size; ++i)
-        header_bytes += req->headers.entries[i].name->len + req->headers.entries[i].value.len;
-    if (header_bytes > PE_MAX_HEADER_BYTES) {
-        pe_http_error(req, 431, "Request Header Fields Too Large", "headers_too_large", "the request headers are too large");
-        return 0;
-    }
-
-    /* Cross-origin endpoints: a preflight is answered here; otherwise the CORS headers go on
-     * req->res.headers now, so every answer of the handler carries them (errors included).
-     * Checklist when adding one: a branch here and the CORS table in docs/protocol.md. */
-    int (*cors_handler)(h2o_req_t *) = NULL;
-    const char *methods = "GET, OPTIONS";
-    if (h2o_memis(path.base, path.len, H2O_STRLIT("/api/publish"))) {
-        cors_handler = pe_publish_on_req;
-        methods = "POST, OPTIONS";
-    } else if (h2o_memis(path.base, path.len, H2O_STRLIT("/api/batch"))) {
-        cors_handler = pe_batch_on_req;
-        methods = "POST, OPTIONS";
-    } else if (h2o_memis(path.base, path.len, H2O_STRLIT("/sse"))) {
-        cors_handler = pe_sse_on_req;
-    } else if (h2o_memis(path.base, path.len, H2O_STRLIT("/poll"))) {
-        cors_handler = pe_poll_on_req;
-    }
-    if (cors_handler != NULL) {
-        if (pe_http_preflight(req, methods) == 0)
-            return 0;
-        /* Under an origin policy a stream a page may not read is refused, readably, instead of
-         * being served to a browser that hides it (and whose client would retry forever). */
-        if (cors_handler != pe_publish_on_req && !pe_http_origin_is_allowed(req)) {
-            pe_http_refuse_origin(req);
-            return 0;
-        }
-        pe_http_cors(req);
-        return cors_handler(req);
-    }
-    if (h2o_memis(path.base, path.len, H2O_STRLIT("/ws")))
-        return pe_ws_on_req(req, 0);
-    if (thr->server->cfg->ws_echo && h2o_memis(path.base, path.len, H2O_STRLIT("/ws/echo")))
-        return pe_ws_on_req(req, 1);
-    if (pe_ops_on_req(req, path) == 0)
-        return 0;
-    pe_http_error(req, 404, "Not Found", "not_found", "no such endpoint");
-    return 0;
-}
-
-/* ---- streams --------------------------------------------------------------------------------- */
-
-void
-pe_stream_register(pe_thread_t *thr, pe_stream_t *stream)
-{
-    h2o_linklist_insert(&thr->streams, &stream->_link);
-}
-
-void
-pe_stream_unregister(pe_stream_t *stream)
-{
-    if (h2o_linklist_is_linked(&stream->_link))
-        h2o_linklist_unlink(&stream->_link);
-}
+#include "pubsub/alloc.h"
+#include "edge/util/log.h"
+#include "edge/server.h"
+#include "edge/front.h"
+#include "edge/router.h"
+#include "edge/core/thread.h"
+#include "fallback/poll.h"
 
 /* ---- listeners ------------------------------------------------------------------------------- */
 
@@ -239,14 +162,7 @@ start_drain(pe_thread_t *thr)
     thr->drain_deadline = h2o_now(thr->loop) + thr->server->cfg->drain_timeout * 1000;
     close_listeners(thr);
     h2o_context_request_shutdown(&thr->ctx);
-    /* drain() may unlink the stream (and others) synchronously: walk a snapshot-safe way. */
-    h2o_linklist_t *node = thr->streams.next;
-    while (node != &thr->streams) {
-        h2o_linklist_t *next = node->next;
-        pe_stream_t *stream = H2O_STRUCT_FROM_MEMBER(pe_stream_t, _link, node);
-        stream->drain(stream);
-        node = next;
-    }
+    pe_stream_drain_all(thr);
 }
 
 static void
@@ -364,7 +280,7 @@ pe_server_init(pe_server_t *server, const pe_config_t *cfg, pe_ps_engine_t *engi
     h2o_hostconf_t *hostconf = h2o_config_register_host(&server->globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *pathconf = h2o_config_register_path(hostconf, "/", 0);
     h2o_handler_t *handler = h2o_create_handler(pathconf, sizeof(*handler));
-    handler->on_req = on_req;
+    handler->on_req = pe_router_on_req;
 
     server->threads = pe_calloc(server->num_threads, sizeof(*server->threads));
     char err[512];
@@ -435,12 +351,4 @@ pe_server_join(pe_server_t *server)
     while (server->num_done != server->num_threads)
         pthread_cond_wait(&server->setup_cond, &server->setup_lock);
     pthread_mutex_unlock(&server->setup_lock);
-}
-
-void
-pe_server_dispose(pe_server_t *server)
-{
-    pe_free(server->threads);
-    server->threads = NULL;
-    pe_limits_dispose(&server->limits);
 }

@@ -31,9 +31,12 @@
  */
 #include <errno.h>
 #include <sys/socket.h>
-#include "../edge/query.h"
-#include "../edge/server.h"
-#include "../pubsub/alloc.h"
+#include "edge/util/query.h"
+#include "fallback/poll.h"
+#include "edge/core/conn_limit.h"
+#include "edge/core/thread.h"
+#include "edge/core/http.h"
+#include "pubsub/alloc.h"
 
 const unsigned pe_poll_short_seconds[PE_POLL_SHORT_STEPS] = {1, 2, 3, 5, 10, 15};
 

@@ -36,11 +36,13 @@
  * never called from inside a pubsub callback, so nothing can vanish under one.
  */
 #include <sys/socket.h>
-#include "../pubsub/alloc.h"
-#include "log.h"
-#include "outq.h"
-#include "query.h"
-#include "server.h"
+#include "pubsub/alloc.h"
+#include "edge/util/log.h"
+#include "edge/core/outq.h"
+#include "edge/util/query.h"
+#include "fallback/sse.h"
+#include "edge/core/thread.h"
+#include "edge/core/http.h"
 #include <h2o/http1.h>
 
 typedef struct st_pe_sse_t {

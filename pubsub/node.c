@@ -31,6 +31,7 @@
 #include <h2o/multithread.h>
 #include "alloc.h"
 #include "engine.h"
+#include "stats.h"
 #include "strmap.h"
 
 /* Messages per history read: bounds the references a catching-up subscriber holds. */
@@ -41,17 +42,14 @@
 const char pe_ps_err_unavailable[] = "the message engine is unavailable";
 const char pe_ps_err_unconfirmed[] =
     "the message engine did not confirm the publish in time: it may have been stored (retry with the same idempotency key)";
-const char pe_ps_err_bad_channel[] = "channel names are 1-200 characters of A-Z a-z 0-9 _ - . : @";
 const char pe_ps_err_too_many[] = "too many channels in one subscription";
 const char pe_ps_err_channel_limit[] = "this node holds as many channels as it may (--max-channels); try again later";
 const char pe_ps_err_duplicate[] = "already subscribed to that channel";
 const char pe_ps_err_exhausted[] = "the channel's message IDs are exhausted";
 const char pe_ps_err_bad_key[] = "idempotency keys are 1-64 characters of A-Z a-z 0-9 _ - . :";
 
-/* The idempotency window when none is configured (CONTRACT.md: 300 s). */
+/* The idempotency window when none is configured (docs/protocol.md "Publish": 300 s). */
 #define PE_PS_DEFAULT_IDEMPOTENCY_WINDOW_MS 300000
-
-#define STAT_ADD(field, n) __atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
 
 typedef struct st_local_channel_t {
     pe_sub_chan_t *head; /* entries of this thread's subscribers */
@@ -146,13 +144,13 @@ pe_ps_node__defer(pe_ps_node_t *node, pe_ps_deferred_t *d)
 void
 pe_ps_node__count_published(pe_ps_node_t *node)
 {
-    STAT_ADD(node->stats.published, 1);
+    PE_STAT_ADD(node->stats.published, 1);
 }
 
 void
 pe_ps_node__count_replayed(pe_ps_node_t *node)
 {
-    STAT_ADD(node->stats.replayed, 1);
+    PE_STAT_ADD(node->stats.replayed, 1);
 }
 
 uint64_t
@@ -194,7 +192,7 @@ fan_out(pe_ps_node_t *node, pe_msg_t *msg)
         sub->_dispatching = 0;
         ++delivered;
     }
-    STAT_ADD(node->stats.delivered, delivered);
+    PE_STAT_ADD(node->stats.delivered, delivered);
 }
 
 void
@@ -287,7 +285,7 @@ acquire_channel(pe_ps_node_t *node, const char *name, size_t len)
     memcpy(lc->name, name, len);
     lc->name_len = len;
     pe_strmap_set(&node->channels, name, len, lc);
-    STAT_ADD(node->stats.channels, 1);
+    PE_STAT_ADD(node->stats.channels, 1);
     __atomic_add_fetch(&node->engine->num_local_channels, 1, __ATOMIC_RELAXED);
     /* Watch before the first read, so the read and the live feed overlap (see the seam above). */
     node->engine->ops->watch(node->engine, node, name, len);
@@ -301,7 +299,7 @@ release_channel(pe_ps_node_t *node, local_channel_t *lc)
         return;
     node->engine->ops->unwatch(node->engine, node, lc->name, lc->name_len);
     pe_strmap_remove(&node->channels, lc->name, lc->name_len);
-    STAT_ADD(node->stats.channels, (uint64_t)-1);
+    PE_STAT_ADD(node->stats.channels, (uint64_t)-1);
     __atomic_sub_fetch(&node->engine->num_local_channels, 1, __ATOMIC_RELAXED);
     pe_free(lc);
 }
@@ -356,7 +354,7 @@ run_sub(pe_sub_t *sub)
             if (chan->gap_pending) {
                 chan->gap_pending = 0;
                 chan->pos = chan->gap_base; /* backwards too: after lost data, the new history */
-                STAT_ADD(node->stats.gaps, 1);
+                PE_STAT_ADD(node->stats.gaps, 1);
                 sub->cb->on_gap(sub, chan->lc->name, chan->lc->name_len);
             }
             while (chan->page_off < chan->page_len && !sub->_paused) {
@@ -385,7 +383,7 @@ run_sub(pe_sub_t *sub)
         sub->cb->on_live(sub);
     }
     sub->_dispatching = 0;
-    STAT_ADD(node->stats.delivered, delivered);
+    PE_STAT_ADD(node->stats.delivered, delivered);
 }
 
 static void
@@ -505,7 +503,7 @@ void
 pe_sub_init(pe_sub_t *sub, pe_ps_node_t *node, const pe_sub_callbacks_t *cb)
 {
     *sub = (pe_sub_t){.cb = cb, ._node = node};
-    STAT_ADD(node->stats.subscribers, 1);
+    PE_STAT_ADD(node->stats.subscribers, 1);
 }
 
 static ssize_t
@@ -607,7 +605,7 @@ pe_sub_dispose(pe_sub_t *sub)
     pe_free(sub->_chans);
     sub->_chans = NULL;
     sub->_num_chans = sub->_capacity = 0;
-    STAT_ADD(sub->_node->stats.subscribers, (uint64_t)-1);
+    PE_STAT_ADD(sub->_node->stats.subscribers, (uint64_t)-1);
     sub->_node = NULL;
 }
 

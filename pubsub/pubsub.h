@@ -32,7 +32,7 @@ extern const char pe_ps_err_unavailable[]; /* the engine cannot be reached: noth
 /* The publish reached the engine but was not confirmed in time (a hung or lost connection): it
  * may have been stored, now or later. Only a retry with the same key tells (pe_ps_publish). */
 extern const char pe_ps_err_unconfirmed[];
-extern const char pe_ps_err_bad_channel[];   /* channel name outside the rule of CONTRACT.md */
+/* pe_ps_err_bad_channel (stream_id.h): a channel name outside the rule. */
 extern const char pe_ps_err_channel_limit[]; /* --max-channels reached: no new channel now */
 extern const char pe_ps_err_too_many[];      /* more than PE_CURSOR_MAX_ENTRIES channels in one subscriber */
 extern const char pe_ps_err_duplicate[];     /* the subscriber already has that channel */

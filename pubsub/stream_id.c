@@ -107,6 +107,10 @@ pe_id_next(pe_id_t last, uint64_t now_ms, pe_id_t *out)
     return 0;
 }
 
+/* The one statement of the channel-name rule every way in answers with (docs/protocol.md
+ * "Names and IDs"). */
+const char pe_ps_err_bad_channel[] = "channel names are 1-200 characters of A-Z a-z 0-9 _ - . : @";
+
 int
 pe_channel_is_valid(const char *name, size_t len)
 {

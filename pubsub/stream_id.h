@@ -63,5 +63,8 @@ size_t pe_digits_format(uint64_t v, unsigned base, char *buf);
 
 /** Returns 1 if name[0..len) is a valid channel name, else 0. */
 int pe_channel_is_valid(const char *name, size_t len);
+/* The rule in words: the message of every bad_channel answer, compared by address as a pubsub
+ * error (pubsub.h). */
+extern const char pe_ps_err_bad_channel[];
 
 #endif

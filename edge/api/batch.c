@@ -20,9 +20,13 @@
  * there) and frees the batch.
  */
 #include <jansson.h>
-#include "../pubsub/alloc.h"
-#include "../pubsub/json_text.h"
-#include "server.h"
+#include "pubsub/alloc.h"
+#include "pubsub/json_text.h"
+#include "edge/api/batch.h"
+#include "edge/api/publish.h"
+#include "edge/core/thread.h"
+#include "edge/core/http.h"
+#include "edge/core/auth.h"
 
 typedef struct st_batch_t batch_t;
 

@@ -6,9 +6,10 @@
  * it pays the aggregation and the hot path pays nothing (no shared atomic counters).
  */
 #include <stdarg.h>
-#include "server.h"
-
-const char *const pe_transport_names[PE_TRANSPORT_MAX] = {"sse", "ws", "poll"};
+#include "edge/api/ops.h"
+#include "edge/core/thread.h"
+#include "edge/core/http.h"
+#include "edge/wire/ws_frame.h"
 
 typedef struct st_textbuf_t {
     h2o_mem_pool_t *pool;

@@ -16,10 +16,13 @@
  * (STYLE 3.4 rule 3); the callback answers only if the request is still there.
  */
 #include <jansson.h>
-#include "../pubsub/alloc.h"
-#include "../pubsub/json_text.h"
-#include "query.h"
-#include "server.h"
+#include "pubsub/alloc.h"
+#include "pubsub/json_text.h"
+#include "edge/util/query.h"
+#include "edge/api/publish.h"
+#include "edge/core/thread.h"
+#include "edge/core/http.h"
+#include "edge/core/auth.h"
 
 typedef struct st_pending_t pending_t;
 

@@ -17,9 +17,9 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
-#include "../pubsub/alloc.h"
-#include "config.h"
-#include "log.h"
+#include "pubsub/alloc.h"
+#include "edge/core/config.h"
+#include "edge/util/log.h"
 
 typedef enum en_opt_kind_t {
     OPT_UINT,

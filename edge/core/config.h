@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdint.h>
-#include "limits.h"
+#include "edge/util/bounds.h"
 
 /* An IP network; IPv4 is kept as IPv4-mapped IPv6 (::ffff:a.b.c.d, prefix + 96). */
 typedef struct st_pe_cidr_t {

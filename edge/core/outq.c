@@ -1,8 +1,8 @@
 /*
  * outq.c: the double-buffered output queue (outq.h).
  */
-#include "../pubsub/alloc.h"
-#include "outq.h"
+#include "pubsub/alloc.h"
+#include "edge/core/outq.h"
 
 void
 pe_outq_text(pe_outq_t *q, const void *s, size_t len)

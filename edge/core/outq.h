@@ -13,7 +13,7 @@
 
 #include <stddef.h>
 #include <h2o.h>
-#include "../pubsub/pubsub.h"
+#include "pubsub/pubsub.h"
 
 typedef struct st_pe_outq_entry_t {
     pe_msg_t *msg;      /* owned reference keeping `shared` alive, or NULL */

@@ -8,8 +8,8 @@
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
-#include "limits.h"
-#include "log.h"
+#include "edge/util/bounds.h"
+#include "edge/util/log.h"
 
 int pe_log_level = PE_LOG_INFO;
 

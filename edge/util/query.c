@@ -3,8 +3,8 @@
  * can add cache-busting or tracing parameters; everything we do read is validated strictly.
  */
 #include <string.h>
-#include "../pubsub/stream_id.h"
-#include "query.h"
+#include "pubsub/stream_id.h"
+#include "edge/util/query.h"
 
 static int
 hexval(char c)
@@ -112,7 +112,7 @@ on_param(const char *n, size_t nl, const char *v, size_t vl, void *arg)
     if (NAME_IS("channel")) {
         if (!pe_channel_is_valid(dst, (size_t)dl)) {
             ctx->code = "bad_channel";
-            ctx->err = "channel names are 1-200 characters of A-Z a-z 0-9 _ - . : @";
+            ctx->err = pe_ps_err_bad_channel;
             return -1;
         }
         for (size_t i = 0; i != q->num_channels; ++i)

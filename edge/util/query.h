@@ -7,7 +7,7 @@
 #define PE_QUERY_H
 
 #include <stddef.h>
-#include "../pubsub/cursor.h"
+#include "pubsub/cursor.h"
 
 typedef struct st_pe_sub_query_t {
     size_t num_channels;

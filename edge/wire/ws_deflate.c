@@ -44,8 +44,8 @@
 /* next_in becomes const (zlib >= 1.2.5.2): no casting away of const on our inputs. */
 #define ZLIB_CONST
 #include <zlib.h>
-#include "../pubsub/alloc.h"
-#include "ws_deflate.h"
+#include "pubsub/alloc.h"
+#include "edge/wire/ws_deflate.h"
 
 /* ---- zlib allocation ------------------------------------------------------------------------ */
 

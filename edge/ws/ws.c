@@ -41,23 +41,21 @@
 #include <errno.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include "../pubsub/alloc.h"
-#include "../pubsub/json_text.h"
-#include "log.h"
-#include "outq.h"
-#include "query.h"
-#include "server.h"
+#include "pubsub/alloc.h"
+#include "pubsub/json_text.h"
+#include "edge/util/log.h"
+#include "edge/core/outq.h"
+#include "edge/util/query.h"
+#include "edge/ws/ws.h"
+#include "edge/core/thread.h"
+#include "edge/core/http.h"
+#include "edge/core/auth.h"
 #include <h2o/http1.h> /* after h2o.h, which it needs */
-#include "ws_deflate.h"
-#include "ws_frame.h"
-#include "ws_handshake.h"
+#include "edge/wire/ws_deflate.h"
+#include "edge/wire/ws_frame.h"
+#include "edge/ws/ws_handshake.h"
 
 enum { ENC_PLAIN = 0, ENC_DEFLATE = 1 };
-
-/* Frames built for broadcast (once per message and encoding, on whichever thread first needs
- * one): compared with deliveries in /metrics, it shows that fan-out does not encode per
- * subscriber. */
-uint64_t pe_ws_frames_built[2];
 
 typedef struct st_ws_publish_t ws_publish_t;
 typedef struct st_ws_pending_sub_t ws_pending_sub_t;

@@ -8,7 +8,7 @@
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <h2o/string_.h>
-#include "ws_handshake.h"
+#include "edge/ws/ws_handshake.h"
 
 /* A Sec-WebSocket-Key must be the base64 of 16 bytes (RFC 6455 4.1): 22 characters and "==". */
 static int

@@ -20,7 +20,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 #include <jansson.h>
-#include "../../edge/config.h"
+#include "edge/core/config.h"
 #include "fuzz.h"
 
 static char path[64];

@@ -13,9 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "../../edge/query.h"
-#include "../../pubsub/cursor.h"
-#include "../../pubsub/stream_id.h"
+#include "edge/util/query.h"
+#include "pubsub/cursor.h"
+#include "pubsub/stream_id.h"
 #include "fuzz.h"
 
 /* An invariant that must hold for every input; abort() makes libFuzzer keep the input. */

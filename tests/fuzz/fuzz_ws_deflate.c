@@ -23,7 +23,7 @@
 #include <string.h>
 #define ZLIB_CONST
 #include <zlib.h>
-#include "../../edge/ws_deflate.h"
+#include "edge/wire/ws_deflate.h"
 #include "fuzz.h"
 
 /* An invariant that must hold for every input; abort() makes libFuzzer keep the input. */

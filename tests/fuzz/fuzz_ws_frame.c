@@ -21,7 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "../../edge/ws_frame.h"
+#include "edge/wire/ws_frame.h"
 #include "fuzz.h"
 
 static volatile size_t sink;

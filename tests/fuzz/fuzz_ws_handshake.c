@@ -26,8 +26,8 @@
 #include <string.h>
 #include <strings.h>
 #include <openssl/evp.h>
-#include "../../edge/ws_deflate.h"
-#include "../../edge/ws_handshake.h"
+#include "edge/wire/ws_deflate.h"
+#include "edge/ws/ws_handshake.h"
 #include "fuzz.h"
 
 enum { H_UPGRADE, H_VERSION, H_KEY, H_PROTOCOL, H_EXTENSIONS, NUM_HEADERS };

@@ -19,8 +19,8 @@
 #include <string.h>
 #include <unistd.h>
 #include "tap.h"
-#include "../../edge/config.h"
-#include "../../edge/log.h"
+#include "edge/core/config.h"
+#include "edge/util/log.h"
 
 #define NUM_OF(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "tap.h"
-#include "../../edge/config.h"
+#include "edge/core/config.h"
 
 /* Loads `json` as a config file; returns the result with the message in err. */
 static int

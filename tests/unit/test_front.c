@@ -1,6 +1,6 @@
 /*
- * Unit tests for the publish rule and the HTTP/1 framing rules (edge/http.c pe_auth_check,
- * edge/front.c pe_front_check_framing) and --trusted-proxy networks (edge/config.c): API key,
+ * Unit tests for the publish rule and the HTTP/1 framing rules (edge/core/auth.c pe_auth_check,
+ * edge/front.c pe_front_check_framing) and --trusted-proxy networks (edge/core/config.c): API key,
  * origins (listed, "*", the server's own loopback page, DNS rebinding, Sec-Fetch-Site),
  * loopback trust from the peer or, behind a trusted proxy, from X-Forwarded-For / Forwarded
  * read right to left; and each framing fault. The wire behaviour is in tests/e2e/security.
@@ -8,7 +8,8 @@
 #include <arpa/inet.h>
 #include <string.h>
 #include "tap.h"
-#include "../../edge/server.h"
+#include "edge/core/auth.h"
+#include "edge/front.h"
 
 struct phr_header {
     const char *name;

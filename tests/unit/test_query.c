@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include "tap.h"
-#include "../../edge/query.h"
-#include "../../pubsub/cursor.h"
+#include "edge/util/query.h"
+#include "pubsub/cursor.h"
 
 /* ---- helpers: inputs copied to the end of exact-size allocations ---------------------------- */
 

@@ -125,7 +125,7 @@ heap_free(void *ptr)
 #define calloc heap_calloc
 #define realloc heap_realloc
 #define free heap_free
-#include "../../edge/ws_deflate.c"
+#include "edge/wire/ws_deflate.c"
 #undef malloc
 #undef calloc
 #undef realloc

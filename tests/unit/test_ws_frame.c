@@ -30,7 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "tap.h"
-#include "../../edge/ws_frame.h"
+#include "edge/wire/ws_frame.h"
 
 /* ---- building inputs ----------------------------------------------------------------------- */
 

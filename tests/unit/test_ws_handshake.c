@@ -9,7 +9,7 @@
  */
 #include <string.h>
 #include "tap.h"
-#include "../../edge/ws_handshake.h"
+#include "edge/ws/ws_handshake.h"
 
 #define KEY "dGhlIHNhbXBsZSBub25jZQ=="
 

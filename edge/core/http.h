@@ -1,0 +1,49 @@
+/*
+ * http.h: response helpers every handler shares: JSON errors (the shape of docs/protocol.md),
+ * the query string, the cross-origin policy of --allowed-origin (docs/protocol.md
+ * "Cross-origin requests (CORS)"), and small socket and randomness helpers.
+ */
+#ifndef PE_HTTP_H
+#define PE_HTTP_H
+
+#include <stdint.h>
+#include <h2o.h>
+
+/** Sends {"error":{"code":code,"message":message}} with the status. */
+void pe_http_error(h2o_req_t *req, int status, const char *reason, const char *code, const char *message);
+/** Sends a JSON body with the status and no-store caching. */
+void pe_http_json(h2o_req_t *req, int status, const char *reason, const char *body, size_t len);
+/** The query string after '?', or an empty vector. */
+h2o_iovec_t pe_http_query(h2o_req_t *req);
+/** Sends 405 with an Allow header. */
+void pe_http_method_not_allowed(h2o_req_t *req, const char *allow);
+/**
+ * Adds the CORS response headers for the request's Origin under --allowed-origin (none when the
+ * list is empty or the origin is not in it; Vary: Origin whenever a list is set). Call before
+ * the response starts.
+ */
+void pe_http_cors(h2o_req_t *req);
+/**
+ * Answers an OPTIONS preflight: 204 with the CORS headers for an allowed origin, 403 with a JSON
+ * error otherwise. Returns 0 if it answered, -1 if the request is not OPTIONS or no
+ * --allowed-origin is set (the handler then answers 405).
+ */
+int pe_http_preflight(h2o_req_t *req, const char *methods);
+/**
+ * Answers 403 origin_not_allowed, readable by the refused page (its own origin in
+ * Access-Control-Allow-Origin), so a browser client can tell a refusal from an outage.
+ */
+void pe_http_refuse_origin(h2o_req_t *req);
+/** 1 if a WebSocket handshake's Origin passes --allowed-origin (or same origin, or no policy). */
+int pe_http_origin_is_allowed(h2o_req_t *req);
+/** A per-thread pseudo-random number, seeded from getrandom(2) (jitter, not secrets). */
+uint32_t pe_rand(void);
+/**
+ * For sockets a transport took over from h2o (WebSocket, HTTP/1 SSE): drops what is in the read
+ * buffer when `discard`, then gives an empty buffer back. h2o keeps it (8 KiB) for the socket's
+ * life; a subscriber reads a few bytes a minute, so keeping it would be most of an idle
+ * connection's memory. The next read allocates one again (evloop reserves before every read).
+ */
+void pe_socket_release_input(h2o_socket_t *sock, int discard);
+
+#endif

@@ -1,0 +1,123 @@
+/*
+ * thread.h: the per-thread and process-wide state every handler and transport shares. One
+ * pe_thread_t per event-loop thread owns that thread's h2o context, listeners, pubsub node,
+ * long-lived streams and counters (share-nothing: no other thread writes them; /metrics reads
+ * counters with relaxed loads). pe_server_t is the process-wide, read-only-after-start part.
+ * edge/server.c fills both in and runs the loops; thread.c keeps the registry of long-lived
+ * streams that draining walks.
+ */
+#ifndef PE_THREAD_H
+#define PE_THREAD_H
+
+#include <pthread.h>
+#include <h2o.h>
+#include <h2o/multithread.h>
+#include "pubsub/pubsub.h"
+#include "pubsub/stats.h"
+#include "edge/core/config.h"
+#include "edge/core/conn_limit.h"
+#include "edge/util/bounds.h"
+
+typedef enum en_pe_transport_t { PE_TRANSPORT_SSE = 0, PE_TRANSPORT_WS, PE_TRANSPORT_POLL, PE_TRANSPORT_MAX } pe_transport_t;
+extern const char *const pe_transport_names[PE_TRANSPORT_MAX];
+
+/* Counters of one thread: written by that thread only (PE_STAT_ADD), read anywhere. */
+typedef struct st_pe_thread_stats_t {
+    uint64_t connections[PE_TRANSPORT_MAX]; /* gauge */
+    uint64_t slow_consumers[PE_TRANSPORT_MAX];
+    uint64_t requests;
+    uint64_t publish_errors;
+    uint64_t loop_lag_ms;   /* worst timer lateness in the last second */
+    uint64_t front_refused; /* requests refused from their head (edge/front.c) */
+} pe_thread_stats_t;
+
+/**
+ * A long-lived response registered with its thread so that draining reaches it. Embedded in the
+ * transport's object; linked while the response is open. Draining calls up into the transport
+ * through `drain`.
+ */
+typedef struct st_pe_stream_t {
+    h2o_linklist_t _link;
+    /* Tells the client to reconnect elsewhere and ends the response (may complete later). */
+    void (*drain)(struct st_pe_stream_t *stream);
+} pe_stream_t;
+
+typedef struct st_pe_server_t pe_server_t;
+
+/* edge/front.c's per-thread state: the HTTP/2 connections it sweeps. */
+typedef struct st_pe_front_thread_t {
+    h2o_linklist_t h2; /* pe_front_t */
+    h2o_timeout_entry_t sweep_entry;
+} pe_front_thread_t;
+
+/* The hold times a long-poll may ask for below --poll-timeout, in seconds: a few fixed steps
+ * (pe_poll_short_seconds, fallback/poll.h), so each is one h2o timeout list per thread. */
+#define PE_POLL_SHORT_STEPS 6
+
+typedef struct st_pe_thread_t {
+    h2o_context_t ctx; /* first: handlers recover the thread from req->conn->ctx */
+    pe_server_t *server;
+    unsigned index;
+    h2o_evloop_t *loop;
+    h2o_accept_ctx_t accept_ctx;
+    h2o_socket_t *listeners[PE_MAX_LISTEN];
+    int listen_fds[PE_MAX_LISTEN];
+    size_t num_listeners;
+    pe_ps_node_t *node;
+    h2o_linklist_t streams;                        /* pe_stream_t */
+    h2o_timeout_t ping_timeout;                    /* --ping-interval, for SSE heartbeats */
+    h2o_timeout_t poll_timeout;                    /* --poll-timeout, for held long-polls */
+    h2o_timeout_t poll_short[PE_POLL_SHORT_STEPS]; /* shorter holds clients ask for (?timeout=) */
+    h2o_timeout_t lag_timeout;                     /* one second, measures loop lag */
+    h2o_timeout_t ws_close_timeout;                /* PE_WS_CLOSE_WAIT_MS */
+    h2o_timeout_t accept_pause_timeout;            /* PE_ACCEPT_PAUSE_MS */
+    h2o_timeout_entry_t accept_pause_entry;
+    h2o_timeout_t poll_sweep_timeout; /* PE_POLL_SWEEP_MS */
+    h2o_timeout_entry_t poll_sweep_entry;
+    h2o_linklist_t held_polls; /* HTTP/1 long-polls waiting, checked for departed clients (fallback/poll.c) */
+    h2o_timeout_entry_t lag_entry;
+    uint64_t lag_due;                   /* loop ms when lag_entry should fire */
+    h2o_multithread_receiver_t control; /* drain and stop notices from the main thread */
+    int draining;
+    int stop;
+    uint64_t drain_deadline; /* loop ms */
+    pthread_t tid;
+    pe_thread_stats_t stats;
+    pe_front_thread_t front;
+} pe_thread_t;
+
+struct st_pe_server_t {
+    const pe_config_t *cfg;
+    h2o_globalconf_t globalconf;
+    pe_ps_engine_t *engine;
+    pe_thread_t *threads;
+    unsigned num_threads;
+    h2o_iovec_t index_html; /* the demo page, read at start (no file I/O after boot) */
+    h2o_iovec_t client_js;
+    pthread_mutex_t setup_lock; /* with setup_cond: pe_server_start waits for every loop's setup */
+    pthread_cond_t setup_cond;  /* also signals each loop's end to pe_server_join */
+    unsigned num_setup;
+    pe_limits_t limits;
+    unsigned num_done; /* loops that left their loop and parked (thread_main) */
+    int leaving;       /* atomic: set at the first signal (pre-drain and drain): /readyz answers 503 */
+    int draining;      /* set by the main thread before notifying the loops */
+    int force_stop;
+};
+
+static inline pe_thread_t *
+pe_thread_of(h2o_req_t *req)
+{
+    return (pe_thread_t *)req->conn->ctx;
+}
+
+/** Links a long-lived stream into its thread's registry (draining walks it). */
+void pe_stream_register(pe_thread_t *thr, pe_stream_t *stream);
+/** Unlinks it; harmless when it is not linked. */
+void pe_stream_unregister(pe_stream_t *stream);
+/**
+ * Tells every registered stream of thr to drain. A stream's drain() may unlink itself (and
+ * others) synchronously: the walk tolerates that.
+ */
+void pe_stream_drain_all(pe_thread_t *thr);
+
+#endif
