@@ -5,6 +5,7 @@
  */
 #include "edge/core/conn_limit.h"
 #include "edge/core/http.h"
+#include "edge/core/cors.h"
 #include "edge/core/thread.h"
 #include "edge/api/batch.h"
 #include "edge/api/ops.h"

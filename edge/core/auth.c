@@ -14,6 +14,7 @@
 #include "edge/util/log.h"
 #include "edge/core/auth.h"
 #include "edge/core/http.h"
+#include "edge/core/cors.h"
 #include "edge/core/thread.h"
 
 /* ---- who may publish ------------------------------------------------------------------------- */

@@ -31,7 +31,6 @@
 #include "pubsub/alloc.h"
 #include "edge/util/log.h"
 #include "edge/core/conn_limit.h"
-#include "edge/core/thread.h"
 #include "edge/core/http.h"
 
 const char *const pe_reject_names[PE_REJECT_MAX] = {"connections", "connections_per_ip", "held_polls"};

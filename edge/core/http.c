@@ -1,7 +1,6 @@
 /*
  * http.c: response helpers shared by the handlers: JSON errors of the shape of docs/protocol.md,
- * the query string, the cross-origin policy of --allowed-origin (CORS headers, preflights, the
- * WebSocket Origin check), and small socket and randomness helpers.
+ * the query string, and small socket and randomness helpers.
  */
 #include <arpa/inet.h>
 #include <jansson.h>
@@ -12,8 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 #include "edge/util/log.h"
+#include "edge/util/bounds.h"
 #include "edge/core/http.h"
-#include "edge/core/thread.h"
 
 void
 pe_http_json(h2o_req_t *req, int status, const char *reason, const char *body, size_t len)
@@ -95,108 +94,6 @@ pe_http_query(h2o_req_t *req)
     if (req->query_at == SIZE_MAX)
         return h2o_iovec_init(NULL, 0);
     return h2o_iovec_init(req->path.base + req->query_at + 1, req->path.len - req->query_at - 1);
-}
-
-/* ---- cross-origin requests ------------------------------------------------------------------- */
-
-/* Returns the allowed value for Access-Control-Allow-Origin ("*" or the origin itself), or NULL
- * when the request has no Origin or the origin is not allowed. */
-static const char *
-allowed_origin(h2o_req_t *req, h2o_iovec_t *origin)
-{
-    const pe_config_t *cfg = pe_thread_of(req)->server->cfg;
-    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("origin"), -1);
-    if (i < 0 || cfg->num_allowed_origins == 0)
-        return NULL;
-    *origin = req->headers.entries[i].value;
-    for (size_t j = 0; j != cfg->num_allowed_origins; ++j) {
-        const char *o = cfg->allowed_origins[j];
-        if (strcmp(o, "*") == 0)
-            return o;
-        /* Origins compare exactly (RFC 6454 5), but browsers lower-case scheme and host. */
-        if (strlen(o) == origin->len && h2o_lcstris(origin->base, origin->len, o, origin->len))
-            return o;
-    }
-    return NULL;
-}
-
-void
-pe_http_cors(h2o_req_t *req)
-{
-    h2o_iovec_t origin;
-    const char *allowed = allowed_origin(req, &origin);
-    /* The answer depends on Origin whenever a list is configured: caches must key on it. */
-    if (pe_thread_of(req)->server->cfg->num_allowed_origins != 0)
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_VARY, NULL, H2O_STRLIT("Origin"));
-    if (allowed == NULL)
-        return;
-    if (strcmp(allowed, "*") == 0)
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, NULL, H2O_STRLIT("*"));
-    else
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, NULL, origin.base, origin.len);
-}
-
-int
-pe_http_preflight(h2o_req_t *req, const char *methods)
-{
-    /* Without a policy an OPTIONS request is the handler's business (405). */
-    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("OPTIONS")) ||
-        pe_thread_of(req)->server->cfg->num_allowed_origins == 0)
-        return -1;
-    h2o_iovec_t origin;
-    if (allowed_origin(req, &origin) == NULL) {
-        pe_http_cors(req); /* Vary */
-        pe_http_error(req, 403, "Forbidden", "origin_not_allowed", "this origin is not in --allowed-origin");
-        return 0;
-    }
-    pe_http_cors(req);
-    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-allow-methods"), 0, NULL, methods,
-                          strlen(methods));
-    /* Last-Event-ID: EventSource's reconnect; Authorization, Content-Type and Idempotency-Key:
-     * publishing. */
-    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-allow-headers"), 0, NULL,
-                          H2O_STRLIT("Last-Event-ID, Cache-Control, Content-Type, Authorization, Idempotency-Key"));
-    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-max-age"), 0, NULL,
-                          H2O_STRLIT(H2O_TO_STR(PE_CORS_MAX_AGE)));
-    req->res.status = 204;
-    req->res.reason = "No Content";
-    h2o_send_inline(req, NULL, 0);
-    return 0;
-}
-
-int
-pe_http_origin_is_allowed(h2o_req_t *req)
-{
-    const pe_config_t *cfg = pe_thread_of(req)->server->cfg;
-    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("origin"), -1);
-    if (cfg->num_allowed_origins == 0 || i < 0)
-        return 1; /* no policy, or not a browser */
-    h2o_iovec_t origin;
-    if (allowed_origin(req, &origin) != NULL)
-        return 1;
-    /* Same origin: the Origin's host[:port] is the Host the browser connected to. */
-    h2o_iovec_t o = req->headers.entries[i].value;
-    const char *sep = memchr(o.base, ':', o.len);
-    if (sep != NULL && (size_t)(o.base + o.len - sep) > 3 && sep[1] == '/' && sep[2] == '/') {
-        const char *host = sep + 3;
-        size_t host_len = o.base + o.len - host;
-        return req->authority.len == host_len && h2o_lcstris(req->authority.base, host_len, host, host_len);
-    }
-    return 0;
-}
-
-void
-pe_http_refuse_origin(h2o_req_t *req)
-{
-    /* The refusal itself is readable by the refused page (it says nothing about the resource),
-     * so its client can tell "not allowed" from "unreachable" and stop retrying. */
-    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("origin"), -1);
-    if (i >= 0) {
-        h2o_iovec_t o = req->headers.entries[i].value;
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, NULL, o.base, o.len);
-    }
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_VARY, NULL, H2O_STRLIT("Origin"));
-    pe_http_error(req, 403, "Forbidden", "origin_not_allowed", "this origin is not in --allowed-origin");
 }
 
 void

@@ -1,7 +1,6 @@
 /*
  * http.h: response helpers every handler shares: JSON errors (the shape of docs/protocol.md),
- * the query string, the cross-origin policy of --allowed-origin (docs/protocol.md
- * "Cross-origin requests (CORS)"), and small socket and randomness helpers.
+ * the query string, and small socket and randomness helpers.
  */
 #ifndef PE_HTTP_H
 #define PE_HTTP_H
@@ -17,25 +16,6 @@ void pe_http_json(h2o_req_t *req, int status, const char *reason, const char *bo
 h2o_iovec_t pe_http_query(h2o_req_t *req);
 /** Sends 405 with an Allow header. */
 void pe_http_method_not_allowed(h2o_req_t *req, const char *allow);
-/**
- * Adds the CORS response headers for the request's Origin under --allowed-origin (none when the
- * list is empty or the origin is not in it; Vary: Origin whenever a list is set). Call before
- * the response starts.
- */
-void pe_http_cors(h2o_req_t *req);
-/**
- * Answers an OPTIONS preflight: 204 with the CORS headers for an allowed origin, 403 with a JSON
- * error otherwise. Returns 0 if it answered, -1 if the request is not OPTIONS or no
- * --allowed-origin is set (the handler then answers 405).
- */
-int pe_http_preflight(h2o_req_t *req, const char *methods);
-/**
- * Answers 403 origin_not_allowed, readable by the refused page (its own origin in
- * Access-Control-Allow-Origin), so a browser client can tell a refusal from an outage.
- */
-void pe_http_refuse_origin(h2o_req_t *req);
-/** 1 if a WebSocket handshake's Origin passes --allowed-origin (or same origin, or no policy). */
-int pe_http_origin_is_allowed(h2o_req_t *req);
 /** A per-thread pseudo-random number, seeded from getrandom(2) (jitter, not secrets). */
 uint32_t pe_rand(void);
 /**

@@ -49,6 +49,7 @@
 #include "edge/ws/ws.h"
 #include "edge/core/thread.h"
 #include "edge/core/http.h"
+#include "edge/core/cors.h"
 #include "edge/core/auth.h"
 #include <h2o/http1.h> /* after h2o.h, which it needs */
 #include "edge/wire/ws_deflate.h"
