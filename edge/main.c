@@ -1,7 +1,7 @@
 /*
  * main.c: process entry. Loads the configuration, raises the descriptor limit, reads the web
  * files, creates the engine and the loops, then waits for signals: the first SIGTERM/SIGINT
- * drains (CONTRACT.md "Signals"), a second one stops at once.
+ * drains (docs/operations.md "Draining and deploys"), a second one stops at once.
  */
 #include <errno.h>
 #include <fcntl.h>

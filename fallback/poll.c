@@ -1,5 +1,5 @@
 /*
- * poll.c: GET /poll, HTTP long-polling (CONTRACT.md "Long-polling"), for networks whose
+ * poll.c: GET /poll, HTTP long-polling (docs/protocol.md "Long-polling"), for networks whose
  * proxies buffer or cut streaming responses.
  *
  * A poll is a short-lived subscriber. It subscribes to its channels from the cursor (catch-up
@@ -299,7 +299,7 @@ pe_poll_on_req(h2o_req_t *req)
         return 0;
     }
     if (!pe_ps_engine_is_ready(pe_ps_node_engine(thr->node))) {
-        /* Nothing could be read or awaited: tell the client when to come back (STYLE 3.5). */
+        /* Nothing could be read or awaited: tell the client when to come back. */
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("2"));
         pe_http_error(req, 503, "Service Unavailable", "engine_unavailable", pe_ps_err_unavailable);
         return 0;

@@ -1,5 +1,5 @@
 /*
- * sse.c: GET /sse, the Server-Sent Events transport (CONTRACT.md "Server-Sent Events").
+ * sse.c: GET /sse, the Server-Sent Events transport (docs/protocol.md "Server-Sent Events").
  *
  * Output path. Pubsub callbacks never write: they append an entry to the stream's queue (a
  * reference to the message's shared SSE frame, plus any per-stream text such as a multi-channel

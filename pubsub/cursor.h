@@ -20,7 +20,7 @@
 #include <stdint.h>
 #include "stream_id.h"
 
-/* Most channels in one subscription set, and so in one cursor (edge/limits.h repeats the why). */
+/* Most channels in one subscription set, and so in one cursor (edge/util/bounds.h repeats the why). */
 #define PE_CURSOR_MAX_ENTRIES 64
 /* Longest encoded cursor: 64 entries of tag (7) + ms (13) + seq (13) + 3 separators. */
 #define PE_CURSOR_MAXLEN (PE_CURSOR_MAX_ENTRIES * 36)

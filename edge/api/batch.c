@@ -1,10 +1,10 @@
 /*
- * batch.c: POST /api/batch (CONTRACT.md "Reliable publishing"): a JSON array of
+ * batch.c: POST /api/batch (docs/protocol.md "Batch publish"): a JSON array of
  * {"channel": NAME, "data": <json>, "key": K?} stored item by item, answered with one result per
  * item in request order once every item has its outcome.
  *
  * The request as a whole follows /api/publish: the same method, authorisation, CORS and error
- * shapes; the body is bounded by PE_BATCH_MAX_BYTES and PE_BATCH_MAX_ITEMS (edge/limits.h). A
+ * shapes; the body is bounded by PE_BATCH_MAX_BYTES and PE_BATCH_MAX_ITEMS (edge/util/bounds.h). A
  * body that is not a JSON array is refused whole (400), since it cannot be split into items;
  * past that point every item is checked and published on its own, and a bad item becomes an
  * error result without affecting the others. Items are handed to the engine in request order

@@ -1,11 +1,11 @@
 /*
- * publish.c: POST /api/publish?channel=NAME (CONTRACT.md "Publish").
+ * publish.c: POST /api/publish?channel=NAME (docs/protocol.md "Publish").
  *
  * Checks run cheapest first (method, channel, authorisation, size, JSON), so a hostile client
  * costs little. The body is validated with jansson and stored as sent (minified, not re-printed).
  * The answer waits for the engine: 200 only once the message is stored, never before.
  *
- * Idempotency-Key (CONTRACT.md "Reliable publishing"): passed to the engine with the message;
+ * Idempotency-Key (docs/protocol.md "Publish"): passed to the engine with the message;
  * a repeat within the window answers the first publish's ID (and Idempotent-Replayed: true).
  * A 503 from the callback may be pe_ps_err_unconfirmed (the message may be stored): the error
  * message says so, and the key is the way to find out (docs/operations.md).
@@ -13,7 +13,7 @@
  * Lifetime: the engine's callback may come after the client went away (the connection closes
  * and h2o frees the request). The pending publish is therefore a heap object with a weak
  * pointer to the request, cleared by a pool-linked holder when the request is disposed
- * (STYLE 3.4 rule 3); the callback answers only if the request is still there.
+ * (a request may end before its asynchronous answer); the callback answers only if the request is still there.
  */
 #include <jansson.h>
 #include "pubsub/alloc.h"

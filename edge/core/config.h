@@ -1,5 +1,5 @@
 /*
- * config.h: the server's settings (CONTRACT.md "Command line"), loaded once at start and
+ * config.h: the server's settings (docs/operations.md "Running"), loaded once at start and
  * immutable afterwards. Sources, weakest first: defaults, the JSON --config file, PUSHEDGE_*
  * environment variables, the command line.
  */

@@ -1,9 +1,9 @@
 /*
- * Every numeric limit of the edge, each with the reason for its value. Options in config.h
+ * bounds.h: every numeric limit of the edge, each with the reason for its value. Options in config.h
  * override some of them at run time; these are the fixed ones.
  */
-#ifndef PE_LIMITS_H
-#define PE_LIMITS_H
+#ifndef PE_BOUNDS_H
+#define PE_BOUNDS_H
 
 /* Event-loop threads: the pubsub engines keep one watcher bit per thread in a 64-bit mask. */
 #define PE_MAX_THREADS 64
@@ -43,7 +43,7 @@
  * ones get h2o's plain 413 without being read into memory. */
 #define PE_MAX_ENTITY_SLACK (1u << 20)
 /* WebSocket output queued per connection before it is a slow consumer (closed with 1013); raised
- * to two maximal messages when --max-message-size is larger (edge/ws.c). */
+ * to two maximal messages when --max-message-size is larger (edge/ws/ws.c). */
 #define PE_WS_MAX_QUEUE (4u << 20)
 /* Queued bytes above which a WebSocket subscriber's catch-up pauses (as for SSE). */
 #define PE_WS_LOW_WATER (256u << 10)

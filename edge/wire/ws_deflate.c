@@ -51,7 +51,7 @@
 
 /*
  * zlib allocates through pe_malloc, so an out-of-memory aborts here as everywhere else
- * (STYLE 3.4.9) instead of surfacing as Z_MEM_ERROR. test_ws_deflate.c includes this file with
+ * (allocation failure aborts) instead of surfacing as Z_MEM_ERROR. test_ws_deflate.c includes this file with
  * PE_WS_DEFLATE_ZALLOC/ZFREE defined to a counting allocator, to measure zlib's memory.
  */
 #ifndef PE_WS_DEFLATE_ZALLOC
@@ -307,8 +307,7 @@ pe_ws_pmd_negotiate(const char *hdr, size_t len, pe_ws_pmd_t *out, char *resp, s
 static const uint8_t sync_tail[4] = {0x00, 0x00, 0xff, 0xff};
 
 /*
- * zlib counts in uInt: inputs and buffers above 4 GiB are handed over in slices. ((uInt)-1, not
- * UINT_MAX: edge/ is on the include path, so <limits.h> would find edge/limits.h.)
+ * zlib counts in uInt: inputs and buffers above 4 GiB are handed over in slices.
  */
 static uInt
 clamp_uint(size_t n)

@@ -42,7 +42,7 @@ pe_ws_handshake_check(const pe_ws_handshake_req_t *req, pe_ws_handshake_t *out)
         return refuse(out, 426, "bad_version", "Sec-WebSocket-Version must be 13");
     if (!key_is_valid(req->key))
         return refuse(out, 400, "bad_key", "Sec-WebSocket-Key must be the base64 of 16 bytes");
-    /* Subprotocol: pushedge.v1 if offered; an offer without it is refused (CONTRACT.md). */
+    /* Subprotocol: pushedge.v1 if offered; an offer without it is refused (docs/protocol.md "WebSocket"). */
     if (req->protocols.base != NULL) {
         if (!h2o_contains_token(req->protocols.base, req->protocols.len, H2O_STRLIT("pushedge.v1"), ','))
             return refuse(out, 400, "unsupported_protocol", "no offered subprotocol is supported (pushedge.v1 is)");

@@ -1,6 +1,6 @@
 /*
  * ws_handshake.h: the request-header checks of the WebSocket opening handshake (RFC 6455 4.2.1),
- * as a pure function: edge/ws.c gathers the header values from the h2o request and answers with
+ * as a pure function: edge/ws/ws.c gathers the header values from the h2o request and answers with
  * what this decides. Kept apart so that the checks are unit-tested and fuzzed without a loop.
  * Sec-WebSocket-Extensions is negotiated by pe_ws_pmd_negotiate (ws_deflate.h), the query
  * string by pe_sub_query_parse (query.h).

@@ -1,5 +1,5 @@
 /*
- * libFuzzer driver for the config file loader (edge/config.c, pe_config_load with --config).
+ * libFuzzer driver for the config file loader (edge/core/config.c, pe_config_load with --config).
  *
  * The input is written to an in-memory file (memfd, created once per process, rewritten for
  * every input) and loaded exactly as the server does at start: `pushedge --config FILE` with an empty

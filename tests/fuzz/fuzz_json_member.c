@@ -1,7 +1,7 @@
 /*
  * libFuzzer driver for pe_json_find_member, with jansson as the oracle.
  *
- * The WebSocket op path (edge/ws.c handle_op) validates an op with jansson and then takes "ref"
+ * The WebSocket op path (edge/ws/ws.c handle_op) validates an op with jansson and then takes "ref"
  * and "data" from the raw text with the scanner, so the two must agree on every text jansson
  * accepts with the flags handle_op uses. The property checked, for an input `in`:
  *

@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for edge/query.c: pe_sub_query_parse and pe_query_get over arbitrary bytes,
+ * libFuzzer target for edge/util/query.c: pe_sub_query_parse and pe_query_get over arbitrary bytes,
  * each given exact-size heap buffers (input, arena, output) so that any read or write past
  * them is an ASan error. Beyond "no crash", it checks what a caller relies on:
  *   - a success has 1..64 valid, distinct channel names that lie inside the arena and fit in it;
@@ -7,7 +7,7 @@
  *   - on success, pe_query_get(qs, "channel") decodes the first channel exactly;
  *   - a parsed multi-channel cursor formats back to a cursor that parses to the same entries;
  *   - the decoders never produce more bytes than they were given.
- * Built with edge/query.c, pubsub/cursor.c and pubsub/stream_id.c compiled in (no loop needed).
+ * Built with edge/util/query.c, pubsub/cursor.c and pubsub/stream_id.c compiled in (no loop needed).
  */
 #include <stdint.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for edge/ws_deflate.c. The first input byte picks one of three drivers (its
+ * libFuzzer target for edge/wire/ws_deflate.c. The first input byte picks one of three drivers (its
  * value modulo 3), the rest is their input; every buffer is an exact-size heap allocation so
  * that any read or write past it is an ASan error.
  *

@@ -1,5 +1,5 @@
 /*
- * libFuzzer driver for edge/ws_frame.c: the RFC 6455 frame reader, the UTF-8 validator and the
+ * libFuzzer driver for edge/wire/ws_frame.c: the RFC 6455 frame reader, the UTF-8 validator and the
  * two encoders.
  *
  * Input layout: byte 0 holds the settings (bit 0: allow_rsv1; bits 1-2: how bytes 1-2 become

@@ -1,6 +1,6 @@
 /*
- * libFuzzer driver for the WebSocket handshake headers: pe_ws_handshake_check (edge/ws_handshake.c)
- * and, on the same request, pe_ws_pmd_negotiate for Sec-WebSocket-Extensions, as edge/ws.c
+ * libFuzzer driver for the WebSocket handshake headers: pe_ws_handshake_check (edge/ws/ws_handshake.c)
+ * and, on the same request, pe_ws_pmd_negotiate for Sec-WebSocket-Extensions, as edge/ws/ws.c
  * calls them.
  *
  * Input: a presence byte (bit i: header i is present), then the values of Upgrade,

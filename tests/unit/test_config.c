@@ -1,5 +1,5 @@
 /*
- * Unit tests for edge/config.c: the defaults; every option from the command line (both
+ * Unit tests for edge/core/config.c: the defaults; every option from the command line (both
  * "--name value" and "--name=value"); every option from PUSHEDGE_<NAME> variables (lists of
  * addresses separated by commas or spaces, booleans in their accepted spellings); every option
  * from a JSON config file named by --config or PUSHEDGE_CONFIG; the precedence command line >

@@ -1,5 +1,5 @@
 /*
- * Unit tests for edge/config.c's error messages: every error is one line, whatever bytes the
+ * Unit tests for edge/core/config.c's error messages: every error is one line, whatever bytes the
  * config file's keys and values hold (found by tests/fuzz/fuzz_config: a key written "dra\n-x"
  * put a raw newline into the message, which main prints as a log line). Control characters in
  * a message are shown as '?'.

@@ -1,5 +1,5 @@
 /*
- * Unit tests for edge/query.c: form-urlencoded decoding ('+', %XX in both cases, every kind of
+ * Unit tests for edge/util/query.c: form-urlencoded decoding ('+', %XX in both cases, every kind of
  * truncated or invalid escape), single-parameter lookup (absent, malformed, first occurrence
  * wins, empty values, names without '=', empty pairs), and the subscription query parser: one
  * and many channels, folding of repeated channels, the 64-channel limit and the 65th distinct

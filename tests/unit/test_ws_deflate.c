@@ -1,5 +1,5 @@
 /*
- * Unit tests for edge/ws_deflate.c (permessage-deflate, RFC 7692).
+ * Unit tests for edge/wire/ws_deflate.c (permessage-deflate, RFC 7692).
  *
  * Covered: negotiation of the offers real clients send (Chromium, node ws, python websockets,
  * Firefox, old WebKit's x-webkit-deflate-frame next to permessage-deflate), window bits in and

@@ -1,5 +1,5 @@
 /*
- * Unit tests for edge/ws_frame.c, the RFC 6455 frame reader, the UTF-8 validator and the frame
+ * Unit tests for edge/wire/ws_frame.c, the RFC 6455 frame reader, the UTF-8 validator and the frame
  * header and close payload encoders.
  *
  * Reader vectors: the RFC 6455 5.7 examples (masked "Hello", a masked pong; the unmasked ones
@@ -22,7 +22,7 @@
  * sequence, every 3-byte one that does not start with a stray continuation byte, and every 4-byte
  * one with a lead byte F0-FF, any continuation second byte and boundary values after it.
  *
- * Not covered here: permessage-deflate (ws_deflate.c) and the socket glue (edge/ws.c); the fuzz
+ * Not covered here: permessage-deflate (ws_deflate.c) and the socket glue (edge/ws/ws.c); the fuzz
  * target fuzz_ws_frame covers arbitrary input.
  */
 #include <stdint.h>

@@ -1,5 +1,5 @@
 /*
- * Unit tests for edge/ws_handshake.c (pe_ws_handshake_check): the RFC 6455 1.3 accept vector;
+ * Unit tests for edge/ws/ws_handshake.c (pe_ws_handshake_check): the RFC 6455 1.3 accept vector;
  * each refusal with its status and code, in the order the server checks them; Upgrade and
  * Sec-WebSocket-Protocol as token lists (case, white space, several offers); keys that are not
  * the base64 of 16 bytes.
