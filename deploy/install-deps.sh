@@ -5,7 +5,7 @@
 # Runs as root (or through sudo when it is available).
 set -euo pipefail
 
-pkgs=(gcc libc6-dev meson ninja-build pkg-config libh2o-evloop-dev libwslay-dev libhiredis-dev
+pkgs=(gcc libc6-dev meson ninja-build pkg-config libh2o-evloop-dev libhiredis-dev
       libjansson-dev libssl-dev zlib1g-dev)
 if [ "${1:-}" = "--test" ]; then
     pkgs+=(redis-server curl clang libclang-rt-14-dev python3)
