@@ -84,23 +84,6 @@ pe_limits_init(pe_limits_t *limits, const pe_config_t *cfg, unsigned threads)
            limits->max_connections, nofile, limits->max_held_polls, limits->max_per_ip != 0 ? "limited" : "unlimited");
 }
 
-void
-pe_limits_dispose(pe_limits_t *limits)
-{
-    if (limits->ip_buckets == NULL)
-        return;
-    for (size_t i = 0; i != PE_PER_IP_BUCKETS; ++i) {
-        while (limits->ip_buckets[i] != NULL) {
-            pe_ip_entry_t *e = limits->ip_buckets[i];
-            limits->ip_buckets[i] = e->next;
-            pe_free(e);
-        }
-    }
-    pe_free(limits->ip_buckets);
-    limits->ip_buckets = NULL;
-    pthread_mutex_destroy(&limits->ip_lock);
-}
-
 /* ---- close hooks (run by h2o's dispose_socket on the socket's loop thread) ------------------- */
 
 static void

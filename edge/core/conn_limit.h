@@ -44,7 +44,6 @@ struct st_pe_limits_t {
 
 /** Derives the effective limits from cfg and RLIMIT_NOFILE (call after raising it); logs them. */
 void pe_limits_init(pe_limits_t *limits, const pe_config_t *cfg, unsigned threads);
-void pe_limits_dispose(pe_limits_t *limits);
 /**
  * Counts a socket just accepted and installs its close hook. Returns 0 to serve it, 1 to serve
  * it only with refusals (pe_limits_refuse_request answers its requests), -1 to close it now
