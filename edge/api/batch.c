@@ -205,11 +205,7 @@ publish_item(pe_thread_t *thr, batch_item_t *it, json_t *jitem, const char *text
         pe_ps_publish(thr->node, it->channel, it->channel_len, key, key_len, text + data_off, data_len, on_item_published, it);
     if (err != NULL) {
         PE_STAT_ADD(thr->stats.publish_errors, 1);
-        item_error(it,
-                   err == pe_ps_err_unavailable     ? "engine_unavailable"
-                   : err == pe_ps_err_channel_limit ? "channel_limit"
-                                                    : "engine_error",
-                   err);
+        item_error(it, pe_publish_error_code(err), err);
         return 0;
     }
     return 1;
@@ -221,11 +217,7 @@ pe_batch_on_req(h2o_req_t *req)
     pe_thread_t *thr = pe_thread_of(req);
     const pe_config_t *cfg = thr->server->cfg;
 
-    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"))) {
-        pe_http_method_not_allowed(req, "POST");
-        return 0;
-    }
-    if (pe_publish_authorize(req) != 0)
+    if (pe_publish_admit(req) != 0)
         return 0;
 
     size_t max_bytes = PE_BATCH_MAX_BYTES;
@@ -236,17 +228,9 @@ pe_batch_on_req(h2o_req_t *req)
                       "the batch is larger than 1 MiB (or --max-message-size + 4 KiB when that is larger)");
         return 0;
     }
-    json_error_t jerr;
-    json_t *root = req->entity.base != NULL
-                       ? pe_json_load_untrusted(req->entity.base, req->entity.len,
-                                                JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr)
-                       : NULL;
-    if (root == NULL) {
-        char msg[200];
-        snprintf(msg, sizeof(msg), "the body is not JSON: %s", req->entity.base != NULL ? jerr.text : "empty body");
-        pe_http_error(req, 400, "Bad Request", "invalid_json", msg);
+    json_t *root = pe_publish_parse_body(req);
+    if (root == NULL)
         return 0;
-    }
     if (!json_is_array(root)) {
         json_decref(root);
         pe_http_error(req, 400, "Bad Request", "bad_request", "the body must be a JSON array of {\"channel\", \"data\", \"key\"?}");

@@ -95,15 +95,59 @@ pe_publish_idempotency_key(h2o_req_t *req, h2o_iovec_t *key)
 }
 
 int
+pe_publish_require_post(h2o_req_t *req)
+{
+    if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST")))
+        return 0;
+    pe_http_method_not_allowed(req, "POST");
+    return -1;
+}
+
+int
+pe_publish_admit(h2o_req_t *req)
+{
+    /* API key, origin and loopback rules shared with the WebSocket op and front.c. */
+    return pe_publish_require_post(req) != 0 ? -1 : pe_publish_authorize(req);
+}
+
+json_t *
+pe_publish_parse_body(h2o_req_t *req)
+{
+    json_error_t jerr;
+    json_t *value = req->entity.base != NULL
+                        ? pe_json_load_untrusted(req->entity.base, req->entity.len,
+                                                 JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr)
+                        : NULL;
+    if (value == NULL) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "the body is not JSON: %s", req->entity.base != NULL ? jerr.text : "empty body");
+        pe_http_error(req, 400, "Bad Request", "invalid_json", msg);
+    }
+    return value;
+}
+
+const char *
+pe_publish_error_code(const char *err)
+{
+    if (err == pe_ps_err_unavailable)
+        return "engine_unavailable";
+    if (err == pe_ps_err_bad_channel)
+        return "bad_channel";
+    if (err == pe_ps_err_channel_limit)
+        return "channel_limit";
+    if (err == pe_ps_err_bad_key)
+        return "bad_key";
+    return "engine_error";
+}
+
+int
 pe_publish_on_req(h2o_req_t *req)
 {
     pe_thread_t *thr = pe_thread_of(req);
     const pe_config_t *cfg = thr->server->cfg;
 
-    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"))) {
-        pe_http_method_not_allowed(req, "POST");
+    if (pe_publish_require_post(req) != 0)
         return 0;
-    }
 
     /* the channel */
     h2o_iovec_t qs = pe_http_query(req);
@@ -131,17 +175,9 @@ pe_publish_on_req(h2o_req_t *req)
         pe_http_error(req, 413, "Payload Too Large", "too_large", "the message is larger than --max-message-size");
         return 0;
     }
-    json_error_t jerr;
-    json_t *value = req->entity.base != NULL
-                        ? pe_json_load_untrusted(req->entity.base, req->entity.len,
-                                                 JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr)
-                        : NULL;
-    if (value == NULL) {
-        char msg[200];
-        snprintf(msg, sizeof(msg), "the body is not JSON: %s", req->entity.base != NULL ? jerr.text : "empty body");
-        pe_http_error(req, 400, "Bad Request", "invalid_json", msg);
+    json_t *value = pe_publish_parse_body(req);
+    if (value == NULL)
         return 0;
-    }
     /* Only validated: the text is stored as sent, so big integers keep every digit although
      * jansson holds them as doubles here. */
     json_decref(value);
@@ -155,18 +191,15 @@ pe_publish_on_req(h2o_req_t *req)
     if (err != NULL) {
         pe_free(pending);
         PE_STAT_ADD(thr->stats.publish_errors, 1);
-        if (err == pe_ps_err_unavailable) {
-            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
-            pe_http_error(req, 503, "Service Unavailable", "engine_unavailable", err);
-        } else if (err == pe_ps_err_bad_channel) {
-            pe_http_error(req, 400, "Bad Request", "bad_channel", err);
-        } else if (err == pe_ps_err_channel_limit) {
-            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("5"));
-            pe_http_error(req, 503, "Service Unavailable", "channel_limit", err);
-        } else if (err == pe_ps_err_bad_key) {
-            pe_http_error(req, 400, "Bad Request", "bad_key", err);
+        const char *code = pe_publish_error_code(err);
+        if (err == pe_ps_err_bad_channel || err == pe_ps_err_bad_key) {
+            pe_http_error(req, 400, "Bad Request", code, err);
         } else {
-            pe_http_error(req, 503, "Service Unavailable", "engine_error", err);
+            /* Retry soon after an outage; a full node frees channels more slowly. */
+            if (err == pe_ps_err_unavailable || err == pe_ps_err_channel_limit)
+                h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, err == pe_ps_err_unavailable ? "1" : "5",
+                               1);
+            pe_http_error(req, 503, "Service Unavailable", code, err);
         }
         return 0;
     }
