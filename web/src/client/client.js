@@ -1,0 +1,460 @@
+/*
+ * client.js: the PushEdge class: the app's subscriptions and events, and the orchestration of
+ * the transports (which one runs, the background probe, retries) by the ladder policy
+ * (policy.js) over the positions (positions.js). The only module that holds state across
+ * connections; docs/client.md "Inside the client" shows who owns what.
+ */
+
+import { CHANNEL_RE, MAX_CHANNELS } from './cursor.js';
+import { Positions } from './positions.js';
+import { realClock } from './timing.js';
+import { defaultStorage, recall, remember } from './memory.js';
+import { ladderStart, nextRung, opened, healthy, promoted, adopted, closed, reprobeDelay, reprobeTarget } from './policy.js';
+import { WsTransport } from './transports/ws.js';
+import { SseTransport } from './transports/sse.js';
+import { PollTransport } from './transports/poll.js';
+
+const DEFAULTS = {
+  transports: ['websocket', 'sse', 'poll'],
+  connectTimeout: 8000, // a transport that has not opened by then failed
+  probeTimeout: 5000, // an open WebSocket must answer its first ping, an SSE stream send a byte
+  pingInterval: 20000, // WebSocket: ping when nothing came for this long
+  pongTimeout: 8000, // ... and give up when the pong is this late
+  heartbeatTimeout: 60000, // SSE: no byte for this long (server heartbeat 25 s) is a dead stream
+  pollTimeout: 25, // seconds a long-poll may be held (the server caps it at --poll-timeout)
+  backoffBase: 500,
+  backoffCap: 30000,
+  healthyAfter: 10000, // connected this long: the backoff starts over
+  cutThreshold: 90000, // a streaming connection ended by the network before this is "cut"
+  cutsToDemote: 3, // this many similar cuts in a row: fall back
+  reprobeInterval: 60000, // how soon a better transport is tried again (doubles up to 16x)
+  rememberFor: 24 * 3600 * 1000, // how long the transport that worked is remembered
+  drainDelay: [250, 2500], // reconnect delay after a drain hint without its own (random in range)
+  storageKey: 'pushedge.transport',
+};
+
+const TRANSPORTS = { websocket: WsTransport, sse: SseTransport, poll: PollTransport };
+const PATHS = { websocket: '/ws', sse: '/sse', poll: '/poll' };
+
+/* Calls a callback of the app: its exception must not break delivery, so it is rethrown later. */
+function callApp(fn, info) {
+  try {
+    fn(info);
+  } catch (e) {
+    setTimeout(() => { throw e; }, 0);
+  }
+}
+
+export class PushEdge {
+  /**
+   * @param {string} baseUrl  the server, e.g. 'https://push.example.com' (default: this page's origin)
+   * @param {object} [options]  see docs/client.md; every deadline is in ms
+   */
+  constructor(baseUrl, options = {}) {
+    const origin = globalThis.location && globalThis.location.origin;
+    this.baseUrl = String(baseUrl || origin || '').replace(/\/+$/, '');
+    this._o = { ...DEFAULTS, ...options };
+    this._clock = options.clock || realClock;
+    this._storage = options.storage || defaultStorage();
+    this._subs = new Map(); // channel -> { handlers: Set, onGap: Set }, the app's side
+    this._positions = new Positions(); // the same channels' positions
+    this._listeners = new Map(); // event -> Set
+    this._closed = false;
+    this._state = 'idle';
+    // A running transport is held in a slot: {name, transport, starts}; `starts` are the start
+    // positions a background candidate's server confirmed (positions once it takes over).
+    this._active = null; // the transport delivering now
+    this._candidate = null; // a better transport being probed in the background
+    this._ladder = ladderStart(recall(this._storage, this._storageKey(), this._order(), this._clock.now()), this._o.pingInterval);
+    this._retryTimer = null;
+    this._healthyTimer = null;
+    this._reprobeTimer = null;
+    this._openTimer = null;
+    this._pollHold = this._o.pollTimeout; // learned by the poll transport behind a cutting proxy
+    this._engine = 'available';
+  }
+
+  /** 'websocket' | 'sse' | 'poll' while connected, else null. */
+  get transport() {
+    return this._state === 'connected' && this._active ? this._active.name : null;
+  }
+
+  /** 'idle' | 'connecting' | 'connected' | 'disconnected' | 'closed' */
+  get state() {
+    return this._state;
+  }
+
+  /** The cursor of the current subscription set: hand it back as `since` to resume elsewhere. */
+  get cursor() {
+    return this._positions.cursor();
+  }
+
+  /** Each channel's position: {channel: id}. */
+  get positions() {
+    return this._positions.snapshot();
+  }
+
+  /**
+   * Listens to 'connecting' {transport}, 'connected' {transport}, 'disconnected' {transport,
+   * reason, retryIn}, 'gap' {channel}, 'error' {channel?, code, message}, 'engine' {state},
+   * 'transport' {from, to, reason}. Returns a function that removes the listener.
+   */
+  on(event, fn) {
+    if (!this._listeners.has(event)) this._listeners.set(event, new Set());
+    this._listeners.get(event).add(fn);
+    return () => this._listeners.get(event).delete(fn);
+  }
+
+  /**
+   * Subscribes to a channel; onMessage gets envelopes {channel, id, data}, each once, in order.
+   * `since`: a message ID or cursor to resume after, '0' for everything retained, absent for new
+   * messages only (used when the channel is first subscribed). Returns the unsubscribe function.
+   */
+  subscribe(channel, onMessage, { since, onGap } = {}) {
+    if (this._closed) throw new Error('PushEdge: the client is closed');
+    if (typeof channel !== 'string' || !CHANNEL_RE.test(channel))
+      throw new TypeError(`PushEdge: bad channel name ${JSON.stringify(channel)} (1-200 of A-Z a-z 0-9 _ - . : @)`);
+    if (typeof onMessage !== 'function') throw new TypeError('PushEdge: onMessage must be a function');
+    let sub = this._subs.get(channel);
+    if (!sub) {
+      if (this._subs.size >= MAX_CHANNELS) throw new RangeError(`PushEdge: at most ${MAX_CHANNELS} channels per client`);
+      sub = { handlers: new Set(), onGap: new Set() };
+      this._positions.add(channel, since);
+      this._subs.set(channel, sub);
+      this._setChanged();
+    }
+    const entry = { fn: onMessage };
+    sub.handlers.add(entry);
+    if (onGap) sub.onGap.add(onGap);
+    return () => {
+      const s = this._subs.get(channel);
+      if (!s || !s.handlers.has(entry)) return;
+      s.handlers.delete(entry);
+      if (onGap) s.onGap.delete(onGap);
+      if (s.handlers.size === 0) {
+        this._subs.delete(channel);
+        this._positions.delete(channel);
+        this._setChanged();
+      }
+    };
+  }
+
+  /**
+   * Publishes through the HTTP API; resolves to the message ID. With `key` (an Idempotency-Key),
+   * calling again with the same key after a failure (503, a network error) cannot store the
+   * message twice: it resolves to the stored message's ID.
+   */
+  async publish(channel, data, { apiKey, key } = {}) {
+    const fetchFn = this._o.fetch || globalThis.fetch;
+    const headers = { 'Content-Type': 'application/json' };
+    if (apiKey || this._o.apiKey) headers.Authorization = `Bearer ${apiKey || this._o.apiKey}`;
+    if (key !== undefined) headers['Idempotency-Key'] = key;
+    const res = await fetchFn(this._url(`/api/publish?channel=${encodeURIComponent(channel)}`), {
+      method: 'POST',
+      headers,
+      body: JSON.stringify(data),
+    });
+    const body = await res.json().catch(() => null);
+    if (!res.ok) {
+      const err = new Error((body && body.error && body.error.message) || `publish failed: HTTP ${res.status}`);
+      err.code = body && body.error && body.error.code;
+      err.status = res.status;
+      throw err;
+    }
+    return body.id;
+  }
+
+  /** Closes the connection and drops every subscription. */
+  close() {
+    if (this._closed) return;
+    this._closed = true;
+    this._stopTimers();
+    this._drop('_active');
+    this._drop('_candidate');
+    this._subs.clear();
+    this._positions.clear();
+    this._setState('closed', {});
+  }
+
+  /* ---- internals: events and state ---- */
+
+  _emit(event, info) {
+    const set = this._listeners.get(event);
+    if (set) for (const fn of [...set]) callApp(fn, info);
+  }
+
+  _setState(state, info) {
+    this._state = state;
+    this._emit(state, info);
+    this._emit('state', { state, ...info });
+  }
+
+  _url(path) {
+    return this.baseUrl + path;
+  }
+
+  _order() {
+    const have = {
+      websocket: !!(this._o.WebSocket || globalThis.WebSocket),
+      sse: !!(this._o.fetch || globalThis.fetch) && typeof TextDecoder !== 'undefined',
+      poll: !!(this._o.fetch || globalThis.fetch),
+    };
+    return this._o.transports.filter((t) => TRANSPORTS[t] && have[t]);
+  }
+
+  _storageKey() {
+    return `${this._o.storageKey}:${this.baseUrl}`;
+  }
+
+  _remember(name) {
+    remember(this._storage, this._storageKey(), this._order(), name, this._clock.now(), this._o.rememberFor);
+  }
+
+  _stopTimers() {
+    for (const k of ['_retryTimer', '_healthyTimer', '_reprobeTimer', '_openTimer']) {
+      if (this[k]) this._clock.clearTimeout(this[k]);
+      this[k] = null;
+    }
+  }
+
+  _drop(which) {
+    const slot = this[which];
+    this[which] = null;
+    if (slot) slot.transport.stop();
+  }
+
+  /* ---- internals: transports ---- */
+
+  /**
+   * A transport for `name`, built from its URL, its options and the callbacks below; it gets
+   * no reference to the client. Returns its slot; the caller starts it with the channel set.
+   */
+  _spawn(name) {
+    const url = this._url(PATHS[name]);
+    const options = {
+      ...this._o,
+      clock: this._clock,
+      pingInterval: this._ladder.wsPingInterval,
+      pollTimeout: this._pollHold,
+    };
+    const slot = { name, transport: null, starts: new Map() };
+    slot.transport = new TRANSPORTS[name](name === 'websocket' ? url.replace(/^http/, 'ws') : url, options, this._transportCallbacks(slot));
+    return slot;
+  }
+
+  /*
+   * What a transport may tell its owner, and the one thing it may ask (since). After close()
+   * (or stop()) a transport says nothing more. Each call is bound to the transport's slot, so
+   * that a transport that is neither active nor the candidate any more is ignored.
+   *   since(channels)            the `since` to ask for the set (positions, else what the app asked)
+   *   open()                     the connection is up and proved healthy: messages flow
+   *   message(envelope)          a message {channel, id, data}
+   *   cursor(cursor, channels)   a cursor the server sent for the set `channels`
+   *   position(channel, id)      one channel's start position (WebSocket subscribed)
+   *   gap(channel, cursor)       history no longer reaches back for the channel
+   *   engine(state)              the server's engine notice ('available' | 'unavailable')
+   *   error(info)                a request the server refused for good (bad channel, 403)
+   *   hold(seconds)              long-polling learned a shorter hold (an idle-cutting proxy)
+   *   close(info)                the connection ended: {reason, opened, lived, idleMs, drain,
+   *                              retryIn, fatal}
+   */
+  _transportCallbacks(slot) {
+    return {
+      since: (channels) => this._positions.sinceFor(channels),
+      open: () => this._tOpen(slot),
+      message: (env) => this._tMessage(slot, env),
+      cursor: (cursor, channels) => this._tCursor(slot, cursor, channels),
+      position: (channel, id) => this._tPosition(slot, channel, id),
+      gap: (channel, cursor) => this._tGap(slot, channel, cursor),
+      engine: (state) => this._tEngine(slot, state),
+      error: (info) => this._emit('error', info),
+      hold: (seconds) => {
+        this._pollHold = seconds;
+      },
+      close: (info) => this._tClose(slot, info),
+    };
+  }
+
+  _live(slot) {
+    return slot === this._active || slot === this._candidate;
+  }
+
+  _tMessage(slot, env) {
+    if (!this._live(slot)) return;
+    if (!this._positions.accept(env.channel, env.id)) return;
+    const s = this._subs.get(env.channel);
+    for (const h of [...s.handlers]) callApp(h.fn, env);
+  }
+
+  _tCursor(slot, cursor, channels) {
+    if (!this._live(slot)) return;
+    this._positions.advanceCursor(cursor, channels);
+  }
+
+  _tPosition(slot, channel, id) {
+    // A candidate's start is not a position yet: the active transport may still deliver what
+    // came before it. It becomes one if the candidate takes over (_promote).
+    if (slot !== this._active) {
+      if (slot === this._candidate) slot.starts.set(channel, id);
+      return;
+    }
+    this._positions.advance(channel, id);
+  }
+
+  _tGap(slot, channel, cursor) {
+    if (!this._live(slot)) return;
+    const s = this._subs.get(channel);
+    if (!s) return;
+    this._positions.gap(channel, cursor);
+    for (const fn of [...s.onGap]) callApp(fn, { channel });
+    this._emit('gap', { channel });
+  }
+
+  _tEngine(slot, state) {
+    if (slot !== this._active || state === this._engine) return;
+    this._engine = state;
+    this._emit('engine', { state });
+  }
+
+  /* ---- internals: connecting, falling back, switching ---- */
+
+  _setChanged() {
+    if (this._closed) return;
+    // Several subscribe() calls in one tick make one change.
+    if (this._openTimer) return;
+    this._openTimer = this._clock.setTimeout(() => {
+      this._openTimer = null;
+      this._applySet();
+    }, 0);
+  }
+
+  _applySet() {
+    const channels = [...this._subs.keys()];
+    if (this._candidate) {
+      // The probe was for the old set: drop it and try again later with the new one.
+      this._drop('_candidate');
+      if (this._active) this._scheduleReprobe();
+    }
+    if (channels.length === 0) {
+      this._stopTimers();
+      this._drop('_active');
+      if (this._state !== 'idle') this._setState('idle', {});
+      return;
+    }
+    if (this._active) {
+      // A transport that cannot change its set in place (SSE) is replaced by a new request
+      // from the positions.
+      if (!this._active.transport.update(channels)) this._reopen();
+    } else if (!this._retryTimer) this._connect();
+  }
+
+  _reopen() {
+    const old = this._active;
+    const next = this._spawn(old.name);
+    this._active = next;
+    old.transport.stop();
+    next.transport.start([...this._subs.keys()]);
+  }
+
+  _connect() {
+    if (this._closed || this._subs.size === 0) return;
+    const order = this._order();
+    if (order.length === 0) throw new Error('PushEdge: no transport available (pass options.WebSocket or options.fetch)');
+    const rung = nextRung(this._ladder, order);
+    this._ladder = rung.ladder;
+    const slot = this._spawn(rung.transport);
+    this._active = slot;
+    this._setState('connecting', { transport: slot.name });
+    slot.transport.start([...this._subs.keys()]);
+  }
+
+  _tOpen(slot) {
+    if (slot === this._candidate) {
+      this._promote(slot);
+      return;
+    }
+    if (slot !== this._active) return;
+    this._ladder = opened(this._ladder, slot.name);
+    this._remember(slot.name);
+    this._setState('connected', { transport: slot.name });
+    if (this._healthyTimer) this._clock.clearTimeout(this._healthyTimer);
+    this._healthyTimer = this._clock.setTimeout(() => {
+      this._healthyTimer = null;
+      this._ladder = healthy(this._ladder);
+    }, this._o.healthyAfter);
+    this._scheduleReprobe();
+  }
+
+  /* A better transport proved itself next to the active one: it takes over (duplicates of the
+   * overlap are dropped by ID), the old one is closed. */
+  _promote(slot) {
+    const old = this._active;
+    this._candidate = null;
+    this._active = slot;
+    for (const [c, id] of slot.starts) this._tPosition(slot, c, id);
+    this._ladder = promoted(this._ladder, slot.name, this._order());
+    if (old) old.transport.stop();
+    this._remember(slot.name);
+    this._emit('transport', { from: old ? old.name : null, to: slot.name, reason: 'probe' });
+    this._setState('connected', { transport: slot.name });
+    this._scheduleReprobe();
+  }
+
+  _scheduleReprobe() {
+    if (this._reprobeTimer) this._clock.clearTimeout(this._reprobeTimer);
+    this._reprobeTimer = null;
+    if (!this._active) return;
+    const ms = reprobeDelay(this._ladder, this._o, () => this._clock.random());
+    if (ms === null) return;
+    this._reprobeTimer = this._clock.setTimeout(() => {
+      this._reprobeTimer = null;
+      this._reprobe();
+    }, ms);
+  }
+
+  _reprobe() {
+    if (this._closed || !this._active || this._candidate || this._state !== 'connected') return;
+    const pick = reprobeTarget(this._ladder, this._order(), this._active.name);
+    if (!pick) return;
+    this._ladder = pick.ladder;
+    const slot = this._spawn(pick.transport);
+    this._candidate = slot;
+    slot.transport.start([...this._subs.keys()]);
+  }
+
+  _tClose(slot, info) {
+    if (slot === this._candidate) {
+      // The better transport still does not work here: try again later.
+      this._candidate = null;
+      this._scheduleReprobe();
+      return;
+    }
+    if (slot !== this._active) return;
+    this._active = null;
+    if (this._reprobeTimer) this._clock.clearTimeout(this._reprobeTimer);
+    this._reprobeTimer = null;
+    if (this._healthyTimer) this._clock.clearTimeout(this._healthyTimer);
+    this._healthyTimer = null;
+    if (this._candidate) {
+      // The probe was about to take over anyway: let it (it reports open or close soon).
+      this._active = this._candidate;
+      this._candidate = null;
+      for (const [c, id] of this._active.starts) this._tPosition(this._active, c, id);
+      this._ladder = adopted(this._ladder, this._active.name, this._order());
+      this._setState('connecting', { transport: this._active.name });
+      return;
+    }
+    const d = closed(this._ladder, { transport: slot.name, ...info }, this._order(), this._o, () => this._clock.random());
+    this._ladder = d.ladder;
+    if (d.delay === null) {
+      this._setState('disconnected', { transport: slot.name, reason: info.reason, retryIn: null });
+      return;
+    }
+    if (d.fallback) this._emit('transport', d.fallback);
+    this._setState('disconnected', { transport: slot.name, reason: info.reason, retryIn: Math.round(d.delay) });
+    this._retryTimer = this._clock.setTimeout(() => {
+      this._retryTimer = null;
+      this._connect();
+    }, d.delay);
+  }
+}

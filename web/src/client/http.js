@@ -1,0 +1,39 @@
+/*
+ * http.js: what the fetch-based transports share: the channel/since query of a request and the
+ * reading of a refusal (docs/protocol.md "Server-Sent Events", "Long-polling").
+ */
+
+/** channel=..&channel=..&since=.. for a set of channels and its `since` (null: none). */
+export function channelQuery(channels, since) {
+  const parts = channels.map((c) => `channel=${encodeURIComponent(c)}`);
+  if (since) parts.push(`since=${encodeURIComponent(since)}`);
+  return parts.join('&');
+}
+
+/** Retry-After (seconds or an HTTP date) in ms, or null. */
+function retryAfterMs(res, clock) {
+  const v = res.headers && res.headers.get && res.headers.get('retry-after');
+  if (!v) return null;
+  if (/^\d+$/.test(v.trim())) return Number(v.trim()) * 1000;
+  const t = Date.parse(v);
+  return Number.isNaN(t) ? null : Math.max(0, t - clock.now());
+}
+
+/**
+ * What a non-200 answer to SSE or a poll means: 'later' (503/429: a draining node or an engine
+ * outage; come back after retryIn), 'fatal' (a 4xx JSON error: this request is refused for good),
+ * or 'failed' (anything else: count it as a failure of the transport).
+ */
+export async function readRefusal(res, clock) {
+  let body = null;
+  try {
+    body = await res.json();
+  } catch (e) {
+    /* not JSON */
+  }
+  const error = (body && body.error) || {};
+  if (res.status === 503 || res.status === 429) return { kind: 'later', code: error.code, retryIn: retryAfterMs(res, clock) };
+  if (res.status >= 400 && res.status < 500 && error.code)
+    return { kind: 'fatal', info: { code: error.code, message: error.message, status: res.status } };
+  return { kind: 'failed' };
+}

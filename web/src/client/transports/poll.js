@@ -1,0 +1,138 @@
+/*
+ * transports/poll.js: long-polling: one request at a time, each from the cursor of the previous
+ * answer; learns how long a proxy lets a request be held (docs/protocol.md "Long-polling").
+ *
+ * Built from (url, options, callbacks); knows nothing of the client. The callbacks are listed
+ * in client.js (transportCallbacks).
+ */
+
+import { deadline } from '../timing.js';
+import { channelQuery, readRefusal } from '../http.js';
+
+export class PollTransport {
+  /**
+   * url: the /poll endpoint. options: fetch, clock, connectTimeout, backoffBase, pollTimeout
+   * (the hold in seconds to ask for; the client passes the one learned by earlier polls).
+   */
+  constructor(url, options, callbacks) {
+    this.url = url;
+    this.o = options;
+    this.clock = options.clock;
+    this.cb = callbacks;
+    this.channels = [];
+    this.done = false; // stopped or reported closed: says nothing more
+    this.opened = false; // the first answer came
+    this.abort = null;
+    this.timer = null;
+    this.hold = options.pollTimeout;
+    this.failures = 0;
+  }
+
+  start(channels) {
+    this.channels = [...channels];
+    this._poll();
+  }
+
+  stop() {
+    this.done = true;
+    if (this.abort) this.abort.abort();
+    if (this.timer) this.clock.clearTimeout(this.timer);
+  }
+
+  /** The set changed: done in place (true). */
+  update(channels) {
+    this.channels = [...channels];
+    // Abort the held request; the next one carries the new set from the current positions.
+    if (this.abort) this.abort.abort();
+    return true;
+  }
+
+  _later(ms) {
+    this.timer = this.clock.setTimeout(() => {
+      this.timer = null;
+      if (!this.done) this._poll();
+    }, ms);
+  }
+
+  async _poll() {
+    const fetchFn = this.o.fetch || globalThis.fetch;
+    const channels = this.channels;
+    // Until the first answer proves the path, hold for a second only: a quiet channel would
+    // otherwise keep the client "connecting" for a whole hold (25 s).
+    const hold = this.opened ? this.hold : Math.min(1, this.hold);
+    this.lastHold = hold;
+    const qs = `${channelQuery(channels, this.cb.since(channels))}&timeout=${hold}`;
+    const abort = typeof AbortController !== 'undefined' ? new AbortController() : null;
+    this.abort = abort;
+    const t0 = this.clock.now();
+    let expired = false;
+    const cancel = deadline(this.clock, hold * 1000 + this.o.connectTimeout, () => {
+      expired = true;
+      if (abort) abort.abort();
+    });
+    let res, body;
+    try {
+      res = await fetchFn(`${this.url}?${qs}`, { cache: 'no-store', signal: abort ? abort.signal : undefined });
+      body = res.status === 200 ? await res.json() : null;
+    } catch (e) {
+      cancel();
+      if (this.done) return;
+      if (abort && abort.signal.aborted && !expired) {
+        this._poll(); // the set changed
+        return;
+      }
+      this._failed(this.clock.now() - t0);
+      return;
+    } finally {
+      cancel();
+    }
+    if (this.done) return;
+    if (res.status !== 200) {
+      const r = await readRefusal(res, this.clock);
+      if (this.done) return;
+      if (r.kind === 'later') {
+        // Come back when told (jittered); the cursor is unchanged.
+        this._later(Math.round((r.retryIn ?? 2000) * (0.5 + this.clock.random() * 0.5)));
+      } else if (r.kind === 'fatal') {
+        this.cb.error(r.info);
+        this.done = true;
+        this.cb.close({ reason: r.info.code, fatal: true, opened: this.opened });
+      } else {
+        this._failed(this.clock.now() - t0);
+      }
+      return;
+    }
+    this.failures = 0;
+    if (!this.opened) {
+      this.opened = true;
+      this.cb.open();
+      if (this.done) return;
+    }
+    if (channels === this.channels) {
+      for (const g of body.gaps || []) this.cb.gap(g, null);
+      for (const m of body.messages || []) this.cb.message(m);
+      if (body.cursor) this.cb.cursor(body.cursor, channels);
+    }
+    if (!this.done) this._poll();
+  }
+
+  /*
+   * A failed request. One cut after a few seconds of holding is the signature of a proxy that
+   * kills idle requests: hold for less than that from now on, and tell the owner (hold()) so
+   * that the next poll transport starts with it.
+   */
+  _failed(heldMs) {
+    this.failures++;
+    const heldS = Math.floor(heldMs / 1000);
+    if (heldS >= 1 && heldS < this.lastHold) {
+      this.hold = Math.max(1, Math.floor(heldS / 2));
+      this.cb.hold(this.hold);
+    }
+    if (this.failures >= 2 || !this.opened) {
+      this.done = true;
+      this.cb.close({ reason: 'poll_error', opened: this.opened });
+      return;
+    }
+    this._later(Math.round(this.o.backoffBase * this.clock.random()));
+  }
+}

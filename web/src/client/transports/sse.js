@@ -1,0 +1,201 @@
+/*
+ * transports/sse.js: the Server-Sent Events transport: one request carries the whole channel
+ * set from its multi-channel cursor; healthy at the first event; watched by the server's
+ * heartbeats (docs/protocol.md "Server-Sent Events").
+ *
+ * SSE over fetch() with our own parser, not EventSource: EventSource hides comment lines (the
+ * heartbeats we need to see to tell a buffering proxy from a quiet channel), the bare `id:` line
+ * that marks a stream live, and the `retry:` hint of a draining node; and it reconnects by
+ * itself, where we want the cursor, the backoff and the fallback in our hands.
+ *
+ * Built from (url, options, callbacks); knows nothing of the client. The callbacks are listed
+ * in client.js (transportCallbacks).
+ */
+
+import { deadline } from '../timing.js';
+import { channelQuery, readRefusal } from '../http.js';
+
+export class SseTransport {
+  /**
+   * url: the /sse endpoint. options: fetch, clock, connectTimeout, probeTimeout,
+   * heartbeatTimeout.
+   */
+  constructor(url, options, callbacks) {
+    this.url = url;
+    this.o = options;
+    this.clock = options.clock;
+    this.cb = callbacks;
+    this.channels = [];
+    this.done = false; // stopped or reported closed: says nothing more
+    this.opened = false; // the first event arrived
+    this.gotByte = false;
+    this.drainRetry = null; // a `retry:` after the stream's first one: the node drains
+    this.abort = null;
+    this.cancelTimer = null;
+    this.lastByte = 0;
+  }
+
+  start(channels) {
+    this.channels = [...channels];
+    const fetchFn = this.o.fetch || globalThis.fetch;
+    const qs = channelQuery(this.channels, this.cb.since(this.channels));
+    this.abort = typeof AbortController !== 'undefined' ? new AbortController() : null;
+    this._arm(this.o.connectTimeout, 'sse_connect_timeout');
+    let res;
+    Promise.resolve()
+      .then(() => fetchFn(`${this.url}?${qs}`, {
+        headers: { Accept: 'text/event-stream' },
+        cache: 'no-store',
+        signal: this.abort ? this.abort.signal : undefined,
+      }))
+      .then((r) => {
+        res = r;
+        if (this.done) return null;
+        if (res.status !== 200) return this._refused(res);
+        this._arm(this.o.probeTimeout, 'sse_silent');
+        return this._read(res.body.getReader());
+      })
+      .catch(() => this._end({ reason: this.gotByte ? 'sse_cut' : 'sse_error' }));
+  }
+
+  stop() {
+    this.done = true;
+    this._disarm();
+    if (this.abort) this.abort.abort();
+  }
+
+  /** One request carries the set: it cannot change in place (false); the owner opens a new one. */
+  update(channels) {
+    return false;
+  }
+
+  async _refused(res) {
+    const r = await readRefusal(res, this.clock);
+    if (this.done) return;
+    if (r.kind === 'later') {
+      this._end({ reason: r.code || 'unavailable', drain: true, retryIn: r.retryIn ?? undefined });
+    } else if (r.kind === 'fatal') {
+      this.cb.error(r.info);
+      this._end({ reason: r.info.code, fatal: true });
+    } else {
+      this._end({ reason: `sse_status_${res.status}` });
+    }
+  }
+
+  _arm(ms, reason) {
+    this._disarm();
+    this.cancelTimer = deadline(this.clock, ms, (late) => {
+      this.cancelTimer = null;
+      if (this.done) return;
+      // Woken late (background tab): whatever arrived meanwhile is in lastByte.
+      if (late > Math.min(2000, ms / 2) && this.gotByte) {
+        this._arm(this.o.heartbeatTimeout, reason);
+        return;
+      }
+      if (this.abort) this.abort.abort();
+      this._end({ reason });
+    });
+  }
+
+  _disarm() {
+    if (this.cancelTimer) this.cancelTimer();
+    this.cancelTimer = null;
+  }
+
+  async _read(reader) {
+    const decoder = new TextDecoder();
+    let buf = '';
+    let skipLF = false; // the last chunk ended in CR: an LF starting this one is its other half
+    let ev = { type: '', data: [], id: null };
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (this.done) {
+        reader.cancel().catch(() => {});
+        return;
+      }
+      if (done) break;
+      if (!this.gotByte) {
+        this.gotByte = true;
+        this.openedAt = this.clock.now();
+      }
+      this.lastByte = this.clock.now();
+      this._arm(this.o.heartbeatTimeout, 'sse_heartbeat_timeout');
+      buf += decoder.decode(value, { stream: true });
+      if (skipLF && buf[0] === '\n') buf = buf.slice(1);
+      skipLF = false;
+      let nl;
+      while ((nl = buf.search(/\r\n|\r|\n/)) >= 0) {
+        const line = buf.slice(0, nl);
+        if (buf[nl] === '\r' && nl === buf.length - 1) skipLF = true;
+        buf = buf.slice(nl + (buf.startsWith('\r\n', nl) ? 2 : 1));
+        if (line === '') {
+          this._dispatch(ev);
+          if (this.done) return;
+          ev = { type: '', data: [], id: null };
+          continue;
+        }
+        if (line[0] === ':') continue; // heartbeat or padding: it did its job by arriving
+        const colon = line.indexOf(':');
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let val = colon < 0 ? '' : line.slice(colon + 1);
+        if (val[0] === ' ') val = val.slice(1);
+        if (field === 'data') ev.data.push(val);
+        else if (field === 'event') ev.type = val;
+        else if (field === 'id') ev.id = val;
+        // The stream's first `retry:` is the server's default; one later is a drain hint.
+        else if (field === 'retry' && /^\d+$/.test(val) && this.opened) this.drainRetry = Number(val);
+      }
+    }
+    // The server ended the stream: a draining node does so after a fresh `retry:`. Without one
+    // it is a cut like any other (a proxy ending idle responses cleanly).
+    if (this.drainRetry !== null) this._end({ reason: 'drain', drain: true, retryIn: this.drainRetry });
+    else this._end({ reason: 'sse_ended' });
+  }
+
+  _dispatch(ev) {
+    if (!this.opened) {
+      this.opened = true;
+      this.cb.open();
+    }
+    const data = ev.data.join('\n');
+    if (ev.type === '' || ev.type === 'message') {
+      if (ev.data.length) {
+        let env = null;
+        try {
+          env = JSON.parse(data);
+        } catch (e) {
+          /* not ours */
+        }
+        if (env && typeof env.channel === 'string') this.cb.message(env);
+      }
+    } else if (ev.type === 'gap') {
+      let channel = null;
+      try {
+        channel = JSON.parse(data).channel;
+      } catch (e) {
+        /* malformed */
+      }
+      if (channel) this.cb.gap(channel, null);
+    } else if (ev.type === 'engine') {
+      try {
+        this.cb.engine(JSON.parse(data).state);
+      } catch (e) {
+        /* malformed */
+      }
+    }
+    if (ev.id !== null && ev.id !== '') this.cb.cursor(ev.id, this.channels);
+  }
+
+  _end(info) {
+    if (this.done) return;
+    this.done = true;
+    this._disarm();
+    const opened = this.opened;
+    this.cb.close({
+      opened,
+      lived: opened ? this.clock.now() - this.openedAt : 0,
+      idleMs: this.clock.now() - (this.lastByte || this.clock.now()),
+      ...info,
+    });
+  }
+}
