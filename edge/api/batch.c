@@ -16,7 +16,7 @@
  * channel and key strings.
  *
  * Lifetime: as in publish.c, the batch is a heap object with a weak pointer to the request,
- * cleared by a pool-linked holder; the last engine callback answers (if the request is still
+ * cleared when h2o disposes the request (pe_http_weak_req); the last engine callback answers (if the request is still
  * there) and frees the batch.
  */
 #include <jansson.h>
@@ -30,10 +30,6 @@
 
 typedef struct st_batch_t batch_t;
 
-typedef struct st_batch_holder_t {
-    batch_t *batch; /* NULL once the batch completed */
-} batch_holder_t;
-
 typedef struct st_batch_item_t {
     batch_t *batch;
     char *channel; /* as the client wrote it, for the answer (owned); NULL if absent or not a string */
@@ -46,19 +42,11 @@ typedef struct st_batch_item_t {
 
 struct st_batch_t {
     h2o_req_t *req; /* weak: NULL once the request is disposed */
-    batch_holder_t *holder;
+    pe_http_weak_req_t *req_ref;
     size_t num_items;
     size_t outstanding; /* items waiting for the engine */
     batch_item_t items[];
 };
-
-static void
-on_holder_dispose(void *p)
-{
-    batch_holder_t *holder = p;
-    if (holder->batch != NULL)
-        holder->batch->req = NULL;
-}
 
 static void
 free_batch(batch_t *batch)
@@ -121,7 +109,7 @@ on_item_published(void *ctx, const char *err, const pe_id_t *id, int replayed)
     if (--batch->outstanding != 0)
         return;
     if (batch->req != NULL) {
-        batch->holder->batch = NULL;
+        pe_http_weak_req_drop(batch->req_ref);
         respond(batch);
     }
     free_batch(batch);
@@ -266,7 +254,6 @@ pe_batch_on_req(h2o_req_t *req)
         free_batch(batch);
         return 0;
     }
-    batch->holder = h2o_mem_alloc_shared(&req->pool, sizeof(*batch->holder), on_holder_dispose);
-    batch->holder->batch = batch;
+    batch->req_ref = pe_http_weak_req(req, &batch->req);
     return 0;
 }

@@ -12,7 +12,7 @@
  *
  * Lifetime: the engine's callback may come after the client went away (the connection closes
  * and h2o frees the request). The pending publish is therefore a heap object with a weak
- * pointer to the request, cleared by a pool-linked holder when the request is disposed
+ * pointer to the request, cleared when h2o disposes the request (pe_http_weak_req)
  * (a request may end before its asynchronous answer); the callback answers only if the request is still there.
  */
 #include <jansson.h>
@@ -24,26 +24,12 @@
 #include "edge/core/http.h"
 #include "edge/core/auth.h"
 
-typedef struct st_pending_t pending_t;
-
-typedef struct st_holder_t {
-    pending_t *pending; /* NULL once the publish completed */
-} holder_t;
-
-struct st_pending_t {
-    h2o_req_t *req;   /* weak: NULL once the request is disposed */
-    holder_t *holder; /* lives in req->pool */
+typedef struct st_pending_t {
+    h2o_req_t *req; /* weak: NULL once the request is disposed */
+    pe_http_weak_req_t *req_ref;
     char channel[PE_CHANNEL_MAXLEN + 1];
     size_t channel_len;
-};
-
-static void
-on_holder_dispose(void *p)
-{
-    holder_t *holder = p;
-    if (holder->pending != NULL)
-        holder->pending->req = NULL;
-}
+} pending_t;
 
 static void
 on_published(void *ctx, const char *err, const pe_id_t *id, int replayed)
@@ -51,7 +37,7 @@ on_published(void *ctx, const char *err, const pe_id_t *id, int replayed)
     pending_t *pending = ctx;
     h2o_req_t *req = pending->req;
     if (req != NULL) {
-        pending->holder->pending = NULL;
+        pe_http_weak_req_drop(pending->req_ref);
         if (err != NULL) {
             PE_STAT_ADD(pe_thread_of(req)->stats.publish_errors, 1);
             h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
@@ -203,7 +189,6 @@ pe_publish_on_req(h2o_req_t *req)
         }
         return 0;
     }
-    pending->holder = h2o_mem_alloc_shared(&req->pool, sizeof(holder_t), on_holder_dispose);
-    pending->holder->pending = pending;
+    pending->req_ref = pe_http_weak_req(req, &pending->req);
     return 0;
 }

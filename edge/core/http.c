@@ -121,3 +121,30 @@ pe_rand(void)
     state ^= state << 5;
     return state;
 }
+
+struct st_pe_http_weak_req_t {
+    h2o_req_t **weak; /* NULL once dropped */
+};
+
+static void
+on_weak_req_dispose(void *p)
+{
+    pe_http_weak_req_t *ref = p;
+    if (ref->weak != NULL)
+        *ref->weak = NULL;
+}
+
+pe_http_weak_req_t *
+pe_http_weak_req(h2o_req_t *req, h2o_req_t **weak)
+{
+    pe_http_weak_req_t *ref = h2o_mem_alloc_shared(&req->pool, sizeof(*ref), on_weak_req_dispose);
+    ref->weak = weak;
+    *weak = req;
+    return ref;
+}
+
+void
+pe_http_weak_req_drop(pe_http_weak_req_t *ref)
+{
+    ref->weak = NULL;
+}

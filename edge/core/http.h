@@ -16,6 +16,15 @@ void pe_http_json(h2o_req_t *req, int status, const char *reason, const char *bo
 h2o_iovec_t pe_http_query(h2o_req_t *req);
 /** Sends 405 with an Allow header. */
 void pe_http_method_not_allowed(h2o_req_t *req, const char *allow);
+/**
+ * A weak reference to a request answered later (an engine callback may come after the client
+ * left and h2o freed the request): *weak is set to req now and to NULL when h2o disposes the
+ * request. The owner of *weak calls pe_http_weak_req_drop before *weak itself goes away.
+ */
+typedef struct st_pe_http_weak_req_t pe_http_weak_req_t;
+pe_http_weak_req_t *pe_http_weak_req(h2o_req_t *req, h2o_req_t **weak);
+/** Stops watching: the request's disposal no longer writes to *weak. */
+void pe_http_weak_req_drop(pe_http_weak_req_t *ref);
 /** A per-thread pseudo-random number, seeded from getrandom(2) (jitter, not secrets). */
 uint32_t pe_rand(void);
 /**
