@@ -52,7 +52,7 @@ const char pe_ps_err_bad_key[] = "idempotency keys are 1-64 characters of A-Z a-
 #define PE_PS_DEFAULT_IDEMPOTENCY_WINDOW_MS 300000
 
 typedef struct st_local_channel_t {
-    pe_sub_chan_t *head; /* entries of this thread's subscribers */
+    h2o_linklist_t subs; /* pe_sub_chan_t.lc_link: entries of this thread's subscribers */
     size_t count;
     size_t name_len;
     char name[];
@@ -67,10 +67,10 @@ typedef struct st_read_req_t {
 struct st_pe_sub_chan_t {
     pe_sub_t *sub;
     local_channel_t *lc;
-    pe_sub_chan_t *prev, *next; /* in lc's list */
-    pe_id_t pos;                /* last message delivered (or the start position) */
-    pe_id_t gap_base;           /* with gap_pending: where pos moves once the gap is delivered */
-    uint32_t tag;               /* pe_cursor_tag(name) */
+    h2o_linklist_t lc_link; /* in lc->subs */
+    pe_id_t pos;            /* last message delivered (or the start position) */
+    pe_id_t gap_base;       /* with gap_pending: where pos moves once the gap is delivered */
+    uint32_t tag;           /* pe_cursor_tag(name) */
     chan_state_t state;
     pe_start_t start;     /* the first read's start; later reads start after pos */
     unsigned started : 1; /* the first read completed */
@@ -177,8 +177,9 @@ fan_out(pe_ps_node_t *node, pe_msg_t *msg)
     if (lc == NULL)
         return; /* the last local subscriber left while the message was queued */
     uint64_t delivered = 0;
-    for (pe_sub_chan_t *e = lc->head, *next; e != NULL; e = next) {
-        next = e->next;
+    for (h2o_linklist_t *l = lc->subs.next, *next; l != &lc->subs; l = next) {
+        next = l->next;
+        pe_sub_chan_t *e = H2O_STRUCT_FROM_MEMBER(pe_sub_chan_t, lc_link, l);
         if (pe_id_cmp(msg->id, e->pos) <= 0)
             continue; /* already delivered from history */
         if (e->state != CHAN_LIVE) {
@@ -207,7 +208,8 @@ pe_ps_node__resync(pe_ps_node_t *node, const char *channel, size_t len)
     local_channel_t *lc = pe_strmap_get(&node->channels, channel, len);
     if (lc == NULL)
         return;
-    for (pe_sub_chan_t *e = lc->head; e != NULL; e = e->next) {
+    for (h2o_linklist_t *l = lc->subs.next; l != &lc->subs; l = l->next) {
+        pe_sub_chan_t *e = H2O_STRUCT_FROM_MEMBER(pe_sub_chan_t, lc_link, l);
         if (h2o_linklist_is_linked(&e->retry_link)) {
             h2o_linklist_unlink(&e->retry_link);
             issue_read(e);
@@ -228,7 +230,8 @@ notify_channel(const char *key, size_t len, void *value, void *arg)
 {
     local_channel_t *lc = value;
     int up = *(int *)arg;
-    for (pe_sub_chan_t *e = lc->head; e != NULL; e = e->next) {
+    for (h2o_linklist_t *l = lc->subs.next; l != &lc->subs; l = l->next) {
+        pe_sub_chan_t *e = H2O_STRUCT_FROM_MEMBER(pe_sub_chan_t, lc_link, l);
         pe_sub_t *sub = e->sub;
         if (sub->_engine_down == !up)
             continue;
@@ -282,6 +285,7 @@ acquire_channel(pe_ps_node_t *node, const char *name, size_t len)
     if (lc != NULL)
         return lc;
     lc = pe_calloc(1, sizeof(*lc) + len + 1);
+    h2o_linklist_init_anchor(&lc->subs);
     memcpy(lc->name, name, len);
     lc->name_len = len;
     pe_strmap_set(&node->channels, name, len, lc);
@@ -539,10 +543,7 @@ pe_sub_add(pe_sub_t *sub, const char *channel, size_t len, pe_start_t start)
     /* Until the first read answers, the cursor shows the requested position (NEW has none). */
     if (start.kind == PE_START_AFTER)
         chan->pos = start.after;
-    chan->next = chan->lc->head;
-    if (chan->next != NULL)
-        chan->next->prev = chan;
-    chan->lc->head = chan;
+    h2o_linklist_insert(chan->lc->subs.next, &chan->lc_link); /* at the front, as before */
     ++chan->lc->count;
     sub->_chans[sub->_num_chans++] = chan;
     sub->_live_announced = 0;
@@ -554,12 +555,7 @@ static void
 free_chan(pe_ps_node_t *node, pe_sub_chan_t *chan)
 {
     local_channel_t *lc = chan->lc;
-    if (chan->prev != NULL)
-        chan->prev->next = chan->next;
-    else
-        lc->head = chan->next;
-    if (chan->next != NULL)
-        chan->next->prev = chan->prev;
+    h2o_linklist_unlink(&chan->lc_link);
     --lc->count;
     if (chan->read != NULL)
         chan->read->chan = NULL;
