@@ -18,6 +18,7 @@
 #include <strings.h>
 #include <unistd.h>
 #include "pubsub/alloc.h"
+#include "pubsub/redis_url.h"
 #include "edge/core/config.h"
 #include "edge/util/log.h"
 
@@ -296,41 +297,6 @@ validate_origin(const char *s)
     return 0;
 }
 
-static int
-validate_redis_url(const char *s)
-{
-    /* redis://[:password@]host:port[,host:port...][/db]: several hosts are seeds (Cluster) */
-    if (strncmp(s, "redis://", 8) != 0)
-        return -1;
-    const char *p = s + 8, *at = strrchr(p, '@');
-    if (at != NULL)
-        p = at + 1;
-    const char *slash = strchr(p, '/'), *end = slash != NULL ? slash : p + strlen(p);
-    if (p == end)
-        return -1;
-    while (p < end) {
-        const char *comma = memchr(p, ',', (size_t)(end - p)), *e = comma != NULL ? comma : end;
-        char hostport[300], host[256];
-        unsigned port;
-        size_t n = (size_t)(e - p);
-        if (n == 0 || n >= sizeof(hostport))
-            return -1;
-        memcpy(hostport, p, n);
-        hostport[n] = '\0';
-        if (pe_config_split_hostport(hostport, host, sizeof(host), &port) != 0)
-            return -1;
-        p = comma != NULL ? comma + 1 : end;
-        if (comma != NULL && p == end)
-            return -1; /* a trailing comma */
-    }
-    if (slash != NULL) {
-        uint64_t db;
-        if (parse_uint(slash + 1, &db) != 0 || db > 1000000)
-            return -1;
-    }
-    return 0;
-}
-
 /* Applies one value to an option. `origin` says where it came from, for the error message. */
 static int
 set_option(pe_config_t *cfg, const opt_t *opt, const char *value, const char *origin, char *err, size_t errlen)
@@ -354,12 +320,18 @@ set_option(pe_config_t *cfg, const opt_t *opt, const char *value, const char *or
         pe_free(*(char **)(base + opt->offset));
         *(char **)(base + opt->offset) = pe_strndup(value, strlen(value));
         return PE_CFG_OK;
-    case OPT_REDIS:
-        if (validate_redis_url(value) != 0)
+    case OPT_REDIS: {
+        /* The engine's own parser (pubsub/redis_url.h): what passes here is what it accepts. */
+        pe_redis_url_t url;
+        const char *why = pe_redis_url_parse(value, &url);
+        if (why == pe_redis_url_err_too_many)
+            return fail(err, errlen, "%s: %s", origin, why);
+        if (why != NULL)
             return fail(err, errlen, "%s: must be redis://[:password@]host:port[,host:port...][/db] (got '%.64s')", origin, value);
         pe_free(cfg->redis_url);
         cfg->redis_url = pe_strndup(value, strlen(value));
         return PE_CFG_OK;
+    }
     case OPT_FLAG:
         if (parse_bool(value, (int *)(base + opt->offset)) != 0)
             return fail(err, errlen, "%s: must be true or false (got '%.64s')", origin, value);
