@@ -56,6 +56,7 @@
 #include "redis_evloop.h"
 #include "redis_lib.h"
 #include "redis_reply.h"
+#include "redis_url.h"
 #include "strmap.h"
 
 #define MAX_NODES 64
@@ -72,7 +73,7 @@
 #define PE_REDIS_IDLE_MS 5000
 /* Redis Cluster: masters one thread talks to, seeds in --redis, redirections per command. */
 #define PE_REDIS_MAX_CONNS 16
-#define PE_REDIS_MAX_SEEDS 8
+#define PE_REDIS_MAX_SEEDS PE_REDIS_URL_MAX_SEEDS
 #define PE_REDIS_MAX_REDIRECTS 5
 
 const char pe_ps_err_redis_timeout[] = "the Redis engine did not answer in time";
@@ -1296,78 +1297,33 @@ static const pe_ps_engine_ops_t redis_ops = {
 
 /* ---- creation -------------------------------------------------------------------------------- */
 
-/* Resolves host (once, here at start: hiredis would resolve synchronously on every reconnect)
- * into the next seed. */
-static int
-add_seed(redis_engine_t *self, const char *hostport, size_t len, char *err, size_t errlen)
-{
-    char buf[300], host[256];
-    if (len == 0 || len >= sizeof(buf) || self->nseeds == PE_REDIS_MAX_SEEDS) {
-        snprintf(err, errlen, "bad host list (at most %d host:port)", PE_REDIS_MAX_SEEDS);
-        return -1;
-    }
-    memcpy(buf, hostport, len);
-    buf[len] = '\0';
-    const char *colon = strrchr(buf, ':');
-    if (colon == NULL || colon == buf) {
-        snprintf(err, errlen, "%s: a port is needed", buf);
-        return -1;
-    }
-    size_t hlen = (size_t)(colon - buf);
-    const char *hs = buf;
-    if (buf[0] == '[' && colon[-1] == ']') {
-        ++hs;
-        hlen -= 2;
-    }
-    memcpy(host, hs, hlen);
-    host[hlen] = '\0';
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
-    int r = getaddrinfo(host, NULL, &hints, &res);
-    if (r != 0) {
-        snprintf(err, errlen, "%s: %s", host, gai_strerror(r));
-        return -1;
-    }
-    const void *addr = res->ai_family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
-                                                  : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
-    inet_ntop(res->ai_family, addr, self->seeds[self->nseeds].ip, sizeof(self->seeds[0].ip));
-    freeaddrinfo(res);
-    self->seeds[self->nseeds++].port = (unsigned)strtoul(colon + 1, NULL, 10);
-    return 0;
-}
-
-/* redis://[:password@]host:port[,host:port...][/db] (validated by the option parser, checked
- * again here). Several hosts are seeds: tried in turn, and for a cluster any one will do. */
+/* Resolves each seed of the URL (once, here at start: hiredis would resolve synchronously on
+ * every reconnect) and takes its password and database. */
 static int
 parse_url(redis_engine_t *self, const char *url, char *err, size_t errlen)
 {
-    if (strncmp(url, "redis://", 8) != 0) {
-        snprintf(err, errlen, "not a redis:// URL");
+    pe_redis_url_t u;
+    const char *why = pe_redis_url_parse(url, &u);
+    if (why != NULL) {
+        snprintf(err, errlen, "%s", why);
         return -1;
     }
-    const char *p = url + 8, *at = strrchr(p, '@');
-    if (at != NULL) {
-        const char *pw = p;
-        if (*pw == ':')
-            ++pw;
-        else if (memchr(p, ':', (size_t)(at - p)) != NULL)
-            pw = memchr(p, ':', (size_t)(at - p)) + 1; /* user:password: the user is ignored (Redis 5 AUTH) */
-        self->password = pe_strndup(pw, (size_t)(at - pw));
-        p = at + 1;
-    }
-    const char *slash = strchr(p, '/');
-    const char *hosts_end = slash != NULL ? slash : p + strlen(p);
-    while (p < hosts_end) {
-        const char *comma = memchr(p, ',', (size_t)(hosts_end - p));
-        const char *e = comma != NULL ? comma : hosts_end;
-        if (add_seed(self, p, (size_t)(e - p), err, errlen) != 0)
+    for (size_t i = 0; i != u.num_seeds; ++i) {
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
+        int r = getaddrinfo(u.seeds[i].host, NULL, &hints, &res);
+        if (r != 0) {
+            snprintf(err, errlen, "%s: %s", u.seeds[i].host, gai_strerror(r));
             return -1;
-        p = comma != NULL ? comma + 1 : hosts_end;
+        }
+        const void *addr = res->ai_family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
+                                                      : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
+        inet_ntop(res->ai_family, addr, self->seeds[self->nseeds].ip, sizeof(self->seeds[0].ip));
+        freeaddrinfo(res);
+        self->seeds[self->nseeds++].port = u.seeds[i].port;
     }
-    if (self->nseeds == 0) {
-        snprintf(err, errlen, "no host");
-        return -1;
-    }
-    self->db = slash != NULL ? (unsigned)strtoul(slash + 1, NULL, 10) : 0;
+    if (u.password != NULL)
+        self->password = pe_strndup(u.password, u.password_len);
+    self->db = u.db;
     return 0;
 }
 
@@ -1388,9 +1344,7 @@ pe_ps_engine_create_redis(const pe_ps_options_t *opts, const char *url, char *er
     snprintf(self->ttl, sizeof(self->ttl), "%llu", (unsigned long long)opts->history_ttl_ms);
     unsigned long long window = pe_ps__idempotency_window_ms(opts);
     snprintf(self->window, sizeof(self->window), "%llu", window);
-    int n = snprintf(NULL, 0, PE_REDIS_LIB_FORMAT, size, (unsigned long long)opts->history_ttl_ms, window);
-    self->library = pe_malloc((size_t)n + 1);
-    snprintf(self->library, (size_t)n + 1, PE_REDIS_LIB_FORMAT, size, (unsigned long long)opts->history_ttl_ms, window);
+    self->library = pe_redis_lib_build(size, (unsigned long long)opts->history_ttl_ms, window);
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
     return &self->super;
 }

@@ -1,0 +1,167 @@
+#!lua name=pushedge
+-- redis_lib.lua: the Redis function library of pushedge's Redis engine (pubsub/engine_redis.c).
+-- Every node loads it when it connects (FUNCTION LOAD REPLACE), on every master of a cluster.
+-- It is embedded in the binary at build time (pubsub/embed_lua.py): comment lines like this
+-- one are left out of the text sent to Redis, and pushedge writes its own --history-size,
+-- --history-ttl and --idempotency-window into the three defaults below as it loads it.
+--
+-- Key layout (docs/operations.md): channel NAME is the stream `pe:{NAME}`; the braces are a
+-- Redis Cluster hash tag, so everything of a channel lives in one slot. New entries are
+-- announced on the pub/sub channel of the same name, as "<id> <json>".
+--
+--   FCALL pushedge_publish 1 pe:{NAME} <json> [<count> <age-ms>]   -> the new entry's ID
+--   FCALL pushedge_publish 2 pe:{NAME} pe:{NAME}:idem:<KEY> <json> [<count> <age-ms> [<window-ms>]]
+--     -> {ID, replayed}
+--     The keyed form (docs/protocol.md "Publish", idempotency keys): if the key record (second
+--     key) exists, nothing is appended and the answer is {its ID, 1}; otherwise the entry is
+--     appended as below and the record set to its ID with a time to live of the window: {ID, 0}.
+--     Check, append and record are one function call, so they are atomic; the record shares the
+--     stream's hash tag, so both keys are in one Cluster slot.
+--     Appends {d: <json>}, trims to the count and age, and PUBLISHes the entry, in one atomic
+--     step: a backend may call it directly. Trimming is exact (one entry per append at steady
+--     state) and records the newest removed ID in the stream's max-deleted-entry-id, which
+--     Redis itself does not update when trimming: that ID is the gap boundary. A stream created
+--     by this call gets max-deleted-entry-id just below its first ID (the "epoch" mark,
+--     sequence 2^64-1): a cursor from before the creation, that is from a stream Redis lost,
+--     then reads as a gap rather than silently skipping what was lost.
+--   FCALL_RO pushedge_read 1 pe:{NAME} <kind> <after> <strict> <count> [<age-ms>]
+--     kind: "new", "oldest" or "after". Returns {gap, base, reached_end, id1, json1, ...}: the
+--     same answer as the memory engine's read (pubsub/engine.h), computed next to the data in
+--     one round trip. Entries older than the age limit (not trimmed yet on a quiet channel) are
+--     skipped and count as trimmed. A stream trimmed by someone else (plain XADD with MAXLEN)
+--     has a stale max-deleted-entry-id; its boundary is then taken just below its first entry.
+-- IDs are compared as strings of digits (Lua numbers cannot hold a 64-bit sequence).
+--
+-- Compatibility: the library name, the function names, their arguments and answers are what
+-- every pushedge version sharing a Redis relies on; change them only with a new name.
+
+-- The defaults for callers that pass no count, age or window (a backend calling FCALL
+-- directly): those of the node that loaded the library last (pushedge passes its own always).
+local MAXLEN = 1000
+local TTL_MS = 86400000
+local WINDOW_MS = 300000
+-- The sequence of the epoch mark: 2^64-1.
+local MARK = '18446744073709551615'
+-- "ms-seq" -> ms, seq (as strings).
+local function split(id)
+  local d = string.find(id, '-', 1, true)
+  if d == nil then return id, '0' end
+  return string.sub(id, 1, d - 1), string.sub(id, d + 1)
+end
+-- Compares two decimal strings without leading zeros by value: -1, 0 or 1.
+local function cmpn(a, b)
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  if a == b then return 0 end
+  return a < b and -1 or 1
+end
+local function cmp(a, b)
+  local am, as = split(a)
+  local bm, bs = split(b)
+  local c = cmpn(am, bm)
+  if c ~= 0 then return c end
+  return cmpn(as, bs)
+end
+-- The ID just below id (its predecessor; a sequence of 16 digits or more is kept as it is,
+-- since Lua numbers cannot hold it exactly).
+local function pred(id)
+  local ms, seq = split(id)
+  if seq ~= '0' and #seq < 16 then return ms .. '-' .. string.format('%.0f', tonumber(seq) - 1) end
+  if seq ~= '0' then return id end
+  return string.format('%.0f', tonumber(ms) - 1) .. '-' .. MARK
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function publish(keys, args)
+  local key, ikey, data = keys[1], keys[2], args[1]
+  if key == nil or data == nil then
+    return redis.error_reply('ERR usage: FCALL pushedge_publish 1 pe:{channel} <json> [<count> <age-ms>]')
+  end
+  if ikey ~= nil then
+    local prev = redis.call('GET', ikey)
+    if prev then return {prev, 1} end
+  end
+  local maxlen, ttl = tonumber(args[2] or MAXLEN), tonumber(args[3] or TTL_MS)
+  local created = redis.call('EXISTS', key) == 0
+  local id = redis.call('XADD', key, '*', 'd', data)
+  local removed = nil
+  if created then
+    local ms = split(id)
+    if ms ~= '0' then removed = pred(ms .. '-0') end
+  end
+  if redis.call('XLEN', key) > maxlen then
+    local ex = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
+    removed = ex[1][1]
+    redis.call('XTRIM', key, 'MAXLEN', maxlen)
+  end
+  local cutoff = now_ms() - ttl
+  if cutoff > 0 then
+    local old = redis.call('XREVRANGE', key, '(' .. string.format('%.0f', cutoff) .. '-0', '-', 'COUNT', 1)
+    if #old == 1 then
+      redis.call('XTRIM', key, 'MINID', string.format('%.0f', cutoff) .. '-0')
+      if removed == nil or cmp(old[1][1], removed) > 0 then removed = old[1][1] end
+    end
+  end
+  if removed ~= nil then redis.call('XSETID', key, id, 'MAXDELETEDID', removed) end
+  redis.call('PUBLISH', key, id .. ' ' .. data)
+  if ikey ~= nil then
+    redis.call('SET', ikey, id, 'PX', tonumber(args[4] or WINDOW_MS))
+    return {id, 0}
+  end
+  return id
+end
+local function read(keys, args)
+  local key, kind, after, strict, count = keys[1], args[1], args[2], args[3] == '1', tonumber(args[4])
+  local ttl = tonumber(args[5] or TTL_MS)
+  local last, trimmed = '0-0', '0-0'
+  if redis.call('EXISTS', key) == 1 then
+    local info = redis.call('XINFO', 'STREAM', key)
+    local len, added, first = 0, 0, nil
+    for i = 1, #info, 2 do
+      local k = info[i]
+      if k == 'last-generated-id' then last = info[i + 1]
+      elseif k == 'max-deleted-entry-id' then trimmed = info[i + 1]
+      elseif k == 'length' then len = info[i + 1]
+      elseif k == 'entries-added' then added = info[i + 1]
+      elseif k == 'recorded-first-entry-id' then first = info[i + 1] end
+    end
+    local _, tseq = split(trimmed)
+    if added > len and (trimmed == '0-0' or tseq == MARK) and first ~= nil and first ~= '0-0' then
+      trimmed = pred(first)
+    end
+    local cutoff = now_ms() - ttl
+    if cutoff > 0 then
+      local old = redis.call('XREVRANGE', key, '(' .. string.format('%.0f', cutoff) .. '-0', '-', 'COUNT', 1)
+      if #old == 1 and cmp(old[1][1], trimmed) > 0 then trimmed = old[1][1] end
+    end
+  end
+  local gap, base = 0, after
+  if kind == 'new' then base = last
+  elseif kind == 'oldest' then base = trimmed
+  else
+    local _, tseq = split(trimmed)
+    if cmp(after, trimmed) < 0 and not (tseq == MARK and (after == '0-0' or not strict)) then gap, base = 1, trimmed
+    elseif strict and cmp(after, last) > 0 then gap, base = 1, trimmed end
+  end
+  local res = {gap, base, 1}
+  if kind == 'new' or count == 0 or cmp(base, last) >= 0 then return res end
+  local start = '(' .. base
+  if cmp(base, trimmed) < 0 then start = '(' .. trimmed end
+  local entries = redis.call('XRANGE', key, start, '+', 'COUNT', count + 1)
+  local n = #entries
+  if n > count then n = count; res[3] = 0 end
+  for i = 1, n do
+    local e = entries[i]
+    local f, v = e[2], nil
+    for j = 1, #f, 2 do
+      if f[j] == 'd' or f[j] == 'data' then v = f[j + 1]; break end
+    end
+    if v == nil then v = f[2] or 'null' end
+    res[#res + 1] = e[1]
+    res[#res + 1] = v
+  end
+  return res
+end
+redis.register_function('pushedge_publish', publish)
+redis.register_function{function_name = 'pushedge_read', callback = read, flags = {'no-writes'}}
