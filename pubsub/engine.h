@@ -17,6 +17,10 @@
 
 #include "pubsub.h"
 
+/* Nodes an engine serves at most (pe_ps_options_t.max_nodes is 1..MAX_NODES); engines keep a
+ * slot per node index. */
+#define MAX_NODES 64
+
 typedef struct st_pe_ps_read_result_t {
     const char *err; /* NULL, or why the read failed (the node retries later) */
     int gap;         /* 1 if messages after the requested position were lost */

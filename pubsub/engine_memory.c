@@ -34,7 +34,6 @@
 #include "idem.h"
 #include "strmap.h"
 
-#define MAX_NODES 64
 #define INITIAL_RING 16
 /* Idempotency keys held in all (idem.h): about 20-40 MB with typical channel names and UUID
  * keys, and the default window of 300 s at up to ~800 keyed publishes per second. Past it the
