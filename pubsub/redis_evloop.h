@@ -1,6 +1,6 @@
 /*
- * redis_evloop.h: drives a hiredis asynchronous context from an h2o evloop (H2O-NOTES 2.4).
- * Nothing else touches ac->ev. Private to pubsub/.
+ * redis_evloop.h: drives a hiredis asynchronous context from an h2o evloop (how, and why that
+ * way, is in redis_evloop.c). Nothing else touches ac->ev. Private to pubsub/.
  */
 #ifndef PE_REDIS_EVLOOP_H
 #define PE_REDIS_EVLOOP_H

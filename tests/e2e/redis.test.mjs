@@ -1,7 +1,8 @@
 /*
  * The Redis Streams engine (--redis URL; docs/operations.md "Several nodes with Redis",
- * docs/protocol.md "Names and IDs", pubsub/engine_redis.c), end to end against real redis-server processes
- * that this file starts itself (loopback, free ports, temporary directories, stopped by PID).
+ * docs/protocol.md "Names and IDs", pubsub/engine_redis.c, pubsub/redis_link.c,
+ * pubsub/redis_lib.lua), end to end against real redis-server processes that this file starts
+ * itself (loopback, free ports, temporary directories, stopped by PID).
  *
  * Covered:
  *  1. two pushedge nodes on one Redis: an HTTP publish on node 1 reaches WebSocket, SSE and
