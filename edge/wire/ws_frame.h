@@ -151,8 +151,4 @@ size_t pe_ws_encode_header(uint8_t *out, int opcode, int rsv1, uint64_t payload_
  */
 size_t pe_ws_encode_close_payload(uint8_t *out, int code, const char *reason);
 
-/* Broadcast frames built, [0] plain, [1] deflated (atomic, any thread): the transport counts
- * each one it builds, /metrics reads them. */
-extern uint64_t pe_ws_frames_built[2];
-
 #endif
