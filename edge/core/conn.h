@@ -117,6 +117,9 @@ struct st_pe_conn_t {
     const pe_conn_callbacks_t *cb;
     pe_thread_t *thr;
     pe_conn_state_t state;
+    /* Bytes queued and in flight past which it is a slow consumer (the transport sets it; 32 bits
+     * keep an idle connection small, and --max-message-size is at most 64 MiB). */
+    uint32_t max_queue;
     h2o_socket_t *sock; /* socket mode once handed over (NULL while OPENING); sock->data is the conn */
     h2o_req_t *req;     /* stream mode only: weak, valid until the request's pool is disposed */
     /* The subscription: the transport calls pe_sub_init (sub.cb stays NULL for a conn without
@@ -125,7 +128,6 @@ struct st_pe_conn_t {
     /* The output queue: transports add per-connection text with pe_outq_text, then an entry
      * with pe_conn_push. */
     pe_outq_t out;
-    size_t max_queue;       /* bytes queued and in flight past which it is a slow consumer (the transport sets it) */
     uint64_t write_started; /* loop ms when the write in flight started; 0: none in flight */
     /*
      * Per-connection concerns that are not written yet each get their member here, set in

@@ -446,9 +446,8 @@ pe_ws_on_req(h2o_req_t *req, int echo)
     ws->last_rx = ws->last_tx = h2o_now(thr->loop);
     /* Two maximal messages always fit (one in flight, one queued): with a large
      * --max-message-size a single echo or publish must not count as a slow consumer. */
-    ws->conn.max_queue = PE_WS_MAX_QUEUE;
-    if (ws->conn.max_queue < 2 * (cfg->max_message_size + PE_WS_MAX_HEADER + 256))
-        ws->conn.max_queue = 2 * (cfg->max_message_size + PE_WS_MAX_HEADER + 256);
+    uint64_t two_messages = 2 * (cfg->max_message_size + PE_WS_MAX_HEADER + 256);
+    ws->conn.max_queue = two_messages > PE_WS_MAX_QUEUE ? (uint32_t)two_messages : PE_WS_MAX_QUEUE;
     /* The publish op follows the HTTP rule (key compared in constant time, origin, loopback
      * behind --trusted-proxy): a page that may subscribe cross-origin may still not publish. */
     pe_auth_view_t view;

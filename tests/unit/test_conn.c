@@ -91,7 +91,7 @@ static int peer = -1;
 
 /* A conn in OPEN on one end of a fresh socketpair; the other end is `peer` (non-blocking). */
 static pe_conn_t *
-open_conn(size_t max_queue)
+open_conn(uint32_t max_queue)
 {
     memset(&seen, 0, sizeof(seen));
     int fds[2];
