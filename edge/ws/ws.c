@@ -1,7 +1,7 @@
 /*
  * ws.c: GET /ws and GET /ws/echo, the WebSocket transport (RFC 6455 + RFC 7692) on the
- * connection core (edge/core/conn.h): the handshake's checks and the 101, reading and framing,
- * the ping and close rules. The JSON op protocol is ws_ops.c's; the socket, the output queue,
+ * connection core (edge/core/conn.h): the handshake's checks and the 101, reading, the ping and
+ * close rules. The JSON op protocol is ws_ops.c's, framing ws_conn.c's; the socket, the output queue,
  * its flush, the slow-consumer policy and every way a connection ends are the core's.
  *
  * Why our own framing instead of h2o's websocket.h (wslay): wslay copies every message it sends
@@ -44,31 +44,8 @@
 #include "edge/util/log.h"
 #include "edge/ws/ws.h"
 #include "edge/ws/ws_conn.h"
+#include "edge/ws/ws_ops.h"
 #include "edge/ws/ws_handshake.h"
-
-/* ---- frames ---------------------------------------------------------------------------------- */
-
-void
-pe_ws__queue_frame(pe_ws_conn_t *ws, int opcode, int rsv1, const void *payload, size_t len)
-{
-    /* Nothing may follow our close frame (RFC 6455 5.5.1): once it is queued the core accepts
-     * no more output, and replies to what the peer sent after it are dropped. */
-    if (!pe_conn_is_open(&ws->conn))
-        return;
-    uint8_t hdr[PE_WS_MAX_HEADER];
-    size_t hlen = pe_ws_encode_header(hdr, opcode, rsv1, len);
-    pe_outq_text(&ws->conn.out, hdr, hlen);
-    pe_outq_text(&ws->conn.out, payload, len);
-    pe_conn_push(&ws->conn, hlen + len, NULL, NULL, 0);
-}
-
-static void
-queue_close(pe_ws_conn_t *ws, int code, const char *reason)
-{
-    uint8_t payload[125];
-    size_t len = code == 1005 ? 0 : pe_ws_encode_close_payload(payload, code, reason);
-    pe_ws__queue_frame(ws, PE_WS_OP_CLOSE, 0, payload, len);
-}
 
 /* ---- reading --------------------------------------------------------------------------------- */
 
@@ -79,7 +56,7 @@ static void on_read(h2o_socket_t *sock, const char *err);
 static void
 end_with_close(pe_ws_conn_t *ws, int code, const char *reason)
 {
-    queue_close(ws, code, reason);
+    pe_ws__queue_close(ws, code, reason);
     pe_conn_end(&ws->conn);
     ws->reading_stopped = 1;
     h2o_socket_read_stop(ws->conn.sock);
@@ -291,7 +268,7 @@ on_heartbeat(pe_conn_t *conn, uint64_t now, uint64_t interval)
 static void
 on_drain(pe_conn_t *conn)
 {
-    queue_close((pe_ws_conn_t *)conn, PE_WS_CLOSE_RESTART, "server restarting: reconnect");
+    pe_ws__queue_close((pe_ws_conn_t *)conn, PE_WS_CLOSE_RESTART, "server restarting: reconnect");
     pe_conn_close_wait(conn);
 }
 
@@ -305,7 +282,7 @@ on_slow(pe_conn_t *conn)
         ws->read_paused = 0;
         h2o_socket_read_start(conn->sock, on_read);
     }
-    queue_close(ws, PE_WS_CLOSE_TRY_AGAIN, "slow consumer: reconnect and resume");
+    pe_ws__queue_close(ws, PE_WS_CLOSE_TRY_AGAIN, "slow consumer: reconnect and resume");
     return 1;
 }
 

@@ -1,7 +1,7 @@
 /*
- * ws_conn.h: what the two halves of the WebSocket transport share (internal to edge/ws/): the
- * connection object, the framing calls of ws.c that ws_ops.c uses, and the op protocol's entry
- * points that ws.c calls.
+ * ws_conn.h: the WebSocket connection object and its framing (internal to edge/ws/), the base
+ * that the op protocol (ws_ops.c) and the transport (ws.c) share. Calls run downward only:
+ * ws.c -> ws_ops.c -> ws_conn.c.
  *
  * Ownership: the connection core (edge/core/conn.h) allocates and frees pe_ws_conn_t; ws.c's
  * on_dispose releases the reader and calls pe_ws_ops_dispose, which releases the op protocol's
@@ -42,20 +42,12 @@ typedef struct st_pe_ws_conn_t {
     unsigned own_read : 1;        /* we read the socket (not TLS), h2o only notifies */
 } pe_ws_conn_t;
 
-/* ws.c: framing */
-/** Queues a frame (header + payload copied); dropped once the conn accepts no more output. */
+/**
+ * Queues a frame (header + payload copied into the queue); dropped once the conn accepts no
+ * more output (nothing may follow our close frame, RFC 6455 5.5.1).
+ */
 void pe_ws__queue_frame(pe_ws_conn_t *ws, int opcode, int rsv1, const void *payload, size_t len);
-
-/* ws_ops.c: the JSON op protocol (docs/protocol.md "WebSocket") */
-/** The subscriber callbacks of a /ws connection (messages, gaps, engine state, confirmations). */
-extern const pe_sub_callbacks_t pe_ws_ops_sub_callbacks;
-/** Subscribes to the handshake's query-string channels; each is confirmed when ready. */
-void pe_ws_ops_subscribe_query(pe_ws_conn_t *ws, const pe_sub_query_t *q);
-/** Handles one text message of the client (an op); replies are queued. */
-void pe_ws_ops_handle(pe_ws_conn_t *ws, const char *text, size_t len);
-/** Answers a binary message (not part of the protocol). */
-void pe_ws_ops_refuse_binary(pe_ws_conn_t *ws);
-/** Releases the op protocol's state (from on_dispose). */
-void pe_ws_ops_dispose(pe_ws_conn_t *ws);
+/** Queues a close frame with code (1005: none) and reason; the caller then ends the conn. */
+void pe_ws__queue_close(pe_ws_conn_t *ws, int code, const char *reason);
 
 #endif

@@ -19,7 +19,7 @@
 #include "edge/core/thread.h"
 #include "edge/util/bounds.h"
 #include "edge/wire/wire.h"
-#include "edge/ws/ws_conn.h"
+#include "edge/ws/ws_ops.h"
 
 /* An op's "ref" as the client wrote it (points into the op's text). */
 typedef struct st_raw_ref_t {
