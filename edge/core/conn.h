@@ -25,10 +25,13 @@
  *     a small holder in the pool points back at the conn and frees it from its dispose hook).
  * The transport frees what it holds in cb->on_dispose, called once from there.
  *
- * When callbacks run: never from inside a pubsub callback or from inside a pe_conn_* call that
- * a transport made (everything that may end the connection is deferred to the flush, a zero
- * timeout), except pe_conn_flush itself, which writes and may free. A transport may call every
- * pe_conn_* function from a pubsub callback except pe_conn_flush.
+ * When callbacks run: on_open, on_written and on_heartbeat from the core's own socket,
+ * generator and timer callbacks; on_drain from the thread's drain walk; on_slow from inside
+ * pe_conn_push or pe_conn_slow (so possibly inside a pubsub callback: it may only queue);
+ * on_dispose from the core's free. None may free the connection or call pe_conn_flush. No
+ * pe_conn_* call frees the connection or writes, except pe_conn_flush: ending is deferred to the
+ * flush (a zero timeout), so a transport may call every other pe_conn_* function from a pubsub
+ * callback (pe_conn_new, pe_conn_upgrade and pe_conn_start_stream belong to the request handler).
  *
  * States (conn->state), and who moves them:
  *
@@ -86,8 +89,8 @@ typedef struct st_pe_conn_callbacks_t {
      */
     void (*on_open)(pe_conn_t *conn);
     /**
-     * Required. The heartbeat, every --ping-interval while OPENING, OPEN, CLOSE_WAIT or ENDING
-     * (until a close deadline replaces it): queue the keep-alive if the conn accepts output,
+     * Required. The heartbeat, every --ping-interval while OPENING, OPEN, or ENDING without a close
+     * deadline (CLOSE_WAIT, a farewell and lingering run the deadline instead): queue the keep-alive if the conn accepts output,
      * apply the transport's liveness rule (pe_conn_slow for a peer that reads nothing). Returns
      * 0, or -1 if the peer is gone (the core aborts). now and interval are in ms.
      */
