@@ -58,7 +58,7 @@ end_with_close(pe_ws_conn_t *ws, int code, const char *reason)
 {
     pe_ws__queue_close(ws, code, reason);
     pe_conn_end(&ws->conn);
-    ws->reading_stopped = 1;
+    ws->read = PE_WS_READ_STOPPED;
     h2o_socket_read_stop(ws->conn.sock);
 }
 
@@ -115,14 +115,14 @@ static void
 process_input(pe_ws_conn_t *ws)
 {
     h2o_socket_t *sock = ws->conn.sock;
-    while (sock->input->size != 0 && !ws->reading_stopped) {
+    while (sock->input->size != 0 && ws->read != PE_WS_READ_STOPPED) {
         /* A connection ending as a slow consumer (ENDING while still reading) queues nothing
          * more, and is read (its input dropped) so that closing it does not reset the
          * connection under the close frame. */
         int dropping = ws->conn.state == PE_CONN_ENDING;
         if (!dropping && pe_outq_bytes(&ws->conn.out) >= PE_WS_READ_PAUSE) {
-            if (!ws->read_paused) {
-                ws->read_paused = 1;
+            if (ws->read != PE_WS_READ_PAUSED) {
+                ws->read = PE_WS_READ_PAUSED;
                 /* The no-progress clock of the slow-reader rule starts now at the latest. */
                 ws->last_tx = h2o_now(ws->conn.thr->loop);
                 h2o_socket_read_stop(sock);
@@ -167,11 +167,11 @@ process_input(pe_ws_conn_t *ws)
 static void
 resume_reading(pe_ws_conn_t *ws)
 {
-    ws->read_paused = 0;
+    ws->read = PE_WS_READING;
     /* Input was not read while paused: the silence rule counts from now. */
     ws->last_rx = h2o_now(ws->conn.thr->loop);
     process_input(ws);
-    if (!ws->read_paused && !ws->reading_stopped)
+    if (ws->read == PE_WS_READING)
         h2o_socket_read_start(ws->conn.sock, on_read);
 }
 
@@ -245,7 +245,7 @@ static int
 on_heartbeat(pe_conn_t *conn, uint64_t now, uint64_t interval)
 {
     pe_ws_conn_t *ws = (pe_ws_conn_t *)conn;
-    if (ws->read_paused) {
+    if (ws->read == PE_WS_READ_PAUSED) {
         /* Not reading, so silence proves nothing: the sign of life is a write completing. Two
          * intervals without one (the silence rule's window) means the peer reads nothing. A
          * write completes only once its whole batch (up to PE_WS_MAX_BATCH frames) is out, so
@@ -278,8 +278,8 @@ static int
 on_slow(pe_conn_t *conn)
 {
     pe_ws_conn_t *ws = (pe_ws_conn_t *)conn;
-    if (ws->read_paused && !ws->reading_stopped && conn->sock != NULL) {
-        ws->read_paused = 0;
+    if (ws->read == PE_WS_READ_PAUSED && conn->sock != NULL) {
+        ws->read = PE_WS_READING;
         h2o_socket_read_start(conn->sock, on_read);
     }
     pe_ws__queue_close(ws, PE_WS_CLOSE_TRY_AGAIN, "slow consumer: reconnect and resume");
@@ -291,7 +291,7 @@ on_written(pe_conn_t *conn)
 {
     pe_ws_conn_t *ws = (pe_ws_conn_t *)conn;
     ws->last_tx = h2o_now(conn->thr->loop);
-    if (ws->read_paused && pe_outq_bytes(&conn->out) < PE_WS_READ_PAUSE)
+    if (ws->read == PE_WS_READ_PAUSED && pe_outq_bytes(&conn->out) < PE_WS_READ_PAUSE)
         resume_reading(ws);
 }
 

@@ -25,6 +25,13 @@ typedef struct st_pe_ws_initial_t {
     char arena[1]; /* the query string's length + 1 */
 } pe_ws_initial_t;
 
+/* How the transport reads its socket (the core reads it itself once lingering). */
+typedef enum en_pe_ws_read_t {
+    PE_WS_READING = 0, /* input is read and handled as it comes */
+    PE_WS_READ_PAUSED, /* input left unread until the queue drains below PE_WS_READ_PAUSE */
+    PE_WS_READ_STOPPED /* the peer's close or a violation: nothing more is read */
+} pe_ws_read_t;
+
 typedef struct st_pe_ws_conn_t {
     pe_conn_t conn; /* first: the core allocates and frees the whole object */
     pe_ws_reader_t reader;
@@ -34,12 +41,11 @@ typedef struct st_pe_ws_conn_t {
     pe_ws_publish_t *publishes;        /* publish ops waiting for the engine (ws_ops.c) */
     pe_ws_pending_sub_t *pending_subs; /* subscriptions whose "subscribed" waits for on_ready (ws_ops.c) */
     pe_ws_initial_t *initial;          /* until subscribed, or NULL */
+    pe_ws_read_t read;
     unsigned pmd_enabled : 1;
     unsigned echo : 1;
     unsigned may_publish : 1;
-    unsigned read_paused : 1;     /* input left unread until the queue drains (PE_WS_READ_PAUSE) */
-    unsigned reading_stopped : 1; /* the peer's close or a violation: nothing more is read */
-    unsigned own_read : 1;        /* we read the socket (not TLS), h2o only notifies */
+    unsigned own_read : 1; /* we read the socket (not TLS), h2o only notifies */
 } pe_ws_conn_t;
 
 /**
