@@ -13,11 +13,15 @@
  * for messages this poll actually took, so nothing published later can be missed. There is no
  * session on the server: any node sharing the engine can answer the next poll.
  *
- * The answer is a single JSON body with Content-Length (HTTP/1.0 proxies need no chunking). Its
- * envelopes are the messages' shared envelope bytes, written by reference.
+ * The answer is a single JSON body with Content-Length (HTTP/1.0 proxies need no chunking),
+ * built by edge/wire: its envelopes are the messages' shared envelope bytes, written by
+ * reference. The request prologue (draining, the subscription query, the channel limit) and the
+ * subscription are the connection core's (edge/core/conn.h), as for SSE and WebSocket; the rest
+ * of the core (a socket's output queue, heartbeat, slow-consumer policy) does not apply to a
+ * request answered once.
  *
- * Lifetime: the poll object lives in req->pool; the pool's dispose hook frees everything.
- * Nothing calls h2o from inside a pubsub callback.
+ * Lifetime: the poll object lives in req->pool, its only owner; the pool's dispose hook frees
+ * everything. Nothing calls h2o from inside a pubsub callback.
  *
  * Departed clients. h2o 2.2 stops reading an HTTP/1 connection while its request is handled and
  * notices a vanished client only when it writes, so a fire-and-forget poll would hold its
@@ -31,7 +35,9 @@
  */
 #include <errno.h>
 #include <sys/socket.h>
+#include "edge/core/conn.h"
 #include "edge/util/query.h"
+#include "edge/wire/wire.h"
 #include "fallback/poll.h"
 #include "edge/core/conn_limit.h"
 #include "edge/core/thread.h"
@@ -164,25 +170,9 @@ answer(pe_poll_t *poll)
     char cursor[PE_CURSOR_MAXLEN + 1];
     size_t cursor_len = pe_sub_cursor(&poll->sub, cursor, sizeof(cursor));
 
-    /* {"cursor":"...","messages":[e1,e2],"gaps":["a","b"]} */
-    h2o_iovec_t *bufs = h2o_mem_alloc_pool(&req->pool, sizeof(*bufs) * (2 * poll->num_msgs + 4));
-    size_t n = 0, total = 0;
-    h2o_iovec_t head = h2o_concat(&req->pool, h2o_iovec_init(H2O_STRLIT("{\"cursor\":\"")), h2o_iovec_init(cursor, cursor_len),
-                                  h2o_iovec_init(H2O_STRLIT("\",\"messages\":[")));
-    bufs[n++] = head;
-    for (size_t i = 0; i != poll->num_msgs; ++i) {
-        if (i != 0)
-            bufs[n++] = h2o_iovec_init(H2O_STRLIT(","));
-        bufs[n++] = h2o_iovec_init(poll->msgs[i]->envelope, poll->msgs[i]->envelope_len);
-    }
-    h2o_iovec_t tail = h2o_iovec_init(H2O_STRLIT("],\"gaps\":["));
-    for (size_t i = 0; i != poll->num_gaps; ++i)
-        tail = h2o_concat(&req->pool, tail, h2o_iovec_init(i == 0 ? "\"" : ",\"", i == 0 ? 1 : 2),
-                          h2o_iovec_init(poll->gaps[i], strlen(poll->gaps[i])), h2o_iovec_init(H2O_STRLIT("\"")));
-    tail = h2o_concat(&req->pool, tail, h2o_iovec_init(H2O_STRLIT("]}")));
-    bufs[n++] = tail;
-    for (size_t i = 0; i != n; ++i)
-        total += bufs[i].len;
+    h2o_iovec_t *bufs = h2o_mem_alloc_pool(&req->pool, sizeof(*bufs) * (2 * poll->num_msgs + 2));
+    size_t total,
+        n = pe_wire_poll_body(&req->pool, cursor, cursor_len, poll->msgs, poll->num_msgs, poll->gaps, poll->num_gaps, bufs, &total);
 
     req->res.status = 200;
     req->res.reason = "OK";
@@ -281,34 +271,24 @@ pe_poll_on_req(h2o_req_t *req)
     h2o_iovec_t qs = pe_http_query(req);
     pe_sub_query_t *q = h2o_mem_alloc_pool(&req->pool, sizeof(*q));
     char *arena = h2o_mem_alloc_pool(&req->pool, qs.len + 1);
-    const char *code, *err;
-    if (pe_sub_query_parse(qs.base, qs.len, q, arena, &code, &err) != 0) {
-        pe_http_error(req, 400, "Bad Request", code, err);
+    if (pe_conn_parse_subscription(req, 0, q, arena) != 0)
         return 0;
-    }
     h2o_timeout_t *hold = hold_timeout(req, thr, qs);
     if (hold == NULL) {
         pe_http_error(req, 400, "Bad Request", "bad_timeout", "timeout must be a whole number of seconds from 1");
         return 0;
     }
 
-    if (thr->draining) {
-        /* As SSE and WebSocket do: the client comes back to another node (docs/protocol.md). */
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
-        pe_http_error(req, 503, "Service Unavailable", "draining", "this node is shutting down; reconnect");
+    if (pe_conn_refuse_draining(req))
         return 0;
-    }
     if (!pe_ps_engine_is_ready(pe_ps_node_engine(thr->node))) {
         /* Nothing could be read or awaited: tell the client when to come back. */
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("2"));
         pe_http_error(req, 503, "Service Unavailable", "engine_unavailable", pe_ps_err_unavailable);
         return 0;
     }
-    if (pe_ps_engine_channels_full(pe_ps_node_engine(thr->node), q->num_channels)) {
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("5"));
-        pe_http_error(req, 503, "Service Unavailable", "channel_limit", pe_ps_err_channel_limit);
+    if (pe_conn_refuse_channels_full(req, q->num_channels))
         return 0;
-    }
     if (pe_limits_hold_poll(&thr->server->limits) != 0) {
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT(H2O_TO_STR(PE_RETRY_AFTER_FULL)));
         pe_http_error(req, 503, "Service Unavailable", "too_many_polls",
@@ -326,10 +306,7 @@ pe_poll_on_req(h2o_req_t *req)
     pe_stream_register(thr, &poll->stream);
 
     pe_sub_init(&poll->sub, thr->node, &poll_callbacks);
-    for (size_t i = 0; i != q->num_channels; ++i) {
-        pe_start_t start = pe_start_from_cursor(&q->since, q->channels[i].name, q->channels[i].len, q->num_channels);
-        pe_sub_add(&poll->sub, q->channels[i].name, q->channels[i].len, start);
-    }
+    pe_conn_subscribe(&poll->sub, q, NULL, NULL);
     h2o_timeout_link(thr->loop, hold, &poll->hold_entry);
     if (req->version < 0x200 && !poll->answered) {
         h2o_linklist_insert(&thr->held_polls, &poll->held_link);

@@ -15,7 +15,7 @@
  * PE_SUB_PAUSE when its queue is full; pe_sub_resume continues), then the channel goes live.
  *
  * Threading: everything except pe_ps_engine_* creation and destruction runs on the node's own
- * loop thread. Callbacks are never invoked from inside the call that caused them (STYLE 3.5).
+ * loop thread. Callbacks are never invoked from inside the call that caused them.
  */
 #ifndef PE_PUBSUB_H
 #define PE_PUBSUB_H
@@ -37,12 +37,13 @@ extern const char pe_ps_err_channel_limit[]; /* --max-channels reached: no new c
 extern const char pe_ps_err_too_many[];      /* more than PE_CURSOR_MAX_ENTRIES channels in one subscriber */
 extern const char pe_ps_err_duplicate[];     /* the subscriber already has that channel */
 extern const char pe_ps_err_exhausted[];     /* the channel's ID space is exhausted */
-extern const char pe_ps_err_bad_key[];       /* idempotency key outside the rule of CONTRACT.md */
+extern const char pe_ps_err_bad_key[];       /* idempotency key outside the rule (docs/protocol.md "Publish") */
 
 /* ---- messages ---------------------------------------------------------------------------- */
 
-/* Lazily built encodings a transport shares among its subscribers (slot numbers in edge/). */
-#define PE_MSG_NUM_ENCODINGS 2
+/* Cache slots for the encodings the layer above builds from a message and shares among its
+ * subscribers; pubsub only stores and frees them (edge/wire/wire.h names the slots). */
+#define PE_MSG_NUM_ENCODINGS 3
 
 typedef struct st_pe_msg_encoding_t {
     size_t len;
@@ -50,9 +51,10 @@ typedef struct st_pe_msg_encoding_t {
 } pe_msg_encoding_t;
 
 /**
- * An immutable, reference-counted message. Every encoding a transport needs is built once, when
- * the message is created, and shared by every subscriber on every thread (no per-subscriber
- * copy). Fields are read-only; the reference count is atomic so threads may share a message.
+ * An immutable, reference-counted message: its fields and its envelope, the JSON every transport
+ * carries. Transport encodings are built from the envelope once per message into the cache slots
+ * (pe_msg_encoding) and shared by every subscriber on every thread (no per-subscriber copy).
+ * Fields are read-only; the reference count is atomic so threads may share a message.
  */
 typedef struct st_pe_msg_t {
     pe_id_t id;
@@ -62,9 +64,6 @@ typedef struct st_pe_msg_t {
     size_t data_len;
     const char *envelope; /* {"channel":"..","id":"..","data":..} */
     size_t envelope_len;
-    const char *sse_frame; /* "id: <id>\ndata: <envelope>\n\n" */
-    size_t sse_frame_len;
-    size_t sse_data_off; /* offset of "data: " in sse_frame: the frame without its id line */
     char id_str[PE_ID_MAXLEN + 1];
     size_t id_len;
     void *_encodings[PE_MSG_NUM_ENCODINGS]; /* pe_msg_encoding_t *, built lazily, atomically set */
@@ -153,7 +152,7 @@ pe_ps_engine_t *pe_ps_node_engine(pe_ps_node_t *node);
 
 /* ---- publishing ---------------------------------------------------------------------------- */
 
-/* Idempotency keys: 1-PE_PS_KEY_MAXLEN characters of A-Z a-z 0-9 _ - . : (CONTRACT.md). */
+/* Idempotency keys: 1-PE_PS_KEY_MAXLEN characters of A-Z a-z 0-9 _ - . : (docs/protocol.md "Publish"). */
 #define PE_PS_KEY_MAXLEN 64
 /** 1 if key[0..len) is a valid idempotency key, else 0. */
 int pe_ps_key_is_valid(const char *key, size_t len);
@@ -287,7 +286,7 @@ int pe_sub_position(const pe_sub_t *sub, const char *channel, size_t len, pe_id_
 /** 1 if every channel is live (caught up), else 0. */
 int pe_sub_is_live(const pe_sub_t *sub);
 
-/** Builds the start of a channel from a parsed cursor (CONTRACT.md "Cursor"). */
+/** Builds the start of a channel from a parsed cursor (docs/protocol.md "The cursor"). */
 pe_start_t pe_start_from_cursor(const pe_cursor_t *cursor, const char *channel, size_t channel_len, size_t num_channels);
 
 #endif

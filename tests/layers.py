@@ -10,7 +10,7 @@ folders of a lower rank only, and files of its own folder without a cycle:
     4  fallback       the fallback transports (sse, poll)
     3  edge/core      per-thread state and stats, stream registry, config, output queue,
                       connection limits, HTTP helpers, the publish rule
-    2  edge/wire      wire formats (WebSocket frames, permessage-deflate)
+    2  edge/wire      wire formats (WebSocket frames, permessage-deflate, SSE events, poll bodies)
     1  edge/util      log, query-string parsing, bounds
     0  pubsub         the subscription layer
 

@@ -9,7 +9,7 @@
 #include "edge/api/ops.h"
 #include "edge/core/thread.h"
 #include "edge/core/http.h"
-#include "edge/wire/ws_frame.h"
+#include "edge/wire/wire.h"
 
 typedef struct st_textbuf_t {
     h2o_mem_pool_t *pool;
@@ -118,8 +118,8 @@ send_metrics(h2o_req_t *req)
         "# HELP pushedge_ws_frames_built_total WebSocket broadcast frames built (once per message and encoding).\n"
         "# TYPE pushedge_ws_frames_built_total counter\n"
         "pushedge_ws_frames_built_total{encoding=\"plain\"} %llu\npushedge_ws_frames_built_total{encoding=\"deflate\"} %llu\n",
-        (unsigned long long)__atomic_load_n(&pe_ws_frames_built[0], __ATOMIC_RELAXED),
-        (unsigned long long)__atomic_load_n(&pe_ws_frames_built[1], __ATOMIC_RELAXED));
+        (unsigned long long)__atomic_load_n(&pe_ws_frames_built[PE_WIRE_WS_KIND_PLAIN], __ATOMIC_RELAXED),
+        (unsigned long long)__atomic_load_n(&pe_ws_frames_built[PE_WIRE_WS_KIND_DEFLATE], __ATOMIC_RELAXED));
     put(&t,
         "# HELP pushedge_engine_channels Channels the engine holds in this process (memory engine; 0 on Redis).\n"
         "# TYPE pushedge_engine_channels gauge\npushedge_engine_channels %llu\n"

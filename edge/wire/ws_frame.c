@@ -33,11 +33,6 @@
 #include "pubsub/alloc.h"
 #include "edge/wire/ws_frame.h"
 
-/* Frames built for broadcast (once per message and encoding, on whichever thread first needs
- * one): compared with deliveries in /metrics, it shows that fan-out does not encode per
- * subscriber. */
-uint64_t pe_ws_frames_built[2];
-
 /* ---- UTF-8 --------------------------------------------------------------------------------- */
 
 /*

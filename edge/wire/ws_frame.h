@@ -27,17 +27,13 @@ enum {
     PE_WS_OP_PONG = 0xA
 };
 
-/* Close codes (RFC 6455 7.4.1) used by the server. */
+/* Close codes (RFC 6455 7.4.1) the server sends (a peer's own close is answered with its code). */
 enum {
-    PE_WS_CLOSE_NORMAL = 1000,
-    PE_WS_CLOSE_GOING_AWAY = 1001,
     PE_WS_CLOSE_PROTOCOL = 1002,
     PE_WS_CLOSE_INVALID_DATA = 1007, /* invalid UTF-8, or a compressed payload that does not inflate */
-    PE_WS_CLOSE_POLICY = 1008,
     PE_WS_CLOSE_TOO_BIG = 1009,
-    PE_WS_CLOSE_INTERNAL = 1011,
-    PE_WS_CLOSE_RESTART = 1012,
-    PE_WS_CLOSE_TRY_AGAIN = 1013
+    PE_WS_CLOSE_RESTART = 1012,  /* the node drains */
+    PE_WS_CLOSE_TRY_AGAIN = 1013 /* slow consumer */
 };
 
 /* ---- UTF-8 (incremental, rejects overlongs, surrogates, > U+10FFFF) ------------------------- */
@@ -150,9 +146,5 @@ size_t pe_ws_encode_header(uint8_t *out, int opcode, int rsv1, uint64_t payload_
  * (RFC 6455 7.4.1): it gives an empty payload, which is how a close without a code is echoed.
  */
 size_t pe_ws_encode_close_payload(uint8_t *out, int code, const char *reason);
-
-/* Broadcast frames built, [0] plain, [1] deflated (atomic, any thread): the transport counts
- * each one it builds, /metrics reads them. */
-extern uint64_t pe_ws_frames_built[2];
 
 #endif
