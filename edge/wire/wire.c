@@ -88,16 +88,17 @@ write_op_text(const pe_msg_t *msg, char *p)
     memcpy(p + sizeof(OP_HEAD) - 1, msg->envelope + 1, msg->envelope_len - 1);
 }
 
-/* A frame of payload[0..len): header and payload in one allocation. */
+/* A frame of a len-byte payload: header and payload in one allocation; the caller writes the
+ * payload at *payload. */
 static pe_msg_encoding_t *
-make_frame(int rsv1, const void *payload, size_t len)
+alloc_frame(int rsv1, size_t len, uint8_t **payload)
 {
     uint8_t hdr[PE_WS_MAX_HEADER];
     size_t hlen = pe_ws_encode_header(hdr, PE_WS_OP_TEXT, rsv1, len);
     pe_msg_encoding_t *enc = pe_malloc(sizeof(*enc) + hlen + len);
     memcpy(enc->data, hdr, hlen);
-    memcpy(enc->data + hlen, payload, len);
     enc->len = hlen + len;
+    *payload = (uint8_t *)enc->data + hlen;
     return enc;
 }
 
@@ -105,13 +106,9 @@ static pe_msg_encoding_t *
 build_ws_plain(const pe_msg_t *msg)
 {
     __atomic_fetch_add(&pe_ws_frames_built[PE_WIRE_WS_KIND_PLAIN], 1, __ATOMIC_RELAXED);
-    size_t len = pe_wire_ws_text_len(msg);
-    uint8_t hdr[PE_WS_MAX_HEADER];
-    size_t hlen = pe_ws_encode_header(hdr, PE_WS_OP_TEXT, 0, len);
-    pe_msg_encoding_t *enc = pe_malloc(sizeof(*enc) + hlen + len);
-    memcpy(enc->data, hdr, hlen);
-    write_op_text(msg, enc->data + hlen);
-    enc->len = hlen + len;
+    uint8_t *payload;
+    pe_msg_encoding_t *enc = alloc_frame(0, pe_wire_ws_text_len(msg), &payload);
+    write_op_text(msg, (char *)payload);
     return enc;
 }
 
@@ -124,13 +121,13 @@ build_ws_deflate(const pe_msg_t *msg)
     write_op_text(msg, text);
     uint8_t *z;
     size_t zlen;
-    pe_msg_encoding_t *enc;
-    if (pe_ws_deflate_message((const uint8_t *)text, len, 15, &z, &zlen) == 0) {
-        enc = make_frame(1, z, zlen);
+    /* Incompressible or failed: the plain frame, still built once. */
+    int deflated = pe_ws_deflate_message((const uint8_t *)text, len, 15, &z, &zlen) == 0;
+    uint8_t *payload;
+    pe_msg_encoding_t *enc = alloc_frame(deflated, deflated ? zlen : len, &payload);
+    memcpy(payload, deflated ? (const void *)z : (const void *)text, deflated ? zlen : len);
+    if (deflated)
         pe_free(z);
-    } else {
-        enc = make_frame(0, text, len);
-    }
     pe_free(text);
     return enc;
 }
