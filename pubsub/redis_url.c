@@ -5,6 +5,7 @@
  */
 #include <string.h>
 #include "redis_url.h"
+#include "stream_id.h"
 
 #define STR2(x) #x
 #define STR(x) STR2(x)
@@ -43,19 +44,12 @@ parse_hostport(const char *s, size_t len, char *host, unsigned *port)
     if (n == 0 || n >= PE_REDIS_URL_HOST_MAX)
         return -1;
     const char *p = colon + 1;
-    if (p == end || end - p > 5)
-        return -1;
-    unsigned v = 0;
-    for (; p != end; ++p) {
-        if (*p < '0' || *p > '9')
-            return -1;
-        v = v * 10 + (unsigned)(*p - '0');
-    }
-    if (v == 0 || v > 65535)
+    uint64_t v;
+    if (end - p > 5 || pe_digits_parse(p, (size_t)(end - p), 10, 65535, &v) != 0 || v == 0)
         return -1;
     memcpy(host, hs, n);
     host[n] = '\0';
-    *port = v;
+    *port = (unsigned)v;
     return 0;
 }
 

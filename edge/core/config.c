@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include "pubsub/alloc.h"
 #include "pubsub/redis_url.h"
+#include "pubsub/stream_id.h"
 #include "edge/core/config.h"
 #include "edge/util/log.h"
 
@@ -138,19 +139,12 @@ pe_config_split_hostport(const char *s, char *host, size_t hostlen, unsigned *po
     if (n == 0 || n >= hostlen)
         return -1;
     const char *p = colon + 1;
-    if (*p == '\0' || strlen(p) > 5)
-        return -1;
-    unsigned v = 0;
-    for (; *p != '\0'; ++p) {
-        if (*p < '0' || *p > '9')
-            return -1;
-        v = v * 10 + (unsigned)(*p - '0');
-    }
-    if (v == 0 || v > 65535)
+    uint64_t v;
+    if (strlen(p) > 5 || pe_digits_parse(p, strlen(p), 10, 65535, &v) != 0 || v == 0)
         return -1;
     memcpy(host, hs, n);
     host[n] = '\0';
-    *port = v;
+    *port = (unsigned)v;
     return 0;
 }
 
