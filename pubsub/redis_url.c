@@ -18,12 +18,11 @@ const char pe_redis_url_err_db[] = "bad database number (0 to " STR(PE_REDIS_URL
 /* An item longer than this is refused whatever it holds (a host name is at most 255 bytes). */
 #define ITEM_MAX 299
 
-/* One host:port item s[0..len) (no comma inside). Returns 0 with the host and port stored, or -1. */
-static int
-parse_hostport(const char *s, size_t len, char *host, unsigned *port)
+int
+pe_hostport_parse(const char *s, size_t len, char *host, size_t hostlen, unsigned *port)
 {
     const char *end = s + len, *hs = s, *he, *colon;
-    if (len == 0 || len > ITEM_MAX)
+    if (len == 0)
         return -1;
     if (*s == '[') {
         /* "[v6]:port": the first ']' closes the address and must be followed by the port. */
@@ -41,7 +40,7 @@ parse_hostport(const char *s, size_t len, char *host, unsigned *port)
         he = colon;
     }
     size_t n = (size_t)(he - hs);
-    if (n == 0 || n >= PE_REDIS_URL_HOST_MAX)
+    if (n == 0 || n >= hostlen)
         return -1;
     const char *p = colon + 1;
     uint64_t v;
@@ -51,6 +50,15 @@ parse_hostport(const char *s, size_t len, char *host, unsigned *port)
     host[n] = '\0';
     *port = (unsigned)v;
     return 0;
+}
+
+/* One seed item s[0..len) (no comma inside). */
+static int
+parse_hostport(const char *s, size_t len, char *host, unsigned *port)
+{
+    if (len > ITEM_MAX)
+        return -1;
+    return pe_hostport_parse(s, len, host, PE_REDIS_URL_HOST_MAX, port);
 }
 
 const char *

@@ -50,4 +50,9 @@ extern const char pe_redis_url_err_db[];       /* the part after '/' is not a da
  */
 const char *pe_redis_url_parse(const char *url, pe_redis_url_t *out);
 
+/* One "host:port" or "[v6]:port" in s[0..len), by the item rules above (the host shorter than
+ * hostlen, brackets removed, NUL-terminated; the port 1..65535). Returns 0, or -1 with nothing
+ * stored. The option parser reads --listen with it too, so both options take one grammar. */
+int pe_hostport_parse(const char *s, size_t len, char *host, size_t hostlen, unsigned *port);
+
 #endif

@@ -19,7 +19,6 @@
 #include <unistd.h>
 #include "pubsub/alloc.h"
 #include "pubsub/redis_url.h"
-#include "pubsub/stream_id.h"
 #include "edge/core/config.h"
 #include "edge/util/log.h"
 
@@ -122,30 +121,7 @@ set_defaults(pe_config_t *cfg)
 int
 pe_config_split_hostport(const char *s, char *host, size_t hostlen, unsigned *port)
 {
-    const char *colon, *hs = s, *he;
-    if (*s == '[') {
-        const char *close = strchr(s, ']');
-        if (close == NULL || close[1] != ':')
-            return -1;
-        hs = s + 1;
-        he = close;
-        colon = close + 1;
-    } else {
-        if ((colon = strrchr(s, ':')) == NULL || memchr(s, ':', (size_t)(colon - s)) != NULL)
-            return -1;
-        he = colon;
-    }
-    size_t n = (size_t)(he - hs);
-    if (n == 0 || n >= hostlen)
-        return -1;
-    const char *p = colon + 1;
-    uint64_t v;
-    if (strlen(p) > 5 || pe_digits_parse(p, strlen(p), 10, 65535, &v) != 0 || v == 0)
-        return -1;
-    memcpy(host, hs, n);
-    host[n] = '\0';
-    *port = (unsigned)v;
-    return 0;
+    return pe_hostport_parse(s, strlen(s), host, hostlen, port);
 }
 
 int
