@@ -145,19 +145,7 @@ struct st_redis_engine_t {
 static void subscribe_chan(rnode_t *rn, rchan_t *rc);
 static void rchan_remove(rnode_t *rn, rchan_t *rc);
 
-static void elog(redis_engine_t *e, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void
-elog(redis_engine_t *e, int level, const char *fmt, ...)
-{
-    if (e->log == NULL)
-        return;
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    e->log(level, buf);
-}
+#define elog(e, ...) pe_redis_logf((e)->log, __VA_ARGS__)
 
 /* ---- messages from Redis --------------------------------------------------------------------- */
 

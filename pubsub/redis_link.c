@@ -98,19 +98,20 @@ struct st_pe_redis_link_t {
 static void link_fail(pe_redis_link_t *link, const char *why);
 static void on_cluster_slots(void *ctx, redisReply *reply);
 
-static void llog(pe_redis_link_t *link, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void
-llog(pe_redis_link_t *link, int level, const char *fmt, ...)
+void
+pe_redis_logf(void (*log)(int level, const char *text), int level, const char *fmt, ...)
 {
-    if (link->cfg->log == NULL)
+    if (log == NULL)
         return;
     char buf[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
-    link->cfg->log(level, buf);
+    log(level, buf);
 }
+
+#define llog(link, ...) pe_redis_logf((link)->cfg->log, __VA_ARGS__)
 
 /* ---- commands ------------------------------------------------------------------------------ */
 

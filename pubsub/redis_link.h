@@ -106,4 +106,8 @@ void pe_redis_link_subscribe(pe_redis_link_t *link, const char *verb, const char
  */
 int pe_redis_link_reload_library(pe_redis_link_t *link);
 
+/* Formats a line of at most 511 bytes and hands it to log (nothing when log is NULL): the link
+ * and the engine log through the same sink. */
+void pe_redis_logf(void (*log)(int level, const char *text), int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 #endif
