@@ -468,6 +468,25 @@ function reprobeTarget(ladder, order, active) {
   return { transport: name, ladder: { ...ladder, reprobeRound: ladder.reprobeRound + 1 } };
 }
 
+/* ==== client/transports/base.js ==== */
+
+/*
+ * transports/base.js: what every transport keeps from its construction: the endpoint, the
+ * options, the clock and the callbacks (never the client), and the two facts the client asks of
+ * any transport: whether it is done and whether it proved its path.
+ */
+
+class Transport {
+  constructor(url, options, callbacks) {
+    this.url = url;
+    this.o = options;
+    this.clock = options.clock;
+    this.cb = callbacks;
+    this.done = false; // stopped or reported closed: says nothing more
+    this.opened = false; // the path is proven (each transport says by what)
+  }
+}
+
 /* ==== client/transports/ws.js ==== */
 
 /*
@@ -480,19 +499,15 @@ function reprobeTarget(ladder, order, active) {
  */
 
 
-class WsTransport {
+class WsTransport extends Transport {
   /**
    * url: the ws:// or wss:// endpoint. options: WebSocket (constructor), clock, connectTimeout,
    * probeTimeout, pongTimeout, pingInterval.
    */
   constructor(url, options, callbacks) {
-    this.url = url;
-    this.o = options;
-    this.clock = options.clock;
-    this.cb = callbacks;
+    super(url, options, callbacks);
     this.channels = new Set();
-    this.done = false; // stopped or reported closed: says nothing more
-    this.opened = false; // proved healthy
+    // this.opened (base.js) turns true when: proved healthy
     this.pending = new Map(); // ref -> channel, subscribes not confirmed yet
     this.ref = 0;
     this.ws = null;
@@ -758,19 +773,15 @@ async function readRefusal(res, clock) {
  */
 
 
-class SseTransport {
+class SseTransport extends Transport {
   /**
    * url: the /sse endpoint. options: fetch, clock, connectTimeout, probeTimeout,
    * heartbeatTimeout.
    */
   constructor(url, options, callbacks) {
-    this.url = url;
-    this.o = options;
-    this.clock = options.clock;
-    this.cb = callbacks;
+    super(url, options, callbacks);
     this.channels = [];
-    this.done = false; // stopped or reported closed: says nothing more
-    this.opened = false; // the first event arrived
+    // this.opened (base.js) turns true when: the first event arrived
     this.gotByte = false;
     this.drainRetry = null; // a `retry:` after the stream's first one: the node drains
     this.abort = null;
@@ -954,19 +965,15 @@ class SseTransport {
  */
 
 
-class PollTransport {
+class PollTransport extends Transport {
   /**
    * url: the /poll endpoint. options: fetch, clock, connectTimeout, backoffBase, pollTimeout
    * (the hold in seconds to ask for; the client passes the one learned by earlier polls).
    */
   constructor(url, options, callbacks) {
-    this.url = url;
-    this.o = options;
-    this.clock = options.clock;
-    this.cb = callbacks;
+    super(url, options, callbacks);
     this.channels = [];
-    this.done = false; // stopped or reported closed: says nothing more
-    this.opened = false; // the first answer came
+    // this.opened (base.js) turns true when: the first answer came
     this.abort = null;
     this.timer = null;
     this.hold = options.pollTimeout;

@@ -8,20 +8,17 @@
 
 import { deadline } from '../timing.js';
 import { channelQuery, readRefusal } from '../http.js';
+import { Transport } from './base.js';
 
-export class PollTransport {
+export class PollTransport extends Transport {
   /**
    * url: the /poll endpoint. options: fetch, clock, connectTimeout, backoffBase, pollTimeout
    * (the hold in seconds to ask for; the client passes the one learned by earlier polls).
    */
   constructor(url, options, callbacks) {
-    this.url = url;
-    this.o = options;
-    this.clock = options.clock;
-    this.cb = callbacks;
+    super(url, options, callbacks);
     this.channels = [];
-    this.done = false; // stopped or reported closed: says nothing more
-    this.opened = false; // the first answer came
+    // this.opened (base.js) turns true when: the first answer came
     this.abort = null;
     this.timer = null;
     this.hold = options.pollTimeout;

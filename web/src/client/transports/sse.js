@@ -14,20 +14,17 @@
 
 import { deadline } from '../timing.js';
 import { channelQuery, readRefusal } from '../http.js';
+import { Transport } from './base.js';
 
-export class SseTransport {
+export class SseTransport extends Transport {
   /**
    * url: the /sse endpoint. options: fetch, clock, connectTimeout, probeTimeout,
    * heartbeatTimeout.
    */
   constructor(url, options, callbacks) {
-    this.url = url;
-    this.o = options;
-    this.clock = options.clock;
-    this.cb = callbacks;
+    super(url, options, callbacks);
     this.channels = [];
-    this.done = false; // stopped or reported closed: says nothing more
-    this.opened = false; // the first event arrived
+    // this.opened (base.js) turns true when: the first event arrived
     this.gotByte = false;
     this.drainRetry = null; // a `retry:` after the stream's first one: the node drains
     this.abort = null;

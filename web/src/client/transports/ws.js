@@ -8,20 +8,17 @@
  */
 
 import { deadline } from '../timing.js';
+import { Transport } from './base.js';
 
-export class WsTransport {
+export class WsTransport extends Transport {
   /**
    * url: the ws:// or wss:// endpoint. options: WebSocket (constructor), clock, connectTimeout,
    * probeTimeout, pongTimeout, pingInterval.
    */
   constructor(url, options, callbacks) {
-    this.url = url;
-    this.o = options;
-    this.clock = options.clock;
-    this.cb = callbacks;
+    super(url, options, callbacks);
     this.channels = new Set();
-    this.done = false; // stopped or reported closed: says nothing more
-    this.opened = false; // proved healthy
+    // this.opened (base.js) turns true when: proved healthy
     this.pending = new Map(); // ref -> channel, subscribes not confirmed yet
     this.ref = 0;
     this.ws = null;
