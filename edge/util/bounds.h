@@ -128,7 +128,4 @@
 /* HTTP/2 requests without credentials front.c remembers per connection between two checks
  * (each is given one check to complete an empty body); more at once is refused at once. */
 #define PE_FRONT_H2_SUSPECTS 16
-/* Longest message text in log lines about peer behaviour. */
-#define PE_LOG_PEER_TEXT 128
-
 #endif
