@@ -2,7 +2,8 @@
  * Harness for the pushedge end-to-end tests (node:test, Node 20 built-ins only).
  *
  * - startServer(): spawns the binary named by $PUSHEDGE_BIN on a free loopback port, waits
- *   for GET /healthz == 200 (bounded), captures its output, and returns a handle whose
+ *   for GET /healthz == 200 (GET /readyz when E2E_ENGINE=redis added --redis; bounded),
+ *   captures its output, and returns a handle whose
  *   stop() sends a signal and waits (bounded) for the exit, SIGKILLing past the bound.
  * - httpRequest() / publish(): plain HTTP/1.1 (a fresh connection each) or HTTP/2 requests.
  * - openSSE(): an EventSource-like client that parses text/event-stream itself, following
