@@ -2,7 +2,8 @@
  * Harness for the pushedge end-to-end tests (node:test, Node 20 built-ins only).
  *
  * - startServer(): spawns the binary named by $PUSHEDGE_BIN on a free loopback port, waits
- *   for GET /healthz == 200 (bounded), captures its output, and returns a handle whose
+ *   for GET /healthz == 200 (GET /readyz when E2E_ENGINE=redis added --redis; bounded),
+ *   captures its output, and returns a handle whose
  *   stop() sends a signal and waits (bounded) for the exit, SIGKILLing past the bound.
  * - httpRequest() / publish(): plain HTTP/1.1 (a fresh connection each) or HTTP/2 requests.
  * - openSSE(): an EventSource-like client that parses text/event-stream itself, following
@@ -287,7 +288,8 @@ function exitProblem(r, { expectCode = 0, expectSignal = null } = {}) {
 }
 
 /**
- * Starts a server and waits until GET /healthz answers 200 (at most 10 s).
+ * Starts a server and waits until GET /healthz answers 200 (at most 10 s); GET /readyz when
+ * E2E_ENGINE=redis made the harness add --redis (publishes answer 503 until it does).
  *
  * By default the command line is `--listen 127.0.0.1:<free port> ...args`. With
  * opts.listen === false no --listen is added and opts.port names the port the server is
@@ -335,7 +337,8 @@ async function startServerOnce(args, env, opts) {
         extra = [...extra.slice(0, ti), ...extra.slice(ti + 2)];
     /* E2E_ENGINE=redis runs the file against the Redis engine at $PUSHEDGE_TEST_REDIS_URL
      * (tests/run.sh starts a private redis-server); a test that chose its own --redis wins. */
-    if (process.env.E2E_ENGINE === 'redis' && !args.includes('--redis'))
+    const harnessRedis = process.env.E2E_ENGINE === 'redis' && !args.includes('--redis');
+    if (harnessRedis)
         extra.push('--redis', process.env.PUSHEDGE_TEST_REDIS_URL);
     extra.push(...threadsArgs([...args, ...extra], env));
     const argv = opts.listen === false ? [...args, ...extra] : ['--listen', `${HOST}:${port}`, ...args, ...extra];
@@ -429,7 +432,11 @@ async function startServerOnce(args, env, opts) {
             );
         }
         try {
-            const r = await httpRequest(url, '/healthz', { timeoutMs: 1000 });
+            /* On the Redis engine the process serves before every thread's link is up (and
+             * its function library loaded): until /readyz says so a publish answers 503. A
+             * Redis the harness chose is expected to be reachable, so wait for that too; a test
+             * that passed its own --redis waits for what it means to test. */
+            const r = await httpRequest(url, harnessRedis ? '/readyz' : '/healthz', { timeoutMs: 1000 });
             if (r.status === 200)
                 return handle;
         } catch {
@@ -437,7 +444,7 @@ async function startServerOnce(args, env, opts) {
         }
         if (Date.now() >= deadline) {
             await handle.stop('SIGKILL').catch(() => {});
-            throw new Error(`pushedge did not answer GET /healthz 200 within 10 s; args: ${argv.join(' ')}\nstderr:\n${stderr}`);
+            throw new Error(`pushedge did not answer GET ${harnessRedis ? '/readyz' : '/healthz'} 200 within 10 s; args: ${argv.join(' ')}\nstderr:\n${stderr}`);
         }
         await delay(25);
     }

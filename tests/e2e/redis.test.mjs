@@ -29,7 +29,11 @@
  *     a gap and then the same 5 (poll, sse, ws);
  *  8. a password-protected Redis: the right password works; a wrong one gives /readyz 503 and
  *     publish 503 while the process keeps serving;
- *  9. a database number in the URL: the stream key lives in that database only.
+ *  9. a database number in the URL: the stream key lives in that database only;
+ * 10. publishes that land between an SSE response head and its first read (a proxy delays
+ *     Redis's replies): since=0 starts at the oldest retained when the read runs, with no gap;
+ *     a Last-Event-ID cursor trimmed meanwhile gets a gap (docs/protocol.md "When now and
+ *     oldest are fixed").
  *
  * Redis is spoken to over a raw RESP socket (no redis-cli needed). The whole file is skipped
  * when redis-server is not on PATH. Every wait is bounded; nothing sleeps for a fixed time
@@ -38,6 +42,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import {
@@ -784,6 +789,56 @@ describe('Redis engine', () => {
             /* A node on db 0 does not see its history. */
             const s0 = await sseLive(n1.url, ch, '0', t);
             assert.deepEqual(s0.events, [], 'db 0 has no history for the channel');
+        });
+    });
+
+    describe('10. publishes racing a new subscription\'s first read', () => {
+        /* A proxy that holds every Redis -> pushedge byte for `ms`: the node's SUBSCRIBE
+         * confirmation and history read come back late, so publishes straight into Redis land
+         * between the SSE response head and the read, deterministically. */
+        function slowRepliesProxy(upPort, ms) {
+            const socks = new Set();
+            const server = net.createServer((c) => {
+                const u = net.connect({ host: '127.0.0.1', port: upPort });
+                socks.add(c).add(u);
+                const end = () => {
+                    c.destroy();
+                    u.destroy();
+                };
+                c.on('data', (d) => u.write(d));
+                u.on('data', (d) => setTimeout(() => c.destroyed || c.write(d), ms));
+                for (const s of [c, u]) {
+                    s.on('close', end);
+                    s.on('error', end);
+                }
+            });
+            return new Promise((resolve) =>
+                server.listen(0, '127.0.0.1', () =>
+                    resolve({ port: server.address().port, close: () => (socks.forEach((s) => s.destroy()), server.close()) })),
+            );
+        }
+
+        it('since=0 starts at the oldest retained when the read runs (no gap); a cursor trimmed meanwhile gets a gap', { timeout: 20000 }, async (t) => {
+            const proxy = await slowRepliesProxy(redis.port, 300);
+            t.after(() => proxy.close());
+            const node = await startNode(`redis://127.0.0.1:${proxy.port}`, [], {});
+            t.after(() => stopNode(node));
+            const ch = uniqueChannel('race');
+            /* Retention 5, passed with each publish as pushedge does. */
+            const pub = (i) => redisCmd(redis.port, ['FCALL', 'pushedge_publish', '1', `pe:{${ch}}`, JSON.stringify({ i }), '5', '86400000']);
+            const ids = [];
+            for (let i = 0; i < 5; i++)
+                ids.push(await pub(i));
+            const zero = await openSSE(node.url, `/sse?channel=${ch}&since=0`, { t });
+            const resumed = await openSSE(node.url, `/sse?channel=${ch}`, { t, headers: { 'last-event-id': ids[0] } });
+            /* Both heads are here, neither read has answered (300 ms): trim the first three. */
+            for (let i = 5; i < 8; i++)
+                ids.push(await pub(i));
+            for (const s of [zero, resumed])
+                await s.waitFor(() => sseEnvelopes(s).some((e) => e.id === ids[7]) || null, 8000, 'the last message');
+            const got = (s) => s.events.map((e) => (e.type === 'gap' ? 'gap' : ids.indexOf(JSON.parse(e.data).id)));
+            assert.deepEqual(got(zero), [3, 4, 5, 6, 7], 'since=0: the oldest retained when the read ran, no gap');
+            assert.deepEqual(got(resumed), ['gap', 3, 4, 5, 6, 7], 'a cursor is a fixed position: trimmed past it, a gap');
         });
     });
 });

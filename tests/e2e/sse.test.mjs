@@ -679,8 +679,15 @@ describe('SSE: backpressure never skips silently', () => {
                 ids.push(...(await publishMany(small.srv.url, ch, 200, (i) => ({ i, payload }), 8)));
             const path = `/sse?channel=${ch}${mode === 'catch-up' ? '&since=0' : ''}`;
             let sse = await openSSE(small.srv.url, path, { t });
+            /* Wait until the subscription's first read has answered: its start is fixed only
+             * then, not when the response head arrives. since=0 means "the oldest retained when
+             * the read runs" (no gap, docs/protocol.md); with the Redis engine that read follows
+             * a SUBSCRIBE round trip, and publishing at once could trim the first messages
+             * before it, so the stream would rightly begin after them. */
             if (mode === 'live')
                 await sse.waitLive();
+            else
+                await sse.waitFor(() => sse.envelopes().length > 0 || null, 10000, 'the first retained message');
             sse.pause();
             /* 12 MiB while it does not read: more than the socket buffers hold. */
             ids.push(...(await publishMany(small.srv.url, ch, 3000, (i) => ({ i, payload }), 8)));
