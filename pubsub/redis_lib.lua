@@ -73,6 +73,9 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- At most this many entries are removed by XDEL in one call; a larger count trim (a node with a
+-- smaller --history-size than the last one's) uses XTRIM, once.
+local DEL_MAX = 16
 local function publish(keys, args)
   local key, ikey, data = keys[1], keys[2], args[1]
   if key == nil or data == nil then
@@ -83,27 +86,53 @@ local function publish(keys, args)
     if prev then return {prev, 1} end
   end
   local maxlen, ttl = tonumber(args[2] or MAXLEN), tonumber(args[3] or TTL_MS)
-  local created = redis.call('EXISTS', key) == 0
+  local len = redis.call('XLEN', key)
+  local created = len == 0 and redis.call('EXISTS', key) == 0
+  -- The count limit removes the `drop` oldest entries once this one is in (1 at steady state).
+  -- The oldest entries, read before the append: the `drop` ones, or the first one (the age
+  -- limit can only have caught entries from the head on).
+  local drop = len + 1 - maxlen
+  if drop < 0 then drop = 0 end
+  local old = {}
+  if len > 0 and drop <= DEL_MAX then
+    old = redis.call('XRANGE', key, '-', '+', 'COUNT', drop > 0 and drop or 1)
+  end
   local id = redis.call('XADD', key, '*', 'd', data)
-  local removed = nil
-  if created then
-    local ms = split(id)
-    if ms ~= '0' then removed = pred(ms .. '-0') end
-  end
-  if redis.call('XLEN', key) > maxlen then
-    local ex = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
-    removed = ex[1][1]
-    redis.call('XTRIM', key, 'MAXLEN', maxlen)
-  end
-  local cutoff = now_ms() - ttl
-  if cutoff > 0 then
-    local old = redis.call('XREVRANGE', key, '(' .. string.format('%.0f', cutoff) .. '-0', '-', 'COUNT', 1)
-    if #old == 1 then
-      redis.call('XTRIM', key, 'MINID', string.format('%.0f', cutoff) .. '-0')
-      if removed == nil or cmp(old[1][1], removed) > 0 then removed = old[1][1] end
+  -- The newest removed entry: the gap boundary, recorded as max-deleted-entry-id.
+  local removed, how, min = nil, nil, nil
+  if drop > len then removed, how = id, 'count'
+  elseif drop > DEL_MAX then
+    removed, how = redis.call('XREVRANGE', key, '+', '-', 'COUNT', maxlen + 1)[maxlen + 1][1], 'count'
+  elseif drop > 0 then removed, how = old[drop][1], 'del' end
+  -- The age limit, against the new entry's time (its ID's milliseconds: the clock, or later if
+  -- the clock went back). Only when the newest of the old entries read is older is there
+  -- anything to look for; the reverse range then starts in the listpack node holding it (still
+  -- there: nothing is removed yet), so it costs a node, not the stream.
+  if #old > 0 then
+    local cutoff = tonumber((split(id))) - ttl
+    if cutoff > 0 then
+      min = string.format('%.0f', cutoff) .. '-0'
+      if cmp(old[#old][1], min) < 0 then
+        local aged = redis.call('XREVRANGE', key, '(' .. min, '-', 'COUNT', 1)[1][1]
+        if removed == nil or cmp(aged, removed) > 0 then removed, how = aged, 'age' end
+      end
     end
   end
-  if removed ~= nil then redis.call('XSETID', key, id, 'MAXDELETEDID', removed) end
+  if how == 'del' then
+    -- XDEL records the newest ID it removes as max-deleted-entry-id itself (XTRIM does not).
+    local ids = {}
+    for i = 1, drop do ids[i] = old[i][1] end
+    redis.call('XDEL', key, unpack(ids))
+  elseif how ~= nil then
+    -- Every entry the count limit removes is older than `aged`, so below `min` too.
+    if how == 'age' then redis.call('XTRIM', key, 'MINID', min)
+    else redis.call('XTRIM', key, 'MAXLEN', maxlen) end
+  end
+  if created and removed == nil then
+    local ms = split(id)
+    if ms ~= '0' then removed, how = pred(ms .. '-0'), 'mark' end
+  end
+  if how ~= nil and how ~= 'del' then redis.call('XSETID', key, id, 'MAXDELETEDID', removed) end
   redis.call('PUBLISH', key, id .. ' ' .. data)
   if ikey ~= nil then
     redis.call('SET', ikey, id, 'PX', tonumber(args[4] or WINDOW_MS))
