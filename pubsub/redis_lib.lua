@@ -19,8 +19,9 @@
 --     stream's hash tag, so both keys are in one Cluster slot.
 --     Appends {d: <json>}, trims to the count and age, and PUBLISHes the entry, in one atomic
 --     step: a backend may call it directly. Trimming is exact (one entry per append at steady
---     state) and records the newest removed ID in the stream's max-deleted-entry-id, which
---     Redis itself does not update when trimming: that ID is the gap boundary. A stream created
+--     state) and records the newest removed ID in the stream's max-deleted-entry-id: that ID is
+--     the gap boundary. XDEL records it itself, XTRIM does not (XSETID then). What each step
+--     costs, and the alternatives measured: docs/architecture.md, "Cost of a publish in Redis". A stream created
 --     by this call gets max-deleted-entry-id just below its first ID (the "epoch" mark,
 --     sequence 2^64-1): a cursor from before the creation, that is from a stream Redis lost,
 --     then reads as a gap rather than silently skipping what was lost.
@@ -146,22 +147,26 @@ local function read(keys, args)
   local last, trimmed = '0-0', '0-0'
   if redis.call('EXISTS', key) == 1 then
     local info = redis.call('XINFO', 'STREAM', key)
-    local len, added, first = 0, 0, nil
+    local len, added, first, head = 0, 0, nil, nil
     for i = 1, #info, 2 do
       local k = info[i]
       if k == 'last-generated-id' then last = info[i + 1]
       elseif k == 'max-deleted-entry-id' then trimmed = info[i + 1]
       elseif k == 'length' then len = info[i + 1]
       elseif k == 'entries-added' then added = info[i + 1]
-      elseif k == 'recorded-first-entry-id' then first = info[i + 1] end
+      elseif k == 'recorded-first-entry-id' then first = info[i + 1]
+      elseif k == 'first-entry' and info[i + 1] then head = info[i + 1][1] end
     end
     local _, tseq = split(trimmed)
     if added > len and (trimmed == '0-0' or tseq == MARK) and first ~= nil and first ~= '0-0' then
       trimmed = pred(first)
     end
+    -- Entries past the age limit, not trimmed yet: only when the first entry is one (a reverse
+    -- range below every entry would walk the whole stream).
     local cutoff = now_ms() - ttl
-    if cutoff > 0 then
-      local old = redis.call('XREVRANGE', key, '(' .. string.format('%.0f', cutoff) .. '-0', '-', 'COUNT', 1)
+    local min = string.format('%.0f', cutoff) .. '-0'
+    if cutoff > 0 and head ~= nil and cmp(head, min) < 0 then
+      local old = redis.call('XREVRANGE', key, '(' .. min, '-', 'COUNT', 1)
       if #old == 1 and cmp(old[1][1], trimmed) > 0 then trimmed = old[1][1] end
     end
   end

@@ -732,6 +732,46 @@ describe('Redis engine', () => {
         });
     });
 
+    describe('7b. the gap boundary is the newest removed entry, whatever removed it', () => {
+        /* Resuming from the newest removed ID is no gap (nothing after it is lost); from the one
+         * before it is. pushedge_publish removes by XDEL, by XTRIM MINID (age) or by XTRIM MAXLEN
+         * (a large count cut) and must record each boundary exactly. */
+        async function assertBoundary(url, ch, removed, before, kept, what) {
+            const at = await pollRequest(url, `channel=${ch}&since=${removed.id}`);
+            assert.equal(at.status, 200, at.text);
+            assert.deepEqual(at.json.gaps, [], `${what}: since=<newest removed> is no gap`);
+            assertEnvelopes(at.json.messages, ch, kept, `${what}: since=<newest removed>`);
+            const below = await pollRequest(url, `channel=${ch}&since=${before.id}`);
+            assert.deepEqual(below.json.gaps, [ch], `${what}: since=<the one before> is a gap`);
+            assertEnvelopes(below.json.messages, ch, kept, `${what}: since=<the one before>`);
+            const st = await redisCmd(redis.port, ['XINFO', 'STREAM', `pe:{${ch}}`]);
+            assert.equal(st[st.indexOf('length') + 1], kept.length, `${what}: the stream holds exactly what is kept`);
+            assert.equal(st[st.indexOf('max-deleted-entry-id') + 1], removed.id, `${what}: max-deleted-entry-id`);
+        }
+
+        it('by count: one at a time (XDEL), several at once (a node with a smaller --history-size)', { timeout: 20000 }, async (t) => {
+            const small = await startNode(redis.url, ['--history-size', '3']);
+            t.after(() => stopNode(small));
+            const ch = uniqueChannel('cut');
+            const all = await publishSeq(n1.url, ch, range(1, 7).map((n) => ({ n })));
+            /* Node 1 (1,000) keeps all 7; the small node's publish cuts 5 at once. */
+            all.push(...(await publishSeq(small.url, ch, [{ n: 8 }])));
+            await assertBoundary(small.url, ch, all[4], all[3], all.slice(5), 'a cut of 5 (XTRIM MAXLEN)');
+            all.push(...(await publishSeq(small.url, ch, [{ n: 9 }, { n: 10 }])));
+            await assertBoundary(small.url, ch, all[6], all[5], all.slice(7), 'one per publish (XDEL)');
+        });
+
+        it('by age (--history-ttl 1)', { timeout: 20000 }, async (t) => {
+            const node = await startNode(redis.url, ['--history-ttl', '1']);
+            t.after(() => stopNode(node));
+            const ch = uniqueChannel('age');
+            const all = await publishSeq(node.url, ch, range(1, 3).map((n) => ({ n })));
+            await delay(1100);
+            all.push(...(await publishSeq(node.url, ch, [{ n: 4 }])));
+            await assertBoundary(node.url, ch, all[2], all[1], all.slice(3), 'aged out (XTRIM MINID)');
+        });
+    });
+
     describe('8. a password-protected Redis', () => {
         it('the right password works; a wrong one gives /readyz 503 and publish 503, and the process stays up', { timeout: 30000 }, async (t) => {
             const r8 = await startRedis({ extra: ['--requirepass', 'secret'] });
