@@ -109,21 +109,24 @@ local function publish(keys, args)
   -- the clock went back). Only when the newest of the old entries read is older is there
   -- anything to look for; the reverse range then starts in the listpack node holding it (still
   -- there: nothing is removed yet), so it costs a node, not the stream.
+  -- (An ID is below <cutoff>-0 when its milliseconds are below cutoff: compared as numbers,
+  -- exact below 2^53.)
   if #old > 0 then
-    local cutoff = tonumber((split(id))) - ttl
-    if cutoff > 0 then
+    local cutoff = tonumber(string.match(id, '^%d+')) - ttl
+    if cutoff > 0 and tonumber(string.match(old[#old][1], '^%d+')) < cutoff then
       min = string.format('%.0f', cutoff) .. '-0'
-      if cmp(old[#old][1], min) < 0 then
-        local aged = redis.call('XREVRANGE', key, '(' .. min, '-', 'COUNT', 1)[1][1]
-        if removed == nil or cmp(aged, removed) > 0 then removed, how = aged, 'age' end
-      end
+      local aged = redis.call('XREVRANGE', key, '(' .. min, '-', 'COUNT', 1)[1][1]
+      if removed == nil or cmp(aged, removed) > 0 then removed, how = aged, 'age' end
     end
   end
   if how == 'del' then
     -- XDEL records the newest ID it removes as max-deleted-entry-id itself (XTRIM does not).
-    local ids = {}
-    for i = 1, drop do ids[i] = old[i][1] end
-    redis.call('XDEL', key, unpack(ids))
+    if drop == 1 then redis.call('XDEL', key, removed)
+    else
+      local ids = {}
+      for i = 1, drop do ids[i] = old[i][1] end
+      redis.call('XDEL', key, unpack(ids))
+    end
   elseif how ~= nil then
     -- Every entry the count limit removes is older than `aged`, so below `min` too.
     if how == 'age' then redis.call('XTRIM', key, 'MINID', min)
@@ -136,7 +139,7 @@ local function publish(keys, args)
   if how ~= nil and how ~= 'del' then redis.call('XSETID', key, id, 'MAXDELETEDID', removed) end
   redis.call('PUBLISH', key, id .. ' ' .. data)
   if ikey ~= nil then
-    redis.call('SET', ikey, id, 'PX', tonumber(args[4] or WINDOW_MS))
+    redis.call('SET', ikey, id, 'PX', args[4] or WINDOW_MS)
     return {id, 0}
   end
   return id
