@@ -27,13 +27,17 @@
  *     stayed connected through the restart gets a gap too;
  *  7. retention through Redis with --history-size 5: since=0 gives the last 5, an older cursor
  *     a gap and then the same 5 (poll, sse, ws);
+ *     7b. the gap boundary (max-deleted-entry-id) is the newest removed entry whichever way
+ *     pushedge_publish removed it (XDEL one by one, a cut of several by a node with a smaller
+ *     --history-size, the age limit): resuming from it is no gap, from the one before it is;
  *  8. a password-protected Redis: the right password works; a wrong one gives /readyz 503 and
  *     publish 503 while the process keeps serving;
  *  9. a database number in the URL: the stream key lives in that database only.
  *
  * Redis is spoken to over a raw RESP socket (no redis-cli needed). The whole file is skipped
  * when redis-server is not on PATH. Every wait is bounded; nothing sleeps for a fixed time
- * (except the 1.5 s outage of 5b, which is the input under test, not a settling wait).
+ * (except the 1.5 s outage of 5b and the 1.1 s wait for --history-ttl 1 in 7b, inputs under
+ * test, not settling waits).
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
