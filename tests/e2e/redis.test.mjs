@@ -30,6 +30,8 @@
  *     7b. the gap boundary (max-deleted-entry-id) is the newest removed entry whichever way
  *     pushedge_publish removed it (XDEL one by one, a cut of several by a node with a smaller
  *     --history-size, the age limit): resuming from it is no gap, from the one before it is;
+ *     7c. pushedge_publish called directly with random counts, ages and keys: after each call the
+ *     stream holds exactly what a model keeps, and its boundary is the newest ID ever removed;
  *  8. a password-protected Redis: the right password works; a wrong one gives /readyz 503 and
  *     publish 503 while the process keeps serving;
  *  9. a database number in the URL: the stream key lives in that database only.
@@ -773,6 +775,52 @@ describe('Redis engine', () => {
             await delay(1100);
             all.push(...(await publishSeq(node.url, ch, [{ n: 4 }])));
             await assertBoundary(node.url, ch, all[2], all[1], all.slice(3), 'aged out (XTRIM MINID)');
+        });
+    });
+
+    describe('7c. pushedge_publish against a model of what it must keep', () => {
+        /* Random counts, ages and keys, called as a backend would (FCALL, the library a node
+         * loaded): after each call the stream holds exactly what the model keeps (the newest
+         * `count`, none older than the age limit), and max-deleted-entry-id is the newest ID ever
+         * removed. A cut of more than 16 at once leaves the age limit to the next call. */
+        it('400 random publishes on 4 channels', { timeout: 60000 }, async () => {
+            const ms = (id) => Number(id.split('-')[0]);
+            const cmp = (a, b) => cmpId(a, b);
+            let seed = 17;
+            const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+            const pick = (xs) => xs[Math.floor(rnd() * xs.length)];
+            for (let c = 0; c < 4; c++) {
+                const key = `pe:{${uniqueChannel('model')}}`;
+                let model = [], published = [];
+                for (let step = 0; step < 100; step++) {
+                    const count = rnd() < 0.15 ? pick([1, 2, 3, 40, 1000]) : (c % 2 ? 5 : 20);
+                    const ttl = pick([3, 10, 30, 100000]);
+                    if (rnd() < 0.3)
+                        await delay(Math.floor(rnd() * 20));
+                    let id;
+                    if (rnd() < 0.2) {
+                        const [got, replayed] = await redisCmd(redis.port, ['FCALL', 'pushedge_publish', '2', key, `${key}:idem:${Math.floor(rnd() * 5)}`, '1', count, ttl, 100]);
+                        if (replayed === 1)
+                            continue;
+                        id = got;
+                    } else {
+                        id = await redisCmd(redis.port, ['FCALL', 'pushedge_publish', '1', key, '1', count, ttl]);
+                    }
+                    published.push(id);
+                    const drop = model.length + 1 - count;
+                    const aged = drop <= 16 && model.length > 0 && ms(id) - ttl > 0;
+                    model = [...model, id].slice(Math.max(0, drop));
+                    if (aged)
+                        model = model.filter((x) => ms(x) >= ms(id) - ttl);
+                    const kept = (await redisCmd(redis.port, ['XRANGE', key, '-', '+'])).map((e) => e[0]);
+                    assert.deepEqual(kept, model, `channel ${c} step ${step} (count ${count}, age ${ttl} ms)`);
+                    const removed = published.filter((x) => !model.includes(x)).sort(cmp);
+                    if (removed.length > 0) {
+                        const st = await redisCmd(redis.port, ['XINFO', 'STREAM', key]);
+                        assert.equal(st[st.indexOf('max-deleted-entry-id') + 1], removed[removed.length - 1], `channel ${c} step ${step}: the boundary`);
+                    }
+                }
+            }
         });
     });
 
