@@ -21,10 +21,10 @@
 --     step: a backend may call it directly. Trimming is exact (one entry per append at steady
 --     state) and records the newest removed ID in the stream's max-deleted-entry-id: that ID is
 --     the gap boundary. XDEL records it itself, XTRIM does not (XSETID then). What each step
---     costs, and the alternatives measured: docs/architecture.md, "Cost of a publish in Redis". A stream created
---     by this call gets max-deleted-entry-id just below its first ID (the "epoch" mark,
---     sequence 2^64-1): a cursor from before the creation, that is from a stream Redis lost,
---     then reads as a gap rather than silently skipping what was lost.
+--     costs, and the alternatives measured: docs/architecture.md, "Cost of a publish in
+--     Redis". A stream created by this call gets max-deleted-entry-id just below its first ID
+--     (the "epoch" mark, sequence 2^64-1): a cursor from before the creation, that is from a
+--     stream Redis lost, then reads as a gap rather than silently skipping what was lost.
 --   FCALL_RO pushedge_read 1 pe:{NAME} <kind> <after> <strict> <count> [<age-ms>]
 --     kind: "new", "oldest" or "after". Returns {gap, base, reached_end, id1, json1, ...}: the
 --     same answer as the memory engine's read (pubsub/engine.h), computed next to the data in
@@ -103,7 +103,9 @@ local function publish(keys, args)
   local removed, how, min = nil, nil, nil
   if drop > len then removed, how = id, 'count'
   elseif drop > DEL_MAX then
-    removed, how = redis.call('XREVRANGE', key, '+', '-', 'COUNT', maxlen + 1)[maxlen + 1][1], 'count'
+    -- (reads up to --history-size entries, once: such a cut happens when the size shrinks)
+    local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', maxlen + 1)
+    removed, how = newest[maxlen + 1][1], 'count'
   elseif drop > 0 then removed, how = old[drop][1], 'del' end
   -- The age limit, against the new entry's time (its ID's milliseconds: the clock, or later if
   -- the clock went back). Only when the newest of the old entries read is older is there
