@@ -19,11 +19,12 @@
 --     stream's hash tag, so both keys are in one Cluster slot.
 --     Appends {d: <json>}, trims to the count and age, and PUBLISHes the entry, in one atomic
 --     step: a backend may call it directly. Trimming is exact (one entry per append at steady
---     state) and records the newest removed ID in the stream's max-deleted-entry-id, which
---     Redis itself does not update when trimming: that ID is the gap boundary. A stream created
---     by this call gets max-deleted-entry-id just below its first ID (the "epoch" mark,
---     sequence 2^64-1): a cursor from before the creation, that is from a stream Redis lost,
---     then reads as a gap rather than silently skipping what was lost.
+--     state) and records the newest removed ID in the stream's max-deleted-entry-id: that ID is
+--     the gap boundary. XDEL records it itself, XTRIM does not (XSETID then). What each step
+--     costs, and the alternatives measured: docs/architecture.md, "Cost of a publish in
+--     Redis". A stream created by this call gets max-deleted-entry-id just below its first ID
+--     (the "epoch" mark, sequence 2^64-1): a cursor from before the creation, that is from a
+--     stream Redis lost, then reads as a gap rather than silently skipping what was lost.
 --   FCALL_RO pushedge_read 1 pe:{NAME} <kind> <after> <strict> <count> [<age-ms>]
 --     kind: "new", "oldest" or "after". Returns {gap, base, reached_end, id1, json1, ...}: the
 --     same answer as the memory engine's read (pubsub/engine.h), computed next to the data in
@@ -73,6 +74,9 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- At most this many entries are removed by XDEL in one call; a larger count trim (a node with a
+-- smaller --history-size than the last one's) uses XTRIM, once.
+local DEL_MAX = 16
 local function publish(keys, args)
   local key, ikey, data = keys[1], keys[2], args[1]
   if key == nil or data == nil then
@@ -83,30 +87,61 @@ local function publish(keys, args)
     if prev then return {prev, 1} end
   end
   local maxlen, ttl = tonumber(args[2] or MAXLEN), tonumber(args[3] or TTL_MS)
-  local created = redis.call('EXISTS', key) == 0
+  local len = redis.call('XLEN', key)
+  local created = len == 0 and redis.call('EXISTS', key) == 0
+  -- The count limit removes the `drop` oldest entries once this one is in (1 at steady state).
+  -- The oldest entries, read before the append: the `drop` ones, or the first one (the age
+  -- limit can only have caught entries from the head on).
+  local drop = len + 1 - maxlen
+  if drop < 0 then drop = 0 end
+  local old = {}
+  if len > 0 and drop <= DEL_MAX then
+    old = redis.call('XRANGE', key, '-', '+', 'COUNT', drop > 0 and drop or 1)
+  end
   local id = redis.call('XADD', key, '*', 'd', data)
-  local removed = nil
-  if created then
-    local ms = split(id)
-    if ms ~= '0' then removed = pred(ms .. '-0') end
-  end
-  if redis.call('XLEN', key) > maxlen then
-    local ex = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
-    removed = ex[1][1]
-    redis.call('XTRIM', key, 'MAXLEN', maxlen)
-  end
-  local cutoff = now_ms() - ttl
-  if cutoff > 0 then
-    local old = redis.call('XREVRANGE', key, '(' .. string.format('%.0f', cutoff) .. '-0', '-', 'COUNT', 1)
-    if #old == 1 then
-      redis.call('XTRIM', key, 'MINID', string.format('%.0f', cutoff) .. '-0')
-      if removed == nil or cmp(old[1][1], removed) > 0 then removed = old[1][1] end
+  -- The newest removed entry: the gap boundary, recorded as max-deleted-entry-id.
+  local removed, how, min = nil, nil, nil
+  if drop > len then removed, how = id, 'count'
+  elseif drop > DEL_MAX then
+    -- (reads up to --history-size entries, once: such a cut happens when the size shrinks)
+    local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', maxlen + 1)
+    removed, how = newest[maxlen + 1][1], 'count'
+  elseif drop > 0 then removed, how = old[drop][1], 'del' end
+  -- The age limit, against the new entry's time (its ID's milliseconds: the clock, or later if
+  -- the clock went back). Only when the newest of the old entries read is older is there
+  -- anything to look for; the reverse range then starts in the listpack node holding it (still
+  -- there: nothing is removed yet), so it costs a node, not the stream.
+  -- (An ID is below <cutoff>-0 when its milliseconds are below cutoff: compared as numbers,
+  -- exact below 2^53.)
+  if #old > 0 then
+    local cutoff = tonumber(string.match(id, '^%d+')) - ttl
+    if cutoff > 0 and tonumber(string.match(old[#old][1], '^%d+')) < cutoff then
+      min = string.format('%.0f', cutoff) .. '-0'
+      local aged = redis.call('XREVRANGE', key, '(' .. min, '-', 'COUNT', 1)[1][1]
+      if removed == nil or cmp(aged, removed) > 0 then removed, how = aged, 'age' end
     end
   end
-  if removed ~= nil then redis.call('XSETID', key, id, 'MAXDELETEDID', removed) end
+  if how == 'del' then
+    -- XDEL records the newest ID it removes as max-deleted-entry-id itself (XTRIM does not).
+    if drop == 1 then redis.call('XDEL', key, removed)
+    else
+      local ids = {}
+      for i = 1, drop do ids[i] = old[i][1] end
+      redis.call('XDEL', key, unpack(ids))
+    end
+  elseif how ~= nil then
+    -- Every entry the count limit removes is older than `aged`, so below `min` too.
+    if how == 'age' then redis.call('XTRIM', key, 'MINID', min)
+    else redis.call('XTRIM', key, 'MAXLEN', maxlen) end
+  end
+  if created and removed == nil then
+    local ms = split(id)
+    if ms ~= '0' then removed, how = pred(ms .. '-0'), 'mark' end
+  end
+  if how ~= nil and how ~= 'del' then redis.call('XSETID', key, id, 'MAXDELETEDID', removed) end
   redis.call('PUBLISH', key, id .. ' ' .. data)
   if ikey ~= nil then
-    redis.call('SET', ikey, id, 'PX', tonumber(args[4] or WINDOW_MS))
+    redis.call('SET', ikey, id, 'PX', args[4] or WINDOW_MS)
     return {id, 0}
   end
   return id
@@ -117,22 +152,26 @@ local function read(keys, args)
   local last, trimmed = '0-0', '0-0'
   if redis.call('EXISTS', key) == 1 then
     local info = redis.call('XINFO', 'STREAM', key)
-    local len, added, first = 0, 0, nil
+    local len, added, first, head = 0, 0, nil, nil
     for i = 1, #info, 2 do
       local k = info[i]
       if k == 'last-generated-id' then last = info[i + 1]
       elseif k == 'max-deleted-entry-id' then trimmed = info[i + 1]
       elseif k == 'length' then len = info[i + 1]
       elseif k == 'entries-added' then added = info[i + 1]
-      elseif k == 'recorded-first-entry-id' then first = info[i + 1] end
+      elseif k == 'recorded-first-entry-id' then first = info[i + 1]
+      elseif k == 'first-entry' and info[i + 1] then head = info[i + 1][1] end
     end
     local _, tseq = split(trimmed)
     if added > len and (trimmed == '0-0' or tseq == MARK) and first ~= nil and first ~= '0-0' then
       trimmed = pred(first)
     end
+    -- Entries past the age limit, not trimmed yet: only when the first entry is one (a reverse
+    -- range below every entry would walk the whole stream).
     local cutoff = now_ms() - ttl
-    if cutoff > 0 then
-      local old = redis.call('XREVRANGE', key, '(' .. string.format('%.0f', cutoff) .. '-0', '-', 'COUNT', 1)
+    local min = string.format('%.0f', cutoff) .. '-0'
+    if cutoff > 0 and head ~= nil and cmp(head, min) < 0 then
+      local old = redis.call('XREVRANGE', key, '(' .. min, '-', 'COUNT', 1)
       if #old == 1 and cmp(old[1][1], trimmed) > 0 then trimmed = old[1][1] end
     end
   end

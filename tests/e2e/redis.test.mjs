@@ -27,6 +27,11 @@
  *     stayed connected through the restart gets a gap too;
  *  7. retention through Redis with --history-size 5: since=0 gives the last 5, an older cursor
  *     a gap and then the same 5 (poll, sse, ws);
+ *     7b. the gap boundary (max-deleted-entry-id) is the newest removed entry whichever way
+ *     pushedge_publish removed it (XDEL one by one, a cut of several by a node with a smaller
+ *     --history-size, the age limit): resuming from it is no gap, from the one before it is;
+ *     7c. pushedge_publish called directly with random counts, ages and keys: after each call the
+ *     stream holds exactly what a model keeps, and its boundary is the newest ID ever removed;
  *  8. a password-protected Redis: the right password works; a wrong one gives /readyz 503 and
  *     publish 503 while the process keeps serving;
  *  9. a database number in the URL: the stream key lives in that database only;
@@ -37,7 +42,8 @@
  *
  * Redis is spoken to over a raw RESP socket (no redis-cli needed). The whole file is skipped
  * when redis-server is not on PATH. Every wait is bounded; nothing sleeps for a fixed time
- * (except the 1.5 s outage of 5b, which is the input under test, not a settling wait).
+ * (except the 1.5 s outage of 5b and the 1.1 s wait for --history-ttl 1 in 7b, inputs under
+ * test, not settling waits).
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -734,6 +740,92 @@ describe('Redis engine', () => {
             await ws.waitFor(() => wsEnvelopes(ws, ch).length >= 5, 5000, '5 messages on ws');
             const wsKinds = ws.ops().filter((o) => o.op === 'message' || o.op === 'gap').map((o) => (o.op === 'gap' ? 'gap' : o.data.n));
             assert.deepEqual(wsKinds, ['gap', 16, 17, 18, 19, 20], ws.summary());
+        });
+    });
+
+    describe('7b. the gap boundary is the newest removed entry, whatever removed it', () => {
+        /* Resuming from the newest removed ID is no gap (nothing after it is lost); from the one
+         * before it is. pushedge_publish removes by XDEL, by XTRIM MINID (age) or by XTRIM MAXLEN
+         * (a large count cut) and must record each boundary exactly. */
+        async function assertBoundary(url, ch, removed, before, kept, what) {
+            const at = await pollRequest(url, `channel=${ch}&since=${removed.id}`);
+            assert.equal(at.status, 200, at.text);
+            assert.deepEqual(at.json.gaps, [], `${what}: since=<newest removed> is no gap`);
+            assertEnvelopes(at.json.messages, ch, kept, `${what}: since=<newest removed>`);
+            const below = await pollRequest(url, `channel=${ch}&since=${before.id}`);
+            assert.deepEqual(below.json.gaps, [ch], `${what}: since=<the one before> is a gap`);
+            assertEnvelopes(below.json.messages, ch, kept, `${what}: since=<the one before>`);
+            const st = await redisCmd(redis.port, ['XINFO', 'STREAM', `pe:{${ch}}`]);
+            assert.equal(st[st.indexOf('length') + 1], kept.length, `${what}: the stream holds exactly what is kept`);
+            assert.equal(st[st.indexOf('max-deleted-entry-id') + 1], removed.id, `${what}: max-deleted-entry-id`);
+        }
+
+        it('by count: one at a time (XDEL), several at once (a node with a smaller --history-size)', { timeout: 20000 }, async (t) => {
+            const small = await startNode(redis.url, ['--history-size', '3']);
+            t.after(() => stopNode(small));
+            const ch = uniqueChannel('cut');
+            const all = await publishSeq(n1.url, ch, range(1, 7).map((n) => ({ n })));
+            /* Node 1 (1,000) keeps all 7; the small node's publish cuts 5 at once. */
+            all.push(...(await publishSeq(small.url, ch, [{ n: 8 }])));
+            await assertBoundary(small.url, ch, all[4], all[3], all.slice(5), 'a cut of 5 (XTRIM MAXLEN)');
+            all.push(...(await publishSeq(small.url, ch, [{ n: 9 }, { n: 10 }])));
+            await assertBoundary(small.url, ch, all[6], all[5], all.slice(7), 'one per publish (XDEL)');
+        });
+
+        it('by age (--history-ttl 1)', { timeout: 20000 }, async (t) => {
+            const node = await startNode(redis.url, ['--history-ttl', '1']);
+            t.after(() => stopNode(node));
+            const ch = uniqueChannel('age');
+            const all = await publishSeq(node.url, ch, range(1, 3).map((n) => ({ n })));
+            await delay(1100);
+            all.push(...(await publishSeq(node.url, ch, [{ n: 4 }])));
+            await assertBoundary(node.url, ch, all[2], all[1], all.slice(3), 'aged out (XTRIM MINID)');
+        });
+    });
+
+    describe('7c. pushedge_publish against a model of what it must keep', () => {
+        /* Random counts, ages and keys, called as a backend would (FCALL, the library a node
+         * loaded): after each call the stream holds exactly what the model keeps (the newest
+         * `count`, none older than the age limit), and max-deleted-entry-id is the newest ID ever
+         * removed. A cut of more than 16 at once leaves the age limit to the next call. */
+        it('400 random publishes on 4 channels', { timeout: 60000 }, async () => {
+            const ms = (id) => Number(id.split('-')[0]);
+            const cmp = (a, b) => cmpId(a, b);
+            let seed = 17;
+            const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+            const pick = (xs) => xs[Math.floor(rnd() * xs.length)];
+            for (let c = 0; c < 4; c++) {
+                const key = `pe:{${uniqueChannel('model')}}`;
+                let model = [], published = [];
+                for (let step = 0; step < 100; step++) {
+                    const count = rnd() < 0.15 ? pick([1, 2, 3, 40, 1000]) : (c % 2 ? 5 : 20);
+                    const ttl = pick([3, 10, 30, 100000]);
+                    if (rnd() < 0.3)
+                        await delay(Math.floor(rnd() * 20));
+                    let id;
+                    if (rnd() < 0.2) {
+                        const [got, replayed] = await redisCmd(redis.port, ['FCALL', 'pushedge_publish', '2', key, `${key}:idem:${Math.floor(rnd() * 5)}`, '1', count, ttl, 100]);
+                        if (replayed === 1)
+                            continue;
+                        id = got;
+                    } else {
+                        id = await redisCmd(redis.port, ['FCALL', 'pushedge_publish', '1', key, '1', count, ttl]);
+                    }
+                    published.push(id);
+                    const drop = model.length + 1 - count;
+                    const aged = drop <= 16 && model.length > 0 && ms(id) - ttl > 0;
+                    model = [...model, id].slice(Math.max(0, drop));
+                    if (aged)
+                        model = model.filter((x) => ms(x) >= ms(id) - ttl);
+                    const kept = (await redisCmd(redis.port, ['XRANGE', key, '-', '+'])).map((e) => e[0]);
+                    assert.deepEqual(kept, model, `channel ${c} step ${step} (count ${count}, age ${ttl} ms)`);
+                    const removed = published.filter((x) => !model.includes(x)).sort(cmp);
+                    if (removed.length > 0) {
+                        const st = await redisCmd(redis.port, ['XINFO', 'STREAM', key]);
+                        assert.equal(st[st.indexOf('max-deleted-entry-id') + 1], removed[removed.length - 1], `channel ${c} step ${step}: the boundary`);
+                    }
+                }
+            }
         });
     });
 

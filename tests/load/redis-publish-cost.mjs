@@ -1,0 +1,433 @@
+#!/usr/bin/env node
+/*
+ * redis-publish-cost.mjs: what one publish costs Redis, in CPU microseconds, as Redis itself counts
+ * it (INFO commandstats: usec_per_call of FCALL, which includes every command the function runs,
+ * and of each of those commands). No pushedge process is involved: the script starts its own
+ * redis-server on a free loopback port, loads pubsub/redis_lib.lua (or --lib FILE) with FUNCTION
+ * LOAD REPLACE, and calls pushedge_publish as a node does (count and age passed every time).
+ *
+ *   node tests/load/redis-publish-cost.mjs [--n 20000] [--repeat 3] [--lib FILE] [--probes] [--json] [--nice N]
+ *
+ * Scenarios, each on a fresh channel first filled past --retained (1,000) messages, so every
+ * publish trims one (steady state); 100-byte JSON bodies; pipelined 500 at a time:
+ *   plain    FCALL pushedge_publish 1 pe:{C} <json> 1000 86400000 (history TTL on, 24 h)
+ *   keyed    the keyed form, a new key each time (check, append, record)
+ *   replay   the keyed form with a key already recorded (answered from the record)
+ *   spaced   plain, one publish every 2 ms (each in its own millisecond: nothing shared between
+ *            calls), --n / 40 of them
+ *   aged     plain with a 5 ms TTL: the age limit trims, not the count
+ * --probes also measures single alternatives in isolation, each a tiny function of its own on a
+ * 1,000-entry stream (see PROBES below): what each candidate command costs inside a function.
+ *
+ * Each scenario runs --repeat times on a fresh channel; the lowest FCALL usec_per_call and the
+ * lowest Redis CPU per call are kept (this machine is shared: noise only ever adds). Bounded: at most --n calls per run (at most
+ * 200,000), every Redis reply waited for at most 10 s, the redis-server stopped at exit.
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/*
+ * A private redis-server and a pipelining RESP client of its own: tests/e2e/redislib.mjs has both,
+ * but importing it pulls in node:test (through lib.mjs), which prints a TAP report at exit.
+ */
+function encode(args) {
+    const parts = [Buffer.from(`*${args.length}\r\n`)];
+    for (const a of args) {
+        const b = Buffer.from(String(a), 'utf8');
+        parts.push(Buffer.from(`$${b.length}\r\n`), b, Buffer.from('\r\n'));
+    }
+    return Buffer.concat(parts);
+}
+
+/* One RESP2 reply at buf[pos]: {value, end}, or null when incomplete; errors are Error values. */
+function parse(buf, pos) {
+    const le = buf.indexOf('\r\n', pos);
+    if (le < 0)
+        return null;
+    const line = buf.toString('utf8', pos + 1, le);
+    switch (String.fromCharCode(buf[pos])) {
+    case '+':
+        return { value: line, end: le + 2 };
+    case '-':
+        return { value: new Error(line), end: le + 2 };
+    case ':':
+        return { value: Number(line), end: le + 2 };
+    case '$': {
+        const n = Number(line);
+        if (n < 0)
+            return { value: null, end: le + 2 };
+        return buf.length < le + 4 + n ? null : { value: buf.toString('utf8', le + 2, le + 2 + n), end: le + 4 + n };
+    }
+    case '*': {
+        const arr = [];
+        let p = le + 2;
+        for (let i = 0; i < Number(line); i++) {
+            const r = parse(buf, p);
+            if (!r)
+                return null;
+            arr.push(r.value);
+            p = r.end;
+        }
+        return { value: arr, end: p };
+    }
+    default:
+        throw new Error(`unexpected RESP type at ${pos}`);
+    }
+}
+
+/*
+ * Sends the commands, pipelined, on the one connection kept per port (opened at the first call:
+ * no connection setup in what is measured); resolves to their replies, in order, within
+ * timeoutMs. One batch at a time (every caller awaits it).
+ */
+const conns = new Map();
+function connection(port) {
+    let c = conns.get(port);
+    if (c)
+        return c;
+    const sock = net.connect({ host: '127.0.0.1', port });
+    c = { sock, buf: Buffer.alloc(0), pending: null };
+    sock.setNoDelay(true);
+    sock.on('data', (chunk) => {
+        c.buf = Buffer.concat([c.buf, chunk]);
+        const q = c.pending;
+        let r;
+        while (q && q.replies.length < q.n && (r = parse(c.buf, 0))) {
+            q.replies.push(r.value);
+            c.buf = c.buf.subarray(r.end);
+        }
+        if (q && q.replies.length === q.n) {
+            c.pending = null;
+            q.resolve(q.replies);
+        }
+    });
+    const fail = (e) => {
+        if (conns.get(port) === c)
+            conns.delete(port);
+        const q = c.pending;
+        c.pending = null;
+        q?.reject(e);
+    };
+    sock.on('error', fail);
+    sock.on('close', () => fail(new Error('redis: connection closed')));
+    conns.set(port, c);
+    return c;
+}
+function redisPipeline(port, commands, { timeoutMs }) {
+    const c = connection(port);
+    return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+            c.sock.destroy();
+            reject(new Error(`redis: no reply within ${timeoutMs} ms`));
+        }, timeoutMs);
+        c.pending = {
+            n: commands.length,
+            replies: [],
+            resolve: (v) => {
+                clearTimeout(timer);
+                resolve(v);
+            },
+            reject: (e) => {
+                clearTimeout(timer);
+                reject(e);
+            },
+        };
+        c.sock.write(Buffer.concat(commands.map(encode)));
+    });
+}
+function closeConnections() {
+    for (const c of conns.values())
+        c.sock.destroy();
+    conns.clear();
+}
+
+function freePort() {
+    return new Promise((resolve, reject) => {
+        const s = net.createServer();
+        s.on('error', reject);
+        s.listen(0, '127.0.0.1', () => {
+            const { port } = s.address();
+            s.close(() => resolve(port));
+        });
+    });
+}
+
+/* redis-server on a free loopback port, no persistence, in a temporary directory; killed at exit. */
+async function startRedis(nice) {
+    const port = await freePort();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-cost-'));
+    const argv = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
+    /* --nice N (negative needs root): a higher priority, so that work of others on a shared
+     * machine preempts Redis less in the middle of a call (commandstats times wall clock). */
+    const proc = nice === 0 ? spawn('redis-server', argv, { stdio: 'ignore' })
+        : spawn('nice', ['-n', String(nice), 'redis-server', ...argv], { stdio: 'ignore' });
+    const kill = () => proc.exitCode === null && proc.kill('SIGKILL');
+    process.on('exit', kill);
+    const failed = new Promise((_, reject) => proc.on('error', (e) => reject(new Error(`redis-server: ${e.message}`))));
+    for (let i = 0; ; i++) {
+        try {
+            await Promise.race([redisPipeline(port, [['PING']], { timeoutMs: 1000 }), failed]);
+            break;
+        } catch (e) {
+            if (i >= 50 || e.message.startsWith('redis-server'))
+                throw e;
+            await new Promise((r) => setTimeout(r, 100));
+        }
+    }
+    return {
+        port,
+        stop() {
+            kill();
+            fs.rmSync(dir, { recursive: true, force: true });
+        },
+    };
+}
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+function parseArgs(argv) {
+    const o = { n: 20000, repeat: 3, retained: 1000, lib: path.join(ROOT, 'pubsub', 'redis_lib.lua'), probes: false, json: false, nice: 0 };
+    for (let i = 0; i < argv.length; i++) {
+        const a = argv[i];
+        const val = () => {
+            if (i + 1 >= argv.length)
+                throw new Error(`${a} needs a value`);
+            return argv[++i];
+        };
+        if (a === '--n')
+            o.n = Math.min(200000, Math.max(100, Number(val()) | 0));
+        else if (a === '--repeat')
+            o.repeat = Math.min(10, Math.max(1, Number(val()) | 0));
+        else if (a === '--retained')
+            o.retained = Math.min(100000, Math.max(1, Number(val()) | 0));
+        else if (a === '--lib')
+            o.lib = val();
+        else if (a === '--nice')
+            o.nice = Math.min(19, Math.max(-20, Number(val()) | 0));
+        else if (a === '--probes')
+            o.probes = true;
+        else if (a === '--json')
+            o.json = true;
+        else
+            throw new Error(`unknown argument ${a} (see the header of ${path.basename(fileURLToPath(import.meta.url))})`);
+    }
+    return o;
+}
+
+const BATCH = 500;
+const TIMEOUT_MS = 10000;
+/* A 100-byte JSON object. */
+const body = (i) => JSON.stringify({ n: i, pad: 'x'.repeat(100 - JSON.stringify({ n: i, pad: '' }).length) });
+
+/* Runs the commands in pipelined batches; throws on the first Redis error. */
+async function run(port, commands) {
+    for (let i = 0; i < commands.length; i += BATCH) {
+        const replies = await redisPipeline(port, commands.slice(i, i + BATCH), { timeoutMs: TIMEOUT_MS });
+        const bad = replies.find((r) => r instanceof Error);
+        if (bad)
+            throw new Error(`redis: ${bad.message} (for ${JSON.stringify(commands[i]).slice(0, 200)})`);
+    }
+}
+
+/* INFO commandstats -> {name: {calls, usec, per}} */
+async function commandstats(port) {
+    const [text] = await redisPipeline(port, [['INFO', 'commandstats']], { timeoutMs: TIMEOUT_MS });
+    const out = {};
+    for (const line of text.split('\r\n')) {
+        const m = /^cmdstat_([^:]+):calls=(\d+),usec=(\d+),usec_per_call=([\d.]+)/.exec(line);
+        if (m)
+            out[m[1]] = { calls: Number(m[2]), usec: Number(m[3]), per: Number(m[4]) };
+    }
+    return out;
+}
+
+/* Redis's own CPU time so far (user + system, all its threads), in microseconds. */
+async function cpuUsec(port) {
+    const [text] = await redisPipeline(port, [['INFO', 'cpu']], { timeoutMs: TIMEOUT_MS });
+    const get = (name) => Number(new RegExp(`${name}:([\\d.]+)`).exec(text)[1]);
+    return (get('used_cpu_user') + get('used_cpu_sys')) * 1e6;
+}
+
+/*
+ * Calls `commands` with stats reset just before; returns the FCALL usec per call and the inner
+ * commands per publish (commandstats: wall time around each call, so a core shared with other
+ * work inflates it), and Redis's process CPU per publish (getrusage: not inflated by waiting for
+ * the core, but including reading, parsing and answering each command: the whole cost).
+ */
+async function measure(port, commands, { spacedMs = 0 } = {}) {
+    await redisPipeline(port, [['CONFIG', 'RESETSTAT']], { timeoutMs: TIMEOUT_MS });
+    const cpu0 = await cpuUsec(port);
+    if (spacedMs > 0) {
+        for (const c of commands) {
+            await run(port, [c]);
+            await new Promise((r) => setTimeout(r, spacedMs));
+        }
+    } else {
+        await run(port, commands);
+    }
+    const cpu = (await cpuUsec(port)) - cpu0;
+    const st = await commandstats(port);
+    const calls = commands.length;
+    const f = st.fcall ?? { calls: 0, usec: 0 };
+    if (f.calls !== calls)
+        throw new Error(`expected ${calls} FCALLs in commandstats, found ${f.calls}`);
+    const inner = {};
+    for (const [name, s] of Object.entries(st))
+        if (name !== 'fcall' && name !== 'config|resetstat' && name !== 'info')
+            inner[name] = { perPublish: +(s.calls / calls).toFixed(3), usecPerCall: s.per };
+    return { usecPerCall: +(f.usec / calls).toFixed(2), cpuPerCall: +(cpu / calls).toFixed(2), inner };
+}
+
+let seq = 0;
+const channel = (what) => `pe:{cost-${what}-${process.pid}-${++seq}}`;
+
+/* The publish scenarios against the library under test. */
+function scenarios(o) {
+    const plain = (key, i, ttl = 86400000) => ['FCALL', 'pushedge_publish', '1', key, body(i), String(o.retained), String(ttl)];
+    const keyed = (key, k, i) => ['FCALL', 'pushedge_publish', '2', key, `${key}:idem:${k}`, body(i), String(o.retained), '86400000', '300000'];
+    const fill = (key, mk = (i) => plain(key, i)) => Array.from({ length: o.retained + 100 }, (_, i) => mk(i));
+    return [
+        {
+            name: 'plain',
+            what: 'unkeyed, count trims one per publish, TTL 24 h',
+            prepare: (key) => fill(key),
+            calls: (key) => Array.from({ length: o.n }, (_, i) => plain(key, i)),
+        },
+        {
+            name: 'keyed',
+            what: 'a new Idempotency-Key per publish',
+            prepare: (key) => fill(key),
+            calls: (key) => Array.from({ length: o.n }, (_, i) => keyed(key, `k${i}`, i)),
+        },
+        {
+            name: 'replay',
+            what: 'a key already recorded: answered from its record',
+            prepare: (key) => [...fill(key), keyed(key, 'once', 0)],
+            calls: (key) => Array.from({ length: o.n }, (_, i) => keyed(key, 'once', i)),
+        },
+        {
+            name: 'spaced',
+            what: 'unkeyed, one publish every 2 ms (each in its own millisecond)',
+            prepare: (key) => fill(key),
+            calls: (key) => Array.from({ length: Math.max(50, Math.floor(o.n / 40)) }, (_, i) => plain(key, i)),
+            spacedMs: 2,
+        },
+        {
+            name: 'aged',
+            what: 'unkeyed, TTL 5 ms: the age limit trims, not the count',
+            prepare: (key) => fill(key, (i) => plain(key, i, 5)),
+            calls: (key) => Array.from({ length: o.n }, (_, i) => plain(key, i, 5)),
+        },
+    ];
+}
+
+/*
+ * Probes: one alternative each, as a function of its own (so FCALL's fixed cost is in every
+ * number: compare with p_empty). Each runs on a stream holding 1,000 100-byte entries, and those
+ * that append also trim back to 1,000, so the stream stays the same size.
+ */
+const PROBES = `#!lua name=pushedge_probes
+local function head(k) return redis.call('XRANGE', k, '-', '+', 'COUNT', 1)[1][1] end
+redis.register_function('p_empty', function(k, a) return 1 end)
+redis.register_function('p_xlen', function(k, a) return redis.call('XLEN', k[1]) end)
+redis.register_function('p_exists', function(k, a) return redis.call('EXISTS', k[1]) end)
+redis.register_function('p_time', function(k, a) return redis.call('TIME')[1] end)
+redis.register_function('p_head', function(k, a) return head(k[1]) end)
+redis.register_function('p_head2', function(k, a) return #redis.call('XRANGE', k[1], '-', '+', 'COUNT', 2) end)
+redis.register_function('p_xinfo', function(k, a) return #redis.call('XINFO', 'STREAM', k[1]) end)
+redis.register_function('p_ttl_scan', function(k, a)
+  local t = redis.call('TIME')
+  local cutoff = tonumber(t[1]) * 1000 - 86400000
+  return #redis.call('XREVRANGE', k[1], '(' .. string.format('%.0f', cutoff) .. '-0', '-', 'COUNT', 1) end)
+redis.register_function('p_xadd_approx', function(k, a) return redis.call('XADD', k[1], 'MAXLEN', '~', 1000, '*', 'd', a[1]) end)
+redis.register_function('p_xadd_exact', function(k, a) return redis.call('XADD', k[1], 'MAXLEN', '=', 1000, '*', 'd', a[1]) end)
+redis.register_function('p_xadd_xtrim', function(k, a)
+  local id = redis.call('XADD', k[1], '*', 'd', a[1])
+  redis.call('XTRIM', k[1], 'MAXLEN', 1000)
+  return id end)
+redis.register_function('p_head_xadd_exact_xsetid', function(k, a)
+  local f = head(k[1])
+  local id = redis.call('XADD', k[1], 'MAXLEN', '=', 1000, '*', 'd', a[1])
+  redis.call('XSETID', k[1], id, 'MAXDELETEDID', f)
+  return id end)
+redis.register_function('p_head_xadd_xdel', function(k, a)
+  local f = head(k[1])
+  local id = redis.call('XADD', k[1], '*', 'd', a[1])
+  redis.call('XDEL', k[1], f)
+  return id end)
+redis.register_function('p_publish', function(k, a) return redis.call('PUBLISH', k[1], a[1]) end)
+redis.register_function('p_get', function(k, a) return redis.call('GET', k[1] .. ':idem:none') end)
+redis.register_function('p_set_px', function(k, a) return redis.call('SET', k[1] .. ':idem:one', '1-1', 'PX', 300000) end)
+`;
+const PROBE_NAMES = [...PROBES.matchAll(/register_function\('(p_[a-z0-9_]+)'/g)].map((m) => m[1]);
+
+async function main() {
+    const o = parseArgs(process.argv.slice(2));
+    const lib = fs.readFileSync(o.lib, 'utf8');
+    const redis = await startRedis(o.nice);
+    const results = { redis: null, lib: path.relative(ROOT, path.resolve(o.lib)), n: o.n, retained: o.retained, scenarios: {}, probes: {} };
+    try {
+        const [info] = await redisPipeline(redis.port, [['INFO', 'server']], { timeoutMs: TIMEOUT_MS });
+        results.redis = /redis_version:(\S+)/.exec(info)?.[1];
+        await run(redis.port, [['FUNCTION', 'LOAD', 'REPLACE', lib]]);
+        for (const s of scenarios(o)) {
+            let best = null;
+            for (let r = 0; r < o.repeat; r++) {
+                const key = channel(s.name);
+                await run(redis.port, s.prepare(key));
+                const m = await measure(redis.port, s.calls(key), { spacedMs: s.spacedMs });
+                const cpu = Math.min(m.cpuPerCall, best?.cpuPerCall ?? Infinity);
+                if (best === null || m.usecPerCall < best.usecPerCall)
+                    best = m;
+                best.cpuPerCall = cpu;
+            }
+            results.scenarios[s.name] = { what: s.what, ...best };
+        }
+        if (o.probes) {
+            await run(redis.port, [['FUNCTION', 'LOAD', 'REPLACE', PROBES]]);
+            for (const p of PROBE_NAMES) {
+                let best = null;
+                for (let r = 0; r < o.repeat; r++) {
+                    const key = channel(p);
+                    await run(redis.port, Array.from({ length: 1000 }, (_, i) => ['XADD', key, '*', 'd', body(i)]));
+                    const m = await measure(redis.port, Array.from({ length: o.n }, (_, i) => ['FCALL', p, '1', key, body(i)]));
+                    const cpu = Math.min(m.cpuPerCall, best?.cpuPerCall ?? Infinity);
+                    if (best === null || m.usecPerCall < best.usecPerCall)
+                        best = m;
+                    best.cpuPerCall = cpu;
+                }
+                results.probes[p] = best;
+            }
+        }
+    } finally {
+        closeConnections();
+        redis.stop();
+    }
+    if (o.json) {
+        console.log(JSON.stringify(results, null, 1));
+        return;
+    }
+    console.log(`redis ${results.redis}, library ${results.lib}, ${o.retained} retained, lowest of ${o.repeat} runs of ${o.n} calls, loadavg ${os.loadavg()[0].toFixed(2)}`);
+    console.log('\nscenario  FCALL us/call  Redis CPU us/call  inner commands per publish (us/call)');
+    for (const [name, s] of Object.entries(results.scenarios)) {
+        const inner = Object.entries(s.inner).map(([c, v]) => `${c} ${v.perPublish}x(${v.usecPerCall})`).join(' ');
+        console.log(`${name.padEnd(9)} ${String(s.usecPerCall).padStart(13)}  ${String(s.cpuPerCall).padStart(16)}  ${inner}`);
+        console.log(`${''.padEnd(25)}${s.what}`);
+    }
+    if (o.probes) {
+        console.log('\nprobe (a function of its own)   FCALL us/call  Redis CPU us/call  inner (us/call)');
+        for (const [name, s] of Object.entries(results.probes)) {
+            const inner = Object.entries(s.inner).map(([c, v]) => `${c} ${v.usecPerCall}`).join(' ');
+            console.log(`${name.padEnd(31)} ${String(s.usecPerCall).padStart(13)}  ${String(s.cpuPerCall).padStart(16)}  ${inner}`);
+        }
+    }
+}
+
+main().catch((e) => {
+    console.error(`redis-publish-cost: ${e.message}`);
+    process.exit(1);
+});
