@@ -31,8 +31,9 @@
  * non-blocking SSL_do_handshake in state CS_TLS, watching EPOLLIN or EPOLLOUT as OpenSSL asks
  * (WANT_READ / WANT_WRITE); then it sends its request and goes on exactly as in clear text, only
  * reading with SSL_read and writing with SSL_write. A readable TLS connection is read until
- * OpenSSL says WANT_READ (not a fixed number of rounds as in clear text): decrypted bytes or a
- * read-ahead record left inside OpenSSL would never wake the level-triggered epoll again.
+ * OpenSSL holds nothing more (SSL_has_pending), not a fixed number of rounds as in clear text:
+ * decrypted bytes or a read-ahead record left inside OpenSSL would never wake the
+ * level-triggered epoll again, while bytes still in the socket do.
  * bench_tls.c sets the contexts up (one per thread).
  *
  * When adding a transport: request_build(), process(), and the ready rule above.
@@ -1007,8 +1008,8 @@ on_readable(pb_sub_thread_t *t, pb_conn_t *c)
     }
 }
 
-/* The TLS reader: every record OpenSSL can give (one SSL_read returns at most one record) goes
- * into the thread's buffer, which is parsed once per fill, until OpenSSL needs the socket again. */
+/* The TLS reader: every record OpenSSL holds (one SSL_read returns at most one record) goes
+ * into the thread's buffer, which is parsed once per fill, until OpenSSL has nothing left. */
 static void
 on_tls_readable(pb_sub_thread_t *t, pb_conn_t *c)
 {
@@ -1026,6 +1027,12 @@ on_tls_readable(pb_sub_thread_t *t, pb_conn_t *c)
                 break;
             }
             len += (size_t)n;
+            /* Nothing left inside OpenSSL: what is still in the socket wakes the level-triggered
+             * epoll again, so stop here rather than pay a read() that only says EAGAIN. */
+            if (!SSL_has_pending(c->ssl)) {
+                e = SSL_ERROR_WANT_READ;
+                break;
+            }
         }
         if (len > carried && consume(t, c, carried, len) != 0)
             return;

@@ -381,6 +381,8 @@ fanout() {
     R[$scen.$kind.$tr.rate]=$bestrate
     R[$scen.$kind.$tr.p99]=$bestp99
     R[$scen.$kind.$tr.gencores]=$bestgen
+    # One generator thread on one core: near a full core, the ceiling measured is the generator's.
+    [ -n "$bestgen" ] && awkf "exit !($bestgen > 0.85)" && note "$scen $kind $tr: the generator used $bestgen cores at the best step: the ceiling may be the generator's, not the server's"
     [ "$base" = 60 ] && clean && note "$scen $kind $tr: the ladder's top step ($((60 * SCALE)) msgs/s) was still sustained: the ceiling is higher"
 }
 
