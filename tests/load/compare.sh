@@ -235,7 +235,7 @@ start_server() { # KIND NAME: pe | nchan | floor | redis1 | redis2
         [ -n "$worker" ] || { echo "compare.sh: nginx did not start, see $LOGS/$name.log and $dir/error.log" >&2; cp "$dir/error.log" "$LOGS/$name.error.log" 2>/dev/null; return 1; }
         S_URL=http://127.0.0.1:$PORT S_BENCH_PIDS=$worker
         S_SUB=(--sub-path '/sub/{channel}' --pub-path '/pub/{channel}')
-        [ -n "$tport" ] && S_SUB+=(--sub-url https://127.0.0.1:$tport) ;;
+        if [ -n "$tport" ]; then S_SUB+=(--sub-url https://127.0.0.1:$tport); fi ;;
     redis1)
         start_redis "$name.redis" || return 1
         start_pushedge "$name" --redis "redis://127.0.0.1:$REDIS_PORT" || return 1
