@@ -314,8 +314,12 @@ run_once() {
     b0=$(stat_busy) o0=$(pid_ticks "${ours[@]}")
     local perf_pid=''
     if [ -n "${PROFILE:-}" ]; then
-        # Samples the server (its first pid) only; perf's own CPU shows as foreign_cores.
-        perf record -F 999 -o "$PERF_DATA" -p "${S_BENCH_PIDS%%,*}" >"$LOGS/$key.perf.log" 2>&1 &
+        # Samples the server (its first pid) only, from the moment the bench says its connections
+        # are ready: the handshakes are not the fan-out. perf's own CPU shows as foreign_cores.
+        (
+            for _ in $(seq 1200); do grep -q ' failed in ' "$LOGS/$key.err" 2>/dev/null && break; sleep 0.1; done
+            exec perf record -F 999 -o "$PERF_DATA" -p "${S_BENCH_PIDS%%,*}"
+        ) >"$LOGS/$key.perf.log" 2>&1 &
         perf_pid=$!
         PIDS+=("$perf_pid")
     fi
