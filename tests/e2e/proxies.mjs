@@ -5,10 +5,11 @@
  *   haproxy (reverse)          ends connections idle for IDLE s; optionally refuses upgrades (403)
  *   nginx, buffering (reverse) buffers responses, forwards no upgrade: SSE never arrives
  *   squid (forward)            no CONNECT (ws:// fails), cuts responses idle for IDLE s
+ *   squidConnect (forward)     CONNECT only to one TLS port (wss:// passes, ws:// fails), HTTP passes
  *   tinyproxy (forward)        CONNECT only to 443 (ws:// fails), idle timeout
  *   blackHole (ours, reverse)  passes HTTP, and after a 101 forwards nothing in either direction
  *
- * Templates are in tests/e2e/proxies/ (@PORT@ @UPSTREAM@ @IDLE@ @DIR@ @DENYWS_LINE@).
+ * Templates are in tests/e2e/proxies/ (@PORT@ @UPSTREAM@ @IDLE@ @DIR@ @DENYWS_LINE@ @TLS_PORT@).
  * A proxy that is not installed makes its start() throw ProxyMissing, so a test can skip.
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -86,6 +87,7 @@ async function startProgram(what, bin, args, port, dir) {
         port,
         url: `http://127.0.0.1:${port}`,
         pid: proc.pid,
+        dir,
         output: () => out,
         async stop() {
             if (proc.exitCode === null && proc.signalCode === null) {
@@ -149,6 +151,23 @@ export function nginxBuffering(upstreamPort, { idleS = 60 } = {}) {
 export function squid({ idleS = 5 } = {}) {
     /* -N: foreground, no daemon; the config names every file inside dir. */
     return fromTemplate('squid', 'squid.conf.in', { IDLE: idleS }, (conf) => ['-N', '-f', conf]);
+}
+
+/**
+ * squid allowing CONNECT to tlsPort only (as corporate proxies allow it to 443 only); the
+ * handle's accessLog() reads its access log (one line per request or tunnel, with the result
+ * code: TCP_TUNNEL/200 for a tunnel, TCP_DENIED/403 for a refused CONNECT).
+ */
+export async function squidConnect(tlsPort, { idleS = 30 } = {}) {
+    const proxy = await fromTemplate('squid', 'squid-connect.conf.in', { IDLE: idleS, TLS_PORT: tlsPort }, (conf) => ['-N', '-f', conf]);
+    proxy.accessLog = () => {
+        try {
+            return fs.readFileSync(path.join(proxy.dir, 'access.log'), 'utf8');
+        } catch {
+            return '';
+        }
+    };
+    return proxy;
 }
 
 /** tinyproxy as a forward proxy; its filter file admits loopback destinations only. */

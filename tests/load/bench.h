@@ -48,7 +48,16 @@ typedef struct st_pb_config_t {
      * every message then crosses the engine to reach the other nodes' subscribers. */
     struct sockaddr_in sub_addr[PB_MAX_SUB_URLS];
     char sub_host_hdr[PB_MAX_SUB_URLS][64];
+    uint8_t sub_tls[PB_MAX_SUB_URLS]; /* subscribe over TLS (https://, wss:// or --tls) */
     uint32_t nsub_urls;
+    /* TLS subscribers (bench_tls.c). Publishing stays clear text: what is measured is the
+     * fan-out to the subscribers, and the publisher's connections are few and long-lived. */
+    int tls;                         /* at least one sub_tls */
+    const char *tls_ca;              /* --tls-ca: verify the server against this CA file; NULL: no verification */
+    const char *tls_sni;             /* --tls-sni: server name to send (and check with --tls-ca); NULL: none */
+    int tls_resume;                  /* --tls-resume: reuse the thread's last session for new connections */
+    int tls_version;                 /* --tls-version: 0 (1.2 or 1.3, negotiated), 12 or 13 */
+    const char *tls_groups;          /* --tls-groups: key exchange groups, OpenSSL's list syntax; NULL: default */
     const char *sub_path, *pub_path; /* templates with {channel} */
     char **channel;                  /* names, [channels] */
     char **sub_target;               /* sub_path expanded per channel */
@@ -104,6 +113,8 @@ typedef struct st_pb_result_t {
     uint64_t unique, dup, foreign, skipped, lost, extra, protocol_errors, server_closes, deflated, deflate_refused;
     uint64_t churned, reconnected, retries,
         gaps; /* --churn: closes by us, resumes ready again, retries after a failure; gaps seen */
+    uint64_t tls_handshakes, tls_resumed, tls_failed;    /* completed, of them abbreviated; failed */
+    char tls_protocol[16], tls_cipher[64], tls_alpn[16]; /* of the first completed handshake */
 } pb_result_t;
 
 typedef struct st_pb_sub_thread_t pb_sub_thread_t;
@@ -157,6 +168,20 @@ void *pb_realloc(void *p, size_t sz);
 pb_sub_thread_t *pb_sub_start(uint32_t idx, pb_shared_t *shared);
 /** Joins the thread (after pb_stop is set), fills *res and frees everything it owned. */
 void pb_sub_join(pb_sub_thread_t *t, pb_result_t *res);
+
+/* ---- bench_tls.c ---- */
+typedef struct ssl_ctx_st SSL_CTX;
+typedef struct ssl_st SSL;
+typedef struct ssl_session_st SSL_SESSION;
+/** A client context for one subscriber thread (none is shared: no lock between threads); dies on a bad --tls-ca. */
+SSL_CTX *pb_tls_ctx_new(void);
+/** The thread's last session to resume (--tls-resume), NULL: none yet. Owned by the context. */
+SSL_SESSION *pb_tls_session(SSL_CTX *ctx);
+void pb_tls_ctx_free(SSL_CTX *ctx);
+/** A client connection on fd, with SNI and verification set up; NULL on failure. */
+SSL *pb_tls_new(SSL_CTX *ctx, int fd, const struct sockaddr_in *peer);
+/** Formats the pending OpenSSL error (or, without one, errno's text) into buf for a log line. */
+const char *pb_tls_error(char *buf, size_t len, int ssl_err);
 
 /* ---- bench_pub.c ---- */
 int pb_pub_start(pthread_t *tid);

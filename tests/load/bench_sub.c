@@ -3,11 +3,11 @@
  * (T = --threads) and runs its own level-triggered epoll loop; nothing is shared with the other
  * threads except the pb_shared_t counters the main thread watches.
  *
- * Per connection. The struct is ~72 bytes, because 18,000 of them are open at once: no buffer
- * lives in it. Each readiness event reads into the thread's large buffer (as much as is there,
- * several reads if it fills), parses every complete frame, SSE line or poll response in place,
- * and copies only an incomplete tail to a heap "carry" that the next read puts back in front.
- * Under fan-out load messages arrive whole, so carries are rare and short-lived.
+ * Per connection. The struct is ~80 bytes, because 18,000 of them are open at once: no buffer
+ * lives in it (a TLS connection adds OpenSSL's own state and record buffers, tens of KiB). Each readiness event reads into the
+ * thread's large buffer (as much as is there, several reads if it fills), parses every complete frame, SSE line or poll response in
+ * place, and copies only an incomplete tail to a heap "carry" that the next read puts back in front. Under fan-out load messages
+ * arrive whole, so carries are rare and short-lived.
  *
  * Counting. Messages are recognised by the marker in the payload, never by the envelope, so the
  * same code measures pushedge and nchan. A 64-message window per connection (base + bitmap)
@@ -27,10 +27,22 @@
  * lost/duplicated exactly as without churn. A ready connection that the server drops, or whose
  * reconnect fails, retries after a second (counted in "retries"), the way a real client would.
  *
+ * TLS (--tls, or a --sub-url https:// / wss://). After the TCP connect the connection does a
+ * non-blocking SSL_do_handshake in state CS_TLS, watching EPOLLIN or EPOLLOUT as OpenSSL asks
+ * (WANT_READ / WANT_WRITE); then it sends its request and goes on exactly as in clear text, only
+ * reading with SSL_read and writing with SSL_write. A readable TLS connection is read until
+ * OpenSSL holds nothing more (SSL_has_pending), not a fixed number of rounds as in clear text:
+ * decrypted bytes or a read-ahead record left inside OpenSSL would never wake the
+ * level-triggered epoll again, while bytes still in the socket do.
+ * bench_tls.c sets the contexts up (one per thread).
+ *
  * When adding a transport: request_build(), process(), and the ready rule above.
  */
 #include <errno.h>
+#include <limits.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +61,8 @@
 #define MAX_PENDING 1024
 #define MAX_EVENTS 512
 
-typedef enum { CS_IDLE, CS_CONNECTING, CS_HANDSHAKE, CS_WAIT_READY, CS_OPEN, CS_CLOSED } conn_state_t;
+/* CS_TLS: the TLS handshake, between the TCP connect and the HTTP request (TLS connections only). */
+typedef enum { CS_IDLE, CS_CONNECTING, CS_TLS, CS_HANDSHAKE, CS_WAIT_READY, CS_OPEN, CS_CLOSED } conn_state_t;
 typedef enum { CH_SIZE, CH_EXT, CH_DATA, CH_DATA_END, CH_END } chunk_state_t;
 
 #define CF_READY 0x01        /* counted in "opened": its messages are expected */
@@ -58,9 +71,11 @@ typedef enum { CH_SIZE, CH_EXT, CH_DATA, CH_DATA_END, CH_END } chunk_state_t;
 #define CF_FRAG_DEFLATE 0x08 /* the message being reassembled from fragments is compressed */
 #define CF_EV_ID 0x10        /* the SSE event being read had an id: line */
 #define CF_EV_DATA 0x20      /* ... and a data: line */
+#define CF_WANT_OUT 0x40     /* the fd is registered for EPOLLOUT (connecting, or TLS wants to write) */
 
 typedef struct st_pb_conn_t {
     int fd;
+    SSL *ssl; /* TLS connections: from the TCP connect on; NULL in clear text */
     uint32_t channel;
     uint32_t base;   /* every seq below base was received */
     uint32_t unique; /* distinct messages of this run received */
@@ -102,6 +117,7 @@ struct st_pb_sub_thread_t {
     char *infl;      /* inflate output, PB_MAX_CARRY bytes, allocated on the first compressed message */
     z_stream z;
     int z_ok;
+    SSL_CTX *tls_ctx; /* when any --sub-url is TLS: this thread's own context */
     pb_result_t res;
 };
 
@@ -134,7 +150,7 @@ log_failure(pb_sub_thread_t *t, const pb_conn_t *c, const char *why, int err)
 static int
 is_pending(const pb_conn_t *c)
 {
-    return c->state == CS_CONNECTING || c->state == CS_HANDSHAKE || c->state == CS_WAIT_READY;
+    return c->state == CS_CONNECTING || c->state == CS_TLS || c->state == CS_HANDSHAKE || c->state == CS_WAIT_READY;
 }
 
 /* Drops the socket and what was being parsed on it; keeps the position, window and counts
@@ -142,6 +158,11 @@ is_pending(const pb_conn_t *c)
 static void
 conn_release(pb_sub_thread_t *t, pb_conn_t *c)
 {
+    if (c->ssl != NULL) {
+        /* No close_notify: a benchmark's subscriber leaves the way a closed browser tab does. */
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
     if (c->fd >= 0)
         close(c->fd); /* also removes it from the epoll set: the fd is never dup'ed */
     c->fd = -1;
@@ -213,11 +234,37 @@ send_all(pb_sub_thread_t *t, pb_conn_t *c, const void *p, size_t len)
     /* Everything a subscriber sends (a request, a pong, a close) is tiny and goes out on a socket
      * whose send buffer is otherwise empty: a short write means the peer stopped reading, which
      * for a benchmark is a failed connection rather than something to queue for. */
+    if (c->ssl != NULL) {
+        /* Without SSL_MODE_ENABLE_PARTIAL_WRITE, SSL_write writes all of it or fails. */
+        ERR_clear_error();
+        int n = SSL_write(c->ssl, p, (int)len);
+        if (n == (int)len)
+            return 0;
+        char err[256];
+        int e = SSL_get_error(c->ssl, n);
+        conn_close(t, c, e == SSL_ERROR_WANT_WRITE ? "TLS write would block" : pb_tls_error(err, sizeof(err), e), 0);
+        return -1;
+    }
     ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
     if (n == (ssize_t)len)
         return 0;
     conn_close(t, c, n < 0 ? "send" : "short write", n < 0 ? errno : 0);
     return -1;
+}
+
+/* Watches EPOLLOUT (want_out) or EPOLLIN; 0, or -1 if it closed c. */
+static int
+set_events(pb_sub_thread_t *t, pb_conn_t *c, int want_out)
+{
+    if (!(c->flags & CF_WANT_OUT) == !want_out)
+        return 0;
+    struct epoll_event ev = {.events = want_out ? EPOLLOUT : EPOLLIN, .data.ptr = c};
+    if (epoll_ctl(t->ep, EPOLL_CTL_MOD, c->fd, &ev) != 0) {
+        conn_close(t, c, "epoll_ctl", errno);
+        return -1;
+    }
+    c->flags = (uint8_t)(want_out ? c->flags | CF_WANT_OUT : c->flags & ~CF_WANT_OUT);
+    return 0;
 }
 
 /* ---- requests -------------------------------------------------------------------------------- */
@@ -276,19 +323,77 @@ send_request(pb_sub_thread_t *t, pb_conn_t *c)
     return send_all(t, c, req, (size_t)n);
 }
 
+/* The transport is up (TCP, or TLS over it): send the request, wait for the answer. */
 static void
-on_connected(pb_sub_thread_t *t, pb_conn_t *c)
+begin_request(pb_sub_thread_t *t, pb_conn_t *c)
 {
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-    if (epoll_ctl(t->ep, EPOLL_CTL_MOD, c->fd, &ev) != 0) {
-        conn_close(t, c, "epoll_ctl", errno);
+    if (set_events(t, c, 0) != 0)
         return;
-    }
     c->state = CS_HANDSHAKE;
     if (send_request(t, c) != 0)
         return;
     if (pb_cfg->transport == PB_POLL)
         mark_ready(t, c);
+}
+
+static void
+tls_done(pb_sub_thread_t *t, pb_conn_t *c)
+{
+    t->res.tls_handshakes++;
+    if (SSL_session_reused(c->ssl))
+        t->res.tls_resumed++;
+    const unsigned char *alpn;
+    unsigned alen;
+    SSL_get0_alpn_selected(c->ssl, &alpn, &alen);
+    if (alen != 0 && (alen != 8 || memcmp(alpn, "http/1.1", 8) != 0)) {
+        t->res.tls_failed++;
+        conn_close(t, c, "the server chose an ALPN protocol other than http/1.1", 0);
+        return;
+    }
+    if (t->res.tls_protocol[0] == '\0') {
+        snprintf(t->res.tls_protocol, sizeof(t->res.tls_protocol), "%s", SSL_get_version(c->ssl));
+        snprintf(t->res.tls_cipher, sizeof(t->res.tls_cipher), "%s", SSL_get_cipher_name(c->ssl));
+        snprintf(t->res.tls_alpn, sizeof(t->res.tls_alpn), "%.*s", (int)alen, alen != 0 ? (const char *)alpn : "");
+    }
+    begin_request(t, c);
+}
+
+/* One step of the non-blocking client handshake, on every readiness event in CS_TLS. */
+static void
+tls_step(pb_sub_thread_t *t, pb_conn_t *c)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        tls_done(t, c);
+        return;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        set_events(t, c, e == SSL_ERROR_WANT_WRITE);
+        return;
+    }
+    char err[256], why[300];
+    snprintf(why, sizeof(why), "TLS handshake: %s", pb_tls_error(err, sizeof(err), e));
+    t->res.tls_failed++;
+    conn_close(t, c, why, 0);
+}
+
+static void
+on_connected(pb_sub_thread_t *t, pb_conn_t *c)
+{
+    uint32_t u = global_index(t, c) % pb_cfg->nsub_urls;
+    if (!pb_cfg->sub_tls[u]) {
+        begin_request(t, c);
+        return;
+    }
+    if ((c->ssl = pb_tls_new(t->tls_ctx, c->fd, &pb_cfg->sub_addr[u])) == NULL) {
+        t->res.tls_failed++;
+        conn_close(t, c, "SSL_new", 0);
+        return;
+    }
+    c->state = CS_TLS;
+    tls_step(t, c);
 }
 
 static void
@@ -325,6 +430,7 @@ conn_start(pb_sub_thread_t *t, pb_conn_t *c)
         conn_close(t, c, "epoll_ctl", errno);
         return;
     }
+    c->flags |= CF_WANT_OUT;
     if (r == 0)
         on_connected(t, c);
 }
@@ -850,6 +956,31 @@ process(pb_sub_thread_t *t, pb_conn_t *c, char *buf, size_t carried, size_t len,
     }
 }
 
+/* t->buf[0..carried) came from c->carry, t->buf[carried..len) was just read: parses it and
+ * keeps the incomplete tail as the new carry. Returns 0, or -1 if c was closed. */
+static int
+consume(pb_sub_thread_t *t, pb_conn_t *c, size_t carried, size_t len)
+{
+    free(c->carry);
+    c->carry = NULL;
+    c->carry_len = 0;
+    t->now = pb_now_ns();
+    size_t res_off, res_len;
+    if (process(t, c, t->buf, carried, len, &res_off, &res_len) != 0)
+        return -1;
+    if (res_len != 0) {
+        if (res_len > PB_MAX_CARRY) {
+            t->res.protocol_errors++;
+            conn_close(t, c, "incomplete frame, line or answer too large", 0);
+            return -1;
+        }
+        c->carry = pb_malloc(res_len);
+        memcpy(c->carry, t->buf + res_off, res_len);
+        c->carry_len = (uint32_t)res_len;
+    }
+    return 0;
+}
+
 static void
 on_readable(pb_sub_thread_t *t, pb_conn_t *c)
 {
@@ -870,25 +1001,56 @@ on_readable(pb_sub_thread_t *t, pb_conn_t *c)
             conn_close(t, c, c->state == CS_OPEN ? "closed by server" : "closed during handshake", 0);
             return;
         }
-        free(c->carry);
-        c->carry = NULL;
-        c->carry_len = 0;
-        t->now = pb_now_ns();
-        size_t len = carried + (size_t)n, res_off, res_len;
-        if (process(t, c, t->buf, carried, len, &res_off, &res_len) != 0)
+        if (consume(t, c, carried, carried + (size_t)n) != 0)
             return;
-        if (res_len != 0) {
-            if (res_len > PB_MAX_CARRY) {
-                t->res.protocol_errors++;
-                conn_close(t, c, "incomplete frame, line or answer too large", 0);
-                return;
-            }
-            c->carry = pb_malloc(res_len);
-            memcpy(c->carry, t->buf + res_off, res_len);
-            c->carry_len = (uint32_t)res_len;
-        }
         if ((size_t)n < PB_READ_BUF - carried)
             return;
+    }
+}
+
+/* The TLS reader: every record OpenSSL holds (one SSL_read returns at most one record) goes
+ * into the thread's buffer, which is parsed once per fill, until OpenSSL has nothing left. */
+static void
+on_tls_readable(pb_sub_thread_t *t, pb_conn_t *c)
+{
+    for (;;) {
+        size_t carried = c->carry_len, len = carried;
+        if (carried != 0)
+            memcpy(t->buf, c->carry, carried);
+        int e = SSL_ERROR_NONE;
+        while (len < PB_READ_BUF) {
+            size_t room = PB_READ_BUF - len;
+            ERR_clear_error();
+            int n = SSL_read(c->ssl, t->buf + len, room > INT_MAX ? INT_MAX : (int)room);
+            if (n <= 0) {
+                e = SSL_get_error(c->ssl, n);
+                break;
+            }
+            len += (size_t)n;
+            /* Nothing left inside OpenSSL: what is still in the socket wakes the level-triggered
+             * epoll again, so stop here rather than pay a read() that only says EAGAIN. */
+            if (!SSL_has_pending(c->ssl)) {
+                e = SSL_ERROR_WANT_READ;
+                break;
+            }
+        }
+        if (len > carried && consume(t, c, carried, len) != 0)
+            return;
+        switch (e) {
+        case SSL_ERROR_NONE: /* the buffer filled up: there may be more */
+            continue;
+        case SSL_ERROR_WANT_READ:
+            return;
+        case SSL_ERROR_ZERO_RETURN:
+            conn_close(t, c, c->state == CS_OPEN ? "closed by server" : "closed during handshake", 0);
+            return;
+        default: {
+            char err[256], why[300];
+            snprintf(why, sizeof(why), "TLS read: %s", pb_tls_error(err, sizeof(err), e));
+            conn_close(t, c, why, 0);
+            return;
+        }
+        }
     }
 }
 
@@ -909,8 +1071,13 @@ on_event(pb_sub_thread_t *t, pb_conn_t *c, uint32_t events)
         on_connected(t, c);
         return;
     }
-    (void)events; /* errors and hang-ups surface through read() */
-    on_readable(t, c);
+    (void)events; /* errors and hang-ups surface through read() (or the handshake) */
+    if (c->state == CS_TLS)
+        tls_step(t, c);
+    else if (c->ssl != NULL)
+        on_tls_readable(t, c);
+    else
+        on_readable(t, c);
 }
 
 /* ---- the loop -------------------------------------------------------------------------------- */
@@ -1019,6 +1186,8 @@ pb_sub_start(uint32_t idx, pb_shared_t *shared)
     t->buf = pb_malloc(PB_READ_BUF);
     if (t->conns == NULL)
         pb_die("out of memory");
+    if (pb_cfg->tls)
+        t->tls_ctx = pb_tls_ctx_new();
     for (uint32_t i = 0; i != t->nconns; ++i) {
         t->conns[i].fd = -1;
         t->conns[i].channel = (idx + i * pb_cfg->threads) % pb_cfg->channels;
@@ -1044,6 +1213,8 @@ pb_sub_join(pb_sub_thread_t *t, pb_result_t *res)
             else
                 t->res.extra += c->unique - expected;
         }
+        if (c->ssl != NULL)
+            SSL_free(c->ssl);
         if (c->fd >= 0)
             close(c->fd);
         free(c->carry);
@@ -1057,5 +1228,6 @@ pb_sub_join(pb_sub_thread_t *t, pb_result_t *res)
     free(t->infl);
     free(t->buf);
     free(t->conns);
+    pb_tls_ctx_free(t->tls_ctx);
     free(t);
 }

@@ -2,7 +2,8 @@
 # compare.sh: pushedge against nchan, the physical floor and its own Redis engine, in one run, on
 # one machine, with one generator (pushedge-bench), printed as one side-by-side table.
 #
-#   tests/load/compare.sh [--quick] [--only a,b,c,d,e,f,growth] [--out DIR] [--build DIR]
+#   tests/load/compare.sh [--quick] [--only a,b,c,d,e,f,growth,tls] [--out DIR] [--build DIR]
+#                         [--tls-build DIR]
 #
 # Servers, each a fresh process per run (and fresh channels: pushedge-bench picks a new prefix):
 #   pushedge  build-rel/edge/pushedge --threads 1 (memory engine)
@@ -11,6 +12,11 @@
 #   redis1    pushedge --redis, with its own redis-server on a free loopback port
 #   redis2    two pushedge nodes on that Redis; subscribers alternate between them, every
 #             message is published to node 1 (so half the deliveries cross Redis to node 2)
+#   petls     pushedge --listen-tls beside its --listen: subscribers over TLS, publishes in clear
+#   nchantls  nginx + nchan from tests/load/nchan-tls.conf.in, the same way
+# The TLS scenario's pushedge, clear and TLS alike, is --tls-build's (default --build's): a build
+# of a branch with TLS listeners while main has none. Both TLS servers use one throwaway ECDSA
+# P-256 certificate made at run time (openssl), so they do the same cryptography.
 # Pinning: every server-side process (pushedge nodes, nginx, redis-server, the floor) runs on
 # CPU 0, the generator (pushedge-bench --threads 1, its publisher thread included) on CPU 1. With
 # Redis the server side therefore still has one core in total, as with the memory engine; the
@@ -29,6 +35,11 @@
 #   f  Redis: (a, ws) and (c) with redis1 and redis2
 #   growth: idle ws RSS/connection and fan-out CPU/delivery (ws, 50k deliveries/s offered) at
 #      1k, 5k, 10k, 18k connections for pushedge and nchan -> growth.csv, growth.svg
+#   tls: (a)'s ladder, ws and sse, for pushedge clear, pushedge TLS, nchan clear and nchan TLS
+#      (best lossless deliveries/s; p99 and server and generator CPU per delivery at the first
+#      step, 50k deliveries/s); then, where perf works, one pushedge TLS ws run at 50k/s under
+#      `perf record` -> perf-tls-ws.txt (time per library and the top symbols). Not in the
+#      default list: it needs a TLS build.
 # Noise: this machine is shared. Before each run the script waits (at most 10 s) for the machine
 # to be quiet; after it, "foreign_cores" (busy CPU not spent by the server processes or the
 # generator, per wall second) and "steal_cores" (hypervisor steal) are added to the run's JSON,
@@ -43,6 +54,7 @@ QUICK=0
 ONLY=a,b,c,d,e,f,growth
 OUT=
 REPEAT=
+TLS_BUILD=
 usage() { sed -n '2,/^set -uo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case $1 in
@@ -50,6 +62,7 @@ while [ $# -gt 0 ]; do
     --only) ONLY=${2:?--only needs a list}; shift ;;
     --out) OUT=${2:?--out needs a directory}; shift ;;
     --build) BUILD=${2:?--build needs a directory}; shift ;;
+    --tls-build) TLS_BUILD=${2:?--tls-build needs a directory}; shift ;;
     --repeat) REPEAT=${2:?--repeat needs a number}; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -84,12 +97,28 @@ fi
 meson compile -C "$BUILD" >/dev/null || { echo "compare.sh: meson compile -C $BUILD failed" >&2; exit 1; }
 for f in "$PE" "$BENCH" "$FLOOR"; do [ -x "$f" ] || { echo "compare.sh: missing $f" >&2; exit 1; }; done
 command -v jq >/dev/null || { echo "compare.sh: needs jq" >&2; exit 1; }
+PE_TLS=$PE # the pushedge of the TLS scenario (clear and TLS runs alike)
+if want tls; then
+    if [ -n "$TLS_BUILD" ]; then
+        TLS_BUILD=$(cd "$TLS_BUILD" && pwd) || exit 1
+        meson compile -C "$TLS_BUILD" edge/pushedge >/dev/null || { echo "compare.sh: meson compile -C $TLS_BUILD failed" >&2; exit 1; }
+        PE_TLS=$TLS_BUILD/edge/pushedge
+    fi
+    "$PE_TLS" --help 2>&1 | grep -q -- --listen-tls || { echo "compare.sh: $PE_TLS has no --listen-tls (give --tls-build DIR)" >&2; exit 1; }
+    command -v openssl >/dev/null || { echo "compare.sh: the tls scenario needs openssl" >&2; exit 1; }
+fi
 
 mkdir -p "$OUT/logs" || exit 1
 LOGS=$OUT/logs
 RUNS=$OUT/runs.jsonl
 : >"$RUNS"
 WORK=$(mktemp -d /tmp/pushedge-compare.XXXXXX)
+if want tls; then
+    # Throwaway: made for this run, deleted with $WORK.
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+        -addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>"$WORK/openssl.log" ||
+        { echo "compare.sh: openssl could not make a certificate: $(cat "$WORK/openssl.log")" >&2; exit 1; }
+fi
 
 # ---- processes --------------------------------------------------------------------------------
 PIDS=() # every process this script started and has not reaped yet
@@ -145,7 +174,7 @@ S_STOP=()
 start_pushedge() { # NAME [pushedge args...]
     local name=$1; shift
     next_port
-    taskset -c 0 "$PE" --threads 1 --listen 127.0.0.1:$PORT --log-level warn --drain-timeout 1 "$@" >"$LOGS/$name.log" 2>&1 &
+    taskset -c 0 "${PE_BIN:-$PE}" --threads 1 --listen 127.0.0.1:$PORT --log-level warn --drain-timeout 1 "$@" >"$LOGS/$name.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid"); S_STOP+=("$pid")
     wait_http "http://127.0.0.1:$PORT/readyz" "$pid" || { echo "compare.sh: pushedge ($name) did not get ready, see $LOGS/$name.log" >&2; return 1; }
@@ -177,11 +206,22 @@ start_server() { # KIND NAME: pe | nchan | floor | redis1 | redis2
         PIDS+=("$pid"); S_STOP+=("$pid")
         wait_http "http://127.0.0.1:$PORT/healthz" "$pid" || return 1
         S_URL=http://127.0.0.1:$PORT S_BENCH_PIDS=$pid ;;
-    nchan)
+    petls)
         next_port
-        local dir=$WORK/$name
+        local tport=$PORT
+        start_pushedge "$name" --listen-tls 127.0.0.1:$tport --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" || return 1
+        S_URL=http://127.0.0.1:$S_LAST_PORT S_BENCH_PIDS=$S_LAST_PID
+        S_SUB=(--sub-url https://127.0.0.1:$tport) ;;
+    nchan | nchantls)
+        local dir=$WORK/$name conf=nchan.conf.in tport=''
+        if [ "$kind" = nchantls ]; then
+            next_port
+            conf=nchan-tls.conf.in tport=$PORT
+        fi
+        next_port
         mkdir -p "$dir/tmp"
-        sed -e "s/@PORT@/$PORT/" -e "s|@NCHAN_MODULE@|$NCHAN_MODULE|" "$ROOT/tests/load/nchan.conf.in" >"$dir/nginx.conf"
+        sed -e "s/@PORT@/$PORT/" -e "s/@TLS_PORT@/$tport/" -e "s|@CERT@|$WORK/cert.pem|" -e "s|@KEY@|$WORK/key.pem|" \
+            -e "s|@NCHAN_MODULE@|$NCHAN_MODULE|" "$ROOT/tests/load/$conf" >"$dir/nginx.conf"
         taskset -c 0 nginx -p "$dir/" -c nginx.conf -e error.log -g 'daemon off;' >"$LOGS/$name.log" 2>&1 &
         local master=$! worker='' i
         PIDS+=("$master"); S_STOP+=("$master")
@@ -194,7 +234,8 @@ start_server() { # KIND NAME: pe | nchan | floor | redis1 | redis2
         done
         [ -n "$worker" ] || { echo "compare.sh: nginx did not start, see $LOGS/$name.log and $dir/error.log" >&2; cp "$dir/error.log" "$LOGS/$name.error.log" 2>/dev/null; return 1; }
         S_URL=http://127.0.0.1:$PORT S_BENCH_PIDS=$worker
-        S_SUB=(--sub-path '/sub/{channel}' --pub-path '/pub/{channel}') ;;
+        S_SUB=(--sub-path '/sub/{channel}' --pub-path '/pub/{channel}')
+        if [ -n "$tport" ]; then S_SUB+=(--sub-url https://127.0.0.1:$tport); fi ;;
     redis1)
         start_redis "$name.redis" || return 1
         start_pushedge "$name" --redis "redis://127.0.0.1:$REDIS_PORT" || return 1
@@ -271,10 +312,26 @@ run_once() {
     la=$(cut -d' ' -f1-3 /proc/loadavg)
     mapfile -t ours < <(printf '%s\n' "${S_STOP[@]}" ${S_BENCH_PIDS//,/ } | sort -u)
     b0=$(stat_busy) o0=$(pid_ticks "${ours[@]}")
+    local perf_pid=''
+    if [ -n "${PROFILE:-}" ]; then
+        # Samples the server (its first pid) only, from the moment the bench says its connections
+        # are ready: the handshakes are not the fan-out. perf's own CPU shows as foreign_cores.
+        (
+            for _ in $(seq 1200); do grep -q ' failed in ' "$LOGS/$key.err" 2>/dev/null && break; sleep 0.1; done
+            exec perf record -F 999 -o "$PERF_DATA" -p "${S_BENCH_PIDS%%,*}"
+        ) >"$LOGS/$key.perf.log" 2>&1 &
+        perf_pid=$!
+        PIDS+=("$perf_pid")
+    fi
     timeout $((BENCH_TIMEOUT + 30)) taskset -c 1 "$BENCH" --threads 1 --timeout $BENCH_TIMEOUT --url "$S_URL" \
         --server-pid "$S_BENCH_PIDS" "${S_SUB[@]}" "$@" >"$LOGS/$key.json" 2>"$LOGS/$key.err"
     rc=$?
     b1=$(stat_busy) o1=$(pid_ticks "${ours[@]}")
+    if [ -n "$perf_pid" ]; then
+        kill -INT "$perf_pid" 2>/dev/null
+        wait "$perf_pid" 2>/dev/null
+        stop_pids "$perf_pid"
+    fi
     stop_pids "${S_STOP[@]}"
     if [ $rc -ne 0 ] || ! jq -e . "$LOGS/$key.json" >/dev/null 2>&1; then
         note "$key: pushedge-bench exited $rc without a result (see $LOGS/$key.err)"
@@ -311,18 +368,25 @@ clean() { # LAST's run was complete and lossless
 
 # fanout KIND TRANSPORT SCEN: the rate ladder -> R[SCEN.KIND.TRANSPORT.{dps,rate,p99}]
 fanout() {
-    local kind=$1 tr=$2 scen=$3 base rate offered dps best=0 bestrate='' bestp99=''
+    local kind=$1 tr=$2 scen=$3 base rate offered dps best=0 bestrate='' bestp99='' bestgen=''
     for base in $LADDER; do
         rate=$((base * SCALE)) offered=$((base * 10000))
         run "$kind" "$scen" "$tr-r$rate" --transport "$tr" --connections $N --rate $rate --duration $STEP_S --connect-rate 8000 || break
         dps=$(j deliveries_per_s)
-        if clean && awkf "exit !($dps > $best)"; then best=$dps bestrate=$rate bestp99=$(j latency_us.p99); fi
+        if [ "$base" = 5 ] && clean; then # the first step, 50k deliveries/s: the fixed-rate figures
+            R[$scen.$kind.$tr.p99at50k]=$(j latency_us.p99) R[$scen.$kind.$tr.cpu50k]=$(j server_cpu_us_per_delivery)
+            R[$scen.$kind.$tr.gen50k]=$(j generator_cpu_us_per_delivery) R[$scen.$kind.$tr.gencores50k]=$(j generator_cpu_cores)
+        fi
+        if clean && awkf "exit !($dps > $best)"; then best=$dps bestrate=$rate bestp99=$(j latency_us.p99) bestgen=$(j generator_cpu_cores); fi
         clean || break
         awkf "exit !($dps < 0.85 * $offered)" && break
     done
     R[$scen.$kind.$tr.dps]=$best
     R[$scen.$kind.$tr.rate]=$bestrate
     R[$scen.$kind.$tr.p99]=$bestp99
+    R[$scen.$kind.$tr.gencores]=$bestgen
+    # One generator thread on one core: near a full core, the ceiling measured is the generator's.
+    [ -n "$bestgen" ] && awkf "exit !($bestgen > 0.85)" && note "$scen $kind $tr: the generator used $bestgen cores at the best step: the ceiling may be the generator's, not the server's"
     [ "$base" = 60 ] && clean && note "$scen $kind $tr: the ladder's top step ($((60 * SCALE)) msgs/s) was still sustained: the ceiling is higher"
 }
 
@@ -336,7 +400,7 @@ many() {
 
 echo "== pushedge compare: $(date -u '+%Y-%m-%d %H:%M UTC')" >&2
 MACHINE="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r), fd limit $(ulimit -Hn)"
-VERSIONS="$("$PE" --version), $(nginx -v 2>&1 | sed 's/^nginx version: //') + nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'), $(redis-server --version | awk '{ print $3 }' | sed 's/v=/redis /')"
+VERSIONS="$("$PE" --version)$(want tls && [ "$PE_TLS" != "$PE" ] && echo " (tls scenario: $("$PE_TLS" --version))"), $(openssl version | cut -d' ' -f1-2), $(nginx -v 2>&1 | sed 's/^nginx version: //') + nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'), $(redis-server --version | awk '{ print $3 }' | sed 's/v=/redis /')"
 echo "machine:  $MACHINE" >&2
 echo "versions: $VERSIONS" >&2
 echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg); N=$N, idle N=$IDLE_N, out: $OUT" >&2
@@ -466,6 +530,32 @@ open(sys.argv[2], "w").write("\n".join(out) + "\n")
 PY
 fi
 
+if want tls; then
+    echo "== (tls) fan-out over TLS: $N subscribers, one channel, 128 B, rate ladder; pushedge and nchan, clear and TLS" >&2
+    for tr in ws sse; do
+        for kind in pe petls nchan nchantls; do PE_BIN=$PE_TLS fanout $kind $tr tls; done
+    done
+    # Where the time goes: one pushedge TLS ws run at 50k deliveries/s with the server sampled.
+    if command -v perf >/dev/null && perf record -o "$WORK/perf.probe" -- true >/dev/null 2>&1; then
+        PERF_DATA=$WORK/perf.data
+        PE_BIN=$PE_TLS PROFILE=1 run petls tls-perf ws-r$((5 * SCALE)) --transport ws --connections $N --rate $((5 * SCALE)) \
+            --duration $STEP_S --connect-rate 8000 --settle 2
+        if [ -s "$PERF_DATA" ]; then
+            {
+                echo "# perf record -F 999 of pushedge (TLS, ws, $N subscribers, 50k deliveries/s) during the bench run"
+                echo "## share of samples per library"
+                perf report -i "$PERF_DATA" --stdio --no-children --sort dso 2>/dev/null | grep -v '^#' | grep -v '^$' | head -15
+                echo "## top symbols"
+                perf report -i "$PERF_DATA" --stdio --no-children --sort dso,sym 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40
+            } >"$OUT/perf-tls-ws.txt"
+        else
+            note "tls: perf recorded nothing"
+        fi
+    else
+        note "tls: perf is not usable here: no profile"
+    fi
+fi
+
 # ---- table --------------------------------------------------------------------------------------
 v() { echo "${R[$1]:-}"; }
 fint() { [ -z "$1" ] && return; printf "%s" "$1" | awk '{ n = sprintf("%.0f", $1); s = ""; while (length(n) > 3) { s = "," substr(n, length(n) - 2) s; n = substr(n, 1, length(n) - 3) } printf "%s%s", n, s }'; }
@@ -480,6 +570,7 @@ TABLE=$OUT/table.md
     echo "machine: $MACHINE  "
     echo "versions: $VERSIONS  "
     echo "N = $N subscribers (idle: $IDLE_N); server on CPU 0, pushedge-bench --threads 1 on CPU 1; load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg); $(( ($(date +%s) - T0) / 60 )) min"
+    if want a || want b || want c || want d || want e || want f; then
     echo
     echo "| scenario | metric | pushedge | nchan | floor | redis 1 node | redis 2 nodes | ratios | target |"
     echo "|---|---|---|---|---|---|---|---|---|"
@@ -500,6 +591,27 @@ TABLE=$OUT/table.md
     echo "| (d) idle, $IDLE_N connections | RSS per SSE stream | $(fkib "$(v d.pe.sse.rss)") | $(fkib "$(v d.nchan.sse.rss)") | | | | pe/nchan $(ratio "$(v d.pe.sse.rss)" "$(v d.nchan.sse.rss)") | <= 3 KiB (SSE) |"
     echo "| (e) 1 KiB JSON, $((DEFLATE_RATE * 10000 / 1000))k deliveries/s | server CPU per delivery, ws (runs: $(v e.pe.ws.all)) | $(fus "$(v e.pe.ws.cpu)") | | | | | | |"
     echo "| (e) 1 KiB JSON, $((DEFLATE_RATE * 10000 / 1000))k deliveries/s | server CPU per delivery, ws-deflate (runs: $(v e.pe.ws-deflate.all)) | $(fus "$(v e.pe.ws-deflate.cpu)") | | | | | deflate/plain $(ratio "$(v e.pe.ws-deflate.cpu)" "$(v e.pe.ws.cpu)") | <= 1.3 |"
+    fi
+    if want tls; then
+        echo
+        echo "TLS: $N subscribers on one channel, 128 B; subscribers over TLS (ECDSA P-256, $(jq -r 'select(.scenario == "tls" and .tls == true) | "\(.tls_protocol) \(.tls_cipher)"' "$RUNS" | head -n1)), publishes in clear text"
+        echo
+        echo "| transport | metric | pushedge clear | pushedge TLS | nchan clear | nchan TLS | pe TLS/clear (goal >= 0.6) | pe TLS/nchan TLS (goal >= 2) | nchan TLS/clear |"
+        echo "|---|---|---|---|---|---|---|---|---|"
+        for tr in ws sse; do
+            a=$(v tls.pe.$tr.dps) b=$(v tls.petls.$tr.dps) c=$(v tls.nchan.$tr.dps) d=$(v tls.nchantls.$tr.dps)
+            echo "| $tr | deliveries/s, best lossless (@offered) | $(fint "$a")$(rate_of tls.pe.$tr) | $(fint "$b")$(rate_of tls.petls.$tr) | $(fint "$c")$(rate_of tls.nchan.$tr) | $(fint "$d")$(rate_of tls.nchantls.$tr) | $(ratio "$b" "$a") | $(ratio "$b" "$d") | $(ratio "$d" "$c") |"
+            a=$(v tls.pe.$tr.p99at50k) b=$(v tls.petls.$tr.p99at50k) c=$(v tls.nchan.$tr.p99at50k) d=$(v tls.nchantls.$tr.p99at50k)
+            echo "| $tr | p99 at 50k deliveries/s | $(fms "$a") | $(fms "$b") | $(fms "$c") | $(fms "$d") | $(ratio "$b" "$a") | $(ratio "$b" "$d") | $(ratio "$d" "$c") |"
+            a=$(v tls.pe.$tr.cpu50k) b=$(v tls.petls.$tr.cpu50k) c=$(v tls.nchan.$tr.cpu50k) d=$(v tls.nchantls.$tr.cpu50k)
+            echo "| $tr | server CPU per delivery at 50k/s | $(fus "$a") | $(fus "$b") | $(fus "$c") | $(fus "$d") | $(ratio "$b" "$a") | $(ratio "$b" "$d") | $(ratio "$d" "$c") |"
+            a=$(v tls.pe.$tr.gen50k) b=$(v tls.petls.$tr.gen50k) c=$(v tls.nchan.$tr.gen50k) d=$(v tls.nchantls.$tr.gen50k)
+            echo "| $tr | generator CPU per delivery at 50k/s | $(fus "$a") | $(fus "$b") | $(fus "$c") | $(fus "$d") | | | |"
+            a=$(v tls.pe.$tr.gencores) b=$(v tls.petls.$tr.gencores) c=$(v tls.nchan.$tr.gencores) d=$(v tls.nchantls.$tr.gencores)
+            echo "| $tr | generator cores busy at the best step (of 1) | $a | $b | $c | $d | | | |"
+        done
+        [ -f "$OUT/perf-tls-ws.txt" ] && echo && echo "Where pushedge's TLS time goes: perf-tls-ws.txt"
+    fi
     if [ -f "$OUT/growth.csv" ] && want growth; then
         echo
         echo "Cost growth (growth.csv, growth.svg): idle ws RSS per connection / fan-out server CPU per delivery at $((GROWTH_DPS / 1000))k deliveries/s"

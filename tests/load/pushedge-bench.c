@@ -16,6 +16,9 @@
  *    publishing still goes to --url; tests/load/compare.sh runs all of this side by side)
  *   (--churn S: subscribers close and reconnect with their cursor all along, every S seconds on
  *    average; tests/load/soak.sh runs the four transports that way for tens of minutes)
+ *   (TLS: --sub-url https://127.0.0.1:18443 (or --tls) makes the subscribers wss / https SSE /
+ *    https poll clients; publishing stays on the clear --url. bench_tls.c, and the TLS scenario
+ *    of tests/load/compare.sh --only tls)
  *
  * Shape. Subscriber threads (one per core by default) each run their own epoll loop over
  * every T-th connection (bench_sub.c); one publisher thread paces the POSTs (bench_pub.c); the
@@ -23,6 +26,9 @@
  * others publish atomically, and merges their private histograms after joining them. Messages are
  * recognised by the "pe" marker in the payload rather than by pushedge's envelope, which is what
  * lets the same tool measure nchan, whose subscribers receive the raw published body.
+ *
+ * The generator's own CPU over the publish phase (generator_cpu_cores: 1.0 is one core busy) is
+ * in the result: a run where it nears the threads given measures the generator, not the server.
  *
  * Bounds. Targets and source addresses must be in 127.0.0.0/8; every phase has a deadline and
  * --timeout ends the whole run (the JSON then says "timed_out": true and reports what it has).
@@ -53,8 +59,15 @@ static void
 usage(FILE *out)
 {
     fputs("usage: pushedge-bench [options]\n"
-          "  --url http://127.0.0.1:8080       server (loopback only); publishes go here\n"
-          "  --sub-url URL                     subscribe here instead, round-robin; repeatable, at most 8 (--url)\n"
+          "  --url http://127.0.0.1:8080       server (loopback only); publishes go here (clear text)\n"
+          "  --sub-url URL                     subscribe here instead, round-robin; repeatable, at most 8 (--url);\n"
+          "                                    https:// or wss:// subscribes over TLS\n"
+          "  --tls                             every subscriber over TLS (a --sub-url's scheme aside)\n"
+          "  --tls-ca FILE                     verify the server's certificate against this CA (default: no check)\n"
+          "  --tls-sni NAME                    server name to send (SNI) and, with --tls-ca, to check\n"
+          "  --tls-resume                      resume the thread's last TLS session on new connections\n"
+          "  --tls-version 1.2|1.3             only this version (default: either, the server picks)\n"
+          "  --tls-groups LIST                 key exchange groups, OpenSSL syntax (e.g. X25519:P-256)\n"
           "  --transport ws|ws-deflate|sse|poll subscriber transport (ws)\n"
           "  --connections N                   subscribers (100)\n"
           "  --channels K                      channels, subscribers spread round-robin (1)\n"
@@ -108,12 +121,23 @@ is_loopback(struct in_addr a)
     return (ntohl(a.s_addr) >> 24) == 127;
 }
 
-static void
+/* Returns 1 for a TLS scheme (https://, wss://), else 0. */
+static int
 parse_url(const char *opt, const char *url, struct sockaddr_in *out, char host_hdr[64])
 {
     const char *p = url;
-    if (strncmp(p, "http://", 7) == 0)
+    int tls = 0;
+    if (strncmp(p, "http://", 7) == 0) {
         p += 7;
+    } else if (strncmp(p, "ws://", 5) == 0) {
+        p += 5;
+    } else if (strncmp(p, "https://", 8) == 0) {
+        p += 8;
+        tls = 1;
+    } else if (strncmp(p, "wss://", 6) == 0) {
+        p += 6;
+        tls = 1;
+    }
     char host[64];
     size_t hl = strcspn(p, ":/");
     if (hl == 0 || hl >= sizeof(host))
@@ -121,7 +145,7 @@ parse_url(const char *opt, const char *url, struct sockaddr_in *out, char host_h
     memcpy(host, p, hl);
     host[hl] = '\0';
     p += hl;
-    long port = 80;
+    long port = tls ? 443 : 80;
     if (*p == ':') {
         char *end;
         port = strtol(p + 1, &end, 10);
@@ -141,6 +165,7 @@ parse_url(const char *opt, const char *url, struct sockaddr_in *out, char host_h
     char ip[INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &a, ip, sizeof(ip));
     snprintf(host_hdr, 64, "%s:%ld", ip, port);
+    return tls;
 }
 
 static void
@@ -242,6 +267,12 @@ parse_args(int argc, char **argv)
         O_VERBOSE,
         O_PUBREDIS,
         O_CHURN,
+        O_TLS,
+        O_TLS_CA,
+        O_TLS_SNI,
+        O_TLS_RESUME,
+        O_TLS_VERSION,
+        O_TLS_GROUPS,
         O_HELP
     };
     static const struct option opts[] = {
@@ -274,11 +305,17 @@ parse_args(int argc, char **argv)
         {"verbose", no_argument, NULL, O_VERBOSE},
         {"publish-redis", required_argument, NULL, O_PUBREDIS},
         {"churn", required_argument, NULL, O_CHURN},
+        {"tls", no_argument, NULL, O_TLS},
+        {"tls-ca", required_argument, NULL, O_TLS_CA},
+        {"tls-sni", required_argument, NULL, O_TLS_SNI},
+        {"tls-resume", no_argument, NULL, O_TLS_RESUME},
+        {"tls-version", required_argument, NULL, O_TLS_VERSION},
+        {"tls-groups", required_argument, NULL, O_TLS_GROUPS},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
     const char *url = "http://127.0.0.1:8080", *prefix = NULL, *ready = "auto", *sources = "127.0.0.2-127.0.0.9";
-    int messages_given = 0;
+    int messages_given = 0, tls_all = 0;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
     cfg = (pb_config_t){.transport = PB_WS,
@@ -304,7 +341,8 @@ parse_args(int argc, char **argv)
         case O_SUB_URL:
             if (cfg.nsub_urls == PB_MAX_SUB_URLS)
                 bad_option("sub-url", optarg);
-            parse_url("sub-url", optarg, &cfg.sub_addr[cfg.nsub_urls], cfg.sub_host_hdr[cfg.nsub_urls]);
+            cfg.sub_tls[cfg.nsub_urls] =
+                (uint8_t)parse_url("sub-url", optarg, &cfg.sub_addr[cfg.nsub_urls], cfg.sub_host_hdr[cfg.nsub_urls]);
             cfg.nsub_urls++;
             break;
         case O_TRANSPORT: {
@@ -397,6 +435,33 @@ parse_args(int argc, char **argv)
         case O_CHURN:
             cfg.churn = parse_num("churn", optarg, 0, 86400);
             break;
+        case O_TLS:
+            tls_all = 1;
+            break;
+        case O_TLS_CA:
+            if (access(optarg, R_OK) != 0)
+                bad_option("tls-ca", optarg);
+            cfg.tls_ca = optarg;
+            break;
+        case O_TLS_SNI:
+            if (*optarg == '\0' || strlen(optarg) > 253)
+                bad_option("tls-sni", optarg);
+            cfg.tls_sni = optarg;
+            break;
+        case O_TLS_RESUME:
+            cfg.tls_resume = 1;
+            break;
+        case O_TLS_VERSION:
+            if (strcmp(optarg, "1.2") == 0)
+                cfg.tls_version = 12;
+            else if (strcmp(optarg, "1.3") == 0)
+                cfg.tls_version = 13;
+            else
+                bad_option("tls-version", optarg);
+            break;
+        case O_TLS_GROUPS:
+            cfg.tls_groups = optarg;
+            break;
         case O_VERBOSE:
             cfg.verbose = 1;
             break;
@@ -412,12 +477,21 @@ parse_args(int argc, char **argv)
         fprintf(stderr, "pushedge-bench: unexpected argument: %s\n", argv[optind]);
         exit(2);
     }
-    parse_url("url", url, &cfg.target, cfg.host_hdr);
+    if (parse_url("url", url, &cfg.target, cfg.host_hdr) != 0) {
+        fprintf(stderr, "pushedge-bench: --url %s: publishing is clear text; subscribe over TLS with --sub-url https://...\n", url);
+        exit(2);
+    }
     if (cfg.nsub_urls == 0) {
         cfg.sub_addr[0] = cfg.target;
         memcpy(cfg.sub_host_hdr[0], cfg.host_hdr, sizeof(cfg.host_hdr));
         cfg.nsub_urls = 1;
     }
+    for (uint32_t i = 0; i != cfg.nsub_urls; ++i) {
+        cfg.sub_tls[i] |= (uint8_t)tls_all;
+        cfg.tls |= cfg.sub_tls[i];
+    }
+    if (!cfg.tls && (cfg.tls_ca != NULL || cfg.tls_sni != NULL || cfg.tls_resume || cfg.tls_version != 0 || cfg.tls_groups != NULL))
+        bad_option("tls-*", "no subscriber uses TLS (give --tls or a --sub-url https://...)");
     parse_sources(sources);
     if (cfg.publish_channel >= (int64_t)cfg.channels)
         bad_option("publish-channel", "beyond --channels");
@@ -643,11 +717,14 @@ main(int argc, char **argv)
 
     /* ---- idle hold or publish + drain ---- */
     long long cpu_before = -1, cpu_after = -1;
+    double gen_before = 0, gen_after = 0; /* the generator's own CPU over the measured phase */
+    uint64_t gen_t0 = 0, gen_t1 = 0;
     uint64_t pub_start = 0;
     double idle_held = 0;
     if (cfg.idle > 0) {
         uint64_t hold_start = pb_now_ns(), hold_end = hold_start + (uint64_t)(cfg.idle * 1e9);
         cpu_before = cfg.npid != 0 ? pb_server_cpu_us() : -1;
+        gen_before = cpu_seconds(), gen_t0 = pb_now_ns();
         next_report = hold_start + 5000000000u;
         while (alive && pb_now_ns() < hold_end) {
             alive = tick();
@@ -658,8 +735,10 @@ main(int argc, char **argv)
         }
         idle_held = (double)(pb_now_ns() - hold_start) / 1e9;
         cpu_after = cfg.npid != 0 ? pb_server_cpu_us() : -1;
+        gen_after = cpu_seconds(), gen_t1 = pb_now_ns();
     } else if (alive && opened != 0 && cfg.messages != 0) {
         cpu_before = cfg.npid != 0 ? pb_server_cpu_us() : -1;
+        gen_before = cpu_seconds(), gen_t0 = pb_now_ns();
         atomic_store(&pb_pub.go, 1);
         next_report = pb_now_ns() + 1000000000u;
         while (alive && !atomic_load(&pb_pub.done)) {
@@ -677,6 +756,7 @@ main(int argc, char **argv)
         while (alive && SUM(unique) < expected_total() && pb_now_ns() < drain_end)
             alive = tick();
         cpu_after = cfg.npid != 0 ? pb_server_cpu_us() : -1;
+        gen_after = cpu_seconds(), gen_t1 = pb_now_ns();
         pub_start = atomic_load(&pb_pub.start_ns);
     }
     int timed_out = !alive && !interrupted;
@@ -708,6 +788,14 @@ main(int argc, char **argv)
         total.reconnected += r.reconnected;
         total.retries += r.retries;
         total.gaps += r.gaps;
+        total.tls_handshakes += r.tls_handshakes;
+        total.tls_resumed += r.tls_resumed;
+        total.tls_failed += r.tls_failed;
+        if (total.tls_protocol[0] == '\0' && r.tls_protocol[0] != '\0') {
+            memcpy(total.tls_protocol, r.tls_protocol, sizeof(total.tls_protocol));
+            memcpy(total.tls_cipher, r.tls_cipher, sizeof(total.tls_cipher));
+            memcpy(total.tls_alpn, r.tls_alpn, sizeof(total.tls_alpn));
+        }
     }
     if (cfg.idle > 0)
         total.lost = 0; /* nothing was expected */
@@ -740,6 +828,12 @@ main(int argc, char **argv)
         printf(",\"churn_s\":%.3f,\"churned\":%llu,\"reconnected\":%llu,\"retries\":%llu", cfg.churn,
                (unsigned long long)total.churned, (unsigned long long)total.reconnected, (unsigned long long)total.retries);
     printf(",\"gaps\":%llu", (unsigned long long)total.gaps);
+    printf(",\"tls\":%s", cfg.tls ? "true" : "false");
+    if (cfg.tls)
+        printf(",\"tls_protocol\":\"%s\",\"tls_cipher\":\"%s\",\"tls_alpn\":\"%s\",\"tls_handshakes\":%llu,\"tls_resumed\":%llu,"
+               "\"tls_failed\":%llu,\"tls_verified\":%s",
+               total.tls_protocol, total.tls_cipher, total.tls_alpn, (unsigned long long)total.tls_handshakes,
+               (unsigned long long)total.tls_resumed, (unsigned long long)total.tls_failed, cfg.tls_ca != NULL ? "true" : "false");
     if (cfg.transport == PB_WS_DEFLATE)
         printf(",\"compressed_messages\":%llu,\"deflate_refused\":%llu", (unsigned long long)total.deflated,
                (unsigned long long)total.deflate_refused);
@@ -754,6 +848,10 @@ main(int argc, char **argv)
     print_opt_double("server_cpu_us_per_delivery", total.unique != 0 ? (double)(cpu_after - cpu_before) / (double)total.unique : 0,
                      cpu_known && total.unique != 0);
     print_opt_double("server_cpu_seconds", (double)(cpu_after - cpu_before) / 1e6, cpu_known);
+    double gen_cpu = gen_after - gen_before, gen_wall = (double)(gen_t1 - gen_t0) / 1e9;
+    print_opt_double("generator_cpu_cores", gen_wall > 0 ? gen_cpu / gen_wall : 0, gen_t1 != 0);
+    print_opt_double("generator_cpu_us_per_delivery", total.unique != 0 ? gen_cpu * 1e6 / (double)total.unique : 0,
+                     gen_t1 != 0 && total.unique != 0);
     if (cfg.idle > 0)
         printf(",\"idle_seconds\":%.3f,\"closed_during_idle\":%llu", idle_held, (unsigned long long)(closed - closed_before_hold));
     printf(",\"generator_cpu_seconds\":%.3f,\"wall_seconds\":%.3f,\"timed_out\":%s,\"interrupted\":%s}\n", cpu_seconds(),
