@@ -66,7 +66,8 @@ function sClient(port, args, { holdMs = 300, input = '' } = {}) {
         p.stdout.on('data', (c) => (out += c));
         p.stderr.on('data', (c) => (out += c));
         const timer = setTimeout(() => p.kill('SIGKILL'), 10000);
-        setTimeout(() => p.stdin.end(input), holdMs);
+        p.stdin.write(input);
+        setTimeout(() => p.stdin.end(), holdMs);
         p.stdin.on('error', () => {});
         p.on('close', (code) => {
             clearTimeout(timer);
@@ -113,7 +114,7 @@ describe('TLS handshakes (openssl s_client)', () => {
     it('h2 preferred when both are offered; no ALPN at all still handshakes (HTTP/1.1)', { timeout: 15000 }, async () => {
         const both = await sClient(tport, ['-alpn', 'http/1.1,h2']);
         assert.match(both.out, /ALPN protocol: h2/, both.out);
-        const none = await sClient(tport, [], { input: 'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', holdMs: 300 });
+        const none = await sClient(tport, [], { input: 'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', holdMs: 1500 });
         assert.match(none.out, /No ALPN negotiated/, none.out);
         assert.match(none.out, /HTTP\/1\.1 200/, none.out);
     });
@@ -122,7 +123,7 @@ describe('TLS handshakes (openssl s_client)', () => {
         const ok = await sClient(tport, ['-tls1_2']);
         assert.match(ok.out, /Cipher is ECDHE-(ECDSA|RSA)-(AES\d+-GCM|CHACHA20-POLY1305)/, ok.out);
         const old = await sClient(tport, ['-tls1_1', '-cipher', 'DEFAULT@SECLEVEL=0']);
-        assert.doesNotMatch(old.out, /Protocol\s*: TLSv1\.1/, old.out);
+        assert.match(old.out, /Cipher is \(NONE\)/, old.out);
         assert.doesNotMatch(old.out, /New, TLSv1/, old.out);
         const cbc = await sClient(tport, ['-tls1_2', '-cipher', 'ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES128-SHA256']);
         assert.doesNotMatch(cbc.out, /New, TLSv1/, cbc.out);
