@@ -119,11 +119,12 @@ warn_about_listeners(const pe_config_t *cfg)
 {
     if (cfg->api_key != NULL)
         return;
-    for (size_t i = 0; i != cfg->num_listen; ++i) {
+    for (size_t i = 0; i != cfg->num_listen + cfg->num_listen_tls; ++i) {
+        const char *where = i < cfg->num_listen ? cfg->listen[i] : cfg->listen_tls[i - cfg->num_listen];
         char host[256];
         unsigned port;
         unsigned char addr[16];
-        if (pe_config_split_hostport(cfg->listen[i], host, sizeof(host), &port) != 0)
+        if (pe_config_split_hostport(where, host, sizeof(host), &port) != 0)
             continue;
         static const unsigned char v6_loopback[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
         int loopback = strcmp(host, "localhost") == 0 ||
@@ -134,7 +135,7 @@ warn_about_listeners(const pe_config_t *cfg)
             pe_log(PE_LOG_WARN, "edge",
                    "listening on %s, beyond loopback, without --api-key: set one (PUSHEDGE_API_KEY) so that publishing does "
                    "not rest on client addresses (docs/security.md)",
-                   cfg->listen[i]);
+                   where);
     }
 }
 
