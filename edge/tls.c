@@ -26,6 +26,14 @@
  * callback: h2o calls it with the decrypted bytes, so the checks of clear-text connections
  * apply unchanged. Garbage in place of a ClientHello fails the handshake and closes the socket.
  *
+ * Memory. An idle TLS connection keeps, beyond a clear one's: OpenSSL's SSL object and its
+ * record-layer cipher states, and h2o's buffer of encrypted input (8 KiB, kept for the
+ * socket's life like the clear input buffer that edge/core/http.c already gives back). The
+ * latter lives in libh2o's private struct st_h2o_socket_ssl_t; release_tls_input reaches it
+ * through a mirror of that struct's head (libh2o 2.2.5 built without picotls, as Debian's),
+ * checked on every connection against what is known (the context and the SSL object's
+ * context): if the check ever fails the release is turned off and logged, never guessed.
+ *
  * Reload. Each loop holds its own reference to the context it hands to new handshakes
  * (thr->tls_ctx) and changes it only on its own thread: pe_tls_reload builds the new context
  * on the main thread and posts a reference to every loop. A handshake in progress holds a
@@ -45,6 +53,7 @@
 #include "edge/util/log.h"
 #include "edge/tls.h"
 #include "edge/front.h"
+#include "edge/core/http.h"
 
 #include <h2o/http1.h>
 #include <h2o/http2.h>
@@ -236,6 +245,8 @@ pe_tls_context_describe(SSL_CTX *ctx, char *buf, size_t len)
     snprintf(buf, len, "subject %s, serial %s, expires %s", subject, serial, expiry);
 }
 
+static void release_tls_input(h2o_socket_t *sock);
+
 /* ---- reload ---------------------------------------------------------------------------------- */
 
 typedef struct st_reload_msg_t {
@@ -264,6 +275,7 @@ pe_tls_thread_init(pe_thread_t *thr, SSL_CTX *ctx)
         return;
     SSL_CTX_up_ref(ctx);
     thr->tls_ctx = ctx;
+    pe_socket_release_tls_input = release_tls_input;
     h2o_multithread_register_receiver(thr->ctx.queue, &thr->tls_reload, on_reload);
 }
 
@@ -290,6 +302,73 @@ pe_tls_reload(pe_server_t *server)
     pe_log(PE_LOG_INFO, "tls", "SIGHUP: certificate reloaded from %s (%s)", cfg->tls_cert, desc);
     SSL_CTX_free(ctx);
     return 0;
+}
+
+/* ---- the encrypted input buffer ------------------------------------------------------------ */
+
+/* The head of libh2o 2.2.5's struct st_h2o_socket_ssl_t (lib/common/socket.c, H2O_USE_PICOTLS
+ * off), up to the field needed. */
+typedef struct st_h2o_ssl_mirror_t {
+    SSL_CTX *ssl_ctx;
+    SSL *ossl;
+    int *did_write_in_read;
+    size_t record_overhead;
+    struct {
+        h2o_socket_cb cb;
+        union {
+            struct {
+                struct {
+                    int state;
+                    SSL_SESSION *session_data;
+                } async_resumption;
+            } server;
+            struct {
+                char *server_name;
+                h2o_cache_t *session_cache;
+                h2o_iovec_t session_cache_key;
+                h2o_cache_hashcode_t session_cache_key_hash;
+            } client;
+        };
+    } handshake;
+    struct {
+        h2o_buffer_t *encrypted;
+    } input;
+} h2o_ssl_mirror_t;
+
+static int mirror_off; /* atomic: set once a check failed */
+
+static h2o_buffer_t **
+encrypted_input(h2o_socket_t *sock)
+{
+    h2o_ssl_mirror_t *m = (h2o_ssl_mirror_t *)sock->ssl;
+    if (__atomic_load_n(&mirror_off, __ATOMIC_RELAXED) || m == NULL)
+        return NULL;
+    if (m->ssl_ctx == NULL || m->ossl == NULL || SSL_get_SSL_CTX(m->ossl) != m->ssl_ctx || m->handshake.cb != NULL ||
+        m->input.encrypted == NULL || m->input.encrypted->size > m->input.encrypted->capacity) {
+        if (!__atomic_exchange_n(&mirror_off, 1, __ATOMIC_RELAXED))
+            pe_log(PE_LOG_WARN, "tls",
+                   "libh2o's TLS socket layout is not the expected one: idle TLS connections keep their "
+                   "8 KiB input buffer");
+        return NULL;
+    }
+    return &m->input.encrypted;
+}
+
+/* The hook of pe_socket_release_input: gives back an empty encrypted-input buffer (the next
+ * read allocates one, as for the clear input). */
+static void
+release_tls_input(h2o_socket_t *sock)
+{
+    h2o_buffer_t **buf = encrypted_input(sock);
+    if (buf == NULL || (*buf)->size != 0)
+        return;
+    /* OpenSSL's own record buffers: released when idle by SSL_MODE_RELEASE_BUFFERS, but only on
+     * some paths (a read that ends exactly at a record boundary); asked again here. */
+    SSL_free_buffers(((h2o_ssl_mirror_t *)sock->ssl)->ossl);
+    if ((*buf)->bytes == NULL)
+        return;
+    h2o_buffer_dispose(buf);
+    h2o_buffer_init(buf, &h2o_socket_buffer_prototype);
 }
 
 /* ---- handshake ------------------------------------------------------------------------------- */
@@ -336,6 +415,7 @@ on_handshake(h2o_socket_t *sock, const char *err)
     pe_thread_t *thr = a->thr;
     struct timeval connected_at = a->connected_at;
     int limited = a->limited;
+    const SSL_CTX *handshake_ctx = a->ctx;
     sock->data = NULL;
     accept_free(a);
     if (err != NULL) {
@@ -345,6 +425,12 @@ on_handshake(h2o_socket_t *sock, const char *err)
         h2o_socket_close(sock);
         return;
     }
+    /* The mirror's first check, while the context is known for sure. */
+    h2o_ssl_mirror_t *m = (h2o_ssl_mirror_t *)sock->ssl;
+    if (m->ssl_ctx != handshake_ctx && !__atomic_exchange_n(&mirror_off, 1, __ATOMIC_RELAXED))
+        pe_log(PE_LOG_WARN, "tls",
+               "libh2o's TLS socket layout is not the expected one: idle TLS connections keep their 8 KiB "
+               "input buffer");
     int h2 = is_h2(h2o_socket_ssl_get_selected_protocol(sock));
     /* Bytes that came with the end of the handshake (a request sent right after Finished) are
      * decrypted already: put aside while h2o and front.c attach, then delivered as a read, so
