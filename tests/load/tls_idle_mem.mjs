@@ -10,6 +10,8 @@
  * more, waits 3 s, reads VmRSS again: (after - before) / N is the figure, so the process's fixed
  * cost stays out. Clients are node's (ws npm package from tests/node_modules, node:https), on
  * loopback. Bounded: N at most 8000, every step has a deadline. Prints one JSON line per mode.
+ * TRIM=1 (needs gdb): malloc_trim(0) in the server before each reading (see trim()); BATCH=n:
+ * handshakes in flight at once (default 100).
  */
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -56,7 +58,17 @@ function freePort() {
     });
 }
 
+/* TRIM=1: before each reading, glibc's malloc_trim(0) in the server (through gdb, which must
+ * be allowed to attach), so that freed memory inside the heap (transient handshake and record
+ * buffers) is given back and the reading counts what connections hold, not the allocator's
+ * high-water mark. */
+function trim(pid) {
+    if (process.env.TRIM === '1')
+        execFileSync('gdb', ['-batch', '-p', String(pid), '-ex', 'call (int)malloc_trim(0)'], { stdio: 'ignore', timeout: 30000 });
+}
+
 function rssKiB(pid) {
+    trim(pid);
     const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
     return Number(m[1]);
 }
