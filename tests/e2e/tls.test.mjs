@@ -10,7 +10,8 @@
  * ClientHellos, oversized records, garbage after a completed handshake, a renegotiation
  * attempt) after which the server lives and has freed every connection; the certificate
  * reloaded on SIGHUP with connections open (they keep working, new handshakes see the new
- * serial) and a bad certificate at reload keeping the old one; bad files at start exit 2.
+ * serial) and a bad certificate at reload keeping the old one; bad files at start exit 2; a
+ * publish body without credentials refused from its head (edge/front.c on decrypted bytes).
  * The resume matrix over TLS is e2e-matrix_tls (matrix.test.mjs with E2E_TLS=1).
  */
 import { after, before, describe, it } from 'node:test';
@@ -26,6 +27,7 @@ import {
     delay,
     freePort,
     getMetrics,
+    httpRequest,
     metricValue,
     openSSE,
     publishOk,
@@ -309,6 +311,23 @@ describe('handshake deadline and garbage', () => {
         assert.equal(await peerSerial(tport), '1001', 'a normal handshake still works');
         const ch = uniqueChannel('after');
         await publishOk(base, ch, { ok: true });
+    });
+});
+
+describe('request-head checks over TLS (edge/front.c on the decrypted bytes)', () => {
+    it('a publish body without credentials is refused from its head over HTTPS (HTTP/1.1)', { timeout: 20000 }, async (t) => {
+        const port = await freePort();
+        const s = await startServer(['--api-key', 'k3y', '--listen-tls', `127.0.0.1:${port}`, '--tls-cert', certs.cert, '--tls-key', certs.key]);
+        t.after(() => s.stop());
+        const url = `https://127.0.0.1:${port}`;
+        const before = metricValue(await getMetrics(s.clearUrl), 'pushedge_refused_heads_total');
+        const body = JSON.stringify({ pad: 'x'.repeat(60000) });
+        const h1 = await httpRequest(url, '/api/publish?channel=a', { method: 'POST', body, headers: { 'content-type': 'application/json' } });
+        assert.equal(h1.status, 401, h1.text);
+        const after1 = metricValue(await getMetrics(s.clearUrl), 'pushedge_refused_heads_total');
+        assert.ok(after1 > before, `the HTTP/1.1 head was refused by front.c (refused_heads ${before} -> ${after1})`);
+        const ok = await httpRequest(url, '/api/publish?channel=a', { method: 'POST', body, headers: { 'content-type': 'application/json', authorization: 'Bearer k3y' } });
+        assert.equal(ok.status, 200, ok.text);
     });
 });
 
