@@ -41,7 +41,9 @@
  * requests; it runs after reads that carry DATA or a HEADERS announcing a body, and on the
  * sweep (one walk for all connections).
  *
- * Not covered: TLS listeners (none yet; their bytes are decrypted inside h2o's socket).
+ * TLS listeners (edge/tls.c): h2o decrypts inside its socket and calls the read callback with
+ * the clear bytes in sock->input, so the same wrap applies; tls.c attaches it once the
+ * handshake is done and h2o's HTTP/1 or HTTP/2 reader is installed (pe_front_attach_tls).
  *
  * Lifetime: one pe_front_t per accepted socket, found by descriptor (fronts[]), freed by the
  * socket's on_close hook (chained: an earlier hook is called first).
@@ -565,6 +567,24 @@ pe_front_thread_init(pe_thread_t *thr)
     thr->front.sweep_entry.cb = on_h2_sweep;
 }
 
+static pe_front_t *
+front_new(pe_thread_t *thr, h2o_socket_t *sock, int fd, int state)
+{
+    pe_front_t *front = pe_calloc(1, sizeof(*front));
+    front->thr = thr;
+    front->sock = sock;
+    front->fd = fd;
+    front->state = state;
+    front->rewrap_entry.cb = on_rewrap;
+    front->prev_close_cb = sock->on_close.cb;
+    front->prev_close_data = sock->on_close.data;
+    sock->on_close.cb = on_socket_close;
+    sock->on_close.data = front;
+    __atomic_store_n(&fronts[fd], front, __ATOMIC_RELEASE);
+    wrap(front);
+    return front;
+}
+
 void
 pe_front_attach(pe_thread_t *thr, h2o_socket_t *sock)
 {
@@ -575,18 +595,27 @@ pe_front_attach(pe_thread_t *thr, h2o_socket_t *sock)
         __atomic_store_n(&h1_read_cb, sock->_cb.read, __ATOMIC_RELAXED);
     if (sock->_cb.read != h1_cb())
         return;
-    pe_front_t *front = pe_calloc(1, sizeof(*front));
-    front->thr = thr;
-    front->sock = sock;
-    front->fd = fd;
-    front->state = STATE_HEAD;
-    front->rewrap_entry.cb = on_rewrap;
-    front->prev_close_cb = sock->on_close.cb;
-    front->prev_close_data = sock->on_close.data;
-    sock->on_close.cb = on_socket_close;
-    sock->on_close.data = front;
-    __atomic_store_n(&fronts[fd], front, __ATOMIC_RELEASE);
-    wrap(front);
+    front_new(thr, sock, fd, STATE_HEAD);
+}
+
+void
+pe_front_attach_tls(pe_thread_t *thr, h2o_socket_t *sock, int h2)
+{
+    int fd = h2o_socket_get_fd(sock);
+    if (fd < 0 || (size_t)fd >= num_fronts || sock->_cb.read == NULL)
+        return;
+    if (h2) {
+        pe_front_t *front = front_new(thr, sock, fd, STATE_H2);
+        h2o_linklist_insert(&thr->front.h2, &front->h2_link);
+        schedule_h2_sweep(thr);
+        return;
+    }
+    /* h2o_http1_accept installed its reader: the same callback as on clear-text sockets. */
+    if (h1_cb() == NULL)
+        __atomic_store_n(&h1_read_cb, sock->_cb.read, __ATOMIC_RELAXED);
+    if (sock->_cb.read != h1_cb())
+        return;
+    front_new(thr, sock, fd, STATE_HEAD);
 }
 
 int

@@ -18,6 +18,11 @@ void pe_front_thread_init(pe_thread_t *thr);
 /** Wraps an accepted plaintext socket's reads; call right after h2o_accept. */
 void pe_front_attach(pe_thread_t *thr, h2o_socket_t *sock);
 /**
+ * Wraps a TLS socket's (decrypted) reads; call right after h2o_http1_accept (h2 == 0) or
+ * h2o_http2_accept (h2 == 1), before any decrypted byte reaches h2o.
+ */
+void pe_front_attach_tls(pe_thread_t *thr, h2o_socket_t *sock, int h2);
+/**
  * First thing of the router for every request: answers (and returns 0) an HTTP/1 request whose
  * head front.c refused or whose framing is faulty, with Connection: close; otherwise -1.
  */

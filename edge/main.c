@@ -1,7 +1,8 @@
 /*
  * main.c: process entry. Loads the configuration, raises the descriptor limit, reads the web
  * files, creates the engine and the loops, then waits for signals: the first SIGTERM/SIGINT
- * drains (docs/operations.md "Draining and deploys"), a second one stops at once.
+ * drains (docs/operations.md "Draining and deploys"), a second one stops at once; SIGHUP
+ * rereads the TLS certificate and key (edge/tls.c) at any time.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +16,7 @@
 #include "pubsub/alloc.h"
 #include "edge/util/log.h"
 #include "edge/server.h"
+#include "edge/tls.h"
 
 #ifndef PE_WEB_ROOT_SOURCE
 #define PE_WEB_ROOT_SOURCE "web"
@@ -117,11 +119,12 @@ warn_about_listeners(const pe_config_t *cfg)
 {
     if (cfg->api_key != NULL)
         return;
-    for (size_t i = 0; i != cfg->num_listen; ++i) {
+    for (size_t i = 0; i != cfg->num_listen + cfg->num_listen_tls; ++i) {
+        const char *where = i < cfg->num_listen ? cfg->listen[i] : cfg->listen_tls[i - cfg->num_listen];
         char host[256];
         unsigned port;
         unsigned char addr[16];
-        if (pe_config_split_hostport(cfg->listen[i], host, sizeof(host), &port) != 0)
+        if (pe_config_split_hostport(where, host, sizeof(host), &port) != 0)
             continue;
         static const unsigned char v6_loopback[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
         int loopback = strcmp(host, "localhost") == 0 ||
@@ -132,7 +135,7 @@ warn_about_listeners(const pe_config_t *cfg)
             pe_log(PE_LOG_WARN, "edge",
                    "listening on %s, beyond loopback, without --api-key: set one (PUSHEDGE_API_KEY) so that publishing does "
                    "not rest on client addresses (docs/security.md)",
-                   cfg->listen[i]);
+                   where);
     }
 }
 
@@ -165,6 +168,12 @@ main(int argc, char **argv)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    /* SIGHUP stays blocked for good (taken by sigwait only): its default action would end the
+     * process, including during the drain when SIGTERM/SIGINT are unblocked. */
+    sigset_t hup;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &hup, NULL);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
@@ -186,8 +195,8 @@ main(int argc, char **argv)
     }
 
     static pe_server_t server;
-    if (pe_server_init(&server, &cfg, engine) != 0)
-        return 1;
+    if ((ret = pe_server_init(&server, &cfg, engine)) != 0)
+        return ret;
     const char *web = cfg.web_root != NULL ? cfg.web_root : default_web_root();
     server.index_html = read_file(web, "index.html");
     server.client_js = read_file(web, "src/pushedge.js");
@@ -201,10 +210,23 @@ main(int argc, char **argv)
     for (size_t i = 0; i != cfg.num_listen; ++i)
         pe_log(PE_LOG_INFO, "edge", "pushedge %s listening on http://%s/ (%u threads, %s engine)", PE_VERSION, cfg.listen[i],
                cfg.threads, pe_ps_engine_name(engine));
+    for (size_t i = 0; i != cfg.num_listen_tls; ++i)
+        pe_log(PE_LOG_INFO, "edge", "pushedge %s listening on https://%s/ (%u threads, %s engine)", PE_VERSION, cfg.listen_tls[i],
+               cfg.threads, pe_ps_engine_name(engine));
 
+    sigset_t waited = sigs;
+    sigaddset(&waited, SIGHUP);
     int sig;
-    while (sigwait(&sigs, &sig) != 0)
-        ;
+    for (;;) {
+        if (sigwait(&waited, &sig) != 0)
+            continue;
+        if (sig != SIGHUP)
+            break;
+        if (cfg.num_listen_tls == 0)
+            pe_log(PE_LOG_INFO, "edge", "SIGHUP: nothing to reload (no --listen-tls)");
+        else
+            pe_tls_reload(&server);
+    }
     if (cfg.drain_delay != 0) {
         /* Pre-drain: /readyz says 503 while the node still serves and accepts, so health checks
          * take it out of the pool before it stops listening (no client meets a refused

@@ -25,26 +25,27 @@
 #include "edge/server.h"
 #include "edge/front.h"
 #include "edge/router.h"
+#include "edge/tls.h"
 #include "edge/core/thread.h"
 #include "fallback/poll.h"
 
 /* ---- listeners ------------------------------------------------------------------------------- */
 
 static int
-open_listener(const char *hostport, int reuseport, char *err, size_t errlen)
+open_listener(const char *option, const char *hostport, int reuseport, char *err, size_t errlen)
 {
     char host[256];
     unsigned port;
     char portstr[8];
     if (pe_config_split_hostport(hostport, host, sizeof(host), &port) != 0) {
-        snprintf(err, errlen, "--listen %s: malformed", hostport);
+        snprintf(err, errlen, "%s %s: malformed", option, hostport);
         return -1;
     }
     snprintf(portstr, sizeof(portstr), "%u", port);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res;
     int gai = getaddrinfo(host, portstr, &hints, &res);
     if (gai != 0) {
-        snprintf(err, errlen, "--listen %s: %s", hostport, gai_strerror(gai));
+        snprintf(err, errlen, "%s %s: %s", option, hostport, gai_strerror(gai));
         return -1;
     }
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -52,7 +53,7 @@ open_listener(const char *hostport, int reuseport, char *err, size_t errlen)
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
         (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0) ||
         bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 4096) != 0) {
-        snprintf(err, errlen, "--listen %s: %s", hostport, strerror(errno));
+        snprintf(err, errlen, "%s %s: %s", option, hostport, strerror(errno));
         if (fd >= 0)
             close(fd);
         freeaddrinfo(res);
@@ -64,6 +65,13 @@ open_listener(const char *hostport, int reuseport, char *err, size_t errlen)
 }
 
 static void on_accept(h2o_socket_t *listener, const char *err);
+static void on_accept_tls(h2o_socket_t *listener, const char *err);
+
+static h2o_socket_cb
+accept_cb(pe_thread_t *thr, size_t i)
+{
+    return i < thr->num_clear_listeners ? on_accept : on_accept_tls;
+}
 
 static void
 set_accepting(pe_thread_t *thr, int on)
@@ -72,7 +80,7 @@ set_accepting(pe_thread_t *thr, int on)
         if (thr->listeners[i] == NULL)
             continue;
         if (on)
-            h2o_socket_read_start(thr->listeners[i], on_accept);
+            h2o_socket_read_start(thr->listeners[i], accept_cb(thr, i));
         else
             h2o_socket_read_stop(thr->listeners[i]);
     }
@@ -101,7 +109,7 @@ pause_accepting(pe_thread_t *thr, int err)
 }
 
 static void
-on_accept(h2o_socket_t *listener, const char *err)
+accept_some(h2o_socket_t *listener, const char *err, int tls)
 {
     pe_thread_t *thr = listener->data;
     if (err != NULL || thr->draining)
@@ -121,12 +129,29 @@ on_accept(h2o_socket_t *listener, const char *err)
             h2o_socket_close(sock);
             continue;
         }
+        if (tls) {
+            /* HTTP and front.c come after the handshake (edge/tls.c). */
+            pe_tls_accept(thr, sock, limited);
+            continue;
+        }
         h2o_accept(&thr->accept_ctx, sock);
         /* A connection served only with refusals keeps the limits' close hook as its mark
          * (pe_limits_refuse_request reads it); front.c would chain in front of it. */
         if (limited == 0)
             pe_front_attach(thr, sock);
     }
+}
+
+static void
+on_accept(h2o_socket_t *listener, const char *err)
+{
+    accept_some(listener, err, 0);
+}
+
+static void
+on_accept_tls(h2o_socket_t *listener, const char *err)
+{
+    accept_some(listener, err, 1);
 }
 
 static void
@@ -211,11 +236,12 @@ thread_setup(pe_thread_t *thr)
     thr->lag_due = thr->lag_entry.registered_at + 1000;
     pe_front_thread_init(thr);
     h2o_multithread_register_receiver(thr->ctx.queue, &thr->control, on_control);
+    pe_tls_thread_init(thr, server->tls_ctx);
     thr->node = pe_ps_node_create(server->engine, thr->loop, thr->index);
     for (size_t i = 0; i != thr->num_listeners; ++i) {
         thr->listeners[i] = h2o_evloop_socket_create(thr->loop, thr->listen_fds[i], H2O_SOCKET_FLAG_DONT_READ);
         thr->listeners[i]->data = thr;
-        h2o_socket_read_start(thr->listeners[i], on_accept);
+        h2o_socket_read_start(thr->listeners[i], accept_cb(thr, i));
     }
 }
 
@@ -260,6 +286,33 @@ thread_main(void *arg)
     return NULL;
 }
 
+/* Opens one listening socket per thread for addr (SO_REUSEPORT); 0 or -1 after printing why. */
+static int
+open_listeners(pe_server_t *server, const char *addr, const char *option)
+{
+    char err[512];
+    for (unsigned t = 0; t != server->num_threads; ++t) {
+        pe_thread_t *thr = &server->threads[t];
+        if (t == 0) {
+            /* Probe without SO_REUSEPORT first: a port held by another process that also sets
+             * SO_REUSEPORT would otherwise be shared silently. */
+            int probe = open_listener(option, addr, 0, err, sizeof(err));
+            if (probe < 0) {
+                fprintf(stderr, "pushedge: %s\n", err);
+                return -1;
+            }
+            close(probe);
+        }
+        int fd = open_listener(option, addr, 1, err, sizeof(err));
+        if (fd < 0) {
+            fprintf(stderr, "pushedge: %s\n", err);
+            return -1;
+        }
+        thr->listen_fds[thr->num_listeners++] = fd;
+    }
+    return 0;
+}
+
 int
 pe_server_init(pe_server_t *server, const pe_config_t *cfg, pe_ps_engine_t *engine)
 {
@@ -274,7 +327,7 @@ pe_server_init(pe_server_t *server, const pe_config_t *cfg, pe_ps_engine_t *engi
     server->globalconf.server_name = h2o_iovec_init(H2O_STRLIT("pushedge"));
     if (pe_front_init() != 0) {
         fprintf(stderr, "pushedge: getrlimit: %s\n", strerror(errno));
-        return -1;
+        return 1;
     }
     /* Bodies a bit over our limit reach the handler, which answers 413 with a JSON body. */
     server->globalconf.max_request_entity_size = cfg->max_message_size + PE_MAX_ENTITY_SLACK;
@@ -283,31 +336,30 @@ pe_server_init(pe_server_t *server, const pe_config_t *cfg, pe_ps_engine_t *engi
     h2o_handler_t *handler = h2o_create_handler(pathconf, sizeof(*handler));
     handler->on_req = pe_router_on_req;
 
-    server->threads = pe_calloc(server->num_threads, sizeof(*server->threads));
-    char err[512];
-    for (unsigned t = 0; t != server->num_threads; ++t) {
-        pe_thread_t *thr = &server->threads[t];
-        thr->server = server;
-        thr->index = t;
-        for (size_t i = 0; i != cfg->num_listen; ++i) {
-            if (t == 0) {
-                /* Probe without SO_REUSEPORT first: a port held by another process that also sets
-                 * SO_REUSEPORT would otherwise be shared silently. */
-                int probe = open_listener(cfg->listen[i], 0, err, sizeof(err));
-                if (probe < 0) {
-                    fprintf(stderr, "pushedge: %s\n", err);
-                    return -1;
-                }
-                close(probe);
-            }
-            int fd = open_listener(cfg->listen[i], 1, err, sizeof(err));
-            if (fd < 0) {
-                fprintf(stderr, "pushedge: %s\n", err);
-                return -1;
-            }
-            thr->listen_fds[thr->num_listeners++] = fd;
+    if (cfg->num_listen_tls != 0) {
+        char err[512];
+        if ((server->tls_ctx = pe_tls_context_create(cfg->tls_cert, cfg->tls_key, err, sizeof(err))) == NULL) {
+            fprintf(stderr, "pushedge: %s\n", err);
+            return 2;
         }
+        char desc[512];
+        pe_tls_context_describe(server->tls_ctx, desc, sizeof(desc));
+        pe_log(PE_LOG_INFO, "tls", "certificate from %s: %s", cfg->tls_cert, desc);
     }
+
+    server->threads = pe_calloc(server->num_threads, sizeof(*server->threads));
+    for (unsigned t = 0; t != server->num_threads; ++t) {
+        server->threads[t].server = server;
+        server->threads[t].index = t;
+    }
+    for (size_t i = 0; i != cfg->num_listen; ++i)
+        if (open_listeners(server, cfg->listen[i], "--listen") != 0)
+            return 1;
+    for (unsigned t = 0; t != server->num_threads; ++t)
+        server->threads[t].num_clear_listeners = server->threads[t].num_listeners;
+    for (size_t i = 0; i != cfg->num_listen_tls; ++i)
+        if (open_listeners(server, cfg->listen_tls[i], "--listen-tls") != 0)
+            return 1;
     return 0;
 }
 

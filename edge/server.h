@@ -9,7 +9,11 @@
 #include "edge/core/config.h"
 #include "edge/core/thread.h"
 
-/** Registers the router, opens the listeners of every thread (so a bind error stops the start). */
+/**
+ * Registers the router, reads the TLS files, opens the listeners of every thread (so a bind
+ * error stops the start). Returns 0; 2 if the TLS files cannot be used (a configuration error);
+ * 1 on other errors (a listener that cannot be opened). The reason is printed to stderr.
+ */
 int pe_server_init(pe_server_t *server, const pe_config_t *cfg, pe_ps_engine_t *engine);
 /** Starts the loops; returns once every loop is set up. */
 int pe_server_start(pe_server_t *server);

@@ -4,7 +4,7 @@
 The layers, top to bottom (docs/architecture.md "Layers"); a folder may include and call
 folders of a lower rank only, and files of its own folder without a cycle:
 
-    5  edge           the process: main, server (threads, listeners, drain), router, front
+    5  edge           the process: main, server (threads, listeners, drain), router, front, tls
     4  edge/api       plain request/response endpoints (publish, batch, ops)
     4  edge/ws        the WebSocket transport
     4  fallback       the fallback transports (sse, poll)

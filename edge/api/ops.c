@@ -45,7 +45,8 @@ send_metrics(h2o_req_t *req)
 {
     pe_server_t *server = pe_thread_of(req)->server;
     textbuf_t t = {&req->pool, h2o_mem_alloc_pool(&req->pool, 4096), 0, 4096};
-    uint64_t conns[PE_TRANSPORT_MAX] = {0}, slow[PE_TRANSPORT_MAX] = {0}, requests = 0, publish_errors = 0, refused = 0;
+    uint64_t conns[PE_TRANSPORT_MAX] = {0}, slow[PE_TRANSPORT_MAX] = {0}, requests = 0, publish_errors = 0, refused = 0,
+             tls_failed = 0, tls_timeouts = 0;
     pe_ps_node_stats_t sum = {0};
 
     for (unsigned i = 0; i != server->num_threads; ++i) {
@@ -57,6 +58,8 @@ send_metrics(h2o_req_t *req)
         requests += PE_STAT_GET(thr->stats.requests);
         publish_errors += PE_STAT_GET(thr->stats.publish_errors);
         refused += PE_STAT_GET(thr->stats.front_refused);
+        tls_failed += PE_STAT_GET(thr->stats.tls_handshake_failures);
+        tls_timeouts += PE_STAT_GET(thr->stats.tls_handshake_timeouts);
         if (thr->node != NULL) {
             pe_ps_node_stats_t s;
             pe_ps_node_get_stats(thr->node, &s);
@@ -143,6 +146,12 @@ send_metrics(h2o_req_t *req)
     for (int k = 0; k != PE_REJECT_MAX; ++k)
         put(&t, "pushedge_rejected_total{reason=\"%s\"} %llu\n", pe_reject_names[k],
             (unsigned long long)__atomic_load_n(&limits->rejected[k], __ATOMIC_RELAXED));
+    put(&t,
+        "# HELP pushedge_tls_handshake_failures_total TLS handshakes that failed (error) or did not finish in time (timeout).\n"
+        "# TYPE pushedge_tls_handshake_failures_total counter\n"
+        "pushedge_tls_handshake_failures_total{reason=\"error\"} %llu\npushedge_tls_handshake_failures_total{reason=\"timeout\"} "
+        "%llu\n",
+        (unsigned long long)tls_failed, (unsigned long long)tls_timeouts);
     put(&t, "# HELP pushedge_loop_lag_seconds Worst timer lateness of each event loop in the last second.\n"
             "# TYPE pushedge_loop_lag_seconds gauge\n");
     for (unsigned i = 0; i != server->num_threads; ++i)

@@ -26,9 +26,10 @@ typedef enum en_opt_kind_t {
     OPT_UINT,
     OPT_STRING,
     OPT_FLAG,
-    OPT_LISTEN, /* repeatable: a list of HOST:PORT */
-    OPT_ORIGIN, /* repeatable: a list of origins */
-    OPT_CIDR,   /* repeatable: a list of networks */
+    OPT_LISTEN,     /* repeatable: a list of HOST:PORT */
+    OPT_LISTEN_TLS, /* repeatable: a list of HOST:PORT served with TLS */
+    OPT_ORIGIN,     /* repeatable: a list of origins */
+    OPT_CIDR,       /* repeatable: a list of networks */
     OPT_REDIS,
     OPT_LOGLEVEL,
     OPT_HELP,
@@ -48,6 +49,12 @@ typedef struct st_opt_t {
 
 static const opt_t options[] = {
     {"listen", OPT_LISTEN, 0, 0, 0, "HOST:PORT", "address to serve HTTP/1.1 and HTTP/2 on; repeatable (default 127.0.0.1:8080)"},
+    {"listen-tls", OPT_LISTEN_TLS, 0, 0, 0, "HOST:PORT",
+     "address to serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN, TLS 1.2/1.3) on, with --tls-cert and --tls-key; repeatable "
+     "(default: none; with only --listen-tls there is no clear-text listener)"},
+    {"tls-cert", OPT_STRING, OFF(tls_cert), 0, 0, "FILE",
+     "PEM certificate chain for --listen-tls (server certificate first); reread on SIGHUP"},
+    {"tls-key", OPT_STRING, OFF(tls_key), 0, 0, "FILE", "PEM private key of --tls-cert; reread on SIGHUP"},
     {"redis", OPT_REDIS, OFF(redis_url), 0, 0, "URL",
      "redis://[:password@]host:port[,host:port...][/db]: the Redis Streams engine; several hosts are seeds (default: memory)"},
     {"threads", OPT_UINT, OFF(threads), 1, PE_MAX_THREADS, "N", "event-loop threads (default: number of cores)"},
@@ -211,7 +218,7 @@ parse_bool(const char *s, int *out)
 static int
 is_list(const opt_t *opt)
 {
-    return opt->kind == OPT_LISTEN || opt->kind == OPT_ORIGIN || opt->kind == OPT_CIDR;
+    return opt->kind == OPT_LISTEN || opt->kind == OPT_LISTEN_TLS || opt->kind == OPT_ORIGIN || opt->kind == OPT_CIDR;
 }
 
 static char **
@@ -221,6 +228,11 @@ list_of(pe_config_t *cfg, const opt_t *opt, size_t **num, size_t *cap)
         *num = &cfg->num_listen;
         *cap = PE_MAX_LISTEN;
         return cfg->listen;
+    }
+    if (opt->kind == OPT_LISTEN_TLS) {
+        *num = &cfg->num_listen_tls;
+        *cap = PE_MAX_LISTEN;
+        return cfg->listen_tls;
     }
     if (opt->kind == OPT_CIDR) {
         *num = &cfg->num_trusted_proxies;
@@ -314,11 +326,13 @@ set_option(pe_config_t *cfg, const opt_t *opt, const char *value, const char *or
         return PE_CFG_OK;
     }
     case OPT_LISTEN:
+    case OPT_LISTEN_TLS:
     case OPT_ORIGIN:
     case OPT_CIDR: {
         char host[256];
         unsigned port;
-        if (opt->kind == OPT_LISTEN && pe_config_split_hostport(value, host, sizeof(host), &port) != 0)
+        if ((opt->kind == OPT_LISTEN || opt->kind == OPT_LISTEN_TLS) &&
+            pe_config_split_hostport(value, host, sizeof(host), &port) != 0)
             return fail(err, errlen, "%s: must be HOST:PORT with a port from 1 to 65535 (got '%.64s')", origin, value);
         if (opt->kind == OPT_ORIGIN && validate_origin(value) != 0)
             return fail(err, errlen, "%s: must be * or scheme://host[:port] without a path (got '%.64s')", origin, value);
@@ -528,7 +542,7 @@ pe_config_load(pe_config_t *cfg, int argc, char **argv, char **envp, FILE *out, 
     if ((ret = load_env(cfg, envp, err, errlen)) != PE_CFG_OK)
         return ret;
 
-    int cli_listen = 0, cli_origin = 0, cli_cidr = 0;
+    int cli_listen = 0, cli_listen_tls = 0, cli_origin = 0, cli_cidr = 0;
     optind = 0;
     while ((idx = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
         const opt_t *opt = &options[idx];
@@ -545,6 +559,10 @@ pe_config_load(pe_config_t *cfg, int argc, char **argv, char **envp, FILE *out, 
             clear_list(cfg, opt);
             cli_listen = 1;
         }
+        if (opt->kind == OPT_LISTEN_TLS && !cli_listen_tls) {
+            clear_list(cfg, opt);
+            cli_listen_tls = 1;
+        }
         if (opt->kind == OPT_ORIGIN && !cli_origin) {
             clear_list(cfg, opt);
             cli_origin = 1;
@@ -556,7 +574,16 @@ pe_config_load(pe_config_t *cfg, int argc, char **argv, char **envp, FILE *out, 
         if ((ret = set_option(cfg, opt, optarg, origin, err, errlen)) != PE_CFG_OK)
             return ret;
     }
-    if (cfg->num_listen == 0)
+    /* TLS needs its files, and files without a TLS listener are a mistake worth saying (a
+     * deploy that meant to serve https would otherwise serve clear text only). */
+    if (cfg->num_listen_tls != 0 && cfg->tls_cert == NULL)
+        return fail(err, errlen, "--listen-tls: needs --tls-cert FILE (the PEM certificate chain)");
+    if (cfg->num_listen_tls != 0 && cfg->tls_key == NULL)
+        return fail(err, errlen, "--listen-tls: needs --tls-key FILE (the PEM private key)");
+    if (cfg->num_listen_tls == 0 && (cfg->tls_cert != NULL || cfg->tls_key != NULL))
+        return fail(err, errlen, "%s: needs --listen-tls HOST:PORT", cfg->tls_cert != NULL ? "--tls-cert" : "--tls-key");
+    /* The zero-setup default: clear text on loopback, only when no listener was asked for. */
+    if (cfg->num_listen == 0 && cfg->num_listen_tls == 0)
         cfg->listen[cfg->num_listen++] = pe_strndup("127.0.0.1:8080", 14);
     return PE_CFG_OK;
 }
@@ -566,12 +593,16 @@ pe_config_dispose(pe_config_t *cfg)
 {
     for (size_t i = 0; i != cfg->num_listen; ++i)
         pe_free(cfg->listen[i]);
+    for (size_t i = 0; i != cfg->num_listen_tls; ++i)
+        pe_free(cfg->listen_tls[i]);
     for (size_t i = 0; i != cfg->num_allowed_origins; ++i)
         pe_free(cfg->allowed_origins[i]);
     for (size_t i = 0; i != cfg->num_trusted_proxies; ++i)
         pe_free(cfg->trusted_proxies[i]);
     pe_free(cfg->redis_url);
     pe_free(cfg->api_key);
+    pe_free(cfg->tls_cert);
+    pe_free(cfg->tls_key);
     pe_free(cfg->config_file);
     pe_free(cfg->web_root);
     memset(cfg, 0, sizeof(*cfg));

@@ -20,6 +20,12 @@ typedef struct st_pe_cidr_t {
 typedef struct st_pe_config_t {
     char *listen[PE_MAX_LISTEN]; /* "HOST:PORT", owned */
     size_t num_listen;
+    /* TLS listeners (--listen-tls) and the files they serve (edge/tls.c reads them at start
+     * and on SIGHUP); a TLS listener needs both files, and the files need a listener. */
+    char *listen_tls[PE_MAX_LISTEN]; /* "HOST:PORT", owned */
+    size_t num_listen_tls;
+    char *tls_cert;  /* PEM: the certificate, then its chain */
+    char *tls_key;   /* PEM private key */
     char *redis_url; /* NULL: the memory engine */
     unsigned threads;
     uint64_t history_size;

@@ -309,6 +309,10 @@ on_write_complete(h2o_socket_t *sock, const char *err)
         return;
     }
     written(conn);
+    /* An idle TLS connection gives OpenSSL's record buffers back (~17 KiB for a write, which
+     * SSL_MODE_RELEASE_BUFFERS does not always release; edge/tls.c); the next write allocates. */
+    if (sock->ssl != NULL && pe_outq_bytes(&conn->out) == 0 && pe_socket_release_tls_input != NULL)
+        pe_socket_release_tls_input(sock);
     flush(conn); /* may free conn */
 }
 

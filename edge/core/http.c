@@ -96,9 +96,13 @@ pe_http_query(h2o_req_t *req)
     return h2o_iovec_init(req->path.base + req->query_at + 1, req->path.len - req->query_at - 1);
 }
 
+void (*pe_socket_release_tls_input)(h2o_socket_t *sock);
+
 void
 pe_socket_release_input(h2o_socket_t *sock, int discard)
 {
+    if (sock->ssl != NULL && pe_socket_release_tls_input != NULL)
+        pe_socket_release_tls_input(sock);
     if (discard)
         h2o_buffer_consume(&sock->input, sock->input->size);
     if (sock->input->size == 0 && sock->input->bytes != NULL) {

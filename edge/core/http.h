@@ -34,5 +34,11 @@ uint32_t pe_rand(void);
  * connection's memory. The next read allocates one again (evloop reserves before every read).
  */
 void pe_socket_release_input(h2o_socket_t *sock, int discard);
+/**
+ * Set by edge/tls.c at start (NULL without TLS): does the same for a TLS socket's buffer of
+ * encrypted input, which h2o also keeps for the socket's life. Called by
+ * pe_socket_release_input for sockets with TLS.
+ */
+extern void (*pe_socket_release_tls_input)(h2o_socket_t *sock);
 
 #endif

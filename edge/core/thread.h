@@ -27,8 +27,10 @@ typedef struct st_pe_thread_stats_t {
     uint64_t slow_consumers[PE_TRANSPORT_MAX];
     uint64_t requests;
     uint64_t publish_errors;
-    uint64_t loop_lag_ms;   /* worst timer lateness in the last second */
-    uint64_t front_refused; /* requests refused from their head (edge/front.c) */
+    uint64_t loop_lag_ms;            /* worst timer lateness in the last second */
+    uint64_t front_refused;          /* requests refused from their head (edge/front.c) */
+    uint64_t tls_handshake_failures; /* edge/tls.c: handshakes that failed (garbage, versions, ciphers) */
+    uint64_t tls_handshake_timeouts; /* edge/tls.c: handshakes not done within h2o's handshake timeout */
 } pe_thread_stats_t;
 
 /**
@@ -60,9 +62,15 @@ typedef struct st_pe_thread_t {
     unsigned index;
     h2o_evloop_t *loop;
     h2o_accept_ctx_t accept_ctx;
-    h2o_socket_t *listeners[PE_MAX_LISTEN];
-    int listen_fds[PE_MAX_LISTEN];
+    /* Clear-text listeners first, then the TLS ones (index >= num_clear_listeners). */
+    h2o_socket_t *listeners[2 * PE_MAX_LISTEN];
+    int listen_fds[2 * PE_MAX_LISTEN];
     size_t num_listeners;
+    size_t num_clear_listeners;
+    /* edge/tls.c: this loop's reference to the context new TLS handshakes use, replaced on
+     * this thread only when a reload notice arrives on tls_reload. */
+    struct ssl_ctx_st *tls_ctx;
+    h2o_multithread_receiver_t tls_reload;
     pe_ps_node_t *node;
     h2o_linklist_t streams;                        /* pe_stream_t */
     h2o_timeout_t ping_timeout;                    /* --ping-interval, for SSE heartbeats */
@@ -98,6 +106,9 @@ struct st_pe_server_t {
     pthread_cond_t setup_cond;  /* also signals each loop's end to pe_server_join */
     unsigned num_setup;
     pe_limits_t limits;
+    /* The TLS context of the start (edge/tls.c): each loop takes its own reference; NULL
+     * without TLS listeners. */
+    struct ssl_ctx_st *tls_ctx;
     unsigned num_done; /* loops that left their loop and parked (thread_main) */
     int leaving;       /* atomic: set at the first signal (pre-drain and drain): /readyz answers 503 */
     int draining;      /* set by the main thread before notifying the loops */

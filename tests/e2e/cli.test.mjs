@@ -30,6 +30,9 @@ const ALL_OPTIONS = [
     'drain-timeout',
     'ws-echo',
     'config',
+    'listen-tls',
+    'tls-cert',
+    'tls-key',
 ];
 
 const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pushedge-cli-'));

@@ -13,7 +13,9 @@
  *
  * Environment: PUSHEDGE_BIN (required) names the binary; E2E_SERVER_ARGS adds arguments to
  * every server started (for example "--threads 1"); CI=true turns every skip for a missing
- * program or service into a failure naming it (unavailable()).
+ * program or service into a failure naming it (unavailable()). E2E_TLS=1 gives every server a
+ * TLS listener too (a throwaway CA and certificate made with openssl, testCerts()) and makes
+ * its `url` https:// (WebSocket clients then use wss://); /healthz is still asked in clear.
  *
  * Every server's end is checked: stop() throws unless the process exited with code 0 (or what
  * the test declared: stop(sig, {expectCode}) / {expectSignal}) and its output holds no
@@ -23,12 +25,14 @@
  * Every wait in here is bounded in time; nothing sleeps for a fixed time to "let things
  * settle".
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
+import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
+import path from 'node:path';
 import { after, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 
@@ -172,6 +176,44 @@ export function sanitizerReport(text) {
 }
 
 /* Every child this process started, so that a crashing test file still kills them. */
+/* ---- TLS ---------------------------------------------------------------------------------- */
+
+let certs = null;
+
+/**
+ * A throwaway CA and a server certificate for localhost / 127.0.0.1 / ::1 signed by it, made
+ * once per process with openssl in a temporary directory removed at exit (never committed).
+ * Returns {dir, ca, caKey, cert, key, csr, ext, caPem (the CA's text), issue(serial, file)}:
+ * issue() signs the same key again with another serial (certificate reload tests).
+ */
+export function testCerts() {
+    if (certs)
+        return certs;
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-tls-'));
+    process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+    const f = (n) => path.join(dir, n);
+    const ossl = (...a) => execFileSync('openssl', a, { stdio: ['ignore', 'ignore', 'pipe'] });
+    ossl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', f('ca.key'), '-out',
+        f('ca.pem'), '-days', '2', '-subj', '/CN=pushedge test CA');
+    ossl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', f('server.key'), '-out',
+        f('server.csr'), '-subj', '/CN=localhost');
+    fs.writeFileSync(f('ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n');
+    const issue = (serial, file) => {
+        ossl('x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-set_serial', serial, '-days',
+            '2', '-extfile', f('ext'), '-out', file);
+        return file;
+    };
+    issue('0x1001', f('server.pem'));
+    certs = { dir, ca: f('ca.pem'), caKey: f('ca.key'), cert: f('server.pem'), key: f('server.key'), csr: f('server.csr'),
+        ext: f('ext'), caPem: fs.readFileSync(f('ca.pem'), 'utf8'), issue };
+    return certs;
+}
+
+/** Options for node's https/tls/ws clients: trust the test CA (when one was made). */
+export function tlsClientOptions() {
+    return certs ? { ca: certs.caPem } : {};
+}
+
 const children = new Set();
 /* Server handles whose stop() was never called: the root after() hook below stops them. */
 const unstopped = new Set();
@@ -341,6 +383,12 @@ async function startServerOnce(args, env, opts) {
     if (harnessRedis)
         extra.push('--redis', process.env.PUSHEDGE_TEST_REDIS_URL);
     extra.push(...threadsArgs([...args, ...extra], env));
+    let tlsPort = null;
+    if (process.env.E2E_TLS === '1' && opts.listen !== false && !args.includes('--listen-tls')) {
+        const c = testCerts();
+        tlsPort = await freePort();
+        extra.push('--listen-tls', `${HOST}:${tlsPort}`, '--tls-cert', c.cert, '--tls-key', c.key);
+    }
     const argv = opts.listen === false ? [...args, ...extra] : ['--listen', `${HOST}:${port}`, ...args, ...extra];
     const drainS = Number(optionValue(args, env, 'drain-timeout', '10'));
     const drainMs = (Number.isFinite(drainS) && drainS >= 0 ? drainS : 10) * 1000;
@@ -374,7 +422,10 @@ async function startServerOnce(args, env, opts) {
     let stopping = null;
     const handle = {
         port,
-        url,
+        /* With E2E_TLS=1 the clients go through TLS; the harness's own checks stay clear. */
+        url: tlsPort ? `https://${HOST}:${tlsPort}` : url,
+        clearUrl: url,
+        tlsPort,
         proc,
         pid: proc.pid,
         args: argv,
@@ -490,13 +541,14 @@ export function httpRequest(base, path, opts = {}) {
         return h2Request(session, path, { method, headers, body, timeoutMs });
     const u = new URL(base);
     return new Promise((resolve, reject) => {
-        const req = http.request({
+        const req = (u.protocol === 'https:' ? https : http).request({
             host: u.hostname,
             port: u.port,
             method,
             path,
             headers,
             agent: false,
+            ...tlsClientOptions(),
         });
         const timer = setTimeout(() => {
             req.destroy(new Error(`${method} ${path}: no complete response within ${timeoutMs} ms`));
@@ -564,7 +616,7 @@ function h2Request(session, path, { method, headers, body, timeoutMs }) {
 /** Opens an HTTP/2 cleartext (prior knowledge) session; errors are recorded, not thrown. */
 export function h2connect(base) {
     return new Promise((resolve, reject) => {
-        const session = http2.connect(base);
+        const session = http2.connect(base, tlsClientOptions());
         const timer = setTimeout(() => {
             session.destroy();
             reject(new Error(`h2c connect to ${base}: no SETTINGS within 5 s`));
@@ -1113,7 +1165,8 @@ export function openSSE(base, path, opts = {}) {
             return;
         }
         const u = new URL(base);
-        const req = http.request({ host: u.hostname, port: u.port, path, headers: reqHeaders, agent: false });
+        const req = (u.protocol === 'https:' ? https : http).request({ host: u.hostname, port: u.port, path, headers: reqHeaders,
+            agent: false, ...tlsClientOptions() });
         client._closeFn = () => req.destroy();
         req.on('response', (res) => {
             clearTimeout(timer);

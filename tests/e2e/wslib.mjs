@@ -16,6 +16,7 @@ import crypto from 'node:crypto';
 import net from 'node:net';
 import zlib from 'node:zlib';
 import WebSocket from 'ws';
+import { tlsClientOptions } from './lib.mjs';
 
 export { WebSocket };
 
@@ -596,7 +597,7 @@ export class RawWS {
 export function openWs(base, path = '/ws', opts = {}) {
     const { protocols, t, timeoutMs = 5000, ...wsOpts } = opts;
     const url = base.replace(/^http/, 'ws') + path;
-    const ws = new WebSocket(url, protocols, { perMessageDeflate: false, handshakeTimeout: timeoutMs, ...wsOpts });
+    const ws = new WebSocket(url, protocols, { perMessageDeflate: false, handshakeTimeout: timeoutMs, ...tlsClientOptions(), ...wsOpts });
     const c = {
         ws,
         label: `ws ${path}`,

@@ -793,6 +793,58 @@ test_trusted_proxy(void)
     expect_error("environment", argv2, bad_env, "PUSHEDGE_TRUSTED_PROXY");
 }
 
+/* --listen-tls with its files; the files without a listener and a listener without its files
+ * are refused; only TLS listeners means no clear-text default. */
+static void
+test_tls(void)
+{
+    char *argv[] = {"pushedge",   "--listen-tls", "127.0.0.1:8443",  "--listen-tls=[::1]:8444",
+                    "--tls-cert", "c.pem",        "--tls-key=k.pem", NULL};
+    char *envp[] = {NULL};
+    loaded_t l;
+    load(&l, argv, envp);
+    TAP_EQ_INT(l.ret, PE_CFG_OK, "listen-tls: PE_CFG_OK (%s)", l.err);
+    TAP_EQ_UINT(l.cfg.num_listen_tls, 2, "two TLS listeners");
+    TAP_EQ_STR(l.cfg.listen_tls[0], "127.0.0.1:8443", "first TLS listener");
+    TAP_EQ_STR(l.cfg.num_listen_tls > 1 ? l.cfg.listen_tls[1] : NULL, "[::1]:8444", "second TLS listener");
+    TAP_EQ_STR(l.cfg.tls_cert, "c.pem", "tls-cert");
+    TAP_EQ_STR(l.cfg.tls_key, "k.pem", "tls-key");
+    TAP_EQ_UINT(l.cfg.num_listen, 0, "only TLS asked for: no clear-text default");
+    loaded_free(&l);
+
+    char *both[] = {"pushedge", "--listen", "127.0.0.1:8080", "--listen-tls", "127.0.0.1:8443", NULL};
+    char *env_files[] = {"PUSHEDGE_TLS_CERT=/e/c.pem", "PUSHEDGE_TLS_KEY=/e/k.pem", NULL};
+    load(&l, both, env_files);
+    TAP_EQ_INT(l.ret, PE_CFG_OK, "clear and TLS side by side, files from the environment (%s)", l.err);
+    TAP_EQ_UINT(l.cfg.num_listen, 1, "one clear listener");
+    TAP_EQ_UINT(l.cfg.num_listen_tls, 1, "one TLS listener");
+    TAP_EQ_STR(l.cfg.tls_cert, "/e/c.pem", "tls-cert from PUSHEDGE_TLS_CERT");
+    loaded_free(&l);
+
+    char path[64];
+    write_temp("{\"listen-tls\": [\"0.0.0.0:443\"], \"tls-cert\": \"f.pem\", \"tls-key\": \"g.pem\"}", path);
+    char config_arg[80];
+    snprintf(config_arg, sizeof(config_arg), "--config=%s", path);
+    char *file[] = {"pushedge", config_arg, NULL};
+    load(&l, file, envp);
+    TAP_EQ_INT(l.ret, PE_CFG_OK, "TLS settings from the config file (%s)", l.err);
+    TAP_EQ_STR(l.cfg.num_listen_tls == 1 ? l.cfg.listen_tls[0] : NULL, "0.0.0.0:443", "listen-tls from the file");
+    TAP_EQ_STR(l.cfg.tls_key, "g.pem", "tls-key from the file");
+    loaded_free(&l);
+    unlink(path);
+
+    char *no_cert[] = {"pushedge", "--listen-tls", "127.0.0.1:8443", "--tls-key", "k.pem", NULL};
+    expect_error("listener without a certificate", no_cert, envp, "--tls-cert");
+    char *no_key[] = {"pushedge", "--listen-tls", "127.0.0.1:8443", "--tls-cert", "c.pem", NULL};
+    expect_error("listener without a key", no_key, envp, "--tls-key");
+    char *no_listener[] = {"pushedge", "--tls-cert", "c.pem", "--tls-key", "k.pem", NULL};
+    expect_error("files without a listener", no_listener, envp, "--listen-tls");
+    char *bad_addr[] = {"pushedge", "--listen-tls", "nope", "--tls-cert", "c.pem", "--tls-key", "k.pem", NULL};
+    expect_error("malformed TLS address", bad_addr, envp, "--listen-tls");
+    char *empty_cert[] = {"pushedge", "--listen-tls", "127.0.0.1:8443", "--tls-cert", "", "--tls-key", "k.pem", NULL};
+    expect_error("empty certificate path", empty_cert, envp, "--tls-cert");
+}
+
 int
 main(void)
 {
@@ -809,5 +861,6 @@ main(void)
     tap_subtest("idempotency-window", test_idempotency_window);
     tap_subtest("limits", test_limits);
     tap_subtest("trusted proxy", test_trusted_proxy);
+    tap_subtest("tls", test_tls);
     return tap_done();
 }
