@@ -40,6 +40,59 @@ put(textbuf_t *t, const char *fmt, ...)
     }
 }
 
+/* Sums one histogram over the threads: field(thr, t) is the bucket array of transport t. */
+static void
+put_histogram(textbuf_t *t, pe_server_t *server, const char *name, const char *help, const uint64_t *bounds, unsigned nbounds,
+              double unit, size_t bucket_off, size_t sum_off, size_t row_stride)
+{
+    put(t, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    for (int k = 0; k != PE_TRANSPORT_MAX; ++k) {
+        uint64_t count = 0, sum = 0;
+        uint64_t buckets[PE_LATENCY_BUCKETS > PE_DURATION_BUCKETS ? PE_LATENCY_BUCKETS + 1 : PE_DURATION_BUCKETS + 1] = {0};
+        for (unsigned i = 0; i != server->num_threads; ++i) {
+            const char *st = (const char *)&server->threads[i].stats;
+            const uint64_t *row = (const uint64_t *)(st + bucket_off + (size_t)k * row_stride);
+            for (unsigned b = 0; b <= nbounds; ++b)
+                buckets[b] += __atomic_load_n(&row[b], __ATOMIC_RELAXED);
+            sum += __atomic_load_n((const uint64_t *)(st + sum_off) + k, __ATOMIC_RELAXED);
+        }
+        for (unsigned b = 0; b <= nbounds; ++b) {
+            count += buckets[b];
+            if (b == nbounds)
+                put(t, "%s_bucket{transport=\"%s\",le=\"+Inf\"} %llu\n", name, pe_transport_names[k], (unsigned long long)count);
+            else
+                put(t, "%s_bucket{transport=\"%s\",le=\"%g\"} %llu\n", name, pe_transport_names[k], bounds[b] * unit,
+                    (unsigned long long)count);
+        }
+        put(t, "%s_sum{transport=\"%s\"} %.6f\n%s_count{transport=\"%s\"} %llu\n", name, pe_transport_names[k], sum * unit, name,
+            pe_transport_names[k], (unsigned long long)count);
+    }
+}
+
+/* The Round 2 metrics: disconnects by reason, delivery latency, connection lifetimes. */
+static void
+put_connection_metrics(textbuf_t *t, pe_server_t *server)
+{
+    put(t, "# HELP pushedge_disconnects_total Connections ended, by transport and reason (long-poll: only ends that were not an "
+           "answer).\n# TYPE pushedge_disconnects_total counter\n");
+    for (int k = 0; k != PE_TRANSPORT_MAX; ++k)
+        for (int r = PE_END_NONE + 1; r != PE_END_MAX; ++r) {
+            uint64_t n = 0;
+            for (unsigned i = 0; i != server->num_threads; ++i)
+                n += PE_STAT_GET(server->threads[i].stats.disconnects[k][r]);
+            put(t, "pushedge_disconnects_total{transport=\"%s\",reason=\"%s\"} %llu\n", pe_transport_names[k],
+                pe_end_reason_names[r], (unsigned long long)n);
+        }
+    put_histogram(t, server, "pushedge_delivery_latency_seconds",
+                  "Live messages from publish accepted (by the engine) to written to the subscriber's socket.",
+                  pe_latency_bounds_us, PE_LATENCY_BUCKETS, 1e-6, offsetof(pe_thread_stats_t, latency),
+                  offsetof(pe_thread_stats_t, latency_sum_us), sizeof(((pe_thread_stats_t *)0)->latency[0]));
+    put_histogram(t, server, "pushedge_connection_duration_seconds",
+                  "Lifetimes of ended connections (long-poll: of each held request).", pe_duration_bounds_ms, PE_DURATION_BUCKETS,
+                  1e-3, offsetof(pe_thread_stats_t, duration), offsetof(pe_thread_stats_t, duration_sum_ms),
+                  sizeof(((pe_thread_stats_t *)0)->duration[0]));
+}
+
 static void
 send_metrics(h2o_req_t *req)
 {
@@ -143,6 +196,7 @@ send_metrics(h2o_req_t *req)
     for (int k = 0; k != PE_REJECT_MAX; ++k)
         put(&t, "pushedge_rejected_total{reason=\"%s\"} %llu\n", pe_reject_names[k],
             (unsigned long long)__atomic_load_n(&limits->rejected[k], __ATOMIC_RELAXED));
+    put_connection_metrics(&t, server);
     put(&t, "# HELP pushedge_loop_lag_seconds Worst timer lateness of each event loop in the last second.\n"
             "# TYPE pushedge_loop_lag_seconds gauge\n");
     for (unsigned i = 0; i != server->num_threads; ++i)

@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include "edge/util/log.h"
 #include "edge/util/bounds.h"
+#include "edge/util/query.h"
 #include "edge/core/http.h"
 
 void
@@ -63,10 +64,39 @@ log_refusal(h2o_req_t *req, int status, const char *code)
            status, code);
 }
 
+/* The structured line of a refused request (--log-format json: every one, at info). The URL
+ * loses its token parameter: a JWT in a log is a credential anyone with the log can use. */
+static void
+log_refusal_event(h2o_req_t *req, int status, const char *code)
+{
+    pe_log_event_t e;
+    pe_log_peer_t peer;
+    char peer_text[PE_LOG_PEER_MAX];
+    struct sockaddr_storage ss;
+    socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    pe_log_peer_set(&peer, (struct sockaddr *)&ss, len);
+    size_t cap = req->path.len < 1024 ? req->path.len + 1 : 1025;
+    char *path = h2o_mem_alloc_pool(&req->pool, cap);
+    size_t path_len = pe_query_redact(req->path.base, req->path.len, path, cap);
+    ssize_t oi = h2o_find_header_by_str(&req->headers, H2O_STRLIT("origin"), -1);
+    pe_log_event_begin(&e, "http", "refused");
+    pe_log_event_uint(&e, "status", (uint64_t)status);
+    pe_log_event_str(&e, "code", code, strlen(code));
+    pe_log_event_str(&e, "method", req->method.base, req->method.len < 32 ? req->method.len : 32);
+    pe_log_event_str(&e, "path", path, path_len);
+    pe_log_event_str(&e, "peer", peer_text, pe_log_peer_format(&peer, peer_text));
+    if (oi >= 0)
+        pe_log_event_str(&e, "origin", req->headers.entries[oi].value.base,
+                         req->headers.entries[oi].value.len < 200 ? req->headers.entries[oi].value.len : 200);
+    pe_log_event_end(&e);
+}
+
 void
 pe_http_error(h2o_req_t *req, int status, const char *reason, const char *code, const char *message)
 {
-    if (status == 401 || status == 403)
+    if (pe_log_events_enabled())
+        log_refusal_event(req, status, code);
+    if ((status == 401 || status == 403) && pe_log_format != PE_LOG_FORMAT_JSON)
         log_refusal(req, status, code);
     /* jansson escapes the message; the code is one of our own snake_case constants. */
     json_t *root = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message);
