@@ -472,7 +472,9 @@ pe_conn_new(h2o_req_t *req, size_t sz, const pe_conn_callbacks_t *cb)
     conn->_flush.cb = on_flush_timeout;
     conn->opened_ms = h2o_now(conn->thr->loop);
     struct sockaddr_storage ss;
-    socklen_t sslen = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    socklen_t sslen = 0;
+    if (req->conn->callbacks != NULL && req->conn->callbacks->get_peername != NULL)
+        sslen = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
     pe_log_peer_set(&conn->peer, (struct sockaddr *)&ss, sslen);
     if (pe_log_events_enabled())
         log_open(conn, req);

@@ -185,6 +185,8 @@ void
 pe_log_peer_set(pe_log_peer_t *peer, const struct sockaddr *sa, socklen_t len)
 {
     *peer = (pe_log_peer_t){{0}, 0, 0};
+    if (len == 0)
+        return;
     if (len >= (socklen_t)sizeof(struct sockaddr_in) && sa->sa_family == AF_INET) {
         const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
         memcpy(peer->addr, &in->sin_addr, 4);
