@@ -93,6 +93,14 @@ put_connection_metrics(textbuf_t *t, pe_server_t *server)
                   sizeof(((pe_thread_stats_t *)0)->duration[0]));
 }
 
+/* What /readyz answers, and pushedge_ready exports: the engine is reachable and the node is not
+ * leaving (pre-drain or drain). */
+static int
+is_ready(pe_server_t *server)
+{
+    return pe_ps_engine_is_ready(server->engine) && !__atomic_load_n(&server->leaving, __ATOMIC_RELAXED);
+}
+
 static void
 send_metrics(h2o_req_t *req)
 {
@@ -150,11 +158,13 @@ send_metrics(h2o_req_t *req)
         "# HELP pushedge_engine_ready 1 if the message engine is reachable.\n"
         "# TYPE pushedge_engine_ready gauge\npushedge_engine_ready{engine=\"%s\"} %d\n"
         "# HELP pushedge_draining 1 while the node drains for shutdown.\n"
-        "# TYPE pushedge_draining gauge\npushedge_draining %d\n",
+        "# TYPE pushedge_draining gauge\npushedge_draining %d\n"
+        "# HELP pushedge_ready 1 while /readyz answers 200 (engine reachable, not leaving).\n"
+        "# TYPE pushedge_ready gauge\npushedge_ready %d\n",
         (unsigned long long)sum.published, (unsigned long long)publish_errors, (unsigned long long)sum.delivered,
         (unsigned long long)sum.gaps, (unsigned long long)sum.subscribers, (unsigned long long)sum.channels,
         (unsigned long long)requests, (unsigned long long)refused, pe_ps_engine_name(server->engine),
-        pe_ps_engine_is_ready(server->engine), __atomic_load_n(&server->draining, __ATOMIC_RELAXED));
+        pe_ps_engine_is_ready(server->engine), __atomic_load_n(&server->draining, __ATOMIC_RELAXED), is_ready(server));
     put(&t,
         "# HELP pushedge_publish_replays_total Keyed publishes answered with the ID of an earlier one (nothing stored).\n"
         "# TYPE pushedge_publish_replays_total counter\npushedge_publish_replays_total %llu\n",
@@ -242,7 +252,7 @@ pe_ops_on_req(h2o_req_t *req, h2o_iovec_t path)
         pe_http_json(req, 200, "OK", H2O_STRLIT("{\"status\":\"ok\"}"));
     } else if (IS("/readyz")) {
         int leaving = __atomic_load_n(&server->leaving, __ATOMIC_RELAXED);
-        if (pe_ps_engine_is_ready(server->engine) && !leaving)
+        if (is_ready(server))
             pe_http_json(req, 200, "OK", H2O_STRLIT("{\"status\":\"ready\"}"));
         else
             pe_http_error(req, 503, "Service Unavailable", "not_ready", leaving ? "draining" : pe_ps_err_unavailable);
