@@ -27,14 +27,16 @@ pe_http_json(h2o_req_t *req, int status, const char *reason, const char *body, s
 
 /*
  * Refusals an operator must be able to see (a client whose origin or credentials are refused
- * retries quietly otherwise): one line per refusal, at most PE_LOG_REFUSALS_PER_WINDOW per
- * thread per PE_LOG_REFUSAL_WINDOW_MS, then one line saying how many were not logged.
+ * retries quietly otherwise), bounded so that a flood of bad requests cannot turn into a flood
+ * of log writes (stderr may be a pipe that blocks the loop when its reader falls behind): at
+ * most `limit` per thread per PE_LOG_REFUSAL_WINDOW_MS, then one line saying how many were not
+ * logged. Returns 1 if this refusal may be logged.
  */
 static __thread uint64_t refusal_window_start;
 static __thread unsigned refusals_logged, refusals_dropped;
 
-static void
-log_refusal(h2o_req_t *req, int status, const char *code)
+static int
+refusal_allowed(h2o_req_t *req, unsigned limit)
 {
     uint64_t now = h2o_now(req->conn->ctx->loop);
     if (now - refusal_window_start >= PE_LOG_REFUSAL_WINDOW_MS) {
@@ -44,11 +46,18 @@ log_refusal(h2o_req_t *req, int status, const char *code)
         refusal_window_start = now;
         refusals_logged = refusals_dropped = 0;
     }
-    if (refusals_logged == PE_LOG_REFUSALS_PER_WINDOW) {
+    if (refusals_logged >= limit) {
         ++refusals_dropped;
-        return;
+        return 0;
     }
     ++refusals_logged;
+    return 1;
+}
+
+/* The text line of a refused 401/403. */
+static void
+log_refusal(h2o_req_t *req, int status, const char *code)
+{
     char peer[INET6_ADDRSTRLEN] = "?";
     struct sockaddr_storage ss;
     socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
@@ -94,10 +103,14 @@ log_refusal_event(h2o_req_t *req, int status, const char *code)
 void
 pe_http_error(h2o_req_t *req, int status, const char *reason, const char *code, const char *message)
 {
-    if (pe_log_events_enabled())
-        log_refusal_event(req, status, code);
-    if ((status == 401 || status == 403) && pe_log_format != PE_LOG_FORMAT_JSON)
-        log_refusal(req, status, code);
+    int json = pe_log_format == PE_LOG_FORMAT_JSON, events = pe_log_events_enabled(), denied = status == 401 || status == 403;
+    if ((events || (denied && !json)) &&
+        refusal_allowed(req, json ? PE_LOG_REFUSAL_EVENTS_PER_WINDOW : PE_LOG_REFUSALS_PER_WINDOW)) {
+        if (events)
+            log_refusal_event(req, status, code);
+        if (denied && !json)
+            log_refusal(req, status, code);
+    }
     /* jansson escapes the message; the code is one of our own snake_case constants. */
     json_t *root = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message);
     char *text = root != NULL ? json_dumps(root, JSON_COMPACT) : NULL;

@@ -6,8 +6,9 @@
  * WebSocket, with the reasons client_left and drain (the node drains while a WebSocket is open:
  * the one place the drain reason is observable, since the node exits before a scrape); a
  * refused request line (status, code, method, path, peer); a `token` query parameter, escaped
- * or not, never appears in any line. With the default (text) no line is JSON and there are no
- * connection lines at info. A bad value exits 2 naming the option.
+ * or not, never appears in any line; a flood of refused requests is logged up to the per-thread
+ * bound (1,000 per 10 s) and no further. With the default (text) no line is JSON and there are
+ * no connection lines at info. A bad value exits 2 naming the option.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -78,6 +79,28 @@ describe('--log-format json', () => {
         assert.equal(refused[0].method, 'GET');
         assert.equal(refused[0].path, '/poll?channel=bad!name&x=1');
         assert.match(refused[0].peer, /^127\.0\.0\.1:\d+$/);
+    });
+});
+
+describe('--log-format json: a flood of refusals', () => {
+    it('1,200 refused requests within the window: 1,000 lines', { timeout: 60000 }, async (t) => {
+        const srv = await startServer(['--log-format', 'json', '--threads', '1']);
+        t.after(() => srv.stop('SIGKILL'));
+        const N = 1200;
+        /* Ten keep-alive connections (fetch pools them), 120 requests each. */
+        let answers = 0;
+        await Promise.all(Array.from({ length: 10 }, async () => {
+            for (let i = 0; i < N / 10; i++) {
+                const r = await fetch(`${srv.url}/nope`);
+                await r.arrayBuffer();
+                assert.equal(r.status, 404);
+                answers++;
+            }
+        }));
+        assert.equal(answers, N);
+        const r = await srv.stop('SIGTERM');
+        const refused = jsonLines(r.stderr).filter((l) => l.event === 'refused');
+        assert.equal(refused.length, 1000, 'the per-thread bound');
     });
 });
 
