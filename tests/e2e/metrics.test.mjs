@@ -19,7 +19,8 @@
  *                                         ws.test.mjs and sse.test.mjs assert it counts
  *
  *   pushedge_delivery_latency_seconds{transport}     histogram: one live message to each
- *                                         transport counts once; a catch-up read counts nothing
+ *                                         transport counts once (SSE on HTTP/1 and HTTP/2); a
+ *                                         catch-up read counts nothing
  *   pushedge_connection_duration_seconds{transport}  histogram: each ended connection counts once
  *   pushedge_disconnects_total{transport,reason}     client_left (SSE, WebSocket, a held poll
  *                                         whose client left), heartbeat_timeout (a WebSocket
@@ -40,6 +41,7 @@ import {
     checkJsonError,
     freePort,
     getMetrics,
+    h2connect,
     httpRequest,
     metricValue,
     openSSE,
@@ -368,6 +370,25 @@ describe('metrics: delivery latency, connection lifetimes, disconnects', () => {
         const d1 = checkHistogram(await getMetrics(main.srv.url), 'pushedge_connection_duration_seconds');
         for (const tr of ['sse', 'ws', 'poll'])
             assert.ok(d1[tr].count >= d0[tr].count + 1 && d1[tr].sum > d0[tr].sum, `${tr}: an ended connection is in the lifetime histogram`);
+    });
+
+    it('HTTP/2 SSE (the core\'s stream mode): one live delivery counted, and client_left when the stream is reset', { timeout: 20000 }, async (t) => {
+        const ch = uniqueChannel('h2lat');
+        const before = checkHistogram(await getMetrics(main.srv.url), 'pushedge_delivery_latency_seconds');
+        const left0 = await disconnects('sse', 'client_left');
+        const session = await h2connect(main.srv.url);
+        t.after(() => session.destroy());
+        const stream = session.request({ ':path': `/sse?channel=${ch}` });
+        stream.on('error', () => {});
+        let body = '';
+        stream.on('data', (c) => (body += c));
+        await waitUntil(() => /^id: /m.test(body), { what: 'the live mark on the HTTP/2 stream' });
+        await publishOk(main.srv.url, ch, { n: 1 });
+        await waitUntil(() => body.includes('"n":1'), { what: 'the message on the HTTP/2 stream' });
+        await waitUntil(async () => checkHistogram(await getMetrics(main.srv.url), 'pushedge_delivery_latency_seconds').sse.count === before.sse.count + 1,
+            { what: 'one SSE observation' });
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+        await expectDisconnects('sse', 'client_left', left0 + 1, 'an HTTP/2 stream reset');
     });
 
     it('heartbeat_timeout: a WebSocket that never answers pings (--ping-interval 1)', { timeout: 20000 }, async (t) => {
