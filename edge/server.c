@@ -3,8 +3,9 @@
  *
  * Thread model. --threads N event loops, each with its own h2o context, its own listening
  * sockets on every --listen address (SO_REUSEPORT: the kernel spreads connections, no accept
- * lock, no thundering herd), its own pubsub node and counters. Nothing is shared between loops
- * but the read-only configuration and the engine (which has its own locks). The main thread
+ * lock, no thundering herd), its own pubsub node and counters. What loops share is listed in
+ * docs/architecture.md "Threads": the read-only configuration and limits, the engine (its own
+ * locks), messages (reference-counted), front.c's per-descriptor table. The main thread
  * creates the sockets (so a bind error stops the start with a clear message), starts the loops,
  * then only waits for signals.
  *

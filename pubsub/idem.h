@@ -1,5 +1,5 @@
 /*
- * idem.h: the memory engine's table of idempotency keys (CONTRACT.md "Reliable publishing"):
+ * idem.h: the memory engine's table of idempotency keys (docs/protocol.md, idempotency keys):
  * which (channel, key) pairs were published in the last window, and the ID each one got.
  * Private to pubsub/ (the Redis engine keeps its keys in Redis, next to the stream).
  *

@@ -1,5 +1,7 @@
 /*
- * pubsub.h: the subscription layer, the only header that edge/ and fallback/ include from pubsub/.
+ * pubsub.h: the subscription layer's interface: engines, nodes and subscribers. edge/ and
+ * fallback/ also include pubsub's pure helpers (alloc.h, stats.h, json_text.h, cursor.h,
+ * stream_id.h, redis_url.h); nothing else of pubsub/ is theirs to use.
  *
  * Three objects:
  *   - an engine (process-wide, thread-safe): stores each channel's history and assigns IDs. The

@@ -1,6 +1,6 @@
 /*
- * query.h: pure parsing of the subscription request shared by /sse (and, later, /poll and the
- * WebSocket query): percent-decoding, the repeated `channel` parameter, `since`, and flags.
+ * query.h: pure parsing of the subscription request shared by /sse, /poll and the WebSocket
+ * query: percent-decoding, the repeated `channel` parameter, `since`, and flags.
  * No allocation: decoded strings live in an arena the caller provides. Fuzzed.
  */
 #ifndef PE_QUERY_H
