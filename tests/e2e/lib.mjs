@@ -335,7 +335,8 @@ async function startServerOnce(args, env, opts) {
         extra = [...extra.slice(0, ti), ...extra.slice(ti + 2)];
     /* E2E_ENGINE=redis runs the file against the Redis engine at $PUSHEDGE_TEST_REDIS_URL
      * (tests/run.sh starts a private redis-server); a test that chose its own --redis wins. */
-    if (process.env.E2E_ENGINE === 'redis' && !args.includes('--redis'))
+    const injectedRedis = process.env.E2E_ENGINE === 'redis' && !args.includes('--redis');
+    if (injectedRedis)
         extra.push('--redis', process.env.PUSHEDGE_TEST_REDIS_URL);
     extra.push(...threadsArgs([...args, ...extra], env));
     const argv = opts.listen === false ? [...args, ...extra] : ['--listen', `${HOST}:${port}`, ...args, ...extra];
@@ -429,7 +430,9 @@ async function startServerOnce(args, env, opts) {
             );
         }
         try {
-            const r = await httpRequest(url, '/healthz', { timeoutMs: 1000 });
+            /* On the injected Redis, serving is not enough: the file's first publish must not
+             * race the node's first connection to Redis (a 503 on a loaded machine). */
+            const r = await httpRequest(url, injectedRedis ? '/readyz' : '/healthz', { timeoutMs: 1000 });
             if (r.status === 200)
                 return handle;
         } catch {
@@ -437,7 +440,7 @@ async function startServerOnce(args, env, opts) {
         }
         if (Date.now() >= deadline) {
             await handle.stop('SIGKILL').catch(() => {});
-            throw new Error(`pushedge did not answer GET /healthz 200 within 10 s; args: ${argv.join(' ')}\nstderr:\n${stderr}`);
+            throw new Error(`pushedge did not answer GET ${injectedRedis ? '/readyz' : '/healthz'} 200 within 10 s; args: ${argv.join(' ')}\nstderr:\n${stderr}`);
         }
         await delay(25);
     }
