@@ -160,6 +160,7 @@ main(int argc, char **argv)
         return ret == PE_CFG_EXIT_OK ? 0 : 2;
     }
     pe_log_level = cfg.log_level;
+    pe_log_format = cfg.log_format;
     warn_about_arguments(argc, argv);
     warn_about_listeners(&cfg);
 

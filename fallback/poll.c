@@ -82,8 +82,11 @@ typedef struct st_pe_poll_t {
     pe_stream_t stream;
     h2o_req_t *req;
     pe_thread_t *thr;
-    pe_msg_t **msgs; /* owned references, in the order received */
+    pe_msg_t **msgs;    /* owned references, in the order received */
+    uint64_t *accepted; /* per message: its acceptance if it came live (delivery latency), else 0 */
     size_t num_msgs, cap_msgs;
+    uint64_t opened_ms;     /* loop ms: the hold time goes to the connection-duration histogram */
+    pe_end_reason_t reason; /* PE_END_NONE for a poll answered as usual (not a disconnect) */
     size_t bytes;
     char **gaps; /* channel names (pool strings) */
     size_t num_gaps;
@@ -114,8 +117,10 @@ on_message(pe_sub_t *sub, pe_msg_t *msg)
     if (poll->num_msgs == poll->cap_msgs) {
         poll->cap_msgs = poll->cap_msgs == 0 ? 16 : poll->cap_msgs * 2;
         poll->msgs = pe_realloc(poll->msgs, poll->cap_msgs * sizeof(*poll->msgs));
+        poll->accepted = pe_realloc(poll->accepted, poll->cap_msgs * sizeof(*poll->accepted));
     }
     pe_msg_retain(msg);
+    poll->accepted[poll->num_msgs] = pe_sub_delivering_live(sub) ? msg->accepted_us : 0;
     poll->msgs[poll->num_msgs++] = msg;
     poll->bytes += msg->envelope_len + 1;
     schedule_answer(poll);
@@ -183,6 +188,15 @@ answer(pe_poll_t *poll)
     h2o_start_response(req, &generator);
     /* The message references stay held by the poll (freed with the pool) until h2o is done. */
     h2o_send(req, bufs, n, H2O_SEND_STATE_FINAL);
+    /* h2o wrote the answer or queued it behind nothing: "written" for the latency histogram. */
+    uint64_t now_us = 0;
+    for (size_t i = 0; i != poll->num_msgs; ++i) {
+        if (poll->accepted[i] == 0)
+            continue;
+        if (now_us == 0)
+            now_us = pe_msg_clock_us();
+        pe_stats_delivered(&poll->thr->stats, PE_TRANSPORT_POLL, poll->accepted[i], now_us);
+    }
 }
 
 static void
@@ -203,6 +217,8 @@ static void
 on_drain(pe_stream_t *stream)
 {
     pe_poll_t *poll = H2O_STRUCT_FROM_MEMBER(pe_poll_t, stream, stream);
+    if (!poll->answered && poll->reason == PE_END_NONE)
+        poll->reason = PE_END_DRAIN;
     poll->full = 1;
     schedule_answer(poll);
 }
@@ -229,6 +245,8 @@ on_sweep(h2o_timeout_entry_t *entry)
         h2o_linklist_t *next = node->next;
         pe_poll_t *poll = H2O_STRUCT_FROM_MEMBER(pe_poll_t, held_link, node);
         if (client_is_gone(poll->req)) {
+            if (poll->reason == PE_END_NONE)
+                poll->reason = PE_END_CLIENT_LEFT;
             poll->full = 1;
             answer(poll);
         }
@@ -254,7 +272,16 @@ on_dispose(void *p)
     for (size_t i = 0; i != poll->num_msgs; ++i)
         pe_msg_release(poll->msgs[i]);
     pe_free(poll->msgs);
+    pe_free(poll->accepted);
     PE_STAT_ADD(poll->thr->stats.connections[PE_TRANSPORT_POLL], (uint64_t)-1);
+    /* A poll's "connection" is its held request: its hold time is its lifetime; only the ends
+     * that are not an answer (the client left, the node drained) count as disconnects. */
+    uint64_t now = h2o_now(poll->thr->loop), ms = now > poll->opened_ms ? now - poll->opened_ms : 0;
+    pe_thread_stats_t *st = &poll->thr->stats;
+    if (poll->reason != PE_END_NONE)
+        PE_STAT_ADD(st->disconnects[PE_TRANSPORT_POLL][poll->reason], 1);
+    PE_STAT_ADD(st->duration[PE_TRANSPORT_POLL][pe_hist_bucket(pe_duration_bounds_ms, PE_DURATION_BUCKETS, ms)], 1);
+    PE_STAT_ADD(st->duration_sum_ms[PE_TRANSPORT_POLL], ms);
 }
 
 /* ---- the handler ----------------------------------------------------------------------------- */
@@ -296,7 +323,7 @@ pe_poll_on_req(h2o_req_t *req)
         return 0;
     }
     pe_poll_t *poll = h2o_mem_alloc_shared(&req->pool, sizeof(*poll), on_dispose);
-    *poll = (pe_poll_t){.req = req, .thr = thr};
+    *poll = (pe_poll_t){.req = req, .thr = thr, .opened_ms = h2o_now(thr->loop)};
     poll->stream.drain = on_drain;
     poll->hold_entry.cb = on_hold_timeout;
     poll->answer_entry.cb = on_answer_timeout;

@@ -109,6 +109,7 @@ on_read(h2o_socket_t *sock, const char *err)
 {
     pe_conn_t *conn = sock->data;
     if (err != NULL) {
+        pe_conn_set_reason(conn, PE_END_CLIENT_LEFT);
         pe_conn_abort(conn);
         pe_conn_flush(conn); /* frees it, or fails its write in flight */
         return;

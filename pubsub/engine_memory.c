@@ -286,6 +286,7 @@ store(mem_engine_t *self, pe_ps_node_t *node, const char *channel, size_t channe
     }
     expire(self, ch, now);
     pe_msg_t *msg = pe_msg_new(done->id, ch->name, ch->name_len, data, data_len);
+    msg->accepted_us = pe_msg_clock_us();
     ch->last_id = done->id;
     for (uint64_t w = ch->watchers; w != 0; w &= w - 1) {
         pe_msg_retain(msg);

@@ -11,6 +11,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include "alloc.h"
 #include "json_text.h"
 #include "pubsub.h"
@@ -36,6 +37,7 @@ pe_msg_new(pe_id_t id, const char *channel, size_t channel_len, const char *data
     msg->id = id;
     memcpy(msg->id_str, id_str, id_len + 1);
     msg->id_len = id_len;
+    msg->accepted_us = 0;
     __atomic_store_n(&msg->_refcnt, 1, __ATOMIC_RELAXED);
     memset(msg->_encodings, 0, sizeof(msg->_encodings));
 
@@ -92,4 +94,12 @@ pe_msg_encoding(pe_msg_t *msg, unsigned slot, pe_msg_encoding_t *(*build)(const 
     /* Another thread built it first: use theirs, so every subscriber shares one copy. */
     pe_free(mine);
     return expected;
+}
+
+uint64_t
+pe_msg_clock_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }

@@ -189,7 +189,9 @@ fan_out(pe_ps_node_t *node, pe_msg_t *msg)
         pe_sub_t *sub = e->sub;
         e->pos = msg->id;
         sub->_dispatching = 1;
+        sub->_live_dispatch = 1;
         sub->cb->on_message(sub, msg);
+        sub->_live_dispatch = 0;
         sub->_dispatching = 0;
         ++delivered;
     }

@@ -68,6 +68,10 @@ typedef struct st_pe_msg_t {
     size_t envelope_len;
     char id_str[PE_ID_MAXLEN + 1];
     size_t id_len;
+    /* When the publish was accepted (pe_msg_clock_us), or 0 if unknown: set by the engine before
+     * the message is shared, for the delivery-latency histogram. The memory engine stamps its own
+     * acceptance; the Redis engine the stream ID's millisecond (Redis's clock, see engine_redis.c). */
+    uint64_t accepted_us;
     void *_encodings[PE_MSG_NUM_ENCODINGS]; /* pe_msg_encoding_t *, built lazily, atomically set */
     size_t _refcnt;                         /* only through __atomic builtins: threads share messages */
 } pe_msg_t;
@@ -81,6 +85,9 @@ pe_msg_retain(pe_msg_t *msg)
 }
 /** Drops one reference; frees the message with the last one. */
 void pe_msg_release(pe_msg_t *msg);
+/** The wall clock in microseconds (CLOCK_REALTIME): the clock of accepted_us, comparable across
+ * processes and hosts as far as their clocks agree. */
+uint64_t pe_msg_clock_us(void);
 /**
  * Returns the message's encoding in `slot`, calling build (which returns a pe_malloc'd encoding)
  * the first time it is needed. Any thread may call it; when two race, one result is kept and the
@@ -251,7 +258,8 @@ struct st_pe_sub_t {
     unsigned _paused : 1;
     unsigned _live_announced : 1;
     unsigned _dispatching : 1;
-    unsigned _engine_down : 1; /* the last on_engine said 0 */
+    unsigned _engine_down : 1;   /* the last on_engine said 0 */
+    unsigned _live_dispatch : 1; /* inside on_message for a live message (not catch-up) */
 };
 
 /** Initialises a subscriber with no channels. */
@@ -285,6 +293,16 @@ size_t pe_sub_cursor(const pe_sub_t *sub, char *buf, size_t cap);
  * cursor from which nothing is missed. Returns 0, or -1 if the subscriber lacks the channel.
  */
 int pe_sub_position(const pe_sub_t *sub, const char *channel, size_t len, pe_id_t *out);
+/**
+ * Inside on_message: 1 if the message comes from the live feed (published just now), 0 if from
+ * history (catch-up). The delivery-latency histogram counts live messages only: a catch-up
+ * replays messages accepted long ago.
+ */
+static inline int
+pe_sub_delivering_live(const pe_sub_t *sub)
+{
+    return sub->_live_dispatch;
+}
 /** 1 if every channel is live (caught up), else 0. */
 int pe_sub_is_live(const pe_sub_t *sub);
 

@@ -40,6 +40,67 @@ put(textbuf_t *t, const char *fmt, ...)
     }
 }
 
+/* Sums one histogram over the threads: field(thr, t) is the bucket array of transport t. */
+static void
+put_histogram(textbuf_t *t, pe_server_t *server, const char *name, const char *help, const uint64_t *bounds, unsigned nbounds,
+              double unit, size_t bucket_off, size_t sum_off, size_t row_stride)
+{
+    put(t, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    for (int k = 0; k != PE_TRANSPORT_MAX; ++k) {
+        uint64_t count = 0, sum = 0;
+        uint64_t buckets[PE_LATENCY_BUCKETS > PE_DURATION_BUCKETS ? PE_LATENCY_BUCKETS + 1 : PE_DURATION_BUCKETS + 1] = {0};
+        for (unsigned i = 0; i != server->num_threads; ++i) {
+            const char *st = (const char *)&server->threads[i].stats;
+            const uint64_t *row = (const uint64_t *)(st + bucket_off + (size_t)k * row_stride);
+            for (unsigned b = 0; b <= nbounds; ++b)
+                buckets[b] += __atomic_load_n(&row[b], __ATOMIC_RELAXED);
+            sum += __atomic_load_n((const uint64_t *)(st + sum_off) + k, __ATOMIC_RELAXED);
+        }
+        for (unsigned b = 0; b <= nbounds; ++b) {
+            count += buckets[b];
+            if (b == nbounds)
+                put(t, "%s_bucket{transport=\"%s\",le=\"+Inf\"} %llu\n", name, pe_transport_names[k], (unsigned long long)count);
+            else
+                put(t, "%s_bucket{transport=\"%s\",le=\"%g\"} %llu\n", name, pe_transport_names[k], bounds[b] * unit,
+                    (unsigned long long)count);
+        }
+        put(t, "%s_sum{transport=\"%s\"} %.6f\n%s_count{transport=\"%s\"} %llu\n", name, pe_transport_names[k], sum * unit, name,
+            pe_transport_names[k], (unsigned long long)count);
+    }
+}
+
+/* The Round 2 metrics: disconnects by reason, delivery latency, connection lifetimes. */
+static void
+put_connection_metrics(textbuf_t *t, pe_server_t *server)
+{
+    put(t, "# HELP pushedge_disconnects_total Connections ended, by transport and reason (long-poll: only ends that were not an "
+           "answer).\n# TYPE pushedge_disconnects_total counter\n");
+    for (int k = 0; k != PE_TRANSPORT_MAX; ++k)
+        for (int r = PE_END_NONE + 1; r != PE_END_MAX; ++r) {
+            uint64_t n = 0;
+            for (unsigned i = 0; i != server->num_threads; ++i)
+                n += PE_STAT_GET(server->threads[i].stats.disconnects[k][r]);
+            put(t, "pushedge_disconnects_total{transport=\"%s\",reason=\"%s\"} %llu\n", pe_transport_names[k],
+                pe_end_reason_names[r], (unsigned long long)n);
+        }
+    put_histogram(t, server, "pushedge_delivery_latency_seconds",
+                  "Live messages from publish accepted (by the engine) to written to the subscriber's socket.",
+                  pe_latency_bounds_us, PE_LATENCY_BUCKETS, 1e-6, offsetof(pe_thread_stats_t, latency),
+                  offsetof(pe_thread_stats_t, latency_sum_us), sizeof(((pe_thread_stats_t *)0)->latency[0]));
+    put_histogram(t, server, "pushedge_connection_duration_seconds",
+                  "Lifetimes of ended connections (long-poll: of each held request).", pe_duration_bounds_ms, PE_DURATION_BUCKETS,
+                  1e-3, offsetof(pe_thread_stats_t, duration), offsetof(pe_thread_stats_t, duration_sum_ms),
+                  sizeof(((pe_thread_stats_t *)0)->duration[0]));
+}
+
+/* What /readyz answers, and pushedge_ready exports: the engine is reachable and the node is not
+ * leaving (pre-drain or drain). */
+static int
+is_ready(pe_server_t *server)
+{
+    return pe_ps_engine_is_ready(server->engine) && !__atomic_load_n(&server->leaving, __ATOMIC_RELAXED);
+}
+
 static void
 send_metrics(h2o_req_t *req)
 {
@@ -100,11 +161,13 @@ send_metrics(h2o_req_t *req)
         "# HELP pushedge_engine_ready 1 if the message engine is reachable.\n"
         "# TYPE pushedge_engine_ready gauge\npushedge_engine_ready{engine=\"%s\"} %d\n"
         "# HELP pushedge_draining 1 while the node drains for shutdown.\n"
-        "# TYPE pushedge_draining gauge\npushedge_draining %d\n",
+        "# TYPE pushedge_draining gauge\npushedge_draining %d\n"
+        "# HELP pushedge_ready 1 while /readyz answers 200 (engine reachable, not leaving).\n"
+        "# TYPE pushedge_ready gauge\npushedge_ready %d\n",
         (unsigned long long)sum.published, (unsigned long long)publish_errors, (unsigned long long)sum.delivered,
         (unsigned long long)sum.gaps, (unsigned long long)sum.subscribers, (unsigned long long)sum.channels,
         (unsigned long long)requests, (unsigned long long)refused, pe_ps_engine_name(server->engine),
-        pe_ps_engine_is_ready(server->engine), __atomic_load_n(&server->draining, __ATOMIC_RELAXED));
+        pe_ps_engine_is_ready(server->engine), __atomic_load_n(&server->draining, __ATOMIC_RELAXED), is_ready(server));
     put(&t,
         "# HELP pushedge_publish_replays_total Keyed publishes answered with the ID of an earlier one (nothing stored).\n"
         "# TYPE pushedge_publish_replays_total counter\npushedge_publish_replays_total %llu\n",
@@ -152,6 +215,7 @@ send_metrics(h2o_req_t *req)
         "pushedge_tls_handshake_failures_total{reason=\"error\"} %llu\npushedge_tls_handshake_failures_total{reason=\"timeout\"} "
         "%llu\n",
         (unsigned long long)tls_failed, (unsigned long long)tls_timeouts);
+    put_connection_metrics(&t, server);
     put(&t, "# HELP pushedge_loop_lag_seconds Worst timer lateness of each event loop in the last second.\n"
             "# TYPE pushedge_loop_lag_seconds gauge\n");
     for (unsigned i = 0; i != server->num_threads; ++i)
@@ -197,7 +261,7 @@ pe_ops_on_req(h2o_req_t *req, h2o_iovec_t path)
         pe_http_json(req, 200, "OK", H2O_STRLIT("{\"status\":\"ok\"}"));
     } else if (IS("/readyz")) {
         int leaving = __atomic_load_n(&server->leaving, __ATOMIC_RELAXED);
-        if (pe_ps_engine_is_ready(server->engine) && !leaving)
+        if (is_ready(server))
             pe_http_json(req, 200, "OK", H2O_STRLIT("{\"status\":\"ready\"}"));
         else
             pe_http_error(req, 503, "Service Unavailable", "not_ready", leaving ? "draining" : pe_ps_err_unavailable);

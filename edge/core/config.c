@@ -32,6 +32,7 @@ typedef enum en_opt_kind_t {
     OPT_CIDR,       /* repeatable: a list of networks */
     OPT_REDIS,
     OPT_LOGLEVEL,
+    OPT_LOGFORMAT,
     OPT_HELP,
     OPT_VERSION
 } opt_kind_t;
@@ -74,6 +75,8 @@ static const opt_t options[] = {
     {"ws-echo", OPT_FLAG, OFF(ws_echo), 0, 0, NULL, "also serve GET /ws/echo for WebSocket conformance suites"},
     {"config", OPT_STRING, OFF(config_file), 0, 0, "FILE", "JSON file with these settings; environment and command line win"},
     {"log-level", OPT_LOGLEVEL, OFF(log_level), 0, 0, "LEVEL", "error, warn, info or debug (default info)"},
+    {"log-format", OPT_LOGFORMAT, OFF(log_format), 0, 0, "FORMAT",
+     "text, or json: one JSON object per line, with a line per connection open and close and per refused request (default text)"},
     {"allowed-origin", OPT_ORIGIN, 0, 0, 0, "ORIGIN",
      "origin allowed cross-origin (CORS on /sse, /poll, /api/publish; Origin check on /ws), e.g. https://app.example.com "
      "or *; repeatable (default: none)"},
@@ -323,6 +326,13 @@ set_option(pe_config_t *cfg, const opt_t *opt, const char *value, const char *or
         if (level < 0)
             return fail(err, errlen, "%s: must be error, warn, info or debug (got '%.64s')", origin, value);
         cfg->log_level = level;
+        return PE_CFG_OK;
+    }
+    case OPT_LOGFORMAT: {
+        int format = pe_log_parse_format(value);
+        if (format < 0)
+            return fail(err, errlen, "%s: must be text or json (got '%.64s')", origin, value);
+        cfg->log_format = format;
         return PE_CFG_OK;
     }
     case OPT_LISTEN:

@@ -42,6 +42,7 @@ typedef struct st_pe_config_t {
     int ws_echo;
     char *config_file;
     int log_level;
+    int log_format; /* PE_LOG_FORMAT_TEXT (0, the default) or PE_LOG_FORMAT_JSON */
     char *web_root; /* directory of the demo page and client; NULL: built-in default */
     /* Origins allowed cross-origin on /sse, /poll and /api/publish (CORS) and at the WebSocket
      * handshake; "*" allows any. None: no CORS headers, and no Origin check on WebSocket. */

@@ -32,11 +32,63 @@
 static void flush(pe_conn_t *conn);
 static void on_heartbeat(h2o_timeout_entry_t *entry);
 
+/* ---- observability ----------------------------------------------------------------------- */
+
+static void
+log_open(pe_conn_t *conn, h2o_req_t *req)
+{
+    pe_log_event_t e;
+    char peer[PE_LOG_PEER_MAX], *path = h2o_mem_alloc_pool(&req->pool, req->path.len + 1);
+    pe_log_event_begin(&e, "conn", "open");
+    pe_log_event_str(&e, "transport", pe_transport_names[conn->cb->transport], strlen(pe_transport_names[conn->cb->transport]));
+    pe_log_event_str(&e, "peer", peer, pe_log_peer_format(&conn->peer, peer));
+    pe_log_event_str(&e, "path", path, pe_query_redact(req->path.base, req->path.len, path, req->path.len + 1));
+    pe_log_event_uint(&e, "thread", conn->thr->index);
+    pe_log_event_end(&e);
+}
+
+static void
+log_close(pe_conn_t *conn, uint64_t duration_ms)
+{
+    pe_log_event_t e;
+    char peer[PE_LOG_PEER_MAX];
+    const char *reason = pe_end_reason_names[conn->end_reason];
+    pe_log_event_begin(&e, "conn", "close");
+    pe_log_event_str(&e, "transport", pe_transport_names[conn->cb->transport], strlen(pe_transport_names[conn->cb->transport]));
+    pe_log_event_str(&e, "peer", peer, pe_log_peer_format(&conn->peer, peer));
+    pe_log_event_seconds(&e, "duration", duration_ms);
+    pe_log_event_str(&e, "reason", reason, strlen(reason));
+    pe_log_event_uint(&e, "bytes", conn->bytes_out);
+    pe_log_event_uint(&e, "thread", conn->thr->index);
+    pe_log_event_end(&e);
+}
+
+typedef struct st_stamp_ctx_t {
+    pe_conn_t *conn;
+    uint64_t now_us; /* read once per written chunk, at its first live message */
+} stamp_ctx_t;
+
+/* One written entry of a live message: its publish-to-socket latency. */
+static void
+on_stamp_written(void *p, uint64_t accepted_us)
+{
+    stamp_ctx_t *ctx = p;
+    if (ctx->now_us == 0)
+        ctx->now_us = pe_msg_clock_us();
+    pe_stats_delivered(&ctx->conn->thr->stats, ctx->conn->cb->transport, accepted_us, ctx->now_us);
+}
+
 /* ---- the one free ------------------------------------------------------------------------ */
 
 static void
 conn_free(pe_conn_t *conn)
 {
+    if (conn->end_reason == PE_END_NONE)
+        conn->end_reason = PE_END_ERROR;
+    uint64_t now = h2o_now(conn->thr->loop), ms = now > conn->opened_ms ? now - conn->opened_ms : 0;
+    pe_stats_ended(&conn->thr->stats, conn->cb->transport, (pe_end_reason_t)conn->end_reason, ms);
+    if (pe_log_events_enabled())
+        log_close(conn, ms);
     if (h2o_timeout_is_linked(&conn->_timer))
         h2o_timeout_unlink(&conn->_timer);
     if (h2o_timeout_is_linked(&conn->_flush))
@@ -95,6 +147,7 @@ on_heartbeat(h2o_timeout_entry_t *entry)
         return; /* the stream's last send is out: nothing to keep alive */
     uint64_t interval = conn->thr->server->cfg->ping_interval * 1000;
     if (conn->cb->on_heartbeat(conn, h2o_now(conn->thr->loop), interval) != 0) {
+        pe_conn_set_reason(conn, PE_END_HEARTBEAT);
         pe_conn_abort(conn);
         return;
     }
@@ -144,6 +197,7 @@ pe_conn_slow(pe_conn_t *conn, const char *why)
     if (!pe_conn_is_open(conn))
         return;
     PE_STAT_ADD(conn->thr->stats.slow_consumers[conn->cb->transport], 1);
+    pe_conn_set_reason(conn, PE_END_SLOW_CONSUMER);
     pe_log(PE_LOG_INFO, conn->cb->tag, "thread %u: ending a slow consumer: %s", conn->thr->index, why);
     pe_outq_drop_queued(&conn->out);
     if (conn->cb->on_slow != NULL && conn->cb->on_slow(conn)) {
@@ -163,6 +217,8 @@ pe_conn_push(pe_conn_t *conn, size_t text_len, pe_msg_t *msg, const char *shared
     if (!pe_conn_is_open(conn))
         return PE_SUB_PAUSE;
     pe_outq_push(&conn->out, text_len, msg, shared, shared_len);
+    if (msg != NULL && msg->accepted_us != 0 && conn->sub.cb != NULL && pe_sub_delivering_live(&conn->sub))
+        pe_outq_stamp(&conn->out, msg->accepted_us);
     schedule_flush(conn);
     if (pe_outq_bytes(&conn->out) > conn->max_queue) {
         pe_conn_slow(conn, "its queue passed the byte bound");
@@ -293,6 +349,9 @@ static void
 written(pe_conn_t *conn)
 {
     conn->write_started = 0;
+    conn->bytes_out += conn->out.chunk_bytes;
+    stamp_ctx_t ctx = {conn, 0};
+    pe_outq_each_stamp(&conn->out, on_stamp_written, &ctx);
     pe_outq_written(&conn->out);
     if (conn->cb->on_written != NULL)
         conn->cb->on_written(conn);
@@ -305,6 +364,8 @@ on_write_complete(h2o_socket_t *sock, const char *err)
 {
     pe_conn_t *conn = sock->data;
     if (err != NULL || conn->state == PE_CONN_ABORTING) {
+        if (err != NULL && conn->state != PE_CONN_ABORTING)
+            pe_conn_set_reason(conn, PE_END_CLIENT_LEFT); /* the write failed: the peer is gone */
         conn_free(conn);
         return;
     }
@@ -323,6 +384,7 @@ on_upgraded(void *data, h2o_socket_t *sock, size_t reqsize)
 {
     pe_conn_t *conn = data;
     if (sock == NULL) {
+        pe_conn_set_reason(conn, PE_END_CLIENT_LEFT); /* h2o could not write the response head */
         conn_free(conn);
         return;
     }
@@ -366,6 +428,7 @@ static void
 on_stop(h2o_generator_t *gen, h2o_req_t *req)
 {
     /* The client went away; the pool's disposal frees the conn. */
+    pe_conn_set_reason(((stream_holder_t *)gen)->conn, PE_END_CLIENT_LEFT);
     ((stream_holder_t *)gen)->conn->state = PE_CONN_ENDED;
 }
 
@@ -394,8 +457,10 @@ static void
 on_drain(pe_stream_t *stream)
 {
     pe_conn_t *conn = H2O_STRUCT_FROM_MEMBER(pe_conn_t, _stream, stream);
-    if (pe_conn_is_open(conn))
+    if (pe_conn_is_open(conn)) {
+        pe_conn_set_reason(conn, PE_END_DRAIN);
         conn->cb->on_drain(conn);
+    }
 }
 
 pe_conn_t *
@@ -409,6 +474,14 @@ pe_conn_new(h2o_req_t *req, size_t sz, const pe_conn_callbacks_t *cb)
     conn->_stream.drain = on_drain;
     conn->_timer.cb = on_heartbeat;
     conn->_flush.cb = on_flush_timeout;
+    conn->opened_ms = h2o_now(conn->thr->loop);
+    struct sockaddr_storage ss;
+    socklen_t sslen = 0;
+    if (req->conn->callbacks != NULL && req->conn->callbacks->get_peername != NULL)
+        sslen = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    pe_log_peer_set(&conn->peer, (struct sockaddr *)&ss, sslen);
+    if (pe_log_events_enabled())
+        log_open(conn, req);
     PE_STAT_ADD(conn->thr->stats.connections[cb->transport], 1);
     pe_stream_register(conn->thr, &conn->_stream);
     h2o_timeout_link(conn->thr->loop, &conn->thr->ping_timeout, &conn->_timer);

@@ -53,6 +53,7 @@
 #include "pubsub/pubsub.h"
 #include "edge/core/outq.h"
 #include "edge/core/thread.h"
+#include "edge/util/log.h"
 #include "edge/util/query.h"
 
 typedef struct st_pe_conn_t pe_conn_t;
@@ -133,11 +134,16 @@ struct st_pe_conn_t {
     pe_outq_t out;
     uint64_t write_started; /* loop ms when the write in flight started; 0: none in flight */
     /*
-     * Per-connection concerns that are not written yet each get their member here, set in
-     * pe_conn_new from the request and released in the core's free: the client's identity (a
-     * verified token's subject), per-connection limits (rates, channel quotas), presence. None
-     * exists today.
+     * Per-connection concerns each get their member here, set in pe_conn_new from the request
+     * and released in the core's free. Observability (docs/operations.md "Metrics", "Logs"):
+     * when it opened, what it sent, why it ends (pe_conn_set_reason; the first reason set wins,
+     * so the peer's answer to our drain close still counts as a drain), and the peer for the
+     * close line.
      */
+    uint64_t opened_ms; /* loop ms */
+    uint64_t bytes_out; /* bytes written to the client */
+    pe_log_peer_t peer;
+    uint8_t end_reason; /* pe_end_reason_t */
     /* private */
     pe_stream_t _stream;        /* in thr->streams from pe_conn_new to the free: drain reaches it */
     h2o_timeout_entry_t _timer; /* the heartbeat, or the close deadline (see the states) */
@@ -181,6 +187,19 @@ void pe_conn_close_wait(pe_conn_t *conn);
 void pe_conn_end(pe_conn_t *conn);
 /** -> ABORTING: the queue is dropped and the conn ends at the next flush. No-op once ABORTING or ENDED. */
 void pe_conn_abort(pe_conn_t *conn);
+/**
+ * Records why the conn ends (pushedge_disconnects_total{reason}, the close log line) unless a
+ * reason was recorded already: the first cause wins. The core records what it sees itself (slow
+ * consumer, drain, heartbeat, a failed write, the peer leaving an HTTP/2 stream); a transport
+ * records what only it can tell (its peer's EOF or close frame, a protocol error, a bound). A
+ * conn freed with no reason recorded counts as error: a way to end that nobody named.
+ */
+static inline void
+pe_conn_set_reason(pe_conn_t *conn, pe_end_reason_t why)
+{
+    if (conn->end_reason == PE_END_NONE)
+        conn->end_reason = (uint8_t)why;
+}
 /** The slow-consumer policy (see the file comment); why goes to the log. No-op unless OPENING or OPEN. */
 void pe_conn_slow(pe_conn_t *conn, const char *why);
 /**

@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include "edge/util/log.h"
 #include "edge/util/bounds.h"
+#include "edge/util/query.h"
 #include "edge/core/http.h"
 
 void
@@ -26,14 +27,16 @@ pe_http_json(h2o_req_t *req, int status, const char *reason, const char *body, s
 
 /*
  * Refusals an operator must be able to see (a client whose origin or credentials are refused
- * retries quietly otherwise): one line per refusal, at most PE_LOG_REFUSALS_PER_WINDOW per
- * thread per PE_LOG_REFUSAL_WINDOW_MS, then one line saying how many were not logged.
+ * retries quietly otherwise), bounded so that a flood of bad requests cannot turn into a flood
+ * of log writes (stderr may be a pipe that blocks the loop when its reader falls behind): at
+ * most `limit` per thread per PE_LOG_REFUSAL_WINDOW_MS, then one line saying how many were not
+ * logged. Returns 1 if this refusal may be logged.
  */
 static __thread uint64_t refusal_window_start;
 static __thread unsigned refusals_logged, refusals_dropped;
 
-static void
-log_refusal(h2o_req_t *req, int status, const char *code)
+static int
+refusal_allowed(h2o_req_t *req, unsigned limit)
 {
     uint64_t now = h2o_now(req->conn->ctx->loop);
     if (now - refusal_window_start >= PE_LOG_REFUSAL_WINDOW_MS) {
@@ -43,11 +46,18 @@ log_refusal(h2o_req_t *req, int status, const char *code)
         refusal_window_start = now;
         refusals_logged = refusals_dropped = 0;
     }
-    if (refusals_logged == PE_LOG_REFUSALS_PER_WINDOW) {
+    if (refusals_logged >= limit) {
         ++refusals_dropped;
-        return;
+        return 0;
     }
     ++refusals_logged;
+    return 1;
+}
+
+/* The text line of a refused 401/403. */
+static void
+log_refusal(h2o_req_t *req, int status, const char *code)
+{
     char peer[INET6_ADDRSTRLEN] = "?";
     struct sockaddr_storage ss;
     socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
@@ -63,11 +73,44 @@ log_refusal(h2o_req_t *req, int status, const char *code)
            status, code);
 }
 
+/* The structured line of a refused request (--log-format json: every one, at info). The URL
+ * loses its token parameter: a JWT in a log is a credential anyone with the log can use. */
+static void
+log_refusal_event(h2o_req_t *req, int status, const char *code)
+{
+    pe_log_event_t e;
+    pe_log_peer_t peer;
+    char peer_text[PE_LOG_PEER_MAX];
+    struct sockaddr_storage ss;
+    socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    pe_log_peer_set(&peer, (struct sockaddr *)&ss, len);
+    size_t cap = req->path.len < 1024 ? req->path.len + 1 : 1025;
+    char *path = h2o_mem_alloc_pool(&req->pool, cap);
+    size_t path_len = pe_query_redact(req->path.base, req->path.len, path, cap);
+    ssize_t oi = h2o_find_header_by_str(&req->headers, H2O_STRLIT("origin"), -1);
+    pe_log_event_begin(&e, "http", "refused");
+    pe_log_event_uint(&e, "status", (uint64_t)status);
+    pe_log_event_str(&e, "code", code, strlen(code));
+    pe_log_event_str(&e, "method", req->method.base, req->method.len < 32 ? req->method.len : 32);
+    pe_log_event_str(&e, "path", path, path_len);
+    pe_log_event_str(&e, "peer", peer_text, pe_log_peer_format(&peer, peer_text));
+    if (oi >= 0)
+        pe_log_event_str(&e, "origin", req->headers.entries[oi].value.base,
+                         req->headers.entries[oi].value.len < 200 ? req->headers.entries[oi].value.len : 200);
+    pe_log_event_end(&e);
+}
+
 void
 pe_http_error(h2o_req_t *req, int status, const char *reason, const char *code, const char *message)
 {
-    if (status == 401 || status == 403)
-        log_refusal(req, status, code);
+    int json = pe_log_format == PE_LOG_FORMAT_JSON, events = pe_log_events_enabled(), denied = status == 401 || status == 403;
+    if ((events || (denied && !json)) &&
+        refusal_allowed(req, json ? PE_LOG_REFUSAL_EVENTS_PER_WINDOW : PE_LOG_REFUSALS_PER_WINDOW)) {
+        if (events)
+            log_refusal_event(req, status, code);
+        if (denied && !json)
+            log_refusal(req, status, code);
+    }
     /* jansson escapes the message; the code is one of our own snake_case constants. */
     json_t *root = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message);
     char *text = root != NULL ? json_dumps(root, JSON_COMPACT) : NULL;

@@ -27,7 +27,7 @@ pe_outq_push(pe_outq_t *q, size_t text_len, pe_msg_t *msg, const char *shared, s
         b->entries = pe_realloc(b->entries, b->cap * sizeof(*b->entries));
     }
     pe_outq_entry_t *e = &b->entries[b->len++];
-    *e = (pe_outq_entry_t){msg, shared, shared_len, b->text_len - text_len, text_len};
+    *e = (pe_outq_entry_t){msg, shared, shared_len, b->text_len - text_len, text_len, 0};
     if (msg != NULL)
         pe_msg_retain(msg);
     b->bytes += text_len + shared_len;
@@ -46,7 +46,7 @@ batch_clear(pe_outq_batch_t *b)
     for (size_t i = 0; i != b->len; ++i)
         if (b->entries[i].msg != NULL)
             pe_msg_release(b->entries[i].msg);
-    b->len = b->text_len = b->bytes = 0;
+    b->len = b->text_len = b->bytes = b->stamped = 0;
 }
 
 static void
@@ -84,17 +84,30 @@ pe_outq_next_chunk(pe_outq_t *q, size_t max_entries, h2o_iovec_t **iov)
         q->iov_cap = 2 * n;
         q->iov = pe_realloc(q->iov, q->iov_cap * sizeof(*q->iov));
     }
-    size_t niov = 0;
+    size_t niov = 0, bytes = 0;
     for (size_t i = from; i != from + n; ++i) {
         pe_outq_entry_t *e = &q->inflight.entries[i];
         if (e->text_len != 0)
             q->iov[niov++] = h2o_iovec_init(q->inflight.text + e->text_off, e->text_len);
         if (e->shared_len != 0)
             q->iov[niov++] = h2o_iovec_init(e->shared, e->shared_len);
+        bytes += e->text_len + e->shared_len;
     }
+    q->chunk_from = from;
+    q->chunk_bytes = bytes;
     q->inflight_sent = from + n;
     *iov = q->iov;
     return niov;
+}
+
+void
+pe_outq_each_stamp(pe_outq_t *q, void (*seen)(void *ctx, uint64_t accepted_us), void *ctx)
+{
+    if (q->inflight.stamped == 0)
+        return;
+    for (size_t i = q->chunk_from; i < q->inflight_sent; ++i)
+        if (q->inflight.entries[i].accepted_us != 0)
+            seen(ctx, q->inflight.entries[i].accepted_us);
 }
 
 void

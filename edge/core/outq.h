@@ -21,6 +21,7 @@ typedef struct st_pe_outq_entry_t {
     size_t shared_len;
     size_t text_off; /* per-stream text in the batch's buffer */
     size_t text_len;
+    uint64_t accepted_us; /* a live message's acceptance (pe_outq_stamp), for the latency histogram; 0: none */
 } pe_outq_entry_t;
 
 typedef struct st_pe_outq_batch_t {
@@ -28,13 +29,16 @@ typedef struct st_pe_outq_batch_t {
     size_t len, cap;
     char *text;
     size_t text_len, text_cap;
-    size_t bytes; /* what the batch puts on the wire */
+    size_t bytes;   /* what the batch puts on the wire */
+    size_t stamped; /* entries with accepted_us set: none, and the written batch is not walked */
 } pe_outq_batch_t;
 
 typedef struct st_pe_outq_t {
     pe_outq_batch_t queue;    /* being filled */
     pe_outq_batch_t inflight; /* handed to h2o, in chunks */
     size_t inflight_sent;     /* entries of inflight already handed over */
+    size_t chunk_from;        /* the last chunk: entries [chunk_from, inflight_sent) of inflight */
+    size_t chunk_bytes;       /* and its bytes */
     h2o_iovec_t *iov;         /* reused for every chunk */
     size_t iov_cap;
 } pe_outq_t;
@@ -46,6 +50,18 @@ void pe_outq_text(pe_outq_t *q, const void *s, size_t len);
  * (msg may be NULL with len 0). Retains msg.
  */
 void pe_outq_push(pe_outq_t *q, size_t text_len, pe_msg_t *msg, const char *shared, size_t shared_len);
+/** Marks the entry just pushed as a live message accepted at accepted_us (non-zero). */
+static inline void
+pe_outq_stamp(pe_outq_t *q, uint64_t accepted_us)
+{
+    q->queue.entries[q->queue.len - 1].accepted_us = accepted_us;
+    ++q->queue.stamped;
+}
+/**
+ * The last chunk was written (call before pe_outq_written): calls seen(ctx, accepted_us) for
+ * each stamped entry in it. Costs nothing when the batch holds none.
+ */
+void pe_outq_each_stamp(pe_outq_t *q, void (*seen)(void *ctx, uint64_t accepted_us), void *ctx);
 /** Text-only shortcut: pe_outq_text + pe_outq_push. */
 void pe_outq_push_text(pe_outq_t *q, const void *s, size_t len);
 /** Bytes queued and in flight. */

@@ -1,11 +1,21 @@
 /*
  * thread.c: the registry of a thread's long-lived streams (SSE, WebSocket, held long-polls),
  * which draining walks to tell each client to reconnect elsewhere, and the transport names the
- * counters are labelled with.
+ * counters are labelled with, with the disconnect reasons and the histograms' bucket bounds.
  */
 #include "edge/core/thread.h"
 
 const char *const pe_transport_names[PE_TRANSPORT_MAX] = {"sse", "ws", "poll"};
+/* PE_END_NONE never reaches a counter (the core decides a reason before it counts). */
+const char *const pe_end_reason_names[PE_END_MAX] = {"none",  "client_left", "slow_consumer", "heartbeat_timeout",
+                                                     "drain", "auth",        "limit",         "error"};
+/* From a quarter millisecond (loopback fan-out) to ten seconds (a subscriber catching its breath
+ * behind a backlog): the range an alert on p99 needs. */
+const uint64_t pe_latency_bounds_us[PE_LATENCY_BUCKETS] = {250,    500,    1000,   2500,    5000,    10000,   25000,   50000,
+                                                           100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000};
+/* A second (a refused or broken client) to a day (a dashboard left open). */
+const uint64_t pe_duration_bounds_ms[PE_DURATION_BUCKETS] = {1000,    10000,   60000,    300000,   900000,  1800000,
+                                                             3600000, 7200000, 21600000, 43200000, 86400000};
 
 void
 pe_stream_register(pe_thread_t *thr, pe_stream_t *stream)

@@ -21,10 +21,49 @@
 typedef enum en_pe_transport_t { PE_TRANSPORT_SSE = 0, PE_TRANSPORT_WS, PE_TRANSPORT_POLL, PE_TRANSPORT_MAX } pe_transport_t;
 extern const char *const pe_transport_names[PE_TRANSPORT_MAX];
 
+/* Why a connection ended (pushedge_disconnects_total{reason}; docs/operations.md "Metrics"). */
+typedef enum en_pe_end_reason_t {
+    PE_END_NONE = 0,      /* not decided yet */
+    PE_END_CLIENT_LEFT,   /* the peer closed, reset, or sent its close first */
+    PE_END_SLOW_CONSUMER, /* its queue passed the bound, or its writes stopped progressing */
+    PE_END_HEARTBEAT,     /* silent for two ping intervals */
+    PE_END_DRAIN,         /* the node drains */
+    PE_END_AUTH,          /* its token expired or was revoked */
+    PE_END_LIMIT,         /* it passed a per-connection bound (a message over --max-message-size) */
+    PE_END_ERROR,         /* a protocol violation or a failure on our side */
+    PE_END_MAX
+} pe_end_reason_t;
+extern const char *const pe_end_reason_names[PE_END_MAX];
+
+/*
+ * Histograms kept as per-thread, non-cumulative bucket counts (the owning thread increments one
+ * bucket per observation with a relaxed store, no read-modify-write atomics); /metrics sums the
+ * threads and makes them cumulative. The last bucket is +Inf.
+ */
+#define PE_LATENCY_BUCKETS 15 /* finite bounds of the delivery-latency histogram */
+extern const uint64_t pe_latency_bounds_us[PE_LATENCY_BUCKETS];
+#define PE_DURATION_BUCKETS 11 /* finite bounds of the connection-duration histogram */
+extern const uint64_t pe_duration_bounds_ms[PE_DURATION_BUCKETS];
+
+/** The bucket of v: the first bound >= v, or n (+Inf). */
+static inline unsigned
+pe_hist_bucket(const uint64_t *bounds, unsigned n, uint64_t v)
+{
+    unsigned i = 0;
+    while (i != n && v > bounds[i])
+        ++i;
+    return i;
+}
+
 /* Counters of one thread: written by that thread only (PE_STAT_ADD), read anywhere. */
 typedef struct st_pe_thread_stats_t {
     uint64_t connections[PE_TRANSPORT_MAX]; /* gauge */
     uint64_t slow_consumers[PE_TRANSPORT_MAX];
+    uint64_t disconnects[PE_TRANSPORT_MAX][PE_END_MAX];
+    uint64_t latency[PE_TRANSPORT_MAX][PE_LATENCY_BUCKETS + 1]; /* publish accepted -> written */
+    uint64_t latency_sum_us[PE_TRANSPORT_MAX];
+    uint64_t duration[PE_TRANSPORT_MAX][PE_DURATION_BUCKETS + 1]; /* connection lifetimes */
+    uint64_t duration_sum_ms[PE_TRANSPORT_MAX];
     uint64_t requests;
     uint64_t publish_errors;
     uint64_t loop_lag_ms;            /* worst timer lateness in the last second */
@@ -119,6 +158,23 @@ static inline pe_thread_t *
 pe_thread_of(h2o_req_t *req)
 {
     return (pe_thread_t *)req->conn->ctx;
+}
+
+/** Counts one delivery of transport t whose publish was accepted at accepted_us, written at now_us. */
+static inline void
+pe_stats_delivered(pe_thread_stats_t *st, pe_transport_t t, uint64_t accepted_us, uint64_t now_us)
+{
+    uint64_t v = now_us > accepted_us ? now_us - accepted_us : 0;
+    PE_STAT_ADD(st->latency[t][pe_hist_bucket(pe_latency_bounds_us, PE_LATENCY_BUCKETS, v)], 1);
+    PE_STAT_ADD(st->latency_sum_us[t], v);
+}
+/** Counts the end of a connection of transport t that lived ms milliseconds. */
+static inline void
+pe_stats_ended(pe_thread_stats_t *st, pe_transport_t t, pe_end_reason_t why, uint64_t ms)
+{
+    PE_STAT_ADD(st->disconnects[t][why], 1);
+    PE_STAT_ADD(st->duration[t][pe_hist_bucket(pe_duration_bounds_ms, PE_DURATION_BUCKETS, ms)], 1);
+    PE_STAT_ADD(st->duration_sum_ms[t], ms);
 }
 
 /** Links a long-lived stream into its thread's registry (draining walks it). */

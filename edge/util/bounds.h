@@ -104,6 +104,10 @@
 /* Refusals (401/403) logged per thread per window; the rest are counted in one line. */
 #define PE_LOG_REFUSALS_PER_WINDOW 20
 #define PE_LOG_REFUSAL_WINDOW_MS 10000
+/* With --log-format json every refused request is an event line, up to this many per thread
+ * per window (a log pipeline wants them all; a flood of bad requests must not become a flood of
+ * blocking writes to stderr). */
+#define PE_LOG_REFUSAL_EVENTS_PER_WINDOW 1000
 /* POST /api/batch: items per request, and body bytes (or --max-message-size plus
  * PE_BATCH_ITEM_SLACK when that is larger, so one maximal message always fits with its channel
  * and key). A thousand small messages cover any realistic flush of a backend's outbox; the

@@ -40,6 +40,50 @@ pe_query_decode(const char *s, size_t len, char *out)
     return (long)o;
 }
 
+/* 1 if the parameter name n[0..nl) decodes to "token" (percent-escapes and all: a client that
+ * writes t%6Fken still sends a token). */
+static int
+is_secret_param(const char *n, size_t nl)
+{
+    char name[16];
+    if (nl >= sizeof(name) || nl < 5)
+        return 0; /* "token" escaped in full is 15 bytes */
+    long dl = pe_query_decode(n, nl, name);
+    return dl == 5 && memcmp(name, "token", 5) == 0;
+}
+
+size_t
+pe_query_redact(const char *path, size_t len, char *out, size_t cap)
+{
+    size_t o = 0;
+#define PUT(s, n)                                                                                                                  \
+    do {                                                                                                                           \
+        size_t n_ = (n) < cap - 1 - o ? (n) : cap - 1 - o;                                                                         \
+        memcpy(out + o, (s), n_);                                                                                                  \
+        o += n_;                                                                                                                   \
+    } while (0)
+    const char *q = memchr(path, '?', len);
+    PUT(path, q != NULL ? (size_t)(q - path) : len);
+    if (q != NULL) {
+        const char *p = q + 1, *end = path + len;
+        int first = 1;
+        while (p <= end) {
+            const char *amp = memchr(p, '&', (size_t)(end - p));
+            const char *pe = amp != NULL ? amp : end;
+            const char *eq = memchr(p, '=', (size_t)(pe - p));
+            if (pe != p && !is_secret_param(p, (size_t)((eq != NULL ? eq : pe) - p))) {
+                PUT(first ? "?" : "&", 1);
+                PUT(p, (size_t)(pe - p));
+                first = 0;
+            }
+            p = pe + 1;
+        }
+    }
+#undef PUT
+    out[o] = '\0';
+    return o;
+}
+
 /* Calls cb for every name=value pair; stops early when cb returns non-zero (and returns it). */
 static int
 each_param(const char *qs, size_t len, int (*cb)(const char *n, size_t nl, const char *v, size_t vl, void *arg), void *arg)

@@ -33,6 +33,13 @@ long pe_query_decode(const char *s, size_t len, char *out);
 long pe_query_get(const char *qs, size_t len, const char *name, char *out);
 
 /**
+ * Copies the request target path[0..len) into out (capacity cap >= 1, NUL-terminated, cut at
+ * cap - 1 bytes) without any query parameter whose decoded name is `token` (a JWT must never
+ * reach a log), and without a '?' left empty. Returns the length written.
+ */
+size_t pe_query_redact(const char *path, size_t len, char *out, size_t cap);
+
+/**
  * Parses a subscription query. arena must have room for len bytes. Returns 0, or -1 with *err
  * set to a static message and *code to a snake_case error code ("bad_channel", "bad_cursor",
  * "missing_channel", "too_many_channels", "bad_query"). Duplicate channels are folded into one.

@@ -54,8 +54,9 @@ static void on_read(h2o_socket_t *sock, const char *err);
 /* The last frame is ours or the peer's: answer or fail with `code`, end after the write, and
  * read nothing more (RFC 6455 5.5.1). */
 static void
-end_with_close(pe_ws_conn_t *ws, int code, const char *reason)
+end_with_close(pe_ws_conn_t *ws, int code, const char *reason, pe_end_reason_t why)
 {
+    pe_conn_set_reason(&ws->conn, why);
     pe_ws__queue_close(ws, code, reason);
     pe_conn_end(&ws->conn);
     ws->read = PE_WS_READ_STOPPED;
@@ -72,11 +73,11 @@ handle_message(pe_ws_conn_t *ws, const pe_ws_event_t *ev)
     if (ev->compressed) {
         int r = pe_ws_inflate_message(payload, len, ws->conn.thr->server->cfg->max_message_size, &inflated, &len);
         if (r == -2) {
-            end_with_close(ws, PE_WS_CLOSE_TOO_BIG, "message too big");
+            end_with_close(ws, PE_WS_CLOSE_TOO_BIG, "message too big", PE_END_LIMIT);
             return;
         }
         if (r != 0) {
-            end_with_close(ws, PE_WS_CLOSE_INVALID_DATA, "invalid compressed data");
+            end_with_close(ws, PE_WS_CLOSE_INVALID_DATA, "invalid compressed data", PE_END_ERROR);
             return;
         }
         payload = inflated;
@@ -85,7 +86,7 @@ handle_message(pe_ws_conn_t *ws, const pe_ws_event_t *ev)
             pe_utf8_init(&v);
             if (pe_utf8_feed(&v, payload, len) != 0 || !pe_utf8_is_complete(&v)) {
                 pe_free(inflated);
-                end_with_close(ws, PE_WS_CLOSE_INVALID_DATA, "invalid UTF-8");
+                end_with_close(ws, PE_WS_CLOSE_INVALID_DATA, "invalid UTF-8", PE_END_ERROR);
                 return;
             }
         }
@@ -147,12 +148,12 @@ process_input(pe_ws_conn_t *ws)
             /* Answer with the peer's code (RFC 6455 5.5.1) after what is already queued (messages
              * the peer sent before its close are answered); nothing is queued if our own close
              * went out already. */
-            end_with_close(ws, ev.code, "");
+            end_with_close(ws, ev.code, "", PE_END_CLIENT_LEFT);
             break;
         case PE_WS_EV_ERROR:
             /* What the peer sent before the violation (echoes, replies) still goes out, then the
              * close frame (Autobahn 3.x/4.x expect the earlier messages to arrive). */
-            end_with_close(ws, ev.code, ev.reason);
+            end_with_close(ws, ev.code, ev.reason, ev.code == PE_WS_CLOSE_TOO_BIG ? PE_END_LIMIT : PE_END_ERROR);
             break;
         }
         if (ev.kind == PE_WS_EV_NONE)
@@ -202,6 +203,7 @@ on_read(h2o_socket_t *sock, const char *err)
     if (err == NULL && ws->own_read)
         err = read_some(sock);
     if (err != NULL) {
+        pe_conn_set_reason(&ws->conn, PE_END_CLIENT_LEFT); /* EOF or a reset */
         pe_conn_abort(&ws->conn);
         pe_conn_flush(&ws->conn); /* frees it, or fails its write in flight */
         return;

@@ -18,8 +18,20 @@
  *   pushedge_slow_consumers_total{transport}  present and 0 here; the slow-consumer cases of
  *                                         ws.test.mjs and sse.test.mjs assert it counts
  *
- * Not covered: the Round 2 metrics (delivery latency, disconnects), which the server does not
- * export yet.
+ *   pushedge_delivery_latency_seconds{transport}     histogram: one live message to each
+ *                                         transport counts once (SSE on HTTP/1 and HTTP/2); a
+ *                                         catch-up read counts nothing
+ *   pushedge_connection_duration_seconds{transport}  histogram: each ended connection counts once
+ *   pushedge_disconnects_total{transport,reason}     client_left (SSE, WebSocket, a held poll
+ *                                         whose client left), heartbeat_timeout (a WebSocket
+ *                                         that never answers pings), limit (a message over
+ *                                         --max-message-size), error (a protocol violation),
+ *                                         slow_consumer (an SSE reader that stopped reading);
+ *                                         drain is asserted by logformat.test.mjs (the node
+ *                                         exits before it can be scraped) and auth stays 0
+ *                                         until tokens exist
+ * Every histogram is checked for well-formed lines: buckets in ascending le, cumulative,
+ * +Inf equal to _count, a _sum per series.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -29,6 +41,7 @@ import {
     checkJsonError,
     freePort,
     getMetrics,
+    h2connect,
     httpRequest,
     metricValue,
     openSSE,
@@ -40,7 +53,7 @@ import {
     uniqueChannel,
     waitUntil,
 } from './lib.mjs';
-import { openWs } from './wslib.mjs';
+import { OP, RawWS, openWs } from './wslib.mjs';
 
 const THREADS = 2;
 const HISTORY = 3;
@@ -249,3 +262,182 @@ describe('metrics: draining', () => {
         assert.equal(r.code, 0, r.stderr);
     });
 });
+
+/** Checks every series of histogram `name` and returns {transport: {count, sum}}. */
+function checkHistogram(samples, name) {
+    const out = {};
+    for (const tr of ['sse', 'ws', 'poll']) {
+        const buckets = samples.filter((s) => s.name === `${name}_bucket` && s.labels.transport === tr);
+        assert.ok(buckets.length >= 2, `${name}{transport="${tr}"} has buckets`);
+        let prevLe = -Infinity, prev = 0;
+        for (const b of buckets) {
+            const le = b.labels.le === '+Inf' ? Infinity : Number(b.labels.le);
+            assert.ok(!Number.isNaN(le) && le > prevLe, `${name} le ascending: ${b.labels.le} after ${prevLe}`);
+            assert.ok(Number.isInteger(b.value) && b.value >= prev, `${name} buckets cumulative at le=${b.labels.le}`);
+            prevLe = le;
+            prev = b.value;
+        }
+        assert.equal(prevLe, Infinity, `${name}{transport="${tr}"} ends with le="+Inf"`);
+        const count = metricValue(samples, `${name}_count`, { transport: tr });
+        const sum = metricValue(samples, `${name}_sum`, { transport: tr });
+        assert.equal(count, prev, `${name}_count equals the +Inf bucket`);
+        assert.ok(sum >= 0, `${name}_sum{transport="${tr}"} present`);
+        out[tr] = { count, sum };
+    }
+    return out;
+}
+
+const REASONS = ['client_left', 'slow_consumer', 'heartbeat_timeout', 'drain', 'auth', 'limit', 'error'];
+
+describe('metrics: delivery latency, connection lifetimes, disconnects', () => {
+    async function disconnects(tr, reason, base = main.srv.url) {
+        const v = metricValue(await getMetrics(base), 'pushedge_disconnects_total', { transport: tr, reason });
+        assert.notEqual(v, undefined, `pushedge_disconnects_total{transport="${tr}",reason="${reason}"} is exported`);
+        return v;
+    }
+    async function expectDisconnects(tr, reason, want, what, base = main.srv.url) {
+        await waitUntil(async () => (await disconnects(tr, reason, base)) >= want, {
+            timeoutMs: 8000,
+            what: `pushedge_disconnects_total{transport="${tr}",reason="${reason}"} >= ${want} (${what})`,
+        });
+    }
+
+    it('every reason of every transport is exported; the histograms are well formed', { timeout: 10000 }, async () => {
+        const m = await getMetrics(main.srv.url);
+        for (const tr of ['sse', 'ws', 'poll'])
+            for (const reason of REASONS)
+                assert.notEqual(metricValue(m, 'pushedge_disconnects_total', { transport: tr, reason }), undefined, `${tr} ${reason}`);
+        assert.equal(m.filter((s) => s.name === 'pushedge_disconnects_total').length, 3 * REASONS.length, 'no other reason');
+        checkHistogram(m, 'pushedge_delivery_latency_seconds');
+        checkHistogram(m, 'pushedge_connection_duration_seconds');
+    });
+
+    it('pushedge_delivery_latency_seconds counts one live message per transport, small on loopback; catch-up counts nothing', { timeout: 20000 }, async (t) => {
+        const ch = uniqueChannel('lat');
+        const before = checkHistogram(await getMetrics(main.srv.url), 'pushedge_delivery_latency_seconds');
+        const sse = await openSSE(main.srv.url, `/sse?channel=${ch}`, { t });
+        await sse.waitLive();
+        const ws = await openWs(main.srv.url, `/ws?channel=${ch}`, { t });
+        await ws.nextOp('subscribed');
+        const held = httpRequest(main.srv.url, `/poll?channel=${ch}&timeout=15`, { timeoutMs: 20000 });
+        await expectValue('pushedge_connections', { transport: 'poll' }, 1, 'a held long-poll');
+        await publishOk(main.srv.url, ch, { n: 1 });
+        assert.equal((await held).json.messages.length, 1);
+        await sse.waitFor(() => sse.envelopes().length >= 1, 5000, 'the live message on SSE');
+        await ws.nextOp('message');
+        let after;
+        await waitUntil(async () => {
+            after = checkHistogram(await getMetrics(main.srv.url), 'pushedge_delivery_latency_seconds');
+            return ['sse', 'ws', 'poll'].every((tr) => after[tr].count === before[tr].count + 1);
+        }, { timeoutMs: 5000, what: 'one observation per transport' });
+        for (const tr of ['sse', 'ws', 'poll']) {
+            const seconds = after[tr].sum - before[tr].sum;
+            assert.ok(seconds >= 0 && seconds < 1, `${tr}: ${seconds} s from publish to socket on an idle loopback server`);
+        }
+        /* History read by a poll and by a new SSE stream: not a live delivery. */
+        assert.equal((await httpRequest(main.srv.url, `/poll?channel=${ch}&since=0`)).json.messages.length, 1);
+        const late = await openSSE(main.srv.url, `/sse?channel=${ch}&since=0`, { t });
+        await late.waitFor(() => late.envelopes().length >= 1, 5000, 'the catch-up message');
+        await delayMs(200);
+        const last = checkHistogram(await getMetrics(main.srv.url), 'pushedge_delivery_latency_seconds');
+        for (const tr of ['sse', 'ws', 'poll'])
+            assert.equal(last[tr].count, after[tr].count, `${tr}: catch-up is not counted`);
+        sse.close();
+        ws.close();
+        late.close();
+    });
+
+    it('client_left: SSE and WebSocket clients that leave, a held poll whose client goes; each ended connection in the lifetime histogram', { timeout: 20000 }, async (t) => {
+        const ch = uniqueChannel('left');
+        const b = { sse: await disconnects('sse', 'client_left'), ws: await disconnects('ws', 'client_left'), poll: await disconnects('poll', 'client_left') };
+        const d0 = checkHistogram(await getMetrics(main.srv.url), 'pushedge_connection_duration_seconds');
+        const sse = await openSSE(main.srv.url, `/sse?channel=${ch}`, { t });
+        await sse.waitLive();
+        const ws = await RawWS.open(main.srv.port, `/ws?channel=${ch}`, { t, autoPong: true });
+        await ws.waitFor(() => ws.messages.length >= 1, 5000, 'subscribed');
+        const sock = net.connect({ host: '127.0.0.1', port: main.srv.port });
+        sock.on('error', () => {});
+        await new Promise((resolve) => sock.once('connect', resolve));
+        sock.write(`GET /poll?channel=${ch}&timeout=15 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+        await expectValue('pushedge_connections', { transport: 'poll' }, 1, 'a held long-poll');
+        sse.close();
+        ws.sendClose(1000, 'bye');
+        await ws.waitForEnd();
+        sock.destroy();
+        await expectDisconnects('sse', 'client_left', b.sse + 1, 'an SSE client left');
+        await expectDisconnects('ws', 'client_left', b.ws + 1, 'a WebSocket client sent its close');
+        await expectDisconnects('poll', 'client_left', b.poll + 1, 'a held poll whose client went away');
+        const d1 = checkHistogram(await getMetrics(main.srv.url), 'pushedge_connection_duration_seconds');
+        for (const tr of ['sse', 'ws', 'poll'])
+            assert.ok(d1[tr].count >= d0[tr].count + 1 && d1[tr].sum > d0[tr].sum, `${tr}: an ended connection is in the lifetime histogram`);
+    });
+
+    it('HTTP/2 SSE (the core\'s stream mode): one live delivery counted, and client_left when the stream is reset', { timeout: 20000 }, async (t) => {
+        const ch = uniqueChannel('h2lat');
+        const before = checkHistogram(await getMetrics(main.srv.url), 'pushedge_delivery_latency_seconds');
+        const left0 = await disconnects('sse', 'client_left');
+        const session = await h2connect(main.srv.url);
+        t.after(() => session.destroy());
+        const stream = session.request({ ':path': `/sse?channel=${ch}` });
+        stream.on('error', () => {});
+        let body = '';
+        stream.on('data', (c) => (body += c));
+        await waitUntil(() => /^id: /m.test(body), { what: 'the live mark on the HTTP/2 stream' });
+        await publishOk(main.srv.url, ch, { n: 1 });
+        await waitUntil(() => body.includes('"n":1'), { what: 'the message on the HTTP/2 stream' });
+        await waitUntil(async () => checkHistogram(await getMetrics(main.srv.url), 'pushedge_delivery_latency_seconds').sse.count === before.sse.count + 1,
+            { what: 'one SSE observation' });
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+        await expectDisconnects('sse', 'client_left', left0 + 1, 'an HTTP/2 stream reset');
+    });
+
+    it('heartbeat_timeout: a WebSocket that never answers pings (--ping-interval 1)', { timeout: 20000 }, async (t) => {
+        const b = await disconnects('ws', 'heartbeat_timeout');
+        const ws = await RawWS.open(main.srv.port, '/ws', { t, autoPong: false });
+        assert.equal(ws.status, 101);
+        await ws.waitForEnd(10000);
+        await expectDisconnects('ws', 'heartbeat_timeout', b + 1, 'a silent peer');
+    });
+
+    it('limit: a WebSocket message over --max-message-size (1009); error: a protocol violation (1002)', { timeout: 20000 }, async (t) => {
+        const bl = await disconnects('ws', 'limit'), be = await disconnects('ws', 'error');
+        const big = await RawWS.open(main.srv.port, '/ws', { t, autoPong: true });
+        big.sendText('x'.repeat(70000));
+        await big.waitForEnd();
+        assert.equal(big.close?.code, 1009, big.summary());
+        await expectDisconnects('ws', 'limit', bl + 1, 'a message too big');
+        const bad = await RawWS.open(main.srv.port, '/ws', { t, autoPong: true });
+        bad.write(encodeUnmasked('hello'));
+        await bad.waitForEnd();
+        assert.equal(bad.close?.code, 1002, bad.summary());
+        await expectDisconnects('ws', 'error', be + 1, 'an unmasked client frame');
+    });
+
+    it('slow_consumer: an SSE reader that stopped reading', { timeout: 60000 }, async (t) => {
+        const srv = await startServer(['--threads', '1']);
+        t.after(() => srv.stop());
+        const ch = uniqueChannel('slow');
+        const sock = net.connect({ host: '127.0.0.1', port: srv.port });
+        sock.on('error', () => {});
+        t.after(() => sock.destroy());
+        await new Promise((resolve) => sock.once('connect', resolve));
+        sock.write(`GET /sse?channel=${ch} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+        await waitUntil(async () => metricValue(await getMetrics(srv.url), 'pushedge_subscribers') === 1, { what: 'the stalled stream subscribed' });
+        sock.pause();
+        const payload = 'p'.repeat(60000);
+        for (let i = 0; i < 40 && (await disconnects('sse', 'slow_consumer', srv.url)) === 0; i++)
+            await publishMany(srv.url, ch, 20, (n) => ({ n, payload }), 4);
+        await expectDisconnects('sse', 'slow_consumer', 1, 'a reader that stopped', srv.url);
+        assert.equal(await disconnects('sse', 'client_left', srv.url), 0, 'counted once, under its first reason');
+    });
+});
+
+function delayMs(ms) {
+    return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** A text frame without the mask a client must set (RFC 6455 5.1): a protocol error. */
+function encodeUnmasked(text) {
+    const payload = Buffer.from(text);
+    return Buffer.concat([Buffer.from([0x80 | OP.TEXT, payload.length]), payload]);
+}

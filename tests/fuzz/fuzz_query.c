@@ -6,7 +6,9 @@
  *   - a failure sets both the code (one of the documented five) and the message;
  *   - on success, pe_query_get(qs, "channel") decodes the first channel exactly;
  *   - a parsed multi-channel cursor formats back to a cursor that parses to the same entries;
- *   - the decoders never produce more bytes than they were given.
+ *   - the decoders never produce more bytes than they were given;
+ *   - pe_query_redact (the logged request target) stays within its buffer, is NUL-terminated,
+ *     never grows the input, and leaves no parameter whose name decodes to "token".
  * Built with edge/util/query.c, pubsub/cursor.c and pubsub/stream_id.c compiled in (no loop needed).
  */
 #include <stdint.h>
@@ -105,6 +107,28 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(got >= -2 && got <= (long)size);
     long decoded = pe_query_decode(qs, size, out);
     CHECK(decoded >= -1 && decoded <= (long)size);
+
+    /* As a request target: "/p?" + the input. */
+    char *target = malloc(size + 3), *logged = malloc(size + 4);
+    if (target == NULL || logged == NULL)
+        abort();
+    memcpy(target, "/p?", 3);
+    if (size != 0)
+        memcpy(target + 3, data, size);
+    size_t rl = pe_query_redact(target, size + 3, logged, size + 4);
+    CHECK(rl <= size + 3 && logged[rl] == '\0');
+    const char *params = memchr(logged, '?', rl);
+    for (const char *p = params != NULL ? params + 1 : logged + rl; p < logged + rl;) {
+        const char *amp = memchr(p, '&', (size_t)(logged + rl - p)), *pe = amp != NULL ? amp : logged + rl;
+        const char *eq = memchr(p, '=', (size_t)(pe - p));
+        size_t nl = (size_t)((eq != NULL ? eq : pe) - p);
+        char name[16];
+        long dl = nl < sizeof(name) ? pe_query_decode(p, nl, name) : -1;
+        CHECK(!(dl == 5 && memcmp(name, "token", 5) == 0));
+        p = pe + 1;
+    }
+    free(target);
+    free(logged);
 
     free(qs);
     free(arena);

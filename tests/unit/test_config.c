@@ -130,6 +130,7 @@ check_defaults(const pe_config_t *cfg, const char *what)
     TAP_EQ_INT(cfg->ws_echo, 0, "%s: ws-echo off", what);
     TAP_EQ_PTR(cfg->config_file, NULL, "%s: no config file", what);
     TAP_EQ_INT(cfg->log_level, PE_LOG_INFO, "%s: log-level info", what);
+    TAP_EQ_INT(cfg->log_format, PE_LOG_FORMAT_TEXT, "%s: log-format text", what);
     TAP_EQ_PTR(cfg->web_root, NULL, "%s: no web-root", what);
 }
 
@@ -230,6 +231,17 @@ test_cli(void)
     TAP_EQ_UINT(l.cfg.history_size, 10000000, "history-size 10000000");
     TAP_EQ_UINT(l.cfg.max_message_size, 64u << 20, "max-message-size 64 MiB");
     TAP_EQ_INT(l.cfg.log_level, PE_LOG_ERROR, "log-level error");
+    loaded_free(&l);
+
+    char *argv_lf[] = {"pushedge", "--log-format", "JSON", NULL};
+    load(&l, argv_lf, envp);
+    TAP_EQ_INT(l.ret, PE_CFG_OK, "log-format: PE_CFG_OK (%s)", l.err);
+    TAP_EQ_INT(l.cfg.log_format, PE_LOG_FORMAT_JSON, "log-format json (case-insensitive)");
+    loaded_free(&l);
+    char *argv_lfbad[] = {"pushedge", "--log-format", "xml", NULL};
+    load(&l, argv_lfbad, envp);
+    TAP_EQ_INT(l.ret, PE_CFG_ERROR, "log-format xml: refused");
+    TAP_OK(strstr(l.err, "--log-format") != NULL && strstr(l.err, "text or json") != NULL, "the error names it: %s", l.err);
     loaded_free(&l);
 
     /* A repeated scalar option: the last one wins. */

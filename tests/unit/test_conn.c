@@ -10,7 +10,8 @@
  * CLOSE_WAIT (no more output, the close deadline aborts); an abort under a write stuck on a peer
  * that reads nothing (the socket is shut, the write fails, the conn is freed); a heartbeat that
  * declares the peer gone; output refused once the conn no longer accepts it; the request
- * prologue's subscribe helper is covered by the e2e suites.
+ * prologue's subscribe helper is covered by the e2e suites; the observability counters (bytes
+ * written, delivery latency of live messages only, the first end reason, the lifetime).
  *
  * Not covered here: stream mode (HTTP/2: tests/e2e/h2.test.mjs and sse.test.mjs over HTTP/2),
  * the HTTP/1 upgrade itself (the test hands the socket over as h2o's upgrade callback would), and
@@ -302,6 +303,77 @@ test_heartbeat(void)
     close_peer();
 }
 
+/* The core's observability: bytes written, the latency of live messages only, and the first
+ * end reason recorded, counted with the lifetime once at the free. */
+static void
+test_observability(void)
+{
+    pe_thread_stats_t before = thr.stats;
+    pe_conn_t *conn = open_conn(1 << 20);
+    static const pe_sub_callbacks_t no_callbacks;
+    conn->sub.cb = &no_callbacks; /* a subscriber as far as the core can tell (never disposed: reset below) */
+    pe_msg_t *msg = pe_msg_new((pe_id_t){1, 0}, "c", 1, "1", 1);
+    msg->accepted_us = pe_msg_clock_us() - 3000; /* accepted 3 ms ago */
+
+    conn->sub._live_dispatch = 1; /* as inside fan_out */
+    pe_conn_push(conn, 0, msg, msg->envelope, msg->envelope_len);
+    conn->sub._live_dispatch = 0; /* the same message from history: not counted */
+    pe_conn_push(conn, 0, msg, msg->envelope, msg->envelope_len);
+    pe_conn_push_text(conn, H2O_STRLIT("text"));
+    run_loop(50);
+    char buf[256];
+    ssize_t n = peer_read(buf, sizeof(buf));
+    TAP_EQ_UINT(conn->bytes_out, 2 * msg->envelope_len + 4, "bytes_out counts what was written");
+    TAP_EQ_UINT((uint64_t)n, conn->bytes_out, "as the peer read it");
+    uint64_t count = 0, below_2ms = 0;
+    for (unsigned b = 0; b <= PE_LATENCY_BUCKETS; ++b) {
+        uint64_t d = thr.stats.latency[PE_TRANSPORT_WS][b] - before.latency[PE_TRANSPORT_WS][b];
+        count += d;
+        if (b != PE_LATENCY_BUCKETS && pe_latency_bounds_us[b] < 2500)
+            below_2ms += d;
+    }
+    TAP_EQ_UINT(count, 1, "one latency observation: the live message, not the catch-up one");
+    TAP_EQ_UINT(below_2ms, 0, "in a bucket at or above its 3 ms age");
+    uint64_t sum = thr.stats.latency_sum_us[PE_TRANSPORT_WS] - before.latency_sum_us[PE_TRANSPORT_WS];
+    TAP_OK(sum >= 3000 && sum < 1000000, "the sum holds its age (%llu us)", (unsigned long long)sum);
+    pe_msg_release(msg);
+
+    conn->sub.cb = NULL;
+    pe_conn_set_reason(conn, PE_END_CLIENT_LEFT);
+    pe_conn_set_reason(conn, PE_END_DRAIN);
+    pe_conn_end(conn);
+    run_loop(50);
+    TAP_EQ_INT(seen.disposed, 1, "freed");
+    TAP_EQ_UINT(thr.stats.disconnects[PE_TRANSPORT_WS][PE_END_CLIENT_LEFT] -
+                    before.disconnects[PE_TRANSPORT_WS][PE_END_CLIENT_LEFT],
+                1, "counted once under the first reason recorded");
+    TAP_EQ_UINT(thr.stats.disconnects[PE_TRANSPORT_WS][PE_END_DRAIN] - before.disconnects[PE_TRANSPORT_WS][PE_END_DRAIN], 0,
+                "not under a later one");
+    uint64_t lives = 0;
+    for (unsigned b = 0; b <= PE_DURATION_BUCKETS; ++b)
+        lives += thr.stats.duration[PE_TRANSPORT_WS][b] - before.duration[PE_TRANSPORT_WS][b];
+    TAP_EQ_UINT(lives, 1, "one lifetime observed");
+    close_peer();
+
+    /* A conn nobody named a reason for counts as error. */
+    before = thr.stats;
+    conn = open_conn(1 << 20);
+    pe_conn_end(conn);
+    run_loop(50);
+    TAP_EQ_UINT(thr.stats.disconnects[PE_TRANSPORT_WS][PE_END_ERROR] - before.disconnects[PE_TRANSPORT_WS][PE_END_ERROR], 1,
+                "no reason: error");
+    close_peer();
+    /* The slow-consumer policy records its reason. */
+    before = thr.stats;
+    conn = open_conn(1 << 20);
+    pe_conn_slow(conn, "test");
+    run_loop(50);
+    TAP_EQ_UINT(thr.stats.disconnects[PE_TRANSPORT_WS][PE_END_SLOW_CONSUMER] -
+                    before.disconnects[PE_TRANSPORT_WS][PE_END_SLOW_CONSUMER],
+                1, "slow consumer");
+    close_peer();
+}
+
 int
 main(void)
 {
@@ -323,6 +395,7 @@ main(void)
     tap_subtest("drain and close wait", test_drain_and_close_wait);
     tap_subtest("abort under a write", test_abort_under_write);
     tap_subtest("heartbeat", test_heartbeat);
+    tap_subtest("observability", test_observability);
     TAP_OK(h2o_linklist_is_empty(&thr.streams), "no conn left registered");
 
     h2o_timeout_dispose(thr.loop, &thr.ping_timeout);

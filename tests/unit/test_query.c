@@ -429,9 +429,41 @@ test_prefixes(void)
     TAP_OK(accepted > 0, "some prefixes parse (%zu)", accepted);
 }
 
+/* pe_query_redact: every parameter named token (however escaped) leaves the logged URL. */
+static void
+test_redact(void)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"/sse?channel=a&token=SECRET", "/sse?channel=a"},
+        {"/sse?token=SECRET&channel=a", "/sse?channel=a"},
+        {"/sse?token=SECRET", "/sse"},
+        {"/sse?t%6Fken=S&%74%6f%6b%65%6e=S&channel=a", "/sse?channel=a"},
+        {"/sse?token", "/sse"},
+        {"/sse?tokens=1&xtoken=2&token_=3", "/sse?tokens=1&xtoken=2&token_=3"},
+        {"/sse?a=1&&b=2&", "/sse?a=1&b=2"},
+        {"/sse?", "/sse"},
+        {"/healthz", "/healthz"},
+        {"/sse?channel=a&token=SECRET&token=AGAIN&since=1-0", "/sse?channel=a&since=1-0"},
+        {"/sse?to%zzken=1", "/sse?to%zzken=1"},
+    };
+    for (size_t i = 0; i != sizeof(cases) / sizeof(cases[0]); ++i) {
+        char out[128];
+        size_t n = pe_query_redact(cases[i].in, strlen(cases[i].in), out, sizeof(out));
+        TAP_OK(n == strlen(cases[i].out) && strcmp(out, cases[i].out) == 0, "%s -> %s (got %s)", cases[i].in, cases[i].out, out);
+    }
+    char small[8];
+    size_t n = pe_query_redact("/abcdefghij?token=x", 19, small, sizeof(small));
+    TAP_OK(n == 7 && strcmp(small, "/abcdef") == 0, "cut at the capacity, NUL-terminated (%s)", small);
+    n = pe_query_redact("/a?b=1&token=SECRET", 19, small, sizeof(small));
+    TAP_OK(strstr(small, "SEC") == NULL, "a cut never exposes a token (%s)", small);
+}
+
 int
 main(void)
 {
+    tap_subtest("redact", test_redact);
     tap_subtest("decode", test_decode);
     tap_subtest("get", test_get);
     tap_subtest("channels", test_channels);
