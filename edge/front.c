@@ -585,17 +585,24 @@ front_new(pe_thread_t *thr, h2o_socket_t *sock, int fd, int state)
     return front;
 }
 
+/* Follows an HTTP/1 socket whose reader is h2o's HTTP/1 one (learnt from the first socket). */
+static void
+attach_h1(pe_thread_t *thr, h2o_socket_t *sock, int fd)
+{
+    if (h1_cb() == NULL)
+        __atomic_store_n(&h1_read_cb, sock->_cb.read, __ATOMIC_RELAXED);
+    if (sock->_cb.read != h1_cb())
+        return;
+    front_new(thr, sock, fd, STATE_HEAD);
+}
+
 void
 pe_front_attach(pe_thread_t *thr, h2o_socket_t *sock)
 {
     int fd = h2o_socket_get_fd(sock);
     if (sock->ssl != NULL || fd < 0 || (size_t)fd >= num_fronts || sock->_cb.read == NULL)
         return;
-    if (h1_cb() == NULL)
-        __atomic_store_n(&h1_read_cb, sock->_cb.read, __ATOMIC_RELAXED);
-    if (sock->_cb.read != h1_cb())
-        return;
-    front_new(thr, sock, fd, STATE_HEAD);
+    attach_h1(thr, sock, fd);
 }
 
 void
@@ -611,11 +618,7 @@ pe_front_attach_tls(pe_thread_t *thr, h2o_socket_t *sock, int h2)
         return;
     }
     /* h2o_http1_accept installed its reader: the same callback as on clear-text sockets. */
-    if (h1_cb() == NULL)
-        __atomic_store_n(&h1_read_cb, sock->_cb.read, __ATOMIC_RELAXED);
-    if (sock->_cb.read != h1_cb())
-        return;
-    front_new(thr, sock, fd, STATE_HEAD);
+    attach_h1(thr, sock, fd);
 }
 
 int
