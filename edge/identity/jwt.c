@@ -24,7 +24,7 @@ static int
 depth_ok(const unsigned char *s, size_t len)
 {
     int depth = 0, in_string = 0;
-    for (size_t i = 0; i != len; ++i) {
+    for (size_t i = 0; i < len; ++i) { /* '<': an escape skips a byte, maybe the last */
         unsigned char c = s[i];
         if (in_string) {
             if (c == '\\')
