@@ -101,6 +101,10 @@ warn_about_arguments(int argc, char **argv)
             pe_log(PE_LOG_WARN, "edge",
                    "--api-key on the command line is visible to every local user (/proc/PID/cmdline); use the "
                    "PUSHEDGE_API_KEY environment variable or the config file");
+        } else if (strncmp(a, "--jwt-secret", 12) == 0 && (a[12] == '\0' || a[12] == '=')) {
+            pe_log(PE_LOG_WARN, "edge",
+                   "--jwt-secret on the command line is visible to every local user (/proc/PID/cmdline); use the "
+                   "PUSHEDGE_JWT_SECRET environment variable or the config file");
         } else if (strncmp(a, "--redis", 7) == 0 && (a[7] == '\0' || a[7] == '=')) {
             value = a[7] == '=' ? a + 8 : i + 1 < argc ? argv[i + 1] : "";
             if (strchr(value, '@') != NULL)
@@ -165,6 +169,7 @@ main(int argc, char **argv)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP); /* reload the JWT keys */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
@@ -203,8 +208,20 @@ main(int argc, char **argv)
                cfg.threads, pe_ps_engine_name(engine));
 
     int sig;
-    while (sigwait(&sigs, &sig) != 0)
-        ;
+    for (;;) {
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig != SIGHUP)
+            break;
+        /* SIGHUP: a new key set from the same files; a file that no longer loads leaves the
+         * current keys in service (docs/operations.md "Reloading keys"). */
+        if (cfg.keys == NULL)
+            pe_log(PE_LOG_INFO, "edge", "SIGHUP: nothing to reload (--auth off)");
+        else if (pe_config_reload_keys(&cfg, err, sizeof(err)) != 0)
+            pe_log(PE_LOG_ERROR, "edge", "SIGHUP: keys not reloaded, the previous ones stay in use: %s", err);
+        else
+            pe_log(PE_LOG_INFO, "edge", "SIGHUP: JWT keys reloaded");
+    }
     if (cfg.drain_delay != 0) {
         /* Pre-drain: /readyz says 503 while the node still serves and accepts, so health checks
          * take it out of the pool before it stops listening (no client meets a refused
@@ -235,7 +252,9 @@ main(int argc, char **argv)
     pe_log(PE_LOG_INFO, "edge", "signal %d: draining (at most %llu s)", sig, (unsigned long long)cfg.drain_timeout);
     pe_server_notify(&server, 0);
 
-    /* A second signal while draining stops at once; the loops exit by themselves otherwise. */
+    /* A second signal while draining stops at once; the loops exit by themselves otherwise.
+     * SIGHUP stays blocked: a reload request must not end a draining node. */
+    sigdelset(&sigs, SIGHUP);
     pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
