@@ -53,6 +53,7 @@
 #include "pubsub/pubsub.h"
 #include "edge/core/outq.h"
 #include "edge/core/thread.h"
+#include "edge/identity/policy.h"
 #include "edge/util/query.h"
 
 typedef struct st_pe_conn_t pe_conn_t;
@@ -132,11 +133,14 @@ struct st_pe_conn_t {
      * with pe_conn_push. */
     pe_outq_t out;
     uint64_t write_started; /* loop ms when the write in flight started; 0: none in flight */
+    /* Who the client is (docs/auth.md): anonymous (all zero) with --auth off or without a token.
+     * The transport moves the identity its prologue verified (pe_access_authorize_query) in
+     * right after pe_conn_new; the core releases it in its free. */
+    pe_identity_t identity;
     /*
      * Per-connection concerns that are not written yet each get their member here, set in
-     * pe_conn_new from the request and released in the core's free: the client's identity (a
-     * verified token's subject), per-connection limits (rates, channel quotas), presence. None
-     * exists today.
+     * pe_conn_new from the request and released in the core's free: per-connection limits
+     * (rates, channel quotas), presence.
      */
     /* private */
     pe_stream_t _stream;        /* in thr->streams from pe_conn_new to the free: drain reaches it */

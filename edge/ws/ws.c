@@ -37,6 +37,7 @@
 #include <errno.h>
 #include <unistd.h>
 #include "pubsub/alloc.h"
+#include "edge/core/access.h"
 #include "edge/core/auth.h"
 #include "edge/core/cors.h"
 #include "edge/core/http.h"
@@ -395,6 +396,13 @@ pe_ws_on_req(h2o_req_t *req, int echo)
             return 0;
         }
     }
+    /* Who the client is, and whether the query's channels are allowed: answered before the
+     * upgrade, as HTTP 401/403 (docs/auth.md); channels added later are checked per op. */
+    pe_identity_t id;
+    if (initial != NULL ? pe_access_authorize_query(req, &initial->q, &id) != 0 : pe_access_identify(req, &id) != 0) {
+        pe_free(initial);
+        return 0;
+    }
 
     /* permessage-deflate */
     pe_ws_pmd_t pmd = {0};
@@ -405,6 +413,7 @@ pe_ws_on_req(h2o_req_t *req, int echo)
         int r = pe_ws_pmd_negotiate(ext.base, ext.len, &pmd, resp, sizeof(resp));
         if (r < 0) {
             pe_free(initial);
+            pe_identity_dispose(&id);
             return refuse(req, 400, "Bad Request", "bad_extensions", "malformed Sec-WebSocket-Extensions");
         }
         if (r == 1) {
@@ -416,6 +425,7 @@ pe_ws_on_req(h2o_req_t *req, int echo)
     }
 
     pe_ws_conn_t *ws = (pe_ws_conn_t *)pe_conn_new(req, sizeof(*ws), &ws_conn_callbacks);
+    ws->conn.identity = id;
     ws->echo = echo;
     ws->pmd = pmd;
     ws->pmd_enabled = pmd_enabled;

@@ -16,6 +16,7 @@
 #include <string.h>
 #include "pubsub/alloc.h"
 #include "pubsub/json_text.h"
+#include "edge/core/access.h"
 #include "edge/core/thread.h"
 #include "edge/util/bounds.h"
 #include "edge/wire/wire.h"
@@ -243,6 +244,11 @@ static void
 subscribe(pe_ws_conn_t *ws, const raw_ref_t *ref, const char *channel, size_t len, const pe_cursor_t *since)
 {
     pe_start_t start = pe_start_from_cursor(since, channel, len, 1);
+    pe_access_t access = pe_access_subscribe(ws->conn.thr->server->cfg, &ws->conn.identity, channel, len);
+    if (access != PE_ACCESS_OK) {
+        queue_error(ws, ref, pe_access_code(access), pe_access_message(access));
+        return;
+    }
     if (pe_ps_engine_channels_full(pe_ps_node_engine(ws->conn.thr->node), 1)) {
         queue_error(ws, ref, "channel_limit", pe_ps_err_channel_limit);
         return;
