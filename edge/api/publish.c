@@ -148,8 +148,9 @@ pe_publish_on_req(h2o_req_t *req)
         return 0;
     }
 
-    /* API key, origin and loopback rules shared with /api/batch, the WebSocket op and front.c. */
-    if (pe_publish_authorize(req) != 0)
+    /* API key, origin and loopback rules shared with /api/batch, the WebSocket op and front.c;
+     * or a token whose "publish" claim covers the channel (docs/auth.md). */
+    if (pe_publish_authorize_channel(req, channel, (size_t)channel_len) != 0)
         return 0;
 
     h2o_iovec_t key;

@@ -283,7 +283,13 @@ publish(pe_ws_conn_t *ws, const raw_ref_t *ref, json_t *root, const char *text, 
 {
     size_t off, vlen;
     json_t *jkey = json_object_get(root, "key");
-    if (!ws->may_publish) {
+    pe_access_t by_token =
+        ws->token_may_publish ? pe_may_publish(&ws->conn.identity, channel, channel_len) : PE_ACCESS_UNAUTHORIZED;
+    if (!ws->may_publish && by_token == PE_ACCESS_FORBIDDEN) {
+        queue_error(ws, ref, "forbidden", "the token does not allow publishing to this channel");
+        return;
+    }
+    if (!ws->may_publish && by_token != PE_ACCESS_OK) {
         queue_error(ws, ref, "forbidden",
                     ws->conn.thr->server->cfg->api_key != NULL
                         ? "publishing needs the API key (Authorization: Bearer) at the handshake"

@@ -13,7 +13,10 @@
  *   broken file at reload keeps the old keys; a bad key file at start exits 2;
  * - --auth required: anonymous readers refused even on public channels.
  *
- * Not covered yet (future work in docs/auth.md): publishing with a token, the WebSocket auth
+ * - publishing with a token: POST /api/publish and the WebSocket publish op where the "publish"
+ *   claim allows, the API key as before.
+ *
+ * Not covered yet (future work in docs/auth.md): /api/batch with a token, the WebSocket auth
  * and refresh ops, expiry notices, revocation.
  */
 import { describe, it, before, after } from 'node:test';
@@ -214,6 +217,46 @@ describe('--auth required', () => {
         await assert.rejects(openWs(base, '/ws?channel=news', { t }), (e) => e.status === 401);
         const s = await openSSE(base, '/sse?channel=news', { t, headers: bearer(alice()) });
         assert.equal(s.status, 200);
+    });
+});
+
+describe('publishing with a token', () => {
+    const KEY = 'e2e-api-key';
+    const ref = sharedServer(before, after, ['--auth', 'optional', '--jwt-secret', SECRET, '--api-key', KEY, '--public-channel', 'chat:*']);
+    const writer = (extra = {}) => mint({ sub: 'alice', exp: now() + 600, publish: ['chat:{sub}'], ...extra });
+    const post = (channel, headers) =>
+        httpRequest(ref.srv.url, `/api/publish?channel=${channel}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: '{"m":1}' });
+
+    it('POST /api/publish: a token publishes where its "publish" claim allows, the API key everywhere', async () => {
+        const ok = await post('chat:alice', bearer(writer()));
+        assert.equal(ok.status, 200, ok.text);
+        const other = await post('chat:bob', bearer(writer()));
+        checkJsonError(other, 403);
+        assert.equal(other.json.error.code, 'forbidden');
+        const expired = await post('chat:alice', bearer(writer({ exp: now() - 3600 })));
+        checkJsonError(expired, 401);
+        const forged = await post('chat:alice', bearer(mint({ sub: 'alice', publish: ['*'] }, { key: 'forged-secret-0123456789abcdef0123456789' })));
+        checkJsonError(forged, 401, 'a token that does not verify is no credential');
+        assert.equal(forged.json.error.code, 'unauthorized');
+        assert.equal(expired.json.error.code, 'token_expired');
+        const reader = await post('chat:alice', bearer(mint({ sub: 'alice', channels: ['*'] })));
+        checkJsonError(reader, 403, 'a token without "publish"');
+        const wrongKey = await post('chat:alice', bearer('not-the-key'));
+        checkJsonError(wrongKey, 403);
+        assert.equal((await post('chat:bob', bearer(KEY))).status, 200, 'the API key still publishes anywhere');
+    });
+
+    it('WebSocket publish op: by the token of the handshake', async (t) => {
+        const ws = await openWs(ref.srv.url, '/ws?channel=chat:alice', { t, headers: bearer(writer()) });
+        await ws.nextOp('subscribed');
+        const r1 = await ws.request({ op: 'publish', channel: 'chat:alice', data: { hi: 1 } });
+        assert.equal(r1.op, 'published', JSON.stringify(r1));
+        const r2 = await ws.request({ op: 'publish', channel: 'chat:bob', data: { hi: 2 } });
+        assert.equal(r2.op, 'error');
+        assert.equal(r2.code, 'forbidden');
+        const anon = await openWs(ref.srv.url, '/ws', { t });
+        const r3 = await anon.request({ op: 'publish', channel: 'chat:alice', data: 1 });
+        assert.equal(r3.code, 'forbidden', 'anonymous clients publish with the API key only');
     });
 });
 
