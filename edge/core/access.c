@@ -60,8 +60,9 @@ cookie_get(const char *s, size_t len, const char *name, h2o_iovec_t *out)
     return 0;
 }
 
-/* Finds the request's token; 1 and *out if one is present (possibly empty), else 0. */
-static int
+/* Finds the request's token; its source and *out if one is present (possibly empty), else
+ * PE_TOKEN_NONE. */
+static pe_token_source_t
 find_token(h2o_req_t *req, h2o_iovec_t *out)
 {
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
@@ -73,14 +74,14 @@ find_token(h2o_req_t *req, h2o_iovec_t *out)
             while (at < v.len && v.base[at] == ' ')
                 ++at;
             *out = h2o_iovec_init(v.base + at, v.len - at);
-            return 1;
+            return PE_TOKEN_HEADER;
         }
     }
     /* HTTP/2 may split cookies over several headers (RFC 9113 8.2.3). */
     for (i = -1; (i = h2o_find_header(&req->headers, H2O_TOKEN_COOKIE, i)) != -1;) {
         h2o_iovec_t v = req->headers.entries[i].value;
         if (cookie_get(v.base, v.len, PE_ACCESS_COOKIE, out))
-            return 1;
+            return PE_TOKEN_COOKIE;
     }
     h2o_iovec_t qs = pe_http_query(req);
     if (qs.len != 0) {
@@ -88,14 +89,21 @@ find_token(h2o_req_t *req, h2o_iovec_t *out)
         long n = pe_query_get(qs.base, qs.len, "token", buf);
         if (n >= 0) {
             *out = h2o_iovec_init(buf, (size_t)n);
-            return 1;
+            return PE_TOKEN_QUERY;
         }
         if (n == -2) {
             *out = h2o_iovec_init("", 0); /* malformed: present, and invalid */
-            return 1;
+            return PE_TOKEN_QUERY;
         }
     }
-    return 0;
+    return PE_TOKEN_NONE;
+}
+
+pe_token_source_t
+pe_access_token_source(h2o_req_t *req)
+{
+    h2o_iovec_t token;
+    return pe_thread_of(req)->server->cfg->auth_mode == PE_AUTH_MODE_OFF ? PE_TOKEN_NONE : find_token(req, &token);
 }
 
 static void
@@ -114,7 +122,7 @@ pe_access_identify(h2o_req_t *req, pe_identity_t *id)
     const pe_config_t *cfg = pe_thread_of(req)->server->cfg;
     memset(id, 0, sizeof(*id));
     h2o_iovec_t token;
-    if (cfg->auth_mode == PE_AUTH_MODE_OFF || !find_token(req, &token))
+    if (cfg->auth_mode == PE_AUTH_MODE_OFF || find_token(req, &token) == PE_TOKEN_NONE)
         return 0;
     pe_jwt_result_t r = pe_access_verify(cfg, token.base, token.len, id);
     if (r == PE_JWT_OK)

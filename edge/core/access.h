@@ -28,6 +28,10 @@ pe_jwt_result_t pe_access_verify(const pe_config_t *cfg, const char *token, size
  * returned: a client that sent a token means to be someone, and must learn it is not.
  */
 int pe_access_identify(h2o_req_t *req, pe_identity_t *id);
+/** Where a request's token came from (pe_access_last_source). */
+typedef enum en_pe_token_source_t { PE_TOKEN_NONE = 0, PE_TOKEN_HEADER, PE_TOKEN_COOKIE, PE_TOKEN_QUERY } pe_token_source_t;
+/** The source of the token the request carries (PE_TOKEN_NONE with --auth off or none). */
+pe_token_source_t pe_access_token_source(h2o_req_t *req);
 /** May id subscribe to channel? (pe_may_subscribe with the configuration's mode and public channels.) */
 pe_access_t pe_access_subscribe(const pe_config_t *cfg, const pe_identity_t *id, const char *channel, size_t len);
 /** The error code and message of a refusal, for JSON errors and WebSocket error ops. */

@@ -403,6 +403,14 @@ pe_ws_on_req(h2o_req_t *req, int echo)
         pe_free(initial);
         return 0;
     }
+    /* A token in a cookie comes with every handshake the browser makes, whichever site asks:
+     * only the server's own page or an --allowed-origin may use it (docs/auth.md). */
+    if (id.authenticated && pe_access_token_source(req) == PE_TOKEN_COOKIE && !pe_http_origin_is_allowed_with_cookie(req)) {
+        pe_free(initial);
+        pe_identity_dispose(&id);
+        return refuse(req, 403, "Forbidden", "origin_not_allowed",
+                      "a cookie token is usable from this server's own origin or an --allowed-origin only");
+    }
 
     /* permessage-deflate */
     pe_ws_pmd_t pmd = {0};

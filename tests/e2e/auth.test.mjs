@@ -6,6 +6,7 @@
  *   whether or not the channel exists); on SSE, long-poll and WebSocket (the handshake's query
  *   channels and later subscribe ops), every channel of a multi-channel request checked;
  * - token sources: Authorization: Bearer, the pushedge_token cookie, the token query parameter;
+ *   a WebSocket handshake with a cookie token from another site's page is refused (CSWSH);
  * - refusals: bad signature, alg none, an RS256 public key used as an HMAC secret (algorithm
  *   confusion), expired (token_expired), not yet valid, wrong issuer / audience, malformed
  *   base64 and JSON, oversized;
@@ -204,6 +205,19 @@ describe('--auth optional', () => {
         assert.equal(r4.op, 'subscribed', 'public channels for anonymous WebSocket clients');
         const q = await openWs(base, `/ws?channel=user:alice&token=${good()}`, { t });
         await q.nextOp('subscribed');
+    });
+
+    it('WebSocket with a cookie token: another site\'s page is refused (CSWSH), the own page is not', async (t) => {
+        const base = ref.srv.url;
+        const cookie = { cookie: `pushedge_token=${good()}` };
+        await assert.rejects(openWs(base, '/ws?channel=user:alice', { t, headers: cookie, origin: 'https://evil.example' }),
+            (e) => e.status === 403 && /origin_not_allowed/.test(e.body));
+        const own = await openWs(base, '/ws?channel=user:alice', { t, headers: cookie, origin: base });
+        await own.nextOp('subscribed');
+        const tool = await openWs(base, '/ws?channel=user:alice', { t, headers: cookie });
+        await tool.nextOp('subscribed', undefined, 5000);
+        const hdr = await openWs(base, '/ws?channel=user:alice', { t, headers: bearer(good()), origin: 'https://evil.example' });
+        await hdr.nextOp('subscribed', undefined, 5000);
     });
 });
 
