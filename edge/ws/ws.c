@@ -449,7 +449,7 @@ pe_ws_on_req(h2o_req_t *req, int echo)
     pe_auth_view_from_req(req, &view);
     pe_auth_t publish_rule = pe_auth_check(cfg, &view);
     ws->may_publish = publish_rule == PE_AUTH_OK;
-    ws->token_may_publish = publish_rule != PE_AUTH_ORIGIN && ws->conn.identity.authenticated;
+    ws->token_may_publish = publish_rule != PE_AUTH_ORIGIN;
     pe_ws_reader_init(&ws->reader, cfg->max_message_size, pmd_enabled);
 
     char *accept = h2o_mem_alloc_pool(&req->pool, sizeof(hs.accept));

@@ -17,8 +17,10 @@
  * - publishing with a token: POST /api/publish and the WebSocket publish op where the "publish"
  *   claim allows, the API key as before.
  *
- * Not covered yet (future work in docs/auth.md): /api/batch with a token, the WebSocket auth
- * and refresh ops, expiry notices, revocation.
+ * - the WebSocket auth op (first message only).
+ *
+ * Not covered yet (future work in docs/auth.md): /api/batch with a token, the auth deadline,
+ * the refresh op, expiry notices, revocation.
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -205,6 +207,27 @@ describe('--auth optional', () => {
         assert.equal(r4.op, 'subscribed', 'public channels for anonymous WebSocket clients');
         const q = await openWs(base, `/ws?channel=user:alice&token=${good()}`, { t });
         await q.nextOp('subscribed');
+    });
+
+    it('WebSocket auth op: the first message of an anonymous connection', async (t) => {
+        const base = ref.srv.url;
+        const ws = await openWs(base, '/ws', { t });
+        const a = await ws.request({ op: 'auth', token: good() });
+        assert.equal(a.op, 'authenticated', JSON.stringify(a));
+        assert.equal(a.user, 'alice');
+        assert.equal(typeof a.exp, 'number');
+        assert.equal((await ws.request({ op: 'subscribe', channel: 'user:alice' })).op, 'subscribed');
+        assert.equal((await ws.request({ op: 'subscribe', channel: 'user:bob' })).code, 'forbidden');
+        assert.equal((await ws.request({ op: 'auth', token: good() })).code, 'bad_request', 'only once');
+
+        const late = await openWs(base, '/ws', { t });
+        await late.request({ op: 'ping' });
+        assert.equal((await late.request({ op: 'auth', token: good() })).code, 'bad_request', 'only first');
+        const bad = await openWs(base, '/ws', { t });
+        assert.equal((await bad.request({ op: 'auth', token: good({ exp: now() - 3600 }) })).code, 'token_expired');
+        const bad2 = await openWs(base, '/ws', { t });
+        assert.equal((await bad2.request({ op: 'auth', token: 'x.y.z' })).code, 'unauthorized');
+        assert.equal((await bad2.request({ op: 'subscribe', channel: 'user:alice' })).code, 'unauthorized', 'still anonymous');
     });
 
     it('WebSocket with a cookie token: another site\'s page is refused (CSWSH), the own page is not', async (t) => {
