@@ -89,13 +89,6 @@ pe_publish_require_post(h2o_req_t *req)
     return -1;
 }
 
-int
-pe_publish_admit(h2o_req_t *req)
-{
-    /* API key, origin and loopback rules shared with the WebSocket op and front.c. */
-    return pe_publish_require_post(req) != 0 ? -1 : pe_publish_authorize(req);
-}
-
 json_t *
 pe_publish_parse_body(h2o_req_t *req)
 {

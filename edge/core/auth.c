@@ -349,3 +349,31 @@ pe_publish_authorize_channel(h2o_req_t *req, const char *channel, size_t len)
         pe_auth_refuse(req, v == PE_JWT_EXPIRED ? PE_AUTH_TOKEN_EXPIRED : PE_AUTH_TOKEN_INVALID);
     return -1;
 }
+
+int
+pe_publish_authorize_batch(h2o_req_t *req, pe_identity_t *id)
+{
+    const pe_config_t *cfg = pe_thread_of(req)->server->cfg;
+    memset(id, 0, sizeof(*id));
+    pe_auth_view_t view;
+    pe_auth_view_from_req(req, &view);
+    pe_auth_t r = pe_auth_check(cfg, &view);
+    h2o_iovec_t token;
+    if (r == PE_AUTH_OK)
+        return 0;
+    if (r == PE_AUTH_ORIGIN || !bearer_token(cfg, view.authorization, &token)) {
+        pe_auth_refuse(req, r);
+        return -1;
+    }
+    pe_jwt_result_t v = pe_access_verify(cfg, token.base, token.len, id);
+    if (v == PE_JWT_OK && id->publish.num != 0)
+        return 0;
+    if (v == PE_JWT_OK)
+        pe_http_error(req, 403, "Forbidden", "forbidden", "the token allows publishing to no channel");
+    else if (memchr(token.base, '.', token.len) == NULL)
+        pe_auth_refuse(req, r);
+    else
+        pe_auth_refuse(req, v == PE_JWT_EXPIRED ? PE_AUTH_TOKEN_EXPIRED : PE_AUTH_TOKEN_INVALID);
+    pe_identity_dispose(id);
+    return -1;
+}

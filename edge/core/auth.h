@@ -51,6 +51,13 @@ pe_auth_t pe_auth_check_publisher(const pe_config_t *cfg, const pe_auth_view_t *
  * token_expired, 403 forbidden) and -1.
  */
 int pe_publish_authorize_channel(h2o_req_t *req, const char *channel, size_t len);
+/**
+ * POST /api/batch's check, before the channels are known: 0 with *id anonymous if the
+ * --api-key rule passes (every channel allowed); 0 with *id the token's identity if a Bearer
+ * token with a "publish" claim verifies (each item then checked with pe_may_publish); else the
+ * refusal answered and -1. *id is released by the caller (pe_identity_dispose).
+ */
+int pe_publish_authorize_batch(h2o_req_t *req, pe_identity_t *id);
 /** Sends the JSON error of a refusal (r != PE_AUTH_OK). */
 void pe_auth_refuse(h2o_req_t *req, pe_auth_t r);
 /** The publish endpoints' check: 0 if req may publish, else sends the error and returns -1. */

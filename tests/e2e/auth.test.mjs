@@ -14,12 +14,12 @@
  *   broken file at reload keeps the old keys; a bad key file at start exits 2;
  * - --auth required: anonymous readers refused even on public channels.
  *
- * - publishing with a token: POST /api/publish and the WebSocket publish op where the "publish"
- *   claim allows, the API key as before.
+ * - publishing with a token: POST /api/publish, POST /api/batch (item by item) and the WebSocket
+ *   publish op where the "publish" claim allows, the API key as before.
  *
  * - the WebSocket auth op (first message only).
  *
- * Not covered yet (future work in docs/auth.md): /api/batch with a token, the auth deadline,
+ * Not covered yet (future work in docs/auth.md): the auth deadline,
  * the refresh op, expiry notices, revocation.
  */
 import { describe, it, before, after } from 'node:test';
@@ -281,6 +281,21 @@ describe('publishing with a token', () => {
         const wrongKey = await post('chat:alice', bearer('not-the-key'));
         checkJsonError(wrongKey, 403);
         assert.equal((await post('chat:bob', bearer(KEY))).status, 200, 'the API key still publishes anywhere');
+    });
+
+    it('POST /api/batch: each item within the token\'s "publish" claim', async () => {
+        const r = await httpRequest(ref.srv.url, '/api/batch', {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', ...bearer(writer()) },
+            body: JSON.stringify([{ channel: 'chat:alice', data: 1 }, { channel: 'chat:bob', data: 2 }]),
+        });
+        assert.equal(r.status, 200, r.text);
+        const items = r.json.results ?? r.json;
+        assert.ok(JSON.stringify(items).includes('forbidden'), `chat:bob refused: ${r.text}`);
+        assert.ok(/"id"/.test(JSON.stringify(items[0] ?? items)), `chat:alice stored: ${r.text}`);
+        const bad = await httpRequest(ref.srv.url, '/api/batch', { method: 'POST', headers: { 'content-type': 'application/json', ...bearer(writer({ exp: now() - 3600 })) }, body: '[]' });
+        checkJsonError(bad, 401);
+        assert.equal(bad.json.error.code, 'token_expired');
     });
 
     it('WebSocket publish op: by the token of the handshake', async (t) => {
