@@ -219,7 +219,7 @@ check_head(pe_front_t *front, char *buf, size_t len, int *reason, int rename_h2c
         }
     }
     view.peer_len = h2o_socket_getpeername(front->sock, (struct sockaddr *)&view.peer);
-    pe_auth_t r = pe_auth_check(front->thr->server->cfg, &view);
+    pe_auth_t r = pe_auth_check_publisher(front->thr->server->cfg, &view);
     if (r != PE_AUTH_OK)
         *reason = REASON_AUTH + r;
     return head_len;
@@ -478,7 +478,7 @@ on_h2_request(h2o_req_t *req, void *data)
         return 0;
     pe_auth_view_t view;
     pe_auth_view_from_req(req, &view);
-    if (pe_auth_check(front->thr->server->cfg, &view) == PE_AUTH_OK)
+    if (pe_auth_check_publisher(front->thr->server->cfg, &view) == PE_AUTH_OK)
         return 0;
     /* A first sighting may be an empty body on its way (clients often send END_STREAM in a
      * DATA frame of its own): it gets the handler's JSON answer if it completes by the next

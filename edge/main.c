@@ -103,6 +103,10 @@ warn_about_arguments(int argc, char **argv)
             pe_log(PE_LOG_WARN, "edge",
                    "--api-key on the command line is visible to every local user (/proc/PID/cmdline); use the "
                    "PUSHEDGE_API_KEY environment variable or the config file");
+        } else if (strncmp(a, "--jwt-secret", 12) == 0 && (a[12] == '\0' || a[12] == '=')) {
+            pe_log(PE_LOG_WARN, "edge",
+                   "--jwt-secret on the command line is visible to every local user (/proc/PID/cmdline); use the "
+                   "PUSHEDGE_JWT_SECRET environment variable or the config file");
         } else if (strncmp(a, "--redis", 7) == 0 && (a[7] == '\0' || a[7] == '=')) {
             value = a[7] == '=' ? a + 8 : i + 1 < argc ? argv[i + 1] : "";
             if (strchr(value, '@') != NULL)
@@ -223,10 +227,19 @@ main(int argc, char **argv)
             continue;
         if (sig != SIGHUP)
             break;
-        if (cfg.num_listen_tls == 0)
-            pe_log(PE_LOG_INFO, "edge", "SIGHUP: nothing to reload (no --listen-tls)");
-        else
+        /* SIGHUP reloads what was loaded from files: the TLS certificate and key, and the JWT
+         * keys. A file that no longer loads leaves the current one in service
+         * (docs/operations.md "Reloading"). */
+        if (cfg.num_listen_tls == 0 && cfg.keys == NULL)
+            pe_log(PE_LOG_INFO, "edge", "SIGHUP: nothing to reload (no --listen-tls, --auth off)");
+        if (cfg.num_listen_tls != 0)
             pe_tls_reload(&server);
+        if (cfg.keys != NULL) {
+            if (pe_config_reload_keys(&cfg, err, sizeof(err)) != 0)
+                pe_log(PE_LOG_ERROR, "edge", "SIGHUP: keys not reloaded, the previous ones stay in use: %s", err);
+            else
+                pe_log(PE_LOG_INFO, "edge", "SIGHUP: JWT keys reloaded");
+        }
     }
     if (cfg.drain_delay != 0) {
         /* Pre-drain: /readyz says 503 while the node still serves and accepts, so health checks
@@ -258,7 +271,9 @@ main(int argc, char **argv)
     pe_log(PE_LOG_INFO, "edge", "signal %d: draining (at most %llu s)", sig, (unsigned long long)cfg.drain_timeout);
     pe_server_notify(&server, 0);
 
-    /* A second signal while draining stops at once; the loops exit by themselves otherwise. */
+    /* A second signal while draining stops at once; the loops exit by themselves otherwise.
+     * SIGHUP stays blocked: a reload request must not end a draining node. */
+    sigdelset(&sigs, SIGHUP);
     pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);

@@ -35,6 +35,7 @@
  */
 #include <errno.h>
 #include <sys/socket.h>
+#include "edge/core/access.h"
 #include "edge/core/conn.h"
 #include "edge/util/query.h"
 #include "edge/wire/wire.h"
@@ -300,6 +301,11 @@ pe_poll_on_req(h2o_req_t *req)
     char *arena = h2o_mem_alloc_pool(&req->pool, qs.len + 1);
     if (pe_conn_parse_subscription(req, 0, q, arena) != 0)
         return 0;
+    /* The identity is needed for this request's check only: a long-poll is one answer. */
+    pe_identity_t id;
+    if (pe_access_authorize_query(req, q, &id) != 0)
+        return 0;
+    pe_identity_dispose(&id);
     h2o_timeout_t *hold = hold_timeout(req, thr, qs);
     if (hold == NULL) {
         pe_http_error(req, 400, "Bad Request", "bad_timeout", "timeout must be a whole number of seconds from 1");

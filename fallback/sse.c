@@ -18,6 +18,7 @@
  * that stopped reading: also a slow consumer.
  */
 #include "pubsub/alloc.h"
+#include "edge/core/access.h"
 #include "edge/core/conn.h"
 #include "edge/core/http.h"
 #include "edge/util/bounds.h"
@@ -173,11 +174,17 @@ pe_sse_on_req(h2o_req_t *req)
     char *arena = h2o_mem_alloc_pool(&req->pool, pe_http_query(req).len + 1);
     if (pe_conn_parse_subscription(req, PE_CONN_QUERY_LAST_EVENT_ID, q, arena) != 0)
         return 0;
-    if (pe_conn_refuse_channels_full(req, q->num_channels))
+    pe_identity_t id;
+    if (pe_access_authorize_query(req, q, &id) != 0)
         return 0;
+    if (pe_conn_refuse_channels_full(req, q->num_channels)) {
+        pe_identity_dispose(&id);
+        return 0;
+    }
 
     pe_sse_t *sse = (pe_sse_t *)pe_conn_new(req, sizeof(*sse), &sse_conn_callbacks);
     pe_conn_t *conn = &sse->conn;
+    conn->identity = id;
     conn->max_queue = PE_SSE_MAX_QUEUE;
     sse->multi = q->num_channels > 1;
 

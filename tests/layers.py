@@ -11,6 +11,7 @@ folders of a lower rank only, and files of its own folder without a cycle:
     3  edge/core      per-thread state and stats, stream registry, config, output queue,
                       connection limits, HTTP helpers, the publish rule
     2  edge/wire      wire formats (WebSocket frames, permessage-deflate, SSE events, poll bodies)
+    2  edge/identity  JWT verification, key sets, channel permissions
     1  edge/util      log, query-string parsing, bounds
     0  pubsub         the subscription layer
 
@@ -38,6 +39,7 @@ LAYERS = {
     'fallback': 4,
     'edge/core': 3,
     'edge/wire': 2,
+    'edge/identity': 2,
     'edge/util': 1,
     'pubsub': 0,
 }

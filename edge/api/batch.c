@@ -127,7 +127,7 @@ item_error(batch_item_t *it, const char *code, const char *message)
  * records why not. Returns 1 if the item waits for the engine, else 0.
  */
 static int
-publish_item(pe_thread_t *thr, batch_item_t *it, json_t *jitem, const char *text, size_t len)
+publish_item(pe_thread_t *thr, const pe_identity_t *id, batch_item_t *it, json_t *jitem, const char *text, size_t len)
 {
     const pe_config_t *cfg = thr->server->cfg;
     json_t *jchannel = json_object_get(jitem, "channel");
@@ -169,6 +169,11 @@ publish_item(pe_thread_t *thr, batch_item_t *it, json_t *jitem, const char *text
         item_error(it, "bad_channel", pe_ps_err_bad_channel);
         return 0;
     }
+    /* Admitted by a token: each item within its "publish" claim (docs/auth.md). */
+    if (id->authenticated && pe_may_publish(id, it->channel, it->channel_len) != PE_ACCESS_OK) {
+        item_error(it, "forbidden", "the token does not allow publishing to this channel");
+        return 0;
+    }
     if (seen_data == 0 || json_object_get(jitem, "data") == NULL) {
         item_error(it, "bad_request", "the data field is required");
         return 0;
@@ -205,7 +210,8 @@ pe_batch_on_req(h2o_req_t *req)
     pe_thread_t *thr = pe_thread_of(req);
     const pe_config_t *cfg = thr->server->cfg;
 
-    if (pe_publish_admit(req) != 0)
+    pe_identity_t id;
+    if (pe_publish_require_post(req) != 0 || pe_publish_authorize_batch(req, &id) != 0)
         return 0;
 
     size_t max_bytes = PE_BATCH_MAX_BYTES;
@@ -214,19 +220,24 @@ pe_batch_on_req(h2o_req_t *req)
     if (req->entity.len > max_bytes) {
         pe_http_error(req, 413, "Payload Too Large", "too_large",
                       "the batch is larger than 1 MiB (or --max-message-size + 4 KiB when that is larger)");
+        pe_identity_dispose(&id);
         return 0;
     }
     json_t *root = pe_publish_parse_body(req);
-    if (root == NULL)
+    if (root == NULL) {
+        pe_identity_dispose(&id);
         return 0;
+    }
     if (!json_is_array(root)) {
         json_decref(root);
+        pe_identity_dispose(&id);
         pe_http_error(req, 400, "Bad Request", "bad_request", "the body must be a JSON array of {\"channel\", \"data\", \"key\"?}");
         return 0;
     }
     size_t n = json_array_size(root);
     if (n > PE_BATCH_MAX_ITEMS) {
         json_decref(root);
+        pe_identity_dispose(&id);
         pe_http_error(req, 413, "Payload Too Large", "too_many_items",
                       "a batch holds at most " H2O_TO_STR(PE_BATCH_MAX_ITEMS) " items");
         return 0;
@@ -244,9 +255,10 @@ pe_batch_on_req(h2o_req_t *req)
             item_error(it, "bad_request", "the item could not be read");
             continue;
         }
-        batch->outstanding += publish_item(thr, it, json_array_get(root, i), req->entity.base + off, len);
+        batch->outstanding += publish_item(thr, &id, it, json_array_get(root, i), req->entity.base + off, len);
     }
     json_decref(root);
+    pe_identity_dispose(&id);
 
     /* No callback runs inside pe_ps_publish, so none has run yet. */
     if (batch->outstanding == 0) {

@@ -89,13 +89,6 @@ pe_publish_require_post(h2o_req_t *req)
     return -1;
 }
 
-int
-pe_publish_admit(h2o_req_t *req)
-{
-    /* API key, origin and loopback rules shared with the WebSocket op and front.c. */
-    return pe_publish_require_post(req) != 0 ? -1 : pe_publish_authorize(req);
-}
-
 json_t *
 pe_publish_parse_body(h2o_req_t *req)
 {
@@ -148,8 +141,9 @@ pe_publish_on_req(h2o_req_t *req)
         return 0;
     }
 
-    /* API key, origin and loopback rules shared with /api/batch, the WebSocket op and front.c. */
-    if (pe_publish_authorize(req) != 0)
+    /* API key, origin and loopback rules shared with /api/batch, the WebSocket op and front.c;
+     * or a token whose "publish" claim covers the channel (docs/auth.md). */
+    if (pe_publish_authorize_channel(req, channel, (size_t)channel_len) != 0)
         return 0;
 
     h2o_iovec_t key;

@@ -14,8 +14,6 @@ int pe_publish_on_req(h2o_req_t *req);
 int pe_publish_idempotency_key(h2o_req_t *req, h2o_iovec_t *key);
 /** POST only: 0, or -1 once 405 is sent. */
 int pe_publish_require_post(h2o_req_t *req);
-/** pe_publish_require_post, then the publish rule (401/403): 0 to go on, or -1 once refused. */
-int pe_publish_admit(h2o_req_t *req);
 /** The body as JSON (any value, numbers as reals, NUL allowed), or NULL once 400 invalid_json
  * is sent. The caller owns the value. */
 json_t *pe_publish_parse_body(h2o_req_t *req);

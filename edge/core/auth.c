@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "edge/util/log.h"
+#include "edge/core/access.h"
 #include "edge/core/auth.h"
 #include "edge/core/http.h"
 #include "edge/core/cors.h"
@@ -260,6 +261,15 @@ pe_auth_refuse(h2o_req_t *req, pe_auth_t r)
     case PE_AUTH_WRONG_KEY:
         pe_http_error(req, 403, "Forbidden", "forbidden", "wrong API key");
         break;
+    case PE_AUTH_TOKEN_INVALID:
+    case PE_AUTH_TOKEN_EXPIRED:
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
+                       H2O_STRLIT("Bearer error=\"invalid_token\""));
+        if (r == PE_AUTH_TOKEN_EXPIRED)
+            pe_http_error(req, 401, "Unauthorized", "token_expired", "the token has expired");
+        else
+            pe_http_error(req, 401, "Unauthorized", "unauthorized", "the token is not valid");
+        break;
     case PE_AUTH_NOT_LOOPBACK:
         pe_http_error(req, 403, "Forbidden", "forbidden", "publishing is allowed from loopback peers only (set --api-key)");
         break;
@@ -278,5 +288,92 @@ pe_publish_authorize(h2o_req_t *req)
     if (r == PE_AUTH_OK)
         return 0;
     pe_auth_refuse(req, r);
+    return -1;
+}
+
+/* The token of an Authorization: Bearer value that is not the API key; 0 if there is none. */
+static int
+bearer_token(const pe_config_t *cfg, h2o_iovec_t v, h2o_iovec_t *token)
+{
+    if (cfg->auth_mode == PE_AUTH_MODE_OFF || v.base == NULL || v.len < 7 || !h2o_lcstris(v.base, 7, H2O_STRLIT("bearer ")))
+        return 0;
+    *token = h2o_iovec_init(v.base + 7, v.len - 7);
+    return 1;
+}
+
+pe_auth_t
+pe_auth_check_publisher(const pe_config_t *cfg, const pe_auth_view_t *view)
+{
+    pe_auth_t r = pe_auth_check(cfg, view);
+    h2o_iovec_t token;
+    if (r == PE_AUTH_OK || r == PE_AUTH_ORIGIN || !bearer_token(cfg, view->authorization, &token))
+        return r;
+    /* Verified here already, so an unauthenticated body is still refused from its head. */
+    pe_identity_t id;
+    pe_jwt_result_t v = pe_access_verify(cfg, token.base, token.len, &id);
+    int may = v == PE_JWT_OK && id.publish.num != 0;
+    pe_identity_dispose(&id);
+    if (may)
+        return PE_AUTH_OK;
+    /* Something that is not a JWT is a wrong API key, as before --auth. */
+    if (v == PE_JWT_OK || memchr(token.base, '.', token.len) == NULL)
+        return r;
+    return v == PE_JWT_EXPIRED ? PE_AUTH_TOKEN_EXPIRED : PE_AUTH_TOKEN_INVALID;
+}
+
+int
+pe_publish_authorize_channel(h2o_req_t *req, const char *channel, size_t len)
+{
+    const pe_config_t *cfg = pe_thread_of(req)->server->cfg;
+    pe_auth_view_t view;
+    pe_auth_view_from_req(req, &view);
+    pe_auth_t r = pe_auth_check(cfg, &view);
+    h2o_iovec_t token;
+    if (r == PE_AUTH_OK)
+        return 0;
+    if (r == PE_AUTH_ORIGIN || !bearer_token(cfg, view.authorization, &token)) {
+        pe_auth_refuse(req, r);
+        return -1;
+    }
+    pe_identity_t id;
+    pe_jwt_result_t v = pe_access_verify(cfg, token.base, token.len, &id);
+    pe_access_t a = v == PE_JWT_OK ? pe_may_publish(&id, channel, len) : PE_ACCESS_UNAUTHORIZED;
+    pe_identity_dispose(&id);
+    if (a == PE_ACCESS_OK)
+        return 0;
+    if (v == PE_JWT_OK)
+        pe_http_error(req, 403, "Forbidden", "forbidden", "the token does not allow publishing to this channel");
+    else if (memchr(token.base, '.', token.len) == NULL)
+        pe_auth_refuse(req, r); /* not a token at all: a wrong API key, as before --auth */
+    else
+        pe_auth_refuse(req, v == PE_JWT_EXPIRED ? PE_AUTH_TOKEN_EXPIRED : PE_AUTH_TOKEN_INVALID);
+    return -1;
+}
+
+int
+pe_publish_authorize_batch(h2o_req_t *req, pe_identity_t *id)
+{
+    const pe_config_t *cfg = pe_thread_of(req)->server->cfg;
+    memset(id, 0, sizeof(*id));
+    pe_auth_view_t view;
+    pe_auth_view_from_req(req, &view);
+    pe_auth_t r = pe_auth_check(cfg, &view);
+    h2o_iovec_t token;
+    if (r == PE_AUTH_OK)
+        return 0;
+    if (r == PE_AUTH_ORIGIN || !bearer_token(cfg, view.authorization, &token)) {
+        pe_auth_refuse(req, r);
+        return -1;
+    }
+    pe_jwt_result_t v = pe_access_verify(cfg, token.base, token.len, id);
+    if (v == PE_JWT_OK && id->publish.num != 0)
+        return 0;
+    if (v == PE_JWT_OK)
+        pe_http_error(req, 403, "Forbidden", "forbidden", "the token allows publishing to no channel");
+    else if (memchr(token.base, '.', token.len) == NULL)
+        pe_auth_refuse(req, r);
+    else
+        pe_auth_refuse(req, v == PE_JWT_EXPIRED ? PE_AUTH_TOKEN_EXPIRED : PE_AUTH_TOKEN_INVALID);
+    pe_identity_dispose(id);
     return -1;
 }

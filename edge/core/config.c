@@ -30,6 +30,9 @@ typedef enum en_opt_kind_t {
     OPT_LISTEN_TLS, /* repeatable: a list of HOST:PORT served with TLS */
     OPT_ORIGIN,     /* repeatable: a list of origins */
     OPT_CIDR,       /* repeatable: a list of networks */
+    OPT_JWT_KEY,    /* repeatable: a list of key files */
+    OPT_PUBLIC,     /* repeatable: a list of channel patterns */
+    OPT_AUTH,
     OPT_REDIS,
     OPT_LOGLEVEL,
     OPT_LOGFORMAT,
@@ -90,6 +93,17 @@ static const opt_t options[] = {
      "open connections per peer address; 0 = off (default 0: proxies put many users behind one address)"},
     {"max-held-polls", OPT_UINT, OFF(max_held_polls), 1, 100000000, "N",
      "long-polls held open per node; past it: 503 + Retry-After (default: the connection limit)"},
+    {"auth", OPT_AUTH, 0, 0, 0, "MODE",
+     "off (no identity), optional (anonymous readers get public channels only) or required (default off)"},
+    {"jwt-secret", OPT_STRING, OFF(jwt_secret), 0, 0, "SECRET",
+     "HMAC key of HS256/384/512 tokens, at least 32 bytes (default: none)"},
+    {"jwt-key", OPT_JWT_KEY, 0, 0, 0, "FILE",
+     "PEM public key(s) or JWKS file for RS256, PS256, ES256 tokens; repeatable; reread on SIGHUP (default: none)"},
+    {"jwt-issuer", OPT_STRING, OFF(jwt_issuer), 0, 0, "ISS", "the \"iss\" every token must carry (default: not checked)"},
+    {"jwt-audience", OPT_STRING, OFF(jwt_audience), 0, 0, "AUD", "a value the token's \"aud\" must hold (default: not checked)"},
+    {"jwt-leeway", OPT_UINT, OFF(jwt_leeway), 0, 300, "SECONDS", "clock skew forgiven on \"exp\" and \"nbf\" (default 30)"},
+    {"public-channel", OPT_PUBLIC, 0, 0, 0, "PATTERN",
+     "channel pattern (e.g. news or public.*) readable without a token; repeatable (default: none)"},
     {"help", OPT_HELP, 0, 0, 0, NULL, "print this help and exit"},
     {"version", OPT_VERSION, 0, 0, 0, NULL, "print the version and exit"},
 };
@@ -126,6 +140,7 @@ set_defaults(pe_config_t *cfg)
     cfg->max_message_size = 65536;
     cfg->drain_timeout = 10;
     cfg->log_level = PE_LOG_INFO;
+    cfg->jwt_leeway = 30;
 }
 
 int
@@ -221,7 +236,8 @@ parse_bool(const char *s, int *out)
 static int
 is_list(const opt_t *opt)
 {
-    return opt->kind == OPT_LISTEN || opt->kind == OPT_LISTEN_TLS || opt->kind == OPT_ORIGIN || opt->kind == OPT_CIDR;
+    return opt->kind == OPT_LISTEN || opt->kind == OPT_LISTEN_TLS || opt->kind == OPT_ORIGIN || opt->kind == OPT_CIDR ||
+           opt->kind == OPT_JWT_KEY || opt->kind == OPT_PUBLIC;
 }
 
 static char **
@@ -236,6 +252,16 @@ list_of(pe_config_t *cfg, const opt_t *opt, size_t **num, size_t *cap)
         *num = &cfg->num_listen_tls;
         *cap = PE_MAX_LISTEN;
         return cfg->listen_tls;
+    }
+    if (opt->kind == OPT_JWT_KEY) {
+        *num = &cfg->num_jwt_key_files;
+        *cap = PE_MAX_JWT_KEY_FILES;
+        return cfg->jwt_key_files;
+    }
+    if (opt->kind == OPT_PUBLIC) {
+        *num = &cfg->num_public_channels;
+        *cap = PE_MAX_PUBLIC_CHANNELS;
+        return cfg->public_channel_list;
     }
     if (opt->kind == OPT_CIDR) {
         *num = &cfg->num_trusted_proxies;
@@ -335,10 +361,19 @@ set_option(pe_config_t *cfg, const opt_t *opt, const char *value, const char *or
         cfg->log_format = format;
         return PE_CFG_OK;
     }
+    case OPT_AUTH: {
+        int mode = pe_auth_mode_parse(value);
+        if (mode < 0)
+            return fail(err, errlen, "%s: must be off, optional or required (got '%.64s')", origin, value);
+        cfg->auth_mode = mode;
+        return PE_CFG_OK;
+    }
     case OPT_LISTEN:
     case OPT_LISTEN_TLS:
     case OPT_ORIGIN:
-    case OPT_CIDR: {
+    case OPT_CIDR:
+    case OPT_JWT_KEY:
+    case OPT_PUBLIC: {
         char host[256];
         unsigned port;
         if ((opt->kind == OPT_LISTEN || opt->kind == OPT_LISTEN_TLS) &&
@@ -346,6 +381,11 @@ set_option(pe_config_t *cfg, const opt_t *opt, const char *value, const char *or
             return fail(err, errlen, "%s: must be HOST:PORT with a port from 1 to 65535 (got '%.64s')", origin, value);
         if (opt->kind == OPT_ORIGIN && validate_origin(value) != 0)
             return fail(err, errlen, "%s: must be * or scheme://host[:port] without a path (got '%.64s')", origin, value);
+        if (opt->kind == OPT_JWT_KEY && *value == '\0')
+            return fail(err, errlen, "%s: must not be empty", origin);
+        if (opt->kind == OPT_PUBLIC && !pe_pattern_is_valid(value, strlen(value), 0))
+            return fail(err, errlen, "%s: must be a channel name (A-Z a-z 0-9 _ - . : @), optionally ending in * (got '%.64s')",
+                        origin, value);
         pe_cidr_t net;
         if (opt->kind == OPT_CIDR && pe_config_parse_cidr(value, &net) != 0)
             return fail(err, errlen, "%s: must be an IPv4 or IPv6 network ADDR[/BITS] (got '%.64s')", origin, value);
@@ -486,6 +526,52 @@ load_env(pe_config_t *cfg, char **envp, char *err, size_t errlen)
     return PE_CFG_OK;
 }
 
+/* ---- identity ------------------------------------------------------------------------------- */
+
+static pe_keyset_t *
+build_keys(pe_config_t *cfg, char *err, size_t errlen)
+{
+    /* keys.c's messages are one printable line already (control characters shown as '?'). */
+    return pe_keyset_load(cfg->jwt_secret, (const char *const *)cfg->jwt_key_files, cfg->num_jwt_key_files, err, errlen);
+}
+
+/* The settings of --auth checked together, the public patterns and the key set built: a key
+ * file that does not load stops the start here, with the other configuration errors. */
+static int
+load_identity(pe_config_t *cfg, char *err, size_t errlen)
+{
+    int has_identity_setting = cfg->jwt_secret != NULL || cfg->num_jwt_key_files != 0 || cfg->jwt_issuer != NULL ||
+                               cfg->jwt_audience != NULL || cfg->num_public_channels != 0;
+    if (cfg->auth_mode == PE_AUTH_MODE_OFF) {
+        /* Keys with auth off would be a setting that silently does nothing. */
+        if (has_identity_setting)
+            return fail(err, errlen, "--jwt-*, --public-channel: need --auth optional or --auth required");
+        return PE_CFG_OK;
+    }
+    if (cfg->jwt_secret == NULL && cfg->num_jwt_key_files == 0)
+        return fail(err, errlen, "--auth %s: needs --jwt-secret or --jwt-key",
+                    cfg->auth_mode == PE_AUTH_MODE_REQUIRED ? "required" : "optional");
+    for (size_t i = 0; i != cfg->num_public_channels; ++i)
+        pe_patterns_add(&cfg->public_channels, cfg->public_channel_list[i], strlen(cfg->public_channel_list[i]));
+    pe_keyset_t *set = build_keys(cfg, err, errlen);
+    if (set == NULL)
+        return PE_CFG_ERROR;
+    cfg->keys = pe_keyholder_new(set);
+    return PE_CFG_OK;
+}
+
+int
+pe_config_reload_keys(pe_config_t *cfg, char *err, size_t errlen)
+{
+    if (cfg->keys == NULL)
+        return 0;
+    pe_keyset_t *set = build_keys(cfg, err, errlen);
+    if (set == NULL)
+        return -1;
+    pe_keyholder_swap(cfg->keys, set);
+    return 0;
+}
+
 /* ---- command line ---------------------------------------------------------------------------- */
 
 static void
@@ -552,7 +638,7 @@ pe_config_load(pe_config_t *cfg, int argc, char **argv, char **envp, FILE *out, 
     if ((ret = load_env(cfg, envp, err, errlen)) != PE_CFG_OK)
         return ret;
 
-    int cli_listen = 0, cli_listen_tls = 0, cli_origin = 0, cli_cidr = 0;
+    int cli_listen = 0, cli_listen_tls = 0, cli_origin = 0, cli_cidr = 0, cli_jwt_key = 0, cli_public = 0;
     optind = 0;
     while ((idx = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
         const opt_t *opt = &options[idx];
@@ -581,6 +667,14 @@ pe_config_load(pe_config_t *cfg, int argc, char **argv, char **envp, FILE *out, 
             clear_list(cfg, opt);
             cli_cidr = 1;
         }
+        if (opt->kind == OPT_JWT_KEY && !cli_jwt_key) {
+            clear_list(cfg, opt);
+            cli_jwt_key = 1;
+        }
+        if (opt->kind == OPT_PUBLIC && !cli_public) {
+            clear_list(cfg, opt);
+            cli_public = 1;
+        }
         if ((ret = set_option(cfg, opt, optarg, origin, err, errlen)) != PE_CFG_OK)
             return ret;
     }
@@ -595,7 +689,7 @@ pe_config_load(pe_config_t *cfg, int argc, char **argv, char **envp, FILE *out, 
     /* The zero-setup default: clear text on loopback, only when no listener was asked for. */
     if (cfg->num_listen == 0 && cfg->num_listen_tls == 0)
         cfg->listen[cfg->num_listen++] = pe_strndup("127.0.0.1:8080", 14);
-    return PE_CFG_OK;
+    return load_identity(cfg, err, errlen);
 }
 
 void
@@ -609,6 +703,17 @@ pe_config_dispose(pe_config_t *cfg)
         pe_free(cfg->allowed_origins[i]);
     for (size_t i = 0; i != cfg->num_trusted_proxies; ++i)
         pe_free(cfg->trusted_proxies[i]);
+    for (size_t i = 0; i != cfg->num_jwt_key_files; ++i)
+        pe_free(cfg->jwt_key_files[i]);
+    for (size_t i = 0; i != cfg->num_public_channels; ++i)
+        pe_free(cfg->public_channel_list[i]);
+    pe_patterns_dispose(&cfg->public_channels);
+    pe_keyholder_free(cfg->keys);
+    if (cfg->jwt_secret != NULL)
+        memset(cfg->jwt_secret, 0, strlen(cfg->jwt_secret));
+    pe_free(cfg->jwt_secret);
+    pe_free(cfg->jwt_issuer);
+    pe_free(cfg->jwt_audience);
     pe_free(cfg->redis_url);
     pe_free(cfg->api_key);
     pe_free(cfg->tls_cert);

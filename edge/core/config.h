@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdint.h>
 #include "edge/util/bounds.h"
+#include "edge/identity/keys.h"
+#include "edge/identity/policy.h"
 
 /* An IP network; IPv4 is kept as IPv4-mapped IPv6 (::ffff:a.b.c.d, prefix + 96). */
 typedef struct st_pe_cidr_t {
@@ -57,6 +59,19 @@ typedef struct st_pe_config_t {
     char *trusted_proxies[PE_MAX_TRUSTED_PROXIES];
     pe_cidr_t trusted_nets[PE_MAX_TRUSTED_PROXIES];
     size_t num_trusted_proxies;
+    /* Identity and access (docs/auth.md). */
+    int auth_mode; /* pe_auth_mode_t */
+    char *jwt_secret;
+    char *jwt_key_files[PE_MAX_JWT_KEY_FILES];
+    size_t num_jwt_key_files;
+    char *jwt_issuer, *jwt_audience;
+    uint64_t jwt_leeway; /* seconds */
+    char *public_channel_list[PE_MAX_PUBLIC_CHANNELS];
+    size_t num_public_channels;
+    /* Built at load from the settings above: the public patterns, and the key set (NULL with
+     * --auth off), which pe_config_reload_keys replaces on SIGHUP. */
+    pe_patterns_t public_channels;
+    pe_keyholder_t *keys;
 } pe_config_t;
 
 enum { PE_CFG_OK = 0, PE_CFG_EXIT_OK = 1, PE_CFG_ERROR = 2 };
@@ -69,6 +84,13 @@ enum { PE_CFG_OK = 0, PE_CFG_EXIT_OK = 1, PE_CFG_ERROR = 2 };
  */
 int pe_config_load(pe_config_t *cfg, int argc, char **argv, char **envp, FILE *out, char *err, size_t errlen);
 void pe_config_dispose(pe_config_t *cfg);
+
+/**
+ * Reads --jwt-secret and the --jwt-key files again into a new key set and swaps it in; on an
+ * error keeps the current set and returns -1 with the reason in err. 0 if done (or auth off).
+ * Main thread (SIGHUP); verifications in flight keep the set they took (keys.h).
+ */
+int pe_config_reload_keys(pe_config_t *cfg, char *err, size_t errlen);
 
 /**
  * Splits "HOST:PORT" ("[v6]:PORT" for IPv6) into host (NUL-terminated, brackets removed) and

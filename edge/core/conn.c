@@ -97,6 +97,7 @@ conn_free(pe_conn_t *conn)
         pe_sub_dispose(&conn->sub);
     pe_stream_unregister(&conn->_stream);
     pe_outq_dispose(&conn->out);
+    pe_identity_dispose(&conn->identity);
     if (conn->cb->on_dispose != NULL)
         conn->cb->on_dispose(conn);
     if (conn->sock != NULL)

@@ -54,6 +54,7 @@
 #include "edge/core/outq.h"
 #include "edge/core/thread.h"
 #include "edge/util/log.h"
+#include "edge/identity/policy.h"
 #include "edge/util/query.h"
 
 typedef struct st_pe_conn_t pe_conn_t;
@@ -133,12 +134,16 @@ struct st_pe_conn_t {
      * with pe_conn_push. */
     pe_outq_t out;
     uint64_t write_started; /* loop ms when the write in flight started; 0: none in flight */
+    /* Who the client is (docs/auth.md): anonymous (all zero) with --auth off or without a token.
+     * The transport moves the identity its prologue verified (pe_access_authorize_query) in
+     * right after pe_conn_new; the core releases it in its free. */
+    pe_identity_t identity;
     /*
      * Per-connection concerns each get their member here, set in pe_conn_new from the request
-     * and released in the core's free. Observability (docs/operations.md "Metrics", "Logs"):
-     * when it opened, what it sent, why it ends (pe_conn_set_reason; the first reason set wins,
-     * so the peer's answer to our drain close still counts as a drain), and the peer for the
-     * close line.
+     * and released in the core's free (per-connection limits and presence will join them).
+     * Observability (docs/operations.md "Metrics", "Logs"): when it opened, what it sent, why it
+     * ends (pe_conn_set_reason; the first reason set wins, so the peer's answer to our drain
+     * close still counts as a drain), and the peer for the close line.
      */
     uint64_t opened_ms; /* loop ms */
     uint64_t bytes_out; /* bytes written to the client */

@@ -72,15 +72,15 @@ pe_http_preflight(h2o_req_t *req, const char *methods)
     return 0;
 }
 
-int
-pe_http_origin_is_allowed(h2o_req_t *req)
+static int
+origin_check(h2o_req_t *req, int strict)
 {
     const pe_config_t *cfg = pe_thread_of(req)->server->cfg;
     ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("origin"), -1);
-    if (cfg->num_allowed_origins == 0 || i < 0)
-        return 1; /* no policy, or not a browser */
+    if (i < 0 || (cfg->num_allowed_origins == 0 && !strict))
+        return 1; /* not a browser, or no policy */
     h2o_iovec_t origin;
-    if (allowed_origin(req, &origin) != NULL)
+    if (cfg->num_allowed_origins != 0 && allowed_origin(req, &origin) != NULL)
         return 1;
     /* Same origin: the Origin's host[:port] is the Host the browser connected to. */
     h2o_iovec_t o = req->headers.entries[i].value;
@@ -91,6 +91,21 @@ pe_http_origin_is_allowed(h2o_req_t *req)
         return req->authority.len == host_len && h2o_lcstris(req->authority.base, host_len, host, host_len);
     }
     return 0;
+}
+
+int
+pe_http_origin_is_allowed(h2o_req_t *req)
+{
+    return origin_check(req, 0);
+}
+
+int
+pe_http_origin_is_allowed_with_cookie(h2o_req_t *req)
+{
+    /* Cross-site WebSocket hijacking: browsers send cookies on cross-site WebSocket handshakes
+     * and WebSocket has no CORS, so the Origin is the only thing that tells the user's own page
+     * from another site's. */
+    return origin_check(req, 1);
 }
 
 void

@@ -26,4 +26,10 @@ int pe_http_preflight(h2o_req_t *req, const char *methods);
 void pe_http_refuse_origin(h2o_req_t *req);
 /** 1 if a WebSocket handshake's Origin passes --allowed-origin (or same origin, or no policy). */
 int pe_http_origin_is_allowed(h2o_req_t *req);
+/**
+ * The same for a request that rides on the user's cookies (a WebSocket handshake authenticated
+ * by the pushedge_token cookie): a browser's Origin must be the server's own or in
+ * --allowed-origin even when no --allowed-origin is set; no Origin (not a browser) passes.
+ */
+int pe_http_origin_is_allowed_with_cookie(h2o_req_t *req);
 #endif

@@ -123,6 +123,10 @@
 #define PE_MAX_FORWARDED 2048
 /* --trusted-proxy networks: a deployment's few proxy subnets. */
 #define PE_MAX_TRUSTED_PROXIES 32
+/* --jwt-key files: a few rotating PEM keys or JWKS documents. */
+#define PE_MAX_JWT_KEY_FILES 16
+/* --public-channel patterns (as many as a token may carry, edge/identity/policy.h). */
+#define PE_MAX_PUBLIC_CHANNELS 64
 /* Descriptors front.c can follow (a table of pointers, touched only where used): beyond it a
  * connection goes without the head checks, so the limit sits above any sane RLIMIT_NOFILE. */
 #define PE_FRONT_MAX_FDS (1u << 21)

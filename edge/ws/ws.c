@@ -37,6 +37,7 @@
 #include <errno.h>
 #include <unistd.h>
 #include "pubsub/alloc.h"
+#include "edge/core/access.h"
 #include "edge/core/auth.h"
 #include "edge/core/cors.h"
 #include "edge/core/http.h"
@@ -397,6 +398,21 @@ pe_ws_on_req(h2o_req_t *req, int echo)
             return 0;
         }
     }
+    /* Who the client is, and whether the query's channels are allowed: answered before the
+     * upgrade, as HTTP 401/403 (docs/auth.md); channels added later are checked per op. */
+    pe_identity_t id;
+    if (initial != NULL ? pe_access_authorize_query(req, &initial->q, &id) != 0 : pe_access_identify(req, &id) != 0) {
+        pe_free(initial);
+        return 0;
+    }
+    /* A token in a cookie comes with every handshake the browser makes, whichever site asks:
+     * only the server's own page or an --allowed-origin may use it (docs/auth.md). */
+    if (id.authenticated && pe_access_token_source(req) == PE_TOKEN_COOKIE && !pe_http_origin_is_allowed_with_cookie(req)) {
+        pe_free(initial);
+        pe_identity_dispose(&id);
+        return refuse(req, 403, "Forbidden", "origin_not_allowed",
+                      "a cookie token is usable from this server's own origin or an --allowed-origin only");
+    }
 
     /* permessage-deflate */
     pe_ws_pmd_t pmd = {0};
@@ -407,6 +423,7 @@ pe_ws_on_req(h2o_req_t *req, int echo)
         int r = pe_ws_pmd_negotiate(ext.base, ext.len, &pmd, resp, sizeof(resp));
         if (r < 0) {
             pe_free(initial);
+            pe_identity_dispose(&id);
             return refuse(req, 400, "Bad Request", "bad_extensions", "malformed Sec-WebSocket-Extensions");
         }
         if (r == 1) {
@@ -418,6 +435,7 @@ pe_ws_on_req(h2o_req_t *req, int echo)
     }
 
     pe_ws_conn_t *ws = (pe_ws_conn_t *)pe_conn_new(req, sizeof(*ws), &ws_conn_callbacks);
+    ws->conn.identity = id;
     ws->echo = echo;
     ws->pmd = pmd;
     ws->pmd_enabled = pmd_enabled;
@@ -431,7 +449,9 @@ pe_ws_on_req(h2o_req_t *req, int echo)
      * behind --trusted-proxy): a page that may subscribe cross-origin may still not publish. */
     pe_auth_view_t view;
     pe_auth_view_from_req(req, &view);
-    ws->may_publish = pe_auth_check(cfg, &view) == PE_AUTH_OK;
+    pe_auth_t publish_rule = pe_auth_check(cfg, &view);
+    ws->may_publish = publish_rule == PE_AUTH_OK;
+    ws->token_may_publish = publish_rule != PE_AUTH_ORIGIN;
     pe_ws_reader_init(&ws->reader, cfg->max_message_size, pmd_enabled);
 
     char *accept = h2o_mem_alloc_pool(&req->pool, sizeof(hs.accept));

@@ -45,6 +45,11 @@ typedef struct st_pe_ws_conn_t {
     unsigned pmd_enabled : 1;
     unsigned echo : 1;
     unsigned may_publish : 1;
+    /* The handshake's origin may publish (pe_auth_check's origin rule): the connection's token
+     * (from the handshake or the auth op) may then publish where its "publish" claim allows
+     * (docs/auth.md). */
+    unsigned token_may_publish : 1;
+    unsigned ops_seen : 1; /* a client message came: the auth op is for the first one only */
     unsigned own_read : 1; /* we read the socket (not TLS), h2o only notifies */
 } pe_ws_conn_t;
 

@@ -16,6 +16,7 @@
 #include <string.h>
 #include "pubsub/alloc.h"
 #include "pubsub/json_text.h"
+#include "edge/core/access.h"
 #include "edge/core/thread.h"
 #include "edge/util/bounds.h"
 #include "edge/wire/wire.h"
@@ -243,6 +244,11 @@ static void
 subscribe(pe_ws_conn_t *ws, const raw_ref_t *ref, const char *channel, size_t len, const pe_cursor_t *since)
 {
     pe_start_t start = pe_start_from_cursor(since, channel, len, 1);
+    pe_access_t access = pe_access_subscribe(ws->conn.thr->server->cfg, &ws->conn.identity, channel, len);
+    if (access != PE_ACCESS_OK) {
+        queue_error(ws, ref, pe_access_code(access), pe_access_message(access));
+        return;
+    }
     if (pe_ps_engine_channels_full(pe_ps_node_engine(ws->conn.thr->node), 1)) {
         queue_error(ws, ref, "channel_limit", pe_ps_err_channel_limit);
         return;
@@ -277,7 +283,14 @@ publish(pe_ws_conn_t *ws, const raw_ref_t *ref, json_t *root, const char *text, 
 {
     size_t off, vlen;
     json_t *jkey = json_object_get(root, "key");
-    if (!ws->may_publish) {
+    pe_access_t by_token = ws->token_may_publish && ws->conn.identity.authenticated
+                               ? pe_may_publish(&ws->conn.identity, channel, channel_len)
+                               : PE_ACCESS_UNAUTHORIZED;
+    if (!ws->may_publish && by_token == PE_ACCESS_FORBIDDEN) {
+        queue_error(ws, ref, "forbidden", "the token does not allow publishing to this channel");
+        return;
+    }
+    if (!ws->may_publish && by_token != PE_ACCESS_OK) {
         queue_error(ws, ref, "forbidden",
                     ws->conn.thr->server->cfg->api_key != NULL
                         ? "publishing needs the API key (Authorization: Bearer) at the handshake"
@@ -315,9 +328,45 @@ publish(pe_ws_conn_t *ws, const raw_ref_t *ref, json_t *root, const char *text, 
     ws->publishes = p;
 }
 
+/* {"op":"auth","token":"<jwt>"}: the in-band token of a client that could not send one with the
+ * handshake (docs/auth.md). Only as the first message of an anonymous connection; a token
+ * already in place is replaced by refresh (future work), not here. */
+static void
+authenticate(pe_ws_conn_t *ws, const raw_ref_t *ref, json_t *root, int first)
+{
+    const pe_config_t *cfg = ws->conn.thr->server->cfg;
+    json_t *jtoken = json_object_get(root, "token");
+    if (cfg->auth_mode == PE_AUTH_MODE_OFF) {
+        queue_error(ws, ref, "bad_request", "this server does not read tokens (--auth off)");
+        return;
+    }
+    if (!first || ws->conn.identity.authenticated) {
+        queue_error(ws, ref, "bad_request", "auth must be the first message of a connection without a token");
+        return;
+    }
+    if (!json_is_string(jtoken)) {
+        queue_error(ws, ref, "bad_request", "the token field is required");
+        return;
+    }
+    pe_identity_t id;
+    pe_jwt_result_t r = pe_access_verify(cfg, json_string_value(jtoken), json_string_length(jtoken), &id);
+    if (r != PE_JWT_OK) {
+        queue_error(ws, ref, r == PE_JWT_EXPIRED ? "token_expired" : "unauthorized",
+                    r == PE_JWT_EXPIRED ? "the token has expired" : "the token is not valid");
+        return;
+    }
+    ws->conn.identity = id;
+    json_t *reply = json_pack("{s:s}", "op", "authenticated");
+    json_object_set_new(reply, "user", id.sub != NULL ? json_stringn(id.sub, id.sub_len) : json_null());
+    json_object_set_new(reply, "exp", id.exp != 0 ? json_integer(id.exp) : json_null());
+    queue_ref_reply(ws, reply, ref);
+}
+
 void
 pe_ws_ops_handle(pe_ws_conn_t *ws, const char *text, size_t len)
 {
+    int first = !ws->ops_seen;
+    ws->ops_seen = 1;
     json_error_t jerr;
     json_t *root = pe_json_load_untrusted(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr);
     if (root == NULL || !json_is_object(root)) {
@@ -343,6 +392,8 @@ pe_ws_ops_handle(pe_ws_conn_t *ws, const char *text, size_t len)
         queue_error(ws, ref, "bad_request", "the op field is required");
     } else if (strcmp(op, "ping") == 0) {
         queue_ref_reply(ws, json_pack("{s:s}", "op", "pong"), ref);
+    } else if (strcmp(op, "auth") == 0) {
+        authenticate(ws, ref, root, first);
     } else if (strcmp(op, "subscribe") != 0 && strcmp(op, "unsubscribe") != 0 && strcmp(op, "publish") != 0) {
         queue_error(ws, ref, "unknown_op", "unknown op");
     } else if (channel == NULL) {

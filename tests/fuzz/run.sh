@@ -25,7 +25,7 @@
 # corpus/<target>/ directory, and TARGETS below.
 set -u
 
-TARGETS="fuzz_cursor fuzz_stream_id fuzz_json_minify fuzz_query fuzz_ws_deflate fuzz_ws_frame fuzz_json_member fuzz_ws_handshake fuzz_config fuzz_redis_reply fuzz_redis_url"
+TARGETS="fuzz_cursor fuzz_stream_id fuzz_json_minify fuzz_query fuzz_ws_deflate fuzz_ws_frame fuzz_json_member fuzz_ws_handshake fuzz_config fuzz_redis_reply fuzz_redis_url fuzz_jwt"
 
 merge=${FUZZ_MERGE:-0}
 if [ "${1:-}" = --long ]; then

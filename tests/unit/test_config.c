@@ -857,6 +857,87 @@ test_tls(void)
     expect_error("empty certificate path", empty_cert, envp, "--tls-cert");
 }
 
+/* Identity and access (docs/auth.md): --auth and the --jwt-* options, checked together, with
+ * the key set loaded at start (a bad key file is a configuration error). */
+static void
+test_identity(void)
+{
+    loaded_t l;
+    char *argv0[] = {"pushedge", NULL};
+    load(&l, argv0, NULL);
+    TAP_EQ_INT(l.cfg.auth_mode, PE_AUTH_MODE_OFF, "default --auth off");
+    TAP_EQ_UINT(l.cfg.jwt_leeway, 30, "default --jwt-leeway 30");
+    TAP_EQ_PTR(l.cfg.keys, NULL, "no key set with auth off");
+    loaded_free(&l);
+
+    char *argv1[] = {"pushedge",
+                     "--auth",
+                     "optional",
+                     "--jwt-secret",
+                     "0123456789abcdef0123456789abcdef",
+                     "--jwt-issuer",
+                     "me",
+                     "--jwt-audience",
+                     "us",
+                     "--jwt-leeway",
+                     "5",
+                     "--public-channel",
+                     "news",
+                     "--public-channel=public.*",
+                     NULL};
+    load(&l, argv1, NULL);
+    TAP_EQ_INT(l.ret, PE_CFG_OK, "auth options (%s)", l.err);
+    TAP_EQ_INT(l.cfg.auth_mode, PE_AUTH_MODE_OPTIONAL, "--auth optional");
+    TAP_EQ_STR(l.cfg.jwt_issuer, "me", "--jwt-issuer");
+    TAP_EQ_STR(l.cfg.jwt_audience, "us", "--jwt-audience");
+    TAP_EQ_UINT(l.cfg.jwt_leeway, 5, "--jwt-leeway");
+    TAP_EQ_UINT(l.cfg.public_channels.num, 2, "two public patterns");
+    TAP_OK(pe_patterns_match(&l.cfg.public_channels, NULL, 0, "public.x", 8), "public.* matches public.x");
+    TAP_OK(l.cfg.keys != NULL, "a key set");
+    char err[256];
+    TAP_EQ_INT(pe_config_reload_keys(&l.cfg, err, sizeof(err)), 0, "reload");
+    loaded_free(&l);
+
+    char *env[] = {"PUSHEDGE_AUTH=required", "PUSHEDGE_JWT_SECRET=0123456789abcdef0123456789abcdef",
+                   "PUSHEDGE_PUBLIC_CHANNEL=a,b c", NULL};
+    load(&l, argv0, env);
+    TAP_EQ_INT(l.ret, PE_CFG_OK, "from the environment (%s)", l.err);
+    TAP_EQ_INT(l.cfg.auth_mode, PE_AUTH_MODE_REQUIRED, "PUSHEDGE_AUTH");
+    TAP_EQ_UINT(l.cfg.num_public_channels, 3, "PUSHEDGE_PUBLIC_CHANNEL list");
+    loaded_free(&l);
+
+    /* A key file that is not a key, then a good one made good by a rewrite: reload keeps the
+     * old set on error. */
+    char path[64];
+    write_temp("not a key", path);
+    char *argv2[] = {"pushedge", "--auth", "required", "--jwt-key", path, NULL};
+    expect_error("a bad key file", argv2, NULL, path);
+    char *argv3[] = {"pushedge", "--auth", "required", "--jwt-key", path, "--jwt-secret", "0123456789abcdef0123456789abcdef", NULL};
+    expect_error("a bad key file beside a secret", argv3, NULL, "--jwt-key");
+    unlink(path);
+
+    char *bad1[] = {"pushedge", "--auth", "sometimes", NULL};
+    expect_cli_error(bad1, "--auth");
+    char *bad2[] = {"pushedge", "--auth", "required", NULL};
+    expect_cli_error(bad2, "--jwt-secret");
+    char *bad3[] = {"pushedge", "--jwt-secret", "0123456789abcdef0123456789abcdef", NULL};
+    expect_cli_error(bad3, "--auth");
+    char *bad4[] = {"pushedge", "--auth", "optional", "--jwt-secret", "short", NULL};
+    expect_cli_error(bad4, "32 bytes");
+    char *bad5[] = {"pushedge",         "--auth",     "optional", "--jwt-secret", "0123456789abcdef0123456789abcdef",
+                    "--public-channel", "user:{sub}", NULL};
+    expect_cli_error(bad5, "--public-channel");
+    char *bad6[] = {"pushedge",         "--auth", "optional", "--jwt-secret", "0123456789abcdef0123456789abcdef",
+                    "--public-channel", "a*b",    NULL};
+    expect_cli_error(bad6, "--public-channel");
+    char *bad7[] = {"pushedge", "--auth", "optional", "--jwt-key", "/nonexistent/k.pem", NULL};
+    expect_cli_error(bad7, "/nonexistent/k.pem");
+    char *bad8[] = {"pushedge", "--jwt-leeway", "301", NULL};
+    expect_cli_error(bad8, "--jwt-leeway");
+    char *bad9[] = {"pushedge", "--public-channel", "news", NULL};
+    expect_cli_error(bad9, "--auth");
+}
+
 int
 main(void)
 {
@@ -874,5 +955,6 @@ main(void)
     tap_subtest("limits", test_limits);
     tap_subtest("trusted proxy", test_trusted_proxy);
     tap_subtest("tls", test_tls);
+    tap_subtest("identity", test_identity);
     return tap_done();
 }

@@ -1,0 +1,352 @@
+/*
+ * Identity and access (docs/auth.md), against tokens minted here with node's own crypto (an
+ * implementation independent of the server's OpenSSL code):
+ * - --auth optional: anonymous readers get --public-channel channels only (401 otherwise); a
+ *   token opens the channels of its claims, {sub} bound to its subject (403 otherwise, the same
+ *   whether or not the channel exists); on SSE, long-poll and WebSocket (the handshake's query
+ *   channels and later subscribe ops), every channel of a multi-channel request checked;
+ * - token sources: Authorization: Bearer, the pushedge_token cookie, the token query parameter;
+ *   a WebSocket handshake with a cookie token from another site's page is refused (CSWSH);
+ * - refusals: bad signature, alg none, an RS256 public key used as an HMAC secret (algorithm
+ *   confusion), expired (token_expired), not yet valid, wrong issuer / audience, malformed
+ *   base64 and JSON, oversized;
+ * - RS256 (PEM), PS256 and ES256 (JWKS, by kid); SIGHUP reloads the key file (rotation), and a
+ *   broken file at reload keeps the old keys; a bad key file at start exits 2;
+ * - --auth required: anonymous readers refused even on public channels.
+ *
+ * - publishing with a token: POST /api/publish, POST /api/batch (item by item) and the WebSocket
+ *   publish op where the "publish" claim allows, the API key as before.
+ *
+ * - the WebSocket auth op (first message only).
+ *
+ * Not covered yet (future work in docs/auth.md): the auth deadline,
+ * the refresh op, expiry notices, revocation.
+ */
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { checkJsonError, httpRequest, openSSE, publishOk, runOnce, sharedServer, startServer, uniqueChannel, waitUntil } from './lib.mjs';
+import { openWs } from './wslib.mjs';
+
+const SECRET = 'e2e-secret-0123456789abcdef0123456789';
+const b64 = (b) => Buffer.from(b).toString('base64url');
+const now = () => Math.floor(Date.now() / 1000);
+
+/** A compact JWS: alg HS*, RS256, PS256 or ES256 (raw R||S, dsaEncoding ieee-p1363). */
+function mint(payload, { alg = 'HS256', key = SECRET, kid, header = {} } = {}) {
+    const h = { alg, typ: 'JWT', ...(kid ? { kid } : {}), ...header };
+    const input = `${b64(JSON.stringify(h))}.${b64(typeof payload === 'string' ? payload : JSON.stringify(payload))}`;
+    let sig;
+    if (alg.startsWith('HS'))
+        sig = crypto.createHmac(`sha${alg.slice(2)}`, key).update(input).digest();
+    else if (alg === 'RS256')
+        sig = crypto.sign('sha256', Buffer.from(input), key);
+    else if (alg === 'PS256')
+        sig = crypto.sign('sha256', Buffer.from(input), { key, padding: crypto.constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 });
+    else if (alg === 'ES256')
+        sig = crypto.sign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' });
+    else
+        sig = Buffer.alloc(0);
+    return `${input}.${b64(sig)}`;
+}
+
+const bearer = (tok) => ({ authorization: `Bearer ${tok}` });
+const alice = (extra = {}) => mint({ sub: 'alice', exp: now() + 600, channels: ['user:{sub}', 'orders.*'], ...extra });
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pushedge-auth-'));
+const rsa = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+const rsa2 = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+const ec = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const rsaPem = rsa.publicKey.export({ type: 'spki', format: 'pem' });
+const rsaPemFile = path.join(tmp, 'rsa.pem');
+fs.writeFileSync(rsaPemFile, rsaPem);
+const jwk = (pub, kid) => ({ ...pub.export({ format: 'jwk' }), kid, use: 'sig' });
+const jwksFile = path.join(tmp, 'keys.json');
+fs.writeFileSync(jwksFile, JSON.stringify({ keys: [jwk(ec.publicKey, 'ec-1'), jwk(rsa2.publicKey, 'rsa-2')] }));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+describe('--auth optional', () => {
+    const ref = sharedServer(before, after, ['--auth', 'optional', '--jwt-secret', SECRET, '--jwt-key', rsaPemFile, '--jwt-key', jwksFile,
+        '--public-channel', 'news', '--public-channel', 'public.*', '--jwt-issuer', 'https://login.example', '--jwt-audience', 'pushedge']);
+    const claims = (extra = {}) => ({ sub: 'alice', exp: now() + 600, iss: 'https://login.example', aud: ['x', 'pushedge'], channels: ['user:{sub}', 'orders.*'], ...extra });
+    const good = (extra, opts) => mint(claims(extra), opts);
+
+    it('SSE: anonymous readers get public channels, 401 elsewhere', async (t) => {
+        const base = ref.srv.url;
+        const s = await openSSE(base, '/sse?channel=public.a', { t });
+        assert.equal(s.status, 200);
+        const s2 = await openSSE(base, '/sse?channel=news', { t });
+        assert.equal(s2.status, 200);
+        const r = await httpRequest(base, '/sse?channel=user:alice');
+        checkJsonError(r, 401);
+        assert.equal(r.json.error.code, 'unauthorized');
+        assert.match(String(r.headers['www-authenticate']), /^Bearer/);
+    });
+
+    it('SSE: a token opens its channels, {sub} bound to the subject; 403 elsewhere, existing or not', async (t) => {
+        const base = ref.srv.url;
+        const ch = `user:alice`;
+        const s = await openSSE(base, `/sse?channel=${ch}`, { t, headers: bearer(good()) });
+        assert.equal(s.status, 200);
+        await s.waitLive();
+        await publishOk(base, ch, { hello: 1 });
+        const ev = await s.next((e) => e.type === 'message');
+        assert.deepEqual(JSON.parse(ev.data).data, { hello: 1 });
+
+        await publishOk(base, 'user:bob', { secret: 1 }); /* bob's channel exists now */
+        const r1 = await httpRequest(base, '/sse?channel=user:bob', { headers: bearer(good()) });
+        checkJsonError(r1, 403);
+        assert.equal(r1.json.error.code, 'forbidden');
+        const r2 = await httpRequest(base, `/sse?channel=user:nobody-${Date.now()}`, { headers: bearer(good()) });
+        checkJsonError(r2, 403);
+        assert.deepEqual(r2.json, r1.json, 'the same answer whether or not the channel exists');
+        const s3 = await openSSE(base, '/sse?channel=orders.42&channel=public.x', { t, headers: bearer(good()) });
+        assert.equal(s3.status, 200, 'a pattern with * and a public channel together');
+    });
+
+    it('every channel of a multi-channel request is checked', async () => {
+        const base = ref.srv.url;
+        const r = await httpRequest(base, '/sse?channel=user:alice&channel=user:bob', { headers: bearer(good()) });
+        checkJsonError(r, 403);
+        const p = await httpRequest(base, '/poll?channel=user:alice&channel=user:bob&timeout=1', { headers: bearer(good()) });
+        checkJsonError(p, 403);
+        const a = await httpRequest(base, '/poll?channel=news&channel=user:alice&timeout=1');
+        checkJsonError(a, 401);
+    });
+
+    it('token sources: Authorization, cookie, query', async (t) => {
+        const base = ref.srv.url;
+        const tok = good();
+        const c = await openSSE(base, '/sse?channel=user:alice', { t, headers: { cookie: `theme=dark; pushedge_token=${tok}; x=1` } });
+        assert.equal(c.status, 200, 'cookie');
+        const q = await openSSE(base, `/sse?channel=user:alice&token=${tok}`, { t });
+        assert.equal(q.status, 200, 'query');
+        const p = await httpRequest(base, `/poll?channel=user:alice&timeout=1&token=${tok}`);
+        assert.equal(p.status, 200, `poll with ?token=: ${p.text}`);
+        /* The header is used first: an invalid one is refused even with a good cookie. */
+        const r = await httpRequest(base, '/sse?channel=user:alice', { headers: { ...bearer('x.y.z'), cookie: `pushedge_token=${tok}` } });
+        checkJsonError(r, 401);
+        const stderr = ref.srv.output().stderr;
+        assert.ok(!stderr.includes(tok.split('.')[2]), 'the token never reaches the log');
+    });
+
+    it('refusals: signature, none, algorithm confusion, time, issuer, audience, malformed, oversized', async () => {
+        const base = ref.srv.url;
+        const cases = {
+            'bad signature': mint(claims(), { key: 'another-secret-0123456789abcdef0123456789' }),
+            'alg none': mint(claims(), { alg: 'none' }),
+            'RS256 public key as HMAC secret': mint(claims(), { key: rsaPem }),
+            'not yet valid': good({ nbf: now() + 3600 }),
+            'wrong issuer': good({ iss: 'https://evil.example' }),
+            'no issuer': good({ iss: undefined }),
+            'wrong audience': good({ aud: 'other' }),
+            'bad base64': good().replace('.', '.%%'),
+            'bad JSON': mint('{"sub": "alice", ', {}),
+            'exp not a number': good({ exp: 'tomorrow' }),
+            'pattern {sub}*': good({ channels: ['user:{sub}*'] }),
+            oversized: good({ pad: 'x'.repeat(9000) }),
+            'RS256 signed by an unknown key': mint(claims(), { alg: 'RS256', key: rsa2.privateKey }),
+        };
+        for (const [what, tok] of Object.entries(cases)) {
+            const r = await httpRequest(base, '/sse?channel=user:alice', { headers: bearer(tok) });
+            checkJsonError(r, 401, what);
+            assert.equal(r.json.error.code, 'unauthorized', what);
+        }
+        const e = await httpRequest(base, '/sse?channel=user:alice', { headers: bearer(good({ exp: now() - 3600 })) });
+        checkJsonError(e, 401);
+        assert.equal(e.json.error.code, 'token_expired');
+        const pe = await httpRequest(base, '/poll?channel=news&timeout=1', { headers: bearer(good({ exp: now() - 3600 })) });
+        checkJsonError(pe, 401, 'an expired token is refused even for a public channel');
+        assert.equal(pe.json.error.code, 'token_expired');
+        const skew = await httpRequest(base, '/poll?channel=user:alice&timeout=1', { headers: bearer(good({ exp: now() - 5 })) });
+        assert.equal(skew.status, 200, 'within the 30 s leeway');
+    });
+
+    it('RS256 from a PEM file, PS256, ES256 and RS256 from a JWKS by kid', async () => {
+        const base = ref.srv.url;
+        const ok = [
+            mint(claims(), { alg: 'RS256', key: rsa.privateKey }),
+            mint(claims(), { alg: 'PS256', key: rsa.privateKey }),
+            mint(claims(), { alg: 'ES256', key: ec.privateKey, kid: 'ec-1' }),
+            mint(claims(), { alg: 'RS256', key: rsa2.privateKey, kid: 'rsa-2' }),
+            mint(claims(), { alg: 'HS512', kid: 'unknown-kid-falls-back-to-the-secret' }),
+        ];
+        for (const tok of ok) {
+            const r = await httpRequest(base, '/poll?channel=user:alice&timeout=1', { headers: bearer(tok) });
+            assert.equal(r.status, 200, `${JSON.parse(Buffer.from(tok.split('.')[0], 'base64url'))?.alg}: ${r.text}`);
+        }
+        const wrongKid = mint(claims(), { alg: 'ES256', key: ec.privateKey, kid: 'rsa-2' });
+        checkJsonError(await httpRequest(base, '/poll?channel=user:alice&timeout=1', { headers: bearer(wrongKid) }), 401, 'an EC signature under an RSA kid');
+        const der = mint(claims(), { alg: 'ES256', key: ec.privateKey, kid: 'ec-1' }).split('.');
+        der[2] = b64(crypto.sign('sha256', Buffer.from(`${der[0]}.${der[1]}`), ec.privateKey)); /* DER, not R||S */
+        checkJsonError(await httpRequest(base, '/poll?channel=user:alice&timeout=1', { headers: bearer(der.join('.')) }), 401, 'a DER ES256 signature');
+    });
+
+    it('WebSocket: the handshake checks its query channels; subscribe ops are checked one by one', async (t) => {
+        const base = ref.srv.url;
+        await assert.rejects(openWs(base, '/ws?channel=user:bob', { t, headers: bearer(good()) }), (e) => e.status === 403 && /forbidden/.test(e.body));
+        await assert.rejects(openWs(base, '/ws?channel=user:alice', { t }), (e) => e.status === 401 && /unauthorized/.test(e.body));
+        await assert.rejects(openWs(base, '/ws', { t, headers: bearer(good({ exp: now() - 3600 })) }), (e) => e.status === 401 && /token_expired/.test(e.body));
+        const ws = await openWs(base, '/ws?channel=user:alice', { t, headers: bearer(good()) });
+        await ws.nextOp('subscribed');
+        const r1 = await ws.request({ op: 'subscribe', channel: 'user:bob' });
+        assert.equal(r1.op, 'error');
+        assert.equal(r1.code, 'forbidden');
+        const r2 = await ws.request({ op: 'subscribe', channel: 'orders.7' });
+        assert.equal(r2.op, 'subscribed');
+        await publishOk(base, 'orders.7', { n: 7 });
+        const m = await ws.next((j) => j.channel === 'orders.7' && j.data);
+        assert.deepEqual(m.data, { n: 7 });
+        const anon = await openWs(base, '/ws', { t });
+        const r3 = await anon.request({ op: 'subscribe', channel: 'user:alice' });
+        assert.equal(r3.code, 'unauthorized');
+        const r4 = await anon.request({ op: 'subscribe', channel: 'news' });
+        assert.equal(r4.op, 'subscribed', 'public channels for anonymous WebSocket clients');
+        const q = await openWs(base, `/ws?channel=user:alice&token=${good()}`, { t });
+        await q.nextOp('subscribed');
+    });
+
+    it('WebSocket auth op: the first message of an anonymous connection', async (t) => {
+        const base = ref.srv.url;
+        const ws = await openWs(base, '/ws', { t });
+        const a = await ws.request({ op: 'auth', token: good() });
+        assert.equal(a.op, 'authenticated', JSON.stringify(a));
+        assert.equal(a.user, 'alice');
+        assert.equal(typeof a.exp, 'number');
+        assert.equal((await ws.request({ op: 'subscribe', channel: 'user:alice' })).op, 'subscribed');
+        assert.equal((await ws.request({ op: 'subscribe', channel: 'user:bob' })).code, 'forbidden');
+        assert.equal((await ws.request({ op: 'auth', token: good() })).code, 'bad_request', 'only once');
+
+        const late = await openWs(base, '/ws', { t });
+        await late.request({ op: 'ping' });
+        assert.equal((await late.request({ op: 'auth', token: good() })).code, 'bad_request', 'only first');
+        const bad = await openWs(base, '/ws', { t });
+        assert.equal((await bad.request({ op: 'auth', token: good({ exp: now() - 3600 }) })).code, 'token_expired');
+        const bad2 = await openWs(base, '/ws', { t });
+        assert.equal((await bad2.request({ op: 'auth', token: 'x.y.z' })).code, 'unauthorized');
+        assert.equal((await bad2.request({ op: 'subscribe', channel: 'user:alice' })).code, 'unauthorized', 'still anonymous');
+    });
+
+    it('WebSocket with a cookie token: another site\'s page is refused (CSWSH), the own page is not', async (t) => {
+        const base = ref.srv.url;
+        const cookie = { cookie: `pushedge_token=${good()}` };
+        await assert.rejects(openWs(base, '/ws?channel=user:alice', { t, headers: cookie, origin: 'https://evil.example' }),
+            (e) => e.status === 403 && /origin_not_allowed/.test(e.body));
+        const own = await openWs(base, '/ws?channel=user:alice', { t, headers: cookie, origin: base });
+        await own.nextOp('subscribed');
+        const tool = await openWs(base, '/ws?channel=user:alice', { t, headers: cookie });
+        await tool.nextOp('subscribed', undefined, 5000);
+        const hdr = await openWs(base, '/ws?channel=user:alice', { t, headers: bearer(good()), origin: 'https://evil.example' });
+        await hdr.nextOp('subscribed', undefined, 5000);
+    });
+});
+
+describe('--auth required', () => {
+    const ref = sharedServer(before, after, ['--auth', 'required', '--jwt-secret', SECRET, '--public-channel', 'news']);
+
+    it('anonymous readers are refused, even on public channels; a token reads them', async (t) => {
+        const base = ref.srv.url;
+        checkJsonError(await httpRequest(base, '/sse?channel=news'), 401);
+        checkJsonError(await httpRequest(base, '/poll?channel=news&timeout=1'), 401);
+        await assert.rejects(openWs(base, '/ws?channel=news', { t }), (e) => e.status === 401);
+        const s = await openSSE(base, '/sse?channel=news', { t, headers: bearer(alice()) });
+        assert.equal(s.status, 200);
+    });
+});
+
+describe('publishing with a token', () => {
+    const KEY = 'e2e-api-key';
+    const ref = sharedServer(before, after, ['--auth', 'optional', '--jwt-secret', SECRET, '--api-key', KEY, '--public-channel', 'chat:*']);
+    const writer = (extra = {}) => mint({ sub: 'alice', exp: now() + 600, publish: ['chat:{sub}'], ...extra });
+    const post = (channel, headers) =>
+        httpRequest(ref.srv.url, `/api/publish?channel=${channel}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: '{"m":1}' });
+
+    it('POST /api/publish: a token publishes where its "publish" claim allows, the API key everywhere', async () => {
+        const ok = await post('chat:alice', bearer(writer()));
+        assert.equal(ok.status, 200, ok.text);
+        const other = await post('chat:bob', bearer(writer()));
+        checkJsonError(other, 403);
+        assert.equal(other.json.error.code, 'forbidden');
+        const expired = await post('chat:alice', bearer(writer({ exp: now() - 3600 })));
+        checkJsonError(expired, 401);
+        const forged = await post('chat:alice', bearer(mint({ sub: 'alice', publish: ['*'] }, { key: 'forged-secret-0123456789abcdef0123456789' })));
+        checkJsonError(forged, 401, 'a token that does not verify is no credential');
+        assert.equal(forged.json.error.code, 'unauthorized');
+        assert.equal(expired.json.error.code, 'token_expired');
+        const reader = await post('chat:alice', bearer(mint({ sub: 'alice', channels: ['*'] })));
+        checkJsonError(reader, 403, 'a token without "publish"');
+        const wrongKey = await post('chat:alice', bearer('not-the-key'));
+        checkJsonError(wrongKey, 403);
+        assert.equal((await post('chat:bob', bearer(KEY))).status, 200, 'the API key still publishes anywhere');
+    });
+
+    it('POST /api/batch: each item within the token\'s "publish" claim', async () => {
+        const r = await httpRequest(ref.srv.url, '/api/batch', {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', ...bearer(writer()) },
+            body: JSON.stringify([{ channel: 'chat:alice', data: 1 }, { channel: 'chat:bob', data: 2 }]),
+        });
+        assert.equal(r.status, 200, r.text);
+        const items = r.json.results ?? r.json;
+        assert.ok(JSON.stringify(items).includes('forbidden'), `chat:bob refused: ${r.text}`);
+        assert.ok(/"id"/.test(JSON.stringify(items[0] ?? items)), `chat:alice stored: ${r.text}`);
+        const bad = await httpRequest(ref.srv.url, '/api/batch', { method: 'POST', headers: { 'content-type': 'application/json', ...bearer(writer({ exp: now() - 3600 })) }, body: '[]' });
+        checkJsonError(bad, 401);
+        assert.equal(bad.json.error.code, 'token_expired');
+    });
+
+    it('WebSocket publish op: by the token of the handshake', async (t) => {
+        const ws = await openWs(ref.srv.url, '/ws?channel=chat:alice', { t, headers: bearer(writer()) });
+        await ws.nextOp('subscribed');
+        const r1 = await ws.request({ op: 'publish', channel: 'chat:alice', data: { hi: 1 } });
+        assert.equal(r1.op, 'published', JSON.stringify(r1));
+        const r2 = await ws.request({ op: 'publish', channel: 'chat:bob', data: { hi: 2 } });
+        assert.equal(r2.op, 'error');
+        assert.equal(r2.code, 'forbidden');
+        const anon = await openWs(ref.srv.url, '/ws', { t });
+        const r3 = await anon.request({ op: 'publish', channel: 'chat:alice', data: 1 });
+        assert.equal(r3.code, 'forbidden', 'anonymous clients publish with the API key only');
+    });
+});
+
+describe('keys', () => {
+    it('SIGHUP rereads the key file; a broken file at reload keeps the old keys', async (t) => {
+        const file = path.join(tmp, 'rotating.json');
+        fs.writeFileSync(file, JSON.stringify({ keys: [jwk(rsa.publicKey, 'k1')] }));
+        const srv = await startServer(['--auth', 'required', '--jwt-key', file]);
+        t.after(() => srv.stop());
+        const tok1 = mint({ sub: 'a', channels: ['*'] }, { alg: 'RS256', key: rsa.privateKey, kid: 'k1' });
+        const tok2 = mint({ sub: 'a', channels: ['*'] }, { alg: 'RS256', key: rsa2.privateKey, kid: 'k2' });
+        const status = async (tok) => (await httpRequest(srv.url, '/poll?channel=x&timeout=1', { headers: bearer(tok) })).status;
+        assert.equal(await status(tok1), 200);
+        assert.equal(await status(tok2), 401);
+
+        fs.writeFileSync(file, JSON.stringify({ keys: [jwk(rsa.publicKey, 'k1'), jwk(rsa2.publicKey, 'k2')] }));
+        process.kill(srv.pid, 'SIGHUP');
+        await waitUntil(() => srv.output().stderr.includes('JWT keys reloaded'), { what: 'the reload log line' });
+        assert.equal(await status(tok2), 200, 'the new key verifies after SIGHUP');
+        assert.equal(await status(tok1), 200, 'the old key still does');
+
+        fs.writeFileSync(file, '{"keys": [');
+        process.kill(srv.pid, 'SIGHUP');
+        await waitUntil(() => srv.output().stderr.includes('keys not reloaded'), { what: 'the failed reload log line' });
+        assert.equal(await status(tok2), 200, 'the previous keys stay in service');
+    });
+
+    it('a bad key file or a missing key at start exits 2 naming the problem', async () => {
+        const bad = path.join(tmp, 'bad.pem');
+        fs.writeFileSync(bad, 'not a key\n');
+        const r = await runOnce(['--auth', 'optional', '--jwt-key', bad]);
+        assert.equal(r.code, 2);
+        assert.match(r.stderr, /--jwt-key .*bad\.pem/);
+        const r2 = await runOnce(['--auth', 'required']);
+        assert.equal(r2.code, 2);
+        assert.match(r2.stderr, /--jwt-secret or --jwt-key/);
+        const r3 = await runOnce(['--jwt-secret', SECRET]);
+        assert.equal(r3.code, 2);
+        assert.match(r3.stderr, /--auth/);
+    });
+});
