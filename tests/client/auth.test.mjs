@@ -729,3 +729,19 @@ test('SSE: event: revoked naming a channel -> auth for it; the stream goes on, t
   assert.deepEqual(got, ['1-0']);
   client.close();
 });
+
+test('a getToken() answering synchronously works; a token without a readable exp arms no timer', async () => {
+  const { client, clock, WS } = setup({ getToken: () => 'opaque-token' });
+  client.subscribe('a', () => {});
+  await clock.advance(0);
+  WS.last.open();
+  assert.equal(WS.last.sentOps('auth')[0].token, 'opaque-token');
+  client.close();
+  for (const token of ['a.%%%.c', `x.${Buffer.from('not json').toString('base64url')}.y`, jwt({ exp: 'tomorrow' }), jwt({ sub: 'x' })]) {
+    const h = setup({ token, transports: ['poll'] });
+    h.client.subscribe('a', () => {});
+    await h.clock.advance(0);
+    assert.equal(h.clock.pending(), 1, `${token}: only the poll's own deadline`);
+    h.client.close();
+  }
+});
