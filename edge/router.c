@@ -8,6 +8,7 @@
 #include "edge/core/cors.h"
 #include "edge/core/thread.h"
 #include "edge/api/batch.h"
+#include "edge/api/disconnect.h"
 #include "edge/api/ops.h"
 #include "edge/api/publish.h"
 #include "edge/ws/ws.h"
@@ -70,6 +71,9 @@ pe_router_on_req(h2o_handler_t *self, h2o_req_t *req)
         pe_http_cors(req);
         return cors_handler(req);
     }
+    /* A backend's call (API key), never a browser's: no CORS. */
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/api/disconnect")))
+        return pe_disconnect_on_req(req);
     if (h2o_memis(path.base, path.len, H2O_STRLIT("/ws")))
         return pe_ws_on_req(req, 0);
     if (thr->server->cfg->ws_echo && h2o_memis(path.base, path.len, H2O_STRLIT("/ws/echo")))

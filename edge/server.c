@@ -27,6 +27,8 @@
 #include "edge/router.h"
 #include "edge/tls.h"
 #include "edge/core/thread.h"
+#include "edge/core/deadline.h"
+#include "edge/core/revoke.h"
 #include "fallback/poll.h"
 
 /* ---- listeners ------------------------------------------------------------------------------- */
@@ -238,6 +240,8 @@ thread_setup(pe_thread_t *thr)
     h2o_multithread_register_receiver(thr->ctx.queue, &thr->control, on_control);
     pe_tls_thread_init(thr, server->tls_ctx);
     thr->node = pe_ps_node_create(server->engine, thr->loop, thr->index);
+    pe_deadline_thread_init(thr);
+    pe_revoke_thread_init(thr);
     for (size_t i = 0; i != thr->num_listeners; ++i) {
         thr->listeners[i] = h2o_evloop_socket_create(thr->loop, thr->listen_fds[i], H2O_SOCKET_FLAG_DONT_READ);
         thr->listeners[i]->data = thr;

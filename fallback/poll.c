@@ -20,6 +20,14 @@
  * of the core (a socket's output queue, heartbeat, slow-consumer policy) does not apply to a
  * request answered once.
  *
+ * Tokens (docs/auth.md "Expiry"): a poll remembers its token's subject and expiry, not the
+ * token. An answer given once the token is within its notice margin carries "expiring": T. A
+ * poll held when the notice time comes is answered then (with what it has, and "expiring"), so
+ * the client refreshes before its next poll; a poll that starts within the margin is held as
+ * usual, but at exp + --jwt-leeway it is answered 401 token_expired (its cursor is unchanged: the
+ * client resumes from it with a new token). A revocation naming its subject answers it 403
+ * revoked. Both are answered from a zero timeout like every other answer.
+ *
  * Lifetime: the poll object lives in req->pool, its only owner; the pool's dispose hook frees
  * everything. Nothing calls h2o from inside a pubsub callback.
  *
@@ -37,6 +45,8 @@
 #include <sys/socket.h>
 #include "edge/core/access.h"
 #include "edge/core/conn.h"
+#include "edge/core/deadline.h"
+#include <stdio.h>
 #include "edge/util/query.h"
 #include "edge/wire/wire.h"
 #include "fallback/poll.h"
@@ -95,8 +105,16 @@ typedef struct st_pe_poll_t {
     h2o_timeout_entry_t hold_entry;
     h2o_timeout_entry_t answer_entry;
     h2o_linklist_t held_link; /* in thr->held_polls while an HTTP/1 poll waits */
+    /* The token: its subject (pool string, NULL: anonymous) and expiry (0: none). */
+    const char *user;
+    size_t user_len;
+    int64_t exp;
+    pe_deadline_t token_deadline; /* the notice time, then exp + leeway (see the file comment) */
+    const char *revoked;          /* the revocation's reason (pool string): answer 403 revoked */
     unsigned answered : 1;
     unsigned full : 1;
+    unsigned expiring : 1; /* the answer carries "expiring" */
+    unsigned expired : 1;  /* answer 401 token_expired */
 } pe_poll_t;
 
 static void
@@ -171,14 +189,36 @@ answer(pe_poll_t *poll)
         h2o_timeout_unlink(&poll->hold_entry);
     if (h2o_linklist_is_linked(&poll->held_link))
         h2o_linklist_unlink(&poll->held_link);
+    pe_deadline_cancel(poll->thr, &poll->token_deadline);
     h2o_req_t *req = poll->req;
+    if (poll->revoked != NULL) {
+        pe_http_error(req, 403, "Forbidden", "revoked", poll->revoked);
+        return;
+    }
+    /* Messages that came before the end are answered (with "expiring"); only an empty poll ends
+     * with the 401, so nothing taken from the engine is dropped. */
+    if (poll->expired && poll->num_msgs == 0 && poll->num_gaps == 0) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
+                       H2O_STRLIT("Bearer error=\"invalid_token\""));
+        pe_http_error(req, 401, "Unauthorized", "token_expired",
+                      "the token has expired; get a new one and poll again from the cursor");
+        return;
+    }
 
     char cursor[PE_CURSOR_MAXLEN + 1];
     size_t cursor_len = pe_sub_cursor(&poll->sub, cursor, sizeof(cursor));
 
-    h2o_iovec_t *bufs = h2o_mem_alloc_pool(&req->pool, sizeof(*bufs) * (2 * poll->num_msgs + 2));
+    h2o_iovec_t *bufs = h2o_mem_alloc_pool(&req->pool, sizeof(*bufs) * (2 * poll->num_msgs + 3));
     size_t total,
         n = pe_wire_poll_body(&req->pool, cursor, cursor_len, poll->msgs, poll->num_msgs, poll->gaps, poll->num_gaps, bufs, &total);
+    if (poll->exp != 0 && (poll->expiring || poll->expired)) {
+        /* The body ends with '}': the field goes before it. */
+        char *field = h2o_mem_alloc_pool(&req->pool, 40);
+        int flen = snprintf(field, 40, ",\"expiring\":%lld}", (long long)poll->exp);
+        --bufs[n - 1].len;
+        bufs[n++] = h2o_iovec_init(field, (size_t)flen);
+        total += (size_t)flen - 1;
+    }
 
     req->res.status = 200;
     req->res.reason = "OK";
@@ -264,6 +304,7 @@ on_dispose(void *p)
     if (h2o_linklist_is_linked(&poll->held_link))
         h2o_linklist_unlink(&poll->held_link);
     pe_limits_release_poll(&poll->thr->server->limits);
+    pe_deadline_cancel(poll->thr, &poll->token_deadline);
     pe_sub_dispose(&poll->sub);
     if (h2o_timeout_is_linked(&poll->hold_entry))
         h2o_timeout_unlink(&poll->hold_entry);
@@ -285,6 +326,49 @@ on_dispose(void *p)
     PE_STAT_ADD(st->duration_sum_ms[PE_TRANSPORT_POLL], ms);
 }
 
+/* The token's notice time (a poll held since before it), then its end. */
+static void
+on_token_deadline(pe_deadline_t *d)
+{
+    pe_poll_t *poll = H2O_STRUCT_FROM_MEMBER(pe_poll_t, token_deadline, d);
+    if (poll->answered)
+        return;
+    if (!poll->expiring) {
+        poll->expiring = 1;
+    } else {
+        poll->expired = 1;
+        if (poll->reason == PE_END_NONE)
+            poll->reason = PE_END_AUTH;
+    }
+    poll->full = 1;
+    schedule_answer(poll);
+}
+
+static int
+on_revoke(pe_stream_t *stream, const pe_revocation_t *r)
+{
+    pe_poll_t *poll = H2O_STRUCT_FROM_MEMBER(pe_poll_t, stream, stream);
+    if (poll->answered || poll->revoked != NULL || poll->user == NULL || poll->user_len != r->user_len ||
+        memcmp(poll->user, r->user, r->user_len) != 0)
+        return 0;
+    if (r->pattern != NULL) {
+        int any = 0;
+        for (size_t i = 0; i != pe_sub_num_channels(&poll->sub) && !any; ++i) {
+            size_t len;
+            const char *name = pe_sub_channel(&poll->sub, i, &len);
+            any = pe_pattern_match(r->pattern, r->pattern_len, NULL, 0, name, len);
+        }
+        if (!any)
+            return 0;
+    }
+    poll->revoked = h2o_strdup(&poll->req->pool, r->reason, r->reason_len).base;
+    if (poll->reason == PE_END_NONE)
+        poll->reason = PE_END_AUTH;
+    poll->full = 1;
+    schedule_answer(poll);
+    return 1;
+}
+
 /* ---- the handler ----------------------------------------------------------------------------- */
 
 int
@@ -301,10 +385,12 @@ pe_poll_on_req(h2o_req_t *req)
     char *arena = h2o_mem_alloc_pool(&req->pool, qs.len + 1);
     if (pe_conn_parse_subscription(req, 0, q, arena) != 0)
         return 0;
-    /* The identity is needed for this request's check only: a long-poll is one answer. */
+    /* The identity is checked here; the poll keeps only its subject (revocation) and expiry. */
     pe_identity_t id;
     if (pe_access_authorize_query(req, q, &id) != 0)
         return 0;
+    h2o_iovec_t user = id.authenticated && id.sub != NULL ? h2o_strdup(&req->pool, id.sub, id.sub_len) : h2o_iovec_init(NULL, 0);
+    int64_t exp = id.authenticated ? id.exp : 0, iat = id.iat;
     pe_identity_dispose(&id);
     h2o_timeout_t *hold = hold_timeout(req, thr, qs);
     if (hold == NULL) {
@@ -331,6 +417,21 @@ pe_poll_on_req(h2o_req_t *req)
     pe_poll_t *poll = h2o_mem_alloc_shared(&req->pool, sizeof(*poll), on_dispose);
     *poll = (pe_poll_t){.req = req, .thr = thr, .opened_ms = h2o_now(thr->loop)};
     poll->stream.drain = on_drain;
+    poll->stream.revoke = on_revoke;
+    poll->user = user.base;
+    poll->user_len = user.len;
+    poll->exp = exp;
+    if (exp != 0) {
+        /* Within the margin already: the answer says so, and the hold ends at the token's end. */
+        uint64_t now = h2o_now(thr->loop), notice = pe_token_notice_ms(exp, iat, now);
+        poll->token_deadline.cb = on_token_deadline;
+        if (notice <= now) {
+            poll->expiring = 1;
+            pe_deadline_set(thr, &poll->token_deadline, ((uint64_t)exp + thr->server->cfg->jwt_leeway) * 1000);
+        } else {
+            pe_deadline_set(thr, &poll->token_deadline, notice);
+        }
+    }
     poll->hold_entry.cb = on_hold_timeout;
     poll->answer_entry.cb = on_answer_timeout;
     poll->max_gaps = q->num_channels;

@@ -17,6 +17,7 @@
  * never fills the queue by itself; a write in flight for two heartbeat intervals means a peer
  * that stopped reading: also a slow consumer.
  */
+#include <stdio.h>
 #include "pubsub/alloc.h"
 #include "edge/core/access.h"
 #include "edge/core/conn.h"
@@ -147,6 +148,42 @@ on_drain(pe_conn_t *conn)
     pe_conn_end(conn);
 }
 
+/* Token expiry and revocation (docs/auth.md): events without an id line (they move no client's
+ * Last-Event-ID), the ends followed by the end of the stream. */
+static void
+on_auth(pe_conn_t *conn, pe_conn_auth_event_t ev, const pe_revocation_t *r)
+{
+    char line[64 + PE_REVOKE_REASON_MAX];
+    int n;
+    switch (ev) {
+    case PE_CONN_TOKEN_EXPIRING:
+    case PE_CONN_TOKEN_EXPIRED:
+        n = snprintf(line, sizeof(line), "event: %s\ndata: {\"exp\":%lld}\n\n",
+                     ev == PE_CONN_TOKEN_EXPIRING ? "expiring" : "expired", (long long)conn->identity.exp);
+        pe_conn_push_text(conn, line, (size_t)n);
+        if (ev == PE_CONN_TOKEN_EXPIRING)
+            return;
+        break;
+    case PE_CONN_AUTH_MISSING:
+        break;
+    case PE_CONN_REVOKED:
+        /* The reason is printable ASCII without quotes or backslashes (edge/api/disconnect.c). */
+        n = snprintf(line, sizeof(line), "event: revoked\ndata: {\"reason\":\"%.*s\"}\n\n", (int)r->reason_len, r->reason);
+        pe_conn_push_text(conn, line, (size_t)n);
+        break;
+    }
+    pe_conn_end(conn);
+}
+
+static void
+on_channel_revoked(pe_conn_t *conn, const char *channel, size_t len, const pe_revocation_t *r)
+{
+    char line[64 + PE_CHANNEL_MAXLEN + PE_REVOKE_REASON_MAX];
+    int n = snprintf(line, sizeof(line), "event: revoked\ndata: {\"channel\":\"%.*s\",\"reason\":\"%.*s\"}\n\n", (int)len, channel,
+                     (int)r->reason_len, r->reason);
+    pe_conn_push_text(conn, line, (size_t)n);
+}
+
 static const pe_conn_callbacks_t sse_conn_callbacks = {
     .transport = PE_TRANSPORT_SSE,
     .tag = "fallback/sse",
@@ -155,6 +192,8 @@ static const pe_conn_callbacks_t sse_conn_callbacks = {
     .on_open = on_open,
     .on_heartbeat = on_heartbeat,
     .on_drain = on_drain,
+    .on_auth = on_auth,
+    .on_channel_revoked = on_channel_revoked,
 };
 
 /* ---- the handler ------------------------------------------------------------------------- */
@@ -184,7 +223,7 @@ pe_sse_on_req(h2o_req_t *req)
 
     pe_sse_t *sse = (pe_sse_t *)pe_conn_new(req, sizeof(*sse), &sse_conn_callbacks);
     pe_conn_t *conn = &sse->conn;
-    conn->identity = id;
+    pe_conn_set_identity(conn, &id);
     conn->max_queue = PE_SSE_MAX_QUEUE;
     sse->multi = q->num_channels > 1;
 

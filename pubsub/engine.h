@@ -53,6 +53,9 @@ typedef struct st_pe_ps_engine_ops_t {
     void (*destroy)(pe_ps_engine_t *engine);
     /* Optional (NULL: -1): the key table's state, for engines that keep one in process. */
     int (*idempotency_stats)(pe_ps_engine_t *engine, uint64_t *keys, uint64_t *evictions);
+    /* Optional (NULL: nothing to send): broadcasts a control message to the other processes
+     * sharing the engine (pubsub.h pe_ps_control_publish), which get it via pe_ps_node__control. */
+    const char *(*control_publish)(pe_ps_engine_t *engine, pe_ps_node_t *node, const char *text, size_t len);
 } pe_ps_engine_ops_t;
 
 struct st_pe_ps_engine_t {
@@ -84,6 +87,8 @@ void pe_ps_node__deliver_live(pe_ps_node_t *node, pe_msg_t *msg);
 void pe_ps_node__resync(pe_ps_node_t *node, const char *channel, size_t len);
 /** Tells the node's subscribers that the engine went down (0) or came back (1). */
 void pe_ps_node__engine_state(pe_ps_node_t *node, int up);
+/** A control message from another process, for the node's control callback (node's thread only). */
+void pe_ps_node__control(pe_ps_node_t *node, const char *text, size_t len);
 unsigned pe_ps_node__index(pe_ps_node_t *node);
 struct st_h2o_evloop_t *pe_ps_node__loop(pe_ps_node_t *node);
 /** Counts a stored message in the node's statistics. */

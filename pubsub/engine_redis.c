@@ -34,6 +34,12 @@
  * delivered (pe_ps_node__resync), so what was published during the outage reaches everyone
  * once, in order, or as a gap.
  *
+ * Control messages (pe_ps_control_publish: revocation, edge/core/revoke.c). Every thread's link
+ * also SUBSCRIBEs to PE_REDIS_CONTROL (no braces: never a stream's key), on every connect; a
+ * control message is PUBLISHed there as "<instance> <text>", where the instance is random per
+ * process, so each thread of every process gets it once on its own connection and the sender's
+ * threads skip their own (the edge hands it to its own threads directly).
+ *
  * Plain XADD producers. When Redis has keyspace notifications for streams on
  * (notify-keyspace-events containing K and t, or K and A), each node also subscribes to the
  * keyspace channel of its channels and fetches new entries with XRANGE after an "xadd" event
@@ -65,6 +71,10 @@
 #define PE_REDIS_IDLE_MS 5000
 /* How often idle channels are looked for. */
 #define PE_REDIS_SWEEP_MS 100
+
+/* The pub/sub channel of control messages, and the length of an instance id in it. */
+#define PE_REDIS_CONTROL "pe:control"
+#define PE_REDIS_INSTANCE_LEN 16
 
 const char pe_ps_err_redis_reply[] = "the Redis engine answered with an error";
 
@@ -138,8 +148,9 @@ struct st_redis_engine_t {
     char window[24];          /* the idempotency window (ms), passed with every keyed publish */
     void (*log)(int level, const char *text);
     rnode_t *nodes[MAX_NODES];
-    unsigned up_links;   /* atomic */
-    int warned_keyspace; /* atomic: the plain-XADD warning was logged */
+    unsigned up_links;                        /* atomic */
+    int warned_keyspace;                      /* atomic: the plain-XADD warning was logged */
+    char instance[PE_REDIS_INSTANCE_LEN + 1]; /* this process on the control channel (random hex) */
 };
 
 static void subscribe_chan(rnode_t *rn, rchan_t *rc);
@@ -594,6 +605,13 @@ static void
 on_link_sub(void *ctx, pe_redis_sub_event_t ev, const char *chan, size_t chan_len, const char *payload, size_t len)
 {
     rnode_t *rn = ctx;
+    if (chan_len == sizeof(PE_REDIS_CONTROL) - 1 && memcmp(chan, PE_REDIS_CONTROL, chan_len) == 0) {
+        /* "<instance> <text>" from another process (our own went to our threads directly). */
+        if (ev == PE_REDIS_MESSAGE && len > PE_REDIS_INSTANCE_LEN + 1 && payload[PE_REDIS_INSTANCE_LEN] == ' ' &&
+            memcmp(payload, rn->engine->instance, PE_REDIS_INSTANCE_LEN) != 0)
+            pe_ps_node__control(rn->node, payload + PE_REDIS_INSTANCE_LEN + 1, len - PE_REDIS_INSTANCE_LEN - 1);
+        return;
+    }
     int keyspace = chan_len >= 11 && memcmp(chan, "__keyspace@", 11) == 0;
     if (keyspace) {
         const char *colon = memchr(chan, ':', chan_len);
@@ -739,6 +757,8 @@ on_link_up(void *ctx, const pe_redis_link_info_t *info)
         snprintf(masters, sizeof(masters), " (a cluster: %zu masters)", info->num_masters);
     elog(e, 2, "redis: thread %u connected to %s:%u%s%s", rn->index, info->seed->ip, info->seed->port, masters,
          rn->keyspace ? " (keyspace events on: plain XADD producers are delivered)" : "");
+    /* Subscriptions do not outlive a connection: the control channel is subscribed at every connect. */
+    pe_redis_link_subscribe(rn->link, "SUBSCRIBE", PE_REDIS_CONTROL, sizeof(PE_REDIS_CONTROL) - 1);
     for (h2o_linklist_t *l = rn->rchans.next; l != &rn->rchans; l = l->next) {
         rchan_t *rc = H2O_STRUCT_FROM_MEMBER(rchan_t, link, l);
         /* Re-read each local subscriber once subscribed: what was published while the link was
@@ -842,7 +862,33 @@ do_destroy(pe_ps_engine_t *_self)
     pe_free(self);
 }
 
+static void
+on_control_published(void *ctx, redisReply *reply)
+{
+    /* Nothing waits: a PUBLISH that failed with the link is reported when the link goes down. */
+}
+
+static const char *
+do_control_publish(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *text, size_t len)
+{
+    redis_engine_t *self = (redis_engine_t *)_self;
+    rnode_t *rn = self->nodes[pe_ps_node__index(node)];
+    if (rn == NULL || !pe_redis_link_is_up(rn->link))
+        return pe_ps_err_unavailable;
+    char *payload = pe_malloc(PE_REDIS_INSTANCE_LEN + 1 + len);
+    memcpy(payload, self->instance, PE_REDIS_INSTANCE_LEN);
+    payload[PE_REDIS_INSTANCE_LEN] = ' ';
+    memcpy(payload + PE_REDIS_INSTANCE_LEN + 1, text, len);
+    const char *argv[] = {"PUBLISH", PE_REDIS_CONTROL, payload};
+    size_t argvlen[] = {7, sizeof(PE_REDIS_CONTROL) - 1, PE_REDIS_INSTANCE_LEN + 1 + len};
+    int r = pe_redis_link_command(rn->link, PE_REDIS_CONTROL, sizeof(PE_REDIS_CONTROL) - 1, on_control_published, NULL, 3, argv,
+                                  argvlen);
+    pe_free(payload);
+    return r == 0 ? NULL : pe_ps_err_unavailable;
+}
+
 static const pe_ps_engine_ops_t redis_ops = {
+    .control_publish = do_control_publish,
     .publish = do_publish,
     .watch = do_watch,
     .unwatch = do_unwatch,
@@ -908,5 +954,12 @@ pe_ps_engine_create_redis(const pe_ps_options_t *opts, const char *url, char *er
     self->link_cfg.library = self->library;
     self->link_cfg.log = opts->log;
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    /* Unique enough among the processes of one Redis (64 random bits): not a secret. */
+    unsigned char rnd[PE_REDIS_INSTANCE_LEN / 2];
+    if (getentropy(rnd, sizeof(rnd)) != 0)
+        for (size_t i = 0; i != sizeof(rnd); ++i)
+            rnd[i] = (unsigned char)rand();
+    for (size_t i = 0; i != sizeof(rnd); ++i)
+        snprintf(self->instance + 2 * i, 3, "%02x", rnd[i]);
     return &self->super;
 }

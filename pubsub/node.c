@@ -104,6 +104,8 @@ struct st_pe_ps_node_t {
     h2o_timeout_t retry_timeout;
     h2o_timeout_entry_t retry_entry;
     pe_ps_node_stats_t stats;
+    pe_ps_control_cb control_cb; /* control messages from other processes, or NULL */
+    void *control_ctx;
 };
 
 typedef struct st_live_msg_t {
@@ -607,6 +609,14 @@ pe_sub_dispose(pe_sub_t *sub)
     sub->_node = NULL;
 }
 
+const char *
+pe_sub_channel(const pe_sub_t *sub, size_t i, size_t *len)
+{
+    const local_channel_t *lc = sub->_chans[i]->lc;
+    *len = lc->name_len;
+    return lc->name;
+}
+
 int
 pe_sub_has(const pe_sub_t *sub, const char *channel, size_t len)
 {
@@ -725,6 +735,28 @@ pe_ps_engine_t *
 pe_ps_node_engine(pe_ps_node_t *node)
 {
     return node->engine;
+}
+
+void
+pe_ps_node_set_control(pe_ps_node_t *node, pe_ps_control_cb cb, void *ctx)
+{
+    node->control_cb = cb;
+    node->control_ctx = ctx;
+}
+
+void
+pe_ps_node__control(pe_ps_node_t *node, const char *text, size_t len)
+{
+    if (node->control_cb != NULL)
+        node->control_cb(node->control_ctx, text, len);
+}
+
+const char *
+pe_ps_control_publish(pe_ps_node_t *node, const char *text, size_t len)
+{
+    if (node->engine->ops->control_publish == NULL)
+        return NULL;
+    return node->engine->ops->control_publish(node->engine, node, text, len);
 }
 
 /* ---- engine front door ----------------------------------------------------------------------- */

@@ -194,6 +194,24 @@ const char *pe_ps_publish(pe_ps_node_t *node, const char *channel, size_t channe
  */
 int pe_ps_engine_idempotency_stats(pe_ps_engine_t *engine, uint64_t *keys, uint64_t *evictions);
 
+/* ---- control messages ---------------------------------------------------------------------- */
+
+/**
+ * Receives a control message another process sharing the engine broadcast
+ * (pe_ps_control_publish), on the node's loop; text is borrowed for the call. Runs inside the
+ * engine's callback: it should only copy and defer (no subscriber calls from here).
+ */
+typedef void (*pe_ps_control_cb)(void *ctx, const char *text, size_t len);
+/** Sets the node's control callback (NULL: control messages are dropped). Node's thread only. */
+void pe_ps_node_set_control(pe_ps_node_t *node, pe_ps_control_cb cb, void *ctx);
+/**
+ * Broadcasts text to every other process sharing the engine, where every node receives it once
+ * (the Redis engine: PUBLISH on the channel pe:control, which every thread's link subscribes to;
+ * the memory engine has no other process and sends nothing). Not to this process's own nodes.
+ * Returns NULL if sent (or there was nowhere to send it), else pe_ps_err_unavailable.
+ */
+const char *pe_ps_control_publish(pe_ps_node_t *node, const char *text, size_t len);
+
 /* ---- subscribers --------------------------------------------------------------------------- */
 
 typedef struct st_pe_sub_t pe_sub_t;
@@ -281,6 +299,8 @@ pe_sub_num_channels(const pe_sub_t *sub)
 {
     return sub->_num_chans;
 }
+/** The name of channel i (0 .. pe_sub_num_channels - 1, in the order added), *len its length; valid until it is removed. */
+const char *pe_sub_channel(const pe_sub_t *sub, size_t i, size_t *len);
 /** 1 if the subscriber has the channel. */
 int pe_sub_has(const pe_sub_t *sub, const char *channel, size_t channel_len);
 /**

@@ -93,6 +93,7 @@ conn_free(pe_conn_t *conn)
         h2o_timeout_unlink(&conn->_timer);
     if (h2o_timeout_is_linked(&conn->_flush))
         h2o_timeout_unlink(&conn->_flush);
+    pe_deadline_cancel(conn->thr, &conn->_auth_timer);
     if (conn->sub.cb != NULL)
         pe_sub_dispose(&conn->sub);
     pe_stream_unregister(&conn->_stream);
@@ -452,6 +453,111 @@ pe_conn_start_stream(pe_conn_t *conn, h2o_req_t *req)
     schedule_flush(conn);
 }
 
+/* ---- identity: expiry and revocation ------------------------------------------------------ */
+
+/* What _auth_timer waits for. */
+enum { AUTH_IDLE = 0, AUTH_NOTICE, AUTH_EXPIRY, AUTH_DEADLINE };
+
+/* Ends an open conn for an identity reason through its transport's farewell. */
+static void
+end_for_auth(pe_conn_t *conn, pe_conn_auth_event_t ev, const pe_revocation_t *r)
+{
+    pe_conn_set_reason(conn, PE_END_AUTH);
+    conn->cb->on_auth(conn, ev, r);
+}
+
+static void
+on_auth_timer(pe_deadline_t *d)
+{
+    pe_conn_t *conn = H2O_STRUCT_FROM_MEMBER(pe_conn_t, _auth_timer, d);
+    if (!pe_conn_is_open(conn) || conn->cb->on_auth == NULL)
+        return;
+    switch (conn->_auth_phase) {
+    case AUTH_NOTICE:
+        conn->cb->on_auth(conn, PE_CONN_TOKEN_EXPIRING, NULL);
+        /* The end: exp plus the leeway the verification forgives (a token refused at a new
+         * connection is not kept alive on an old one). */
+        conn->_auth_phase = AUTH_EXPIRY;
+        pe_deadline_set(conn->thr, &conn->_auth_timer, ((uint64_t)conn->identity.exp + conn->thr->server->cfg->jwt_leeway) * 1000);
+        break;
+    case AUTH_EXPIRY:
+        conn->_auth_phase = AUTH_IDLE;
+        end_for_auth(conn, PE_CONN_TOKEN_EXPIRED, NULL);
+        break;
+    case AUTH_DEADLINE:
+        conn->_auth_phase = AUTH_IDLE;
+        end_for_auth(conn, PE_CONN_AUTH_MISSING, NULL);
+        break;
+    }
+}
+
+void
+pe_conn_set_identity(pe_conn_t *conn, pe_identity_t *id)
+{
+    pe_identity_dispose(&conn->identity);
+    conn->identity = *id;
+    memset(id, 0, sizeof(*id));
+    conn->_auth_timer.cb = on_auth_timer;
+    if (!conn->identity.authenticated || conn->identity.exp == 0) {
+        conn->_auth_phase = AUTH_IDLE;
+        pe_deadline_cancel(conn->thr, &conn->_auth_timer);
+        return;
+    }
+    conn->_auth_phase = AUTH_NOTICE;
+    pe_deadline_set(conn->thr, &conn->_auth_timer,
+                    pe_token_notice_ms(conn->identity.exp, conn->identity.iat, h2o_now(conn->thr->loop)));
+}
+
+void
+pe_conn_await_auth(pe_conn_t *conn, uint64_t ms)
+{
+    conn->_auth_timer.cb = on_auth_timer;
+    conn->_auth_phase = AUTH_DEADLINE;
+    pe_deadline_set(conn->thr, &conn->_auth_timer, h2o_now(conn->thr->loop) + ms);
+}
+
+static int
+on_revoke(pe_stream_t *stream, const pe_revocation_t *r)
+{
+    pe_conn_t *conn = H2O_STRUCT_FROM_MEMBER(pe_conn_t, _stream, stream);
+    const pe_identity_t *id = &conn->identity;
+    if (!pe_conn_is_open(conn) || conn->cb->on_auth == NULL || !id->authenticated || id->sub == NULL ||
+        id->sub_len != r->user_len || memcmp(id->sub, r->user, r->user_len) != 0)
+        return 0;
+    if (r->pattern == NULL) {
+        end_for_auth(conn, PE_CONN_REVOKED, r);
+        return 1;
+    }
+    if (conn->sub.cb == NULL)
+        return 0;
+    size_t n = pe_sub_num_channels(&conn->sub), matching = 0;
+    for (size_t i = 0; i != n; ++i) {
+        size_t len;
+        const char *name = pe_sub_channel(&conn->sub, i, &len);
+        matching += pe_pattern_match(r->pattern, r->pattern_len, NULL, 0, name, len);
+    }
+    if (matching == 0)
+        return 0;
+    /* A connection that would be left with no channel has nothing to wait for: it ends. */
+    if (matching == n) {
+        end_for_auth(conn, PE_CONN_REVOKED, r);
+        return 1;
+    }
+    /* Backwards: removing a channel moves the ones after it. */
+    for (size_t i = n; i-- != 0;) {
+        size_t len;
+        const char *name = pe_sub_channel(&conn->sub, i, &len);
+        if (!pe_pattern_match(r->pattern, r->pattern_len, NULL, 0, name, len))
+            continue;
+        char copy[PE_CHANNEL_MAXLEN + 1]; /* the name goes with the channel */
+        memcpy(copy, name, len);
+        pe_sub_remove(&conn->sub, copy, len);
+        if (conn->cb->on_channel_revoked != NULL)
+            conn->cb->on_channel_revoked(conn, copy, len, r);
+    }
+    return 1;
+}
+
 /* ---- creation ---------------------------------------------------------------------------- */
 
 static void
@@ -473,6 +579,7 @@ pe_conn_new(h2o_req_t *req, size_t sz, const pe_conn_callbacks_t *cb)
     conn->thr = pe_thread_of(req);
     conn->state = PE_CONN_OPENING;
     conn->_stream.drain = on_drain;
+    conn->_stream.revoke = on_revoke;
     conn->_timer.cb = on_heartbeat;
     conn->_flush.cb = on_flush_timeout;
     conn->opened_ms = h2o_now(conn->thr->loop);

@@ -51,6 +51,7 @@
 #include <stdint.h>
 #include <h2o.h>
 #include "pubsub/pubsub.h"
+#include "edge/core/deadline.h"
 #include "edge/core/outq.h"
 #include "edge/core/thread.h"
 #include "edge/util/log.h"
@@ -58,6 +59,14 @@
 #include "edge/util/query.h"
 
 typedef struct st_pe_conn_t pe_conn_t;
+
+/* What the core tells a transport about its identity (docs/auth.md "Expiry", "Revocation"). */
+typedef enum en_pe_conn_auth_event_t {
+    PE_CONN_TOKEN_EXPIRING = 0, /* the notice is due: conn->identity.exp is the token's exp; queue it */
+    PE_CONN_TOKEN_EXPIRED,      /* exp + --jwt-leeway passed without a refresh: say so and end the conn */
+    PE_CONN_AUTH_MISSING,       /* the deadline of pe_conn_await_auth passed without a token: end the conn */
+    PE_CONN_REVOKED             /* a revocation named its user (all of it, or its last channel): end the conn */
+} pe_conn_auth_event_t;
 
 typedef enum en_pe_conn_state_t {
     PE_CONN_OPENING = 0, /* socket mode: h2o writes the response head; output queues, nothing is written */
@@ -112,6 +121,19 @@ typedef struct st_pe_conn_callbacks_t {
     void (*on_written)(pe_conn_t *conn);
     /** Frees what the transport holds; called once, right before the conn's memory goes. */
     void (*on_dispose)(pe_conn_t *conn);
+    /**
+     * An identity event, while OPENING or OPEN (see pe_conn_auth_event_t; r is the revocation for
+     * PE_CONN_REVOKED, else NULL): every one but
+     * EXPIRING ends the conn (PE_END_AUTH is recorded before the call), after the farewell the
+     * transport queues. Called from the thread's deadline tick or a revocation, never from a
+     * pubsub callback. NULL: the transport carries no identity (its conns are never revoked).
+     */
+    void (*on_auth)(pe_conn_t *conn, pe_conn_auth_event_t ev, const pe_revocation_t *r);
+    /**
+     * A revocation removed this channel from the subscription (other channels remain): tell the
+     * client. Optional.
+     */
+    void (*on_channel_revoked)(pe_conn_t *conn, const char *channel, size_t len, const pe_revocation_t *r);
 } pe_conn_callbacks_t;
 
 /**
@@ -148,11 +170,13 @@ struct st_pe_conn_t {
     uint64_t opened_ms; /* loop ms */
     uint64_t bytes_out; /* bytes written to the client */
     pe_log_peer_t peer;
-    uint8_t end_reason; /* pe_end_reason_t */
+    uint8_t end_reason;  /* pe_end_reason_t */
+    uint8_t _auth_phase; /* what _auth_timer waits for (conn.c) */
     /* private */
     pe_stream_t _stream;        /* in thr->streams from pe_conn_new to the free: drain reaches it */
     h2o_timeout_entry_t _timer; /* the heartbeat, or the close deadline (see the states) */
     h2o_timeout_entry_t _flush; /* zero timeout: the deferred flush */
+    pe_deadline_t _auth_timer;  /* the token's notice, then its end; or the auth deadline */
 };
 
 /**
@@ -169,6 +193,16 @@ pe_conn_t *pe_conn_new(h2o_req_t *req, size_t sz, const pe_conn_callbacks_t *cb)
 void pe_conn_upgrade(pe_conn_t *conn, h2o_req_t *req);
 /** Stream mode: starts the response set up in req->res on h2o's generator; the conn is OPEN. */
 void pe_conn_start_stream(pe_conn_t *conn, h2o_req_t *req);
+
+/**
+ * Moves *id in as the conn's identity (*id is left anonymous; the previous identity is
+ * released) and times its expiry: the notice at pe_token_notice_ms (from now), then the end at
+ * exp + --jwt-leeway (cb->on_auth). A token without exp, or an anonymous id, stops the timer.
+ * Used at connect, by the WebSocket auth op and by refresh.
+ */
+void pe_conn_set_identity(pe_conn_t *conn, pe_identity_t *id);
+/** The conn must get a token within ms (pe_conn_set_identity), else PE_CONN_AUTH_MISSING. */
+void pe_conn_await_auth(pe_conn_t *conn, uint64_t ms);
 
 /** 1 if the conn accepts output (OPENING or OPEN). */
 static inline int

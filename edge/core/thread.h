@@ -72,15 +72,29 @@ typedef struct st_pe_thread_stats_t {
     uint64_t tls_handshake_timeouts; /* edge/tls.c: handshakes not done within h2o's handshake timeout */
 } pe_thread_stats_t;
 
+/* A revocation (POST /api/disconnect, edge/core/revoke.c): a user's connections, or only its
+ * subscriptions to channels that pattern covers (NULL: all of them). Strings borrowed. */
+typedef struct st_pe_revocation_t {
+    const char *user;
+    size_t user_len;
+    const char *pattern; /* a valid pattern without {sub}, or NULL */
+    size_t pattern_len;
+    const char *reason; /* shown to the client: printable ASCII, at most PE_REVOKE_REASON_MAX bytes */
+    size_t reason_len;
+} pe_revocation_t;
+
 /**
  * A long-lived response registered with its thread so that draining reaches it. Embedded in the
  * transport's object; linked while the response is open. Draining calls up into the transport
- * through `drain`.
+ * through `drain`, revocation through `revoke`.
  */
 typedef struct st_pe_stream_t {
     h2o_linklist_t _link;
     /* Tells the client to reconnect elsewhere and ends the response (may complete later). */
     void (*drain)(struct st_pe_stream_t *stream);
+    /* Applies a revocation if it names this stream's user: returns 1 if the stream lost access
+     * (it ends, or lost channels), else 0. May unlink itself; must not free. NULL: never revoked. */
+    int (*revoke)(struct st_pe_stream_t *stream, const pe_revocation_t *r);
 } pe_stream_t;
 
 typedef struct st_pe_server_t pe_server_t;
@@ -131,6 +145,14 @@ typedef struct st_pe_thread_t {
     pthread_t tid;
     pe_thread_stats_t stats;
     pe_front_thread_t front;
+    /* edge/core/deadline.c: token deadlines, a wheel of one-second slots ticked while not empty. */
+    h2o_linklist_t deadline_slots[PE_DEADLINE_SLOTS];
+    h2o_timeout_entry_t deadline_tick;
+    uint64_t deadline_cursor_s; /* the second whose slot the next tick walks first */
+    size_t deadline_count;      /* deadlines set */
+    /* edge/core/revoke.c: revocations posted to this loop (by the endpoint's thread, or by the
+     * engine's control channel on this thread), and answers to its own revocations. */
+    h2o_multithread_receiver_t revoke;
 } pe_thread_t;
 
 struct st_pe_server_t {

@@ -311,6 +311,11 @@ pe_jwt_verify(const pe_keyset_t *keys, const pe_jwt_opts_t *opts, int64_t now, c
         }
         /* Clamped so later arithmetic on it cannot overflow; 0 is reserved for "none". */
         out->exp = exp < 1 ? 1 : exp > 1e15 ? (int64_t)1e15 : (int64_t)exp;
+        /* "iat" only times the expiry notice (policy.h pe_token_notice_ms): one that is not a
+         * number, or not before exp, is ignored rather than refused, as before it was read. */
+        double iat = 0;
+        if (numeric_date(claims, "iat", &iat) == 0 && iat >= 1 && iat < exp)
+            out->iat = (int64_t)iat;
     }
     out->authenticated = 1;
     ret = PE_JWT_OK;

@@ -160,3 +160,16 @@ pe_may_publish(const pe_identity_t *id, const char *chan, size_t clen)
         return PE_ACCESS_UNAUTHORIZED;
     return pe_patterns_match(&id->publish, id->sub, id->sub_len, chan, clen) ? PE_ACCESS_OK : PE_ACCESS_FORBIDDEN;
 }
+
+uint64_t
+pe_token_notice_ms(int64_t exp_s, int64_t iat_s, uint64_t now_ms)
+{
+    uint64_t exp_ms = exp_s > 0 ? (uint64_t)exp_s * 1000 : 0;
+    uint64_t start = iat_s > 0 && (uint64_t)iat_s * 1000 <= now_ms ? (uint64_t)iat_s * 1000 : now_ms;
+    if (exp_ms <= start)
+        return exp_ms;
+    uint64_t margin = (exp_ms - start) / 2;
+    if (margin > PE_TOKEN_NOTICE_MAX_MS)
+        margin = PE_TOKEN_NOTICE_MAX_MS;
+    return exp_ms - margin;
+}

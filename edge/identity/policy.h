@@ -22,6 +22,9 @@
 #define PE_POLICY_MAX_PATTERNS 64
 #define PE_POLICY_MAX_PATTERN_LEN 256
 #define PE_POLICY_MAX_SUB 256
+/* How long before "exp" a token's holder is warned at most (docs/auth.md "Expiry"): time enough
+ * for a client to fetch a new token; shorter-lived tokens are warned at half their life. */
+#define PE_TOKEN_NOTICE_MAX_MS 30000
 
 typedef struct st_pe_patterns_t {
     size_t num;
@@ -48,11 +51,21 @@ typedef struct st_pe_identity_t {
     char *sub; /* NULL: anonymous, or a token without "sub" */
     size_t sub_len;
     int64_t exp;       /* seconds since the epoch; 0: the token does not expire */
+    int64_t iat;       /* "iat" (seconds since the epoch), when before exp; 0: absent */
     int authenticated; /* 1: a valid token was presented */
     pe_patterns_t read, publish;
 } pe_identity_t;
 
 void pe_identity_dispose(pe_identity_t *id);
+
+/**
+ * When the holder of a token expiring at exp_s (seconds since the epoch) is warned, in ms since
+ * the epoch (docs/auth.md "Expiry"): PE_TOKEN_NOTICE_MAX_MS before exp, or half the token's life
+ * for a shorter-lived one. The life starts at iat_s when the token has one (0: none) that is not
+ * in the future, else at now_ms (the connection's receipt of the token). A token already past
+ * exp is warned at exp_s. Pure.
+ */
+uint64_t pe_token_notice_ms(int64_t exp_s, int64_t iat_s, uint64_t now_ms);
 
 typedef enum en_pe_auth_mode_t {
     PE_AUTH_MODE_OFF = 0,  /* no identity: everyone reads everything (publishing: --api-key) */

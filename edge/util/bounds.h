@@ -136,4 +136,14 @@
 /* HTTP/2 requests without credentials front.c remembers per connection between two checks
  * (each is given one check to complete an empty body); more at once is refused at once. */
 #define PE_FRONT_H2_SUSPECTS 16
+/* Token deadlines (edge/core/deadline.c): a wheel of one-second slots per thread. A deadline
+ * further away than the wheel's turn waits in its slot for the turns in between; 64 keeps the
+ * wheel at 1 KiB per thread and each tick's walk to one slot. */
+#define PE_DEADLINE_SLOTS 64
+/* --auth required: a WebSocket that came without a token must send its auth op within this (ms),
+ * else it is closed with 4001 (an anonymous connection can do nothing but hold a descriptor). */
+#define PE_WS_AUTH_DEADLINE_MS 10000
+/* POST /api/disconnect's reason, shown to the client: fits a WebSocket close frame's reason
+ * (123 bytes, RFC 6455 5.5) with room to spare. */
+#define PE_REVOKE_REASON_MAX 100
 #endif

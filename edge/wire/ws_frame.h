@@ -32,8 +32,11 @@ enum {
     PE_WS_CLOSE_PROTOCOL = 1002,
     PE_WS_CLOSE_INVALID_DATA = 1007, /* invalid UTF-8, or a compressed payload that does not inflate */
     PE_WS_CLOSE_TOO_BIG = 1009,
-    PE_WS_CLOSE_RESTART = 1012,  /* the node drains */
-    PE_WS_CLOSE_TRY_AGAIN = 1013 /* slow consumer */
+    PE_WS_CLOSE_RESTART = 1012,   /* the node drains */
+    PE_WS_CLOSE_TRY_AGAIN = 1013, /* slow consumer */
+    /* Application codes (RFC 6455 7.4.2: 4000-4999 are private use; docs/protocol.md): */
+    PE_WS_CLOSE_TOKEN_EXPIRED = 4001, /* the token expired, or none came in time: get one and reconnect */
+    PE_WS_CLOSE_REVOKED = 4003        /* POST /api/disconnect ended the user's access */
 };
 
 /* ---- UTF-8 (incremental, rejects overlongs, surrogates, > U+10FFFF) ------------------------- */

@@ -307,6 +307,38 @@ on_dispose(pe_conn_t *conn)
     pe_free(ws->initial);
 }
 
+/* Token expiry, the auth deadline and revocation (docs/auth.md): the notice is an op; the ends
+ * are close frames with an application code, answered by the peer within the close deadline. */
+static void
+on_auth(pe_conn_t *conn, pe_conn_auth_event_t ev, const pe_revocation_t *r)
+{
+    pe_ws_conn_t *ws = (pe_ws_conn_t *)conn;
+    switch (ev) {
+    case PE_CONN_TOKEN_EXPIRING:
+        pe_ws_ops_expiring(ws);
+        return;
+    case PE_CONN_TOKEN_EXPIRED:
+        pe_ws__queue_close(ws, PE_WS_CLOSE_TOKEN_EXPIRED, "token_expired");
+        break;
+    case PE_CONN_AUTH_MISSING:
+        pe_ws__queue_close(ws, PE_WS_CLOSE_TOKEN_EXPIRED, "unauthorized: no auth op in time");
+        break;
+    case PE_CONN_REVOKED: {
+        char reason[PE_REVOKE_REASON_MAX + 1];
+        memcpy(reason, r->reason, r->reason_len);
+        reason[r->reason_len] = '\0';
+        pe_ws__queue_close(ws, PE_WS_CLOSE_REVOKED, reason);
+    } break;
+    }
+    pe_conn_close_wait(conn);
+}
+
+static void
+on_channel_revoked(pe_conn_t *conn, const char *channel, size_t len, const pe_revocation_t *r)
+{
+    pe_ws_ops_channel_revoked((pe_ws_conn_t *)conn, channel, len, r);
+}
+
 static const pe_conn_callbacks_t ws_conn_callbacks = {
     .transport = PE_TRANSPORT_WS,
     .tag = "edge/ws",
@@ -319,6 +351,8 @@ static const pe_conn_callbacks_t ws_conn_callbacks = {
     .on_slow = on_slow,
     .on_written = on_written,
     .on_dispose = on_dispose,
+    .on_auth = on_auth,
+    .on_channel_revoked = on_channel_revoked,
 };
 
 /* ---- the handshake --------------------------------------------------------------------------- */
@@ -435,7 +469,12 @@ pe_ws_on_req(h2o_req_t *req, int echo)
     }
 
     pe_ws_conn_t *ws = (pe_ws_conn_t *)pe_conn_new(req, sizeof(*ws), &ws_conn_callbacks);
-    ws->conn.identity = id;
+    /* With --auth required a connection without a token may only send its auth op, and must
+     * within the deadline (4001 otherwise). */
+    int await_auth = !echo && !id.authenticated && cfg->auth_mode == PE_AUTH_MODE_REQUIRED;
+    pe_conn_set_identity(&ws->conn, &id);
+    if (await_auth)
+        pe_conn_await_auth(&ws->conn, PE_WS_AUTH_DEADLINE_MS);
     ws->echo = echo;
     ws->pmd = pmd;
     ws->pmd_enabled = pmd_enabled;

@@ -6,6 +6,10 @@
  * text through pe_ws__queue_frame, and a message through the connection core with its shared
  * frame (edge/wire), never encoding one per subscriber.
  *
+ * Identity ops (docs/auth.md): auth (the first message of a connection without a token) and
+ * refresh (a new token for the same subject, no reconnect); the server's expiring notice comes
+ * from the connection core's token timer through ws.c.
+ *
  * Replies carry the op's "ref" spliced in as the client wrote it (jansson would re-print
  * numbers, and a client matches replies by ref). A "subscribed" waits until pubsub has fixed
  * the channel's start (on_ready), so a client that publishes after it receives its message
@@ -119,6 +123,15 @@ static void
 queue_error(pe_ws_conn_t *ws, const raw_ref_t *ref, const char *code, const char *message)
 {
     queue_ref_reply(ws, json_pack("{s:s,s:s,s:s}", "op", "error", "code", code, "message", message), ref);
+}
+
+/* An error about one channel (a refusal or a removal that no op of the client asked for). */
+static void
+queue_channel_error(pe_ws_conn_t *ws, const char *code, const char *channel, size_t len, const char *message, size_t message_len)
+{
+    queue_reply(
+        ws, json_pack("{s:s,s:s,s:s%,s:s%}", "op", "error", "code", code, "channel", channel, len, "message", message, message_len),
+        NULL, 0);
 }
 
 void
@@ -328,6 +341,29 @@ publish(pe_ws_conn_t *ws, const raw_ref_t *ref, json_t *root, const char *text, 
     ws->publishes = p;
 }
 
+void
+pe_ws_ops_expiring(pe_ws_conn_t *ws)
+{
+    queue_reply(ws, json_pack("{s:s,s:I}", "op", "expiring", "exp", (json_int_t)ws->conn.identity.exp), NULL, 0);
+}
+
+/* Removes the channel from the subscription and its unconfirmed subscribe, if any. */
+static void
+drop_channel(pe_ws_conn_t *ws, const char *channel, size_t len)
+{
+    pe_sub_remove(&ws->conn.sub, channel, len);
+    pe_ws_pending_sub_t *p = take_pending_sub(ws, channel, len);
+    if (p != NULL)
+        free_pending_sub(p);
+}
+
+void
+pe_ws_ops_channel_revoked(pe_ws_conn_t *ws, const char *channel, size_t len, const pe_revocation_t *r)
+{
+    drop_channel(ws, channel, len); /* the subscription is gone already; the confirmation too now */
+    queue_channel_error(ws, "revoked", channel, len, r->reason, r->reason_len);
+}
+
 /* {"op":"auth","token":"<jwt>"}: the in-band token of a client that could not send one with the
  * handshake (docs/auth.md). Only as the first message of an anonymous connection; a token
  * already in place is replaced by refresh (future work), not here. */
@@ -355,10 +391,71 @@ authenticate(pe_ws_conn_t *ws, const raw_ref_t *ref, json_t *root, int first)
                     r == PE_JWT_EXPIRED ? "the token has expired" : "the token is not valid");
         return;
     }
-    ws->conn.identity = id;
     json_t *reply = json_pack("{s:s}", "op", "authenticated");
     json_object_set_new(reply, "user", id.sub != NULL ? json_stringn(id.sub, id.sub_len) : json_null());
     json_object_set_new(reply, "exp", id.exp != 0 ? json_integer(id.exp) : json_null());
+    /* Also ends the auth deadline of --auth required and starts the token's expiry timer. */
+    pe_conn_set_identity(&ws->conn, &id);
+    queue_ref_reply(ws, reply, ref);
+}
+
+/*
+ * {"op":"refresh","token":"<jwt>"}: a new token for the same subject replaces the connection's,
+ * without a reconnect (docs/auth.md "Refresh"). Any refusal keeps the connection on its old
+ * token (which still ends at its own exp). Channels the new token does not allow are removed,
+ * each with an error op naming it, before the "refreshed" reply; messages of the others flow
+ * on untouched (the subscription is the same object).
+ */
+static void
+refresh(pe_ws_conn_t *ws, const raw_ref_t *ref, json_t *root)
+{
+    const pe_config_t *cfg = ws->conn.thr->server->cfg;
+    json_t *jtoken = json_object_get(root, "token");
+    if (cfg->auth_mode == PE_AUTH_MODE_OFF) {
+        queue_error(ws, ref, "bad_request", "this server does not read tokens (--auth off)");
+        return;
+    }
+    if (!ws->conn.identity.authenticated) {
+        queue_error(ws, ref, "bad_request", "refresh replaces a token: this connection has none (send auth)");
+        return;
+    }
+    if (!json_is_string(jtoken)) {
+        queue_error(ws, ref, "bad_request", "the token field is required");
+        return;
+    }
+    pe_identity_t id;
+    pe_jwt_result_t r = pe_access_verify(cfg, json_string_value(jtoken), json_string_length(jtoken), &id);
+    if (r != PE_JWT_OK) {
+        queue_error(ws, ref, r == PE_JWT_EXPIRED ? "token_expired" : "unauthorized",
+                    r == PE_JWT_EXPIRED ? "the token has expired" : "the token is not valid");
+        return;
+    }
+    /* Another subject would be another user taking the connection over, with its positions. */
+    const pe_identity_t *old = &ws->conn.identity;
+    if (id.sub_len != old->sub_len || (id.sub == NULL) != (old->sub == NULL) ||
+        (id.sub != NULL && memcmp(id.sub, old->sub, id.sub_len) != 0)) {
+        pe_identity_dispose(&id);
+        queue_error(ws, ref, "forbidden", "the new token is for another user");
+        return;
+    }
+    if (ws->conn.sub.cb != NULL) {
+        /* Backwards: removing a channel moves the ones after it. */
+        for (size_t i = pe_sub_num_channels(&ws->conn.sub); i-- != 0;) {
+            size_t len;
+            const char *name = pe_sub_channel(&ws->conn.sub, i, &len);
+            pe_access_t a = pe_access_subscribe(cfg, &id, name, len);
+            if (a == PE_ACCESS_OK)
+                continue;
+            char copy[PE_CHANNEL_MAXLEN + 1]; /* the name goes with the channel */
+            memcpy(copy, name, len);
+            drop_channel(ws, copy, len);
+            const char *msg = pe_access_message(a);
+            queue_channel_error(ws, pe_access_code(a), copy, len, msg, strlen(msg));
+        }
+    }
+    json_t *reply = json_pack("{s:s}", "op", "refreshed");
+    json_object_set_new(reply, "exp", id.exp != 0 ? json_integer(id.exp) : json_null());
+    pe_conn_set_identity(&ws->conn, &id);
     queue_ref_reply(ws, reply, ref);
 }
 
@@ -394,6 +491,8 @@ pe_ws_ops_handle(pe_ws_conn_t *ws, const char *text, size_t len)
         queue_ref_reply(ws, json_pack("{s:s}", "op", "pong"), ref);
     } else if (strcmp(op, "auth") == 0) {
         authenticate(ws, ref, root, first);
+    } else if (strcmp(op, "refresh") == 0) {
+        refresh(ws, ref, root);
     } else if (strcmp(op, "subscribe") != 0 && strcmp(op, "unsubscribe") != 0 && strcmp(op, "publish") != 0) {
         queue_error(ws, ref, "unknown_op", "unknown op");
     } else if (channel == NULL) {

@@ -155,10 +155,10 @@ export function createFakeWebSocket() {
       if (this.onmessage) this.onmessage({ data: typeof op === 'string' ? op : JSON.stringify(op) });
     }
 
-    drop(code = 1006) {
+    drop(code = 1006, reason = '') {
       this.readyState = 3;
       if (this.onerror && code === 1006) this.onerror({ type: 'error' });
-      if (this.onclose) this.onclose({ code, wasClean: code !== 1006, reason: '' });
+      if (this.onclose) this.onclose({ code, wasClean: code !== 1006, reason });
     }
 
     sentOps(name) {
@@ -379,7 +379,7 @@ export function setup(options = {}, { storage = new FakeStorage(), clock = new F
   const fetch = createFakeFetch(clock);
   const client = new PushEdge(BASE, { WebSocket: WS, fetch, clock, storage, ...options });
   const events = [];
-  for (const name of ['connecting', 'connected', 'disconnected', 'gap', 'error', 'engine', 'transport', 'idle', 'closed'])
+  for (const name of ['connecting', 'connected', 'disconnected', 'gap', 'error', 'engine', 'transport', 'idle', 'closed', 'auth'])
     client.on(name, (info) => events.push({ name, at: clock.now(), ...info }));
   const eventsOf = (name) => events.filter((e) => e.name === name);
   return { client, clock, WS, fetch, storage, events, eventsOf };

@@ -19,8 +19,8 @@
  *
  * - the WebSocket auth op (first message only).
  *
- * Not covered yet (future work in docs/auth.md): the auth deadline,
- * the refresh op, expiry notices, revocation.
+ * Elsewhere: the auth deadline, expiry notices and refresh (auth_expiry.test.mjs), revocation
+ * (auth_revoke.test.mjs).
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';

@@ -433,6 +433,7 @@ test_claims(void)
     TAP_EQ_INT(pe_jwt_verify(set, &opts, NOW, tok, strlen(tok), &id, NULL), PE_JWT_OK, "identity token");
     TAP_EQ_STR(id.sub, "alice", "sub");
     TAP_EQ_INT(id.exp, 1700000500, "exp");
+    TAP_EQ_INT(id.iat, 0, "no iat");
     TAP_EQ_UINT(id.read.num, 1, "one read pattern");
     TAP_EQ_UINT(id.publish.num, 1, "one publish pattern");
     TAP_EQ_INT(pe_may_subscribe(PE_AUTH_MODE_REQUIRED, NULL, &id, "user:alice", 10), PE_ACCESS_OK, "alice reads user:alice");
@@ -640,6 +641,43 @@ test_holder(void)
     unlink(path);
 }
 
+/* The expiry notice's time (policy.c pe_token_notice_ms): min(30 s, half the life) before exp. */
+static void
+test_notice(void)
+{
+    const uint64_t now = 1700000000000ull;
+    TAP_EQ_UINT(pe_token_notice_ms(1700000004, 0, now), now + 2000, "a 4 s token: warned at half its life");
+    TAP_EQ_UINT(pe_token_notice_ms(1700003600, 0, now), 1700003600000ull - 30000, "an hour's token: 30 s before exp");
+    TAP_EQ_UINT(pe_token_notice_ms(1700000060, 0, now), now + 30000, "a minute's token: 30 s either way");
+    TAP_EQ_UINT(pe_token_notice_ms(1700000010, 1699999990, now), 1700000010000ull - 10000,
+                "with iat: the life counts from iat (20 s life, warned 10 s before)");
+    TAP_EQ_UINT(pe_token_notice_ms(1700000010, 1700000005, now), now + 5000, "an iat in the future is ignored");
+    TAP_EQ_UINT(pe_token_notice_ms(1699999990, 0, now), 1699999990000ull, "already past exp: at exp (at once)");
+    TAP_EQ_UINT(pe_token_notice_ms(1700000000, 0, now), now, "exp now: now");
+    TAP_EQ_UINT(pe_token_notice_ms(1700000001, 0, now + 999), now + 1000, "1 ms left: warned at exp (half of 1 ms rounds to 0)");
+
+    /* iat is read when it is a number before exp; anything else is ignored, not refused. */
+    char err[256];
+    pe_keyset_t *set = set_of(SECRET, NULL, err, sizeof(err));
+    struct {
+        const char *payload;
+        int64_t iat;
+    } cases[] = {
+        {"{\"exp\":1700000500,\"iat\":1699999900}", 1699999900},
+        {"{\"exp\":1700000500,\"iat\":1700000500}", 0},
+        {"{\"exp\":1700000500,\"iat\":\"x\"}", 0},
+        {"{\"iat\":1699999900}", 0},
+    };
+    for (size_t i = 0; i != sizeof(cases) / sizeof(cases[0]); ++i) {
+        pe_identity_t id;
+        char *tok = mint("HS256", NULL, cases[i].payload, NULL);
+        TAP_EQ_INT(pe_jwt_verify(set, &opts, NOW, tok, strlen(tok), &id, NULL), PE_JWT_OK, "%s verifies", cases[i].payload);
+        TAP_EQ_INT(id.iat, cases[i].iat, "iat of %s", cases[i].payload);
+        pe_identity_dispose(&id);
+    }
+    pe_keyset_release(set);
+}
+
 int
 main(void)
 {
@@ -658,6 +696,7 @@ main(void)
     tap_subtest("patterns", test_patterns);
     tap_subtest("policy", test_policy);
     tap_subtest("holder", test_holder);
+    tap_subtest("notice", test_notice);
     EVP_PKEY_free(rsa_a);
     EVP_PKEY_free(rsa_b);
     EVP_PKEY_free(ec_a);

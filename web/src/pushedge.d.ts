@@ -9,6 +9,8 @@ export interface Envelope<T = unknown> {
 }
 
 export type TransportName = 'websocket' | 'sse' | 'poll';
+/** Where the token travels (docs/client.md "Authentication"). */
+export type TokenVia = 'header' | 'query' | 'cookie';
 export type ClientState = 'idle' | 'connecting' | 'connected' | 'disconnected' | 'closed';
 
 export interface Clock {
@@ -33,8 +35,27 @@ export interface PushEdgeOptions {
   fetch?: typeof fetch;
   /** Where the transport that worked is remembered. Default localStorage, else memory. */
   storage?: StorageLike;
-  /** Bearer token for publish(). */
+  /** Bearer token for publish() (else the token, for its `publish` claim). */
   apiKey?: string;
+  /** A JSON Web Token to connect with (no getToken: a refusal of it is final). */
+  token?: string;
+  /**
+   * Returns a JWT (or a promise of one). Called at start (unless `token` is given), before the
+   * token expires (the server's `expiring` notice, or `refreshMargin` before its own `exp`) and
+   * when the server refuses it (401 `unauthorized` / `token_expired`, 403 `forbidden`, WebSocket
+   * close 4001). `null` (or undefined): no token: at start connect without one; after a refusal
+   * give up (the `auth` event). `true` (with tokenVia 'cookie'): the app renewed the cookie
+   * itself. A rejection is tried again after a backoff.
+   */
+  getToken?: () => Promise<string | true | null | undefined> | string | true | null | undefined;
+  /**
+   * 'header' (default): `Authorization: Bearer` on SSE, long-poll and publish, the in-band
+   * `auth` op on WebSocket. 'query': `?token=` on every request (the weakest: URLs are logged).
+   * 'cookie': none; the browser sends the `pushedge_token` cookie (same site only).
+   */
+  tokenVia?: TokenVia;
+  /** ms before the token's own `exp` at which getToken() is called ahead of the server's notice. Default 30000. */
+  refreshMargin?: number;
   /** ms before a transport that has not opened counts as failed. Default 8000. */
   connectTimeout?: number;
   /** ms for an open WebSocket to answer its first ping, or an SSE stream to send a byte. Default 5000. */
@@ -95,6 +116,20 @@ export interface ClientEvents {
   error: { channel?: string; code: string; message: string; status?: number };
   engine: { state: 'available' | 'unavailable' };
   transport: { from: TransportName | null; to: TransportName; reason: string };
+  /** The server refused the token for good (after one new token from getToken(), or at once when revoked). */
+  auth: AuthInfo;
+}
+
+export interface AuthInfo {
+  /** 'unauthorized' | 'token_expired' | 'forbidden' | 'revoked' */
+  code: string;
+  /** The server's text (for 'revoked', the reason given to POST /api/disconnect). */
+  message: string;
+  /** The HTTP status of a refused SSE or long-poll request (401, 403). */
+  status?: number;
+  /** The channel refused (WebSocket refuses subscriptions one by one; the others go on). */
+  channel?: string;
+  transport: TransportName;
 }
 
 export class PushEdge {
@@ -109,7 +144,9 @@ export class PushEdge {
   readonly positions: Record<string, string>;
   on<K extends keyof ClientEvents>(event: K, fn: (info: ClientEvents[K]) => void): () => void;
   subscribe<T = unknown>(channel: string, onMessage: (m: Envelope<T>) => void, options?: SubscribeOptions): () => void;
-  publish(channel: string, data: unknown, options?: { apiKey?: string }): Promise<string>;
+  publish(channel: string, data: unknown, options?: { apiKey?: string; key?: string }): Promise<string>;
+  /** After a refusal for good (`auth`, or an `error` with retryIn null): connect again, with a new token from getToken(). */
+  reconnect(): void;
   close(): void;
 }
 

@@ -448,6 +448,16 @@ function closed(ladder, close, order, options, random) {
 }
 
 /**
+ * The server refused the token (docs/client.md "Authentication"): that says nothing about the
+ * path, so the transports refused on the way down since the last success are not held against
+ * it: the next connect starts where that descent began, with it forgotten. Nothing is marked.
+ */
+function authRefused(ladder, order) {
+  const first = ladder.descent.length ? order.indexOf(ladder.descent[0]) : -1;
+  return { ...ladder, level: first >= 0 ? first : ladder.level, descent: [] };
+}
+
+/**
  * How long until the better transport is probed in the background while `active` is on a
  * lower rung: reprobeInterval, doubling with each failed probe up to 16x, +-25% jitter. null
  * on the top rung.
@@ -466,6 +476,132 @@ function reprobeTarget(ladder, order, active) {
   const name = order[0] === active ? null : order[ladder.level > 1 && ladder.reprobeRound % 2 ? 1 : 0];
   if (!name || name === active) return null;
   return { transport: name, ladder: { ...ladder, reprobeRound: ladder.reprobeRound + 1 } };
+}
+
+/* ==== client/auth.js ==== */
+
+/*
+ * auth.js: the client's token (docs/client.md "Authentication"): what the app gave (`token`)
+ * or what `getToken()` returns, one call at a time however many notices ask for one, and the
+ * timer that renews it a margin before its own `exp` in case the server's notice is missed.
+ * Owned by the client; transports read the token only through the client's token() callback.
+ */
+
+/* A token this close to its `exp` (ms) is not renewed ahead any more: the server's notice or
+ * refusal comes first, and renewing an almost-dead token again and again helps nobody. */
+const MIN_AHEAD = 2000;
+
+/** Where a token travels: 'header' (Authorization, in-band on WebSocket), 'query', 'cookie'. */
+const TOKEN_VIA = ['header', 'query', 'cookie'];
+
+/*
+ * The `exp` claim (seconds since the epoch) of a compact JWS, read without verifying anything
+ * (the server verifies; the client only wants to know when to renew), or null.
+ */
+function tokenExpiry(token) {
+  if (typeof token !== 'string') return null;
+  const part = token.split('.')[1];
+  if (!part || !/^[A-Za-z0-9_-]+$/.test(part)) return null;
+  try {
+    let b64 = part.replace(/-/g, '+').replace(/_/g, '/');
+    while (b64.length % 4) b64 += '=';
+    const bin = atob(b64);
+    const bytes = Uint8Array.from(bin, (ch) => ch.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    return claims && typeof claims.exp === 'number' && Number.isFinite(claims.exp) ? claims.exp : null;
+  } catch (e) {
+    return null;
+  }
+}
+
+class TokenSource {
+  /**
+   * options: token (a string to start with), getToken (async () => string | true | null),
+   * refreshMargin (ms). clock: the client's. onDue(): the renewal timer fired (the client then
+   * calls renew() and hands a new token to its transports).
+   */
+  constructor(options, clock, onDue) {
+    this.getToken = typeof options.getToken === 'function' ? options.getToken : null;
+    this.via = options.tokenVia || 'header';
+    if (!TOKEN_VIA.includes(this.via)) throw new TypeError(`PushEdge: tokenVia must be one of ${TOKEN_VIA.join(', ')}`);
+    this.margin = options.refreshMargin;
+    this.clock = clock;
+    this.onDue = onDue;
+    this.token = null; // the token transports send (null: none; in cookie mode the cookie goes by itself)
+    this.pending = null; // the getToken() call in flight
+    this.timer = null;
+    this.gen = 0; // counts stop()s: a getToken() answered after one arms no timer
+    // Nothing to wait for at start when a token was given or there is no getToken.
+    this.started = !this.getToken || (typeof options.token === 'string' && options.token !== '');
+    if (typeof options.token === 'string' && options.token !== '') this._set(options.token);
+  }
+
+  /** Whether a refused or expiring token can be replaced (a getToken was given). */
+  canRenew() {
+    return !!this.getToken;
+  }
+
+  /**
+   * Calls getToken(), once however many ask meanwhile. Resolves (never rejects) to
+   * {kind: 'ok', token} (token: the string, or null for `true`: a cookie renewed by the app),
+   * {kind: 'none'} (null, undefined, false or '': no token to be had) or {kind: 'failed', error}
+   * (it threw or rejected: try again later).
+   */
+  renew() {
+    if (!this.getToken) return Promise.resolve({ kind: 'none' });
+    if (!this.pending) {
+      const gen = this.gen;
+      this.pending = Promise.resolve()
+        .then(() => this.getToken())
+        .then(
+          (t) => {
+            this.pending = null;
+            if (typeof t === 'string' && t !== '') {
+              this._set(t, gen === this.gen);
+              return { kind: 'ok', token: t };
+            }
+            if (t === true) return { kind: 'ok', token: null };
+            return { kind: 'none' };
+          },
+          (error) => {
+            this.pending = null;
+            if (gen === this.gen) this._arm(); // try again ahead of exp, later
+            return { kind: 'failed', error };
+          },
+        );
+    }
+    return this.pending;
+  }
+
+  /** No more renewals (the client closed, or was refused for good). */
+  stop() {
+    this.gen++;
+    if (this.timer) this.clock.clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  _set(token, arm = true) {
+    this.token = token;
+    this.exp = tokenExpiry(token);
+    if (arm) this._arm();
+  }
+
+  /*
+   * Renews ahead of `exp`: `margin` before it, or at half the time left when the token lives
+   * shorter than twice the margin (so a short-lived token is not renewed the moment it comes).
+   */
+  _arm() {
+    if (this.timer) this.clock.clearTimeout(this.timer);
+    this.timer = null;
+    if (this.exp === null || this.exp === undefined) return;
+    const left = this.exp * 1000 - this.clock.now();
+    if (left <= MIN_AHEAD) return;
+    const wait = Math.max(left - this.margin, left / 2);
+    this.timer = this.clock.setTimeout(() => {
+      this.timer = null;
+      this.onDue();
+    }, wait);
+  }
 }
 
 /* ==== client/transports/base.js ==== */
@@ -494,10 +630,20 @@ class Transport {
  * with its own start; healthy once the first ping is answered, then watched by idle pings
  * (docs/protocol.md "WebSocket", docs/client.md "Transport choice and fallback").
  *
+ * The token (docs/client.md "Authentication"): a browser cannot set a header on a WebSocket
+ * handshake, so by default it goes in-band, as the `auth` op before anything else (or in the
+ * URL, or not at all: the cookie). A new token replaces it in place (`refresh` op, no reconnect).
+ * Refusals of the token end the socket for the client to decide (close 4001 expired, 4003
+ * revoked, an `error` to `auth` or `refresh`); a subscribe refused as `forbidden` or
+ * `unauthorized` is one channel's matter (denied()).
+ *
  * Built from (url, options, callbacks); knows nothing of the client. The callbacks are listed
  * in client.js (transportCallbacks).
  */
 
+
+/* Codes of an error op naming a channel the server took away (docs/protocol.md "WebSocket"). */
+const CHANNEL_REFUSALS = ['forbidden', 'unauthorized', 'revoked'];
 
 class WsTransport extends Transport {
   /**
@@ -516,13 +662,20 @@ class WsTransport extends Transport {
     this.cancelTimer = null;
     this.pingInterval = options.pingInterval;
     this.lateRetries = 0;
+    this.token = null; // the token the server holds for this socket (null: none, or the cookie)
+    this.authRef = null; // ref of the auth op, until answered
+    this.refreshRef = null; // ref of the latest refresh op, until answered
+    this.refreshing = null; // ... and the token it carries
   }
 
   start(channels) {
     this.channels = new Set(channels);
     const Ctor = this.o.WebSocket || globalThis.WebSocket;
+    this.token = this.cb.token();
+    let url = this.url;
+    if (this.token && this.o.tokenVia === 'query') url += `${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(this.token)}`;
     try {
-      this.ws = new Ctor(this.url, ['pushedge.v1']);
+      this.ws = new Ctor(url, ['pushedge.v1']);
     } catch (e) {
       this._end({ reason: 'ws_error' });
       return;
@@ -558,6 +711,24 @@ class WsTransport extends Transport {
     for (const c of this.channels) if (!next.has(c)) this._send({ op: 'unsubscribe', channel: c });
     for (const c of next) if (!this.channels.has(c)) this._subscribe(c);
     this.channels = next;
+    return true;
+  }
+
+  /**
+   * The client holds a new token. True when this socket takes it in place: not open yet with
+   * the token in-band (the auth op will carry it), or open with a token the server can replace
+   * (the `refresh` op). False when only a new socket can carry it (in the URL, a cookie renewed
+   * by the app, or a socket that started without a token).
+   */
+  tokenChanged() {
+    const token = this.cb.token();
+    if (!this.ws || this.ws.readyState !== 1) return this.o.tokenVia === 'header' && !this.authRef;
+    if (!token || (!this.token && this.o.tokenVia !== 'cookie')) return false;
+    if (token === this.token || token === this.refreshing) return true;
+    const ref = ++this.ref;
+    this.refreshRef = ref;
+    this.refreshing = token;
+    this._send({ op: 'refresh', token, ref });
     return true;
   }
 
@@ -601,17 +772,26 @@ class WsTransport extends Transport {
   _onOpen() {
     if (this.done) return;
     this.lastInbound = this.clock.now();
+    // The auth op must be the connection's first message (docs/auth.md); the server handles
+    // ops in order, so the subscribes behind it are checked against its token.
+    const token = this.cb.token();
+    if (token && this.o.tokenVia === 'header') {
+      this.token = token;
+      this.authRef = ++this.ref;
+      this._send({ op: 'auth', token, ref: this.authRef });
+    }
     // A proxy may accept the upgrade and then forward nothing: only a pong proves the path.
     this._ping();
     for (const c of this.channels) this._subscribe(c);
     this._arm(this.o.probeTimeout, 'ws_silent');
   }
 
-  /* Healthy once the pong came back and every subscribe sent so far is answered: the pong
-   * overtakes the subscribed replies (the server answers a ping at once, a subscribe once its
-   * start is fixed), and 'connected' promises that anything published from then on arrives. */
+  /* Healthy once the pong came back and the auth op and every subscribe sent so far are
+   * answered: the pong overtakes the subscribed replies (the server answers a ping at once, a
+   * subscribe once its start is fixed), and 'connected' promises that anything published from
+   * then on arrives. */
   _maybeOpened() {
-    if (this.opened || !this.pongSeen || this.pending.size > 0) return;
+    if (this.opened || !this.pongSeen || this.pending.size > 0 || this.authRef !== null) return;
     this.opened = true;
     this.openedAt = this.clock.now();
     this._idleWatch();
@@ -666,11 +846,50 @@ class WsTransport extends Transport {
     case 'engine':
       this.cb.engine(op.state);
       break;
+    case 'authenticated':
+      if (op.ref === this.authRef || op.ref === undefined) this.authRef = null;
+      break;
+    case 'expiring':
+      this.cb.expiring(typeof op.exp === 'number' ? op.exp : null);
+      break;
+    case 'refreshed':
+      if (op.ref === this.refreshRef || op.ref === undefined) {
+        this.token = this.refreshing;
+        this.refreshRef = null;
+      }
+      break;
     case 'error':
+      if (this.authRef !== null && op.ref === this.authRef) {
+        this._failAuth({ code: op.code, message: op.message }, this.token);
+        return;
+      }
+      if (this.refreshRef !== null && op.ref === this.refreshRef) {
+        this.refreshRef = null;
+        if (op.code === 'unauthorized' || op.code === 'token_expired' || op.code === 'forbidden') {
+          this._failAuth({ code: op.code, message: op.message }, this.refreshing);
+        } else {
+          // This server cannot replace a token in place: a new socket carries the new one,
+          // from the positions, at once.
+          this._fail('token_refresh', { drain: true, retryIn: 0 });
+        }
+        return;
+      }
       if (this.pending.has(op.ref)) {
         const channel = this.pending.get(op.ref);
         this.pending.delete(op.ref);
-        if (op.code !== 'already_subscribed') this.cb.error({ channel, code: op.code, message: op.message });
+        if (op.code === 'token_expired') {
+          this._failAuth({ channel, code: op.code, message: op.message }, this.token);
+          return;
+        }
+        if (op.code === 'forbidden' || op.code === 'unauthorized') this.cb.denied({ channel, code: op.code, message: op.message, token: this.token });
+        else if (op.code !== 'already_subscribed') this.cb.error({ channel, code: op.code, message: op.message });
+      } else if (typeof op.channel === 'string' && CHANNEL_REFUSALS.includes(op.code)) {
+        // The server removed a channel from this socket: revoked (POST /api/disconnect with a
+        // channel pattern), or not allowed by the token a refresh brought. A subscribe of it
+        // still unanswered is never answered now.
+        for (const [ref, ch] of this.pending) if (ch === op.channel) this.pending.delete(ref);
+        const token = this.refreshRef !== null ? this.refreshing : this.token;
+        this.cb.denied({ channel: op.channel, code: op.code, message: op.message, token });
       }
       break;
     default:
@@ -684,6 +903,17 @@ class WsTransport extends Transport {
   _onClose(ev) {
     if (this.done) return;
     const code = ev && ev.code;
+    // 4001: the token expired without a refresh; 4003: revoked (docs/auth.md).
+    if (code === 4001 || code === 4003) {
+      this._end({
+        reason: code === 4001 ? 'token_expired' : 'revoked',
+        auth: { code: code === 4001 ? 'token_expired' : 'revoked', message: (ev && ev.reason) || '' },
+        token: this.token,
+        code,
+        idleMs: this.clock.now() - this.lastInbound,
+      });
+      return;
+    }
     const drain = code === 1001 || code === 1012;
     this._end({
       reason: drain ? 'drain' : this.opened ? 'ws_closed' : 'ws_refused',
@@ -693,17 +923,22 @@ class WsTransport extends Transport {
     });
   }
 
-  _fail(reason) {
+  _fail(reason, extra = {}, code = 4000) {
     if (this.done) return;
     if (this.ws) {
       this.ws.onclose = null;
       try {
-        this.ws.close(4000);
+        this.ws.close(code);
       } catch (e) {
         /* closing anyway */
       }
     }
-    this._end({ reason, idleMs: this.clock.now() - this.lastInbound });
+    this._end({ reason, idleMs: this.clock.now() - this.lastInbound, ...extra });
+  }
+
+  /* The server refused the socket's token (`token`: the one it refused): the client decides. */
+  _failAuth(info, token) {
+    this._fail(info.code, { auth: info, token }, 1000);
   }
 
   _end(info) {
@@ -717,15 +952,31 @@ class WsTransport extends Transport {
 /* ==== client/http.js ==== */
 
 /*
- * http.js: what the fetch-based transports share: the channel/since query of a request and the
- * reading of a refusal (docs/protocol.md "Server-Sent Events", "Long-polling").
+ * http.js: what the fetch-based transports share: the channel/since query of a request, where
+ * its token goes, and the reading of a refusal (docs/protocol.md "Server-Sent Events",
+ * "Long-polling"; docs/client.md "Authentication").
  */
+
+/* The codes of a refusal of the credentials rather than of the request: the client may renew
+ * the token and try again (docs/auth.md "Refusals"; `revoked` is final). */
+const AUTH_CODES = ['unauthorized', 'token_expired', 'forbidden', 'revoked'];
 
 /** channel=..&channel=..&since=.. for a set of channels and its `since` (null: none). */
 function channelQuery(channels, since) {
   const parts = channels.map((c) => `channel=${encodeURIComponent(c)}`);
   if (since) parts.push(`since=${encodeURIComponent(since)}`);
   return parts.join('&');
+}
+
+/**
+ * A request's URL and headers with the token where `via` says ('header': Authorization;
+ * 'query': token=; 'cookie': nowhere, the browser sends the cookie). Without a token the
+ * headers stay as given, so a tokenless cross-origin request still needs no preflight.
+ */
+function withToken(url, headers, token, via) {
+  if (!token || via === 'cookie') return { url, headers };
+  if (via === 'query') return { url: `${url}${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(token)}`, headers };
+  return { url, headers: { ...headers, Authorization: `Bearer ${token}` } };
 }
 
 /** Retry-After (seconds or an HTTP date) in ms, or null. */
@@ -739,8 +990,10 @@ function retryAfterMs(res, clock) {
 
 /**
  * What a non-200 answer to SSE or a poll means: 'later' (503/429: a draining node or an engine
- * outage; come back after retryIn), 'fatal' (a 4xx JSON error: this request is refused for good),
- * or 'failed' (anything else: count it as a failure of the transport).
+ * outage; come back after retryIn), 'auth' (401/403 with one of AUTH_CODES: the token was
+ * refused; the client decides whether a new one may help), 'fatal' (another 4xx JSON error:
+ * this request is refused for good), or 'failed' (anything else: count it as a failure of the
+ * transport).
  */
 async function readRefusal(res, clock) {
   let body = null;
@@ -751,6 +1004,8 @@ async function readRefusal(res, clock) {
   }
   const error = (body && body.error) || {};
   if (res.status === 503 || res.status === 429) return { kind: 'later', code: error.code, retryIn: retryAfterMs(res, clock) };
+  if ((res.status === 401 || res.status === 403) && AUTH_CODES.includes(error.code))
+    return { kind: 'auth', info: { code: error.code, message: error.message, status: res.status } };
   if (res.status >= 400 && res.status < 500 && error.code)
     return { kind: 'fatal', info: { code: error.code, message: error.message, status: res.status } };
   return { kind: 'failed' };
@@ -768,10 +1023,27 @@ async function readRefusal(res, clock) {
  * that marks a stream live, and the `retry:` hint of a draining node; and it reconnects by
  * itself, where we want the cursor, the backoff and the fallback in our hands.
  *
+ * The token goes with the request (docs/client.md "Authentication"); a stream cannot change it,
+ * so a new token means a new request from the positions (tokenChanged() answers false), and the
+ * server's `expiring` notice is passed on for the client to get one. `expired` and `revoked`
+ * end the stream as refusals of the token.
+ *
  * Built from (url, options, callbacks); knows nothing of the client. The callbacks are listed
  * in client.js (transportCallbacks).
  */
 
+
+/* The text of an `expired` / `revoked` event's data: its "reason" or "message" member, or the
+ * data itself when it is not a JSON object. */
+function reasonText(data) {
+  try {
+    const v = JSON.parse(data);
+    if (v && typeof v === 'object') return v.reason ?? v.message ?? '';
+    return typeof v === 'string' ? v : '';
+  } catch (e) {
+    return data;
+  }
+}
 
 class SseTransport extends Transport {
   /**
@@ -787,18 +1059,22 @@ class SseTransport extends Transport {
     this.abort = null;
     this.cancelTimer = null;
     this.lastByte = 0;
+    this.token = null; // the token this request carries
+    this.authEnd = null; // the server ended the stream for its token: {code, message}
   }
 
   start(channels) {
     this.channels = [...channels];
     const fetchFn = this.o.fetch || globalThis.fetch;
     const qs = channelQuery(this.channels, this.cb.since(this.channels));
+    this.token = this.cb.token();
+    const req = withToken(`${this.url}?${qs}`, { Accept: 'text/event-stream' }, this.token, this.o.tokenVia);
     this.abort = typeof AbortController !== 'undefined' ? new AbortController() : null;
     this._arm(this.o.connectTimeout, 'sse_connect_timeout');
     let res;
     Promise.resolve()
-      .then(() => fetchFn(`${this.url}?${qs}`, {
-        headers: { Accept: 'text/event-stream' },
+      .then(() => fetchFn(req.url, {
+        headers: req.headers,
         cache: 'no-store',
         signal: this.abort ? this.abort.signal : undefined,
       }))
@@ -809,7 +1085,11 @@ class SseTransport extends Transport {
         this._arm(this.o.probeTimeout, 'sse_silent');
         return this._read(res.body.getReader());
       })
-      .catch(() => this._end({ reason: this.gotByte ? 'sse_cut' : 'sse_error' }));
+      .catch(() => {
+        // After `expired` / `revoked` the end is the server's, however the socket closed.
+        if (this.authEnd) this._end({ reason: this.authEnd.code, auth: this.authEnd, token: this.token });
+        else this._end({ reason: this.gotByte ? 'sse_cut' : 'sse_error' });
+      });
   }
 
   stop() {
@@ -823,11 +1103,18 @@ class SseTransport extends Transport {
     return false;
   }
 
+  /** Nor can it change its token (false): the owner opens a new request with the new one. */
+  tokenChanged() {
+    return false;
+  }
+
   async _refused(res) {
     const r = await readRefusal(res, this.clock);
     if (this.done) return;
     if (r.kind === 'later') {
       this._end({ reason: r.code || 'unavailable', drain: true, retryIn: r.retryIn ?? undefined });
+    } else if (r.kind === 'auth') {
+      this._end({ reason: r.info.code, auth: r.info, token: this.token });
     } else if (r.kind === 'fatal') {
       this.cb.error(r.info);
       this._end({ reason: r.info.code, fatal: true });
@@ -900,9 +1187,11 @@ class SseTransport extends Transport {
         else if (field === 'retry' && /^\d+$/.test(val) && this.opened) this.drainRetry = Number(val);
       }
     }
-    // The server ended the stream: a draining node does so after a fresh `retry:`. Without one
-    // it is a cut like any other (a proxy ending idle responses cleanly).
-    if (this.drainRetry !== null) this._end({ reason: 'drain', drain: true, retryIn: this.drainRetry });
+    // The server ended the stream: for its token after `expired` or `revoked`; a draining node
+    // after a fresh `retry:`. Without either it is a cut like any other (a proxy ending idle
+    // responses cleanly).
+    if (this.authEnd) this._end({ reason: this.authEnd.code, auth: this.authEnd, token: this.token });
+    else if (this.drainRetry !== null) this._end({ reason: 'drain', drain: true, retryIn: this.drainRetry });
     else this._end({ reason: 'sse_ended' });
   }
 
@@ -936,6 +1225,28 @@ class SseTransport extends Transport {
       } catch (e) {
         /* malformed */
       }
+    } else if (ev.type === 'expiring') {
+      let exp = null;
+      try {
+        exp = JSON.parse(data).exp;
+      } catch (e) {
+        /* malformed: a notice all the same */
+      }
+      this.cb.expiring(typeof exp === 'number' ? exp : null);
+    } else if (ev.type === 'expired' || ev.type === 'revoked') {
+      let channel = null;
+      try {
+        channel = JSON.parse(data).channel ?? null;
+      } catch (e) {
+        /* not JSON: the whole stream */
+      }
+      if (ev.type === 'revoked' && typeof channel === 'string') {
+        // One channel taken out of the stream; the others go on.
+        this.cb.denied({ channel, code: 'revoked', message: reasonText(data), token: this.token });
+      } else {
+        // The stream ends next; the reason is read when it does (a revocation's text is for the app).
+        this.authEnd = { code: ev.type === 'expired' ? 'token_expired' : 'revoked', message: reasonText(data) };
+      }
     }
     if (ev.id !== null && ev.id !== '') this.cb.cursor(ev.id, this.channels);
   }
@@ -959,6 +1270,9 @@ class SseTransport extends Transport {
 /*
  * transports/poll.js: long-polling: one request at a time, each from the cursor of the previous
  * answer; learns how long a proxy lets a request be held (docs/protocol.md "Long-polling").
+ * Each request carries the token the client holds at the time; an answer's `expiring` is passed
+ * on for the client to get a new one, and a new token cuts the held request short so that the
+ * next one carries it (docs/client.md "Authentication").
  *
  * Built from (url, options, callbacks); knows nothing of the client. The callbacks are listed
  * in client.js (transportCallbacks).
@@ -978,6 +1292,7 @@ class PollTransport extends Transport {
     this.timer = null;
     this.hold = options.pollTimeout;
     this.failures = 0;
+    this.token = null; // the token of the request in flight
   }
 
   start(channels) {
@@ -999,6 +1314,12 @@ class PollTransport extends Transport {
     return true;
   }
 
+  /** The token changed: done in place (true); the held request is replaced by one with it. */
+  tokenChanged() {
+    if (this.abort) this.abort.abort();
+    return true;
+  }
+
   _later(ms) {
     this.timer = this.clock.setTimeout(() => {
       this.timer = null;
@@ -1014,6 +1335,9 @@ class PollTransport extends Transport {
     const hold = this.opened ? this.hold : Math.min(1, this.hold);
     this.lastHold = hold;
     const qs = `${channelQuery(channels, this.cb.since(channels))}&timeout=${hold}`;
+    const token = this.cb.token();
+    this.token = token;
+    const req = withToken(`${this.url}?${qs}`, {}, token, this.o.tokenVia);
     const abort = typeof AbortController !== 'undefined' ? new AbortController() : null;
     this.abort = abort;
     const t0 = this.clock.now();
@@ -1024,13 +1348,15 @@ class PollTransport extends Transport {
     });
     let res, body;
     try {
-      res = await fetchFn(`${this.url}?${qs}`, { cache: 'no-store', signal: abort ? abort.signal : undefined });
+      const init = { cache: 'no-store', signal: abort ? abort.signal : undefined };
+      if (req.headers.Authorization) init.headers = req.headers;
+      res = await fetchFn(req.url, init);
       body = res.status === 200 ? await res.json() : null;
     } catch (e) {
       cancel();
       if (this.done) return;
       if (abort && abort.signal.aborted && !expired) {
-        this._poll(); // the set changed
+        this._poll(); // the set or the token changed
         return;
       }
       this._failed(this.clock.now() - t0);
@@ -1045,6 +1371,9 @@ class PollTransport extends Transport {
       if (r.kind === 'later') {
         // Come back when told (jittered); the cursor is unchanged.
         this._later(Math.round((r.retryIn ?? 2000) * (0.5 + this.clock.random() * 0.5)));
+      } else if (r.kind === 'auth') {
+        this.done = true;
+        this.cb.close({ reason: r.info.code, auth: r.info, token, opened: this.opened });
       } else if (r.kind === 'fatal') {
         this.cb.error(r.info);
         this.done = true;
@@ -1065,6 +1394,9 @@ class PollTransport extends Transport {
       for (const m of body.messages || []) this.cb.message(m);
       if (body.cursor) this.cb.cursor(body.cursor, channels);
     }
+    // A notice about the token this request carried; once the client has a new one it is news
+    // to nobody (getToken() is called once however many notices come meanwhile).
+    if (body.expiring !== undefined && body.expiring !== null && token === this.cb.token() && !this.done) this.cb.expiring(body.expiring);
     if (!this.done) this._poll();
   }
 
@@ -1094,8 +1426,9 @@ class PollTransport extends Transport {
 /*
  * client.js: the PushEdge class: the app's subscriptions and events, and the orchestration of
  * the transports (which one runs, the background probe, retries) by the ladder policy
- * (policy.js) over the positions (positions.js). The only module that holds state across
- * connections; docs/client.md "Inside the client" shows who owns what.
+ * (policy.js) over the positions (positions.js), and what a refusal or an expiring notice of
+ * the token (auth.js) makes it do. The only module that holds state across connections;
+ * docs/client.md "Inside the client" shows who owns what.
  */
 
 
@@ -1116,6 +1449,8 @@ const DEFAULTS = {
   rememberFor: 24 * 3600 * 1000, // how long the transport that worked is remembered
   drainDelay: [250, 2500], // reconnect delay after a drain hint without its own (random in range)
   storageKey: 'pushedge.transport',
+  tokenVia: 'header', // 'header' (Authorization; the auth op on WebSocket) | 'query' | 'cookie'
+  refreshMargin: 30000, // renew the token this long before its exp
 };
 
 const TRANSPORTS = { websocket: WsTransport, sse: SseTransport, poll: PollTransport };
@@ -1157,6 +1492,16 @@ class PushEdge {
     this._openTimer = null;
     this._pollHold = this._o.pollTimeout; // learned by the poll transport behind a cutting proxy
     this._engine = 'available';
+    if (this._o.refreshMargin === undefined) this._o.refreshMargin = DEFAULTS.refreshMargin;
+    this._auth = new TokenSource(this._o, this._clock, () => this._renewToken());
+    this._o.tokenVia = this._auth.via; // an explicit undefined means the default, for the transports too
+    // Set when the next connect must first get a token from getToken(): {why: 'start'}, or
+    // {why: 'refused', refused, token, transport} after the server refused `token`.
+    this._tokenNeed = this._auth.started ? null : { why: 'start' };
+    this._tokenWait = false; // a getToken() for the next connect is in flight
+    this._tokenFailures = 0; // getToken() failures in a row (the backoff exponent)
+    this._authRefusals = 0; // refusals of the token since a transport last opened: the 2nd is final
+    this._denied = new Set(); // WebSocket channels refused once and retried with a new token
   }
 
   /** 'websocket' | 'sse' | 'poll' while connected, else null. */
@@ -1182,7 +1527,8 @@ class PushEdge {
   /**
    * Listens to 'connecting' {transport}, 'connected' {transport}, 'disconnected' {transport,
    * reason, retryIn}, 'gap' {channel}, 'error' {channel?, code, message}, 'engine' {state},
-   * 'transport' {from, to, reason}. Returns a function that removes the listener.
+   * 'transport' {from, to, reason}, 'auth' {code, message, status?, channel?, transport} (the
+   * server refused the token for good). Returns a function that removes the listener.
    */
   on(event, fn) {
     if (!this._listeners.has(event)) this._listeners.set(event, new Set());
@@ -1219,6 +1565,7 @@ class PushEdge {
       if (s.handlers.size === 0) {
         this._subs.delete(channel);
         this._positions.delete(channel);
+        this._denied.delete(channel);
         this._setChanged();
       }
     };
@@ -1232,7 +1579,9 @@ class PushEdge {
   async publish(channel, data, { apiKey, key } = {}) {
     const fetchFn = this._o.fetch || globalThis.fetch;
     const headers = { 'Content-Type': 'application/json' };
-    if (apiKey || this._o.apiKey) headers.Authorization = `Bearer ${apiKey || this._o.apiKey}`;
+    // The API key, else the token (its `publish` claim; docs/auth.md "Publishing with a token").
+    const bearer = apiKey || this._o.apiKey || this._auth.token;
+    if (bearer) headers.Authorization = `Bearer ${bearer}`;
     if (key !== undefined) headers['Idempotency-Key'] = key;
     const res = await fetchFn(this._url(`/api/publish?channel=${encodeURIComponent(channel)}`), {
       method: 'POST',
@@ -1249,10 +1598,25 @@ class PushEdge {
     return body.id;
   }
 
+  /**
+   * After the client stopped on a refusal for good (an `auth` event, or an `error` with
+   * `retryIn: null`): connects again from the positions, with a new token from getToken()
+   * when there is one (after the user logged in again, say). Does nothing while connected.
+   */
+  reconnect() {
+    if (this._closed) throw new Error('PushEdge: the client is closed');
+    if (this._active || this._retryTimer || this._tokenWait) return;
+    this._authRefusals = 0;
+    this._denied.clear();
+    if (this._auth.canRenew()) this._tokenNeed = { why: 'start' };
+    this._connect();
+  }
+
   /** Closes the connection and drops every subscription. */
   close() {
     if (this._closed) return;
     this._closed = true;
+    this._auth.stop();
     this._stopTimers();
     this._drop('_active');
     this._drop('_candidate');
@@ -1338,10 +1702,15 @@ class PushEdge {
    *   position(channel, id)      one channel's start position (WebSocket subscribed)
    *   gap(channel, cursor)       history no longer reaches back for the channel
    *   engine(state)              the server's engine notice ('available' | 'unavailable')
-   *   error(info)                a request the server refused for good (bad channel, 403)
+   *   error(info)                a request the server refused for good (bad channel, bad cursor)
+   *   token()                    the token to send (null: none)
+   *   expiring(exp)              the server says the token expires at exp (s): get a new one
+   *   denied(info)               WebSocket: one channel's subscribe refused as forbidden or
+   *                              unauthorized {channel, code, message, token}
    *   hold(seconds)              long-polling learned a shorter hold (an idle-cutting proxy)
    *   close(info)                the connection ended: {reason, opened, lived, idleMs, drain,
-   *                              retryIn, fatal}
+   *                              retryIn, fatal, auth, token}; `auth` {code, message, status?}
+   *                              when the server refused `token` (the one it carried)
    */
   _transportCallbacks(slot) {
     return {
@@ -1353,6 +1722,9 @@ class PushEdge {
       gap: (channel, cursor) => this._tGap(slot, channel, cursor),
       engine: (state) => this._tEngine(slot, state),
       error: (info) => this._emit('error', info),
+      token: () => this._auth.token,
+      expiring: () => this._tExpiring(slot),
+      denied: (info) => this._tDenied(slot, info),
       hold: (seconds) => {
         this._pollHold = seconds;
       },
@@ -1443,6 +1815,10 @@ class PushEdge {
 
   _connect() {
     if (this._closed || this._subs.size === 0) return;
+    if (this._tokenNeed) {
+      this._fetchToken();
+      return;
+    }
     const order = this._order();
     if (order.length === 0) throw new Error('PushEdge: no transport available (pass options.WebSocket or options.fetch)');
     const rung = nextRung(this._ladder, order);
@@ -1459,6 +1835,7 @@ class PushEdge {
       return;
     }
     if (slot !== this._active) return;
+    this._authRefusals = 0;
     this._ladder = opened(this._ladder, slot.name);
     this._remember(slot.name);
     this._setState('connected', { transport: slot.name });
@@ -1476,6 +1853,7 @@ class PushEdge {
     const old = this._active;
     this._candidate = null;
     this._active = slot;
+    this._authRefusals = 0;
     for (const [c, id] of slot.starts) this._tPosition(slot, c, id);
     this._ladder = promoted(this._ladder, slot.name, this._order());
     if (old) old.transport.stop();
@@ -1520,6 +1898,10 @@ class PushEdge {
     this._reprobeTimer = null;
     if (this._healthyTimer) this._clock.clearTimeout(this._healthyTimer);
     this._healthyTimer = null;
+    if (info.auth) {
+      this._authRefused(slot, info);
+      return;
+    }
     if (this._candidate) {
       // The probe was about to take over anyway: let it (it reports open or close soon).
       this._active = this._candidate;
@@ -1541,6 +1923,164 @@ class PushEdge {
       this._retryTimer = null;
       this._connect();
     }, d.delay);
+  }
+
+  /* ---- internals: the token (docs/client.md "Authentication") ---- */
+
+  /*
+   * Gets the token the next connect needs (this._tokenNeed), then connects. At start no token
+   * (null) means connecting without one; after a refusal it means the refusal is final, as does
+   * the very token that was refused. A getToken() that fails is tried again after a backoff.
+   */
+  _fetchToken() {
+    if (this._tokenWait) return;
+    this._tokenWait = true;
+    const need = this._tokenNeed;
+    this._auth.renew().then((r) => {
+      this._tokenWait = false;
+      if (this._closed || this._tokenNeed !== need) return;
+      if (r.kind === 'failed') {
+        this._tokenRetry(need);
+        return;
+      }
+      this._tokenFailures = 0;
+      this._tokenNeed = null;
+      // r.token null with 'ok': the app renewed the cookie (getToken() resolved to true).
+      if (need.why === 'refused' && !(r.kind === 'ok' && (r.token === null || r.token !== need.token))) {
+        this._authFinal(need.transport, need.refused);
+        return;
+      }
+      if (!this._active && !this._retryTimer) this._connect();
+    });
+  }
+
+  _tokenRetry(need) {
+    const n = Math.min(this._tokenFailures++, 30);
+    const delay = this._clock.random() * Math.min(this._o.backoffCap, this._o.backoffBase * 2 ** n);
+    this._setState('disconnected', { transport: need.transport || null, reason: 'token_failed', retryIn: Math.round(delay) });
+    this._retryTimer = this._clock.setTimeout(() => {
+      this._retryTimer = null;
+      this._connect();
+    }, delay);
+  }
+
+  /*
+   * The server refused the token the active transport carried (info.token). Revoked: final. A
+   * second refusal before any transport opened again: final. Otherwise once more at once, with
+   * a newer token already in hand, else with a new one from getToken(); from the top of the
+   * ladder's last descent (a refusal of the token is no failure of the path).
+   */
+  _authRefused(slot, info) {
+    const refused = { ...info.auth };
+    this._drop('_candidate');
+    const newer = !!this._auth.token && this._auth.token !== info.token;
+    if (refused.code === 'revoked' || this._authRefusals > 0 || (!newer && !this._auth.canRenew())) {
+      this._authFinal(slot.name, refused);
+      return;
+    }
+    this._authRefusals++;
+    this._ladder = authRefused(this._ladder, this._order());
+    if (!newer) this._tokenNeed = { why: 'refused', refused, token: info.token ?? null, transport: slot.name };
+    this._setState('disconnected', { transport: slot.name, reason: refused.code, retryIn: 0 });
+    this._retryTimer = this._clock.setTimeout(() => {
+      this._retryTimer = null;
+      this._connect();
+    }, 0);
+  }
+
+  /* Refused for good: `error` (as every fatal refusal), `auth`, then no retry. */
+  _authFinal(transport, refused) {
+    this._auth.stop();
+    this._tokenNeed = null;
+    const info = this._refusalInfo(refused);
+    this._emit('error', info);
+    this._emit('auth', { ...info, transport });
+    this._setState('disconnected', { transport, reason: refused.code, retryIn: null });
+  }
+
+  _refusalInfo(r) {
+    const info = { code: r.code, message: r.message || '' };
+    if (r.status !== undefined) info.status = r.status;
+    if (r.channel !== undefined) info.channel = r.channel;
+    return info;
+  }
+
+  /*
+   * One channel refused or taken away while the others go on: on WebSocket a subscribe refused
+   * (forbidden, or unauthorized on an anonymous socket) or a channel the server removed (revoked,
+   * or not allowed by a refreshed token); on SSE a channel revoked. Once per channel, a new
+   * token (one in hand, else from getToken()) is tried on a new connection; the same token
+   * again, a second refusal, or a revocation is final for the channel: `error` and `auth` with
+   * it. A revoked channel also leaves the set (asking for it again on the next reconnect would
+   * undo the revocation); a refused one stays, unserved, as it always has.
+   */
+  _tDenied(slot, info) {
+    if (slot === this._candidate) {
+      // The active transport serves the set meanwhile; probe again later.
+      this._drop('_candidate');
+      this._scheduleReprobe();
+      return;
+    }
+    if (slot !== this._active) return;
+    const final = () => {
+      const out = this._refusalInfo(info);
+      if (info.code === 'revoked') this._dropChannel(info.channel);
+      this._emit('error', out);
+      this._emit('auth', { ...out, transport: slot.name });
+    };
+    const newer = !!this._auth.token && this._auth.token !== info.token;
+    if (info.code === 'revoked' || this._denied.has(info.channel) || (!newer && !this._auth.canRenew())) {
+      final();
+      return;
+    }
+    this._denied.add(info.channel);
+    if (newer) {
+      this._reopen();
+      return;
+    }
+    this._auth.renew().then((r) => {
+      if (this._closed || slot !== this._active) return;
+      if (r.kind === 'ok' && (r.token === null || r.token !== info.token)) this._reopen();
+      else final();
+    });
+  }
+
+  /* The server no longer serves `channel` to this client: it leaves the set as if unsubscribed. */
+  _dropChannel(channel) {
+    if (!this._subs.has(channel)) return;
+    this._subs.delete(channel);
+    this._positions.delete(channel);
+    this._denied.delete(channel);
+    this._setChanged();
+  }
+
+  _tExpiring(slot) {
+    if (this._live(slot)) this._renewToken();
+  }
+
+  /* Ahead of exp (the server's notice, or the timer on the token's own exp): a new token, handed
+   * to the running transports. Nothing while none runs: the next connect is refused at worst,
+   * and that path gets a token. */
+  _renewToken() {
+    if (this._closed || !this._auth.canRenew() || (!this._active && !this._candidate)) return;
+    this._auth.renew().then((r) => {
+      if (!this._closed && r.kind === 'ok') this._tokenChanged(r.token);
+    });
+  }
+
+  /* Each running transport takes the new token in place or is replaced by one that carries it
+   * (from the positions: nothing lost, duplicates dropped by ID). `token` null: a renewed cookie. */
+  _tokenChanged(token) {
+    for (const which of ['_active', '_candidate']) {
+      const slot = this[which];
+      if (!slot || (token !== null && slot.transport.token === token)) continue;
+      if (slot.transport.tokenChanged()) continue;
+      if (which === '_active') this._reopen();
+      else {
+        this._drop('_candidate');
+        this._scheduleReprobe();
+      }
+    }
   }
 }
 

@@ -1,15 +1,17 @@
 /*
  * client.js: the PushEdge class: the app's subscriptions and events, and the orchestration of
  * the transports (which one runs, the background probe, retries) by the ladder policy
- * (policy.js) over the positions (positions.js). The only module that holds state across
- * connections; docs/client.md "Inside the client" shows who owns what.
+ * (policy.js) over the positions (positions.js), and what a refusal or an expiring notice of
+ * the token (auth.js) makes it do. The only module that holds state across connections;
+ * docs/client.md "Inside the client" shows who owns what.
  */
 
 import { CHANNEL_RE, MAX_CHANNELS } from './cursor.js';
 import { Positions } from './positions.js';
 import { realClock } from './timing.js';
 import { defaultStorage, recall, remember } from './memory.js';
-import { ladderStart, nextRung, opened, healthy, promoted, adopted, closed, reprobeDelay, reprobeTarget } from './policy.js';
+import { ladderStart, nextRung, opened, healthy, promoted, adopted, closed, reprobeDelay, reprobeTarget, authRefused } from './policy.js';
+import { TokenSource } from './auth.js';
 import { WsTransport } from './transports/ws.js';
 import { SseTransport } from './transports/sse.js';
 import { PollTransport } from './transports/poll.js';
@@ -31,6 +33,8 @@ const DEFAULTS = {
   rememberFor: 24 * 3600 * 1000, // how long the transport that worked is remembered
   drainDelay: [250, 2500], // reconnect delay after a drain hint without its own (random in range)
   storageKey: 'pushedge.transport',
+  tokenVia: 'header', // 'header' (Authorization; the auth op on WebSocket) | 'query' | 'cookie'
+  refreshMargin: 30000, // renew the token this long before its exp
 };
 
 const TRANSPORTS = { websocket: WsTransport, sse: SseTransport, poll: PollTransport };
@@ -72,6 +76,16 @@ export class PushEdge {
     this._openTimer = null;
     this._pollHold = this._o.pollTimeout; // learned by the poll transport behind a cutting proxy
     this._engine = 'available';
+    if (this._o.refreshMargin === undefined) this._o.refreshMargin = DEFAULTS.refreshMargin;
+    this._auth = new TokenSource(this._o, this._clock, () => this._renewToken());
+    this._o.tokenVia = this._auth.via; // an explicit undefined means the default, for the transports too
+    // Set when the next connect must first get a token from getToken(): {why: 'start'}, or
+    // {why: 'refused', refused, token, transport} after the server refused `token`.
+    this._tokenNeed = this._auth.started ? null : { why: 'start' };
+    this._tokenWait = false; // a getToken() for the next connect is in flight
+    this._tokenFailures = 0; // getToken() failures in a row (the backoff exponent)
+    this._authRefusals = 0; // refusals of the token since a transport last opened: the 2nd is final
+    this._denied = new Set(); // WebSocket channels refused once and retried with a new token
   }
 
   /** 'websocket' | 'sse' | 'poll' while connected, else null. */
@@ -97,7 +111,8 @@ export class PushEdge {
   /**
    * Listens to 'connecting' {transport}, 'connected' {transport}, 'disconnected' {transport,
    * reason, retryIn}, 'gap' {channel}, 'error' {channel?, code, message}, 'engine' {state},
-   * 'transport' {from, to, reason}. Returns a function that removes the listener.
+   * 'transport' {from, to, reason}, 'auth' {code, message, status?, channel?, transport} (the
+   * server refused the token for good). Returns a function that removes the listener.
    */
   on(event, fn) {
     if (!this._listeners.has(event)) this._listeners.set(event, new Set());
@@ -134,6 +149,7 @@ export class PushEdge {
       if (s.handlers.size === 0) {
         this._subs.delete(channel);
         this._positions.delete(channel);
+        this._denied.delete(channel);
         this._setChanged();
       }
     };
@@ -147,7 +163,9 @@ export class PushEdge {
   async publish(channel, data, { apiKey, key } = {}) {
     const fetchFn = this._o.fetch || globalThis.fetch;
     const headers = { 'Content-Type': 'application/json' };
-    if (apiKey || this._o.apiKey) headers.Authorization = `Bearer ${apiKey || this._o.apiKey}`;
+    // The API key, else the token (its `publish` claim; docs/auth.md "Publishing with a token").
+    const bearer = apiKey || this._o.apiKey || this._auth.token;
+    if (bearer) headers.Authorization = `Bearer ${bearer}`;
     if (key !== undefined) headers['Idempotency-Key'] = key;
     const res = await fetchFn(this._url(`/api/publish?channel=${encodeURIComponent(channel)}`), {
       method: 'POST',
@@ -164,10 +182,25 @@ export class PushEdge {
     return body.id;
   }
 
+  /**
+   * After the client stopped on a refusal for good (an `auth` event, or an `error` with
+   * `retryIn: null`): connects again from the positions, with a new token from getToken()
+   * when there is one (after the user logged in again, say). Does nothing while connected.
+   */
+  reconnect() {
+    if (this._closed) throw new Error('PushEdge: the client is closed');
+    if (this._active || this._retryTimer || this._tokenWait) return;
+    this._authRefusals = 0;
+    this._denied.clear();
+    if (this._auth.canRenew()) this._tokenNeed = { why: 'start' };
+    this._connect();
+  }
+
   /** Closes the connection and drops every subscription. */
   close() {
     if (this._closed) return;
     this._closed = true;
+    this._auth.stop();
     this._stopTimers();
     this._drop('_active');
     this._drop('_candidate');
@@ -253,10 +286,15 @@ export class PushEdge {
    *   position(channel, id)      one channel's start position (WebSocket subscribed)
    *   gap(channel, cursor)       history no longer reaches back for the channel
    *   engine(state)              the server's engine notice ('available' | 'unavailable')
-   *   error(info)                a request the server refused for good (bad channel, 403)
+   *   error(info)                a request the server refused for good (bad channel, bad cursor)
+   *   token()                    the token to send (null: none)
+   *   expiring(exp)              the server says the token expires at exp (s): get a new one
+   *   denied(info)               WebSocket: one channel's subscribe refused as forbidden or
+   *                              unauthorized {channel, code, message, token}
    *   hold(seconds)              long-polling learned a shorter hold (an idle-cutting proxy)
    *   close(info)                the connection ended: {reason, opened, lived, idleMs, drain,
-   *                              retryIn, fatal}
+   *                              retryIn, fatal, auth, token}; `auth` {code, message, status?}
+   *                              when the server refused `token` (the one it carried)
    */
   _transportCallbacks(slot) {
     return {
@@ -268,6 +306,9 @@ export class PushEdge {
       gap: (channel, cursor) => this._tGap(slot, channel, cursor),
       engine: (state) => this._tEngine(slot, state),
       error: (info) => this._emit('error', info),
+      token: () => this._auth.token,
+      expiring: () => this._tExpiring(slot),
+      denied: (info) => this._tDenied(slot, info),
       hold: (seconds) => {
         this._pollHold = seconds;
       },
@@ -358,6 +399,10 @@ export class PushEdge {
 
   _connect() {
     if (this._closed || this._subs.size === 0) return;
+    if (this._tokenNeed) {
+      this._fetchToken();
+      return;
+    }
     const order = this._order();
     if (order.length === 0) throw new Error('PushEdge: no transport available (pass options.WebSocket or options.fetch)');
     const rung = nextRung(this._ladder, order);
@@ -374,6 +419,7 @@ export class PushEdge {
       return;
     }
     if (slot !== this._active) return;
+    this._authRefusals = 0;
     this._ladder = opened(this._ladder, slot.name);
     this._remember(slot.name);
     this._setState('connected', { transport: slot.name });
@@ -391,6 +437,7 @@ export class PushEdge {
     const old = this._active;
     this._candidate = null;
     this._active = slot;
+    this._authRefusals = 0;
     for (const [c, id] of slot.starts) this._tPosition(slot, c, id);
     this._ladder = promoted(this._ladder, slot.name, this._order());
     if (old) old.transport.stop();
@@ -435,6 +482,10 @@ export class PushEdge {
     this._reprobeTimer = null;
     if (this._healthyTimer) this._clock.clearTimeout(this._healthyTimer);
     this._healthyTimer = null;
+    if (info.auth) {
+      this._authRefused(slot, info);
+      return;
+    }
     if (this._candidate) {
       // The probe was about to take over anyway: let it (it reports open or close soon).
       this._active = this._candidate;
@@ -456,5 +507,163 @@ export class PushEdge {
       this._retryTimer = null;
       this._connect();
     }, d.delay);
+  }
+
+  /* ---- internals: the token (docs/client.md "Authentication") ---- */
+
+  /*
+   * Gets the token the next connect needs (this._tokenNeed), then connects. At start no token
+   * (null) means connecting without one; after a refusal it means the refusal is final, as does
+   * the very token that was refused. A getToken() that fails is tried again after a backoff.
+   */
+  _fetchToken() {
+    if (this._tokenWait) return;
+    this._tokenWait = true;
+    const need = this._tokenNeed;
+    this._auth.renew().then((r) => {
+      this._tokenWait = false;
+      if (this._closed || this._tokenNeed !== need) return;
+      if (r.kind === 'failed') {
+        this._tokenRetry(need);
+        return;
+      }
+      this._tokenFailures = 0;
+      this._tokenNeed = null;
+      // r.token null with 'ok': the app renewed the cookie (getToken() resolved to true).
+      if (need.why === 'refused' && !(r.kind === 'ok' && (r.token === null || r.token !== need.token))) {
+        this._authFinal(need.transport, need.refused);
+        return;
+      }
+      if (!this._active && !this._retryTimer) this._connect();
+    });
+  }
+
+  _tokenRetry(need) {
+    const n = Math.min(this._tokenFailures++, 30);
+    const delay = this._clock.random() * Math.min(this._o.backoffCap, this._o.backoffBase * 2 ** n);
+    this._setState('disconnected', { transport: need.transport || null, reason: 'token_failed', retryIn: Math.round(delay) });
+    this._retryTimer = this._clock.setTimeout(() => {
+      this._retryTimer = null;
+      this._connect();
+    }, delay);
+  }
+
+  /*
+   * The server refused the token the active transport carried (info.token). Revoked: final. A
+   * second refusal before any transport opened again: final. Otherwise once more at once, with
+   * a newer token already in hand, else with a new one from getToken(); from the top of the
+   * ladder's last descent (a refusal of the token is no failure of the path).
+   */
+  _authRefused(slot, info) {
+    const refused = { ...info.auth };
+    this._drop('_candidate');
+    const newer = !!this._auth.token && this._auth.token !== info.token;
+    if (refused.code === 'revoked' || this._authRefusals > 0 || (!newer && !this._auth.canRenew())) {
+      this._authFinal(slot.name, refused);
+      return;
+    }
+    this._authRefusals++;
+    this._ladder = authRefused(this._ladder, this._order());
+    if (!newer) this._tokenNeed = { why: 'refused', refused, token: info.token ?? null, transport: slot.name };
+    this._setState('disconnected', { transport: slot.name, reason: refused.code, retryIn: 0 });
+    this._retryTimer = this._clock.setTimeout(() => {
+      this._retryTimer = null;
+      this._connect();
+    }, 0);
+  }
+
+  /* Refused for good: `error` (as every fatal refusal), `auth`, then no retry. */
+  _authFinal(transport, refused) {
+    this._auth.stop();
+    this._tokenNeed = null;
+    const info = this._refusalInfo(refused);
+    this._emit('error', info);
+    this._emit('auth', { ...info, transport });
+    this._setState('disconnected', { transport, reason: refused.code, retryIn: null });
+  }
+
+  _refusalInfo(r) {
+    const info = { code: r.code, message: r.message || '' };
+    if (r.status !== undefined) info.status = r.status;
+    if (r.channel !== undefined) info.channel = r.channel;
+    return info;
+  }
+
+  /*
+   * One channel refused or taken away while the others go on: on WebSocket a subscribe refused
+   * (forbidden, or unauthorized on an anonymous socket) or a channel the server removed (revoked,
+   * or not allowed by a refreshed token); on SSE a channel revoked. Once per channel, a new
+   * token (one in hand, else from getToken()) is tried on a new connection; the same token
+   * again, a second refusal, or a revocation is final for the channel: `error` and `auth` with
+   * it. A revoked channel also leaves the set (asking for it again on the next reconnect would
+   * undo the revocation); a refused one stays, unserved, as it always has.
+   */
+  _tDenied(slot, info) {
+    if (slot === this._candidate) {
+      // The active transport serves the set meanwhile; probe again later.
+      this._drop('_candidate');
+      this._scheduleReprobe();
+      return;
+    }
+    if (slot !== this._active) return;
+    const final = () => {
+      const out = this._refusalInfo(info);
+      if (info.code === 'revoked') this._dropChannel(info.channel);
+      this._emit('error', out);
+      this._emit('auth', { ...out, transport: slot.name });
+    };
+    const newer = !!this._auth.token && this._auth.token !== info.token;
+    if (info.code === 'revoked' || this._denied.has(info.channel) || (!newer && !this._auth.canRenew())) {
+      final();
+      return;
+    }
+    this._denied.add(info.channel);
+    if (newer) {
+      this._reopen();
+      return;
+    }
+    this._auth.renew().then((r) => {
+      if (this._closed || slot !== this._active) return;
+      if (r.kind === 'ok' && (r.token === null || r.token !== info.token)) this._reopen();
+      else final();
+    });
+  }
+
+  /* The server no longer serves `channel` to this client: it leaves the set as if unsubscribed. */
+  _dropChannel(channel) {
+    if (!this._subs.has(channel)) return;
+    this._subs.delete(channel);
+    this._positions.delete(channel);
+    this._denied.delete(channel);
+    this._setChanged();
+  }
+
+  _tExpiring(slot) {
+    if (this._live(slot)) this._renewToken();
+  }
+
+  /* Ahead of exp (the server's notice, or the timer on the token's own exp): a new token, handed
+   * to the running transports. Nothing while none runs: the next connect is refused at worst,
+   * and that path gets a token. */
+  _renewToken() {
+    if (this._closed || !this._auth.canRenew() || (!this._active && !this._candidate)) return;
+    this._auth.renew().then((r) => {
+      if (!this._closed && r.kind === 'ok') this._tokenChanged(r.token);
+    });
+  }
+
+  /* Each running transport takes the new token in place or is replaced by one that carries it
+   * (from the positions: nothing lost, duplicates dropped by ID). `token` null: a renewed cookie. */
+  _tokenChanged(token) {
+    for (const which of ['_active', '_candidate']) {
+      const slot = this[which];
+      if (!slot || (token !== null && slot.transport.token === token)) continue;
+      if (slot.transport.tokenChanged()) continue;
+      if (which === '_active') this._reopen();
+      else {
+        this._drop('_candidate');
+        this._scheduleReprobe();
+      }
+    }
   }
 }

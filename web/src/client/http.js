@@ -1,13 +1,29 @@
 /*
- * http.js: what the fetch-based transports share: the channel/since query of a request and the
- * reading of a refusal (docs/protocol.md "Server-Sent Events", "Long-polling").
+ * http.js: what the fetch-based transports share: the channel/since query of a request, where
+ * its token goes, and the reading of a refusal (docs/protocol.md "Server-Sent Events",
+ * "Long-polling"; docs/client.md "Authentication").
  */
+
+/* The codes of a refusal of the credentials rather than of the request: the client may renew
+ * the token and try again (docs/auth.md "Refusals"; `revoked` is final). */
+export const AUTH_CODES = ['unauthorized', 'token_expired', 'forbidden', 'revoked'];
 
 /** channel=..&channel=..&since=.. for a set of channels and its `since` (null: none). */
 export function channelQuery(channels, since) {
   const parts = channels.map((c) => `channel=${encodeURIComponent(c)}`);
   if (since) parts.push(`since=${encodeURIComponent(since)}`);
   return parts.join('&');
+}
+
+/**
+ * A request's URL and headers with the token where `via` says ('header': Authorization;
+ * 'query': token=; 'cookie': nowhere, the browser sends the cookie). Without a token the
+ * headers stay as given, so a tokenless cross-origin request still needs no preflight.
+ */
+export function withToken(url, headers, token, via) {
+  if (!token || via === 'cookie') return { url, headers };
+  if (via === 'query') return { url: `${url}${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(token)}`, headers };
+  return { url, headers: { ...headers, Authorization: `Bearer ${token}` } };
 }
 
 /** Retry-After (seconds or an HTTP date) in ms, or null. */
@@ -21,8 +37,10 @@ function retryAfterMs(res, clock) {
 
 /**
  * What a non-200 answer to SSE or a poll means: 'later' (503/429: a draining node or an engine
- * outage; come back after retryIn), 'fatal' (a 4xx JSON error: this request is refused for good),
- * or 'failed' (anything else: count it as a failure of the transport).
+ * outage; come back after retryIn), 'auth' (401/403 with one of AUTH_CODES: the token was
+ * refused; the client decides whether a new one may help), 'fatal' (another 4xx JSON error:
+ * this request is refused for good), or 'failed' (anything else: count it as a failure of the
+ * transport).
  */
 export async function readRefusal(res, clock) {
   let body = null;
@@ -33,6 +51,8 @@ export async function readRefusal(res, clock) {
   }
   const error = (body && body.error) || {};
   if (res.status === 503 || res.status === 429) return { kind: 'later', code: error.code, retryIn: retryAfterMs(res, clock) };
+  if ((res.status === 401 || res.status === 403) && AUTH_CODES.includes(error.code))
+    return { kind: 'auth', info: { code: error.code, message: error.message, status: res.status } };
   if (res.status >= 400 && res.status < 500 && error.code)
     return { kind: 'fatal', info: { code: error.code, message: error.message, status: res.status } };
   return { kind: 'failed' };

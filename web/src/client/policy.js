@@ -142,6 +142,16 @@ export function closed(ladder, close, order, options, random) {
 }
 
 /**
+ * The server refused the token (docs/client.md "Authentication"): that says nothing about the
+ * path, so the transports refused on the way down since the last success are not held against
+ * it: the next connect starts where that descent began, with it forgotten. Nothing is marked.
+ */
+export function authRefused(ladder, order) {
+  const first = ladder.descent.length ? order.indexOf(ladder.descent[0]) : -1;
+  return { ...ladder, level: first >= 0 ? first : ladder.level, descent: [] };
+}
+
+/**
  * How long until the better transport is probed in the background while `active` is on a
  * lower rung: reprobeInterval, doubling with each failed probe up to 16x, +-25% jitter. null
  * on the top rung.

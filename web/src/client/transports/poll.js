@@ -1,13 +1,16 @@
 /*
  * transports/poll.js: long-polling: one request at a time, each from the cursor of the previous
  * answer; learns how long a proxy lets a request be held (docs/protocol.md "Long-polling").
+ * Each request carries the token the client holds at the time; an answer's `expiring` is passed
+ * on for the client to get a new one, and a new token cuts the held request short so that the
+ * next one carries it (docs/client.md "Authentication").
  *
  * Built from (url, options, callbacks); knows nothing of the client. The callbacks are listed
  * in client.js (transportCallbacks).
  */
 
 import { deadline } from '../timing.js';
-import { channelQuery, readRefusal } from '../http.js';
+import { channelQuery, readRefusal, withToken } from '../http.js';
 import { Transport } from './base.js';
 
 export class PollTransport extends Transport {
@@ -23,6 +26,7 @@ export class PollTransport extends Transport {
     this.timer = null;
     this.hold = options.pollTimeout;
     this.failures = 0;
+    this.token = null; // the token of the request in flight
   }
 
   start(channels) {
@@ -44,6 +48,12 @@ export class PollTransport extends Transport {
     return true;
   }
 
+  /** The token changed: done in place (true); the held request is replaced by one with it. */
+  tokenChanged() {
+    if (this.abort) this.abort.abort();
+    return true;
+  }
+
   _later(ms) {
     this.timer = this.clock.setTimeout(() => {
       this.timer = null;
@@ -59,6 +69,9 @@ export class PollTransport extends Transport {
     const hold = this.opened ? this.hold : Math.min(1, this.hold);
     this.lastHold = hold;
     const qs = `${channelQuery(channels, this.cb.since(channels))}&timeout=${hold}`;
+    const token = this.cb.token();
+    this.token = token;
+    const req = withToken(`${this.url}?${qs}`, {}, token, this.o.tokenVia);
     const abort = typeof AbortController !== 'undefined' ? new AbortController() : null;
     this.abort = abort;
     const t0 = this.clock.now();
@@ -69,13 +82,15 @@ export class PollTransport extends Transport {
     });
     let res, body;
     try {
-      res = await fetchFn(`${this.url}?${qs}`, { cache: 'no-store', signal: abort ? abort.signal : undefined });
+      const init = { cache: 'no-store', signal: abort ? abort.signal : undefined };
+      if (req.headers.Authorization) init.headers = req.headers;
+      res = await fetchFn(req.url, init);
       body = res.status === 200 ? await res.json() : null;
     } catch (e) {
       cancel();
       if (this.done) return;
       if (abort && abort.signal.aborted && !expired) {
-        this._poll(); // the set changed
+        this._poll(); // the set or the token changed
         return;
       }
       this._failed(this.clock.now() - t0);
@@ -90,6 +105,9 @@ export class PollTransport extends Transport {
       if (r.kind === 'later') {
         // Come back when told (jittered); the cursor is unchanged.
         this._later(Math.round((r.retryIn ?? 2000) * (0.5 + this.clock.random() * 0.5)));
+      } else if (r.kind === 'auth') {
+        this.done = true;
+        this.cb.close({ reason: r.info.code, auth: r.info, token, opened: this.opened });
       } else if (r.kind === 'fatal') {
         this.cb.error(r.info);
         this.done = true;
@@ -110,6 +128,9 @@ export class PollTransport extends Transport {
       for (const m of body.messages || []) this.cb.message(m);
       if (body.cursor) this.cb.cursor(body.cursor, channels);
     }
+    // A notice about the token this request carried; once the client has a new one it is news
+    // to nobody (getToken() is called once however many notices come meanwhile).
+    if (body.expiring !== undefined && body.expiring !== null && token === this.cb.token() && !this.done) this.cb.expiring(body.expiring);
     if (!this.done) this._poll();
   }
 

@@ -8,13 +8,30 @@
  * that marks a stream live, and the `retry:` hint of a draining node; and it reconnects by
  * itself, where we want the cursor, the backoff and the fallback in our hands.
  *
+ * The token goes with the request (docs/client.md "Authentication"); a stream cannot change it,
+ * so a new token means a new request from the positions (tokenChanged() answers false), and the
+ * server's `expiring` notice is passed on for the client to get one. `expired` and `revoked`
+ * end the stream as refusals of the token.
+ *
  * Built from (url, options, callbacks); knows nothing of the client. The callbacks are listed
  * in client.js (transportCallbacks).
  */
 
 import { deadline } from '../timing.js';
-import { channelQuery, readRefusal } from '../http.js';
+import { channelQuery, readRefusal, withToken } from '../http.js';
 import { Transport } from './base.js';
+
+/* The text of an `expired` / `revoked` event's data: its "reason" or "message" member, or the
+ * data itself when it is not a JSON object. */
+function reasonText(data) {
+  try {
+    const v = JSON.parse(data);
+    if (v && typeof v === 'object') return v.reason ?? v.message ?? '';
+    return typeof v === 'string' ? v : '';
+  } catch (e) {
+    return data;
+  }
+}
 
 export class SseTransport extends Transport {
   /**
@@ -30,18 +47,22 @@ export class SseTransport extends Transport {
     this.abort = null;
     this.cancelTimer = null;
     this.lastByte = 0;
+    this.token = null; // the token this request carries
+    this.authEnd = null; // the server ended the stream for its token: {code, message}
   }
 
   start(channels) {
     this.channels = [...channels];
     const fetchFn = this.o.fetch || globalThis.fetch;
     const qs = channelQuery(this.channels, this.cb.since(this.channels));
+    this.token = this.cb.token();
+    const req = withToken(`${this.url}?${qs}`, { Accept: 'text/event-stream' }, this.token, this.o.tokenVia);
     this.abort = typeof AbortController !== 'undefined' ? new AbortController() : null;
     this._arm(this.o.connectTimeout, 'sse_connect_timeout');
     let res;
     Promise.resolve()
-      .then(() => fetchFn(`${this.url}?${qs}`, {
-        headers: { Accept: 'text/event-stream' },
+      .then(() => fetchFn(req.url, {
+        headers: req.headers,
         cache: 'no-store',
         signal: this.abort ? this.abort.signal : undefined,
       }))
@@ -52,7 +73,11 @@ export class SseTransport extends Transport {
         this._arm(this.o.probeTimeout, 'sse_silent');
         return this._read(res.body.getReader());
       })
-      .catch(() => this._end({ reason: this.gotByte ? 'sse_cut' : 'sse_error' }));
+      .catch(() => {
+        // After `expired` / `revoked` the end is the server's, however the socket closed.
+        if (this.authEnd) this._end({ reason: this.authEnd.code, auth: this.authEnd, token: this.token });
+        else this._end({ reason: this.gotByte ? 'sse_cut' : 'sse_error' });
+      });
   }
 
   stop() {
@@ -66,11 +91,18 @@ export class SseTransport extends Transport {
     return false;
   }
 
+  /** Nor can it change its token (false): the owner opens a new request with the new one. */
+  tokenChanged() {
+    return false;
+  }
+
   async _refused(res) {
     const r = await readRefusal(res, this.clock);
     if (this.done) return;
     if (r.kind === 'later') {
       this._end({ reason: r.code || 'unavailable', drain: true, retryIn: r.retryIn ?? undefined });
+    } else if (r.kind === 'auth') {
+      this._end({ reason: r.info.code, auth: r.info, token: this.token });
     } else if (r.kind === 'fatal') {
       this.cb.error(r.info);
       this._end({ reason: r.info.code, fatal: true });
@@ -143,9 +175,11 @@ export class SseTransport extends Transport {
         else if (field === 'retry' && /^\d+$/.test(val) && this.opened) this.drainRetry = Number(val);
       }
     }
-    // The server ended the stream: a draining node does so after a fresh `retry:`. Without one
-    // it is a cut like any other (a proxy ending idle responses cleanly).
-    if (this.drainRetry !== null) this._end({ reason: 'drain', drain: true, retryIn: this.drainRetry });
+    // The server ended the stream: for its token after `expired` or `revoked`; a draining node
+    // after a fresh `retry:`. Without either it is a cut like any other (a proxy ending idle
+    // responses cleanly).
+    if (this.authEnd) this._end({ reason: this.authEnd.code, auth: this.authEnd, token: this.token });
+    else if (this.drainRetry !== null) this._end({ reason: 'drain', drain: true, retryIn: this.drainRetry });
     else this._end({ reason: 'sse_ended' });
   }
 
@@ -178,6 +212,28 @@ export class SseTransport extends Transport {
         this.cb.engine(JSON.parse(data).state);
       } catch (e) {
         /* malformed */
+      }
+    } else if (ev.type === 'expiring') {
+      let exp = null;
+      try {
+        exp = JSON.parse(data).exp;
+      } catch (e) {
+        /* malformed: a notice all the same */
+      }
+      this.cb.expiring(typeof exp === 'number' ? exp : null);
+    } else if (ev.type === 'expired' || ev.type === 'revoked') {
+      let channel = null;
+      try {
+        channel = JSON.parse(data).channel ?? null;
+      } catch (e) {
+        /* not JSON: the whole stream */
+      }
+      if (ev.type === 'revoked' && typeof channel === 'string') {
+        // One channel taken out of the stream; the others go on.
+        this.cb.denied({ channel, code: 'revoked', message: reasonText(data), token: this.token });
+      } else {
+        // The stream ends next; the reason is read when it does (a revocation's text is for the app).
+        this.authEnd = { code: ev.type === 'expired' ? 'token_expired' : 'revoked', message: reasonText(data) };
       }
     }
     if (ev.id !== null && ev.id !== '') this.cb.cursor(ev.id, this.channels);
