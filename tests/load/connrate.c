@@ -396,7 +396,8 @@ main(int argc, char **argv)
             last_sweep = now;
             for (unsigned i = 0; i != cfg.concurrency; ++i) {
                 conn_t *c = &conns[i];
-                if (c->state != C_FREE && now - c->started_ns > CONN_DEADLINE_NS) {
+                /* started_ns may be later than now: connections restarted in this pass. */
+                if (c->state != C_FREE && now > c->started_ns && now - c->started_ns > CONN_DEADLINE_NS) {
                     ++res.timeouts;
                     ++res.failed;
                     conn_close(ep, c);
