@@ -15,6 +15,9 @@ if [ "${1:-}" = "--test" ]; then
     # promtool checks and unit-tests deploy/prometheus/alerts.yml (tests/deploy/); python3-yaml
     # parses the Kubernetes manifests of deploy/k8s/.
     pkgs+=(prometheus python3-yaml)
+    # tests/e2e/auth_matrix.test.mjs mints its tokens with PyJWT (an implementation independent
+    # of pushedge's), through the system python3.
+    pkgs+=(python3-jwt python3-cryptography)
     # The JS suites run on Debian's nodejs (18.20) when no other node is installed, as on a
     # fresh machine: tests/package.json pins playwright-core to 1.61, the last release that
     # supports Node 18 (1.62 requires Node 20); any newer node works as well. npm depends on

@@ -3,6 +3,7 @@
  * the cross-origin policy of the endpoints a page may call (docs/protocol.md "Cross-origin
  * requests (CORS)").
  */
+#include "edge/core/access.h"
 #include "edge/core/conn_limit.h"
 #include "edge/core/http.h"
 #include "edge/core/cors.h"
@@ -60,7 +61,9 @@ pe_router_on_req(h2o_handler_t *self, h2o_req_t *req)
         cors_handler = pe_poll_on_req;
     }
     if (cors_handler != NULL) {
-        if (pe_http_preflight(req, methods) == 0)
+        /* The subscribing endpoints read the token cookie (docs/auth.md "Tokens"). */
+        int reads_cookie = cors_handler == pe_sse_on_req || cors_handler == pe_poll_on_req;
+        if (pe_http_preflight(req, methods, reads_cookie) == 0)
             return 0;
         /* Under an origin policy a stream a page may not read is refused, readably, instead of
          * being served to a browser that hides it (and whose client would retry forever). */
@@ -68,7 +71,16 @@ pe_router_on_req(h2o_handler_t *self, h2o_req_t *req)
             pe_http_refuse_origin(req);
             return 0;
         }
+        /* A cookie rides along whichever site's page makes the request: it opens a stream only
+         * for the server's own page or a listed origin, checked before the token is verified
+         * so another site learns nothing about it. */
+        if (reads_cookie && pe_access_token_source(req) == PE_TOKEN_COOKIE && !pe_http_origin_is_allowed_with_cookie(req)) {
+            pe_http_refuse_cookie_origin(req);
+            return 0;
+        }
         pe_http_cors(req);
+        if (reads_cookie)
+            pe_http_cors_credentials(req);
         return cors_handler(req);
     }
     /* A backend's call (API key), never a browser's: no CORS. */

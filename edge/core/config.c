@@ -104,6 +104,8 @@ static const opt_t options[] = {
     {"jwt-leeway", OPT_UINT, OFF(jwt_leeway), 0, 300, "SECONDS", "clock skew forgiven on \"exp\" and \"nbf\" (default 30)"},
     {"public-channel", OPT_PUBLIC, 0, 0, 0, "PATTERN",
      "channel pattern (e.g. news or public.*) readable without a token; repeatable (default: none)"},
+    {"no-ws-deflate", OPT_FLAG, OFF(no_ws_deflate), 0, 0, NULL,
+     "never negotiate WebSocket permessage-deflate (messages mixing secrets and attacker-chosen text: docs/security.md)"},
     {"help", OPT_HELP, 0, 0, 0, NULL, "print this help and exit"},
     {"version", OPT_VERSION, 0, 0, 0, NULL, "print the version and exit"},
 };

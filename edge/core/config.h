@@ -42,6 +42,7 @@ typedef struct st_pe_config_t {
     uint64_t drain_timeout; /* seconds */
     uint64_t drain_delay;   /* seconds of pre-drain (readiness 503, still serving) */
     int ws_echo;
+    int no_ws_deflate; /* --no-ws-deflate: decline permessage-deflate (docs/security.md) */
     char *config_file;
     int log_level;
     int log_format; /* PE_LOG_FORMAT_TEXT (0, the default) or PE_LOG_FORMAT_JSON */

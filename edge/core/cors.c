@@ -1,31 +1,49 @@
 /*
  * cors.c: the cross-origin policy of --allowed-origin (docs/protocol.md "Cross-origin requests
- * (CORS)"): response headers, preflights, the readable refusal, and the WebSocket Origin check.
+ * (CORS)"): response headers (credentials only for origins listed by name), preflights, the
+ * readable refusal, the WebSocket Origin check, and the origin check of requests whose token is
+ * the cookie (cross-site WebSocket hijacking and its SSE / poll equivalents, docs/auth.md).
  */
 #include <string.h>
 #include "edge/core/cors.h"
 #include "edge/core/http.h"
 #include "edge/core/thread.h"
+#include "edge/identity/policy.h"
 
 /* Returns the allowed value for Access-Control-Allow-Origin ("*" or the origin itself), or NULL
- * when the request has no Origin or the origin is not allowed. */
+ * when the request has no Origin or the origin is not allowed. An origin listed by name wins
+ * over "*" wherever they stand in the list (*explicit set): only a named origin may be sent
+ * credentials (pe_http_cors_credentials). */
 static const char *
-allowed_origin(h2o_req_t *req, h2o_iovec_t *origin)
+allowed_origin_ex(h2o_req_t *req, h2o_iovec_t *origin, int *explicit)
 {
     const pe_config_t *cfg = pe_thread_of(req)->server->cfg;
     ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("origin"), -1);
+    *explicit = 0;
     if (i < 0 || cfg->num_allowed_origins == 0)
         return NULL;
     *origin = req->headers.entries[i].value;
+    const char *star = NULL;
     for (size_t j = 0; j != cfg->num_allowed_origins; ++j) {
         const char *o = cfg->allowed_origins[j];
-        if (strcmp(o, "*") == 0)
-            return o;
+        if (strcmp(o, "*") == 0) {
+            star = o;
+            continue;
+        }
         /* Origins compare exactly (RFC 6454 5), but browsers lower-case scheme and host. */
-        if (strlen(o) == origin->len && h2o_lcstris(origin->base, origin->len, o, origin->len))
+        if (strlen(o) == origin->len && h2o_lcstris(origin->base, origin->len, o, origin->len)) {
+            *explicit = 1;
             return o;
+        }
     }
-    return NULL;
+    return star;
+}
+
+static const char *
+allowed_origin(h2o_req_t *req, h2o_iovec_t *origin)
+{
+    int explicit;
+    return allowed_origin_ex(req, origin, &explicit);
 }
 
 void
@@ -44,8 +62,23 @@ pe_http_cors(h2o_req_t *req)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, NULL, origin.base, origin.len);
 }
 
+void
+pe_http_cors_credentials(h2o_req_t *req)
+{
+    /* Only with identity on (cookies mean nothing otherwise) and only for an origin listed by
+     * name: "*" with credentials is refused by browsers, and reflecting any Origin with them
+     * would let every site read what the user's cookie opens. */
+    if (pe_thread_of(req)->server->cfg->auth_mode == PE_AUTH_MODE_OFF)
+        return;
+    h2o_iovec_t origin;
+    int explicit;
+    if (allowed_origin_ex(req, &origin, &explicit) != NULL && explicit)
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-allow-credentials"), 0, NULL,
+                              H2O_STRLIT("true"));
+}
+
 int
-pe_http_preflight(h2o_req_t *req, const char *methods)
+pe_http_preflight(h2o_req_t *req, const char *methods, int credentials)
 {
     /* Without a policy an OPTIONS request is the handler's business (405). */
     if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("OPTIONS")) ||
@@ -58,6 +91,8 @@ pe_http_preflight(h2o_req_t *req, const char *methods)
         return 0;
     }
     pe_http_cors(req);
+    if (credentials)
+        pe_http_cors_credentials(req);
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-allow-methods"), 0, NULL, methods,
                           strlen(methods));
     /* Last-Event-ID: EventSource's reconnect; Authorization, Content-Type and Idempotency-Key:
@@ -77,10 +112,23 @@ origin_check(h2o_req_t *req, int strict)
 {
     const pe_config_t *cfg = pe_thread_of(req)->server->cfg;
     ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("origin"), -1);
+    if (i < 0 && strict) {
+        /* Browsers send Origin on every WebSocket handshake and CORS request, not on a no-cors
+         * one (an <img> or <script> of another site's page pointing here). Fetch metadata,
+         * where sent, tells those apart from a tool or the user's own address bar. */
+        ssize_t s = h2o_find_header_by_str(&req->headers, H2O_STRLIT("sec-fetch-site"), -1);
+        if (s < 0)
+            return 1;
+        h2o_iovec_t v = req->headers.entries[s].value;
+        return !(h2o_memis(v.base, v.len, H2O_STRLIT("cross-site")) || h2o_memis(v.base, v.len, H2O_STRLIT("same-site")));
+    }
     if (i < 0 || (cfg->num_allowed_origins == 0 && !strict))
         return 1; /* not a browser, or no policy */
+    /* A cookie's request needs its origin listed by name: "*" lets any page read what anyone
+     * may read, not act as the user whose cookie the browser adds. */
     h2o_iovec_t origin;
-    if (cfg->num_allowed_origins != 0 && allowed_origin(req, &origin) != NULL)
+    int explicit;
+    if (cfg->num_allowed_origins != 0 && allowed_origin_ex(req, &origin, &explicit) != NULL && (explicit || !strict))
         return 1;
     /* Same origin: the Origin's host[:port] is the Host the browser connected to. */
     h2o_iovec_t o = req->headers.entries[i].value;
@@ -120,4 +168,14 @@ pe_http_refuse_origin(h2o_req_t *req)
     }
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_VARY, NULL, H2O_STRLIT("Origin"));
     pe_http_error(req, 403, "Forbidden", "origin_not_allowed", "this origin is not in --allowed-origin");
+}
+
+void
+pe_http_refuse_cookie_origin(h2o_req_t *req)
+{
+    /* No Access-Control-Allow-Origin here: the request carried the user's cookie, and a
+     * credentialed answer is unreadable to the page without credentials allowed anyway. */
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_VARY, NULL, H2O_STRLIT("Origin"));
+    pe_http_error(req, 403, "Forbidden", "origin_not_allowed",
+                  "a cookie token is usable from this server's own origin or an --allowed-origin only");
 }

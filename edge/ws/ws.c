@@ -432,6 +432,14 @@ pe_ws_on_req(h2o_req_t *req, int echo)
             return 0;
         }
     }
+    /* A token in a cookie comes with every handshake the browser makes, whichever site asks:
+     * only the server's own page or an --allowed-origin may use it (docs/auth.md). Checked
+     * before the token is verified, so the answer says nothing about the cookie's validity. */
+    if (pe_access_token_source(req) == PE_TOKEN_COOKIE && !pe_http_origin_is_allowed_with_cookie(req)) {
+        pe_free(initial);
+        return refuse(req, 403, "Forbidden", "origin_not_allowed",
+                      "a cookie token is usable from this server's own origin or an --allowed-origin only");
+    }
     /* Who the client is, and whether the query's channels are allowed: answered before the
      * upgrade, as HTTP 401/403 (docs/auth.md); channels added later are checked per op. */
     pe_identity_t id;
@@ -439,19 +447,12 @@ pe_ws_on_req(h2o_req_t *req, int echo)
         pe_free(initial);
         return 0;
     }
-    /* A token in a cookie comes with every handshake the browser makes, whichever site asks:
-     * only the server's own page or an --allowed-origin may use it (docs/auth.md). */
-    if (id.authenticated && pe_access_token_source(req) == PE_TOKEN_COOKIE && !pe_http_origin_is_allowed_with_cookie(req)) {
-        pe_free(initial);
-        pe_identity_dispose(&id);
-        return refuse(req, 403, "Forbidden", "origin_not_allowed",
-                      "a cookie token is usable from this server's own origin or an --allowed-origin only");
-    }
 
     /* permessage-deflate */
     pe_ws_pmd_t pmd = {0};
     int pmd_enabled = 0;
-    h2o_iovec_t ext = join_header(req, H2O_STRLIT("sec-websocket-extensions"));
+    /* --no-ws-deflate: the offer is not even parsed; the connection runs uncompressed. */
+    h2o_iovec_t ext = cfg->no_ws_deflate ? h2o_iovec_init(NULL, 0) : join_header(req, H2O_STRLIT("sec-websocket-extensions"));
     if (ext.base != NULL) {
         char resp[256];
         int r = pe_ws_pmd_negotiate(ext.base, ext.len, &pmd, resp, sizeof(resp));

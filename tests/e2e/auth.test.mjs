@@ -19,8 +19,14 @@
  *
  * - the WebSocket auth op (first message only).
  *
+ * - cookies and cross-site requests (issue 13 item 7): a cookie token from another site's page
+ *   is refused 403 origin_not_allowed on ws, sse and poll before the token is read (a bad cookie
+ *   too), also without Origin when Sec-Fetch-Site says another site; "*" in --allowed-origin
+ *   does not extend to cookies; a header or query token is not ambient and is not checked;
+ *   Access-Control-Allow-Credentials only for an origin listed by name, with --auth on.
+ *
  * Elsewhere: the auth deadline, expiry notices and refresh (auth_expiry.test.mjs), revocation
- * (auth_revoke.test.mjs).
+ * (auth_revoke.test.mjs), every transport against every token source (auth_matrix.test.mjs).
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -348,5 +354,150 @@ describe('keys', () => {
         const r3 = await runOnce(['--jwt-secret', SECRET]);
         assert.equal(r3.code, 2);
         assert.match(r3.stderr, /--auth/);
+    });
+});
+
+describe('cookies and cross-site requests', () => {
+    const EVIL = 'https://evil.example', APP = 'https://app.example';
+    const claims = (extra = {}) => ({ sub: 'alice', exp: now() + 600, channels: ['user:{sub}'], ...extra });
+    /* The answer's status, error code and CORS headers, on each transport. SSE answers 200 with a
+     * stream that never ends: only its head is read. */
+    async function attempt(base, transport, headers, channel = 'user:alice') {
+        if (transport === 'ws') {
+            const { origin, ...rest } = headers;
+            try {
+                const ws = await openWs(base, `/ws?channel=${channel}`, { headers: rest, ...(origin ? { origin } : {}) });
+                const h = ws.upgradeHeaders;
+                ws.ws.terminate();
+                return { status: 101, headers: h ?? {} };
+            } catch (e) {
+                if (!e.status)
+                    throw e;
+                let code;
+                try {
+                    code = JSON.parse(e.body).error.code;
+                } catch {
+                    code = undefined;
+                }
+                return { status: e.status, code, headers: {} };
+            }
+        }
+        if (transport === 'sse') {
+            const s = await openSSE(base, `/sse?channel=${channel}`, { headers });
+            s.close();
+            if (s.status === 200)
+                return { status: 200, headers: s.headers };
+        }
+        const r = await httpRequest(base, `/${transport}?channel=${channel}&timeout=1`, { headers });
+        return { status: r.status, code: r.json?.error?.code, headers: r.headers };
+    }
+    const TRANSPORTS = ['ws', 'sse', 'poll'];
+
+    describe('without --allowed-origin', () => {
+        const ref = sharedServer(before, after, ['--auth', 'optional', '--jwt-secret', SECRET, '--public-channel', 'news']);
+
+        it('a cookie token from another site is refused before it is read; the own page and tools are not', async () => {
+            const base = ref.srv.url;
+            const own = new URL(base).origin;
+            const cookie = `pushedge_token=${mint(claims())}`;
+            const badCookie = `pushedge_token=${mint(claims(), { key: 'another-secret-0123456789abcdef0123456789' })}`;
+            for (const tr of TRANSPORTS) {
+                const evil = await attempt(base, tr, { cookie, origin: EVIL });
+                assert.equal(evil.status, 403, `${tr}: cookie from another site`);
+                assert.equal(evil.code, 'origin_not_allowed', tr);
+                assert.equal(evil.headers['access-control-allow-credentials'], undefined, tr);
+                const bad = await attempt(base, tr, { cookie: badCookie, origin: EVIL });
+                assert.deepEqual([bad.status, bad.code], [403, 'origin_not_allowed'], `${tr}: an invalid cookie from another site is not verified`);
+                const nul = await attempt(base, tr, { cookie, origin: 'null' });
+                assert.equal(nul.status, 403, `${tr}: an opaque origin (sandboxed page)`);
+                assert.equal((await attempt(base, tr, { cookie, origin: own })).status, tr === 'ws' ? 101 : 200, `${tr}: the server's own page`);
+                assert.equal((await attempt(base, tr, { cookie })).status, tr === 'ws' ? 101 : 200, `${tr}: a tool (no Origin)`);
+                /* A header or query token was put there by the page itself: not ambient. */
+                assert.equal((await attempt(base, tr, { ...bearer(mint(claims())), origin: EVIL })).status, tr === 'ws' ? 101 : 200, `${tr}: header token`);
+                assert.equal((await attempt(base, tr, { origin: EVIL }, `user:alice&token=${mint(claims())}`)).status, tr === 'ws' ? 101 : 200,
+                    `${tr}: query token`);
+                assert.equal((await attempt(base, tr, { origin: EVIL }, 'news')).status, tr === 'ws' ? 101 : 200, `${tr}: anonymous, public channel`);
+            }
+        });
+
+        it('no Origin but Sec-Fetch-Site cross-site or same-site (an <img> or <script> of another page): refused with a cookie', async () => {
+            const base = ref.srv.url;
+            const cookie = `pushedge_token=${mint(claims())}`;
+            for (const tr of ['sse', 'poll']) {
+                for (const site of ['cross-site', 'same-site']) {
+                    const r = await attempt(base, tr, { cookie, 'sec-fetch-site': site });
+                    assert.deepEqual([r.status, r.code], [403, 'origin_not_allowed'], `${tr} ${site}`);
+                }
+                for (const site of ['same-origin', 'none'])
+                    assert.equal((await attempt(base, tr, { cookie, 'sec-fetch-site': site })).status, 200, `${tr} ${site}`);
+            }
+        });
+
+        it('no CORS header at all without a list', async () => {
+            const base = ref.srv.url;
+            const r = await attempt(base, 'poll', { ...bearer(mint(claims())), origin: EVIL });
+            assert.equal(r.headers['access-control-allow-origin'], undefined);
+            assert.equal(r.headers['access-control-allow-credentials'], undefined);
+        });
+    });
+
+    describe('--allowed-origin', () => {
+        const named = sharedServer(before, after, ['--auth', 'optional', '--jwt-secret', SECRET, '--public-channel', 'news',
+            '--allowed-origin', APP]);
+        const star = sharedServer(before, after, ['--auth', 'optional', '--jwt-secret', SECRET, '--public-channel', 'news',
+            '--allowed-origin', '*', '--allowed-origin', APP]);
+        const off = sharedServer(before, after, ['--allowed-origin', APP]);
+
+        it('a listed origin gets credentials (cookie accepted, Allow-Credentials with its own origin), preflight included', async () => {
+            const cookie = `pushedge_token=${mint(claims())}`;
+            for (const ref of [named, star]) {
+                const base = ref.srv.url;
+                for (const tr of TRANSPORTS) {
+                    const r = await attempt(base, tr, { cookie, origin: APP });
+                    assert.equal(r.status, tr === 'ws' ? 101 : 200, tr);
+                    if (tr !== 'ws') {
+                        assert.equal(r.headers['access-control-allow-origin'], APP, tr);
+                        assert.equal(r.headers['access-control-allow-credentials'], 'true', tr);
+                    }
+                }
+                const pre = await httpRequest(base, '/sse?channel=user:alice', {
+                    method: 'OPTIONS', headers: { origin: APP, 'access-control-request-method': 'GET', 'access-control-request-headers': 'last-event-id' },
+                });
+                assert.equal(pre.status, 204);
+                assert.equal(pre.headers['access-control-allow-origin'], APP);
+                assert.equal(pre.headers['access-control-allow-credentials'], 'true');
+                const pub = await httpRequest(base, '/api/publish', { method: 'OPTIONS', headers: { origin: APP, 'access-control-request-method': 'POST' } });
+                assert.equal(pub.headers['access-control-allow-credentials'], undefined, 'publishing reads no cookie');
+            }
+        });
+
+        it('"*" does not extend to cookies: another site is refused with one, served without credentials otherwise', async () => {
+            const base = star.srv.url;
+            const cookie = `pushedge_token=${mint(claims())}`;
+            for (const tr of TRANSPORTS) {
+                const r = await attempt(base, tr, { cookie, origin: EVIL });
+                assert.deepEqual([r.status, r.code], [403, 'origin_not_allowed'], tr);
+                assert.equal(r.headers['access-control-allow-credentials'], undefined, tr);
+                const hdr = await attempt(base, tr, { ...bearer(mint(claims())), origin: EVIL });
+                assert.equal(hdr.status, tr === 'ws' ? 101 : 200, `${tr}: header token`);
+                if (tr !== 'ws') {
+                    assert.equal(hdr.headers['access-control-allow-origin'], '*', tr);
+                    assert.equal(hdr.headers['access-control-allow-credentials'], undefined, `${tr}: never with *`);
+                }
+            }
+            const pre = await httpRequest(base, '/poll?channel=news', { method: 'OPTIONS', headers: { origin: EVIL, 'access-control-request-method': 'GET' } });
+            assert.equal(pre.status, 204);
+            assert.equal(pre.headers['access-control-allow-credentials'], undefined, 'preflight: never with *');
+        });
+
+        it('an unlisted origin gets no credentials, even on its readable refusal; --auth off sends none', async () => {
+            const r = await attempt(named.srv.url, 'sse', { origin: EVIL }, 'news');
+            assert.deepEqual([r.status, r.code], [403, 'origin_not_allowed']);
+            assert.equal(r.headers['access-control-allow-credentials'], undefined);
+            const o = await attempt(off.srv.url, 'poll', { origin: APP }, 'x');
+            assert.equal(o.status, 200);
+            assert.equal(o.headers['access-control-allow-origin'], APP);
+            assert.equal(o.headers['access-control-allow-credentials'], undefined, 'cookies mean nothing with --auth off');
+        });
     });
 });

@@ -18,6 +18,8 @@
  *   client; the option on the command line, in the environment, in --help;
  * - start-up warnings (listening beyond loopback without --api-key; a secret on the command
  *   line); drain retry hints differ from one start to the next.
+ * - --no-ws-deflate: a permessage-deflate offer is declined, messages arrive uncompressed
+ *   (compression side channels, docs/security.md "Threat model").
  *
  * Not covered: TLS (no TLS listener yet), real browsers (raw requests carry the headers a
  * browser sends; tests/e2e/browser.test.mjs drives Chromium for the client library).
@@ -392,5 +394,25 @@ describe('start-up warnings and randomness', () => {
             await srv.stop(null);
         }
         assert.ok(new Set(hints).size > 1, `three starts gave the same hint ${hints}`);
+    });
+});
+
+describe('--no-ws-deflate', () => {
+    it('declines permessage-deflate; without it the same offer is accepted', async (t) => {
+        for (const [args, want] of [[['--no-ws-deflate'], false], [[], true]]) {
+            const srv = await startServer(args);
+            t.after(() => srv.stop());
+            const ch = uniqueChannel('nodeflate');
+            const ws = await openWs(srv.url, `/ws?channel=${ch}`, { t, perMessageDeflate: true });
+            await ws.nextOp('subscribed');
+            const ext = String(ws.upgradeHeaders['sec-websocket-extensions'] ?? '');
+            assert.equal(/permessage-deflate/.test(ext), want, `${args.join(' ') || 'default'}: ${ext}`);
+            const r = await httpRequest(srv.url, `/api/publish?channel=${ch}`, { method: 'POST', headers: { 'content-type': 'application/json' },
+                body: JSON.stringify({ secret: 'x'.repeat(2000) }) });
+            assert.equal(r.status, 200, r.text);
+            const m = await ws.next((j) => j.op === 'message' || j.data !== undefined);
+            assert.equal(m.data.secret.length, 2000);
+            await srv.stop();
+        }
     });
 });
