@@ -436,6 +436,7 @@ pe_ws_on_req(h2o_req_t *req, int echo)
 
     pe_ws_conn_t *ws = (pe_ws_conn_t *)pe_conn_new(req, sizeof(*ws), &ws_conn_callbacks);
     ws->conn.identity = id;
+    pe_conn_register_user(&ws->conn);
     ws->echo = echo;
     ws->pmd = pmd;
     ws->pmd_enabled = pmd_enabled;
