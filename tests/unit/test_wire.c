@@ -194,7 +194,8 @@ test_presence(void)
     pe_msg_t *msg = make_msg(9, 2, "room", data);
     msg->kind = PE_MSG_JOIN;
     const pe_msg_encoding_t *ev = pe_wire_sse_event(msg);
-    static const char want[] = "id: 9-2\nevent: join\ndata: {\"channel\":\"room\",\"client\":\"00ff.1.7\",\"user\":\"al\\\"ice\"}\n\n";
+    static const char want[] =
+        "id: 9-2\nevent: join\ndata: {\"channel\":\"room\",\"client\":\"00ff.1.7\",\"user\":\"al\\\"ice\"}\n\n";
     TAP_EQ_MEM(ev->data, ev->len, want, sizeof(want) - 1, "the SSE join event, id first");
     size_t off = pe_wire_sse_data_off(msg);
     TAP_EQ_MEM(ev->data + off, ev->len - off, want + 8, sizeof(want) - 1 - 8, "without its id line (multi-channel streams)");
