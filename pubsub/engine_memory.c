@@ -529,8 +529,8 @@ do_member_add(pe_ps_engine_t *_self, pe_ps_node_t *node, pe_ps_member_t *m)
         pthread_mutex_unlock(&self->users_lock);
         return;
     }
-    /* The node watches the channel already (the subscriber holds it), so it exists; a map at
-     * --max-channels cannot refuse it (full stays unset only for existing channels). */
+    /* The node watches the channel already (the subscriber holds it), so it normally exists; if
+     * the map was full when the watch came, the member is simply not listed. */
     int full = 0;
     mem_channel_t *ch = lock_channel(self, m->key, m->key_len, 1, &full);
     if (ch == NULL)

@@ -34,6 +34,11 @@
  * delivered (pe_ps_node__resync), so what was published during the outage reaches everyone
  * once, in order, or as a gap.
  *
+ * Presence and the user registry (docs/architecture.md "Presence and the user registry"): a
+ * thread sends its connections' registrations on its own link and keeps them to send again when
+ * the link comes back (or when the node learns it was swept as dead); thread 0 beats for the
+ * node every second (pushedge_beat) and sweeps the nodes that stopped beating.
+ *
  * Plain XADD producers. When Redis has keyspace notifications for streams on
  * (notify-keyspace-events containing K and t, or K and A), each node also subscribes to the
  * keyspace channel of its channels and fetches new entries with XRANGE after an "xadd" event

@@ -22,6 +22,12 @@
  * the history has them anyway); one engine read per subscriber for live messages (the engine
  * would see N reads per message).
  *
+ * Presence. A channel added with PE_SUB_PRESENCE_MEMBER registers the subscriber with the engine
+ * (who it is comes from the transport's who callback) until the channel is removed; the engine
+ * stores its join and leave as entries of the channel's history (pe_msg_t.kind). Fan-out passes
+ * over those entries for channels added without PE_SUB_PRESENCE_EVENTS, moving their position
+ * past them: one comparison per delivery, no lock (docs/architecture.md "Presence").
+ *
  * Safe points: subscriber callbacks run from the run queue (catch-up) or the live feed, never
  * from inside pe_sub_add/remove/resume; transports must not dispose a subscriber from inside
  * one of its callbacks (asserted).
