@@ -90,9 +90,10 @@ struct st_pe_sub_chan_t {
     unsigned gap_pending : 1;
     unsigned ready_pending : 1; /* the first read answered: on_ready is due */
     unsigned reached_end : 1;
-    unsigned presence : 1;  /* deliver join/leave events (PE_SUB_PRESENCE_EVENTS); else skip them */
-    pe_ps_member_t *member; /* the subscriber's presence registration in this channel, or NULL */
-    pe_msg_t **page;        /* owned references from the last read */
+    unsigned presence : 1;       /* deliver join/leave events (PE_SUB_PRESENCE_EVENTS); else skip them */
+    unsigned member_pending : 1; /* PE_SUB_PRESENCE_MEMBER: register once the channel first goes live */
+    pe_ps_member_t *member;      /* the subscriber's presence registration in this channel, or NULL */
+    pe_msg_t **page;             /* owned references from the last read */
     size_t page_len, page_off;
     read_req_t *read;          /* the read in flight, if any */
     h2o_linklist_t retry_link; /* in node->retry_list after a failed read */
@@ -358,6 +359,24 @@ unschedule(pe_sub_t *sub)
     sub->_scheduled = 0;
 }
 
+static pe_ps_member_t *member_new(pe_ps_member_kind_t kind, const char *key, size_t key_len, const pe_ps_who_t *who);
+
+/*
+ * Registers the subscriber as a member of the channel, when the channel first goes live: its
+ * own join then arrives on the live feed like any later event (the subscriber receives it, and
+ * no second history read is needed, as one stored during the catch-up would cause).
+ */
+static void
+register_member(pe_sub_t *sub, pe_sub_chan_t *chan)
+{
+    chan->member_pending = 0;
+    pe_ps_who_t who = {.transport = "?"};
+    sub->cb->who(sub, &who);
+    chan->member = member_new(PE_PS_MEMBER_PRESENCE, chan->lc->name, chan->lc->name_len, &who);
+    pe_ps_engine_t *engine = sub->_node->engine;
+    engine->ops->member_add(engine, sub->_node, chan->member);
+}
+
 /* Delivers what the subscriber's catching-up channels hold, until its transport pauses it. */
 static void
 run_sub(pe_sub_t *sub)
@@ -395,10 +414,13 @@ run_sub(pe_sub_t *sub)
             }
             if (chan->page_off == chan->page_len) {
                 release_page(chan);
-                if (chan->reached_end && !chan->missed_live)
+                if (chan->reached_end && !chan->missed_live) {
                     chan->state = CHAN_LIVE;
-                else
+                    if (chan->member_pending)
+                        register_member(sub, chan);
+                } else {
                     issue_read(chan);
+                }
             }
         }
         if (chan->state != CHAN_LIVE)
@@ -630,13 +652,7 @@ pe_sub_add_flags(pe_sub_t *sub, const char *channel, size_t len, pe_start_t star
     sub->_chans[sub->_num_chans++] = chan;
     sub->_live_announced = 0;
     chan->presence = (flags & PE_SUB_PRESENCE_EVENTS) != 0;
-    if ((flags & PE_SUB_PRESENCE_MEMBER) != 0 && sub->cb->who != NULL) {
-        pe_ps_who_t who = {.transport = "?"};
-        sub->cb->who(sub, &who);
-        chan->member = member_new(PE_PS_MEMBER_PRESENCE, channel, len, &who);
-        pe_ps_engine_t *engine = sub->_node->engine;
-        engine->ops->member_add(engine, sub->_node, chan->member);
-    }
+    chan->member_pending = (flags & PE_SUB_PRESENCE_MEMBER) != 0 && sub->cb->who != NULL;
     issue_read(chan);
     return NULL;
 }

@@ -74,9 +74,11 @@ describe('presence on every transport', () => {
         const url = ref.srv.url;
         const ch = uniqueChannel('pr');
         const a = await sseLive(url, ch, '&presence=1', { t });
+        const own = JSON.parse((await a.next((e) => e.type === 'join', 5000, 'its own join')).data);
         const b = await openWs(url, `/ws?channel=${ch}&presence=1`, { t });
         await b.nextOp('subscribed');
         const join = await a.next((e) => e.type === 'join', 5000, 'a join');
+        assert.notEqual(JSON.parse(join.data).client, own.client, 'the second join is the other member\'s');
         const jd = JSON.parse(join.data);
         assert.equal(jd.channel, ch);
         assert.equal(jd.user, null);
@@ -106,8 +108,10 @@ describe('presence on every transport', () => {
         const w = await openWs(url, '/ws', { t });
         w.send({ op: 'subscribe', channel: ch, presence: true, ref: 1 });
         await w.nextOp('subscribed');
+        const own = await w.nextOp('join');
         const s = await sseLive(url, ch, '&presence=1', { t });
         const j = await w.nextOp('join');
+        assert.notEqual(j.client, own.client);
         assert.equal(j.channel, ch);
         assert.equal(j.user, null);
         assert.match(j.id, /^\d+-\d+$/);
@@ -168,7 +172,7 @@ describe('presence on every transport', () => {
         assert.deepEqual(plain.events.map((e) => e.type), ['message', 'message', 'message']);
         const replay = await openSSE(url, `/sse?channel=${ch}&since=0&presence=1`, { t });
         await replay.waitFor(() => replay.events.length >= 5, 5000, 'five events');
-        /* (Then the replaying subscriber's own join: a member may see its own join.) */
+        /* (Then the replaying subscriber's own join: a member receives its own join.) */
         const five = replay.events.slice(0, 5);
         assert.deepEqual(five.map((e) => e.type === 'message' ? JSON.parse(e.data).data.n : e.type), [1, 'join', 2, 'leave', 3]);
         const ids = five.map((e) => e.lastEventId);
@@ -191,7 +195,9 @@ describe('presence on every transport', () => {
         w.send({ op: 'publish', channel: ch, data: '\u001el{"client":"forged"}', ref: 'f' });
         await w.nextOp('published');
         await s.waitFor(() => s.events.filter((e) => e.type === 'message').length >= 3, 5000, 'three messages');
-        assert.equal(presenceEvents(s).length, 0, `no presence event: ${s.summary()}`);
+        /* Its own join only. */
+        assert.equal(presenceEvents(s).length, 1, `no forged presence event: ${s.summary()}`);
+        assert.ok(!presenceEvents(s).some((e) => /forged|mallory/.test(e.data)), s.summary());
         assert.equal((await presenceOf(url, ch, '&members=0')).count, 1);
     });
 
@@ -205,8 +211,8 @@ describe('presence on every transport', () => {
         await waitUntil(async () => (await presenceOf(url, ch, '&members=0')).count === 4, { what: '4 members' });
         await publishOk(url, ch, { marker: 1 });
         await watcher.next((e) => e.type === 'message', 5000, 'the marker');
-        /* Members 2 and 3 joined within the bound of 3; the fourth did not produce a join. */
-        assert.equal(presenceEvents(watcher).filter((e) => e.type === 'join').length, 2, watcher.summary());
+        /* Its own join and members 2 and 3 within the bound of 3; the fourth produced none. */
+        assert.equal(presenceEvents(watcher).filter((e) => e.type === 'join').length, 3, watcher.summary());
         others[2].close();
         await waitUntil(async () => (await presenceOf(url, ch, '&members=0')).count === 3, { what: '3 members' });
         others[1].close(); /* 3 -> 2: within the bound again: a leave */
@@ -302,7 +308,7 @@ describe('two nodes on one Redis', () => {
         const w1 = await openWs(n1.url, `/ws?channel=${ch}&presence=1`);
         await w1.nextOp('subscribed');
         const s1 = await sseLive(n1.url, ch, '&presence=1');
-        await watcher.waitFor(() => presenceEvents(watcher).filter((e) => e.type === 'join').length >= 2, 5000, 'two joins from node 1');
+        await watcher.waitFor(() => presenceEvents(watcher).filter((e) => e.type === 'join').length >= 3, 5000, 'its own join and two from node 1');
         for (const n of [n1, n2]) {
             const p = await presenceOf(n.url, ch);
             assert.equal(p.count, 3, `${n.url}: ${JSON.stringify(p)}`);

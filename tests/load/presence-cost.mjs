@@ -14,10 +14,13 @@
  *
  *   node tests/load/presence-cost.mjs --bin build-rel/edge/pushedge [--redis redis://127.0.0.1:6379]
  *        [--streams 500] [--messages 500] [--cycles 2000] [--watchers 10] [--threads 2]
+ * With --redis, each churn line also gives Redis's CPU per cycle (INFO commandstats around the
+ * run, through redis-cli: calls and usec of FCALL, SADD, SREM, HSET, HDEL per cycle), and a last
+ * line the cost of one heartbeat (pushedge_beat, measured over 5 idle seconds).
  * One JSON line per measurement. Bounded: --timeout seconds per measurement (default 120).
  * Single-threaded node: the client saturates before a multi-core server; compare on with off.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
 
@@ -131,12 +134,37 @@ async function fanout(port, presence) {
     return { test: 'fanout', presence: !!presence, streams, messages, seconds: +s.toFixed(3), deliveries_per_s: Math.round((streams * messages) / s) };
 }
 
+/* Redis INFO commandstats as {cmd: {calls, usec}} (redis-cli on the URL's port), or null. */
+function commandstats() {
+    if (!args.redis)
+        return null;
+    const port = new URL(args.redis).port || '6379';
+    const text = execFileSync('redis-cli', ['-p', port, 'INFO', 'commandstats'], { encoding: 'utf8' });
+    const out = {};
+    for (const m of text.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm))
+        out[m[1]] = { calls: Number(m[2]), usec: Number(m[3]) };
+    return out;
+}
+
+function statsDelta(a, b, per) {
+    if (!a)
+        return undefined;
+    const out = {};
+    for (const [k, v] of Object.entries(b)) {
+        const calls = v.calls - (a[k]?.calls || 0), usec = v.usec - (a[k]?.usec || 0);
+        if (calls > 0)
+            out[k] = { calls_per: +(calls / per).toFixed(2), usec_per: +(usec / per).toFixed(2) };
+    }
+    return out;
+}
+
 async function churn(port, presence) {
     const ch = `churn${presence}${Date.now()}`;
     const wc = { blocks: 0 };
     const ws = [];
     for (let i = 0; i < watchers; i++)
         ws.push(await stream(port, `/sse?channel=${ch}&presence=1`, wc));
+    const st0 = commandstats();
     const t0 = process.hrtime.bigint();
     let next = 0;
     await Promise.all(Array.from({ length: 10 }, async () => {
@@ -148,9 +176,11 @@ async function churn(port, presence) {
     const s = Number(process.hrtime.bigint() - t0) / 1e9;
     /* The leaves of the last cycles (their closes reach the server after this). */
     await new Promise((r) => setTimeout(r, 300));
+    const redis_per_cycle = st0 ? statsDelta(st0, commandstats(), cycles) : undefined;
     for (const sock of ws)
         sock.destroy();
-    return { test: 'churn', presence: !!presence, cycles, watchers, seconds: +s.toFixed(3), cycles_per_s: Math.round(cycles / s), watcher_events: wc.blocks };
+    return { test: 'churn', presence: !!presence, cycles, watchers, seconds: +s.toFixed(3), cycles_per_s: Math.round(cycles / s), watcher_events: wc.blocks,
+        redis_per_cycle };
 }
 
 const port = await freePort();
@@ -166,6 +196,12 @@ try {
         console.log(JSON.stringify({ engine, ...(await fanout(port, presence)) }));
     for (const presence of [0, 1, 0, 1])
         console.log(JSON.stringify({ engine, ...(await churn(port, presence)) }));
+    if (args.redis) {
+        /* The idle node's own traffic: its heartbeats (one pushedge_beat per second). */
+        const a = commandstats();
+        await new Promise((r) => setTimeout(r, 5000));
+        console.log(JSON.stringify({ engine, test: 'idle 5 s', redis: statsDelta(a, commandstats(), 1) }));
+    }
 } finally {
     clearTimeout(guard);
     proc.kill('SIGTERM');

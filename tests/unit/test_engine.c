@@ -1741,7 +1741,7 @@ test_presence(void)
     psub_add(&f, &a, "n.0.1", both);
     psub_add(&f, &plain, "n.0.2", 0);
     psub_add(&f, &b, "n.0.3", both);
-    TAP_OK(RUN_UNTIL(a.joins == 1), "a member sees the next member's join");
+    TAP_OK(RUN_UNTIL(a.joins == 2), "a member sees its own join, then the next member's");
     TAP_EQ_STR(a.last_event_client, "n.0.3", "the joiner's id");
     publish_wait(f.node, "room", 7);
     TAP_OK(RUN_UNTIL(a.msgs == 1 && plain.msgs == 1 && b.msgs == 1), "the message reaches all three");
@@ -1761,7 +1761,9 @@ test_presence(void)
     psub_add(&f, &d, "n.0.4", both);
     publish_wait(f.node, "room", 8);
     TAP_OK(RUN_UNTIL(a.msgs == 2), "the marker");
-    TAP_EQ_UINT(a.joins, 1, "no join past the bound");
+    TAP_EQ_UINT(a.joins, 2, "no join past the bound");
+    TAP_EQ_UINT(d.joins, 0, "not even the joiner's own");
+    TAP_EQ_UINT(b.joins, 1, "b saw its own join only (it is live before it registers)");
     q = (pquery_t){0};
     pe_ps_presence_query(f.node, "room", 4, 0, on_pquery, &q);
     TAP_OK(RUN_UNTIL(q.calls == 1) && q.count == 3 && q.members[0] == '\0', "the count is exact; no list when not asked");
