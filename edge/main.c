@@ -188,7 +188,9 @@ main(int argc, char **argv)
                             .max_nodes = cfg.threads,
                             .idempotency_window_ms = cfg.idempotency_window * 1000,
                             .log = engine_log,
-                            .max_channels = cfg.max_channels};
+                            .max_channels = cfg.max_channels,
+                            .presence_max_members = cfg.presence_max_members,
+                            .presence_node_timeout_ms = cfg.presence_node_timeout * 1000};
     pe_ps_engine_t *engine;
     if (cfg.redis_url != NULL) {
         if ((engine = pe_ps_engine_create_redis(&opts, cfg.redis_url, err, sizeof(err))) == NULL) {

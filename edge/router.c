@@ -11,6 +11,7 @@
 #include "edge/api/batch.h"
 #include "edge/api/disconnect.h"
 #include "edge/api/ops.h"
+#include "edge/api/presence.h"
 #include "edge/api/publish.h"
 #include "edge/ws/ws.h"
 #include "edge/front.h"
@@ -59,6 +60,8 @@ pe_router_on_req(h2o_handler_t *self, h2o_req_t *req)
         cors_handler = pe_sse_on_req;
     } else if (h2o_memis(path.base, path.len, H2O_STRLIT("/poll"))) {
         cors_handler = pe_poll_on_req;
+    } else if (h2o_memis(path.base, path.len, H2O_STRLIT("/api/presence"))) {
+        cors_handler = pe_presence_on_req;
     }
     if (cors_handler != NULL) {
         /* The subscribing endpoints read the token cookie (docs/auth.md "Tokens"). */
@@ -90,6 +93,8 @@ pe_router_on_req(h2o_handler_t *self, h2o_req_t *req)
         return pe_ws_on_req(req, 0);
     if (thr->server->cfg->ws_echo && h2o_memis(path.base, path.len, H2O_STRLIT("/ws/echo")))
         return pe_ws_on_req(req, 1);
+    if (pe_presence_users_on_req(req, path))
+        return 0;
     if (pe_ops_on_req(req, path) == 0)
         return 0;
     pe_http_error(req, 404, "Not Found", "not_found", "no such endpoint");

@@ -115,6 +115,7 @@ typedef struct st_pe_poll_t {
     unsigned full : 1;
     unsigned expiring : 1; /* the answer carries "expiring" */
     unsigned expired : 1;  /* answer 401 token_expired */
+    unsigned presence : 1; /* ?presence=1: the answer carries "presence" (the join/leave events among msgs) */
 } pe_poll_t;
 
 static void
@@ -208,9 +209,44 @@ answer(pe_poll_t *poll)
     char cursor[PE_CURSOR_MAXLEN + 1];
     size_t cursor_len = pe_sub_cursor(&poll->sub, cursor, sizeof(cursor));
 
-    h2o_iovec_t *bufs = h2o_mem_alloc_pool(&req->pool, sizeof(*bufs) * (2 * poll->num_msgs + 3));
-    size_t total,
-        n = pe_wire_poll_body(&req->pool, cursor, cursor_len, poll->msgs, poll->num_msgs, poll->gaps, poll->num_gaps, bufs, &total);
+    /* Join and leave events go to "presence" (in order, each with its id), messages to
+     * "messages": the cursor covers both. */
+    pe_msg_t **msgs = poll->msgs;
+    size_t num_msgs = poll->num_msgs, num_events = 0, events_len = 0;
+    for (size_t i = 0; i != poll->num_msgs; ++i) {
+        if (poll->msgs[i]->kind != PE_MSG_DATA) {
+            ++num_events;
+            events_len += pe_wire_ws_text_len(poll->msgs[i]) + 1;
+        }
+    }
+    if (num_events != 0) {
+        msgs = h2o_mem_alloc_pool(&req->pool, sizeof(*msgs) * poll->num_msgs);
+        num_msgs = 0;
+        for (size_t i = 0; i != poll->num_msgs; ++i)
+            if (poll->msgs[i]->kind == PE_MSG_DATA)
+                msgs[num_msgs++] = poll->msgs[i];
+    }
+    h2o_iovec_t *bufs = h2o_mem_alloc_pool(&req->pool, sizeof(*bufs) * (2 * num_msgs + 4));
+    size_t total, n = pe_wire_poll_body(&req->pool, cursor, cursor_len, msgs, num_msgs, poll->gaps, poll->num_gaps, bufs, &total);
+    if (poll->presence) {
+        /* The body ends with '}': the field goes before it. */
+        static const char head[] = ",\"presence\":[";
+        char *ev = h2o_mem_alloc_pool(&req->pool, sizeof(head) + events_len + 2), *p = ev;
+        memcpy(p, head, sizeof(head) - 1);
+        p += sizeof(head) - 1;
+        for (size_t i = 0, k = 0; i != poll->num_msgs; ++i) {
+            if (poll->msgs[i]->kind == PE_MSG_DATA)
+                continue;
+            if (k++ != 0)
+                *p++ = ',';
+            p += pe_wire_presence_text(poll->msgs[i], p);
+        }
+        memcpy(p, "]}", 2);
+        p += 2;
+        --bufs[n - 1].len;
+        bufs[n++] = h2o_iovec_init(ev, (size_t)(p - ev));
+        total += (size_t)(p - ev) - 1;
+    }
     if (poll->exp != 0 && (poll->expiring || poll->expired)) {
         /* The body ends with '}': the field goes before it. */
         char *field = h2o_mem_alloc_pool(&req->pool, 40);
@@ -436,6 +472,7 @@ pe_poll_on_req(h2o_req_t *req)
     poll->answer_entry.cb = on_answer_timeout;
     poll->max_gaps = q->num_channels;
     poll->gaps = h2o_mem_alloc_pool(&req->pool, sizeof(*poll->gaps) * q->num_channels);
+    poll->presence = q->presence;
     PE_STAT_ADD(thr->stats.connections[PE_TRANSPORT_POLL], 1);
     pe_stream_register(thr, &poll->stream);
 

@@ -101,7 +101,7 @@ on_engine(pe_sub_t *sub, int up)
         pe_conn_push_text(&sse->conn, H2O_STRLIT(PE_WIRE_SSE_ENGINE_DOWN));
 }
 
-static const pe_sub_callbacks_t sse_sub_callbacks = {on_message, on_gap, on_live, on_engine, NULL};
+static const pe_sub_callbacks_t sse_sub_callbacks = {on_message, on_gap, on_live, on_engine, NULL, pe_conn_who};
 
 /* ---- the core's callbacks ---------------------------------------------------------------- */
 
@@ -224,6 +224,7 @@ pe_sse_on_req(h2o_req_t *req)
     pe_sse_t *sse = (pe_sse_t *)pe_conn_new(req, sizeof(*sse), &sse_conn_callbacks);
     pe_conn_t *conn = &sse->conn;
     pe_conn_set_identity(conn, &id);
+    pe_conn_register_user(conn);
     conn->max_queue = PE_SSE_MAX_QUEUE;
     sse->multi = q->num_channels > 1;
 

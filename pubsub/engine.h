@@ -15,6 +15,7 @@
 #ifndef PE_ENGINE_H
 #define PE_ENGINE_H
 
+#include <h2o/linklist.h>
 #include "pubsub.h"
 
 /* Nodes an engine serves at most (pe_ps_options_t.max_nodes is 1..MAX_NODES); engines keep a
@@ -38,6 +39,34 @@ typedef struct st_pe_ps_deferred_t {
     void (*cb)(struct st_pe_ps_deferred_t *d);
 } pe_ps_deferred_t;
 
+/* What a registration is. */
+typedef enum en_pe_ps_member_kind_t { PE_PS_MEMBER_PRESENCE = 0, PE_PS_MEMBER_USER } pe_ps_member_kind_t;
+
+/*
+ * A registration: a presence member of a channel, or a user's connection. Built by the node
+ * (pe_ps__member_new), handed to the engine by member_add; after member_remove the engine owns
+ * it and frees it (pe_ps__member_free) when it no longer needs it. Immutable but for _link.
+ */
+struct st_pe_ps_member_t {
+    h2o_linklist_t _link; /* the engine's (Redis: the node's registrations, replayed on reconnect) */
+    pe_ps_member_kind_t kind;
+    char *key; /* the channel name (presence) or the user id; NUL-terminated */
+    size_t key_len;
+    char client[PE_PS_CLIENT_MAXLEN + 1]; /* the connection id */
+    size_t client_len;
+    char *json; /* {"client":..,"user":..,"transport":..,"since":..}: what the registry lists */
+    size_t json_len;
+    char *user_json; /* the user as JSON: "sub" (escaped) or null */
+};
+
+/* The ways a registry is queried (engine op query). */
+typedef struct st_pe_ps_query_t {
+    pe_ps_member_kind_t kind;
+    int with_members;
+    pe_ps_registry_cb cb;
+    void *ctx;
+} pe_ps_query_t;
+
 typedef struct st_pe_ps_engine_ops_t {
     /* key: NULL, or a valid idempotency key (pubsub.h pe_ps_publish). */
     const char *(*publish)(pe_ps_engine_t *engine, pe_ps_node_t *node, const char *channel, size_t channel_len, const char *key,
@@ -51,6 +80,13 @@ typedef struct st_pe_ps_engine_ops_t {
     void (*detach)(pe_ps_engine_t *engine, pe_ps_node_t *node, unsigned index);
     int (*is_ready)(pe_ps_engine_t *engine);
     void (*destroy)(pe_ps_engine_t *engine);
+    /* The registry (presence members, users' connections). member_add: m is registered (for a
+     * presence member, its join stored, within the channel's --presence-max-members); the node
+     * keeps m until member_remove, which hands it back to the engine (and stores the leave). */
+    void (*member_add)(pe_ps_engine_t *engine, pe_ps_node_t *node, pe_ps_member_t *m);
+    void (*member_remove)(pe_ps_engine_t *engine, pe_ps_node_t *node, pe_ps_member_t *m);
+    /* Answers q (the channel's or the user's registrations) with q->cb later, or returns an error. */
+    const char *(*query)(pe_ps_engine_t *engine, pe_ps_node_t *node, const char *key, size_t key_len, const pe_ps_query_t *q);
     /* Optional (NULL: -1): the key table's state, for engines that keep one in process. */
     int (*idempotency_stats)(pe_ps_engine_t *engine, uint64_t *keys, uint64_t *evictions);
     /* Optional (NULL: nothing to send): broadcasts a control message to the other processes
@@ -64,7 +100,19 @@ struct st_pe_ps_engine_t {
     pe_ps_options_t opts;
     size_t num_channels;       /* atomic: channels the engine itself holds (memory engine) */
     size_t num_local_channels; /* atomic: local channel entries summed over the nodes */
+    char node_id[17];          /* pe_ps_engine_node_id: set at creation (pe_ps__engine_init) */
 };
+
+/** Sets what every engine shares (ops, name, options, node id). */
+void pe_ps__engine_init(pe_ps_engine_t *engine, const pe_ps_engine_ops_t *ops, const char *name, const pe_ps_options_t *opts);
+void pe_ps__member_free(pe_ps_member_t *m);
+/**
+ * The data of m's join or leave event in channel (m->key): {"channel":..,"client":..,"user":..},
+ * pe_malloc'd, NUL-terminated; *len its length.
+ */
+char *pe_ps__presence_event(const pe_ps_member_t *m, size_t *len);
+/** A message of kind (PE_MSG_JOIN / PE_MSG_LEAVE / PE_MSG_DATA) for data (valid JSON). */
+pe_msg_t *pe_ps__msg_new_kind(pe_id_t id, const char *channel, size_t channel_len, const char *data, size_t data_len, uint8_t kind);
 
 /* Node services for engines (node.c). */
 

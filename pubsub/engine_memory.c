@@ -23,6 +23,12 @@
  * below the mark reads as a gap, a cursor above it loses nothing, and new IDs stay above every
  * ID issued before. A channel that does not exist reads as if born now.
  *
+ * Presence (docs/architecture.md "Presence"): a channel's members are a list in the channel
+ * under its mutex, and their joins and leaves are entries of its ring like messages (kind
+ * PE_MSG_JOIN / PE_MSG_LEAVE), so they are ordered with the messages, replayed from history and
+ * posted to the watching nodes by the same path. Users' connections are a map under their own
+ * mutex, touched when an authenticated connection opens or closes.
+ *
  * Keyed publishes (idempotency) go through the engine's key table (idem.h), whose stripe lock
  * is held around the append (publish_keyed; lock order: stripe, map, channel); unkeyed
  * publishes never touch it.
@@ -47,6 +53,10 @@ typedef struct st_mem_channel_t {
     pe_id_t last_id;   /* newest ID ever assigned (0-0: none yet) */
     pe_id_t trimmed;   /* newest ID ever removed from history (0-0: none) */
     uint64_t watchers; /* bit i: node i has local subscribers */
+    /* Presence members (borrowed: each is owned by its node until member_remove, which runs
+     * under this mutex), in join order. A channel with members is never freed. */
+    pe_ps_member_t **members;
+    size_t num_members, cap_members;
     size_t name_len;
     char name[];
 } mem_channel_t;
@@ -59,7 +69,17 @@ typedef struct st_mem_engine_t {
     uint64_t next_sweep;  /* atomic: engine ms after which the next publish sweeps expired channels */
     pe_ps_node_t *nodes[MAX_NODES];
     pe_idem_table_t *idem; /* keys of keyed publishes (publish_keyed) */
+    /* The user registry: user id -> user_conns_t (owned), under users_lock (taken when an
+     * authenticated connection opens or closes and by queries; never on the message path). */
+    pthread_mutex_t users_lock;
+    pe_strmap_t users;
 } mem_engine_t;
+
+/* A user's connections (borrowed members, as in mem_channel_t). */
+typedef struct st_user_conns_t {
+    pe_ps_member_t **items;
+    size_t num, cap;
+} user_conns_t;
 
 /* How often publishing sweeps the map for channels whose history expired (ms). */
 #define SWEEP_INTERVAL_MS 10000
@@ -143,7 +163,7 @@ collect_channel(mem_engine_t *self, const char *name, size_t len)
     mem_channel_t *ch = pe_strmap_get(&self->channels, name, len);
     if (ch != NULL) {
         pthread_mutex_lock(&ch->lock);
-        if (ch->watchers == 0 && ch->count == 0) {
+        if (ch->watchers == 0 && ch->count == 0 && ch->num_members == 0) {
             pe_strmap_remove(&self->channels, ch->name, ch->name_len);
             free_channel_locked(self, ch);
         } else {
@@ -234,7 +254,7 @@ sweep_one(const char *key, size_t len, void *value, void *arg)
     mem_channel_t *ch = value;
     pthread_mutex_lock(&ch->lock);
     expire(ctx->self, ch, ctx->now);
-    if (ch->watchers == 0 && ch->count == 0) {
+    if (ch->watchers == 0 && ch->count == 0 && ch->num_members == 0) {
         free_channel_locked(ctx->self, ch);
         return 1;
     }
@@ -267,6 +287,26 @@ on_publish_done(pe_ps_deferred_t *d)
     pe_free(done);
 }
 
+/* Appends an entry of kind to the channel's history and posts it to the watching nodes; *id
+ * receives its ID. Returns 0, or -1 when the channel's IDs are exhausted. Called with ch->lock
+ * held: every entry of a channel, message or presence event, is ordered by this mutex. */
+static int
+add_entry_locked(mem_engine_t *self, mem_channel_t *ch, uint64_t now, const char *data, size_t data_len, uint8_t kind, pe_id_t *id)
+{
+    if (pe_id_next(ch->last_id, now, id) != 0)
+        return -1;
+    expire(self, ch, now);
+    pe_msg_t *msg = pe_ps__msg_new_kind(*id, ch->name, ch->name_len, data, data_len, kind);
+    msg->accepted_us = pe_msg_clock_us();
+    ch->last_id = *id;
+    for (uint64_t w = ch->watchers; w != 0; w &= w - 1) {
+        pe_msg_retain(msg);
+        pe_ps_node__post_live(self->nodes[__builtin_ctzll(w)], msg);
+    }
+    append(self, ch, msg);
+    return 0;
+}
+
 /* Stores the message and posts it to the watching nodes; done->id receives its ID. Returns
  * NULL or an error constant (nothing stored). */
 static const char *
@@ -280,19 +320,10 @@ store(mem_engine_t *self, pe_ps_node_t *node, const char *channel, size_t channe
     if (ch == NULL)
         return pe_ps_err_channel_limit;
 
-    if (pe_id_next(ch->last_id, now, &done->id) != 0) {
+    if (add_entry_locked(self, ch, now, data, data_len, PE_MSG_DATA, &done->id) != 0) {
         pthread_mutex_unlock(&ch->lock);
         return pe_ps_err_exhausted;
     }
-    expire(self, ch, now);
-    pe_msg_t *msg = pe_msg_new(done->id, ch->name, ch->name_len, data, data_len);
-    msg->accepted_us = pe_msg_clock_us();
-    ch->last_id = done->id;
-    for (uint64_t w = ch->watchers; w != 0; w &= w - 1) {
-        pe_msg_retain(msg);
-        pe_ps_node__post_live(self->nodes[__builtin_ctzll(w)], msg);
-    }
-    append(self, ch, msg);
     pthread_mutex_unlock(&ch->lock);
     pe_ps_node__count_published(node);
     return NULL;
@@ -352,7 +383,7 @@ set_watch(mem_engine_t *self, pe_ps_node_t *node, const char *channel, size_t le
         ch->watchers |= UINT64_C(1) << index;
     else
         ch->watchers &= ~(UINT64_C(1) << index);
-    int unused = ch->watchers == 0 && ch->count == 0;
+    int unused = ch->watchers == 0 && ch->count == 0 && ch->num_members == 0;
     pthread_mutex_unlock(&ch->lock);
     if (unused)
         collect_channel(self, channel, len);
@@ -446,6 +477,164 @@ do_read(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_t l
     pe_ps_node__defer(node, &done->d);
 }
 
+/* ---- the registry ---------------------------------------------------------------------------- */
+
+static void
+members_push(pe_ps_member_t ***items, size_t *num, size_t *cap, pe_ps_member_t *m)
+{
+    if (*num == *cap) {
+        *cap = *cap == 0 ? 4 : *cap * 2;
+        *items = pe_realloc(*items, *cap * sizeof(**items));
+    }
+    (*items)[(*num)++] = m;
+}
+
+/* Removes m keeping the join order (the listing's order); returns 1 if it was there. */
+static int
+members_remove(pe_ps_member_t **items, size_t *num, pe_ps_member_t *m)
+{
+    for (size_t i = 0; i != *num; ++i) {
+        if (items[i] == m) {
+            memmove(items + i, items + i + 1, (*num - i - 1) * sizeof(*items));
+            --*num;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The join or leave of m, when the channel is within the bound. Called with ch->lock held. */
+static void
+store_presence_locked(mem_engine_t *self, mem_channel_t *ch, pe_ps_member_t *m, uint8_t kind)
+{
+    size_t len;
+    char *data = pe_ps__presence_event(m, &len);
+    pe_id_t id;
+    add_entry_locked(self, ch, pe_ps__now_ms(), data, len, kind, &id); /* exhausted IDs: no event */
+    pe_free(data);
+}
+
+static void
+do_member_add(pe_ps_engine_t *_self, pe_ps_node_t *node, pe_ps_member_t *m)
+{
+    mem_engine_t *self = (mem_engine_t *)_self;
+    if (m->kind == PE_PS_MEMBER_USER) {
+        pthread_mutex_lock(&self->users_lock);
+        user_conns_t *u = pe_strmap_get(&self->users, m->key, m->key_len);
+        if (u == NULL) {
+            u = pe_calloc(1, sizeof(*u));
+            pe_strmap_set(&self->users, m->key, m->key_len, u);
+        }
+        members_push(&u->items, &u->num, &u->cap, m);
+        pthread_mutex_unlock(&self->users_lock);
+        return;
+    }
+    /* The node watches the channel already (the subscriber holds it), so it normally exists; if
+     * the map was full when the watch came, the member is simply not listed. */
+    int full = 0;
+    mem_channel_t *ch = lock_channel(self, m->key, m->key_len, 1, &full);
+    if (ch == NULL)
+        return;
+    members_push(&ch->members, &ch->num_members, &ch->cap_members, m);
+    if (ch->num_members <= self->super.opts.presence_max_members)
+        store_presence_locked(self, ch, m, PE_MSG_JOIN);
+    pthread_mutex_unlock(&ch->lock);
+}
+
+static void
+do_member_remove(pe_ps_engine_t *_self, pe_ps_node_t *node, pe_ps_member_t *m)
+{
+    mem_engine_t *self = (mem_engine_t *)_self;
+    if (m->kind == PE_PS_MEMBER_USER) {
+        pthread_mutex_lock(&self->users_lock);
+        user_conns_t *u = pe_strmap_get(&self->users, m->key, m->key_len);
+        if (u != NULL) {
+            members_remove(u->items, &u->num, m);
+            if (u->num == 0) {
+                pe_strmap_remove(&self->users, m->key, m->key_len);
+                pe_free(u->items);
+                pe_free(u);
+            }
+        }
+        pthread_mutex_unlock(&self->users_lock);
+        pe_ps__member_free(m);
+        return;
+    }
+    mem_channel_t *ch = lock_channel(self, m->key, m->key_len, 0, NULL);
+    if (ch != NULL) {
+        size_t before = ch->num_members;
+        if (members_remove(ch->members, &ch->num_members, m) && before <= self->super.opts.presence_max_members)
+            store_presence_locked(self, ch, m, PE_MSG_LEAVE);
+        pthread_mutex_unlock(&ch->lock);
+    }
+    pe_ps__member_free(m);
+}
+
+typedef struct st_query_done_t {
+    pe_ps_deferred_t d;
+    pe_ps_registry_cb cb;
+    void *ctx;
+    uint64_t count;
+    char *members; /* NULL when not asked */
+    size_t members_len;
+} query_done_t;
+
+static void
+on_query_done(pe_ps_deferred_t *d)
+{
+    query_done_t *done = (query_done_t *)d;
+    done->cb(done->ctx, NULL, done->count, done->members, done->members_len);
+    pe_free(done->members);
+    pe_free(done);
+}
+
+/* "[json,json,...]" of the members, pe_malloc'd. Called under the lock that guards them. */
+static char *
+members_json(pe_ps_member_t *const *items, size_t num, size_t *len)
+{
+    size_t total = 2;
+    for (size_t i = 0; i != num; ++i)
+        total += items[i]->json_len + 1;
+    char *s = pe_malloc(total + 1), *p = s;
+    *p++ = '[';
+    for (size_t i = 0; i != num; ++i) {
+        if (i != 0)
+            *p++ = ',';
+        memcpy(p, items[i]->json, items[i]->json_len);
+        p += items[i]->json_len;
+    }
+    *p++ = ']';
+    *p = '\0';
+    *len = (size_t)(p - s);
+    return s;
+}
+
+static const char *
+do_query(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *key, size_t key_len, const pe_ps_query_t *q)
+{
+    mem_engine_t *self = (mem_engine_t *)_self;
+    query_done_t *done = pe_calloc(1, sizeof(*done));
+    done->d.cb = on_query_done;
+    done->cb = q->cb;
+    done->ctx = q->ctx;
+    if (q->kind == PE_PS_MEMBER_USER) {
+        pthread_mutex_lock(&self->users_lock);
+        user_conns_t *u = pe_strmap_get(&self->users, key, key_len);
+        done->count = u != NULL ? u->num : 0;
+        done->members = members_json(u != NULL ? u->items : NULL, u != NULL ? u->num : 0, &done->members_len);
+        pthread_mutex_unlock(&self->users_lock);
+    } else {
+        mem_channel_t *ch = lock_channel(self, key, key_len, 0, NULL);
+        done->count = ch != NULL ? ch->num_members : 0;
+        if (q->with_members)
+            done->members = members_json(ch != NULL ? ch->members : NULL, ch != NULL ? ch->num_members : 0, &done->members_len);
+        if (ch != NULL)
+            pthread_mutex_unlock(&ch->lock);
+    }
+    pe_ps_node__defer(node, &done->d);
+    return NULL;
+}
+
 static void
 do_attach(pe_ps_engine_t *_self, pe_ps_node_t *node, unsigned index)
 {
@@ -476,6 +665,7 @@ free_channel_locked(mem_engine_t *self, mem_channel_t *ch)
     while (ch->count != 0)
         drop_oldest(ch);
     pe_free(ch->ring);
+    pe_free(ch->members);
     pthread_mutex_unlock(&ch->lock);
     pthread_mutex_destroy(&ch->lock);
     pe_free(ch);
@@ -498,6 +688,8 @@ do_destroy(pe_ps_engine_t *_self)
     pe_strmap_dispose(&self->channels);
     pthread_rwlock_destroy(&self->map_lock);
     pe_idem_destroy(self->idem);
+    pe_strmap_dispose(&self->users); /* empty: every connection unregistered before the nodes went */
+    pthread_mutex_destroy(&self->users_lock);
     pe_free(self);
 }
 
@@ -518,15 +710,18 @@ static const pe_ps_engine_ops_t memory_ops = {
     .is_ready = do_is_ready,
     .destroy = do_destroy,
     .idempotency_stats = do_idempotency_stats,
+    .member_add = do_member_add,
+    .member_remove = do_member_remove,
+    .query = do_query,
 };
 
 pe_ps_engine_t *
 pe_ps_engine_create_memory(const pe_ps_options_t *opts)
 {
     mem_engine_t *self = pe_calloc(1, sizeof(*self));
-    self->super.ops = &memory_ops;
-    self->super.name = "memory";
-    self->super.opts = *opts;
+    pe_ps__engine_init(&self->super, &memory_ops, "memory", opts);
+    pthread_mutex_init(&self->users_lock, NULL);
+    pe_strmap_init(&self->users);
     if (self->super.opts.history_size == 0)
         self->super.opts.history_size = 1;
     pthread_rwlock_init(&self->map_lock, NULL);

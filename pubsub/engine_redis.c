@@ -40,6 +40,11 @@
  * process, so each thread of every process gets it once on its own connection and the sender's
  * threads skip their own (the edge hands it to its own threads directly).
  *
+ * Presence and the user registry (docs/architecture.md "Presence and the user registry"): a
+ * thread sends its connections' registrations on its own link and keeps them to send again when
+ * the link comes back (or when the node learns it was swept as dead); thread 0 beats for the
+ * node every second (pushedge_beat) and sweeps the nodes that stopped beating.
+ *
  * Plain XADD producers. When Redis has keyspace notifications for streams on
  * (notify-keyspace-events containing K and t, or K and A), each node also subscribes to the
  * keyspace channel of its channels and fetches new entries with XRANGE after an "xadd" event
@@ -67,6 +72,9 @@
 
 /* Entries per XRANGE of the plain-XADD path. */
 #define PE_REDIS_FETCH_PAGE 128
+/* Room for a registry key or a node-set entry: a user id (at most 256 bytes, edge/identity) or
+ * a channel name, a connection id and a few bytes of prefix. */
+#define PE_REDIS_REG_KEY_MAX 400
 /* How long a channel without local subscribers stays subscribed (flapping clients). */
 #define PE_REDIS_IDLE_MS 5000
 /* How often idle channels are looked for. */
@@ -137,6 +145,14 @@ struct st_rnode_t {
     h2o_linklist_t rchans;
     h2o_timeout_t sweep_timeout;
     h2o_timeout_entry_t sweep_entry;
+    /* The registry (presence members and users' connections) this thread's connections hold:
+     * registered again whenever the link comes up or the node learns it was swept as dead;
+     * removals made while the link was down wait in `removals` (owned) until it is up. */
+    h2o_linklist_t members, removals; /* pe_ps_member_t._link */
+    unsigned reg_epoch;               /* the engine's reg_epoch when this thread last registered */
+    /* Thread 0 only: the node's heartbeat and the sweep of dead nodes. */
+    h2o_timeout_t beat_timeout;
+    h2o_timeout_entry_t beat_entry;
 };
 
 struct st_redis_engine_t {
@@ -151,10 +167,21 @@ struct st_redis_engine_t {
     unsigned up_links;                        /* atomic */
     int warned_keyspace;                      /* atomic: the plain-XADD warning was logged */
     char instance[PE_REDIS_INSTANCE_LEN + 1]; /* this process on the control channel (random hex) */
+    /* Presence: this node's set of registrations (pe:node:{ID}, for the sweep of a dead node),
+     * the event bound and the heartbeat deadline as command arguments, and reg_epoch (atomic),
+     * bumped when a heartbeat finds the node unlisted (swept): every thread registers again. */
+    char node_key[40];
+    char max_members[24], node_timeout[24];
+    unsigned reg_epoch;
 };
+
+/* How often thread 0 beats and looks for dead nodes (ms). */
+#define PE_REDIS_BEAT_MS 1000
 
 static void subscribe_chan(rnode_t *rn, rchan_t *rc);
 static void rchan_remove(rnode_t *rn, rchan_t *rc);
+static void register_all(rnode_t *rn);
+static void send_beat(rnode_t *rn);
 
 #define elog(e, ...) pe_redis_logf((e)->log, __VA_ARGS__)
 
@@ -166,6 +193,9 @@ static void rchan_remove(rnode_t *rn, rchan_t *rc);
 static pe_msg_t *
 make_msg(pe_id_t id, const char *name, size_t name_len, const char *data, size_t len)
 {
+    /* A presence event (redis_lib.lua "append"): \x1e, j or l, then the event's JSON. */
+    if (len > 2 && data[0] == '\x1e' && (data[1] == 'j' || data[1] == 'l'))
+        return pe_ps__msg_new_kind(id, name, name_len, data + 2, len - 2, data[1] == 'j' ? PE_MSG_JOIN : PE_MSG_LEAVE);
     json_error_t jerr;
     json_t *v = pe_json_load_untrusted(data, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr);
     if (v != NULL) {
@@ -733,7 +763,271 @@ on_sweep(h2o_timeout_entry_t *entry)
         else if (!up)
             rchan_remove(rn, rc);
     }
+    /* The node was swept as dead while alive (a heartbeat noticed): register everything again. */
+    if (up && rn->reg_epoch != __atomic_load_n(&rn->engine->reg_epoch, __ATOMIC_RELAXED))
+        register_all(rn);
     h2o_timeout_link(rn->loop, &rn->sweep_timeout, &rn->sweep_entry);
+}
+
+/* ---- the registry (presence and users' connections) ------------------------------------------ */
+
+static void
+on_registry_reply(void *ctx, redisReply *reply)
+{
+    rnode_t *rn = ctx;
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+        elog(rn->engine, 1, "redis: a presence registry command failed: %.200s", reply->str);
+}
+
+/* The key of a registration: the channel's members hash, or the user's connections hash. */
+static size_t
+registry_key(const pe_ps_member_t *m, char *buf, size_t cap)
+{
+    return (size_t)snprintf(buf, cap, m->kind == PE_PS_MEMBER_PRESENCE ? "pe:{%s}:members" : "pe:user:{%s}", m->key);
+}
+
+/* Sends the registration (add) or its removal, and its entry in the node's set. A presence
+ * registration goes through pushedge_presence, which also stores the join or leave. */
+static void
+send_member(rnode_t *rn, const pe_ps_member_t *m, int add)
+{
+    redis_engine_t *e = rn->engine;
+    char hkey[PE_REDIS_REG_KEY_MAX], entry[PE_REDIS_REG_KEY_MAX];
+    size_t hlen = registry_key(m, hkey, sizeof(hkey));
+    if (m->kind == PE_PS_MEMBER_PRESENCE) {
+        char key[PE_CHANNEL_MAXLEN + 6];
+        int klen = snprintf(key, sizeof(key), "pe:{%s}", m->key);
+        const char *argv[] = {
+            "FCALL",        "pushedge_presence", "2",   key, hkey, add ? "join" : "leave", m->client, add ? m->json : "",
+            e->max_members, e->maxlen,           e->ttl};
+        size_t argvlen[] = {5,
+                            17,
+                            1,
+                            (size_t)klen,
+                            hlen,
+                            add ? 4 : 5,
+                            m->client_len,
+                            add ? m->json_len : 0,
+                            strlen(e->max_members),
+                            strlen(e->maxlen),
+                            strlen(e->ttl)};
+        pe_redis_link_command(rn->link, key, (size_t)klen, on_registry_reply, rn, 11, argv, argvlen);
+    } else if (add) {
+        const char *argv[] = {"HSET", hkey, m->client, m->json};
+        size_t argvlen[] = {4, hlen, m->client_len, m->json_len};
+        pe_redis_link_command(rn->link, hkey, hlen, on_registry_reply, rn, 4, argv, argvlen);
+    } else {
+        const char *argv[] = {"HDEL", hkey, m->client};
+        size_t argvlen[] = {4, hlen, m->client_len};
+        pe_redis_link_command(rn->link, hkey, hlen, on_registry_reply, rn, 3, argv, argvlen);
+    }
+    /* "c <client> <channel>" or "u <client> <user>": what a sweep of this node needs. */
+    int elen = snprintf(entry, sizeof(entry), "%c %s %s", m->kind == PE_PS_MEMBER_PRESENCE ? 'c' : 'u', m->client, m->key);
+    const char *argv[] = {add ? "SADD" : "SREM", e->node_key, entry};
+    size_t argvlen[] = {4, strlen(e->node_key), (size_t)elen};
+    pe_redis_link_command(rn->link, e->node_key, strlen(e->node_key), on_registry_reply, rn, 3, argv, argvlen);
+}
+
+/* Sends the removals made while the link was down, then every registration (HSET of an entry
+ * Redis still has changes nothing and stores no second join). */
+static void
+register_all(rnode_t *rn)
+{
+    rn->reg_epoch = __atomic_load_n(&rn->engine->reg_epoch, __ATOMIC_RELAXED);
+    while (!h2o_linklist_is_empty(&rn->removals)) {
+        pe_ps_member_t *m = H2O_STRUCT_FROM_MEMBER(pe_ps_member_t, _link, rn->removals.next);
+        h2o_linklist_unlink(&m->_link);
+        send_member(rn, m, 0);
+        pe_ps__member_free(m);
+    }
+    for (h2o_linklist_t *l = rn->members.next; l != &rn->members; l = l->next)
+        send_member(rn, H2O_STRUCT_FROM_MEMBER(pe_ps_member_t, _link, l), 1);
+}
+
+static void
+do_member_add(pe_ps_engine_t *_self, pe_ps_node_t *node, pe_ps_member_t *m)
+{
+    redis_engine_t *self = (redis_engine_t *)_self;
+    rnode_t *rn = self->nodes[pe_ps_node__index(node)];
+    h2o_linklist_insert(&rn->members, &m->_link);
+    if (pe_redis_link_is_up(rn->link))
+        send_member(rn, m, 1);
+}
+
+static void
+do_member_remove(pe_ps_engine_t *_self, pe_ps_node_t *node, pe_ps_member_t *m)
+{
+    redis_engine_t *self = (redis_engine_t *)_self;
+    rnode_t *rn = self->nodes[pe_ps_node__index(node)];
+    h2o_linklist_unlink(&m->_link);
+    if (pe_redis_link_is_up(rn->link)) {
+        send_member(rn, m, 0);
+        pe_ps__member_free(m);
+    } else {
+        h2o_linklist_insert(&rn->removals, &m->_link);
+    }
+}
+
+typedef struct st_rquery_t {
+    rnode_t *rn;
+    pe_ps_query_t q;
+} rquery_t;
+
+static void
+on_query_reply(void *ctx, redisReply *reply)
+{
+    rquery_t *rq = ctx;
+    if (reply == NULL || (reply->type != REDIS_REPLY_INTEGER && reply->type != REDIS_REPLY_ARRAY)) {
+        if (reply != NULL)
+            elog(rq->rn->engine, 1, "redis: a presence query failed: %.200s",
+                 reply->type == REDIS_REPLY_ERROR ? reply->str : "odd reply");
+        rq->q.cb(rq->q.ctx, pe_ps_err_unavailable, 0, NULL, 0);
+    } else if (reply->type == REDIS_REPLY_INTEGER) {
+        rq->q.cb(rq->q.ctx, NULL, (uint64_t)reply->integer, NULL, 0);
+    } else {
+        /* HVALS: each value is a member's JSON, written by pushedge (send_member). */
+        size_t total = 2;
+        for (size_t i = 0; i != reply->elements; ++i)
+            total += reply->element[i]->len + 1;
+        char *s = pe_malloc(total + 1), *p = s;
+        *p++ = '[';
+        for (size_t i = 0; i != reply->elements; ++i) {
+            if (reply->element[i]->type != REDIS_REPLY_STRING)
+                continue;
+            if (p != s + 1)
+                *p++ = ',';
+            memcpy(p, reply->element[i]->str, reply->element[i]->len);
+            p += reply->element[i]->len;
+        }
+        *p++ = ']';
+        *p = '\0';
+        rq->q.cb(rq->q.ctx, NULL, reply->elements, s, (size_t)(p - s));
+        pe_free(s);
+    }
+    pe_free(rq);
+}
+
+static const char *
+do_query(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *key, size_t key_len, const pe_ps_query_t *q)
+{
+    redis_engine_t *self = (redis_engine_t *)_self;
+    rnode_t *rn = self->nodes[pe_ps_node__index(node)];
+    if (rn == NULL || !pe_redis_link_is_up(rn->link))
+        return pe_ps_err_unavailable;
+    char hkey[PE_REDIS_REG_KEY_MAX];
+    int hlen =
+        snprintf(hkey, sizeof(hkey), q->kind == PE_PS_MEMBER_PRESENCE ? "pe:{%.*s}:members" : "pe:user:{%.*s}", (int)key_len, key);
+    if (hlen < 0 || (size_t)hlen >= sizeof(hkey))
+        return pe_ps_err_bad_channel;
+    rquery_t *rq = pe_malloc(sizeof(*rq));
+    *rq = (rquery_t){rn, *q};
+    const char *argv[] = {q->with_members ? "HVALS" : "HLEN", hkey};
+    size_t argvlen[] = {q->with_members ? 5 : 4, (size_t)hlen};
+    if (pe_redis_link_command(rn->link, hkey, (size_t)hlen, on_query_reply, rq, 2, argv, argvlen) != 0) {
+        pe_free(rq);
+        return pe_ps_err_unavailable;
+    }
+    return NULL;
+}
+
+/* ---- heartbeats and the sweep of dead nodes (thread 0) ------------------------------------- */
+
+typedef struct st_sweep_t {
+    rnode_t *rn;
+    size_t id_len;
+    char id[64];
+} sweep_t;
+
+/* The dead node's registrations: remove each (a presence member's leave is stored as usual),
+ * then its set and its heartbeat entry. */
+static void
+on_dead_members(void *ctx, redisReply *reply)
+{
+    sweep_t *sw = ctx;
+    rnode_t *rn = sw->rn;
+    redis_engine_t *e = rn->engine;
+    if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && pe_redis_link_is_up(rn->link)) {
+        for (size_t i = 0; i != reply->elements; ++i) {
+            redisReply *el = reply->element[i];
+            if (el->type != REDIS_REPLY_STRING || el->len < 4 || el->str[1] != ' ')
+                continue;
+            const char *client = el->str + 2, *sp = memchr(client, ' ', el->len - 2);
+            if (sp == NULL || (size_t)(sp - client) > PE_PS_CLIENT_MAXLEN)
+                continue;
+            pe_ps_member_t m = {.kind = el->str[0] == 'c' ? PE_PS_MEMBER_PRESENCE : PE_PS_MEMBER_USER};
+            m.client_len = (size_t)(sp - client);
+            memcpy(m.client, client, m.client_len);
+            m.client[m.client_len] = '\0';
+            m.key_len = el->len - (size_t)(sp + 1 - el->str);
+            if (m.key_len == 0 || m.key_len >= PE_REDIS_REG_KEY_MAX - 20)
+                continue;
+            char keybuf[PE_REDIS_REG_KEY_MAX];
+            memcpy(keybuf, sp + 1, m.key_len);
+            keybuf[m.key_len] = '\0';
+            m.key = keybuf;
+            /* The removal only (the set goes whole below): send_member's SREM is harmless. */
+            send_member(rn, &m, 0);
+        }
+        char nkey[96];
+        int nlen = snprintf(nkey, sizeof(nkey), "pe:node:{%s}", sw->id);
+        const char *del[] = {"DEL", nkey};
+        size_t dellen[] = {3, (size_t)nlen};
+        pe_redis_link_command(rn->link, nkey, (size_t)nlen, on_registry_reply, rn, 2, del, dellen);
+        const char *zrem[] = {"ZREM", "pe:nodes", sw->id};
+        size_t zremlen[] = {4, 8, sw->id_len};
+        pe_redis_link_command(rn->link, "pe:nodes", 8, on_registry_reply, rn, 3, zrem, zremlen);
+        elog(e, 2, "redis: node %s missed its heartbeats for %s ms: its %zu registrations were removed", sw->id, e->node_timeout,
+             reply->elements);
+    }
+    pe_free(sw);
+}
+
+static void
+on_beat_reply(void *ctx, redisReply *reply)
+{
+    rnode_t *rn = ctx;
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements == 0 || !pe_redis_link_is_up(rn->link)) {
+        if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+            elog(rn->engine, 1, "redis: pushedge_beat failed: %.200s", reply->str);
+        return;
+    }
+    /* Unlisted: our first beat, or we were swept as dead (our link was down past the deadline):
+     * every thread registers its connections again. */
+    if (reply->element[0]->type == REDIS_REPLY_INTEGER && reply->element[0]->integer == 1)
+        __atomic_add_fetch(&rn->engine->reg_epoch, 1, __ATOMIC_RELAXED);
+    for (size_t i = 1; i != reply->elements; ++i) {
+        redisReply *el = reply->element[i];
+        if (el->type != REDIS_REPLY_STRING || el->len == 0 || el->len >= sizeof(((sweep_t *)NULL)->id))
+            continue;
+        sweep_t *sw = pe_calloc(1, sizeof(*sw));
+        sw->rn = rn;
+        memcpy(sw->id, el->str, el->len);
+        sw->id_len = el->len;
+        char nkey[96];
+        int nlen = snprintf(nkey, sizeof(nkey), "pe:node:{%s}", sw->id);
+        const char *argv[] = {"SMEMBERS", nkey};
+        size_t argvlen[] = {8, (size_t)nlen};
+        if (pe_redis_link_command(rn->link, nkey, (size_t)nlen, on_dead_members, sw, 2, argv, argvlen) != 0)
+            pe_free(sw);
+    }
+}
+
+static void
+send_beat(rnode_t *rn)
+{
+    redis_engine_t *e = rn->engine;
+    const char *argv[] = {"FCALL", "pushedge_beat", "1", "pe:nodes", e->super.node_id, e->node_timeout};
+    size_t argvlen[] = {5, 13, 1, 8, strlen(e->super.node_id), strlen(e->node_timeout)};
+    pe_redis_link_command(rn->link, "pe:nodes", 8, on_beat_reply, rn, 6, argv, argvlen);
+}
+
+static void
+on_beat(h2o_timeout_entry_t *entry)
+{
+    rnode_t *rn = H2O_STRUCT_FROM_MEMBER(rnode_t, beat_entry, entry);
+    if (pe_redis_link_is_up(rn->link))
+        send_beat(rn);
+    h2o_timeout_link(rn->loop, &rn->beat_timeout, &rn->beat_entry);
 }
 
 /* ---- the link's state ------------------------------------------------------------------------ */
@@ -766,6 +1060,10 @@ on_link_up(void *ctx, const pe_redis_link_info_t *info)
         rc->resync = 1;
         subscribe_chan(rn, rc);
     }
+    /* Every thread beats once when its link comes up, before its first registration on the
+     * same connection: the node is listed (so a sweep can find it) before anything of it is. */
+    send_beat(rn);
+    register_all(rn);
     pe_ps_node__engine_state(rn->node, 1);
 }
 
@@ -814,6 +1112,12 @@ do_attach(pe_ps_engine_t *_self, pe_ps_node_t *node, unsigned index)
     h2o_timeout_init(rn->loop, &rn->sweep_timeout, PE_REDIS_SWEEP_MS);
     rn->sweep_entry.cb = on_sweep;
     h2o_timeout_link(rn->loop, &rn->sweep_timeout, &rn->sweep_entry);
+    h2o_linklist_init_anchor(&rn->members);
+    h2o_linklist_init_anchor(&rn->removals);
+    h2o_timeout_init(rn->loop, &rn->beat_timeout, PE_REDIS_BEAT_MS);
+    rn->beat_entry.cb = on_beat;
+    if (index == 0)
+        h2o_timeout_link(rn->loop, &rn->beat_timeout, &rn->beat_entry);
     rn->link = pe_redis_link_create(&rn->link_cfg, rn->loop, &link_callbacks, rn);
     __atomic_store_n(&self->nodes[index], rn, __ATOMIC_RELEASE);
 }
@@ -837,6 +1141,18 @@ do_detach(pe_ps_engine_t *_self, pe_ps_node_t *node, unsigned index)
     if (h2o_timeout_is_linked(&rn->sweep_entry))
         h2o_timeout_unlink(&rn->sweep_entry);
     h2o_timeout_dispose(rn->loop, &rn->sweep_timeout);
+    if (h2o_timeout_is_linked(&rn->beat_entry))
+        h2o_timeout_unlink(&rn->beat_entry);
+    h2o_timeout_dispose(rn->loop, &rn->beat_timeout);
+    /* Removals never sent (the link was down): the node is swept as dead instead. Members are
+     * all removed by now (every subscriber was disposed before the node). */
+    while (!h2o_linklist_is_empty(&rn->removals)) {
+        pe_ps_member_t *m = H2O_STRUCT_FROM_MEMBER(pe_ps_member_t, _link, rn->removals.next);
+        h2o_linklist_unlink(&m->_link);
+        pe_ps__member_free(m);
+    }
+    while (!h2o_linklist_is_empty(&rn->members))
+        h2o_linklist_unlink(rn->members.next);
     __atomic_store_n(&self->nodes[index], NULL, __ATOMIC_RELEASE);
     pe_free(rn);
 }
@@ -897,6 +1213,9 @@ static const pe_ps_engine_ops_t redis_ops = {
     .detach = do_detach,
     .is_ready = do_is_ready,
     .destroy = do_destroy,
+    .member_add = do_member_add,
+    .member_remove = do_member_remove,
+    .query = do_query,
 };
 
 /* ---- creation -------------------------------------------------------------------------------- */
@@ -937,10 +1256,13 @@ pe_ps_engine_t *
 pe_ps_engine_create_redis(const pe_ps_options_t *opts, const char *url, char *err, size_t errlen)
 {
     redis_engine_t *self = pe_calloc(1, sizeof(*self));
-    self->super.ops = &redis_ops;
-    self->super.name = "redis";
-    self->super.opts = *opts;
+    pe_ps__engine_init(&self->super, &redis_ops, "redis", opts);
     self->log = opts->log;
+    snprintf(self->node_key, sizeof(self->node_key), "pe:node:{%s}", self->super.node_id);
+    snprintf(self->max_members, sizeof(self->max_members), "%zu", opts->presence_max_members);
+    snprintf(
+        self->node_timeout, sizeof(self->node_timeout), "%llu",
+        (unsigned long long)(opts->presence_node_timeout_ms != 0 ? opts->presence_node_timeout_ms : PE_PS_DEFAULT_NODE_TIMEOUT_MS));
     if (parse_url(self, url, err, errlen) != 0) {
         do_destroy(&self->super);
         return NULL;

@@ -40,6 +40,7 @@ pe_msg_new(pe_id_t id, const char *channel, size_t channel_len, const char *data
     msg->accepted_us = 0;
     __atomic_store_n(&msg->_refcnt, 1, __ATOMIC_RELAXED);
     memset(msg->_encodings, 0, sizeof(msg->_encodings));
+    msg->kind = PE_MSG_DATA;
 
     memcpy(p, channel, channel_len);
     p[channel_len] = '\0';

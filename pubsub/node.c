@@ -22,11 +22,23 @@
  * the history has them anyway); one engine read per subscriber for live messages (the engine
  * would see N reads per message).
  *
+ * Presence. A channel added with PE_SUB_PRESENCE_MEMBER registers the subscriber with the engine
+ * (who it is comes from the transport's who callback) until the channel is removed; the engine
+ * stores its join and leave as entries of the channel's history (pe_msg_t.kind). Fan-out passes
+ * over those entries for channels added without PE_SUB_PRESENCE_EVENTS, moving their position
+ * past them: one comparison per delivery, no lock (docs/architecture.md "Presence").
+ *
  * Safe points: subscriber callbacks run from the run queue (catch-up) or the live feed, never
  * from inside pe_sub_add/remove/resume; transports must not dispose a subscriber from inside
  * one of its callbacks (asserted).
  */
 #include <assert.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 #include <h2o.h>
 #include <h2o/multithread.h>
 #include "alloc.h"
@@ -78,7 +90,10 @@ struct st_pe_sub_chan_t {
     unsigned gap_pending : 1;
     unsigned ready_pending : 1; /* the first read answered: on_ready is due */
     unsigned reached_end : 1;
-    pe_msg_t **page; /* owned references from the last read */
+    unsigned presence : 1;       /* deliver join/leave events (PE_SUB_PRESENCE_EVENTS); else skip them */
+    unsigned member_pending : 1; /* PE_SUB_PRESENCE_MEMBER: register once the channel first goes live */
+    pe_ps_member_t *member;      /* the subscriber's presence registration in this channel, or NULL */
+    pe_msg_t **page;             /* owned references from the last read */
     size_t page_len, page_off;
     read_req_t *read;          /* the read in flight, if any */
     h2o_linklist_t retry_link; /* in node->retry_list after a failed read */
@@ -186,6 +201,10 @@ fan_out(pe_ps_node_t *node, pe_msg_t *msg)
             continue; /* already delivered from history */
         if (e->state != CHAN_LIVE) {
             e->missed_live = 1; /* it is in history: the catch-up reads it */
+            continue;
+        }
+        if (msg->kind != PE_MSG_DATA && !e->presence) {
+            e->pos = msg->id; /* a presence event this subscriber did not ask for: passed over */
             continue;
         }
         pe_sub_t *sub = e->sub;
@@ -342,6 +361,24 @@ unschedule(pe_sub_t *sub)
     sub->_scheduled = 0;
 }
 
+static pe_ps_member_t *member_new(pe_ps_member_kind_t kind, const char *key, size_t key_len, const pe_ps_who_t *who);
+
+/*
+ * Registers the subscriber as a member of the channel, when the channel first goes live: its
+ * own join then arrives on the live feed like any later event (the subscriber receives it, and
+ * no second history read is needed, as one stored during the catch-up would cause).
+ */
+static void
+register_member(pe_sub_t *sub, pe_sub_chan_t *chan)
+{
+    chan->member_pending = 0;
+    pe_ps_who_t who = {.transport = "?"};
+    sub->cb->who(sub, &who);
+    chan->member = member_new(PE_PS_MEMBER_PRESENCE, chan->lc->name, chan->lc->name_len, &who);
+    pe_ps_engine_t *engine = sub->_node->engine;
+    engine->ops->member_add(engine, sub->_node, chan->member);
+}
+
 /* Delivers what the subscriber's catching-up channels hold, until its transport pauses it. */
 static void
 run_sub(pe_sub_t *sub)
@@ -367,7 +404,9 @@ run_sub(pe_sub_t *sub)
             }
             while (chan->page_off < chan->page_len && !sub->_paused) {
                 pe_msg_t *msg = chan->page[chan->page_off++];
-                if (pe_id_cmp(msg->id, chan->pos) > 0) {
+                if (pe_id_cmp(msg->id, chan->pos) > 0 && msg->kind != PE_MSG_DATA && !chan->presence) {
+                    chan->pos = msg->id; /* a presence event not asked for: passed over */
+                } else if (pe_id_cmp(msg->id, chan->pos) > 0) {
                     chan->pos = msg->id;
                     ++delivered;
                     if (sub->cb->on_message(sub, msg) == PE_SUB_PAUSE)
@@ -377,10 +416,13 @@ run_sub(pe_sub_t *sub)
             }
             if (chan->page_off == chan->page_len) {
                 release_page(chan);
-                if (chan->reached_end && !chan->missed_live)
+                if (chan->reached_end && !chan->missed_live) {
                     chan->state = CHAN_LIVE;
-                else
+                    if (chan->member_pending)
+                        register_member(sub, chan);
+                } else {
                     issue_read(chan);
+                }
             }
         }
         if (chan->state != CHAN_LIVE)
@@ -525,8 +567,68 @@ find_chan(const pe_sub_t *sub, const char *name, size_t len)
     return -1;
 }
 
+/* The node's side of a registration: the member's JSON from who (the engine stores it as is). */
+static pe_ps_member_t *
+member_new(pe_ps_member_kind_t kind, const char *key, size_t key_len, const pe_ps_who_t *who)
+{
+    pe_ps_member_t *m = pe_calloc(1, sizeof(*m));
+    m->kind = kind;
+    m->key = pe_strndup(key, key_len);
+    m->key_len = key_len;
+    m->client_len = strlen(who->client);
+    memcpy(m->client, who->client, m->client_len + 1);
+    if (who->user != NULL) {
+        json_t *u = json_stringn(who->user, who->user_len);
+        m->user_json = u != NULL ? json_dumps(u, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+        json_decref(u);
+    }
+    if (m->user_json == NULL)
+        m->user_json = pe_strndup("null", 4);
+    /* The layout matters: redis_lib.lua cuts the event out of it before ,"transport": */
+    int n = snprintf(NULL, 0, "{\"client\":\"%s\",\"user\":%s,\"transport\":\"%s\",\"since\":%llu}", m->client, m->user_json,
+                     who->transport, (unsigned long long)who->since_ms);
+    m->json = pe_malloc((size_t)n + 1);
+    snprintf(m->json, (size_t)n + 1, "{\"client\":\"%s\",\"user\":%s,\"transport\":\"%s\",\"since\":%llu}", m->client, m->user_json,
+             who->transport, (unsigned long long)who->since_ms);
+    m->json_len = (size_t)n;
+    return m;
+}
+
+void
+pe_ps__member_free(pe_ps_member_t *m)
+{
+    pe_free(m->key);
+    pe_free(m->json);
+    free(m->user_json); /* jansson's (or pe_strndup's: both the libc heap, alloc.h) */
+    pe_free(m);
+}
+
+char *
+pe_ps__presence_event(const pe_ps_member_t *m, size_t *len)
+{
+    int n = snprintf(NULL, 0, "{\"channel\":\"%s\",\"client\":\"%s\",\"user\":%s}", m->key, m->client, m->user_json);
+    char *s = pe_malloc((size_t)n + 1);
+    snprintf(s, (size_t)n + 1, "{\"channel\":\"%s\",\"client\":\"%s\",\"user\":%s}", m->key, m->client, m->user_json);
+    *len = (size_t)n;
+    return s;
+}
+
+pe_msg_t *
+pe_ps__msg_new_kind(pe_id_t id, const char *channel, size_t channel_len, const char *data, size_t data_len, uint8_t kind)
+{
+    pe_msg_t *msg = pe_msg_new(id, channel, channel_len, data, data_len);
+    msg->kind = kind;
+    return msg;
+}
+
 const char *
 pe_sub_add(pe_sub_t *sub, const char *channel, size_t len, pe_start_t start)
+{
+    return pe_sub_add_flags(sub, channel, len, start, 0);
+}
+
+const char *
+pe_sub_add_flags(pe_sub_t *sub, const char *channel, size_t len, pe_start_t start, unsigned flags)
 {
     if (!pe_channel_is_valid(channel, len))
         return pe_ps_err_bad_channel;
@@ -551,6 +653,8 @@ pe_sub_add(pe_sub_t *sub, const char *channel, size_t len, pe_start_t start)
     ++chan->lc->count;
     sub->_chans[sub->_num_chans++] = chan;
     sub->_live_announced = 0;
+    chan->presence = (flags & PE_SUB_PRESENCE_EVENTS) != 0;
+    chan->member_pending = (flags & PE_SUB_PRESENCE_MEMBER) != 0 && sub->cb->who != NULL;
     issue_read(chan);
     return NULL;
 }
@@ -559,6 +663,8 @@ static void
 free_chan(pe_ps_node_t *node, pe_sub_chan_t *chan)
 {
     local_channel_t *lc = chan->lc;
+    if (chan->member != NULL)
+        node->engine->ops->member_remove(node->engine, node, chan->member); /* the leave; the engine frees it */
     h2o_linklist_unlink(&chan->lc_link);
     --lc->count;
     if (chan->read != NULL)
@@ -772,6 +878,56 @@ pe_ps_publish(pe_ps_node_t *node, const char *channel, size_t len, const char *k
     if (!node->engine->ops->is_ready(node->engine))
         return pe_ps_err_unavailable;
     return node->engine->ops->publish(node->engine, node, channel, len, key, key_len, data, data_len, cb, ctx);
+}
+
+pe_ps_member_t *
+pe_ps_user_register(pe_ps_node_t *node, const pe_ps_who_t *who)
+{
+    pe_ps_member_t *m = member_new(PE_PS_MEMBER_USER, who->user, who->user_len, who);
+    node->engine->ops->member_add(node->engine, node, m);
+    return m;
+}
+
+void
+pe_ps_user_unregister(pe_ps_node_t *node, pe_ps_member_t *m)
+{
+    node->engine->ops->member_remove(node->engine, node, m);
+}
+
+const char *
+pe_ps_presence_query(pe_ps_node_t *node, const char *channel, size_t len, int with_members, pe_ps_registry_cb cb, void *ctx)
+{
+    if (!pe_channel_is_valid(channel, len))
+        return pe_ps_err_bad_channel;
+    pe_ps_query_t q = {PE_PS_MEMBER_PRESENCE, with_members, cb, ctx};
+    return node->engine->ops->query(node->engine, node, channel, len, &q);
+}
+
+const char *
+pe_ps_user_query(pe_ps_node_t *node, const char *user, size_t len, pe_ps_registry_cb cb, void *ctx)
+{
+    pe_ps_query_t q = {PE_PS_MEMBER_USER, 1, cb, ctx};
+    return node->engine->ops->query(node->engine, node, user, len, &q);
+}
+
+const char *
+pe_ps_engine_node_id(pe_ps_engine_t *engine)
+{
+    return engine->node_id;
+}
+
+void
+pe_ps__engine_init(pe_ps_engine_t *engine, const pe_ps_engine_ops_t *ops, const char *name, const pe_ps_options_t *opts)
+{
+    engine->ops = ops;
+    engine->name = name;
+    engine->opts = *opts;
+    /* Random per start: a restarted process never inherits its previous life's registrations
+     * (they are swept when that life's heartbeat runs out). */
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof(r), 0) != sizeof(r))
+        r = (uint64_t)time(NULL) * 6364136223846793005ULL ^ (uint64_t)getpid();
+    snprintf(engine->node_id, sizeof(engine->node_id), "%016llx", (unsigned long long)r);
 }
 
 int

@@ -28,6 +28,7 @@
 #include "cursor.h"
 
 struct st_h2o_evloop_t;
+struct st_pe_ps_who_t;
 
 /* Errors crossing the pubsub boundary, compared by address. */
 extern const char pe_ps_err_unavailable[]; /* the engine cannot be reached: nothing was stored */
@@ -72,9 +73,19 @@ typedef struct st_pe_msg_t {
      * the message is shared, for the delivery-latency histogram. The memory engine stamps its own
      * acceptance; the Redis engine the stream ID's millisecond (Redis's clock, see engine_redis.c). */
     uint64_t accepted_us;
+    /* PE_MSG_DATA for a published message; PE_MSG_JOIN / PE_MSG_LEAVE for a presence event, an
+     * entry of the channel's own history that only the engine writes (never a publish), whose
+     * data is {"channel":..,"client":..,"user":..} (docs/protocol.md "Presence"). Set by the
+     * engine before the message is shared. */
+    uint8_t kind;
     void *_encodings[PE_MSG_NUM_ENCODINGS]; /* pe_msg_encoding_t *, built lazily, atomically set */
     size_t _refcnt;                         /* only through __atomic builtins: threads share messages */
 } pe_msg_t;
+
+/* pe_msg_t.kind */
+#define PE_MSG_DATA 0
+#define PE_MSG_JOIN 1
+#define PE_MSG_LEAVE 2
 
 /** Creates a message with one reference. data must be valid JSON (it is minified here). */
 pe_msg_t *pe_msg_new(pe_id_t id, const char *channel, size_t channel_len, const char *data, size_t data_len);
@@ -108,6 +119,12 @@ typedef struct st_pe_ps_options_t {
     size_t max_channels;
     /* How long a publish's idempotency key is remembered (0: the default, 300 s). */
     uint64_t idempotency_window_ms;
+    /* Presence (docs/architecture.md "Presence"): past this many members of a channel its join
+     * and leave events are no longer stored (the registry still lists every member); 0: none. */
+    size_t presence_max_members;
+    /* The Redis engine: a node whose heartbeat is older than this is dead and its members are
+     * swept (0: the default, PE_PS_DEFAULT_NODE_TIMEOUT_MS). */
+    uint64_t presence_node_timeout_ms;
     /* Where engines report state changes (0 error .. 3 debug), from any thread; may be NULL. */
     void (*log)(int level, const char *text);
 } pe_ps_options_t;
@@ -131,6 +148,11 @@ size_t pe_ps_engine_num_channels(pe_ps_engine_t *engine);
  * --max-channels (transports check before they subscribe; any thread).
  */
 int pe_ps_engine_channels_full(pe_ps_engine_t *engine, size_t adding);
+/**
+ * This process's node id (16 lower-case hex digits, random at each start: a restarted process
+ * is a new node, so the registry never confuses it with its previous life). Any thread.
+ */
+const char *pe_ps_engine_node_id(pe_ps_engine_t *engine);
 /** A short name for logs and metrics ("memory", "redis"). */
 const char *pe_ps_engine_name(pe_ps_engine_t *engine);
 
@@ -258,6 +280,11 @@ typedef struct st_pe_sub_callbacks_t {
      * channel is missed: a transport confirms the subscription now. Optional (may be NULL).
      */
     void (*on_ready)(pe_sub_t *sub, const char *channel, size_t channel_len);
+    /**
+     * Who the subscriber is, for the presence registry: fills *out (strings borrowed for the
+     * call). Required for channels added with PE_SUB_PRESENCE_MEMBER, else may be NULL.
+     */
+    void (*who)(pe_sub_t *sub, struct st_pe_ps_who_t *out);
 } pe_sub_callbacks_t;
 
 /**
@@ -287,6 +314,14 @@ void pe_sub_init(pe_sub_t *sub, pe_ps_node_t *node, const pe_sub_callbacks_t *cb
  * error constant (pe_ps_err_bad_channel, _too_many, _duplicate).
  */
 const char *pe_sub_add(pe_sub_t *sub, const char *channel, size_t channel_len, pe_start_t start);
+/* pe_sub_add_flags flags */
+#define PE_SUB_PRESENCE_EVENTS 1 /* deliver the channel's join/leave events (else they are skipped) */
+#define PE_SUB_PRESENCE_MEMBER 2 /* list the subscriber as a member of the channel while it has it */
+/**
+ * pe_sub_add with flags. A member is registered (and its join stored) at once; it leaves when
+ * the channel is removed or the subscriber disposed.
+ */
+const char *pe_sub_add_flags(pe_sub_t *sub, const char *channel, size_t channel_len, pe_start_t start, unsigned flags);
 /** Removes a channel; returns 0, or -1 if the subscriber does not have it. No callback follows. */
 int pe_sub_remove(pe_sub_t *sub, const char *channel, size_t channel_len);
 /** The transport's queue drained below its low-water mark: continue a paused catch-up. */
@@ -325,6 +360,48 @@ pe_sub_delivering_live(const pe_sub_t *sub)
 }
 /** 1 if every channel is live (caught up), else 0. */
 int pe_sub_is_live(const pe_sub_t *sub);
+
+/* ---- presence and the user registry -------------------------------------------------------- */
+
+/* A connection id: "<node id>.<thread>.<serial>" (node id: pe_ps_engine_node_id). */
+#define PE_PS_CLIENT_MAXLEN 63
+/* The default heartbeat deadline of a node (pe_ps_options_t.presence_node_timeout_ms). */
+#define PE_PS_DEFAULT_NODE_TIMEOUT_MS 5000
+
+/** Who a connection is, as the registry lists it. */
+typedef struct st_pe_ps_who_t {
+    char client[PE_PS_CLIENT_MAXLEN + 1]; /* NUL-terminated connection id */
+    const char *user;                     /* the token's subject, NULL: anonymous */
+    size_t user_len;
+    const char *transport; /* "ws", "sse" */
+    uint64_t since_ms;     /* when the connection opened (wall clock, ms since the epoch) */
+} pe_ps_who_t;
+
+/** A registration (a presence member or a user's connection); owned by pubsub. */
+typedef struct st_pe_ps_member_t pe_ps_member_t;
+
+/**
+ * Lists the connection `who` (who->user set) under its user on every node sharing the engine,
+ * until pe_ps_user_unregister. Never fails (a Redis engine that is down registers it when it
+ * is back).
+ */
+pe_ps_member_t *pe_ps_user_register(pe_ps_node_t *node, const pe_ps_who_t *who);
+/** Removes the registration and frees m. */
+void pe_ps_user_unregister(pe_ps_node_t *node, pe_ps_member_t *m);
+
+/**
+ * Answer of a registry query: err NULL and count, with members (if asked) the JSON array text
+ * [{"client","user","transport","since"},...] (borrowed for the call; NULL when not asked).
+ */
+typedef void (*pe_ps_registry_cb)(void *ctx, const char *err, uint64_t count, const char *members, size_t members_len);
+/**
+ * The members of a channel (with_members 0: only their count), on every node sharing the
+ * engine. Returns NULL and calls cb once later, or an error constant (cb never called).
+ */
+const char *pe_ps_presence_query(pe_ps_node_t *node, const char *channel, size_t len, int with_members, pe_ps_registry_cb cb,
+                                 void *ctx);
+/** The connections of a user on every node, as pe_ps_presence_query. */
+const char *pe_ps_user_query(pe_ps_node_t *node, const char *user, size_t len, pe_ps_registry_cb cb, void *ctx);
 
 /** Builds the start of a channel from a parsed cursor (docs/protocol.md "The cursor"). */
 pe_start_t pe_start_from_cursor(const pe_cursor_t *cursor, const char *channel, size_t channel_len, size_t num_channels);

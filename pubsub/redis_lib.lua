@@ -77,16 +77,10 @@ end
 -- At most this many entries are removed by XDEL in one call; a larger count trim (a node with a
 -- smaller --history-size than the last one's) uses XTRIM, once.
 local DEL_MAX = 16
-local function publish(keys, args)
-  local key, ikey, data = keys[1], keys[2], args[1]
-  if key == nil or data == nil then
-    return redis.error_reply('ERR usage: FCALL pushedge_publish 1 pe:{channel} <json> [<count> <age-ms>]')
-  end
-  if ikey ~= nil then
-    local prev = redis.call('GET', ikey)
-    if prev then return {prev, 1} end
-  end
-  local maxlen, ttl = tonumber(args[2] or MAXLEN), tonumber(args[3] or TTL_MS)
+-- Appends the entry {<field>: data} (field d: a message; j, l: a presence event), trims, and
+-- announces it; returns its ID. Messages are announced as "<id> <json>", presence events as
+-- "<id> \30<field><json>": a byte no JSON text starts with, so no publish can pass for one.
+local function append(key, field, data, maxlen, ttl)
   local len = redis.call('XLEN', key)
   local created = len == 0 and redis.call('EXISTS', key) == 0
   -- The count limit removes the `drop` oldest entries once this one is in (1 at steady state).
@@ -98,7 +92,7 @@ local function publish(keys, args)
   if len > 0 and drop <= DEL_MAX then
     old = redis.call('XRANGE', key, '-', '+', 'COUNT', drop > 0 and drop or 1)
   end
-  local id = redis.call('XADD', key, '*', 'd', data)
+  local id = redis.call('XADD', key, '*', field, data)
   -- The newest removed entry: the gap boundary, recorded as max-deleted-entry-id.
   local removed, how, min = nil, nil, nil
   if drop > len then removed, how = id, 'count'
@@ -139,7 +133,20 @@ local function publish(keys, args)
     if ms ~= '0' then removed, how = pred(ms .. '-0'), 'mark' end
   end
   if how ~= nil and how ~= 'del' then redis.call('XSETID', key, id, 'MAXDELETEDID', removed) end
-  redis.call('PUBLISH', key, id .. ' ' .. data)
+  if field == 'd' then redis.call('PUBLISH', key, id .. ' ' .. data)
+  else redis.call('PUBLISH', key, id .. ' \30' .. field .. data) end
+  return id
+end
+local function publish(keys, args)
+  local key, ikey, data = keys[1], keys[2], args[1]
+  if key == nil or data == nil then
+    return redis.error_reply('ERR usage: FCALL pushedge_publish 1 pe:{channel} <json> [<count> <age-ms>]')
+  end
+  if ikey ~= nil then
+    local prev = redis.call('GET', ikey)
+    if prev then return {prev, 1} end
+  end
+  local id = append(key, 'd', data, tonumber(args[2] or MAXLEN), tonumber(args[3] or TTL_MS))
   if ikey ~= nil then
     redis.call('SET', ikey, id, 'PX', args[4] or WINDOW_MS)
     return {id, 0}
@@ -193,7 +200,9 @@ local function read(keys, args)
   for i = 1, n do
     local e = entries[i]
     local f, v = e[2], nil
+    if (f[1] == 'j' or f[1] == 'l') and #f == 2 then v = '\30' .. f[1] .. f[2] end
     for j = 1, #f, 2 do
+      if v ~= nil then break end
       if f[j] == 'd' or f[j] == 'data' then v = f[j + 1]; break end
     end
     if v == nil then v = f[2] or 'null' end
@@ -202,5 +211,53 @@ local function read(keys, args)
   end
   return res
 end
+-- Presence (docs/architecture.md "Presence"): a channel's members are the hash
+-- pe:{NAME}:members (connection id -> {"client","user","transport","since"}), next to the
+-- stream in the same slot, so a join or leave and its event are one atomic step.
+--   FCALL pushedge_presence 2 pe:{NAME} pe:{NAME}:members <join|leave> <client> <member-json> <max>
+--     [<count> <age-ms>]   -> 1 if the registry changed, else 0
+--     A join that adds a member, or a leave that removes one, appends the event {j|l:
+--     {"channel","client","user"}} to the stream (trimmed and announced as a message is) while
+--     the channel has at most <max> members (counted with the member); past it only the hash
+--     changes. The event is cut from the member's JSON, whose layout pushedge fixes.
+local function presence(keys, args)
+  local key, mkey, op, client, member, max = keys[1], keys[2], args[1], args[2], args[3], tonumber(args[4])
+  if key == nil or mkey == nil or client == nil or max == nil then
+    return redis.error_reply('ERR usage: FCALL pushedge_presence 2 pe:{channel} pe:{channel}:members join|leave <client> <member> <max>')
+  end
+  if op == 'join' then
+    if redis.call('HSET', mkey, client, member) == 0 then return 0 end
+    if redis.call('HLEN', mkey) > max then return 1 end
+  else
+    member = redis.call('HGET', mkey, client)
+    if not member then return 0 end
+    redis.call('HDEL', mkey, client)
+    if redis.call('HLEN', mkey) >= max then return 1 end
+  end
+  local cut = string.find(member, ',"transport":', 1, true)
+  if cut == nil then return 1 end
+  local event = '{"channel":"' .. string.sub(key, 5, -2) .. '",' .. string.sub(member, 2, cut - 1) .. '}'
+  append(key, op == 'join' and 'j' or 'l', event, tonumber(args[5] or MAXLEN), tonumber(args[6] or TTL_MS))
+  return 1
+end
+-- Node heartbeats: pe:nodes is a sorted set of node ids scored by their last beat (Redis's
+-- clock, ms).
+--   FCALL pushedge_beat 1 pe:nodes <node> <timeout-ms>  -> {fresh, dead node ids...}
+--     Records the beat (fresh is 1 when the node was not listed: its first beat, or it had been
+--     swept as dead and must register its members again) and returns the nodes silent for
+--     longer than the timeout. Those are re-scored now: the caller sweeps them (and removes them
+--     when done); if it dies before that, they fall silent again and another node sweeps them.
+local function beat(keys, args)
+  local now = now_ms()
+  local res = {redis.call('ZADD', keys[1], now, args[1])}
+  local dead = redis.call('ZRANGEBYSCORE', keys[1], '-inf', '(' .. string.format('%.0f', now - tonumber(args[2])))
+  for i = 1, #dead do
+    redis.call('ZADD', keys[1], now, dead[i])
+    res[#res + 1] = dead[i]
+  end
+  return res
+end
 redis.register_function('pushedge_publish', publish)
+redis.register_function('pushedge_presence', presence)
+redis.register_function('pushedge_beat', beat)
 redis.register_function{function_name = 'pushedge_read', callback = read, flags = {'no-writes'}}

@@ -106,6 +106,11 @@ static const opt_t options[] = {
      "channel pattern (e.g. news or public.*) readable without a token; repeatable (default: none)"},
     {"no-ws-deflate", OPT_FLAG, OFF(no_ws_deflate), 0, 0, NULL,
      "never negotiate WebSocket permessage-deflate (messages mixing secrets and attacker-chosen text: docs/security.md)"},
+    {"presence-max-members", OPT_UINT, OFF(presence_max_members), 0, UINT32_MAX, "N",
+     "past this many presence members in a channel, its join/leave events stop (the listing stays complete); 0: no "
+     "events (default 1000)"},
+    {"presence-node-timeout", OPT_UINT, OFF(presence_node_timeout), 2, 3600, "SECONDS",
+     "Redis engine: a node silent this long is dead and its presence members and connections are removed (default 5)"},
     {"help", OPT_HELP, 0, 0, 0, NULL, "print this help and exit"},
     {"version", OPT_VERSION, 0, 0, 0, NULL, "print the version and exit"},
 };
@@ -137,6 +142,8 @@ set_defaults(pe_config_t *cfg)
     cfg->history_ttl = 86400;
     cfg->max_channels = PE_DEFAULT_MAX_CHANNELS;
     cfg->idempotency_window = 300;
+    cfg->presence_max_members = 1000;
+    cfg->presence_node_timeout = 5;
     cfg->poll_timeout = 25;
     cfg->ping_interval = 25;
     cfg->max_message_size = 65536;

@@ -38,6 +38,10 @@ typedef struct st_pe_config_t {
     uint64_t max_message_size;
     /* Seconds a publish's idempotency key is remembered (pe_ps_options_t). */
     uint64_t idempotency_window;
+    /* Presence (docs/operations.md "Presence"): the event bound per channel, and the Redis
+     * engine's heartbeat deadline of a node (seconds). */
+    uint64_t presence_max_members;
+    uint64_t presence_node_timeout;
     char *api_key;
     uint64_t drain_timeout; /* seconds */
     uint64_t drain_delay;   /* seconds of pre-drain (readiness 503, still serving) */

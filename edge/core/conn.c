@@ -96,6 +96,8 @@ conn_free(pe_conn_t *conn)
     pe_deadline_cancel(conn->thr, &conn->_auth_timer);
     if (conn->sub.cb != NULL)
         pe_sub_dispose(&conn->sub);
+    if (conn->user_reg != NULL)
+        pe_ps_user_unregister(conn->thr->node, conn->user_reg);
     pe_stream_unregister(&conn->_stream);
     pe_outq_dispose(&conn->out);
     pe_identity_dispose(&conn->identity);
@@ -558,6 +560,48 @@ on_revoke(pe_stream_t *stream, const pe_revocation_t *r)
     return 1;
 }
 
+/* ---- identity: connection ids, presence, the user registry ------------------------------- */
+
+/* This thread's connection numbers; with the node id and the thread's index they make an id
+ * no other connection of any node has (a restarted process has a new node id). */
+static __thread uint64_t next_serial;
+
+size_t
+pe_conn_client_id(const pe_conn_t *conn, char buf[PE_CONN_ID_MAX])
+{
+    int n = snprintf(buf, PE_CONN_ID_MAX, "%s.%u.%llu", pe_ps_engine_node_id(pe_ps_node_engine(conn->thr->node)), conn->thr->index,
+                     (unsigned long long)conn->serial);
+    return n < 0 ? 0 : (size_t)n < PE_CONN_ID_MAX ? (size_t)n : PE_CONN_ID_MAX - 1;
+}
+
+/* Fills who from the connection: its id, user, transport and when it opened (wall clock). */
+static void
+conn_who(pe_conn_t *conn, pe_ps_who_t *out)
+{
+    pe_conn_client_id(conn, out->client);
+    out->user = conn->identity.sub;
+    out->user_len = conn->identity.sub_len;
+    out->transport = pe_transport_names[conn->cb->transport];
+    uint64_t now_ms = pe_msg_clock_us() / 1000, age = h2o_now(conn->thr->loop) - conn->opened_ms;
+    out->since_ms = now_ms > age ? now_ms - age : now_ms;
+}
+
+void
+pe_conn_who(pe_sub_t *sub, pe_ps_who_t *out)
+{
+    conn_who(H2O_STRUCT_FROM_MEMBER(pe_conn_t, sub, sub), out);
+}
+
+void
+pe_conn_register_user(pe_conn_t *conn)
+{
+    if (conn->user_reg != NULL || conn->identity.sub == NULL)
+        return;
+    pe_ps_who_t who;
+    conn_who(conn, &who);
+    conn->user_reg = pe_ps_user_register(conn->thr->node, &who);
+}
+
 /* ---- creation ---------------------------------------------------------------------------- */
 
 static void
@@ -583,6 +627,7 @@ pe_conn_new(h2o_req_t *req, size_t sz, const pe_conn_callbacks_t *cb)
     conn->_timer.cb = on_heartbeat;
     conn->_flush.cb = on_flush_timeout;
     conn->opened_ms = h2o_now(conn->thr->loop);
+    conn->serial = ++next_serial;
     struct sockaddr_storage ss;
     socklen_t sslen = 0;
     if (req->conn->callbacks != NULL && req->conn->callbacks->get_peername != NULL)
@@ -648,7 +693,12 @@ pe_conn_subscribe(pe_sub_t *sub, const pe_sub_query_t *q, void (*added)(void *ct
 {
     for (size_t i = 0; i != q->num_channels; ++i) {
         pe_start_t start = pe_start_from_cursor(&q->since, q->channels[i].name, q->channels[i].len, q->num_channels);
-        if (pe_sub_add(sub, q->channels[i].name, q->channels[i].len, start) == NULL && added != NULL)
+        /* presence=1: the events, and a listing for the transports that can say who they are
+         * (a long-poll, one request at a time, has no lasting connection to list). */
+        unsigned flags = !q->presence           ? 0
+                         : sub->cb->who != NULL ? PE_SUB_PRESENCE_EVENTS | PE_SUB_PRESENCE_MEMBER
+                                                : PE_SUB_PRESENCE_EVENTS;
+        if (pe_sub_add_flags(sub, q->channels[i].name, q->channels[i].len, start, flags) == NULL && added != NULL)
             added(ctx, q->channels[i].name, q->channels[i].len);
     }
 }

@@ -168,6 +168,11 @@ struct st_pe_conn_t {
      * close still counts as a drain), and the peer for the close line.
      */
     uint64_t opened_ms; /* loop ms */
+    /* Presence and the user registry (edge/core/presence.c): the connection's number on its
+     * thread (its id is "<node id>.<thread>.<serial>", pe_conn_client_id), and its listing
+     * under its user while it has one (released in the core's free). */
+    uint64_t serial;
+    pe_ps_member_t *user_reg;
     uint64_t bytes_out; /* bytes written to the client */
     pe_log_peer_t peer;
     uint8_t end_reason;  /* pe_end_reason_t */
@@ -247,6 +252,20 @@ void pe_conn_slow(pe_conn_t *conn, const char *why);
  * callback), never from a pubsub callback or another core callback.
  */
 void pe_conn_flush(pe_conn_t *conn);
+
+/* Longest connection id, NUL included. */
+#define PE_CONN_ID_MAX (PE_PS_CLIENT_MAXLEN + 1)
+/** Writes the connection's id ("<node id>.<thread>.<serial>", unique across nodes) into buf; returns its length. */
+size_t pe_conn_client_id(const pe_conn_t *conn, char buf[PE_CONN_ID_MAX]);
+/**
+ * Lists the connection under its token's subject in the user registry (GET
+ * /api/users/SUB/connections), once it has one; no-op for anonymous connections or when it is
+ * listed already. Transports call it when the identity is set (after pe_conn_new, after a
+ * WebSocket auth op); the core removes the listing in its free.
+ */
+void pe_conn_register_user(pe_conn_t *conn);
+/** The pe_sub_callbacks_t.who of the core's transports: who the connection is, for presence. */
+void pe_conn_who(pe_sub_t *sub, pe_ps_who_t *out);
 
 /* ---- the request prologue of the subscribing transports (WebSocket, SSE, long-poll) ---- */
 

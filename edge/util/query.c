@@ -144,7 +144,7 @@ on_param(const char *n, size_t nl, const char *v, size_t vl, void *arg)
 {
     struct parse_ctx *ctx = arg;
     pe_sub_query_t *q = ctx->q;
-    if (!(NAME_IS("channel") || NAME_IS("since") || NAME_IS("padding")))
+    if (!(NAME_IS("channel") || NAME_IS("since") || NAME_IS("padding") || NAME_IS("presence")))
         return 0;
     char *dst = ctx->arena + ctx->used;
     long dl = pe_query_decode(v, vl, dst);
@@ -179,6 +179,8 @@ on_param(const char *n, size_t nl, const char *v, size_t vl, void *arg)
             return -1;
         }
         q->has_since = 1;
+    } else if (NAME_IS("presence")) {
+        q->presence = dl == 1 && dst[0] == '1';
     } else {
         q->padding = dl == 1 && dst[0] == '1';
     }
@@ -193,6 +195,7 @@ pe_sub_query_parse(const char *qs, size_t len, pe_sub_query_t *out, char *arena,
     out->has_since = 0;
     out->since.kind = PE_CURSOR_NONE;
     out->padding = 0;
+    out->presence = 0;
     if (each_param(qs, len, on_param, &ctx) != 0) {
         *code = ctx.code;
         *err = ctx.err;

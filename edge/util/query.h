@@ -17,7 +17,8 @@ typedef struct st_pe_sub_query_t {
     } channels[PE_CURSOR_MAX_ENTRIES];
     int has_since;
     pe_cursor_t since;
-    int padding; /* ?padding=1 */
+    int padding;  /* ?padding=1 */
+    int presence; /* ?presence=1: join/leave events (and a listing) for the channels */
 } pe_sub_query_t;
 
 /**

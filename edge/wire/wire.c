@@ -30,9 +30,40 @@ uint64_t pe_ws_frames_built[PE_WIRE_WS_KIND_MAX];
 #define SSE_DATA "\ndata: "
 #define SSE_END "\n\n"
 
+#define SSE_JOIN "\nevent: join"
+#define SSE_LEAVE "\nevent: leave"
+
+/* A presence event: "id: <id>\nevent: join|leave\ndata: <event data>\n\n". The id comes
+ * first as for a message, so pe_wire_sse_data_off (and the multi-channel cursor line that
+ * replaces the id line) applies unchanged; field order within an event does not matter. */
+static pe_msg_encoding_t *
+build_sse_presence(const pe_msg_t *msg)
+{
+    const char *ev = msg->kind == PE_MSG_JOIN ? SSE_JOIN : SSE_LEAVE;
+    size_t evlen = strlen(ev);
+    size_t len = sizeof(SSE_ID) - 1 + msg->id_len + evlen + sizeof(SSE_DATA) - 1 + msg->data_len + sizeof(SSE_END) - 1;
+    pe_msg_encoding_t *enc = pe_malloc(sizeof(*enc) + len);
+    char *p = enc->data;
+    memcpy(p, SSE_ID, sizeof(SSE_ID) - 1);
+    p += sizeof(SSE_ID) - 1;
+    memcpy(p, msg->id_str, msg->id_len);
+    p += msg->id_len;
+    memcpy(p, ev, evlen);
+    p += evlen;
+    memcpy(p, SSE_DATA, sizeof(SSE_DATA) - 1);
+    p += sizeof(SSE_DATA) - 1;
+    memcpy(p, msg->data, msg->data_len);
+    p += msg->data_len;
+    memcpy(p, SSE_END, sizeof(SSE_END) - 1);
+    enc->len = len;
+    return enc;
+}
+
 static pe_msg_encoding_t *
 build_sse(const pe_msg_t *msg)
 {
+    if (msg->kind != PE_MSG_DATA)
+        return build_sse_presence(msg);
     size_t len = sizeof(SSE_ID) - 1 + msg->id_len + sizeof(SSE_DATA) - 1 + msg->envelope_len + sizeof(SSE_END) - 1;
     pe_msg_encoding_t *enc = pe_malloc(sizeof(*enc) + len);
     char *p = enc->data;
@@ -72,18 +103,39 @@ pe_wire_sse_retry(char *out, unsigned ms)
 
 /* ---- WebSocket --------------------------------------------------------------------------- */
 
-/* The message op is the envelope with the op member first: {"op":"message", + envelope[1..]. */
+/* The message op is the envelope with the op member first: {"op":"message", + envelope[1..].
+ * A presence event's op is {"op":"join","id":"<id>", + its data[1..]. */
 #define OP_HEAD "{\"op\":\"message\","
+#define OP_JOIN "{\"op\":\"join\",\"id\":\""
+#define OP_LEAVE "{\"op\":\"leave\",\"id\":\""
 
 size_t
 pe_wire_ws_text_len(const pe_msg_t *msg)
 {
+    if (msg->kind != PE_MSG_DATA)
+        return strlen(msg->kind == PE_MSG_JOIN ? OP_JOIN : OP_LEAVE) + msg->id_len + 2 + msg->data_len - 1;
     return sizeof(OP_HEAD) - 1 + msg->envelope_len - 1;
+}
+
+size_t
+pe_wire_presence_text(const pe_msg_t *msg, char *p)
+{
+    const char *head = msg->kind == PE_MSG_JOIN ? OP_JOIN : OP_LEAVE;
+    size_t hlen = strlen(head);
+    memcpy(p, head, hlen);
+    memcpy(p + hlen, msg->id_str, msg->id_len);
+    memcpy(p + hlen + msg->id_len, "\",", 2);
+    memcpy(p + hlen + msg->id_len + 2, msg->data + 1, msg->data_len - 1);
+    return hlen + msg->id_len + 2 + msg->data_len - 1;
 }
 
 static void
 write_op_text(const pe_msg_t *msg, char *p)
 {
+    if (msg->kind != PE_MSG_DATA) {
+        pe_wire_presence_text(msg, p);
+        return;
+    }
     memcpy(p, OP_HEAD, sizeof(OP_HEAD) - 1);
     memcpy(p + sizeof(OP_HEAD) - 1, msg->envelope + 1, msg->envelope_len - 1);
 }

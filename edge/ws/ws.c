@@ -474,6 +474,7 @@ pe_ws_on_req(h2o_req_t *req, int echo)
      * within the deadline (4001 otherwise). */
     int await_auth = !echo && !id.authenticated && cfg->auth_mode == PE_AUTH_MODE_REQUIRED;
     pe_conn_set_identity(&ws->conn, &id);
+    pe_conn_register_user(&ws->conn);
     if (await_auth)
         pe_conn_await_auth(&ws->conn, PE_WS_AUTH_DEADLINE_MS);
     ws->echo = echo;

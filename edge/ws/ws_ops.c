@@ -150,6 +150,7 @@ on_message(pe_sub_t *sub, pe_msg_t *msg)
         return PE_SUB_PAUSE;
     /* A peer that limited our window below 15 bits gets the uncompressed shared frame. */
     int deflate = ws->pmd_enabled && ws->pmd.server_max_window_bits == 15 && pe_wire_ws_text_len(msg) >= PE_WS_DEFLATE_MIN;
+    /* A join or leave (PE_MSG_JOIN/LEAVE) is its own op, in the same slots (edge/wire). */
     const pe_msg_encoding_t *frame = pe_wire_ws_message(msg, deflate);
     return pe_conn_push(&ws->conn, 0, msg, frame->data, frame->len);
 }
@@ -209,7 +210,7 @@ on_engine(pe_sub_t *sub, int up)
     queue_reply(ws, json_pack("{s:s,s:s}", "op", "engine", "state", up ? "available" : "unavailable"), NULL, 0);
 }
 
-const pe_sub_callbacks_t pe_ws_ops_sub_callbacks = {on_message, on_gap, on_live, on_engine, on_ready};
+const pe_sub_callbacks_t pe_ws_ops_sub_callbacks = {on_message, on_gap, on_live, on_engine, on_ready, pe_conn_who};
 
 /* ---- ops ------------------------------------------------------------------------------------- */
 
@@ -254,7 +255,7 @@ on_published(void *ctx, const char *err, const pe_id_t *id, int replayed)
 }
 
 static void
-subscribe(pe_ws_conn_t *ws, const raw_ref_t *ref, const char *channel, size_t len, const pe_cursor_t *since)
+subscribe(pe_ws_conn_t *ws, const raw_ref_t *ref, const char *channel, size_t len, const pe_cursor_t *since, int presence)
 {
     pe_start_t start = pe_start_from_cursor(since, channel, len, 1);
     pe_access_t access = pe_access_subscribe(ws->conn.thr->server->cfg, &ws->conn.identity, channel, len);
@@ -266,7 +267,8 @@ subscribe(pe_ws_conn_t *ws, const raw_ref_t *ref, const char *channel, size_t le
         queue_error(ws, ref, "channel_limit", pe_ps_err_channel_limit);
         return;
     }
-    const char *err = pe_sub_add(&ws->conn.sub, channel, len, start);
+    const char *err =
+        pe_sub_add_flags(&ws->conn.sub, channel, len, start, presence ? PE_SUB_PRESENCE_EVENTS | PE_SUB_PRESENCE_MEMBER : 0);
     if (err != NULL) {
         queue_error(ws, ref,
                     err == pe_ps_err_bad_channel ? "bad_channel"
@@ -396,6 +398,7 @@ authenticate(pe_ws_conn_t *ws, const raw_ref_t *ref, json_t *root, int first)
     json_object_set_new(reply, "exp", id.exp != 0 ? json_integer(id.exp) : json_null());
     /* Also ends the auth deadline of --auth required and starts the token's expiry timer. */
     pe_conn_set_identity(&ws->conn, &id);
+    pe_conn_register_user(&ws->conn);
     queue_ref_reply(ws, reply, ref);
 }
 
@@ -508,7 +511,7 @@ pe_ws_ops_handle(pe_ws_conn_t *ws, const char *text, size_t len)
         } else if (jsince != NULL && pe_cursor_parse(json_string_value(jsince), json_string_length(jsince), &since, &err) != 0) {
             queue_error(ws, ref, "bad_cursor", err != NULL ? err : "malformed cursor");
         } else {
-            subscribe(ws, ref, channel, channel_len, &since);
+            subscribe(ws, ref, channel, channel_len, &since, json_is_true(json_object_get(root, "presence")));
         }
     } else if (op[0] == 'u') {
         unsubscribe(ws, ref, channel, channel_len);

@@ -19,6 +19,8 @@ import { freePort, httpRequest, openSSE, publish, rawExchange, runOnce, startSer
 
 const ALL_OPTIONS = [
     'listen',
+    'presence-max-members',
+    'presence-node-timeout',
     'redis',
     'threads',
     'history-size',

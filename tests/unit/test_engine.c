@@ -1651,12 +1651,155 @@ test_many_publishers(void)
     pe_ps_engine_destroy(engine);
 }
 
+/* ---- presence (memory engine) ---------------------------------------------------------------- */
+
+typedef struct {
+    pe_sub_t sub;
+    char client[PE_PS_CLIENT_MAXLEN + 1];
+    size_t msgs, joins, leaves;
+    char last_event_client[PE_PS_CLIENT_MAXLEN + 1];
+    int live;
+} psub_t;
+
+static int
+p_on_message(pe_sub_t *sub, pe_msg_t *msg)
+{
+    psub_t *p = H2O_STRUCT_FROM_MEMBER(psub_t, sub, sub);
+    if (msg->kind == PE_MSG_DATA) {
+        ++p->msgs;
+        return PE_SUB_CONTINUE;
+    }
+    ++*(msg->kind == PE_MSG_JOIN ? &p->joins : &p->leaves);
+    /* {"channel":"room","client":"<id>","user":null} */
+    const char *c = strstr(msg->data, "\"client\":\"");
+    size_t n = c != NULL ? strcspn(c + 10, "\"") : 0;
+    snprintf(p->last_event_client, sizeof(p->last_event_client), "%.*s", (int)n, c != NULL ? c + 10 : "");
+    return PE_SUB_CONTINUE;
+}
+
+static void
+p_on_gap(pe_sub_t *sub, const char *channel, size_t len)
+{
+}
+
+static void
+p_on_live(pe_sub_t *sub)
+{
+    H2O_STRUCT_FROM_MEMBER(psub_t, sub, sub)->live = 1;
+}
+
+static void
+p_who(pe_sub_t *sub, pe_ps_who_t *out)
+{
+    psub_t *p = H2O_STRUCT_FROM_MEMBER(psub_t, sub, sub);
+    memcpy(out->client, p->client, sizeof(out->client));
+    out->user = NULL;
+    out->transport = "ws";
+    out->since_ms = 1234;
+}
+
+static const pe_sub_callbacks_t p_callbacks = {.on_message = p_on_message, .on_gap = p_on_gap, .on_live = p_on_live, .who = p_who};
+
+typedef struct {
+    int calls;
+    uint64_t count;
+    char members[512];
+} pquery_t;
+
+static void
+on_pquery(void *ctx, const char *err, uint64_t count, const char *members, size_t len)
+{
+    pquery_t *q = ctx;
+    ++q->calls;
+    q->count = count;
+    snprintf(q->members, sizeof(q->members), "%.*s", members != NULL ? (int)len : 0, members != NULL ? members : "");
+}
+
+static void
+psub_add(fixture_t *f, psub_t *p, const char *client, unsigned flags)
+{
+    memset(p, 0, sizeof(*p));
+    snprintf(p->client, sizeof(p->client), "%s", client);
+    pe_sub_init(&p->sub, f->node, &p_callbacks);
+    TAP_OK(pe_sub_add_flags(&p->sub, "room", 4, (pe_start_t){PE_START_NEW}, flags) == NULL, "%s subscribes", client);
+    TAP_OK(RUN_UNTIL(p->live), "%s is live", client);
+}
+
+static void
+test_presence(void)
+{
+    fixture_t f;
+    pe_ps_options_t opts = {.history_size = 100, .history_ttl_ms = TTL_LONG, .max_nodes = 1, .presence_max_members = 2};
+    set_clock(0);
+    f.engine = pe_ps_engine_create_memory(&opts);
+    f.node = pe_ps_node_create(f.engine, loop, 0);
+    TAP_EQ_INT(strlen(pe_ps_engine_node_id(f.engine)), 16, "a 16-digit node id");
+    set_clock(5000);
+
+    const unsigned both = PE_SUB_PRESENCE_EVENTS | PE_SUB_PRESENCE_MEMBER;
+    psub_t a, b, plain, d;
+    psub_add(&f, &a, "n.0.1", both);
+    psub_add(&f, &plain, "n.0.2", 0);
+    psub_add(&f, &b, "n.0.3", both);
+    TAP_OK(RUN_UNTIL(a.joins == 2), "a member sees its own join, then the next member's");
+    TAP_EQ_STR(a.last_event_client, "n.0.3", "the joiner's id");
+    publish_wait(f.node, "room", 7);
+    TAP_OK(RUN_UNTIL(a.msgs == 1 && plain.msgs == 1 && b.msgs == 1), "the message reaches all three");
+    TAP_EQ_UINT(plain.joins + plain.leaves, 0, "a subscriber without presence sees no event");
+
+    pquery_t q = {0};
+    TAP_OK(pe_ps_presence_query(f.node, "room", 4, 1, on_pquery, &q) == NULL, "query");
+    TAP_EQ_INT(q.calls, 0, "answered later, not inside the call");
+    TAP_OK(RUN_UNTIL(q.calls == 1), "answered");
+    TAP_EQ_UINT(q.count, 2, "two members");
+    TAP_EQ_STR(q.members,
+               "[{\"client\":\"n.0.1\",\"user\":null,\"transport\":\"ws\",\"since\":1234},"
+               "{\"client\":\"n.0.3\",\"user\":null,\"transport\":\"ws\",\"since\":1234}]",
+               "the members in join order");
+
+    /* Past --presence-max-members (2): the third member's join and leave store nothing. */
+    psub_add(&f, &d, "n.0.4", both);
+    publish_wait(f.node, "room", 8);
+    TAP_OK(RUN_UNTIL(a.msgs == 2), "the marker");
+    TAP_EQ_UINT(a.joins, 2, "no join past the bound");
+    TAP_EQ_UINT(d.joins, 0, "not even the joiner's own");
+    TAP_EQ_UINT(b.joins, 1, "b saw its own join only (it is live before it registers)");
+    q = (pquery_t){0};
+    pe_ps_presence_query(f.node, "room", 4, 0, on_pquery, &q);
+    TAP_OK(RUN_UNTIL(q.calls == 1) && q.count == 3 && q.members[0] == '\0', "the count is exact; no list when not asked");
+    pe_sub_dispose(&d.sub);
+    publish_wait(f.node, "room", 9);
+    TAP_OK(RUN_UNTIL(a.msgs == 3), "the marker");
+    TAP_EQ_UINT(a.leaves, 0, "no leave from 3 members");
+    pe_sub_dispose(&b.sub);
+    TAP_OK(RUN_UNTIL(a.leaves == 1), "a leave from 2 members (within the bound)");
+    TAP_EQ_STR(a.last_event_client, "n.0.3", "the leaver's id");
+
+    /* The user registry. */
+    pe_ps_who_t who = {.client = "n.1.9", .user = "alice", .user_len = 5, .transport = "sse", .since_ms = 1};
+    pe_ps_member_t *u = pe_ps_user_register(f.node, &who);
+    q = (pquery_t){0};
+    pe_ps_user_query(f.node, "alice", 5, on_pquery, &q);
+    TAP_OK(RUN_UNTIL(q.calls == 1), "user query answered");
+    TAP_EQ_STR(q.members, "[{\"client\":\"n.1.9\",\"user\":\"alice\",\"transport\":\"sse\",\"since\":1}]", "alice's connection");
+    pe_ps_user_unregister(f.node, u);
+    q = (pquery_t){0};
+    pe_ps_user_query(f.node, "alice", 5, on_pquery, &q);
+    TAP_OK(RUN_UNTIL(q.calls == 1) && q.count == 0 && strcmp(q.members, "[]") == 0, "gone once unregistered");
+
+    pe_sub_dispose(&a.sub);
+    pe_sub_dispose(&plain.sub);
+    run_loop(3);
+    teardown(&f);
+}
+
 int
 main(void)
 {
     pe_ps__now_ms = fake_now;
     loop = h2o_evloop_create();
 
+    tap_subtest("presence", test_presence);
     tap_subtest("publish IDs", test_publish_ids);
     tap_subtest("add errors", test_add_errors);
     tap_subtest("start NEW", test_start_new);

@@ -363,6 +363,18 @@ test_flags_and_separators(void)
 {
     parsed_t p;
 
+    parse(&p, "channel=a&presence=1");
+    TAP_EQ_INT(p.ret, 0, "presence=1");
+    TAP_EQ_INT(p.q.presence, 1, "presence=1 sets presence");
+    TAP_EQ_INT(p.q.padding, 0, "and not padding");
+    parsed_free(&p);
+    parse(&p, "channel=a&presence=true");
+    TAP_EQ_INT(p.q.presence, 0, "presence=true is not 1");
+    parsed_free(&p);
+    parse(&p, "channel=a");
+    TAP_EQ_INT(p.q.presence, 0, "no presence by default");
+    parsed_free(&p);
+
     parse(&p, "channel=a&padding=1");
     TAP_EQ_INT(p.ret, 0, "padding=1");
     TAP_EQ_INT(p.q.padding, 1, "padding=1 sets padding");

@@ -186,9 +186,44 @@ test_poll_body(void)
     h2o_mem_clear_pool(&pool);
 }
 
+/* A presence event (PE_MSG_JOIN / LEAVE): its SSE event, WebSocket op and long-poll text. */
+static void
+test_presence(void)
+{
+    static const char data[] = "{\"channel\":\"room\",\"client\":\"00ff.1.7\",\"user\":\"al\\\"ice\"}";
+    pe_msg_t *msg = make_msg(9, 2, "room", data);
+    msg->kind = PE_MSG_JOIN;
+    const pe_msg_encoding_t *ev = pe_wire_sse_event(msg);
+    static const char want[] =
+        "id: 9-2\nevent: join\ndata: {\"channel\":\"room\",\"client\":\"00ff.1.7\",\"user\":\"al\\\"ice\"}\n\n";
+    TAP_EQ_MEM(ev->data, ev->len, want, sizeof(want) - 1, "the SSE join event, id first");
+    size_t off = pe_wire_sse_data_off(msg);
+    TAP_EQ_MEM(ev->data + off, ev->len - off, want + 8, sizeof(want) - 1 - 8, "without its id line (multi-channel streams)");
+    static const char op[] = "{\"op\":\"join\",\"id\":\"9-2\",\"channel\":\"room\",\"client\":\"00ff.1.7\",\"user\":\"al\\\"ice\"}";
+    char text[256];
+    size_t n = pe_wire_presence_text(msg, text);
+    TAP_EQ_MEM(text, n, op, sizeof(op) - 1, "the op text");
+    TAP_EQ_INT(pe_wire_ws_text_len(msg), sizeof(op) - 1, "its length");
+    const pe_msg_encoding_t *frame = pe_wire_ws_message(msg, 0);
+    TAP_EQ_INT(frame->len, 2 + sizeof(op) - 1, "one frame: a 2-byte header and the op");
+    TAP_EQ_MEM(frame->data + 2, frame->len - 2, op, sizeof(op) - 1, "the frame carries the op");
+    pe_msg_release(msg);
+
+    msg = make_msg(10, 0, "room", "{\"channel\":\"room\",\"client\":\"x\",\"user\":null}");
+    msg->kind = PE_MSG_LEAVE;
+    ev = pe_wire_sse_event(msg);
+    static const char want2[] = "id: 10-0\nevent: leave\ndata: {\"channel\":\"room\",\"client\":\"x\",\"user\":null}\n\n";
+    TAP_EQ_MEM(ev->data, ev->len, want2, sizeof(want2) - 1, "a leave event");
+    n = pe_wire_presence_text(msg, text);
+    static const char op2[] = "{\"op\":\"leave\",\"id\":\"10-0\",\"channel\":\"room\",\"client\":\"x\",\"user\":null}";
+    TAP_EQ_MEM(text, n, op2, sizeof(op2) - 1, "a leave op");
+    pe_msg_release(msg);
+}
+
 int
 main(void)
 {
+    tap_subtest("presence", test_presence);
     tap_subtest("envelope", test_envelope);
     tap_subtest("sse", test_sse);
     tap_subtest("ws sizes", test_ws_sizes);

@@ -1,0 +1,327 @@
+/*
+ * Presence and the user registry (docs/protocol.md "Presence", docs/architecture.md "Presence",
+ * issue 15 items 1-3).
+ *
+ * Covered on the engine under test (memory, or Redis with E2E_ENGINE=redis):
+ *  1. each transport receives join and leave: SSE (event: join / leave), WebSocket (ops join /
+ *     leave, asked in the query or in the subscribe op), long-poll (the "presence" field); the
+ *     data is {"channel","client","user"} with the id of the channel's position;
+ *  2. a subscriber without presence=1 never sees them (its cursor still moves past them);
+ *     presence events are ordered with the messages and replayed from history (since=0);
+ *  3. GET /api/presence: count and members (client, user, transport, since), &members=0,
+ *     the errors (missing or bad channel);
+ *  4. forging: a publish cannot produce a join (a JSON string that looks like one stays a
+ *     message; a body starting with the reserved byte is not JSON: 400);
+ *  5. --presence-max-members: past it no join/leave is stored, the count stays right;
+ *  6. auth: the API key, a token allowed to read the channel, a token that is not (403), no
+ *     credentials (401); GET /api/users/<sub>/connections lists an authenticated connection
+ *     and drops it when it closes, and takes the API key only.
+ * Covered with a private redis-server this file starts (skipped when redis-server is missing):
+ *  7. two nodes on one Redis see each other's members, and a subscriber on one receives the
+ *     other's joins; kill -9 of a node: its members leave (the listing and the leave events)
+ *     within the sweep deadline (--presence-node-timeout 2: 2 s + the 1 s beat).
+ *
+ * Not covered: the JS client (no presence API there yet), Redis Cluster, a node's link down
+ * past the deadline (re-registration), the cost (tests/load/presence-cost.mjs).
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import {
+    checkJsonError,
+    delay,
+    httpRequest,
+    openSSE,
+    pollRequest,
+    publishOk,
+    sharedServer,
+    startServer,
+    skipOrFail,
+    uniqueChannel,
+    waitUntil,
+} from './lib.mjs';
+import { openWs } from './wslib.mjs';
+import { HAVE_REDIS, redisCmd, rmDir, startRedis } from './redislib.mjs';
+
+const SECRET = 'e2e-secret-0123456789abcdef0123456789';
+const KEY = 'presence-api-key-0123456789';
+const b64 = (b) => Buffer.from(b).toString('base64url');
+function mint(payload) {
+    const input = `${b64(JSON.stringify({ alg: 'HS256', typ: 'JWT' }))}.${b64(JSON.stringify(payload))}`;
+    return `${input}.${b64(crypto.createHmac('sha256', SECRET).update(input).digest())}`;
+}
+const now = () => Math.floor(Date.now() / 1000);
+
+async function presenceOf(url, ch, query = '', headers = {}) {
+    const r = await httpRequest(url, `/api/presence?channel=${encodeURIComponent(ch)}${query}`, { headers });
+    assert.equal(r.status, 200, `GET /api/presence ${ch}: ${r.text}`);
+    return r.json;
+}
+
+async function sseLive(url, ch, extra = '', opts = {}) {
+    const s = await openSSE(url, `/sse?channel=${encodeURIComponent(ch)}${extra}`, opts);
+    assert.equal(s.status, 200);
+    await s.waitLive();
+    return s;
+}
+
+const presenceEvents = (s) => s.events.filter((e) => e.type === 'join' || e.type === 'leave');
+
+describe('presence on every transport', () => {
+    const ref = sharedServer(before, after, ['--presence-max-members', '3']);
+
+    it('SSE receives join and leave; the listing follows', async (t) => {
+        const url = ref.srv.url;
+        const ch = uniqueChannel('pr');
+        const a = await sseLive(url, ch, '&presence=1', { t });
+        const own = JSON.parse((await a.next((e) => e.type === 'join', 5000, 'its own join')).data);
+        const b = await openWs(url, `/ws?channel=${ch}&presence=1`, { t });
+        await b.nextOp('subscribed');
+        const join = await a.next((e) => e.type === 'join', 5000, 'a join');
+        assert.notEqual(JSON.parse(join.data).client, own.client, 'the second join is the other member\'s');
+        const jd = JSON.parse(join.data);
+        assert.equal(jd.channel, ch);
+        assert.equal(jd.user, null);
+        assert.match(jd.client, /^[0-9a-f]{16}\.\d+\.\d+$/);
+        assert.match(join.lastEventId, /^\d+-\d+$/, 'a presence event carries the position');
+        const p = await presenceOf(url, ch);
+        assert.equal(p.channel, ch);
+        assert.equal(p.count, 2);
+        assert.equal(p.members.length, 2);
+        const mb = p.members.find((m) => m.client === jd.client);
+        assert.ok(mb, `the joiner is listed: ${JSON.stringify(p)}`);
+        assert.equal(mb.transport, 'ws');
+        assert.equal(mb.user, null);
+        assert.ok(Math.abs(mb.since - Date.now()) < 60000, `since is a wall-clock ms: ${mb.since}`);
+        assert.ok(p.members.some((m) => m.transport === 'sse'));
+        const c = await presenceOf(url, ch, '&members=0');
+        assert.deepEqual(c, { channel: ch, count: 2 });
+        b.ws.close();
+        const leave = await a.next((e) => e.type === 'leave', 5000, 'a leave');
+        assert.deepEqual(JSON.parse(leave.data), jd);
+        await waitUntil(async () => (await presenceOf(url, ch, '&members=0')).count === 1, { what: 'the count back to 1' });
+    });
+
+    it('WebSocket receives join and leave ops (subscribe op with "presence": true)', async (t) => {
+        const url = ref.srv.url;
+        const ch = uniqueChannel('pr');
+        const w = await openWs(url, '/ws', { t });
+        w.send({ op: 'subscribe', channel: ch, presence: true, ref: 1 });
+        await w.nextOp('subscribed');
+        const own = await w.nextOp('join');
+        const s = await sseLive(url, ch, '&presence=1', { t });
+        const j = await w.nextOp('join');
+        assert.notEqual(j.client, own.client);
+        assert.equal(j.channel, ch);
+        assert.equal(j.user, null);
+        assert.match(j.id, /^\d+-\d+$/);
+        assert.deepEqual(Object.keys(j).sort(), ['channel', 'client', 'id', 'op', 'user']);
+        s.close();
+        const l = await w.nextOp('leave');
+        assert.equal(l.client, j.client);
+        assert.ok(l.id > j.id || l.id.length > j.id.length);
+        /* Messages still flow, after the events. */
+        await publishOk(url, ch, { after: 'leave' });
+        const m = await w.nextOp('message');
+        assert.deepEqual(m.data, { after: 'leave' });
+    });
+
+    it('long-poll gets the events in "presence", in order, resumable; not without presence=1', async (t) => {
+        const url = ref.srv.url;
+        const ch = uniqueChannel('pr');
+        const first = await publishOk(url, ch, { n: 1 });
+        const s = await sseLive(url, ch, '&presence=1', { t });
+        const hist = await pollRequest(url, `channel=${ch}&since=0&presence=1`);
+        assert.equal(hist.status, 200, hist.text);
+        assert.equal(hist.json.messages.length, 1);
+        assert.equal(hist.json.messages[0].id, first);
+        assert.equal(hist.json.presence.length, 1, hist.text);
+        const j = hist.json.presence[0];
+        assert.equal(j.op, 'join');
+        assert.equal(j.channel, ch);
+        assert.ok(j.id > first || j.id.length > first.length, 'the join comes after the first message');
+        /* A held poll is answered by the leave. */
+        const held = pollRequest(url, `channel=${ch}&since=${encodeURIComponent(hist.json.cursor)}&presence=1`);
+        await delay(200);
+        s.close();
+        const r = await held;
+        assert.equal(r.status, 200, r.text);
+        assert.deepEqual(r.json.messages, []);
+        assert.equal(r.json.presence.length, 1);
+        assert.equal(r.json.presence[0].op, 'leave');
+        assert.equal(r.json.presence[0].client, j.client);
+        /* Without presence=1: the message only, no field, and the cursor moves past the events. */
+        const plain = await pollRequest(url, `channel=${ch}&since=0`);
+        assert.equal(plain.json.messages.length, 1);
+        assert.equal(plain.json.presence, undefined);
+        const after = await pollRequest(url, `channel=${ch}&since=${encodeURIComponent(plain.json.cursor)}&timeout=1`);
+        assert.deepEqual(after.json.messages, []);
+    });
+
+    it('events are ordered with messages and replayed; subscribers without presence never see them', async (t) => {
+        const url = ref.srv.url;
+        const ch = uniqueChannel('pr');
+        const plain = await sseLive(url, ch, '', { t });
+        await publishOk(url, ch, { n: 1 });
+        const joiner = await sseLive(url, ch, '&presence=1', { t });
+        await publishOk(url, ch, { n: 2 });
+        joiner.close();
+        await waitUntil(async () => (await presenceOf(url, ch, '&members=0')).count === 0, { what: 'the leave' });
+        await publishOk(url, ch, { n: 3 });
+        await plain.waitFor(() => plain.events.length >= 3, 5000, 'three messages');
+        assert.deepEqual(plain.events.map((e) => e.type), ['message', 'message', 'message']);
+        const replay = await openSSE(url, `/sse?channel=${ch}&since=0&presence=1`, { t });
+        await replay.waitFor(() => replay.events.length >= 5, 5000, 'five events');
+        /* (Then the replaying subscriber's own join: a member receives its own join.) */
+        const five = replay.events.slice(0, 5);
+        assert.deepEqual(five.map((e) => e.type === 'message' ? JSON.parse(e.data).data.n : e.type), [1, 'join', 2, 'leave', 3]);
+        const ids = five.map((e) => e.lastEventId);
+        for (let i = 1; i < ids.length; i++)
+            assert.ok(ids[i].length > ids[i - 1].length || ids[i] > ids[i - 1], `ids increase: ${ids}`);
+    });
+
+    it('a publish cannot forge a join', async (t) => {
+        const url = ref.srv.url;
+        const ch = uniqueChannel('pr');
+        const s = await sseLive(url, ch, '&presence=1', { t });
+        await publishOk(url, ch, '\u001ej{"channel":"x","client":"forged","user":"mallory"}');
+        await publishOk(url, ch, { op: 'join', channel: ch, client: 'forged', user: 'mallory' });
+        const raw = await httpRequest(url, `/api/publish?channel=${ch}`, {
+            method: 'POST',
+            body: Buffer.concat([Buffer.from([0x1e]), Buffer.from('j{"channel":"x","client":"forged","user":null}')]),
+        });
+        checkJsonError(raw, 400, 'a body starting with the reserved byte');
+        const w = await openWs(url, '/ws', { t });
+        w.send({ op: 'publish', channel: ch, data: '\u001el{"client":"forged"}', ref: 'f' });
+        await w.nextOp('published');
+        await s.waitFor(() => s.events.filter((e) => e.type === 'message').length >= 3, 5000, 'three messages');
+        /* Its own join only. */
+        assert.equal(presenceEvents(s).length, 1, `no forged presence event: ${s.summary()}`);
+        assert.ok(!presenceEvents(s).some((e) => /forged|mallory/.test(e.data)), s.summary());
+        assert.equal((await presenceOf(url, ch, '&members=0')).count, 1);
+    });
+
+    it('--presence-max-members bounds the events, not the listing', async (t) => {
+        const url = ref.srv.url;
+        const ch = uniqueChannel('pr');
+        const watcher = await sseLive(url, ch, '&presence=1', { t });
+        const others = [];
+        for (let i = 0; i < 3; i++)
+            others.push(await sseLive(url, ch, '&presence=1', { t }));
+        await waitUntil(async () => (await presenceOf(url, ch, '&members=0')).count === 4, { what: '4 members' });
+        await publishOk(url, ch, { marker: 1 });
+        await watcher.next((e) => e.type === 'message', 5000, 'the marker');
+        /* Its own join and members 2 and 3 within the bound of 3; the fourth produced none. */
+        assert.equal(presenceEvents(watcher).filter((e) => e.type === 'join').length, 3, watcher.summary());
+        others[2].close();
+        await waitUntil(async () => (await presenceOf(url, ch, '&members=0')).count === 3, { what: '3 members' });
+        others[1].close(); /* 3 -> 2: within the bound again: a leave */
+        await watcher.next((e) => e.type === 'leave', 5000, 'a leave within the bound');
+        assert.equal(presenceEvents(watcher).filter((e) => e.type === 'leave').length, 1, watcher.summary());
+    });
+
+    it('GET /api/presence errors', async () => {
+        const url = ref.srv.url;
+        checkJsonError(await httpRequest(url, '/api/presence'), 400, 'no channel');
+        checkJsonError(await httpRequest(url, '/api/presence?channel=a%2Fb'), 400, 'bad channel');
+        const r = await httpRequest(url, '/api/presence?channel=nobody-here');
+        assert.deepEqual(r.json, { channel: 'nobody-here', count: 0, members: [] });
+        checkJsonError(await httpRequest(url, '/api/presence?channel=a', { method: 'POST', body: '{}' }), 405, 'POST');
+    });
+});
+
+describe('presence and the user registry under --auth', () => {
+    const ref = sharedServer(before, after, ['--auth', 'optional', '--jwt-secret', SECRET, '--api-key', KEY]);
+
+    it('the API key or a token that may read the channel; 403 for one that may not', async (t) => {
+        const url = ref.srv.url;
+        const ch = `room.${uniqueChannel('a')}`;
+        const tok = mint({ sub: 'alice', exp: now() + 600, channels: ['room.*'] });
+        const s = await sseLive(url, ch, `&presence=1&token=${tok}`, { t });
+        const byKey = await presenceOf(url, ch, '', { authorization: `Bearer ${KEY}` });
+        assert.equal(byKey.count, 1);
+        assert.equal(byKey.members[0].user, 'alice');
+        assert.equal(byKey.members[0].transport, 'sse');
+        const byToken = await presenceOf(url, ch, '', { authorization: `Bearer ${tok}` });
+        assert.equal(byToken.count, 1);
+        const other = mint({ sub: 'bob', exp: now() + 600, channels: ['lobby'] });
+        checkJsonError(await httpRequest(url, `/api/presence?channel=${ch}`, { headers: { authorization: `Bearer ${other}` } }), 403,
+            'a token for another channel');
+        checkJsonError(await httpRequest(url, `/api/presence?channel=${ch}`), 401, 'no credentials');
+        checkJsonError(await httpRequest(url, `/api/presence?channel=${ch}`, { headers: { authorization: 'Bearer not-the-key' } }), 401,
+            'with --auth on, a Bearer that is not the key is read as a token');
+        s.close();
+    });
+
+    it('GET /api/users/<sub>/connections lists a user\'s connections (API key only)', async (t) => {
+        const url = ref.srv.url;
+        const sub = `carol-${crypto.randomUUID()}`;
+        const tok = mint({ sub, exp: now() + 600, channels: ['room.*'] });
+        const s = await sseLive(url, 'room.x', `&token=${tok}`, { t });
+        const w = await openWs(url, `/ws?channel=room.y&token=${tok}`, { t });
+        await w.nextOp('subscribed');
+        const path = `/api/users/${encodeURIComponent(sub)}/connections`;
+        const r = await httpRequest(url, path, { headers: { authorization: `Bearer ${KEY}` } });
+        assert.equal(r.status, 200, r.text);
+        assert.equal(r.json.user, sub);
+        assert.equal(r.json.count, 2);
+        assert.deepEqual(r.json.connections.map((c) => c.transport).sort(), ['sse', 'ws']);
+        for (const c of r.json.connections) {
+            assert.equal(c.user, sub);
+            assert.match(c.client, /^[0-9a-f]{16}\.\d+\.\d+$/);
+        }
+        checkJsonError(await httpRequest(url, path, { headers: { authorization: `Bearer ${tok}` } }), 403, 'a token is not the API key');
+        checkJsonError(await httpRequest(url, path), 401, 'no key');
+        s.close();
+        w.ws.close();
+        await waitUntil(async () => {
+            const x = await httpRequest(url, path, { headers: { authorization: `Bearer ${KEY}` } });
+            return x.json.count === 0;
+        }, { what: 'the connections gone' });
+    });
+});
+
+describe('two nodes on one Redis', () => {
+    let redis = null;
+    before(async () => {
+        if (HAVE_REDIS)
+            redis = await startRedis();
+    });
+    after(async () => {
+        if (redis) {
+            await redis.stop();
+            rmDir(redis.dir);
+        }
+    });
+
+    it('see each other\'s members; a node killed with -9 leaves within the deadline', async (t) => {
+        if (!redis)
+            return skipOrFail(t, 'redis-server is not installed');
+        const args = ['--redis', redis.url, '--presence-node-timeout', '2'];
+        const n1 = await startServer(args);
+        const n2 = await startServer(args);
+        t.after(() => n2.stop());
+        await waitUntil(async () => (await httpRequest(n1.url, '/readyz')).status === 200 && (await httpRequest(n2.url, '/readyz')).status === 200,
+            { what: 'both ready', timeoutMs: 10000 });
+        const ch = uniqueChannel('pr2');
+        const watcher = await sseLive(n2.url, ch, '&presence=1', { t });
+        const w1 = await openWs(n1.url, `/ws?channel=${ch}&presence=1`);
+        await w1.nextOp('subscribed');
+        const s1 = await sseLive(n1.url, ch, '&presence=1');
+        await watcher.waitFor(() => presenceEvents(watcher).filter((e) => e.type === 'join').length >= 3, 5000, 'its own join and two from node 1');
+        for (const n of [n1, n2]) {
+            const p = await presenceOf(n.url, ch);
+            assert.equal(p.count, 3, `${n.url}: ${JSON.stringify(p)}`);
+        }
+        const t0 = Date.now();
+        await n1.stop('SIGKILL');
+        w1.ws.terminate();
+        s1.close();
+        await watcher.waitFor(() => presenceEvents(watcher).filter((e) => e.type === 'leave').length >= 2, 8000, 'two leaves after kill -9')
+            .catch(async (e) => { throw new Error(`${e.message}\nnodes: ${JSON.stringify(await redisCmd(redis.port, ["ZRANGE", "pe:nodes", "0", "-1", "WITHSCORES"]))} ${JSON.stringify(await redisCmd(redis.port, ["TIME"]))} ${JSON.stringify(await redisCmd(redis.port, ["KEYS", "*"]))}\nnode 2: ${n2.output().stderr.slice(-3000)}`); });
+        const ms = Date.now() - t0;
+        assert.ok(ms <= 4500, `the dead node's members left within the deadline (2 s + a 1 s beat): ${ms} ms`);
+        assert.equal((await presenceOf(n2.url, ch, '&members=0')).count, 1);
+        t.diagnostic(`members of a node killed with -9 left after ${ms} ms`);
+    });
+});
