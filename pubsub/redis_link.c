@@ -784,6 +784,8 @@ link_connect(pe_redis_link_t *link)
     } else if (link->watch_state == WATCH_ON) {
         /* The watch named the master and has heard of no failover since. */
         connect_master(link, &link->master);
+    } else if (link->watch_state == WATCH_ASKING) {
+        /* Opened while down: its answer connects (on_master_addr). */
     } else {
         link->sentinels_tried = 0;
         watch_open(link);
@@ -835,6 +837,13 @@ link_fail(pe_redis_link_t *link, const char *why)
         link->blame_watch = 0;
         watch_close(link);
         link->sentinel = (link->sentinel + 1) % cfg->num_seeds;
+    }
+    /* Down with no watch: open one now rather than at the next attempt, so that the failover's
+     * +switch-master, which may come during the backoff, is heard (a sentinel that fails here
+     * is passed over at the next attempt). */
+    if (cfg->sentinel_master != NULL && link->watch_state == WATCH_NONE && !link->destroying) {
+        link->sentinels_tried = 0;
+        watch_open(link);
     }
     uint64_t window = PE_REDIS_BACKOFF_BASE_MS << (link->attempts < 10 ? link->attempts : 10);
     if (window > PE_REDIS_BACKOFF_CAP_MS)

@@ -207,7 +207,8 @@ async function readyz(srv) {
 }
 
 async function startNode(url, extra = [], { ready = true } = {}) {
-    const srv = await startServer(['--redis', url, '--threads', '2', '--poll-timeout', String(POLL_TIMEOUT_S), ...extra]);
+    /* History large enough that nothing a run publishes is trimmed: a missing ID is a lost one. */
+    const srv = await startServer(['--redis', url, '--threads', '2', '--poll-timeout', String(POLL_TIMEOUT_S), '--history-size', '100000', ...extra]);
     if (ready)
         await waitUntil(async () => (await readyz(srv)) === 200,
             { timeoutMs: 10000, what: `/readyz 200 (log:\n${srv.output().stderr.slice(-2000)})` });

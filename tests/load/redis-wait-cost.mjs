@@ -45,6 +45,10 @@ process.on('exit', () => {
         }
 });
 
+/* A signal ends the script through exit, so the handler above stops what it started. */
+for (const sig of ['SIGINT', 'SIGTERM'])
+    process.on(sig, () => process.exit(1));
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function freePort() {
