@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what pushedge needs on Debian 12, skipping what is already there.
 #   deploy/install-deps.sh          build and run dependencies
-#   deploy/install-deps.sh --test   also what the test suite needs (redis-server, node, clang)
+#   deploy/install-deps.sh --test   also what the test suite needs (redis-server, redis-sentinel, node, clang)
 # Runs as root (or through sudo when it is available).
 set -euo pipefail
 
@@ -9,6 +9,8 @@ pkgs=(gcc libc6-dev meson ninja-build pkg-config libh2o-evloop-dev libhiredis-de
       libjansson-dev libssl-dev zlib1g-dev)
 if [ "${1:-}" = "--test" ]; then
     pkgs+=(redis-server curl clang libclang-rt-14-dev python3)
+    # The Sentinel suite (tests/e2e/sentinel.test.mjs) runs three redis-sentinel processes.
+    pkgs+=(redis-sentinel)
     # The browser suite: Debian's Chromium (driven by npm's playwright-core) and the hostile
     # proxies it runs the JS client through.
     pkgs+=(chromium squid tinyproxy haproxy nginx)

@@ -187,6 +187,8 @@ main(int argc, char **argv)
                             .history_ttl_ms = cfg.history_ttl * 1000,
                             .max_nodes = cfg.threads,
                             .idempotency_window_ms = cfg.idempotency_window * 1000,
+                            .redis_wait_replicas = (unsigned)cfg.redis_wait_replicas,
+                            .redis_wait_timeout_ms = (unsigned)cfg.redis_wait_timeout,
                             .log = engine_log,
                             .max_channels = cfg.max_channels,
                             .presence_max_members = cfg.presence_max_members,

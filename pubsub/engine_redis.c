@@ -45,6 +45,16 @@
  * the link comes back (or when the node learns it was swept as dead); thread 0 beats for the
  * node every second (pushedge_beat) and sweeps the nodes that stopped beating.
  *
+ * Sentinel and WAIT. With a redis+sentinel:// URL the link finds the master through the
+ * sentinels and follows failovers (redis_link.c); to this file a failover is a link down and up
+ * again, and the resync above brings every subscriber back from its own position. Replication
+ * is asynchronous: a publish Redis acknowledged may not have reached a replica when the master
+ * dies, and the promoted replica then never had it. With redis_wait_replicas, each publish is
+ * followed by WAIT on the connection that stored it (WAIT counts that connection's writes); the
+ * 200 waits for it, and too few acknowledgements answer pe_ps_err_not_replicated (stored on the
+ * master, not confirmed durable). Publishes sent on one connection while a WAIT blocks it queue
+ * behind it and are then covered by one replication round trip together.
+ *
  * Plain XADD producers. When Redis has keyspace notifications for streams on
  * (notify-keyspace-events containing K and t, or K and A), each node also subscribes to the
  * keyspace channel of its channels and fetches new entries with XRANGE after an "xadd" event
@@ -85,6 +95,9 @@
 #define PE_REDIS_INSTANCE_LEN 16
 
 const char pe_ps_err_redis_reply[] = "the Redis engine answered with an error";
+const char pe_ps_err_not_replicated[] =
+    "the message was stored on the Redis master but not confirmed by enough replicas in time (--redis-wait-replicas): a failover "
+    "may lose it (retry with the same idempotency key)";
 
 typedef struct st_redis_engine_t redis_engine_t;
 typedef struct st_rnode_t rnode_t;
@@ -162,6 +175,9 @@ struct st_redis_engine_t {
     char *library;            /* the function library text */
     char maxlen[24], ttl[24]; /* our retention, passed with every publish and read */
     char window[24];          /* the idempotency window (ms), passed with every keyed publish */
+    char *sentinel_master;    /* redis+sentinel://: the master's name (link_cfg points here) */
+    unsigned wait_replicas;   /* WAIT after each publish for this many replicas; 0: no WAIT */
+    char wait_args[2][24];    /* WAIT's arguments: replicas, timeout (ms) */
     void (*log)(int level, const char *text);
     rnode_t *nodes[MAX_NODES];
     unsigned up_links;                        /* atomic */
@@ -250,6 +266,11 @@ typedef struct st_publish_t {
     pe_ps_publish_cb cb;
     void *ctx;
     int keyed;
+    /* Kept for the WAIT that follows the publish (e->wait_replicas). */
+    pe_id_t id;
+    int replayed;
+    size_t rec_len;
+    char rec[PE_CHANNEL_MAXLEN + 6 + 6 + PE_PS_KEY_MAXLEN + 1]; /* the key's record, when keyed */
 } publish_t;
 
 /*
@@ -264,6 +285,51 @@ reload_library(rnode_t *rn)
     if (pe_redis_link_reload_library(rn->link) == 0)
         elog(rn->engine, 1,
              "redis: the function library in Redis ignores idempotency keys (an older pushedge loaded it): reloading");
+}
+
+static void
+on_set_again(void *ctx, redisReply *reply)
+{
+}
+
+/* WAIT's answer: the number of replicas that have every write of the connection. */
+static void
+on_waited(void *ctx, redisReply *reply)
+{
+    publish_t *p = ctx;
+    redis_engine_t *e = p->rn->engine;
+    if (reply != NULL && reply->type == REDIS_REPLY_INTEGER && reply->integer >= (long long)e->wait_replicas) {
+        p->cb(p->ctx, NULL, &p->id, p->replayed);
+    } else {
+        if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+            elog(e, 1, "redis: WAIT failed: %.200s", reply->str);
+        p->cb(p->ctx, pe_ps_err_not_replicated, NULL, 0);
+    }
+    pe_free(p);
+}
+
+/* Sends WAIT on the connection that just answered the publish (from inside its callback).
+ * Returns 0 (on_waited answers), or -1 when the connection is gone. */
+static int
+start_wait(publish_t *p)
+{
+    redis_engine_t *e = p->rn->engine;
+    pe_redis_link_t *link = p->rn->link;
+    if (p->replayed) {
+        /* The first publish with this key may have been stored through another connection,
+         * after this one's last write: WAIT would not cover it. Writing the record again
+         * (unchanged, its expiry kept) puts a write of ours behind it in the replication
+         * stream. */
+        char id[PE_ID_MAXLEN + 1];
+        size_t id_len = pe_id_format(p->id, id);
+        const char *argv[] = {"SET", p->rec, id, "XX", "KEEPTTL"};
+        size_t argvlen[] = {3, p->rec_len, id_len, 2, 7};
+        if (pe_redis_link_command_same_conn(link, on_set_again, NULL, 5, argv, argvlen) != 0)
+            return -1;
+    }
+    const char *argv[] = {"WAIT", e->wait_args[0], e->wait_args[1]};
+    size_t argvlen[] = {4, strlen(e->wait_args[0]), strlen(e->wait_args[1])};
+    return pe_redis_link_command_same_conn(link, on_waited, p, 3, argv, argvlen);
 }
 
 static void
@@ -291,7 +357,15 @@ on_published(void *ctx, redisReply *reply)
             pe_ps_node__count_replayed(rn->node);
         else
             pe_ps_node__count_published(rn->node);
-        p->cb(p->ctx, NULL, &id, replayed);
+        if (rn->engine->wait_replicas != 0) {
+            p->id = id;
+            p->replayed = replayed;
+            if (start_wait(p) == 0)
+                return; /* p lives on until on_waited */
+            p->cb(p->ctx, pe_ps_err_not_replicated, NULL, 0);
+        } else {
+            p->cb(p->ctx, NULL, &id, replayed);
+        }
     } else {
         elog(rn->engine, 1, "redis: pushedge_publish failed: %.200s", reply->type == REDIS_REPLY_ERROR ? reply->str : "odd reply");
         p->cb(p->ctx, pe_ps_err_unavailable, NULL, 0);
@@ -321,9 +395,9 @@ do_publish(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_
         ret = pe_redis_link_command(rn->link, key, (size_t)klen, on_published, p, 7, argv, argvlen);
     } else {
         /* The record's name starts with the stream's, hash tag included: same Cluster slot. */
-        char rec[PE_CHANNEL_MAXLEN + 6 + 6 + PE_PS_KEY_MAXLEN + 1];
-        int rlen = snprintf(rec, sizeof(rec), "%s:idem:%.*s", key, (int)ikey_len, ikey);
-        const char *argv[] = {"FCALL", "pushedge_publish", "2", key, rec, data, self->maxlen, self->ttl, self->window};
+        int rlen = snprintf(p->rec, sizeof(p->rec), "%s:idem:%.*s", key, (int)ikey_len, ikey);
+        p->rec_len = (size_t)rlen;
+        const char *argv[] = {"FCALL", "pushedge_publish", "2", key, p->rec, data, self->maxlen, self->ttl, self->window};
         size_t argvlen[] = {
             5, 16, 1, (size_t)klen, (size_t)rlen, data_len, strlen(self->maxlen), strlen(self->ttl), strlen(self->window)};
         ret = pe_redis_link_command(rn->link, key, (size_t)klen, on_published, p, 9, argv, argvlen);
@@ -1046,9 +1120,11 @@ on_link_up(void *ctx, const pe_redis_link_info_t *info)
              "redis: notify-keyspace-events has no K and t: entries added with a plain XADD are not delivered live "
              "(publish through pushedge or FCALL pushedge_publish, or set notify-keyspace-events Kt)");
     __atomic_add_fetch(&e->up_links, 1, __ATOMIC_RELAXED);
-    char masters[48] = "";
+    char masters[80] = "";
     if (info->cluster)
         snprintf(masters, sizeof(masters), " (a cluster: %zu masters)", info->num_masters);
+    if (e->sentinel_master != NULL)
+        snprintf(masters, sizeof(masters), " (master %.20s, through the sentinels)", e->sentinel_master);
     elog(e, 2, "redis: thread %u connected to %s:%u%s%s", rn->index, info->seed->ip, info->seed->port, masters,
          rn->keyspace ? " (keyspace events on: plain XADD producers are delivered)" : "");
     /* Subscriptions do not outlive a connection: the control channel is subscribed at every connect. */
@@ -1175,6 +1251,7 @@ do_destroy(pe_ps_engine_t *_self)
     redis_engine_t *self = (redis_engine_t *)_self;
     pe_free(self->password);
     pe_free(self->library);
+    pe_free(self->sentinel_master);
     pe_free(self);
 }
 
@@ -1249,6 +1326,10 @@ parse_url(redis_engine_t *self, const char *url, char *err, size_t errlen)
         self->password = pe_strndup(u.password, u.password_len);
     self->link_cfg.password = self->password;
     self->link_cfg.db = u.db;
+    if (u.sentinel) {
+        self->sentinel_master = pe_strndup(u.master, strlen(u.master));
+        self->link_cfg.sentinel_master = self->sentinel_master;
+    }
     return 0;
 }
 
@@ -1275,6 +1356,14 @@ pe_ps_engine_create_redis(const pe_ps_options_t *opts, const char *url, char *er
     self->library = pe_redis_lib_build(size, (unsigned long long)opts->history_ttl_ms, window);
     self->link_cfg.library = self->library;
     self->link_cfg.log = opts->log;
+    if (opts->redis_wait_replicas != 0) {
+        unsigned timeout_ms = opts->redis_wait_timeout_ms != 0 ? opts->redis_wait_timeout_ms : 1; /* WAIT 0 would block forever */
+        self->wait_replicas = opts->redis_wait_replicas;
+        snprintf(self->wait_args[0], sizeof(self->wait_args[0]), "%u", opts->redis_wait_replicas);
+        snprintf(self->wait_args[1], sizeof(self->wait_args[1]), "%u", timeout_ms);
+        /* Commands queue behind a WAIT for up to its timeout: not a hung Redis. */
+        self->link_cfg.slack_ms = timeout_ms;
+    }
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
     /* Unique enough among the processes of one Redis (64 random bits): not a secret. */
     unsigned char rnd[PE_REDIS_INSTANCE_LEN / 2];

@@ -41,6 +41,10 @@ extern const char pe_ps_err_too_many[];      /* more than PE_CURSOR_MAX_ENTRIES 
 extern const char pe_ps_err_duplicate[];     /* the subscriber already has that channel */
 extern const char pe_ps_err_exhausted[];     /* the channel's ID space is exhausted */
 extern const char pe_ps_err_bad_key[];       /* idempotency key outside the rule (docs/protocol.md "Publish") */
+/* Redis engine with a WAIT (pe_ps_options_t.redis_wait_replicas): the message was stored on the
+ * master, but fewer replicas confirmed it in time, so a failover may lose it. A retry with the
+ * same key answers its ID (and waits again); without a key a retry stores a second copy. */
+extern const char pe_ps_err_not_replicated[];
 
 /* ---- messages ---------------------------------------------------------------------------- */
 
@@ -125,6 +129,10 @@ typedef struct st_pe_ps_options_t {
     /* The Redis engine: a node whose heartbeat is older than this is dead and its members are
      * swept (0: the default, PE_PS_DEFAULT_NODE_TIMEOUT_MS). */
     uint64_t presence_node_timeout_ms;
+    /* Redis engine: after each publish, WAIT for this many replicas (0: no WAIT) for at most
+     * redis_wait_timeout_ms (1 or more); fewer answer pe_ps_err_not_replicated. */
+    unsigned redis_wait_replicas;
+    unsigned redis_wait_timeout_ms;
     /* Where engines report state changes (0 error .. 3 debug), from any thread; may be NULL. */
     void (*log)(int level, const char *text);
 } pe_ps_options_t;
@@ -132,7 +140,8 @@ typedef struct st_pe_ps_options_t {
 /** The embedded in-memory engine. Never fails (aborts on out-of-memory). */
 pe_ps_engine_t *pe_ps_engine_create_memory(const pe_ps_options_t *opts);
 /**
- * The Redis Streams engine for url (redis://[:password@]host:port[/db]; the host is resolved
+ * The Redis Streams engine for url (redis://[:password@]host:port[/db], or
+ * redis+sentinel://[:password@]host:port[,...]/MASTER[/db]: redis_url.h; the hosts are resolved
  * here, once). Connects from each node's loop when the node is created, and keeps reconnecting;
  * never blocks. Returns NULL with a message in err if the URL cannot be used.
  */

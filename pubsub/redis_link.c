@@ -21,6 +21,31 @@
  * MOVED updates the slot map and sends the command there, ASK sends it there once after ASKING,
  * at most PE_REDIS_MAX_REDIRECTS times per command. Redirections to a master not yet connected
  * open (and set up) a connection to it.
+ *
+ * Sentinel (cfg->sentinel_master set; the seeds are sentinels). A third kind of connection, the
+ * watch, goes to one sentinel and pipelines SENTINEL get-master-addr-by-name and SUBSCRIBE
+ * +switch-master in one write: Redis runs both in one go, so no failover can fall between the
+ * answer and the subscription. The master it names is connected like a seed, with ROLE first
+ * (a stale sentinel may name a demoted master). Then:
+ *   - +switch-master for our master: the link goes down and reconnects to the new address at
+ *     once (no backoff: this is news, not a failure);
+ *   - the master connection fails: the link goes down and reconnects with the backoff, to the
+ *     address the watch holds (the watch stays subscribed while the link is down, so the
+ *     failover's +switch-master cuts the backoff short);
+ *   - ROLE says replica, or a command answers READONLY (a master demoted under us, as in
+ *     SENTINEL FAILOVER): the watch is dropped and the next sentinel asked, as after every
+ *     third failed attempt in a row (a sentinel cut off from the others keeps naming the old
+ *     master);
+ *   - a sentinel that does not know the master, does not answer or cannot be reached: the next
+ *     one is asked at once; when each has been asked, the attempt failed (backoff). A watch lost
+ *     while the link is up is opened again on the next sentinel after
+ *     PE_REDIS_SENTINEL_RETRY_MS, and a different answer then makes the link reconnect.
+ * The sentinels are offered the URL's password (AUTH, its refusal ignored: a sentinel without
+ * requirepass refuses AUTH, one with the same password takes it).
+ *
+ * READONLY (any mode): the connection reaches a replica (a demoted master); the command was not
+ * run. Its callback gets the error, then the link reconnects (through the sentinels, or to the
+ * next seed).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,6 +58,7 @@
 #include "redis_evloop.h"
 #include "redis_link.h"
 #include "redis_reply.h"
+#include "stream_id.h"
 
 /* Reconnect backoff: full jitter over [0, min(cap, base * 2^attempt)]. */
 #define PE_REDIS_BACKOFF_BASE_MS 100
@@ -42,6 +68,10 @@
 /* Redis Cluster: masters one thread talks to, redirections per command. */
 #define PE_REDIS_MAX_CONNS 16
 #define PE_REDIS_MAX_REDIRECTS 5
+/* Sentinel: how long before a watch lost while the link is up is opened again (ms); and after
+ * how many failed attempts in a row the next sentinel is asked even though this one answers. */
+#define PE_REDIS_SENTINEL_RETRY_MS 1000
+#define PE_REDIS_SENTINEL_ROTATE 3
 
 static const char err_timeout[] = "the Redis engine did not answer in time";
 
@@ -56,6 +86,10 @@ typedef struct st_redis_conn_t {
 } redis_conn_t;
 
 typedef enum en_link_state_t { LINK_DOWN, LINK_CONNECTING, LINK_UP } link_state_t;
+
+/* The sentinel watch: closed, asked for the master (its answer not in yet), or answered and
+ * subscribed to +switch-master (link->master is then what that sentinel believes). */
+typedef enum en_watch_state_t { WATCH_NONE, WATCH_ASKING, WATCH_ON } watch_state_t;
 
 /* A command in flight, oldest first: replies come in order, so the head's age is the link's
  * wait. */
@@ -80,7 +114,15 @@ struct st_pe_redis_link_t {
     redis_conn_t *conns[PE_REDIS_MAX_CONNS]; /* [0]: the seed; more for the masters of a cluster */
     size_t nconns;
     redis_conn_t sub; /* subscriptions, on the seed */
-    uint8_t *slots;   /* cluster: slot -> index in conns (0xff: unknown, ask the seed) */
+    /* Sentinel mode only. */
+    redis_conn_t watch; /* to cfg->seeds[sentinel]: the master's address, then +switch-master */
+    watch_state_t watch_state;
+    pe_redis_addr_t master;   /* the master the watch named last */
+    unsigned sentinel;        /* index in cfg->seeds of the sentinel asked */
+    unsigned sentinels_tried; /* sentinels that failed in this attempt */
+    uint64_t rewatch_at;      /* loop ms: when an up link without a watch opens one */
+    redis_conn_t *replying;   /* the connection whose reply is being handed to its callback */
+    uint8_t *slots;           /* cluster: slot -> index in conns (0xff: unknown, ask the seed) */
     int cluster;
     int slots_known;        /* the seed answered CLUSTER SLOTS (or said it is no cluster) */
     int keyspace_events;    /* the seed's notify-keyspace-events covers streams */
@@ -90,13 +132,15 @@ struct st_pe_redis_link_t {
     h2o_linklist_t pending; /* cmd_t */
     h2o_timeout_t tick_timeout;
     h2o_timeout_entry_t tick_entry;
-    unsigned started : 1;    /* the first connect attempt returned: failures are reported */
-    unsigned destroying : 1; /* pe_redis_link_destroy is closing the connections */
-    unsigned reloading : 1;  /* a FUNCTION LOAD for an outdated library is in flight */
+    unsigned started : 1;     /* the first connect attempt returned: failures are reported */
+    unsigned destroying : 1;  /* pe_redis_link_destroy is closing the connections */
+    unsigned reloading : 1;   /* a FUNCTION LOAD for an outdated library is in flight */
+    unsigned blame_watch : 1; /* link_fail also drops the watch and moves to the next sentinel */
 };
 
 static void link_fail(pe_redis_link_t *link, const char *why);
 static void on_cluster_slots(void *ctx, redisReply *reply);
+static void next_sentinel(pe_redis_link_t *link, const char *why);
 
 void
 pe_redis_logf(void (*log)(int level, const char *text), int level, const char *fmt, ...)
@@ -149,10 +193,20 @@ on_cmd_reply(redisAsyncContext *ac, void *_reply, void *privdata)
     if (reply != NULL && reply->type == REDIS_REPLY_ERROR && c->redirects < PE_REDIS_MAX_REDIRECTS && link->state != LINK_DOWN &&
         pe_redis_parse_redirect(reply->str, reply->len, &redirect) == 0 && follow_redirect(link, c, &redirect) == 0)
         return; /* sent again; its callback runs with the final answer */
+    /* A replica (a master demoted under us) refuses writes; after the callback the link looks
+     * for the master again. */
+    int readonly = reply != NULL && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "READONLY", 8) == 0;
     h2o_linklist_unlink(&c->link);
+    redis_conn_t *outer = link->replying;
+    link->replying = reply != NULL ? c->conn : NULL;
     c->cb(c->ctx, reply);
+    link->replying = outer;
     redisFreeCommand(c->buf);
     pe_free(c);
+    if (readonly && link->state != LINK_DOWN) {
+        link->blame_watch = 1;
+        link_fail(link, "READONLY: the master became a replica");
+    }
 }
 
 /* Sends a command on conn. Returns 0; or -1 when conn is down (cb not called). */
@@ -190,6 +244,13 @@ pe_redis_link_command(pe_redis_link_t *link, const char *key, size_t key_len, pe
             conn = link->conns[i];
     }
     return send_cmd_on(conn, cb, ctx, argc, argv, argvlen);
+}
+
+int
+pe_redis_link_command_same_conn(pe_redis_link_t *link, pe_redis_reply_cb cb, void *ctx, int argc, const char **argv,
+                                const size_t *argvlen)
+{
+    return send_cmd_on(link->replying, cb, ctx, argc, argv, argvlen);
 }
 
 int
@@ -343,7 +404,10 @@ on_connect(const redisAsyncContext *ac, int status)
     redis_conn_t *conn = ac->data;
     if (status != REDIS_OK && conn->ac == ac) {
         conn->ac = NULL; /* hiredis frees ac after this returns */
-        link_fail(conn->link, ac->errstr);
+        if (conn == &conn->link->watch)
+            next_sentinel(conn->link, ac->errstr);
+        else
+            link_fail(conn->link, ac->errstr);
     }
 }
 
@@ -354,7 +418,11 @@ on_disconnect(const redisAsyncContext *ac, int status)
     if (conn->ac != ac)
         return; /* a context the link already gave up */
     conn->ac = NULL;
-    if (!conn->link->destroying)
+    if (conn->link->destroying)
+        return;
+    if (conn == &conn->link->watch)
+        next_sentinel(conn->link, status == REDIS_OK ? "closed" : ac->errstr);
+    else
         link_fail(conn->link, status == REDIS_OK ? "closed" : ac->errstr);
 }
 
@@ -379,6 +447,27 @@ conn_connect(redis_conn_t *conn)
     return 0;
 }
 
+/* ROLE on the master a sentinel named: anything but "master" means that sentinel is behind. */
+static void
+on_role_reply(void *ctx, redisReply *reply)
+{
+    pe_redis_link_t *link = ctx;
+    if (reply == NULL || link->state != LINK_CONNECTING)
+        return;
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1 && reply->element[0]->type == REDIS_REPLY_STRING &&
+        strcmp(reply->element[0]->str, "master") == 0)
+        return;
+    const char *role = reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1 && reply->element[0]->type == REDIS_REPLY_STRING
+                           ? reply->element[0]->str
+                       : reply->type == REDIS_REPLY_ERROR ? reply->str
+                                                          : "?";
+    llog(link, 1, "redis: thread %u: %s:%u, which sentinel %s:%u names master of %s, is not one (ROLE: %.40s); asking the next",
+         link->cfg->index, link->master.ip, link->master.port, link->watch.addr.ip, link->watch.addr.port,
+         link->cfg->sentinel_master, role);
+    link->blame_watch = 1;
+    link_fail(link, "not a master");
+}
+
 /* Connects a command connection and pipelines its setup (hiredis queues it until the socket is
  * connected); the seed also learns the keyspace setting and the cluster's slots. */
 static int
@@ -399,6 +488,12 @@ conn_open(redis_conn_t *conn, int is_seed)
         const char *argv[] = {"SELECT", db};
         size_t argvlen[] = {6, (size_t)n};
         send_cmd_on(conn, on_select_reply, link, 2, argv, argvlen);
+    }
+    if (is_seed && cfg->sentinel_master != NULL) {
+        /* Before FUNCTION LOAD, which a replica would refuse with a misleading error. */
+        const char *argv[] = {"ROLE"};
+        size_t argvlen[] = {4};
+        send_cmd_on(conn, on_role_reply, link, 1, argv, argvlen);
     }
     if (is_seed) {
         const char *argv[] = {"CONFIG", "GET", "notify-keyspace-events"};
@@ -504,16 +599,14 @@ follow_redirect(pe_redis_link_t *link, cmd_t *c, const pe_redis_redirect_t *r)
     return 0;
 }
 
+/* Opens the seed's command connection and the subscriber connection to addr. */
 static void
-link_connect(pe_redis_link_t *link)
+connect_master(pe_redis_link_t *link, const pe_redis_addr_t *addr)
 {
     const pe_redis_link_config_t *cfg = link->cfg;
-    link->state = LINK_CONNECTING;
-    link->keyspace_events = 0;
-    link->slots_known = 0;
     /* The seed is conns[0]; the other connections are opened from the slot map. */
     redis_conn_t *seed = link->conns[0];
-    seed->addr = cfg->seeds[link->seed];
+    seed->addr = *addr;
     link->sub.addr = seed->addr;
     if (conn_open(seed, 1) != 0 || conn_connect(&link->sub) != 0) {
         link_fail(link, "cannot connect");
@@ -526,7 +619,181 @@ link_connect(pe_redis_link_t *link)
     }
 }
 
-/* Closes every connection of the link; pending callbacks run now with a NULL reply. */
+/* ---- the sentinel watch ---------------------------------------------------------------------- */
+
+static void
+watch_close(pe_redis_link_t *link)
+{
+    redisAsyncContext *ac = link->watch.ac;
+    link->watch.ac = NULL;
+    link->watch_state = WATCH_NONE;
+    if (ac != NULL)
+        redisAsyncFree(ac); /* deferred by hiredis if its callback is running; callbacks get NULL */
+}
+
+static void
+on_ignored(redisAsyncContext *ac, void *reply, void *privdata)
+{
+}
+
+/* An address from two reply strings (an IP, or a host name hiredis then resolves: docs). */
+static int
+addr_from(const char *ip, size_t ip_len, const char *port, size_t port_len, pe_redis_addr_t *out)
+{
+    uint64_t v;
+    if (ip_len == 0 || ip_len >= sizeof(out->ip) || memchr(ip, '\0', ip_len) != NULL ||
+        pe_digits_parse(port, port_len, 10, 65535, &v) != 0 || v == 0)
+        return -1;
+    memcpy(out->ip, ip, ip_len);
+    out->ip[ip_len] = '\0';
+    out->port = (unsigned)v;
+    return 0;
+}
+
+/* SENTINEL get-master-addr-by-name: [ip, port], or nil for a master it does not monitor. */
+static void
+on_master_addr(void *ctx, redisReply *reply)
+{
+    pe_redis_link_t *link = ctx;
+    if (reply == NULL)
+        return;
+    pe_redis_addr_t addr;
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 || reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[1]->type != REDIS_REPLY_STRING ||
+        addr_from(reply->element[0]->str, reply->element[0]->len, reply->element[1]->str, reply->element[1]->len, &addr) != 0) {
+        next_sentinel(link, reply->type == REDIS_REPLY_ERROR ? reply->str
+                            : reply->type == REDIS_REPLY_NIL ? "does not monitor a master of that name"
+                                                             : "odd answer to SENTINEL get-master-addr-by-name");
+        return;
+    }
+    int moved = strcmp(addr.ip, link->master.ip) != 0 || addr.port != link->master.port;
+    link->watch_state = WATCH_ON;
+    link->master = addr;
+    link->sentinels_tried = 0;
+    if (link->state == LINK_CONNECTING && link->conns[0]->ac == NULL) {
+        connect_master(link, &link->master);
+    } else if (link->state != LINK_DOWN && moved) {
+        /* A watch opened again while up (or while connecting) names another master. */
+        llog(link, 1, "redis: thread %u: sentinel %s:%u names %s:%u master of %s: reconnecting", link->cfg->index,
+             link->watch.addr.ip, link->watch.addr.port, addr.ip, addr.port, link->cfg->sentinel_master);
+        link_fail(link, "the sentinel names another master");
+    }
+}
+
+/* The words of s[0..len) separated by single spaces: at most max; returns how many. */
+static size_t
+split_words(const char *s, size_t len, const char **w, size_t *wl, size_t max)
+{
+    size_t n = 0;
+    const char *end = s + len;
+    while (s < end && n != max) {
+        const char *sp = memchr(s, ' ', (size_t)(end - s)), *e = sp != NULL ? sp : end;
+        w[n] = s;
+        wl[n++] = (size_t)(e - s);
+        s = sp != NULL ? sp + 1 : end;
+    }
+    return s == end ? n : max + 1;
+}
+
+/* The watch's subscription: "+switch-master <name> <old-ip> <old-port> <new-ip> <new-port>". */
+static void
+on_watch_event(redisAsyncContext *ac, void *_reply, void *privdata)
+{
+    pe_redis_link_t *link = privdata;
+    redisReply *reply = _reply;
+    if (reply == NULL || ac != link->watch.ac || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
+        reply->element[0]->type != REDIS_REPLY_STRING || strcmp(reply->element[0]->str, "message") != 0 ||
+        reply->element[2]->type != REDIS_REPLY_STRING)
+        return;
+    const char *w[5];
+    size_t wl[5];
+    pe_redis_addr_t addr;
+    const char *name = link->cfg->sentinel_master;
+    if (split_words(reply->element[2]->str, reply->element[2]->len, w, wl, 5) != 5 || wl[0] != strlen(name) ||
+        memcmp(w[0], name, wl[0]) != 0 || addr_from(w[3], wl[3], w[4], wl[4], &addr) != 0)
+        return; /* another master's failover, or nothing we understand */
+    llog(link, 2, "redis: thread %u: sentinel %s:%u: failover of %s to %s:%u", link->cfg->index, link->watch.addr.ip,
+         link->watch.addr.port, name, addr.ip, addr.port);
+    link->master = addr;
+    link->attempts = 0; /* not a failed attempt: link_fail must keep the watch that told us */
+    if (link->state != LINK_DOWN)
+        link_fail(link, "failover (+switch-master)");
+    /* Reconnect now (within 50 ms, spread over the threads): the new master is ready. */
+    link->attempts = 0;
+    link->reconnect_at = h2o_now(link->loop) + (uint64_t)(rand() % 50);
+}
+
+/* Opens the watch on the current sentinel: AUTH (refusal ignored), the master's address, then
+ * the subscription, in one write. */
+static void
+watch_open(pe_redis_link_t *link)
+{
+    const pe_redis_link_config_t *cfg = link->cfg;
+    watch_close(link);
+    link->watch.addr = cfg->seeds[link->sentinel];
+    if (conn_connect(&link->watch) != 0) {
+        next_sentinel(link, "cannot connect");
+        return;
+    }
+    link->watch_state = WATCH_ASKING;
+    if (cfg->password != NULL) {
+        const char *argv[] = {"AUTH", cfg->password};
+        size_t argvlen[] = {4, strlen(cfg->password)};
+        redisAsyncCommandArgv(link->watch.ac, on_ignored, NULL, 2, argv, argvlen);
+    }
+    const char *argv[] = {"SENTINEL", "get-master-addr-by-name", cfg->sentinel_master};
+    size_t argvlen[] = {8, 23, strlen(cfg->sentinel_master)};
+    send_cmd_on(&link->watch, on_master_addr, link, 3, argv, argvlen);
+    const char *argv2[] = {"SUBSCRIBE", "+switch-master"};
+    size_t argvlen2[] = {9, 14};
+    redisAsyncCommandArgv(link->watch.ac, on_watch_event, link, 2, argv2, argvlen2);
+}
+
+/* The current sentinel failed us (why): drop its watch and ask the next one. While connecting,
+ * at once, until every sentinel has failed this attempt (then the attempt failed); otherwise
+ * after PE_REDIS_SENTINEL_RETRY_MS (an up link), or at the next attempt (a down one). */
+static void
+next_sentinel(pe_redis_link_t *link, const char *why)
+{
+    const pe_redis_link_config_t *cfg = link->cfg;
+    llog(link, link->attempts == 0 ? 1 : 3, "redis: thread %u: sentinel %s:%u: %.200s", cfg->index, link->watch.addr.ip,
+         link->watch.addr.port, why != NULL ? why : "error");
+    watch_close(link);
+    link->sentinel = (link->sentinel + 1) % cfg->num_seeds;
+    if (link->state != LINK_CONNECTING || link->conns[0]->ac != NULL) {
+        link->rewatch_at = h2o_now(link->loop) + PE_REDIS_SENTINEL_RETRY_MS;
+        return;
+    }
+    if (++link->sentinels_tried < cfg->num_seeds) {
+        watch_open(link);
+        return;
+    }
+    link->sentinels_tried = 0;
+    link_fail(link, "no sentinel named the master");
+}
+
+static void
+link_connect(pe_redis_link_t *link)
+{
+    const pe_redis_link_config_t *cfg = link->cfg;
+    link->state = LINK_CONNECTING;
+    link->keyspace_events = 0;
+    link->slots_known = 0;
+    if (cfg->sentinel_master == NULL) {
+        connect_master(link, &cfg->seeds[link->seed]);
+    } else if (link->watch_state == WATCH_ON) {
+        /* The watch named the master and has heard of no failover since. */
+        connect_master(link, &link->master);
+    } else if (link->watch_state == WATCH_ASKING) {
+        /* Opened while down: its answer connects (on_master_addr). */
+    } else {
+        link->sentinels_tried = 0;
+        watch_open(link);
+    }
+}
+
+/* Closes every connection of the link but the watch; pending callbacks run now with a NULL
+ * reply. */
 static void
 close_conns(pe_redis_link_t *link)
 {
@@ -547,18 +814,37 @@ link_fail(pe_redis_link_t *link, const char *why)
     if (link->state == LINK_DOWN)
         return;
     int was_up = link->state == LINK_UP;
+    const pe_redis_link_config_t *cfg = link->cfg;
     if (was_up) {
-        llog(link, 1, "redis: thread %u lost the connection (%s); reconnecting", link->cfg->index, why != NULL ? why : "error");
+        llog(link, 1, "redis: thread %u lost the connection (%s); reconnecting", cfg->index, why != NULL ? why : "error");
     } else {
-        if (link->attempts == 0)
-            llog(link, 1, "redis: thread %u cannot connect to %s:%u (%s); retrying", link->cfg->index, link->conns[0]->addr.ip,
+        if (link->attempts == 0 && cfg->sentinel_master != NULL)
+            llog(link, 1, "redis: thread %u cannot reach the master of %s (%s); retrying", cfg->index, cfg->sentinel_master,
+                 why != NULL ? why : "error");
+        else if (link->attempts == 0)
+            llog(link, 1, "redis: thread %u cannot connect to %s:%u (%s); retrying", cfg->index, link->conns[0]->addr.ip,
                  link->conns[0]->addr.port, why != NULL ? why : "error");
-        link->seed = (link->seed + 1) % link->cfg->num_seeds; /* try the next seed */
+        if (cfg->sentinel_master == NULL)
+            link->seed = (link->seed + 1) % cfg->num_seeds; /* try the next seed */
+        else if (link->attempts % PE_REDIS_SENTINEL_ROTATE == PE_REDIS_SENTINEL_ROTATE - 1)
+            link->blame_watch = 1; /* this sentinel keeps naming a master we cannot use */
     }
     link->state = LINK_DOWN;
     if (link->started)
         link->cb->on_down(link->ctx, was_up);
     close_conns(link);
+    if (link->blame_watch) {
+        link->blame_watch = 0;
+        watch_close(link);
+        link->sentinel = (link->sentinel + 1) % cfg->num_seeds;
+    }
+    /* Down with no watch: open one now rather than at the next attempt, so that the failover's
+     * +switch-master, which may come during the backoff, is heard (a sentinel that fails here
+     * is passed over at the next attempt). */
+    if (cfg->sentinel_master != NULL && link->watch_state == WATCH_NONE && !link->destroying) {
+        link->sentinels_tried = 0;
+        watch_open(link);
+    }
     uint64_t window = PE_REDIS_BACKOFF_BASE_MS << (link->attempts < 10 ? link->attempts : 10);
     if (window > PE_REDIS_BACKOFF_CAP_MS)
         window = PE_REDIS_BACKOFF_CAP_MS;
@@ -573,11 +859,18 @@ on_tick(h2o_timeout_entry_t *entry)
     uint64_t now = h2o_now(link->loop);
     if (link->state == LINK_DOWN && now >= link->reconnect_at) {
         link_connect(link);
-    } else if (link->state != LINK_DOWN && !h2o_linklist_is_empty(&link->pending)) {
+    } else if (!h2o_linklist_is_empty(&link->pending)) {
+        /* Only the watch has commands while down. */
         cmd_t *oldest = H2O_STRUCT_FROM_MEMBER(cmd_t, link, link->pending.next);
-        if (now - oldest->sent_at > PE_REDIS_TIMEOUT_MS)
-            link_fail(link, err_timeout);
+        if (now - oldest->sent_at > PE_REDIS_TIMEOUT_MS + link->cfg->slack_ms) {
+            if (oldest->conn == &link->watch)
+                next_sentinel(link, "no answer in time");
+            else if (link->state != LINK_DOWN)
+                link_fail(link, err_timeout);
+        }
     }
+    if (link->state == LINK_UP && link->cfg->sentinel_master != NULL && link->watch_state == WATCH_NONE && now >= link->rewatch_at)
+        watch_open(link);
     h2o_timeout_link(link->loop, &link->tick_timeout, &link->tick_entry);
 }
 
@@ -598,6 +891,9 @@ pe_redis_link_create(const pe_redis_link_config_t *cfg, h2o_evloop_t *loop, cons
     link->conns[link->nconns++] = pe_calloc(1, sizeof(redis_conn_t));
     link->conns[0]->link = link;
     link->sub.link = link;
+    link->watch.link = link;
+    /* Threads start on different sentinels: the watches spread over them. */
+    link->sentinel = cfg->index % cfg->num_seeds;
     link_connect(link);
     link->started = 1;
     return link;
@@ -609,6 +905,7 @@ pe_redis_link_destroy(pe_redis_link_t *link)
     link->destroying = 1;
     link->state = LINK_DOWN;
     close_conns(link);
+    watch_close(link);
     for (size_t i = 0; i != link->nconns; ++i)
         pe_free(link->conns[i]);
     pe_free(link->slots);

@@ -10,6 +10,10 @@
  * messages. It knows nothing of channels: it reports up and down, replies and pub/sub events to
  * its owner through the callbacks it is given.
  *
+ * With Sentinel (redis+sentinel://) the seeds are sentinels: the link asks one for the master's
+ * address, checks it with ROLE, and follows failovers (+switch-master on the sentinel, READONLY
+ * or a lost master connection); the owner sees only down and up again.
+ *
  * Threading: a link is created, used and destroyed on its loop's thread only.
  */
 #ifndef PE_REDIS_LINK_H
@@ -39,6 +43,8 @@ typedef struct st_pe_redis_link_config_t {
     const char *password;                     /* NULL: no AUTH */
     unsigned db;                              /* 0: no SELECT */
     const char *library;                      /* loaded with FUNCTION LOAD REPLACE on every master before the link is up */
+    const char *sentinel_master;              /* non-NULL: the seeds are sentinels, and this is the master's name */
+    unsigned slack_ms;                        /* added to PE_REDIS_TIMEOUT_MS: a command may queue behind a WAIT this long */
     unsigned index;                           /* the thread's number, for logs */
     void (*log)(int level, const char *text); /* may be NULL */
 } pe_redis_link_config_t;
@@ -94,6 +100,14 @@ int pe_redis_link_is_up(pe_redis_link_t *link);
  */
 int pe_redis_link_command(pe_redis_link_t *link, const char *key, size_t key_len, pe_redis_reply_cb cb, void *ctx, int argc,
                           const char **argv, const size_t *argvlen);
+/**
+ * Sends a command on the connection whose reply is being handled: only from inside a
+ * pe_redis_link_command callback, for commands that must share its connection (WAIT counts
+ * the writes of the connection that made them). Returns 0 and calls cb exactly once later, or
+ * -1 (cb never called) when that connection is gone.
+ */
+int pe_redis_link_command_same_conn(pe_redis_link_t *link, pe_redis_reply_cb cb, void *ctx, int argc, const char **argv,
+                                    const size_t *argvlen);
 /**
  * Sends SUBSCRIBE or UNSUBSCRIBE (verb) for one channel on the subscriber connection; the
  * confirmation and the messages arrive through on_sub. Nothing is sent while it is down.

@@ -1,5 +1,5 @@
 /*
- * redis_url.c: parses the --redis URL (the grammar is in redis_url.h). Pure: it only reads the
+ * redis_url.c: parses the --redis URL, redis:// or redis+sentinel:// (the grammar is in redis_url.h). Pure: it only reads the
  * string and fills the caller's struct, so the option parser can refuse a URL at start with the
  * very rules the engine later applies, and a fuzzer can explore it without a network.
  */
@@ -10,10 +10,16 @@
 #define STR2(x) #x
 #define STR(x) STR2(x)
 
-const char pe_redis_url_err_scheme[] = "not a redis:// URL";
+/* PE_REDIS_URL_MASTER_MAX - 1, spelled out for STR(). */
+#define PE_REDIS_URL_MASTER_MAX_LEN 128
+_Static_assert(PE_REDIS_URL_MASTER_MAX_LEN + 1 == PE_REDIS_URL_MASTER_MAX, "the master name's bound, said twice");
+
+const char pe_redis_url_err_scheme[] = "not a redis:// or redis+sentinel:// URL";
 const char pe_redis_url_err_host[] = "bad host list (host:port, or [IPv6]:port, separated by commas)";
 const char pe_redis_url_err_too_many[] = "bad host list (at most " STR(PE_REDIS_URL_MAX_SEEDS) " host:port)";
 const char pe_redis_url_err_db[] = "bad database number (0 to " STR(PE_REDIS_URL_MAX_DB) ")";
+const char pe_redis_url_err_master[] = "bad sentinel master name (redis+sentinel://host:port[,host:port...]/MASTER[/db]; "
+                                       "1 to " STR(PE_REDIS_URL_MASTER_MAX_LEN) " characters of A-Z a-z 0-9 . _ - :)";
 
 /* An item longer than this is refused whatever it holds (a host name is at most 255 bytes). */
 #define ITEM_MAX 299
@@ -61,12 +67,38 @@ parse_hostport(const char *s, size_t len, char *host, unsigned *port)
     return pe_hostport_parse(s, len, host, PE_REDIS_URL_HOST_MAX, port);
 }
 
+/* The master name of a sentinel URL: s[0..len) by the rule in redis_url.h, copied into out. */
+static int
+parse_master(const char *s, size_t len, char *out)
+{
+    if (len == 0 || len >= PE_REDIS_URL_MASTER_MAX)
+        return -1;
+    for (size_t i = 0; i != len; ++i) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-' ||
+              c == ':'))
+            return -1;
+    }
+    memcpy(out, s, len);
+    out[len] = '\0';
+    return 0;
+}
+
 const char *
 pe_redis_url_parse(const char *url, pe_redis_url_t *out)
 {
-    if (strncmp(url, "redis://", 8) != 0)
+    const char *p;
+    out->sentinel = 0;
+    out->master[0] = '\0';
+    if (strncmp(url, "redis://", 8) == 0) {
+        p = url + 8;
+    } else if (strncmp(url, "redis+sentinel://", 17) == 0) {
+        p = url + 17;
+        out->sentinel = 1;
+    } else {
         return pe_redis_url_err_scheme;
-    const char *p = url + 8, *at = strrchr(p, '@');
+    }
+    const char *at = strrchr(p, '@');
     out->password = NULL;
     out->password_len = 0;
     out->num_seeds = 0;
@@ -95,6 +127,15 @@ pe_redis_url_parse(const char *url, pe_redis_url_t *out)
         if (comma == NULL)
             break;
         p = comma + 1; /* a trailing comma leaves an empty item: refused above */
+    }
+    if (out->sentinel) {
+        /* "/MASTER" is required, then "/db" as for redis://. */
+        if (slash == NULL)
+            return pe_redis_url_err_master;
+        const char *name = slash + 1, *next = strchr(name, '/');
+        if (parse_master(name, next != NULL ? (size_t)(next - name) : strlen(name), out->master) != 0)
+            return pe_redis_url_err_master;
+        slash = next;
     }
     if (slash != NULL) {
         /* Digits only, without overflow: anything longer than 7 digits is out of range or has

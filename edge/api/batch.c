@@ -68,7 +68,7 @@ respond(batch_t *batch)
         json_object_set_new(r, "channel", it->channel != NULL ? json_stringn(it->channel, it->channel_len) : json_null());
         if (it->err_code != NULL) {
             json_object_set_new(r, "error", json_pack("{s:s,s:s}", "code", it->err_code, "message", it->err_message));
-            retry |= strcmp(it->err_code, "engine_unavailable") == 0;
+            retry |= strcmp(it->err_code, "engine_unavailable") == 0 || strcmp(it->err_code, "not_replicated") == 0;
         } else {
             char id_str[PE_ID_MAXLEN + 1];
             pe_id_format(it->id, id_str);
@@ -98,7 +98,7 @@ on_item_published(void *ctx, const char *err, const pe_id_t *id, int replayed)
     batch_item_t *it = ctx;
     batch_t *batch = it->batch;
     if (err != NULL) {
-        it->err_code = "engine_unavailable";
+        it->err_code = err == pe_ps_err_not_replicated ? "not_replicated" : "engine_unavailable";
         it->err_message = err;
         if (batch->req != NULL)
             PE_STAT_ADD(pe_thread_of(batch->req)->stats.publish_errors, 1);

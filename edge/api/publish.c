@@ -41,7 +41,10 @@ on_published(void *ctx, const char *err, const pe_id_t *id, int replayed)
         if (err != NULL) {
             PE_STAT_ADD(pe_thread_of(req)->stats.publish_errors, 1);
             h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
-            pe_http_error(req, 503, "Service Unavailable", "engine_unavailable", err);
+            /* not_replicated: stored on the Redis master, not confirmed by its replicas
+             * (--redis-wait-replicas); a retry with the same key is safe. */
+            pe_http_error(req, 503, "Service Unavailable",
+                          err == pe_ps_err_not_replicated ? "not_replicated" : "engine_unavailable", err);
         } else {
             char id_str[PE_ID_MAXLEN + 1];
             pe_id_format(*id, id_str);
@@ -116,6 +119,8 @@ pe_publish_error_code(const char *err)
         return "channel_limit";
     if (err == pe_ps_err_bad_key)
         return "bad_key";
+    if (err == pe_ps_err_not_replicated)
+        return "not_replicated";
     return "engine_error";
 }
 

@@ -60,7 +60,12 @@ static const opt_t options[] = {
      "PEM certificate chain for --listen-tls (server certificate first); reread on SIGHUP"},
     {"tls-key", OPT_STRING, OFF(tls_key), 0, 0, "FILE", "PEM private key of --tls-cert; reread on SIGHUP"},
     {"redis", OPT_REDIS, OFF(redis_url), 0, 0, "URL",
-     "redis://[:password@]host:port[,host:port...][/db]: the Redis Streams engine; several hosts are seeds (default: memory)"},
+     "redis://[:password@]host:port[,host:port...][/db]: the Redis Streams engine; several hosts are seeds (default: memory); "
+     "or redis+sentinel://[:password@]host:port[,host:port...]/MASTER[/db]: the master MASTER found through these sentinels"},
+    {"redis-wait-replicas", OPT_UINT, OFF(redis_wait_replicas), 0, 100, "N",
+     "Redis engine: after each publish, WAIT for N replicas; fewer in time: 503 not_replicated (default 0: no WAIT)"},
+    {"redis-wait-timeout", OPT_UINT, OFF(redis_wait_timeout), 1, 60000, "MS",
+     "how long --redis-wait-replicas waits for the replicas, in milliseconds (default 1000)"},
     {"threads", OPT_UINT, OFF(threads), 1, PE_MAX_THREADS, "N", "event-loop threads (default: number of cores)"},
     {"history-size", OPT_UINT, OFF(history_size), 1, 10000000, "N", "messages retained per channel (default 1000)"},
     {"history-ttl", OPT_UINT, OFF(history_ttl), 1, 315360000, "SECONDS", "maximum age of retained messages (default 86400)"},
@@ -150,6 +155,7 @@ set_defaults(pe_config_t *cfg)
     cfg->drain_timeout = 10;
     cfg->log_level = PE_LOG_INFO;
     cfg->jwt_leeway = 30;
+    cfg->redis_wait_timeout = 1000;
 }
 
 int
@@ -347,7 +353,10 @@ set_option(pe_config_t *cfg, const opt_t *opt, const char *value, const char *or
         if (why == pe_redis_url_err_too_many)
             return fail(err, errlen, "%s: %s", origin, why);
         if (why != NULL)
-            return fail(err, errlen, "%s: must be redis://[:password@]host:port[,host:port...][/db] (got '%.64s')", origin, value);
+            return fail(err, errlen,
+                        "%s: must be redis://[:password@]host:port[,host:port...][/db] or "
+                        "redis+sentinel://[:password@]host:port[,host:port...]/MASTER[/db] (%s; got '%.64s')",
+                        origin, why, value);
         pe_free(cfg->redis_url);
         cfg->redis_url = pe_strndup(value, strlen(value));
         return PE_CFG_OK;
@@ -695,6 +704,9 @@ pe_config_load(pe_config_t *cfg, int argc, char **argv, char **envp, FILE *out, 
         return fail(err, errlen, "--listen-tls: needs --tls-key FILE (the PEM private key)");
     if (cfg->num_listen_tls == 0 && (cfg->tls_cert != NULL || cfg->tls_key != NULL))
         return fail(err, errlen, "%s: needs --listen-tls HOST:PORT", cfg->tls_cert != NULL ? "--tls-cert" : "--tls-key");
+    /* A WAIT with the memory engine would be a setting that silently does nothing. */
+    if (cfg->redis_wait_replicas != 0 && cfg->redis_url == NULL)
+        return fail(err, errlen, "--redis-wait-replicas: needs --redis");
     /* The zero-setup default: clear text on loopback, only when no listener was asked for. */
     if (cfg->num_listen == 0 && cfg->num_listen_tls == 0)
         cfg->listen[cfg->num_listen++] = pe_strndup("127.0.0.1:8080", 14);

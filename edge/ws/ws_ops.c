@@ -240,7 +240,8 @@ on_published(void *ctx, const char *err, const pe_id_t *id, int replayed)
             p->next->prev = p->prev;
         raw_ref_t ref = {p->ref, p->ref_len};
         if (err != NULL) {
-            queue_error(ws, p->ref != NULL ? &ref : NULL, "engine_unavailable", err);
+            queue_error(ws, p->ref != NULL ? &ref : NULL, err == pe_ps_err_not_replicated ? "not_replicated" : "engine_unavailable",
+                        err);
         } else {
             char id_str[PE_ID_MAXLEN + 1];
             pe_id_format(*id, id_str);

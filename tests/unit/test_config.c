@@ -733,6 +733,60 @@ test_idempotency_window(void)
     expect_cli_error(bad2, "idempotency-window");
 }
 
+/* --redis redis+sentinel://... and the WAIT options (docs/operations.md "Redis Sentinel"). */
+static void
+test_redis_sentinel_wait(void)
+{
+    char *envp0[] = {NULL};
+    loaded_t l;
+
+    char *argv0[] = {"pushedge", NULL};
+    load(&l, argv0, envp0);
+    TAP_EQ_UINT(l.cfg.redis_wait_replicas, 0, "default: no WAIT");
+    TAP_EQ_UINT(l.cfg.redis_wait_timeout, 1000, "default WAIT timeout 1000 ms");
+    loaded_free(&l);
+
+    char *argv1[] = {"pushedge",
+                     "--redis",
+                     "redis+sentinel://:pw@127.0.0.1:26379,127.0.0.1:26380/pe/2",
+                     "--redis-wait-replicas",
+                     "1",
+                     "--redis-wait-timeout",
+                     "250",
+                     NULL};
+    load(&l, argv1, envp0);
+    TAP_EQ_INT(l.ret, PE_CFG_OK, "a sentinel URL and WAIT: PE_CFG_OK (%s)", l.err);
+    TAP_EQ_STR(l.cfg.redis_url, "redis+sentinel://:pw@127.0.0.1:26379,127.0.0.1:26380/pe/2", "the sentinel URL kept");
+    TAP_EQ_UINT(l.cfg.redis_wait_replicas, 1, "--redis-wait-replicas 1");
+    TAP_EQ_UINT(l.cfg.redis_wait_timeout, 250, "--redis-wait-timeout 250");
+    loaded_free(&l);
+
+    char *envp2[] = {"PUSHEDGE_REDIS=redis://127.0.0.1:6379", "PUSHEDGE_REDIS_WAIT_REPLICAS=2", NULL};
+    load(&l, argv0, envp2);
+    TAP_EQ_UINT(l.cfg.redis_wait_replicas, 2, "PUSHEDGE_REDIS_WAIT_REPLICAS");
+    loaded_free(&l);
+
+    char *argv3[] = {"pushedge", "--help", NULL};
+    load(&l, argv3, envp0);
+    TAP_OK(l.out != NULL && strstr(l.out, "redis+sentinel://") != NULL && strstr(l.out, "--redis-wait-replicas") != NULL &&
+               strstr(l.out, "--redis-wait-timeout") != NULL,
+           "--help lists the sentinel URL and the WAIT options");
+    loaded_free(&l);
+
+    char *bad0[] = {"pushedge", "--redis-wait-replicas", "1", NULL}; /* a WAIT with the memory engine */
+    expect_cli_error(bad0, "--redis-wait-replicas: needs --redis");
+    char *bad1[] = {"pushedge", "--redis", "redis://h:1", "--redis-wait-timeout", "0", NULL};
+    expect_cli_error(bad1, "redis-wait-timeout");
+    char *bad2[] = {"pushedge", "--redis", "redis://h:1", "--redis-wait-timeout", "60001", NULL};
+    expect_cli_error(bad2, "redis-wait-timeout");
+    char *bad3[] = {"pushedge", "--redis", "redis://h:1", "--redis-wait-replicas", "101", NULL};
+    expect_cli_error(bad3, "redis-wait-replicas");
+    char *bad4[] = {"pushedge", "--redis", "redis+sentinel://h:1", NULL}; /* no master name */
+    expect_cli_error(bad4, "master name");
+    char *bad5[] = {"pushedge", "--redis", "redis+sentinel://h:1/bad name", NULL};
+    expect_cli_error(bad5, "--redis");
+}
+
 /* The resource limits (docs/operations.md "Connection limits"): 0 means derived at start. */
 static void
 test_limits(void)
@@ -956,5 +1010,6 @@ main(void)
     tap_subtest("trusted proxy", test_trusted_proxy);
     tap_subtest("tls", test_tls);
     tap_subtest("identity", test_identity);
+    tap_subtest("redis sentinel and wait", test_redis_sentinel_wait);
     return tap_done();
 }
