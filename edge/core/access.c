@@ -10,6 +10,7 @@
 #include "edge/core/http.h"
 #include "edge/core/thread.h"
 #include "edge/util/log.h"
+#include "edge/util/secret.h"
 
 pe_jwt_result_t
 pe_access_verify(const pe_config_t *cfg, const char *token, size_t len, pe_identity_t *id)
@@ -63,7 +64,7 @@ cookie_get(const char *s, size_t len, const char *name, h2o_iovec_t *out)
 /* Finds the request's token; its source and *out if one is present (possibly empty), else
  * PE_TOKEN_NONE. */
 static pe_token_source_t
-find_token(h2o_req_t *req, h2o_iovec_t *out)
+find_token(const pe_config_t *cfg, h2o_iovec_t *out, h2o_req_t *req)
 {
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
     if (i >= 0) {
@@ -73,8 +74,12 @@ find_token(h2o_req_t *req, h2o_iovec_t *out)
             size_t at = 7;
             while (at < v.len && v.base[at] == ' ')
                 ++at;
-            *out = h2o_iovec_init(v.base + at, v.len - at);
-            return PE_TOKEN_HEADER;
+            /* The --api-key is the operator's publishing secret, not a token: a backend that
+             * sends it (to publish on a WebSocket) is anonymous here, and not refused 401. */
+            if (cfg->api_key == NULL || !pe_secret_equals(v.base + at, v.len - at, cfg->api_key, strlen(cfg->api_key))) {
+                *out = h2o_iovec_init(v.base + at, v.len - at);
+                return PE_TOKEN_HEADER;
+            }
         }
     }
     /* HTTP/2 may split cookies over several headers (RFC 9113 8.2.3). */
@@ -102,8 +107,9 @@ find_token(h2o_req_t *req, h2o_iovec_t *out)
 pe_token_source_t
 pe_access_token_source(h2o_req_t *req)
 {
+    const pe_config_t *cfg = pe_thread_of(req)->server->cfg;
     h2o_iovec_t token;
-    return pe_thread_of(req)->server->cfg->auth_mode == PE_AUTH_MODE_OFF ? PE_TOKEN_NONE : find_token(req, &token);
+    return cfg->auth_mode == PE_AUTH_MODE_OFF ? PE_TOKEN_NONE : find_token(cfg, &token, req);
 }
 
 static void
@@ -122,7 +128,7 @@ pe_access_identify(h2o_req_t *req, pe_identity_t *id)
     const pe_config_t *cfg = pe_thread_of(req)->server->cfg;
     memset(id, 0, sizeof(*id));
     h2o_iovec_t token;
-    if (cfg->auth_mode == PE_AUTH_MODE_OFF || find_token(req, &token) == PE_TOKEN_NONE)
+    if (cfg->auth_mode == PE_AUTH_MODE_OFF || find_token(cfg, &token, req) == PE_TOKEN_NONE)
         return 0;
     pe_jwt_result_t r = pe_access_verify(cfg, token.base, token.len, id);
     if (r == PE_JWT_OK)

@@ -20,16 +20,6 @@
 
 /* ---- who may publish ------------------------------------------------------------------------- */
 
-int
-pe_secret_equals(const char *a, size_t alen, const char *b, size_t blen)
-{
-    /* Every byte of a is visited whatever matched, so the time reveals the lengths at most. */
-    unsigned char diff = alen != blen;
-    for (size_t i = 0; i != alen; ++i)
-        diff |= (unsigned char)(a[i] ^ b[i % (blen == 0 ? 1 : blen)]);
-    return diff == 0 && blen != 0;
-}
-
 static void
 view_append(pe_auth_view_t *view, h2o_iovec_t *dst, char *buf, const char *value, size_t len)
 {

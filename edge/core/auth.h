@@ -9,6 +9,7 @@
 #include <h2o.h>
 #include "edge/core/config.h"
 #include "edge/util/bounds.h"
+#include "edge/util/secret.h" /* pe_secret_equals, for the key */
 
 typedef enum en_pe_auth_t {
     PE_AUTH_OK = 0,
@@ -62,7 +63,5 @@ int pe_publish_authorize_batch(h2o_req_t *req, pe_identity_t *id);
 void pe_auth_refuse(h2o_req_t *req, pe_auth_t r);
 /** The publish endpoints' check: 0 if req may publish, else sends the error and returns -1. */
 int pe_publish_authorize(h2o_req_t *req);
-/** Constant-time comparison of a secret (the time depends on the lengths only). */
-int pe_secret_equals(const char *a, size_t alen, const char *b, size_t blen);
 
 #endif

@@ -470,9 +470,15 @@ pe_ws_on_req(h2o_req_t *req, int echo)
     }
 
     pe_ws_conn_t *ws = (pe_ws_conn_t *)pe_conn_new(req, sizeof(*ws), &ws_conn_callbacks);
+    /* The publish op follows the HTTP rule (key compared in constant time, origin, loopback
+     * behind --trusted-proxy): a page that may subscribe cross-origin may still not publish. */
+    pe_auth_view_t view;
+    pe_auth_view_from_req(req, &view);
+    pe_auth_t publish_rule = pe_auth_check(cfg, &view);
     /* With --auth required a connection without a token may only send its auth op, and must
-     * within the deadline (4001 otherwise). */
-    int await_auth = !echo && !id.authenticated && cfg->auth_mode == PE_AUTH_MODE_REQUIRED;
+     * within the deadline (4001 otherwise); one that may publish (a backend with the API key)
+     * has a use without a token. */
+    int await_auth = !echo && !id.authenticated && cfg->auth_mode == PE_AUTH_MODE_REQUIRED && publish_rule != PE_AUTH_OK;
     pe_conn_set_identity(&ws->conn, &id);
     pe_conn_register_user(&ws->conn);
     if (await_auth)
@@ -486,11 +492,6 @@ pe_ws_on_req(h2o_req_t *req, int echo)
      * --max-message-size a single echo or publish must not count as a slow consumer. */
     uint64_t two_messages = 2 * (cfg->max_message_size + PE_WS_MAX_HEADER + 256);
     ws->conn.max_queue = two_messages > PE_WS_MAX_QUEUE ? (uint32_t)two_messages : PE_WS_MAX_QUEUE;
-    /* The publish op follows the HTTP rule (key compared in constant time, origin, loopback
-     * behind --trusted-proxy): a page that may subscribe cross-origin may still not publish. */
-    pe_auth_view_t view;
-    pe_auth_view_from_req(req, &view);
-    pe_auth_t publish_rule = pe_auth_check(cfg, &view);
     ws->may_publish = publish_rule == PE_AUTH_OK;
     ws->token_may_publish = publish_rule != PE_AUTH_ORIGIN;
     pe_ws_reader_init(&ws->reader, cfg->max_message_size, pmd_enabled);

@@ -263,6 +263,20 @@ describe('--auth required', () => {
     });
 });
 
+describe('--auth required with --api-key', () => {
+    const KEY = 'e2e-api-key-2';
+    const ref = sharedServer(before, after, ['--auth', 'required', '--jwt-secret', SECRET, '--api-key', KEY]);
+
+    it('a backend with the key publishes over WebSocket and is not held to the auth deadline', { timeout: 30000 }, async (t) => {
+        const ws = await openWs(ref.srv.url, '/ws', { t, headers: bearer(KEY) });
+        assert.equal((await ws.request({ op: 'publish', channel: 'c', data: 1 })).op, 'published');
+        await new Promise((r) => setTimeout(r, 11000)); /* past the 10 s deadline of anonymous connections */
+        const r = await ws.request({ op: 'publish', channel: 'c', data: 2 });
+        assert.equal(r.op, 'published', `still open: ${JSON.stringify(r)}`);
+        assert.equal((await ws.request({ op: 'subscribe', channel: 'c' })).code, 'unauthorized', 'the key reads nothing');
+    });
+});
+
 describe('publishing with a token', () => {
     const KEY = 'e2e-api-key';
     const ref = sharedServer(before, after, ['--auth', 'optional', '--jwt-secret', SECRET, '--api-key', KEY, '--public-channel', 'chat:*']);
@@ -315,6 +329,17 @@ describe('publishing with a token', () => {
         const anon = await openWs(ref.srv.url, '/ws', { t });
         const r3 = await anon.request({ op: 'publish', channel: 'chat:alice', data: 1 });
         assert.equal(r3.code, 'forbidden', 'anonymous clients publish with the API key only');
+    });
+
+    it('WebSocket with the API key as Bearer: anonymous for reading, publishes anywhere (the key is not read as a token)', async (t) => {
+        const ws = await openWs(ref.srv.url, '/ws?channel=chat:room', { t, headers: bearer(KEY) });
+        await ws.nextOp('subscribed');
+        const r = await ws.request({ op: 'publish', channel: 'chat:bob', data: { k: 1 } });
+        assert.equal(r.op, 'published', JSON.stringify(r));
+        const sub = await ws.request({ op: 'subscribe', channel: 'private' });
+        assert.equal(sub.code, 'unauthorized', JSON.stringify(sub));
+        await assert.rejects(openWs(ref.srv.url, '/ws?channel=chat:room', { t, headers: bearer(KEY + 'x') }), (e) => e.status === 401,
+            'a wrong key is an invalid token');
     });
 });
 
