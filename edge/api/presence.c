@@ -114,18 +114,12 @@ pe_presence_on_req(h2o_req_t *req)
         pe_http_method_not_allowed(req, "GET");
         return 0;
     }
+    char *channel;
+    long clen = pe_http_query_channel(req, &channel);
+    if (clen < 0)
+        return 0;
     h2o_iovec_t qs = pe_http_query(req);
-    char *channel = h2o_mem_alloc_pool(&req->pool, qs.len + 1), *flag = h2o_mem_alloc_pool(&req->pool, qs.len + 1);
-    long clen = pe_query_get(qs.base, qs.len, "channel", channel);
-    if (clen == -1) {
-        pe_http_error(req, 400, "Bad Request", "missing_channel", "the channel parameter is required");
-        return 0;
-    }
-    if (clen < 0 || !pe_channel_is_valid(channel, (size_t)clen)) {
-        pe_http_error(req, 400, "Bad Request", "bad_channel", pe_ps_err_bad_channel);
-        return 0;
-    }
-    channel[clen] = '\0';
+    char *flag = h2o_mem_alloc_pool(&req->pool, qs.len + 1);
     long flen = pe_query_get(qs.base, qs.len, "members", flag);
     int with_members = !(flen == 1 && flag[0] == '0');
     if (authorize_read(req, channel, (size_t)clen) != 0)

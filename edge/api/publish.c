@@ -134,17 +134,10 @@ pe_publish_on_req(h2o_req_t *req)
         return 0;
 
     /* the channel */
-    h2o_iovec_t qs = pe_http_query(req);
-    char *channel = h2o_mem_alloc_pool(&req->pool, qs.len + 1);
-    long channel_len = pe_query_get(qs.base, qs.len, "channel", channel);
-    if (channel_len == -1) {
-        pe_http_error(req, 400, "Bad Request", "missing_channel", "the channel query parameter is required");
+    char *channel;
+    long channel_len = pe_http_query_channel(req, &channel);
+    if (channel_len < 0)
         return 0;
-    }
-    if (channel_len < 0 || !pe_channel_is_valid(channel, (size_t)channel_len)) {
-        pe_http_error(req, 400, "Bad Request", "bad_channel", pe_ps_err_bad_channel);
-        return 0;
-    }
 
     /* API key, origin and loopback rules shared with /api/batch, the WebSocket op and front.c;
      * or a token whose "publish" claim covers the channel (docs/auth.md). */

@@ -311,32 +311,52 @@ pe_auth_check_publisher(const pe_config_t *cfg, const pe_auth_view_t *view)
     return v == PE_JWT_EXPIRED ? PE_AUTH_TOKEN_EXPIRED : PE_AUTH_TOKEN_INVALID;
 }
 
+/* The publish endpoints' first step: 1 if the request may publish by the API key rule, 0 with
+ * the Bearer token in *token to check against its claims, or -1 with the refusal answered. */
+static int
+publisher_key_or_token(h2o_req_t *req, const pe_config_t *cfg, pe_auth_t *r, h2o_iovec_t *token)
+{
+    pe_auth_view_t view;
+    pe_auth_view_from_req(req, &view);
+    *r = pe_auth_check(cfg, &view);
+    if (*r == PE_AUTH_OK)
+        return 1;
+    if (*r == PE_AUTH_ORIGIN || !bearer_token(cfg, view.authorization, token)) {
+        pe_auth_refuse(req, *r);
+        return -1;
+    }
+    return 0;
+}
+
+/* Answers a token that may not publish: 403 if it verified (forbidden says why), else 401; a
+ * value that is not a token at all is a wrong API key, as before --auth. */
+static void
+refuse_publisher_token(h2o_req_t *req, pe_auth_t r, pe_jwt_result_t v, h2o_iovec_t token, const char *forbidden)
+{
+    if (v == PE_JWT_OK)
+        pe_http_error(req, 403, "Forbidden", "forbidden", forbidden);
+    else if (memchr(token.base, '.', token.len) == NULL)
+        pe_auth_refuse(req, r);
+    else
+        pe_auth_refuse(req, v == PE_JWT_EXPIRED ? PE_AUTH_TOKEN_EXPIRED : PE_AUTH_TOKEN_INVALID);
+}
+
 int
 pe_publish_authorize_channel(h2o_req_t *req, const char *channel, size_t len)
 {
     const pe_config_t *cfg = pe_thread_of(req)->server->cfg;
-    pe_auth_view_t view;
-    pe_auth_view_from_req(req, &view);
-    pe_auth_t r = pe_auth_check(cfg, &view);
+    pe_auth_t r;
     h2o_iovec_t token;
-    if (r == PE_AUTH_OK)
-        return 0;
-    if (r == PE_AUTH_ORIGIN || !bearer_token(cfg, view.authorization, &token)) {
-        pe_auth_refuse(req, r);
-        return -1;
-    }
+    int k = publisher_key_or_token(req, cfg, &r, &token);
+    if (k != 0)
+        return k > 0 ? 0 : -1;
     pe_identity_t id;
     pe_jwt_result_t v = pe_access_verify(cfg, token.base, token.len, &id);
     pe_access_t a = v == PE_JWT_OK ? pe_may_publish(&id, channel, len) : PE_ACCESS_UNAUTHORIZED;
     pe_identity_dispose(&id);
     if (a == PE_ACCESS_OK)
         return 0;
-    if (v == PE_JWT_OK)
-        pe_http_error(req, 403, "Forbidden", "forbidden", "the token does not allow publishing to this channel");
-    else if (memchr(token.base, '.', token.len) == NULL)
-        pe_auth_refuse(req, r); /* not a token at all: a wrong API key, as before --auth */
-    else
-        pe_auth_refuse(req, v == PE_JWT_EXPIRED ? PE_AUTH_TOKEN_EXPIRED : PE_AUTH_TOKEN_INVALID);
+    refuse_publisher_token(req, r, v, token, "the token does not allow publishing to this channel");
     return -1;
 }
 
@@ -345,25 +365,15 @@ pe_publish_authorize_batch(h2o_req_t *req, pe_identity_t *id)
 {
     const pe_config_t *cfg = pe_thread_of(req)->server->cfg;
     memset(id, 0, sizeof(*id));
-    pe_auth_view_t view;
-    pe_auth_view_from_req(req, &view);
-    pe_auth_t r = pe_auth_check(cfg, &view);
+    pe_auth_t r;
     h2o_iovec_t token;
-    if (r == PE_AUTH_OK)
-        return 0;
-    if (r == PE_AUTH_ORIGIN || !bearer_token(cfg, view.authorization, &token)) {
-        pe_auth_refuse(req, r);
-        return -1;
-    }
+    int k = publisher_key_or_token(req, cfg, &r, &token);
+    if (k != 0)
+        return k > 0 ? 0 : -1;
     pe_jwt_result_t v = pe_access_verify(cfg, token.base, token.len, id);
     if (v == PE_JWT_OK && id->publish.num != 0)
         return 0;
-    if (v == PE_JWT_OK)
-        pe_http_error(req, 403, "Forbidden", "forbidden", "the token allows publishing to no channel");
-    else if (memchr(token.base, '.', token.len) == NULL)
-        pe_auth_refuse(req, r);
-    else
-        pe_auth_refuse(req, v == PE_JWT_EXPIRED ? PE_AUTH_TOKEN_EXPIRED : PE_AUTH_TOKEN_INVALID);
+    refuse_publisher_token(req, r, v, token, "the token allows publishing to no channel");
     pe_identity_dispose(id);
     return -1;
 }

@@ -14,6 +14,7 @@
 #include "edge/util/bounds.h"
 #include "edge/util/query.h"
 #include "edge/core/http.h"
+#include "pubsub/pubsub.h" /* pe_channel_is_valid, pe_ps_err_bad_channel */
 
 void
 pe_http_json(h2o_req_t *req, int status, const char *reason, const char *body, size_t len)
@@ -122,6 +123,25 @@ pe_http_error(h2o_req_t *req, int status, const char *reason, const char *code, 
     }
     free(text);
     json_decref(root);
+}
+
+long
+pe_http_query_channel(h2o_req_t *req, char **channel)
+{
+    h2o_iovec_t qs = pe_http_query(req);
+    char *buf = h2o_mem_alloc_pool(&req->pool, qs.len + 1);
+    long len = pe_query_get(qs.base, qs.len, "channel", buf);
+    if (len == -1) {
+        pe_http_error(req, 400, "Bad Request", "missing_channel", "the channel query parameter is required");
+        return -1;
+    }
+    if (len < 0 || !pe_channel_is_valid(buf, (size_t)len)) {
+        pe_http_error(req, 400, "Bad Request", "bad_channel", pe_ps_err_bad_channel);
+        return -1;
+    }
+    buf[len] = '\0';
+    *channel = buf;
+    return len;
 }
 
 void

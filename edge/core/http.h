@@ -14,6 +14,11 @@ void pe_http_error(h2o_req_t *req, int status, const char *reason, const char *c
 void pe_http_json(h2o_req_t *req, int status, const char *reason, const char *body, size_t len);
 /** The query string after '?', or an empty vector. */
 h2o_iovec_t pe_http_query(h2o_req_t *req);
+/**
+ * The channel=NAME parameter of an API request, NUL-terminated in the request's pool: its
+ * length, or -1 with 400 missing_channel / bad_channel answered.
+ */
+long pe_http_query_channel(h2o_req_t *req, char **channel);
 /** Sends 405 with an Allow header. */
 void pe_http_method_not_allowed(h2o_req_t *req, const char *allow);
 /**

@@ -33,15 +33,12 @@ uint64_t pe_ws_frames_built[PE_WIRE_WS_KIND_MAX];
 #define SSE_JOIN "\nevent: join"
 #define SSE_LEAVE "\nevent: leave"
 
-/* A presence event: "id: <id>\nevent: join|leave\ndata: <event data>\n\n". The id comes
- * first as for a message, so pe_wire_sse_data_off (and the multi-channel cursor line that
- * replaces the id line) applies unchanged; field order within an event does not matter. */
+/* "id: <id>[ev]\ndata: <data>\n\n", ev being "" for a message or an event line. */
 static pe_msg_encoding_t *
-build_sse_presence(const pe_msg_t *msg)
+sse_frame(const pe_msg_t *msg, const char *ev, const char *data, size_t data_len)
 {
-    const char *ev = msg->kind == PE_MSG_JOIN ? SSE_JOIN : SSE_LEAVE;
     size_t evlen = strlen(ev);
-    size_t len = sizeof(SSE_ID) - 1 + msg->id_len + evlen + sizeof(SSE_DATA) - 1 + msg->data_len + sizeof(SSE_END) - 1;
+    size_t len = sizeof(SSE_ID) - 1 + msg->id_len + evlen + sizeof(SSE_DATA) - 1 + data_len + sizeof(SSE_END) - 1;
     pe_msg_encoding_t *enc = pe_malloc(sizeof(*enc) + len);
     char *p = enc->data;
     memcpy(p, SSE_ID, sizeof(SSE_ID) - 1);
@@ -52,32 +49,23 @@ build_sse_presence(const pe_msg_t *msg)
     p += evlen;
     memcpy(p, SSE_DATA, sizeof(SSE_DATA) - 1);
     p += sizeof(SSE_DATA) - 1;
-    memcpy(p, msg->data, msg->data_len);
-    p += msg->data_len;
+    memcpy(p, data, data_len);
+    p += data_len;
     memcpy(p, SSE_END, sizeof(SSE_END) - 1);
     enc->len = len;
     return enc;
 }
 
+/* A message's data line is its envelope. A presence event (join/leave) carries its event line
+ * after the id, which comes first as for a message, so pe_wire_sse_data_off (and the
+ * multi-channel cursor line that replaces the id line) applies unchanged; field order within an
+ * event does not matter. */
 static pe_msg_encoding_t *
 build_sse(const pe_msg_t *msg)
 {
     if (msg->kind != PE_MSG_DATA)
-        return build_sse_presence(msg);
-    size_t len = sizeof(SSE_ID) - 1 + msg->id_len + sizeof(SSE_DATA) - 1 + msg->envelope_len + sizeof(SSE_END) - 1;
-    pe_msg_encoding_t *enc = pe_malloc(sizeof(*enc) + len);
-    char *p = enc->data;
-    memcpy(p, SSE_ID, sizeof(SSE_ID) - 1);
-    p += sizeof(SSE_ID) - 1;
-    memcpy(p, msg->id_str, msg->id_len);
-    p += msg->id_len;
-    memcpy(p, SSE_DATA, sizeof(SSE_DATA) - 1);
-    p += sizeof(SSE_DATA) - 1;
-    memcpy(p, msg->envelope, msg->envelope_len);
-    p += msg->envelope_len;
-    memcpy(p, SSE_END, sizeof(SSE_END) - 1);
-    enc->len = len;
-    return enc;
+        return sse_frame(msg, msg->kind == PE_MSG_JOIN ? SSE_JOIN : SSE_LEAVE, msg->data, msg->data_len);
+    return sse_frame(msg, "", msg->envelope, msg->envelope_len);
 }
 
 const pe_msg_encoding_t *

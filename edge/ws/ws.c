@@ -476,9 +476,10 @@ pe_ws_on_req(h2o_req_t *req, int echo)
     pe_auth_view_from_req(req, &view);
     pe_auth_t publish_rule = pe_auth_check(cfg, &view);
     /* With --auth required a connection without a token may only send its auth op, and must
-     * within the deadline (4001 otherwise); one that may publish (a backend with the API key)
+     * within the deadline (4001 otherwise); one that sent the API key (a backend that publishes)
      * has a use without a token. */
-    int await_auth = !echo && !id.authenticated && cfg->auth_mode == PE_AUTH_MODE_REQUIRED && publish_rule != PE_AUTH_OK;
+    int await_auth = !echo && !id.authenticated && cfg->auth_mode == PE_AUTH_MODE_REQUIRED &&
+                     !(cfg->api_key != NULL && publish_rule == PE_AUTH_OK);
     pe_conn_set_identity(&ws->conn, &id);
     pe_conn_register_user(&ws->conn);
     if (await_auth)

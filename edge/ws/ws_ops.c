@@ -367,6 +367,24 @@ pe_ws_ops_channel_revoked(pe_ws_conn_t *ws, const char *channel, size_t len, con
     queue_channel_error(ws, "revoked", channel, len, r->reason, r->reason_len);
 }
 
+/* The token of an auth or refresh op, verified: 0 with *id filled, or the error op queued. */
+static int
+verify_op_token(pe_ws_conn_t *ws, const raw_ref_t *ref, json_t *root, pe_identity_t *id)
+{
+    json_t *jtoken = json_object_get(root, "token");
+    if (!json_is_string(jtoken)) {
+        queue_error(ws, ref, "bad_request", "the token field is required");
+        return -1;
+    }
+    pe_jwt_result_t r = pe_access_verify(ws->conn.thr->server->cfg, json_string_value(jtoken), json_string_length(jtoken), id);
+    if (r != PE_JWT_OK) {
+        queue_error(ws, ref, r == PE_JWT_EXPIRED ? "token_expired" : "unauthorized",
+                    r == PE_JWT_EXPIRED ? "the token has expired" : "the token is not valid");
+        return -1;
+    }
+    return 0;
+}
+
 /* {"op":"auth","token":"<jwt>"}: the in-band token of a client that could not send one with the
  * handshake (docs/auth.md). Only as the first message of an anonymous connection; a token
  * already in place is replaced by refresh (future work), not here. */
@@ -374,7 +392,6 @@ static void
 authenticate(pe_ws_conn_t *ws, const raw_ref_t *ref, json_t *root, int first)
 {
     const pe_config_t *cfg = ws->conn.thr->server->cfg;
-    json_t *jtoken = json_object_get(root, "token");
     if (cfg->auth_mode == PE_AUTH_MODE_OFF) {
         queue_error(ws, ref, "bad_request", "this server does not read tokens (--auth off)");
         return;
@@ -383,17 +400,9 @@ authenticate(pe_ws_conn_t *ws, const raw_ref_t *ref, json_t *root, int first)
         queue_error(ws, ref, "bad_request", "auth must be the first message of a connection without a token");
         return;
     }
-    if (!json_is_string(jtoken)) {
-        queue_error(ws, ref, "bad_request", "the token field is required");
-        return;
-    }
     pe_identity_t id;
-    pe_jwt_result_t r = pe_access_verify(cfg, json_string_value(jtoken), json_string_length(jtoken), &id);
-    if (r != PE_JWT_OK) {
-        queue_error(ws, ref, r == PE_JWT_EXPIRED ? "token_expired" : "unauthorized",
-                    r == PE_JWT_EXPIRED ? "the token has expired" : "the token is not valid");
+    if (verify_op_token(ws, ref, root, &id) != 0)
         return;
-    }
     json_t *reply = json_pack("{s:s}", "op", "authenticated");
     json_object_set_new(reply, "user", id.sub != NULL ? json_stringn(id.sub, id.sub_len) : json_null());
     json_object_set_new(reply, "exp", id.exp != 0 ? json_integer(id.exp) : json_null());
@@ -414,7 +423,6 @@ static void
 refresh(pe_ws_conn_t *ws, const raw_ref_t *ref, json_t *root)
 {
     const pe_config_t *cfg = ws->conn.thr->server->cfg;
-    json_t *jtoken = json_object_get(root, "token");
     if (cfg->auth_mode == PE_AUTH_MODE_OFF) {
         queue_error(ws, ref, "bad_request", "this server does not read tokens (--auth off)");
         return;
@@ -423,17 +431,9 @@ refresh(pe_ws_conn_t *ws, const raw_ref_t *ref, json_t *root)
         queue_error(ws, ref, "bad_request", "refresh replaces a token: this connection has none (send auth)");
         return;
     }
-    if (!json_is_string(jtoken)) {
-        queue_error(ws, ref, "bad_request", "the token field is required");
-        return;
-    }
     pe_identity_t id;
-    pe_jwt_result_t r = pe_access_verify(cfg, json_string_value(jtoken), json_string_length(jtoken), &id);
-    if (r != PE_JWT_OK) {
-        queue_error(ws, ref, r == PE_JWT_EXPIRED ? "token_expired" : "unauthorized",
-                    r == PE_JWT_EXPIRED ? "the token has expired" : "the token is not valid");
+    if (verify_op_token(ws, ref, root, &id) != 0)
         return;
-    }
     /* Another subject would be another user taking the connection over, with its positions. */
     const pe_identity_t *old = &ws->conn.identity;
     if (id.sub_len != old->sub_len || (id.sub == NULL) != (old->sub == NULL) ||
