@@ -151,14 +151,15 @@ on_message(pe_sub_t *sub, pe_msg_t *msg)
     return PE_SUB_CONTINUE;
 }
 
-static void
+static int
 on_gap(pe_sub_t *sub, const char *channel, size_t len)
 {
     pe_poll_t *poll = H2O_STRUCT_FROM_MEMBER(pe_poll_t, sub, sub);
     if (poll->answered || poll->num_gaps == poll->max_gaps)
-        return;
+        return PE_SUB_CONTINUE;
     poll->gaps[poll->num_gaps++] = h2o_strdup(&poll->req->pool, channel, len).base;
     schedule_answer(poll);
+    return PE_SUB_CONTINUE;
 }
 
 static void
