@@ -9,6 +9,8 @@
  *   - otherwise as soon as a live message arrives (after the current loop iteration, so a burst
  *     goes out in one answer);
  *   - otherwise after --poll-timeout with an empty list.
+ * The answer lists its gaps before its messages, so a gap that comes after messages of its
+ * channel ends the batch before it (on_gap): the next poll, from the cursor, is told it.
  * The cursor it returns is built from the subscriber's positions, which pubsub advances only
  * for messages this poll actually took, so nothing published later can be missed. There is no
  * session on the server: any node sharing the engine can answer the next poll.
@@ -151,14 +153,41 @@ on_message(pe_sub_t *sub, pe_msg_t *msg)
     return PE_SUB_CONTINUE;
 }
 
-static void
+/* 1 if the batch holds a message of the channel, else 0 (at most PE_POLL_MAX_MESSAGES to look at). */
+static int
+holds_channel(const pe_poll_t *poll, const char *channel, size_t len)
+{
+    for (size_t i = 0; i != poll->num_msgs; ++i)
+        if (poll->msgs[i]->channel_len == len && memcmp(poll->msgs[i]->channel, channel, len) == 0)
+            return 1;
+    return 0;
+}
+
+static int
 on_gap(pe_sub_t *sub, const char *channel, size_t len)
 {
     pe_poll_t *poll = H2O_STRUCT_FROM_MEMBER(pe_poll_t, sub, sub);
-    if (poll->answered || poll->num_gaps == poll->max_gaps)
-        return;
-    poll->gaps[poll->num_gaps++] = h2o_strdup(&poll->req->pool, channel, len).base;
+    if (poll->answered)
+        return PE_SUB_PAUSE;
+    /* The answer lists its gaps before its messages (docs/protocol.md "Long-polling"), so a gap
+     * that comes after messages of the channel cannot go into this batch: the client would read
+     * it as coming first, and the messages after it, whose IDs can be lower than those before
+     * it (a failover lost what the client got), as delivered out of order. The batch ends
+     * before the gap: the cursor stays at the last message taken, and the poll after it is
+     * told the gap by the engine. */
+    if (holds_channel(poll, channel, len)) {
+        poll->full = 1;
+        schedule_answer(poll);
+        return PE_SUB_PAUSE;
+    }
+    /* A second gap of the channel with no message between: the first one listed says it. */
+    for (size_t i = 0; i != poll->num_gaps; ++i)
+        if (strlen(poll->gaps[i]) == len && memcmp(poll->gaps[i], channel, len) == 0)
+            return PE_SUB_CONTINUE;
+    if (poll->num_gaps != poll->max_gaps)
+        poll->gaps[poll->num_gaps++] = h2o_strdup(&poll->req->pool, channel, len).base;
     schedule_answer(poll);
+    return PE_SUB_CONTINUE;
 }
 
 static void

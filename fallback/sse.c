@@ -58,12 +58,12 @@ on_message(pe_sub_t *sub, pe_msg_t *msg)
     return pe_conn_push(&sse->conn, 0, msg, ev->data, ev->len);
 }
 
-static void
+static int
 on_gap(pe_sub_t *sub, const char *channel, size_t len)
 {
     pe_sse_t *sse = H2O_STRUCT_FROM_MEMBER(pe_sse_t, conn.sub, sub);
     if (!pe_conn_is_open(&sse->conn))
-        return;
+        return PE_SUB_CONTINUE;
     pe_outq_t *out = &sse->conn.out;
     pe_outq_text(out, H2O_STRLIT(PE_WIRE_SSE_GAP_HEAD));
     size_t n = sizeof(PE_WIRE_SSE_GAP_HEAD) - 1 + put_cursor_line(sse);
@@ -71,6 +71,7 @@ on_gap(pe_sub_t *sub, const char *channel, size_t len)
     pe_outq_text(out, channel, len);
     pe_outq_text(out, H2O_STRLIT(PE_WIRE_SSE_GAP_TAIL));
     pe_conn_push(&sse->conn, n + sizeof(PE_WIRE_SSE_GAP_MID) - 1 + len + sizeof(PE_WIRE_SSE_GAP_TAIL) - 1, NULL, NULL, 0);
+    return PE_SUB_CONTINUE; /* the gap event goes between the messages, where it happened */
 }
 
 static void

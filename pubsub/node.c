@@ -397,10 +397,16 @@ run_sub(pe_sub_t *sub)
                     sub->cb->on_ready(sub, chan->lc->name, chan->lc->name_len);
             }
             if (chan->gap_pending) {
-                chan->gap_pending = 0;
+                pe_id_t before = chan->pos;
                 chan->pos = chan->gap_base; /* backwards too: after lost data, the new history */
-                PE_STAT_ADD(node->stats.gaps, 1);
-                sub->cb->on_gap(sub, chan->lc->name, chan->lc->name_len);
+                if (sub->cb->on_gap(sub, chan->lc->name, chan->lc->name_len) == PE_SUB_PAUSE) {
+                    /* Not now: nothing moves, and pe_sub_resume offers the gap again. */
+                    chan->pos = before;
+                    sub->_paused = 1;
+                } else {
+                    chan->gap_pending = 0;
+                    PE_STAT_ADD(node->stats.gaps, 1);
+                }
             }
             while (chan->page_off < chan->page_len && !sub->_paused) {
                 pe_msg_t *msg = chan->page[chan->page_off++];
@@ -414,7 +420,8 @@ run_sub(pe_sub_t *sub)
                 }
                 pe_msg_release(msg);
             }
-            if (chan->page_off == chan->page_len) {
+            /* A gap not taken yet keeps its (maybe empty) page: the channel is not caught up. */
+            if (chan->page_off == chan->page_len && !chan->gap_pending) {
                 release_page(chan);
                 if (chan->reached_end && !chan->missed_live) {
                     chan->state = CHAN_LIVE;

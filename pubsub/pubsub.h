@@ -273,8 +273,19 @@ typedef struct st_pe_sub_callbacks_t {
      * transport whose queue overflows its hard bound ends the subscriber as a slow consumer.
      */
     int (*on_message)(pe_sub_t *sub, pe_msg_t *msg);
-    /** History no longer reaches back to the channel's position; the position moved past it. */
-    void (*on_gap)(pe_sub_t *sub, const char *channel, size_t channel_len);
+    /**
+     * History no longer reaches back to the channel's position (docs/protocol.md "Gaps"). The
+     * position moves to where the retained history starts, which can be below messages already
+     * delivered when the engine lost them (a failover): messages after a gap are ordered only
+     * among themselves. During the call the position already stands there.
+     * Return PE_SUB_CONTINUE to take the gap, or PE_SUB_PAUSE to take it later: the position
+     * goes back to the last message delivered, nothing more of the channel is delivered, and
+     * catch-up stops until pe_sub_resume(), which offers the same gap first. A transport whose
+     * output cannot put a gap after messages of the same channel (a long-poll batch lists its
+     * gaps before its messages) pauses here and ends its batch: a subscriber resuming from the
+     * position is told the gap again by the engine.
+     */
+    int (*on_gap)(pe_sub_t *sub, const char *channel, size_t channel_len);
     /** Every channel has caught up and is live (called each time this becomes true). */
     void (*on_live)(pe_sub_t *sub);
     /**

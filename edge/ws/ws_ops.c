@@ -164,17 +164,18 @@ position_text(const pe_sub_t *sub, const char *channel, size_t len, char buf[PE_
     pe_id_format(id, buf);
 }
 
-static void
+static int
 on_gap(pe_sub_t *sub, const char *channel, size_t len)
 {
     pe_ws_conn_t *ws = H2O_STRUCT_FROM_MEMBER(pe_ws_conn_t, conn.sub, sub);
     if (!pe_conn_is_open(&ws->conn))
-        return;
+        return PE_SUB_CONTINUE;
     /* The position after the gap, so a client that reconnects before the next message is not
      * told about the same gap again. */
     char pos[PE_ID_MAXLEN + 1];
     position_text(sub, channel, len, pos);
     queue_reply(ws, json_pack("{s:s,s:s%,s:s}", "op", "gap", "channel", channel, len, "cursor", pos), NULL, 0);
+    return PE_SUB_CONTINUE; /* the gap op goes between the messages, where it happened */
 }
 
 static void

@@ -230,6 +230,7 @@ function pollLoop(url, ch, since) {
             }
             if (!r || r.status !== 200) {
                 col.refused++;
+                col.trace.push(`${col.cursor} -> ${r ? r.status : 'no answer'}`);
                 await delay(100);
                 continue;
             }
@@ -238,7 +239,7 @@ function pollLoop(url, ch, since) {
                 col.seq.push({ gap: true });
             col.seq.push(...r.json.messages);
             col.envelopes.push(...r.json.messages);
-            col.trace.push(`${col.cursor} -> [${r.json.messages.map((m) => m.id).join(' ')}] -> ${r.json.cursor}`);
+            col.trace.push(`${col.cursor} -> ${r.json.gaps.length ? 'GAP ' : ''}[${r.json.messages.map((m) => m.id).join(' ')}] -> ${r.json.cursor}`);
             col.cursor = r.json.cursor;
         }
     })();
@@ -344,6 +345,20 @@ function verify(p, subs, { exact, what, hist }) {
     for (const [tr, seqOf] of Object.entries(subs.seq)) {
         const items = seqOf().filter((e) => e.gap || !e.data.end);
         const gaps = items.filter((e) => e.gap).length;
+        /* On failure, what this subscriber got around the failing spot, and for the long-poll
+         * every request it made (cursor -> IDs -> cursor): enough to tell which path
+         * delivered what. */
+        const diag = (id) => {
+            const at = items.findIndex((e) => !e.gap && e.id === id);
+            const near = items.slice(Math.max(0, at - 8), at + 8).map((e) => (e.gap ? 'GAP' : e.id)).join(' ');
+            let trace = '';
+            if (tr === 'poll') {
+                const ti = subs.poll.trace.findIndex((l) => l.includes(` ${id}`) || l.includes(`[${id}`));
+                const from = Math.max(0, (ti < 0 ? subs.poll.trace.length : ti) - 20);
+                trace = `\npoll trace (requests ${from}.. of ${subs.poll.trace.length}):\n  ${subs.poll.trace.slice(from, from + 30).join('\n  ')}`;
+            }
+            return `\n${tr} around ${id}: ${near}${trace}`;
+        };
         let run = [];
         const runs = [run];
         for (const e of items)
@@ -354,9 +369,9 @@ function verify(p, subs, { exact, what, hist }) {
         for (const r of runs) {
             const ids = r.map((e) => e.id);
             const dup = ids.find((id, i) => ids.indexOf(id) !== i);
-            assert.equal(dup, undefined, `${what} ${tr}: ID ${dup} delivered twice without a gap between`);
+            assert.equal(dup, undefined, `${what} ${tr}: ID ${dup} delivered twice without a gap between${dup === undefined ? '' : diag(dup)}`);
             for (let i = 1; i < ids.length; i++)
-                assert.ok(cmpId(ids[i - 1], ids[i]) < 0, `${what} ${tr}: IDs out of order at ${i}: ${ids[i - 1]} then ${ids[i]}`);
+                assert.ok(cmpId(ids[i - 1], ids[i]) < 0, `${what} ${tr}: IDs out of order at ${i}: ${ids[i - 1]} then ${ids[i]}${cmpId(ids[i - 1], ids[i]) < 0 ? '' : diag(ids[i])}`);
         }
         const envs = items.filter((e) => !e.gap);
         for (const e of envs)

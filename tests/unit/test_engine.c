@@ -13,7 +13,9 @@
  *   - gaps: trimming by history_size (on_gap first, the cursor at the trim point, then the
  *     retained messages), expiry by TTL (and its boundary), expiry in the middle of a paused
  *     catch-up, a strict position beyond the newest ID (the engine lost data: gap) and a
- *     non-strict one (a time: no gap);
+ *     non-strict one (a time: no gap); a gap answered PE_SUB_PAUSE (as a long-poll batch does
+ *     after messages of the channel): nothing moves until pe_sub_resume, and a cursor taken
+ *     then is told the gap again;
  *   - the catch-up/live seam: 900 messages over a 1000-message history, read in pages of 128,
  *     with messages published between pe_sub_add and the first loop run and while the
  *     subscriber is paused (PE_SUB_PAUSE / pe_sub_resume): each arrives exactly once, in order;
@@ -218,6 +220,9 @@ typedef struct {
     size_t after_dispose; /* callbacks after pe_sub_dispose: must stay 0 */
     size_t bad_cursor;    /* on_message calls where the cursor did not stand at the message */
     size_t bad_msg;       /* messages whose fields disagree with each other */
+    int gap_batch;        /* pause a gap that follows a message of its channel since batch_start */
+    size_t batch_start;   /* with gap_batch: the first event of the current batch */
+    size_t gaps_paused;   /* gaps answered PE_SUB_PAUSE */
 } rec_t;
 
 static event_t *
@@ -278,17 +283,29 @@ on_message(pe_sub_t *sub, pe_msg_t *msg)
     return PE_SUB_CONTINUE;
 }
 
-static void
+static int
 on_gap(pe_sub_t *sub, const char *channel, size_t len)
 {
     rec_t *r = H2O_STRUCT_FROM_MEMBER(rec_t, sub, sub);
     if (r->disposed) {
         ++r->after_dispose;
-        return;
+        return PE_SUB_CONTINUE;
+    }
+    if (r->gap_batch) {
+        /* As a long-poll batch: no gap after a message of the same channel in the batch. */
+        for (size_t i = r->batch_start; i != r->num_ev; ++i) {
+            if (r->ev[i].kind == EV_MSG && strlen(r->ev[i].channel) == len && memcmp(r->ev[i].channel, channel, len) == 0) {
+                ++r->gaps_paused;
+                r->paused = 1;
+                ++r->num_pauses;
+                return PE_SUB_PAUSE;
+            }
+        }
     }
     event_t *e = rec_push(r, EV_GAP, channel, len);
     e->pos = cursor_pos(sub, channel, len);
     ++r->num_gaps;
+    return PE_SUB_CONTINUE;
 }
 
 static void
@@ -785,6 +802,78 @@ test_ttl_gap_mid_catchup(void)
     expect_msgs(&r, "mid", want, gap_at + 5, "the messages read before the expiry, the gap, then the unexpired ones");
     expect_clean(&r, "expiry mid catch-up");
     rec_free(&r);
+    teardown(&f);
+}
+
+/*
+ * A subscriber that cannot put a gap after messages of the same channel (a long-poll batch
+ * lists its gaps first) answers on_gap with PE_SUB_PAUSE: nothing moves, no message of the
+ * channel follows, the cursor stays at the last message delivered; a subscriber resuming from
+ * that cursor (the next poll) is told the gap first; pe_sub_resume offers the same gap again.
+ * (The e2e failover that showed it: tests/e2e/sentinel.test.mjs, a long-poll given a lost
+ * message and then, with the gap read after it, older IDs.)
+ */
+static void
+test_gap_paused(void)
+{
+    fixture_t f;
+    rec_t r, q;
+    pe_id_t ids[305];
+    char buf[PE_ID_MAXLEN + 1], buf2[PE_ID_MAXLEN + 1];
+
+    setup(&f, 1000, 1000, 1);
+    set_clock(30000);
+    for (int i = 0; i != 300; ++i)
+        ids[i] = publish_wait(f.node, "gp", i);
+    rec_init(&r, f.node);
+    r.gap_batch = 1;
+    r.pause_every = 50;
+    add(&r, "gp", start_oldest());
+    TAP_OK(RUN_UNTIL(r.paused), "paused after 50");
+    set_clock(40000); /* everything published so far is now expired: the next read is a gap */
+    for (int i = 300; i != 305; ++i)
+        ids[i] = publish_wait(f.node, "gp", i);
+    r.pause_every = 0;
+    rec_resume(&r);
+    TAP_OK(RUN_UNTIL(r.gaps_paused == 1), "the gap after messages of the batch is answered PE_SUB_PAUSE");
+    run_loop(50);
+    size_t taken = r.num_msgs;
+    TAP_OK(taken >= 50 && taken < 300, "the page read before the expiry was delivered (%zu)", taken);
+    TAP_EQ_UINT(r.num_gaps, 0, "the gap was not taken");
+    TAP_EQ_UINT(r.gaps_paused, 1, "and not offered again without pe_sub_resume");
+    TAP_EQ_INT(last_event(&r)->kind, EV_MSG, "nothing after the last message");
+    TAP_EQ_STR(id_str(cursor_pos(&r.sub, "gp", 2), buf), id_str(ids[taken - 1], buf2),
+               "the cursor stays at the last message delivered");
+    TAP_EQ_INT(pe_sub_is_live(&r.sub), 0, "not live: the gap is pending");
+    expect_msgs(&r, "gp", ids, taken, "before the paused gap");
+
+    /* The next poll: from that cursor, the gap first, then what is retained. */
+    char cur[PE_CURSOR_MAXLEN + 1];
+    size_t cur_len = pe_sub_cursor(&r.sub, cur, sizeof(cur));
+    pe_cursor_t c;
+    TAP_EQ_INT(pe_cursor_parse(cur, cur_len, &c, NULL), 0, "the cursor parses");
+    rec_init(&q, f.node);
+    add(&q, "gp", pe_start_from_cursor(&c, "gp", 2, 1));
+    TAP_OK(RUN_UNTIL(q.num_live != 0), "resumed from the cursor: live");
+    TAP_EQ_UINT(first_event(&q, EV_GAP), 0, "resumed from the cursor: the gap comes first");
+    TAP_EQ_UINT(q.num_gaps, 1, "resumed from the cursor: one gap");
+    expect_msgs(&q, "gp", ids + 300, 5, "resumed from the cursor: then the retained messages");
+
+    /* The paused one, resumed (a new batch): the same gap, then the retained messages. */
+    r.batch_start = r.num_ev;
+    rec_resume(&r);
+    TAP_OK(RUN_UNTIL(r.num_live != 0), "resumed: live");
+    TAP_EQ_UINT(r.num_gaps, 1, "resumed: the gap taken now");
+    TAP_EQ_UINT(first_event(&r, EV_GAP), taken, "resumed: the gap right after the last message");
+    TAP_EQ_STR(id_str(event_at(&r, taken)->pos, buf), id_str(ids[299], buf2), "resumed: the cursor after the gap");
+    pe_id_t want[305];
+    memcpy(want, ids, taken * sizeof(pe_id_t));
+    memcpy(want + taken, ids + 300, 5 * sizeof(pe_id_t));
+    expect_msgs(&r, "gp", want, taken + 5, "resumed: the messages before, the gap, the retained ones");
+    expect_clean(&r, "gap paused");
+    expect_clean(&q, "gap paused, resumed from the cursor");
+    rec_free(&r);
+    rec_free(&q);
     teardown(&f);
 }
 
@@ -1677,9 +1766,10 @@ p_on_message(pe_sub_t *sub, pe_msg_t *msg)
     return PE_SUB_CONTINUE;
 }
 
-static void
+static int
 p_on_gap(pe_sub_t *sub, const char *channel, size_t len)
 {
+    return PE_SUB_CONTINUE;
 }
 
 static void
@@ -1809,6 +1899,7 @@ main(void)
     tap_subtest("gap by TTL", test_ttl_gap);
     tap_subtest("gap by TTL during catch-up", test_ttl_gap_mid_catchup);
     tap_subtest("AFTER beyond the newest", test_after_beyond);
+    tap_subtest("gap paused by the subscriber", test_gap_paused);
     tap_subtest("catch-up/live seam", test_seam);
     tap_subtest("two subscribers", test_two_subscribers);
     tap_subtest("several channels and cursors", test_multi_channel_cursor);

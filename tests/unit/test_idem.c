@@ -218,9 +218,10 @@ on_message(pe_sub_t *sub, pe_msg_t *msg)
     ++((counter_t *)sub)->msgs;
     return PE_SUB_CONTINUE;
 }
-static void
+static int
 on_gap(pe_sub_t *sub, const char *ch, size_t len)
 {
+    return PE_SUB_CONTINUE;
 }
 static void
 on_live(pe_sub_t *sub)
