@@ -241,3 +241,19 @@ test('shared: a follower publishes with its own getToken() token', async () => {
   t1.client.close();
   t2.client.close();
 });
+
+test('shared: a tab that comes after the connection is up learns its state; the others hear no repeat', async () => {
+  const o = origin();
+  const t1 = o.open();
+  t1.sub('a');
+  await settle(o);
+  const t2 = o.open();
+  t2.sub('a');
+  await o.clock.advance(0);
+  assert.equal(t2.client.state, 'connected');
+  assert.equal(t2.client.transport, 'websocket');
+  assert.deepEqual(t1.states, ['connecting', 'connected']);
+  assert.equal(o.WS.instances.length, 1);
+  t1.client.close();
+  t2.client.close();
+});

@@ -1581,7 +1581,12 @@ class SharedLeader {
   setTab(tab, set) {
     if (set) this.tabs.set(tab, set);
     else if (!this.tabs.delete(tab)) return;
-    if (this.hub) this._apply();
+    if (!this.hub) return;
+    this._apply();
+    // A tab that came after the hub's last state change learns it now (the tabs that knew it
+    // already ignore a repeat).
+    const state = this.hub.state;
+    if (set && state !== 'idle' && state !== 'closed') this._broadcast({ t: 'status', state, info: this.hub.transport ? { transport: this.hub.transport } : {} });
   }
 
   reconnect() {
@@ -2344,6 +2349,7 @@ class PushEdge {
 
   _sharedStatus(state, info) {
     if (this._closed) return;
+    if (state === this._state && state !== 'disconnected' && (info.transport ?? null) === (this._sharedVia ?? null)) return; // a repeat
     this._sharedVia = state === 'connected' ? info.transport : null;
     this._setState(state, info);
   }

@@ -575,6 +575,7 @@ export class PushEdge {
 
   _sharedStatus(state, info) {
     if (this._closed) return;
+    if (state === this._state && state !== 'disconnected' && (info.transport ?? null) === (this._sharedVia ?? null)) return; // a repeat
     this._sharedVia = state === 'connected' ? info.transport : null;
     this._setState(state, info);
   }
