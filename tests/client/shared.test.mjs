@@ -257,3 +257,17 @@ test('shared: a tab that comes after the connection is up learns its state; the 
   t1.client.close();
   t2.client.close();
 });
+
+test('shared: past the hub\'s 64 channels a channel is refused with an error event in every tab', async () => {
+  const o = origin();
+  const [t1, t2] = [o.open(), o.open()];
+  const errors = [];
+  t2.client.on('error', (e) => errors.push(e));
+  for (let i = 0; i < 40; i++) t1.sub(`a${i}`);
+  for (let i = 0; i < 30; i++) t2.sub(`b${i}`);
+  const ws = await settle(o);
+  assert.equal(ws.sentOps('subscribe').length, 64);
+  assert.ok(errors.length >= 6 && errors.every((e) => e.code === 'too_many_channels'), JSON.stringify(errors.slice(0, 2)));
+  t1.client.close();
+  t2.client.close();
+});

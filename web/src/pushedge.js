@@ -1619,7 +1619,14 @@ class SharedLeader {
     let rewound = false;
     for (const [channel, { start }] of want) {
       if (!this.offs.has(channel)) {
-        const off = hub.subscribe(channel, (env) => this._deliver(env), { since: start ?? undefined, onGap: () => this._broadcast({ t: 'gap', channel }) });
+        let off;
+        try {
+          off = hub.subscribe(channel, (env) => this._deliver(env), { since: start ?? undefined, onGap: () => this._broadcast({ t: 'gap', channel }) });
+        } catch (e) {
+          // The union is past the hub's 64 channels: the tabs hear it as a refusal of the channel.
+          this._broadcast({ t: 'event', name: 'error', info: { channel, code: 'too_many_channels', message: String(e.message) } });
+          continue;
+        }
         this.offs.set(channel, off);
       } else if (startsBefore(start, hub._positions.startFor(channel))) {
         hub._positions.rewind(channel, start);
