@@ -271,3 +271,31 @@ test('shared: past the hub\'s 64 channels a channel is refused with an error eve
   t1.client.close();
   t2.client.close();
 });
+
+test('shared: the connection carries the leader\'s token from its getToken(); after a takeover, the new leader\'s', async () => {
+  const o = origin();
+  const calls = { t1: 0, t2: 0 };
+  const t1 = o.open({ getToken: async () => (calls.t1++, 'token-of-t1') });
+  const t2 = o.open({ getToken: async () => (calls.t2++, 'token-of-t2') });
+  t1.sub('a');
+  t2.sub('a');
+  await o.clock.advance(200);
+  const authed = async (ws) => {
+    ws.open();
+    for (const a of ws.sentOps('auth')) ws.recv({ op: 'authenticated', user: 'alice', exp: null, ref: a.ref });
+    ws.pong();
+    ws.confirmSubscribes();
+    await o.clock.advance(0);
+  };
+  await authed(o.WS.last);
+  assert.deepEqual(o.WS.last.sentOps('auth').map((x) => x.token), ['token-of-t1']);
+  assert.deepEqual(calls, { t1: 1, t2: 0 }, 'a follower does not fetch a token for the connection');
+  assert.equal(t2.client.state, 'connected');
+  t1.client.close();
+  await o.clock.advance(200);
+  await authed(o.WS.last);
+  assert.equal(o.WS.instances.length, 2);
+  assert.deepEqual(o.WS.last.sentOps('auth').map((x) => x.token), ['token-of-t2']);
+  assert.equal(t2.client.transport, 'websocket');
+  t2.client.close();
+});

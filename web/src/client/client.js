@@ -96,6 +96,7 @@ export class PushEdge {
     // app's subscriptions and their positions, and takes the hub's messages and events.
     this._shared = null;
     this._sharedVia = null; // the hub's transport while it is connected
+    this._sharedLast = null; // 'state:transport' of the hub's last status heard
     const env = this._o.shared ? sharedEnv(this._o) : null;
     if (env)
       this._shared = new SharedLink(this, env, {
@@ -575,7 +576,10 @@ export class PushEdge {
 
   _sharedStatus(state, info) {
     if (this._closed) return;
-    if (state === this._state && state !== 'disconnected' && (info.transport ?? null) === (this._sharedVia ?? null)) return; // a repeat
+    // A repeat (the leader tells a tab that came later the state it is in): nothing new here.
+    const key = `${state}:${info.transport ?? ''}`;
+    if (state !== 'disconnected' && state === this._state && key === this._sharedLast) return;
+    this._sharedLast = key;
     this._sharedVia = state === 'connected' ? info.transport : null;
     this._setState(state, info);
   }
