@@ -419,3 +419,93 @@ export function refCursor(entries) {
     })
     .join('_');
 }
+
+/* ---- Web Locks and BroadcastChannel (the shared connection) ------------------------------------ */
+
+/**
+ * navigator.locks for one origin: exclusive locks granted in request order, a held lock freed
+ * when the callback's promise settles, a pending request dropped by its AbortSignal; query()
+ * as the browser's. crash(name) frees a held lock as the browser does for a dead tab.
+ */
+export class FakeLocks {
+  constructor() {
+    this.held = new Map(); // name -> {release}
+    this.queue = []; // {name, cb, resolve, reject}
+  }
+
+  request(name, opts, cb) {
+    if (typeof opts === 'function') [opts, cb] = [{}, opts];
+    return new Promise((resolve, reject) => {
+      const req = { name, cb, resolve, reject };
+      if (opts.signal) {
+        if (opts.signal.aborted) return reject(abortError());
+        opts.signal.addEventListener('abort', () => {
+          const i = this.queue.indexOf(req);
+          if (i < 0) return;
+          this.queue.splice(i, 1);
+          reject(abortError());
+        });
+      }
+      this.queue.push(req);
+      queueMicrotask(() => this._grant());
+    });
+  }
+
+  _grant() {
+    for (const req of [...this.queue]) {
+      if (this.held.has(req.name)) continue;
+      this.queue.splice(this.queue.indexOf(req), 1);
+      const entry = { release: null };
+      this.held.set(req.name, entry);
+      const done = new Promise((r) => (entry.release = r));
+      Promise.race([Promise.resolve().then(() => req.cb({ name: req.name })), done]).then(
+        (v) => this._free(req.name, entry, () => req.resolve(v)),
+        (e) => this._free(req.name, entry, () => req.reject(e)),
+      );
+    }
+  }
+
+  _free(name, entry, then) {
+    if (this.held.get(name) === entry) this.held.delete(name);
+    then();
+    queueMicrotask(() => this._grant());
+  }
+
+  /** The tab holding `name` died: the lock is freed without its callback settling. */
+  crash(name) {
+    const entry = this.held.get(name);
+    if (entry) entry.release();
+  }
+
+  async query() {
+    return { held: [...this.held.keys()].map((name) => ({ name })), pending: this.queue.map((r) => ({ name: r.name })) };
+  }
+}
+
+/** A BroadcastChannel class for one origin: a post reaches every other open instance of the
+ * same name, asynchronously (a macrotask), in order, as a structured clone. kill(bc) closes one
+ * as a dead tab's. */
+export function createFakeBroadcastChannel() {
+  const all = new Set();
+  class FakeBroadcastChannel {
+    constructor(name) {
+      this.name = name;
+      this.onmessage = null;
+      this.closed = false;
+      all.add(this);
+    }
+    postMessage(m) {
+      if (this.closed) throw new Error('InvalidStateError: closed');
+      const data = structuredClone(m);
+      for (const o of all)
+        if (o !== this && o.name === this.name) setImmediate(() => !o.closed && o.onmessage && o.onmessage({ data }));
+      FakeBroadcastChannel.posts.push(data);
+    }
+    close() {
+      this.closed = true;
+      all.delete(this);
+    }
+  }
+  FakeBroadcastChannel.posts = [];
+  return FakeBroadcastChannel;
+}

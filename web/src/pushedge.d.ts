@@ -85,6 +85,21 @@ export interface PushEdgeOptions {
   drainDelay?: [number, number];
   /** Prefix of the storage key (the server's URL is appended). Default 'pushedge.transport'. */
   storageKey?: string;
+  /**
+   * One connection for every tab of this origin that talks to the same server URL (docs/client.md
+   * "One connection for all tabs"): a leader tab, elected with Web Locks, holds it; the others
+   * get their messages and events over a BroadcastChannel. Where either is missing (and in
+   * Node) each client keeps its own connection. Default false.
+   */
+  shared?: boolean;
+  /** ms a new leader waits for the other tabs' channels and positions before connecting. Default 150. */
+  sharedGather?: number;
+  /** ms between the leader's checks for tabs gone without a word. Default 5000. */
+  sharedSweep?: number;
+  /** A Web Locks manager (default navigator.locks; for tests). */
+  locks?: unknown;
+  /** A BroadcastChannel constructor (default globalThis.BroadcastChannel; for tests). */
+  BroadcastChannel?: unknown;
   /** A clock for tests. */
   clock?: Clock;
 }
@@ -142,6 +157,8 @@ export class PushEdge {
   readonly cursor: string | null;
   /** Each channel's position (its last message ID). */
   readonly positions: Record<string, string>;
+  /** With `shared`: 'leader' (this tab holds the connection) or 'follower'; null when not shared. */
+  readonly shared: 'leader' | 'follower' | null;
   on<K extends keyof ClientEvents>(event: K, fn: (info: ClientEvents[K]) => void): () => void;
   subscribe<T = unknown>(channel: string, onMessage: (m: Envelope<T>) => void, options?: SubscribeOptions): () => void;
   publish(channel: string, data: unknown, options?: { apiKey?: string; key?: string }): Promise<string>;

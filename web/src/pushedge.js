@@ -181,6 +181,20 @@ class Positions {
     if (!p.pos) p.since = '0';
   }
 
+  /**
+   * The position goes back to `start` (a message ID, or '0' for everything retained): a shared
+   * connection's leader was asked for a channel from before where it is (shared.js). The next
+   * connection asks from there; what comes up to the old position is taken again.
+   */
+  rewind(channel, start) {
+    const p = this.byChannel.get(channel);
+    if (!p) return;
+    if (start === '0') {
+      p.pos = null;
+      p.since = '0';
+    } else if (start && ID_RE.test(start)) p.pos = start;
+  }
+
   /** The `since` for one channel on a new connection: its position, else what the app asked. */
   startFor(channel) {
     const p = this.byChannel.get(channel);
@@ -1421,6 +1435,358 @@ class PollTransport extends Transport {
   }
 }
 
+/* ==== client/shared.js ==== */
+
+/*
+ * shared.js: one connection for every tab of an origin (the option `shared`; docs/client.md
+ * "One connection for all tabs").
+ *
+ * Every PushEdge made with `shared: true` gets a SharedLink. The links of one server URL meet on
+ * a BroadcastChannel (the bus) and queue for one Web Lock (the leader lock), both named after
+ * the URL. The link holding the lock is the leader: it runs the hub, an ordinary PushEdge of its
+ * own (its transports, ladder, token), subscribed to the union of the channels every tab wants;
+ * each channel from the earliest position any tab needs. It hands every message of the hub to
+ * every tab (its own directly, the others over the bus); each tab keeps its own positions, so a
+ * tab drops what it has already seen (a message from before its position, a replay after a new
+ * leader resumed from an older tab's position) and takes the rest once and in order.
+ *
+ * The leader learns each tab's set from its `state` posts (sent on every change, and again
+ * when a new leader announces itself), and forgets a tab that said `bye` or whose own lock (each
+ * link holds `<name>:tab:<id>` for its life; the browser frees it with the tab) is gone: a sweep
+ * every SWEEP_MS asks locks.query(). That is timer-throttling proof: a background follower has
+ * nothing to send to stay counted.
+ *
+ * When the leader closes or its tab dies, the browser frees the lock and the next link in the
+ * queue becomes leader: it announces itself, waits GATHER_MS for the tabs' sets and positions,
+ * then connects from the lowest position each channel needs.
+ *
+ * Rejected: a SharedWorker holding the transport (no SharedWorker on Chrome for Android, the
+ * worker's script would have to be served as a separate file, and a dead worker is a harder
+ * failure to notice); per-tab heartbeats to keep followers counted (background tabs get their
+ * timers throttled to once a minute and would be dropped).
+ *
+ * Bus messages ({t, ...}); when adding one, also update SharedLink._onBus:
+ *   tab -> leader  state {tab, set: [[channel, start]]}, bye {tab}, reconnect {}
+ *   leader -> tabs leader {tab}, msg {env}, gap {channel}, status {state, info},
+ *                  event {name, info}, pos {positions}
+ */
+
+
+/* ms a new leader waits for the other tabs' sets and positions before it connects: the
+ * BroadcastChannel round trip is well under 10 ms between tabs of one browser. */
+const GATHER_MS = 150;
+/* ms between the leader's checks for tabs that went away without a `bye` (crashed, killed). */
+const SWEEP_MS = 5000;
+
+/* The hub's events every tab hears as its own. */
+const HUB_STATES = ['connecting', 'connected', 'disconnected', 'idle'];
+const HUB_EVENTS = ['error', 'engine', 'transport', 'auth'];
+
+/**
+ * What sharing needs here: {locks, BroadcastChannel} (options.locks / options.BroadcastChannel
+ * first, for tests), or null where either is missing, and in Node (whose BroadcastChannel
+ * reaches only the same process's threads: nothing to share with).
+ */
+function sharedEnv(options) {
+  const locks = options.locks || (globalThis.navigator && globalThis.navigator.locks);
+  const BC = options.BroadcastChannel || globalThis.BroadcastChannel;
+  const node = !options.locks && !!(globalThis.process && globalThis.process.versions && globalThis.process.versions.node);
+  if (!locks || typeof locks.request !== 'function' || typeof BC !== 'function' || node) return null;
+  return { locks, BroadcastChannel: BC };
+}
+
+/*
+ * Starts of a channel, earliest first: '0' (everything retained), then message IDs in order,
+ * then null (new messages only).
+ */
+function earlierStart(a, b) {
+  if (a === null || a === undefined) return b ?? null;
+  if (b === null || b === undefined) return a;
+  if (a === '0' || b === '0') return '0';
+  return compareIds(a, b) <= 0 ? a : b;
+}
+
+/** Whether start `a` asks for something before `b` does. */
+function startsBefore(a, b) {
+  return (a ?? null) !== (b ?? null) && earlierStart(a, b) === (a ?? null);
+}
+
+/**
+ * The union of the tabs' sets, counted: tabs is Map tabId -> Map channel -> start. Returns Map
+ * channel -> {start, tabs}: the earliest start any tab needs, and how many tabs want it. A
+ * channel is in it while at least one tab wants it.
+ */
+function unionSet(tabs) {
+  const out = new Map();
+  for (const set of tabs.values()) {
+    for (const [channel, start] of set) {
+      const u = out.get(channel);
+      if (u) {
+        u.start = earlierStart(u.start, start);
+        u.tabs++;
+      } else out.set(channel, { start: start ?? null, tabs: 1 });
+    }
+  }
+  return out;
+}
+
+/* The start a tab hands the leader for one channel of its Positions entry {since, pos}. */
+function tabStart(p) {
+  if (p.pos) return p.pos;
+  if (p.since === '0') return '0';
+  return p.since && ID_RE.test(p.since) ? p.since : null;
+}
+
+function newId() {
+  const c = globalThis.crypto;
+  if (c && typeof c.randomUUID === 'function') return c.randomUUID();
+  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+}
+
+/**
+ * The leader's side: the hub and the tabs' sets. Made when the link gets the lock; stop() when
+ * it gives the lock back. link: the SharedLink (post(), tab, clock, locks, names).
+ */
+class SharedLeader {
+  constructor(link, makeHub, { gatherMs = GATHER_MS, sweepMs = SWEEP_MS } = {}) {
+    this.link = link;
+    this.makeHub = makeHub;
+    this.sweepMs = sweepMs;
+    this.tabs = new Map(); // tabId -> Map channel -> start; this link's own tab included
+    this.offs = new Map(); // channel -> the hub's unsubscribe function
+    this.hub = null; // made after the gather window
+    this.stopped = false;
+    this.tabs.set(link.id, link.localSet());
+    link.post({ t: 'leader', tab: link.id });
+    this.timer = link.clock.setTimeout(() => this._start(), gatherMs);
+  }
+
+  /* The gather window is over: the hub connects for everything the tabs said. */
+  _start() {
+    this.timer = null;
+    if (this.stopped) return;
+    const hub = this.makeHub();
+    this.hub = hub;
+    for (const state of HUB_STATES)
+      hub.on(state, (info) => {
+        if (state === 'connected') this._positions();
+        this._broadcast({ t: 'status', state, info });
+      });
+    for (const name of HUB_EVENTS) hub.on(name, (info) => this._broadcast({ t: 'event', name, info }));
+    this._apply();
+    this._sweep();
+  }
+
+  /** A tab's set (its channels and their starts), or null: the tab is gone. */
+  setTab(tab, set) {
+    if (set) this.tabs.set(tab, set);
+    else if (!this.tabs.delete(tab)) return;
+    if (!this.hub) return;
+    this._apply();
+    // A tab that came after the hub's last state change learns it now (the tabs that knew it
+    // already ignore a repeat).
+    const state = this.hub.state;
+    if (set && state !== 'idle' && state !== 'closed') this._broadcast({ t: 'status', state, info: this.hub.transport ? { transport: this.hub.transport } : {} });
+  }
+
+  reconnect() {
+    if (this.hub) this.hub.reconnect();
+  }
+
+  stop() {
+    this.stopped = true;
+    if (this.timer) this.link.clock.clearTimeout(this.timer);
+    this.timer = null;
+    if (this.hub) this.hub.close();
+    this.hub = null;
+    this.offs.clear();
+  }
+
+  /*
+   * Makes the hub's set the union of the tabs' sets: a new channel subscribed from the earliest
+   * start a tab gave; a channel no tab wants unsubscribed; a channel that a tab wants from before
+   * the hub's position rewound to it (the hub reconnects from its positions: the tabs drop the
+   * replay up to their own).
+   */
+  _apply() {
+    const hub = this.hub;
+    const want = unionSet(this.tabs);
+    for (const [channel, off] of [...this.offs]) {
+      if (want.has(channel)) continue;
+      off();
+      this.offs.delete(channel);
+    }
+    let rewound = false;
+    for (const [channel, { start }] of want) {
+      if (!this.offs.has(channel)) {
+        let off;
+        try {
+          off = hub.subscribe(channel, (env) => this._deliver(env), { since: start ?? undefined, onGap: () => this._broadcast({ t: 'gap', channel }) });
+        } catch (e) {
+          // The union is past the hub's 64 channels: the tabs hear it as a refusal of the channel.
+          this._broadcast({ t: 'event', name: 'error', info: { channel, code: 'too_many_channels', message: String(e.message) } });
+          continue;
+        }
+        this.offs.set(channel, off);
+      } else if (startsBefore(start, hub._positions.startFor(channel))) {
+        hub._positions.rewind(channel, start);
+        rewound = true;
+      }
+    }
+    if (rewound) hub._rewound();
+    this._positions();
+  }
+
+  _deliver(env) {
+    this._broadcast({ t: 'msg', env });
+  }
+
+  /* The hub's positions: a tab that has none for a channel takes the hub's (it has had every
+   * message before it), so that a later leader does not resume that tab from "new only". */
+  _positions() {
+    if (this.hub) this._broadcast({ t: 'pos', positions: this.hub.positions });
+  }
+
+  /* To every tab: the others over the bus, this link's own directly. */
+  _broadcast(m) {
+    this.link.post(m);
+    this.link.handle(m);
+  }
+
+  /* Forgets the tabs whose own lock is gone (closed or crashed without a `bye`). */
+  _sweep() {
+    if (this.stopped) return;
+    this.timer = this.link.clock.setTimeout(() => this._sweep(), this.sweepMs);
+    const locks = this.link.locks;
+    if (typeof locks.query !== 'function') return;
+    Promise.resolve()
+      .then(() => locks.query())
+      .then((q) => {
+        if (this.stopped) return;
+        const alive = new Set([...(q.held || []), ...(q.pending || [])].map((l) => l.name));
+        let gone = false;
+        for (const tab of [...this.tabs.keys()]) {
+          if (tab === this.link.id || alive.has(this.link.tabLockName(tab))) continue;
+          this.tabs.delete(tab);
+          gone = true;
+        }
+        if (gone && this.hub) this._apply();
+      })
+      .catch(() => {});
+  }
+}
+
+/**
+ * One tab's (one PushEdge's) end of the sharing. tab: the PushEdge; it provides _sharedSet()
+ * (Map channel -> start), and takes _sharedMessage(env), _sharedGap(channel),
+ * _sharedStatus(state, info), _sharedEvent(name, info), _sharedPositions(positions).
+ * makeHub(): a new, unshared PushEdge for the leader role.
+ */
+class SharedLink {
+  constructor(tab, env, { baseUrl, clock, makeHub, gatherMs, sweepMs }) {
+    this.tab = tab;
+    this.id = newId();
+    this.clock = clock;
+    this.locks = env.locks;
+    this.name = `pushedge:${baseUrl}`;
+    this.leader = null; // a SharedLeader while this link holds the lock
+    this.closed = false;
+    this._release = [];
+    this._abort = typeof AbortController === 'function' ? new AbortController() : null;
+    this.bus = new env.BroadcastChannel(this.name);
+    this.bus.onmessage = (e) => this._onBus(e.data);
+    const hold = (name, onGranted) => {
+      const opts = this._abort ? { signal: this._abort.signal } : {};
+      Promise.resolve()
+        .then(() =>
+          this.locks.request(name, opts, () => {
+            if (this.closed) return undefined;
+            if (onGranted) onGranted();
+            return new Promise((resolve) => this._release.push(resolve));
+          }),
+        )
+        .catch(() => {}); // aborted by close()
+    };
+    hold(this.tabLockName(this.id), null);
+    hold(this.name, () => {
+      this.leader = new SharedLeader(this, makeHub, { gatherMs, sweepMs });
+    });
+  }
+
+  tabLockName(id) {
+    return `${this.name}:tab:${id}`;
+  }
+
+  /** 'leader' | 'follower' */
+  get role() {
+    return this.leader ? 'leader' : 'follower';
+  }
+
+  localSet() {
+    return this.tab._sharedSet();
+  }
+
+  /** This tab's set changed: the leader hears of it. */
+  changed() {
+    if (this.closed) return;
+    if (this.leader) this.leader.setTab(this.id, this.localSet());
+    else this.post({ t: 'state', tab: this.id, set: [...this.localSet()] });
+  }
+
+  reconnect() {
+    if (this.leader) this.leader.reconnect();
+    else this.post({ t: 'reconnect' });
+  }
+
+  close() {
+    if (this.closed) return;
+    if (this.leader) this.leader.stop();
+    else this.post({ t: 'bye', tab: this.id });
+    this.closed = true;
+    this.leader = null;
+    for (const r of this._release) r();
+    if (this._abort) this._abort.abort();
+    try {
+      this.bus.close();
+    } catch (e) {
+      /* closed already */
+    }
+  }
+
+  post(m) {
+    if (this.closed) return;
+    try {
+      this.bus.postMessage(m);
+    } catch (e) {
+      /* a closed channel (the page is going away) */
+    }
+  }
+
+  _onBus(m) {
+    if (this.closed || !m || typeof m.t !== 'string') return;
+    if (this.leader) {
+      // Leader: the tabs' posts. Another leader's posts (the one before, still flushing) are
+      // ignored: this hub serves everything now.
+      if (m.t === 'state') this.leader.setTab(m.tab, new Map(m.set));
+      else if (m.t === 'bye') this.leader.setTab(m.tab, null);
+      else if (m.t === 'reconnect') this.leader.reconnect();
+      return;
+    }
+    if (m.t === 'leader') this.post({ t: 'state', tab: this.id, set: [...this.localSet()] });
+    else this.handle(m);
+  }
+
+  /** A leader's post, on this tab. */
+  handle(m) {
+    const tab = this.tab;
+    if (m.t === 'msg') tab._sharedMessage(m.env);
+    else if (m.t === 'gap') tab._sharedGap(m.channel);
+    else if (m.t === 'status') tab._sharedStatus(m.state, m.info || {});
+    else if (m.t === 'event') tab._sharedEvent(m.name, m.info || {});
+    else if (m.t === 'pos') tab._sharedPositions(m.positions || {});
+  }
+}
+
 /* ==== client/client.js ==== */
 
 /*
@@ -1451,6 +1817,9 @@ const DEFAULTS = {
   storageKey: 'pushedge.transport',
   tokenVia: 'header', // 'header' (Authorization; the auth op on WebSocket) | 'query' | 'cookie'
   refreshMargin: 30000, // renew the token this long before its exp
+  shared: false, // one connection for every tab of the origin (shared.js)
+  sharedGather: GATHER_MS, // a new leader waits this long for the other tabs' sets
+  sharedSweep: SWEEP_MS, // the leader looks for tabs gone without a word this often
 };
 
 const TRANSPORTS = { websocket: WsTransport, sse: SseTransport, poll: PollTransport };
@@ -1502,11 +1871,33 @@ class PushEdge {
     this._tokenFailures = 0; // getToken() failures in a row (the backoff exponent)
     this._authRefusals = 0; // refusals of the token since a transport last opened: the 2nd is final
     this._denied = new Set(); // WebSocket channels refused once and retried with a new token
+    // shared: the tab's end of the one connection of all tabs (null: this client connects
+    // itself, also where Web Locks or BroadcastChannel are missing). The connection then is the
+    // leader tab's hub, an unshared PushEdge with these options; this object only keeps the
+    // app's subscriptions and their positions, and takes the hub's messages and events.
+    this._shared = null;
+    this._sharedVia = null; // the hub's transport while it is connected
+    this._sharedLast = null; // 'state:transport' of the hub's last status heard
+    const env = this._o.shared ? sharedEnv(this._o) : null;
+    if (env)
+      this._shared = new SharedLink(this, env, {
+        baseUrl: this.baseUrl,
+        clock: this._clock,
+        gatherMs: this._o.sharedGather,
+        sweepMs: this._o.sharedSweep,
+        makeHub: () => new PushEdge(this.baseUrl, { ...options, shared: false, clock: this._clock, storage: this._storage }),
+      });
   }
 
   /** 'websocket' | 'sse' | 'poll' while connected, else null. */
   get transport() {
+    if (this._shared) return this._state === 'connected' ? this._sharedVia : null;
     return this._state === 'connected' && this._active ? this._active.name : null;
+  }
+
+  /** With `shared`: 'leader' (this tab holds the connection) or 'follower'; else null. */
+  get shared() {
+    return this._shared ? this._shared.role : null;
   }
 
   /** 'idle' | 'connecting' | 'connected' | 'disconnected' | 'closed' */
@@ -1580,7 +1971,12 @@ class PushEdge {
     const fetchFn = this._o.fetch || globalThis.fetch;
     const headers = { 'Content-Type': 'application/json' };
     // The API key, else the token (its `publish` claim; docs/auth.md "Publishing with a token").
-    const bearer = apiKey || this._o.apiKey || this._auth.token;
+    let bearer = apiKey || this._o.apiKey || this._auth.token;
+    // Shared: the connection's token is the leader's; this tab gets its own for publishing.
+    if (!bearer && this._shared && this._auth.canRenew()) {
+      const r = await this._auth.renew();
+      if (r.kind === 'ok') bearer = r.token;
+    }
     if (bearer) headers.Authorization = `Bearer ${bearer}`;
     if (key !== undefined) headers['Idempotency-Key'] = key;
     const res = await fetchFn(this._url(`/api/publish?channel=${encodeURIComponent(channel)}`), {
@@ -1605,6 +2001,10 @@ class PushEdge {
    */
   reconnect() {
     if (this._closed) throw new Error('PushEdge: the client is closed');
+    if (this._shared) {
+      this._shared.reconnect();
+      return;
+    }
     if (this._active || this._retryTimer || this._tokenWait) return;
     this._authRefusals = 0;
     this._denied.clear();
@@ -1616,6 +2016,7 @@ class PushEdge {
   close() {
     if (this._closed) return;
     this._closed = true;
+    if (this._shared) this._shared.close();
     this._auth.stop();
     this._stopTimers();
     this._drop('_active');
@@ -1786,6 +2187,10 @@ class PushEdge {
   }
 
   _applySet() {
+    if (this._shared) {
+      this._shared.changed();
+      return;
+    }
     const channels = [...this._subs.keys()];
     if (this._candidate) {
       // The probe was for the old set: drop it and try again later with the new one.
@@ -1923,6 +2328,62 @@ class PushEdge {
       this._retryTimer = null;
       this._connect();
     }, d.delay);
+  }
+
+  /* ---- internals: the shared connection (shared.js) ---- */
+
+  /** This tab's set for the leader: Map channel -> the start it needs (its position, else since). */
+  _sharedSet() {
+    const set = new Map();
+    for (const [c, p] of this._positions.byChannel) set.set(c, tabStart(p));
+    return set;
+  }
+
+  /* The leader's hub delivered a message: this tab's own positions say whether it is new here. */
+  _sharedMessage(env) {
+    if (this._closed || !env || !this._positions.accept(env.channel, env.id)) return;
+    const s = this._subs.get(env.channel);
+    for (const h of [...s.handlers]) callApp(h.fn, env);
+  }
+
+  /* The hub's history no longer reaches back for the channel. This tab's position stays: the hub
+   * resumed from the earliest tab's, which may be older than this one's. */
+  _sharedGap(channel) {
+    const s = this._subs.get(channel);
+    if (this._closed || !s) return;
+    for (const fn of [...s.onGap]) callApp(fn, { channel });
+    this._emit('gap', { channel });
+  }
+
+  _sharedStatus(state, info) {
+    if (this._closed) return;
+    // A repeat (the leader tells a tab that came later the state it is in): nothing new here.
+    const key = `${state}:${info.transport ?? ''}`;
+    if (state !== 'disconnected' && state === this._state && key === this._sharedLast) return;
+    this._sharedLast = key;
+    this._sharedVia = state === 'connected' ? info.transport : null;
+    this._setState(state, info);
+  }
+
+  _sharedEvent(name, info) {
+    if (!this._closed) this._emit(name, info);
+  }
+
+  /* The hub's positions: a channel this tab wants from "new messages only" and has no position
+   * for yet takes the hub's, so that a later leader resumes it from there, not from "now". */
+  _sharedPositions(positions) {
+    for (const [c, p] of this._positions.byChannel)
+      if (!p.pos && !p.since && typeof positions[c] === 'string') p.pos = positions[c];
+  }
+
+  /* The hub (a leader's) had positions moved back (Positions.rewind): the running transport is
+   * replaced by one that asks from them. */
+  _rewound() {
+    if (this._candidate) {
+      this._drop('_candidate');
+      if (this._active) this._scheduleReprobe();
+    }
+    if (this._active) this._reopen();
   }
 
   /* ---- internals: the token (docs/client.md "Authentication") ---- */

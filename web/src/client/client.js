@@ -15,6 +15,7 @@ import { TokenSource } from './auth.js';
 import { WsTransport } from './transports/ws.js';
 import { SseTransport } from './transports/sse.js';
 import { PollTransport } from './transports/poll.js';
+import { GATHER_MS, SWEEP_MS, SharedLink, sharedEnv, tabStart } from './shared.js';
 
 const DEFAULTS = {
   transports: ['websocket', 'sse', 'poll'],
@@ -35,6 +36,9 @@ const DEFAULTS = {
   storageKey: 'pushedge.transport',
   tokenVia: 'header', // 'header' (Authorization; the auth op on WebSocket) | 'query' | 'cookie'
   refreshMargin: 30000, // renew the token this long before its exp
+  shared: false, // one connection for every tab of the origin (shared.js)
+  sharedGather: GATHER_MS, // a new leader waits this long for the other tabs' sets
+  sharedSweep: SWEEP_MS, // the leader looks for tabs gone without a word this often
 };
 
 const TRANSPORTS = { websocket: WsTransport, sse: SseTransport, poll: PollTransport };
@@ -86,11 +90,33 @@ export class PushEdge {
     this._tokenFailures = 0; // getToken() failures in a row (the backoff exponent)
     this._authRefusals = 0; // refusals of the token since a transport last opened: the 2nd is final
     this._denied = new Set(); // WebSocket channels refused once and retried with a new token
+    // shared: the tab's end of the one connection of all tabs (null: this client connects
+    // itself, also where Web Locks or BroadcastChannel are missing). The connection then is the
+    // leader tab's hub, an unshared PushEdge with these options; this object only keeps the
+    // app's subscriptions and their positions, and takes the hub's messages and events.
+    this._shared = null;
+    this._sharedVia = null; // the hub's transport while it is connected
+    this._sharedLast = null; // 'state:transport' of the hub's last status heard
+    const env = this._o.shared ? sharedEnv(this._o) : null;
+    if (env)
+      this._shared = new SharedLink(this, env, {
+        baseUrl: this.baseUrl,
+        clock: this._clock,
+        gatherMs: this._o.sharedGather,
+        sweepMs: this._o.sharedSweep,
+        makeHub: () => new PushEdge(this.baseUrl, { ...options, shared: false, clock: this._clock, storage: this._storage }),
+      });
   }
 
   /** 'websocket' | 'sse' | 'poll' while connected, else null. */
   get transport() {
+    if (this._shared) return this._state === 'connected' ? this._sharedVia : null;
     return this._state === 'connected' && this._active ? this._active.name : null;
+  }
+
+  /** With `shared`: 'leader' (this tab holds the connection) or 'follower'; else null. */
+  get shared() {
+    return this._shared ? this._shared.role : null;
   }
 
   /** 'idle' | 'connecting' | 'connected' | 'disconnected' | 'closed' */
@@ -164,7 +190,12 @@ export class PushEdge {
     const fetchFn = this._o.fetch || globalThis.fetch;
     const headers = { 'Content-Type': 'application/json' };
     // The API key, else the token (its `publish` claim; docs/auth.md "Publishing with a token").
-    const bearer = apiKey || this._o.apiKey || this._auth.token;
+    let bearer = apiKey || this._o.apiKey || this._auth.token;
+    // Shared: the connection's token is the leader's; this tab gets its own for publishing.
+    if (!bearer && this._shared && this._auth.canRenew()) {
+      const r = await this._auth.renew();
+      if (r.kind === 'ok') bearer = r.token;
+    }
     if (bearer) headers.Authorization = `Bearer ${bearer}`;
     if (key !== undefined) headers['Idempotency-Key'] = key;
     const res = await fetchFn(this._url(`/api/publish?channel=${encodeURIComponent(channel)}`), {
@@ -189,6 +220,10 @@ export class PushEdge {
    */
   reconnect() {
     if (this._closed) throw new Error('PushEdge: the client is closed');
+    if (this._shared) {
+      this._shared.reconnect();
+      return;
+    }
     if (this._active || this._retryTimer || this._tokenWait) return;
     this._authRefusals = 0;
     this._denied.clear();
@@ -200,6 +235,7 @@ export class PushEdge {
   close() {
     if (this._closed) return;
     this._closed = true;
+    if (this._shared) this._shared.close();
     this._auth.stop();
     this._stopTimers();
     this._drop('_active');
@@ -370,6 +406,10 @@ export class PushEdge {
   }
 
   _applySet() {
+    if (this._shared) {
+      this._shared.changed();
+      return;
+    }
     const channels = [...this._subs.keys()];
     if (this._candidate) {
       // The probe was for the old set: drop it and try again later with the new one.
@@ -507,6 +547,62 @@ export class PushEdge {
       this._retryTimer = null;
       this._connect();
     }, d.delay);
+  }
+
+  /* ---- internals: the shared connection (shared.js) ---- */
+
+  /** This tab's set for the leader: Map channel -> the start it needs (its position, else since). */
+  _sharedSet() {
+    const set = new Map();
+    for (const [c, p] of this._positions.byChannel) set.set(c, tabStart(p));
+    return set;
+  }
+
+  /* The leader's hub delivered a message: this tab's own positions say whether it is new here. */
+  _sharedMessage(env) {
+    if (this._closed || !env || !this._positions.accept(env.channel, env.id)) return;
+    const s = this._subs.get(env.channel);
+    for (const h of [...s.handlers]) callApp(h.fn, env);
+  }
+
+  /* The hub's history no longer reaches back for the channel. This tab's position stays: the hub
+   * resumed from the earliest tab's, which may be older than this one's. */
+  _sharedGap(channel) {
+    const s = this._subs.get(channel);
+    if (this._closed || !s) return;
+    for (const fn of [...s.onGap]) callApp(fn, { channel });
+    this._emit('gap', { channel });
+  }
+
+  _sharedStatus(state, info) {
+    if (this._closed) return;
+    // A repeat (the leader tells a tab that came later the state it is in): nothing new here.
+    const key = `${state}:${info.transport ?? ''}`;
+    if (state !== 'disconnected' && state === this._state && key === this._sharedLast) return;
+    this._sharedLast = key;
+    this._sharedVia = state === 'connected' ? info.transport : null;
+    this._setState(state, info);
+  }
+
+  _sharedEvent(name, info) {
+    if (!this._closed) this._emit(name, info);
+  }
+
+  /* The hub's positions: a channel this tab wants from "new messages only" and has no position
+   * for yet takes the hub's, so that a later leader resumes it from there, not from "now". */
+  _sharedPositions(positions) {
+    for (const [c, p] of this._positions.byChannel)
+      if (!p.pos && !p.since && typeof positions[c] === 'string') p.pos = positions[c];
+  }
+
+  /* The hub (a leader's) had positions moved back (Positions.rewind): the running transport is
+   * replaced by one that asks from them. */
+  _rewound() {
+    if (this._candidate) {
+      this._drop('_candidate');
+      if (this._active) this._scheduleReprobe();
+    }
+    if (this._active) this._reopen();
   }
 
   /* ---- internals: the token (docs/client.md "Authentication") ---- */

@@ -66,6 +66,20 @@ export class Positions {
     if (!p.pos) p.since = '0';
   }
 
+  /**
+   * The position goes back to `start` (a message ID, or '0' for everything retained): a shared
+   * connection's leader was asked for a channel from before where it is (shared.js). The next
+   * connection asks from there; what comes up to the old position is taken again.
+   */
+  rewind(channel, start) {
+    const p = this.byChannel.get(channel);
+    if (!p) return;
+    if (start === '0') {
+      p.pos = null;
+      p.since = '0';
+    } else if (start && ID_RE.test(start)) p.pos = start;
+  }
+
   /** The `since` for one channel on a new connection: its position, else what the app asked. */
   startFor(channel) {
     const p = this.byChannel.get(channel);
