@@ -108,6 +108,8 @@ local function reindex(key, ids, id, maxlen)
   local from = trimmed == '0-0' and '-' or '(' .. trimmed
   local r = redis.call('XREVRANGE', key, '+', from, 'COUNT', maxlen + 1)
   local n, batch = #r, {}
+  -- (none above the boundary: only if someone set it past the newest entry with XSETID)
+  if n == 0 then return redis.call('RPUSH', ids, id), false end
   if len > n then redis.call('XTRIM', key, 'MINID', r[n][1]) end
   for i = n, 1, -1 do
     batch[#batch + 1] = r[i][1]
@@ -119,8 +121,10 @@ local function reindex(key, ids, id, maxlen)
   return n, false
 end
 -- Adds the k entries appended by someone else since the last call (they sit between the last
--- indexed entry and id, the newest) to the index of key; returns the index's length.
+-- indexed entry and id, the newest) to the index of key; returns the index's length. More than
+-- the count: a rebuild reads less.
 local function index_tail(key, ids, id, k, maxlen)
+  if k > maxlen then return (reindex(key, ids, id, maxlen)) end
   local r = redis.call('XREVRANGE', key, '+', '-', 'COUNT', k + 1)
   if #r ~= k + 1 or r[1][1] ~= id then return (reindex(key, ids, id, maxlen)) end
   redis.call('RPOP', ids)

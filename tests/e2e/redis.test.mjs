@@ -867,6 +867,18 @@ describe('Redis engine', () => {
             assert.deepEqual(await ids(key), all.slice(3));
             assert.equal(await boundary(key), all[2]);
         });
+        it('more plain XADD entries than the count between two publishes: the index is rebuilt from the newest', { timeout: 10000 }, async () => {
+            const key = `pe:{${uniqueChannel('idx-many')}}`;
+            await publish(key, 3);
+            await publish(key, 3);
+            const x = [];
+            for (let i = 0; i < 6; i++)
+                x.push(await redisCmd(redis.port, ['XADD', key, '*', 'd', String(i)]));
+            const q = await publish(key, 3);
+            assert.deepEqual(await ids(key), [x[4], x[5], q]);
+            assert.equal(await boundary(key), x[3]);
+            assert.deepEqual(await redisCmd(redis.port, ['LRANGE', `${key}:ids`, 0, -1]), [x[4], x[5], q]);
+        });
         it('an index left stale by an earlier version publishing in between is rebuilt, the boundary kept', { timeout: 10000 }, async () => {
             const key = `pe:{${uniqueChannel('idx-stale')}}`;
             const p = [];
