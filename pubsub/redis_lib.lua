@@ -7,7 +7,8 @@
 --
 -- Key layout (docs/operations.md): channel NAME is the stream `pe:{NAME}`; the braces are a
 -- Redis Cluster hash tag, so everything of a channel lives in one slot. New entries are
--- announced on the pub/sub channel of the same name, as "<id> <json>".
+-- announced on the pub/sub channel of the same name, as "<id> <json>". The list
+-- `pe:{NAME}:ids` indexes the stream's IDs for the trimming (see "The index" below).
 --
 --   FCALL pushedge_publish 1 pe:{NAME} <json> [<count> <age-ms>]   -> the new entry's ID
 --   FCALL pushedge_publish 2 pe:{NAME} pe:{NAME}:idem:<KEY> <json> [<count> <age-ms> [<window-ms>]]
@@ -20,9 +21,9 @@
 --     Appends {d: <json>}, trims to the count and age, and PUBLISHes the entry, in one atomic
 --     step: a backend may call it directly. Trimming is exact (one entry per append at steady
 --     state) and records the newest removed ID in the stream's max-deleted-entry-id: that ID is
---     the gap boundary. XDEL records it itself, XTRIM does not (XSETID then). What each step
---     costs, and the alternatives measured: docs/architecture.md, "Cost of a publish in
---     Redis". A stream created by this call gets max-deleted-entry-id just below its first ID
+--     the gap boundary. XDEL records it itself, XTRIM does not (a cut of several removes the
+--     newest by XDEL). What each step costs, and the alternatives measured:
+--     docs/architecture.md, "Cost of a publish in Redis". A stream created by this call gets max-deleted-entry-id just below its first ID
 --     (the "epoch" mark, sequence 2^64-1): a cursor from before the creation, that is from a
 --     stream Redis lost, then reads as a gap rather than silently skipping what was lost.
 --   FCALL_RO pushedge_read 1 pe:{NAME} <kind> <after> <strict> <count> [<age-ms>]
@@ -74,65 +75,131 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
--- At most this many entries are removed by XDEL in one call; a larger count trim (a node with a
--- smaller --history-size than the last one's) uses XTRIM, once.
-local DEL_MAX = 16
+-- The index of a channel: the list pe:{NAME}:ids holds the IDs of the stream's entries, oldest
+-- first (a key derived from the stream's, so it has the same hash tag and Cluster slot, and the
+-- call keeps the shape every earlier version has). The count limit pops the oldest IDs off it
+-- and XDELs them: XDEL records the newest ID it removes as the stream's max-deleted-entry-id, the
+-- gap boundary. Knowing what to remove from the list costs two cheap list commands, where
+-- reading the stream's head (XRANGE) cost more than the removal itself (docs/architecture.md,
+-- "Cost of a publish in Redis"). The list is checked against the stream's length on every call
+-- (XLEN): entries appended by someone else (a plain XADD producer) are added to it from the
+-- stream's tail; a list that cannot be right (none yet: the first publish, or a stream written
+-- by an earlier version; or more IDs than the stream has entries: the stream was deleted or cut
+-- by someone else) is rebuilt from the stream.
+--
+-- Rebuilds the index of key after its entry id was appended and pushed: the newest entries above
+-- the recorded boundary, at most one more than the count (the pops find that one); older ones
+-- are cut from the stream (once). Returns the index's length and whether the stream was created
+-- by that append.
+local function reindex(key, ids, id, maxlen)
+  local info = redis.call('XINFO', 'STREAM', key)
+  local added, trimmed, len = 0, '0-0', 0
+  for i = 1, #info, 2 do
+    local k = info[i]
+    if k == 'entries-added' then added = info[i + 1]
+    elseif k == 'max-deleted-entry-id' then trimmed = info[i + 1]
+    elseif k == 'length' then len = info[i + 1] end
+  end
+  redis.call('DEL', ids)
+  if added == 1 then
+    redis.call('RPUSH', ids, id)
+    return 1, true
+  end
+  local from = trimmed == '0-0' and '-' or '(' .. trimmed
+  local r = redis.call('XREVRANGE', key, '+', from, 'COUNT', maxlen + 1)
+  local n, batch = #r, {}
+  -- (none above the boundary: only if someone set it past the newest entry with XSETID)
+  if n == 0 then return redis.call('RPUSH', ids, id), false end
+  if len > n then redis.call('XTRIM', key, 'MINID', r[n][1]) end
+  for i = n, 1, -1 do
+    batch[#batch + 1] = r[i][1]
+    if #batch == 1000 or i == 1 then
+      redis.call('RPUSH', ids, unpack(batch))
+      batch = {}
+    end
+  end
+  return n, false
+end
+-- Adds the k entries appended by someone else since the last call (they sit between the last
+-- indexed entry and id, the newest) to the index of key; returns the index's length. More than
+-- the count: a rebuild reads less.
+local function index_tail(key, ids, id, k, maxlen)
+  if k > maxlen then return (reindex(key, ids, id, maxlen)) end
+  local r = redis.call('XREVRANGE', key, '+', '-', 'COUNT', k + 1)
+  if #r ~= k + 1 or r[1][1] ~= id then return (reindex(key, ids, id, maxlen)) end
+  redis.call('RPOP', ids)
+  local batch = {}
+  for i = k + 1, 1, -1 do batch[#batch + 1] = r[i][1] end
+  return redis.call('RPUSH', ids, unpack(batch))
+end
+-- The milliseconds of an ID, as a number (exact below 2^53).
+local function ms_of(id)
+  return tonumber(string.sub(id, 1, string.find(id, '-', 1, true) - 1))
+end
+-- Removes from key what the count (maxlen) and age (ttl, ms) limits exclude once id, the newest,
+-- is in (n: the index's length): pops their IDs off the index and deletes the entries, the newest
+-- of them by XDEL, which records it as max-deleted-entry-id (the gap boundary). Returns false,
+-- having deleted nothing, when that entry is not in the stream (the index is stale: an earlier
+-- version published in between); with retry set, records the boundary by XSETID then.
+local function trim(key, ids, id, n, maxlen, ttl, retry)
+  local removed, several = nil, false
+  local drop = n - maxlen
+  if drop == 1 then removed = redis.call('LPOP', ids)
+  elseif drop > 1 then
+    local cut = redis.call('LPOP', ids, drop)
+    removed, several = cut[#cut], true
+  end
+  -- The age limit, against the new entry's time (its ID's milliseconds: the clock, or later if
+  -- the clock went back). Every entry left is newer than the last one popped, so only when that
+  -- one is past the cutoff (or none was popped) is the oldest one left looked at.
+  local cutoff = ms_of(id) - ttl
+  if cutoff > 0 and (removed == nil or ms_of(removed) < cutoff) and n > (drop > 0 and drop or 0) then
+    local head = redis.call('LINDEX', ids, 0)
+    if head and ms_of(head) < cutoff then
+      -- Pops the aged IDs a page at a time (the new entry itself is never past the cutoff).
+      while true do
+        local page = redis.call('LRANGE', ids, 0, 63)
+        local c = 0
+        for i = 1, #page do
+          if ms_of(page[i]) < cutoff then c = i else break end
+        end
+        if c == 0 then break end
+        several = several or removed ~= nil or c > 1
+        removed = page[c]
+        redis.call('LTRIM', ids, c, -1)
+        if c < #page then break end
+      end
+    end
+  end
+  if removed == nil then return true end
+  if redis.call('XDEL', key, removed) == 0 then
+    if not retry then return false end
+    redis.call('XSETID', key, id, 'MAXDELETEDID', removed)
+  end
+  -- The older ones of a cut of several by XTRIM MINID: one pass over the head, where an XDEL per
+  -- ID would walk it each time.
+  if several then redis.call('XTRIM', key, 'MINID', removed) end
+  return true
+end
 -- Appends the entry {<field>: data} (field d: a message; j, l: a presence event), trims, and
 -- announces it; returns its ID. Messages are announced as "<id> <json>", presence events as
 -- "<id> \30<field><json>": a byte no JSON text starts with, so no publish can pass for one.
+-- At steady state (a channel at its count): XADD, RPUSH, XLEN, LPOP, XDEL, PUBLISH.
 local function append(key, field, data, maxlen, ttl)
-  local len = redis.call('XLEN', key)
-  local created = len == 0 and redis.call('EXISTS', key) == 0
-  -- The count limit removes the `drop` oldest entries once this one is in (1 at steady state).
-  -- The oldest entries, read before the append: the `drop` ones, or the first one (the age
-  -- limit can only have caught entries from the head on).
-  local drop = len + 1 - maxlen
-  if drop < 0 then drop = 0 end
-  local old = {}
-  if len > 0 and drop <= DEL_MAX then
-    old = redis.call('XRANGE', key, '-', '+', 'COUNT', drop > 0 and drop or 1)
-  end
+  local ids = key .. ':ids'
   local id = redis.call('XADD', key, '*', field, data)
-  -- The newest removed entry: the gap boundary, recorded as max-deleted-entry-id.
-  local removed, how, min = nil, nil, nil
-  if drop > len then removed, how = id, 'count'
-  elseif drop > DEL_MAX then
-    -- (reads up to --history-size entries, once: such a cut happens when the size shrinks)
-    local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', maxlen + 1)
-    removed, how = newest[maxlen + 1][1], 'count'
-  elseif drop > 0 then removed, how = old[drop][1], 'del' end
-  -- The age limit, against the new entry's time (its ID's milliseconds: the clock, or later if
-  -- the clock went back). Only when the newest of the old entries read is older is there
-  -- anything to look for; the reverse range then starts in the listpack node holding it (still
-  -- there: nothing is removed yet), so it costs a node, not the stream.
-  -- (An ID is below <cutoff>-0 when its milliseconds are below cutoff: compared as numbers,
-  -- exact below 2^53.)
-  if #old > 0 then
-    local cutoff = tonumber(string.match(id, '^%d+')) - ttl
-    if cutoff > 0 and tonumber(string.match(old[#old][1], '^%d+')) < cutoff then
-      min = string.format('%.0f', cutoff) .. '-0'
-      local aged = redis.call('XREVRANGE', key, '(' .. min, '-', 'COUNT', 1)[1][1]
-      if removed == nil or cmp(aged, removed) > 0 then removed, how = aged, 'age' end
-    end
-  end
-  if how == 'del' then
-    -- XDEL records the newest ID it removes as max-deleted-entry-id itself (XTRIM does not).
-    if drop == 1 then redis.call('XDEL', key, removed)
-    else
-      local ids = {}
-      for i = 1, drop do ids[i] = old[i][1] end
-      redis.call('XDEL', key, unpack(ids))
-    end
-  elseif how ~= nil then
-    -- Every entry the count limit removes is older than `aged`, so below `min` too.
-    if how == 'age' then redis.call('XTRIM', key, 'MINID', min)
-    else redis.call('XTRIM', key, 'MAXLEN', maxlen) end
-  end
-  if created and removed == nil then
+  local n = redis.call('RPUSH', ids, id)
+  local created = false
+  local len = redis.call('XLEN', key)
+  if n == 1 or len < n then n, created = reindex(key, ids, id, maxlen)
+  elseif len > n then n = index_tail(key, ids, id, len - n, maxlen) end
+  if not trim(key, ids, id, n, maxlen, ttl, false) then
+    trim(key, ids, id, (reindex(key, ids, id, maxlen)), maxlen, ttl, true)
+  elseif created and n <= maxlen then
+    -- The epoch mark (header): just below the first ID.
     local ms = split(id)
-    if ms ~= '0' then removed, how = pred(ms .. '-0'), 'mark' end
+    if ms ~= '0' then redis.call('XSETID', key, id, 'MAXDELETEDID', pred(ms .. '-0')) end
   end
-  if how ~= nil and how ~= 'del' then redis.call('XSETID', key, id, 'MAXDELETEDID', removed) end
   if field == 'd' then redis.call('PUBLISH', key, id .. ' ' .. data)
   else redis.call('PUBLISH', key, id .. ' \30' .. field .. data) end
   return id

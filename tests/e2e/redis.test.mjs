@@ -32,6 +32,9 @@
  *     --history-size, the age limit): resuming from it is no gap, from the one before it is;
  *     7c. pushedge_publish called directly with random counts, ages and keys: after each call the
  *     stream holds exactly what a model keeps, and its boundary is the newest ID ever removed;
+ *     7d. the index of a channel (pe:{NAME}:ids) follows its stream: a stream written before it
+ *     existed, entries appended by plain XADD, entries removed by an earlier version, a stream
+ *     deleted under it;
  *  8. a password-protected Redis: the right password works; a wrong one gives /readyz 503 and
  *     publish 503 while the process keeps serving;
  *  9. a database number in the URL: the stream key lives in that database only;
@@ -745,8 +748,9 @@ describe('Redis engine', () => {
 
     describe('7b. the gap boundary is the newest removed entry, whatever removed it', () => {
         /* Resuming from the newest removed ID is no gap (nothing after it is lost); from the one
-         * before it is. pushedge_publish removes by XDEL, by XTRIM MINID (age) or by XTRIM MAXLEN
-         * (a large count cut) and must record each boundary exactly. */
+         * before it is. pushedge_publish removes one entry by XDEL, several (a large count cut, or
+         * the age limit) by XTRIM MINID and XDEL of the newest, and must record each boundary
+         * exactly. */
         async function assertBoundary(url, ch, removed, before, kept, what) {
             const at = await pollRequest(url, `channel=${ch}&since=${removed.id}`);
             assert.equal(at.status, 200, at.text);
@@ -767,7 +771,7 @@ describe('Redis engine', () => {
             const all = await publishSeq(n1.url, ch, range(1, 7).map((n) => ({ n })));
             /* Node 1 (1,000) keeps all 7; the small node's publish cuts 5 at once. */
             all.push(...(await publishSeq(small.url, ch, [{ n: 8 }])));
-            await assertBoundary(small.url, ch, all[4], all[3], all.slice(5), 'a cut of 5 (XTRIM MAXLEN)');
+            await assertBoundary(small.url, ch, all[4], all[3], all.slice(5), 'a cut of 5 (XTRIM MINID, XDEL)');
             all.push(...(await publishSeq(small.url, ch, [{ n: 9 }, { n: 10 }])));
             await assertBoundary(small.url, ch, all[6], all[5], all.slice(7), 'one per publish (XDEL)');
         });
@@ -779,7 +783,7 @@ describe('Redis engine', () => {
             const all = await publishSeq(node.url, ch, range(1, 3).map((n) => ({ n })));
             await delay(1100);
             all.push(...(await publishSeq(node.url, ch, [{ n: 4 }])));
-            await assertBoundary(node.url, ch, all[2], all[1], all.slice(3), 'aged out (XTRIM MINID)');
+            await assertBoundary(node.url, ch, all[2], all[1], all.slice(3), 'aged out (XTRIM MINID, XDEL)');
         });
     });
 
@@ -787,7 +791,7 @@ describe('Redis engine', () => {
         /* Random counts, ages and keys, called as a backend would (FCALL, the library a node
          * loaded): after each call the stream holds exactly what the model keeps (the newest
          * `count`, none older than the age limit), and max-deleted-entry-id is the newest ID ever
-         * removed. A cut of more than 16 at once leaves the age limit to the next call. */
+         * removed. */
         it('400 random publishes on 4 channels', { timeout: 60000 }, async () => {
             const ms = (id) => Number(id.split('-')[0]);
             const cmp = (a, b) => cmpId(a, b);
@@ -813,7 +817,7 @@ describe('Redis engine', () => {
                     }
                     published.push(id);
                     const drop = model.length + 1 - count;
-                    const aged = drop <= 16 && model.length > 0 && ms(id) - ttl > 0;
+                    const aged = model.length > 0 && ms(id) - ttl > 0;
                     model = [...model, id].slice(Math.max(0, drop));
                     if (aged)
                         model = model.filter((x) => ms(x) >= ms(id) - ttl);
@@ -826,6 +830,80 @@ describe('Redis engine', () => {
                     }
                 }
             }
+        });
+    });
+
+    describe('7d. the index (pe:{NAME}:ids) follows the stream', () => {
+        /* pushedge_publish learns what to remove from the list of the stream's IDs; these are the
+         * cases where the list is not the stream's until the function brings it back. */
+        const publish = (key, count) => redisCmd(redis.port, ['FCALL', 'pushedge_publish', '1', key, '1', count, 86400000]);
+        const ids = async (key) => (await redisCmd(redis.port, ['XRANGE', key, '-', '+'])).map((e) => e[0]);
+        const boundary = async (key) => {
+            const st = await redisCmd(redis.port, ['XINFO', 'STREAM', key]);
+            return st[st.indexOf('max-deleted-entry-id') + 1];
+        };
+        it('a stream written without the index (an earlier version, plain XADD) is indexed at the next publish', { timeout: 10000 }, async () => {
+            const key = `pe:{${uniqueChannel('idx-old')}}`;
+            const old = [];
+            for (let i = 0; i < 8; i++)
+                old.push(await redisCmd(redis.port, ['XADD', key, '*', 'd', String(i)]));
+            const id = await publish(key, 5);
+            assert.deepEqual(await ids(key), [...old.slice(4), id]);
+            assert.equal(await boundary(key), old[3]);
+            assert.deepEqual(await redisCmd(redis.port, ['LRANGE', `${key}:ids`, 0, -1]), [...old.slice(4), id]);
+            const next = await publish(key, 5);
+            assert.deepEqual(await ids(key), [...old.slice(5), id, next]);
+            assert.equal(await boundary(key), old[4]);
+        });
+        it('entries appended by plain XADD between publishes count towards --history-size', { timeout: 10000 }, async () => {
+            const key = `pe:{${uniqueChannel('idx-mixed')}}`;
+            const all = [await publish(key, 3), await publish(key, 3)];
+            all.push(await redisCmd(redis.port, ['XADD', key, '*', 'd', '"plain"']));
+            all.push(await redisCmd(redis.port, ['XADD', key, '*', 'd', '"plain"']));
+            all.push(await publish(key, 3));
+            assert.deepEqual(await ids(key), all.slice(2));
+            assert.equal(await boundary(key), all[1]);
+            all.push(await publish(key, 3));
+            assert.deepEqual(await ids(key), all.slice(3));
+            assert.equal(await boundary(key), all[2]);
+        });
+        it('more plain XADD entries than the count between two publishes: the index is rebuilt from the newest', { timeout: 10000 }, async () => {
+            const key = `pe:{${uniqueChannel('idx-many')}}`;
+            await publish(key, 3);
+            await publish(key, 3);
+            const x = [];
+            for (let i = 0; i < 6; i++)
+                x.push(await redisCmd(redis.port, ['XADD', key, '*', 'd', String(i)]));
+            const q = await publish(key, 3);
+            assert.deepEqual(await ids(key), [x[4], x[5], q]);
+            assert.equal(await boundary(key), x[3]);
+            assert.deepEqual(await redisCmd(redis.port, ['LRANGE', `${key}:ids`, 0, -1]), [x[4], x[5], q]);
+        });
+        it('an index left stale by an earlier version publishing in between is rebuilt, the boundary kept', { timeout: 10000 }, async () => {
+            const key = `pe:{${uniqueChannel('idx-stale')}}`;
+            const p = [];
+            for (let i = 0; i < 4; i++)
+                p.push(await publish(key, 3));
+            /* What the earlier function did at steady state: XADD, then XDEL of the head. */
+            const o = [];
+            for (let i = 0; i < 2; i++) {
+                o.push(await redisCmd(redis.port, ['XADD', key, '*', 'd', String(i)]));
+                await redisCmd(redis.port, ['XDEL', key, p[1 + i]]);
+            }
+            const q = await publish(key, 3);
+            assert.deepEqual(await ids(key), [...o, q]);
+            assert.equal(await boundary(key), p[3]);
+            assert.deepEqual(await redisCmd(redis.port, ['LRANGE', `${key}:ids`, 0, -1]), [...o, q]);
+        });
+        it('a stream deleted under its index starts again with the epoch mark (a cursor into it reads as a gap)', { timeout: 10000 }, async () => {
+            const key = `pe:{${uniqueChannel('idx-lost')}}`;
+            for (let i = 0; i < 4; i++)
+                await publish(key, 3);
+            await redisCmd(redis.port, ['DEL', key]);
+            const id = await publish(key, 3);
+            assert.deepEqual(await ids(key), [id]);
+            assert.match(await boundary(key), /-18446744073709551615$/);
+            assert.deepEqual(await redisCmd(redis.port, ['LRANGE', `${key}:ids`, 0, -1]), [id]);
         });
     });
 

@@ -6,7 +6,7 @@
  * redis-server on a free loopback port, loads pubsub/redis_lib.lua (or --lib FILE) with FUNCTION
  * LOAD REPLACE, and calls pushedge_publish as a node does (count and age passed every time).
  *
- *   node tests/load/redis-publish-cost.mjs [--n 20000] [--repeat 3] [--lib FILE] [--probes] [--json] [--nice N]
+ *   node tests/load/redis-publish-cost.mjs [--n 20000] [--repeat 3] [--lib FILE] [--before FILE] [--probes] [--json] [--nice N]
  *
  * Scenarios, each on a fresh channel first filled past --retained (1,000) messages, so every
  * publish trims one (steady state); 100-byte JSON bodies; pipelined 500 at a time:
@@ -18,6 +18,9 @@
  *   aged     plain with a 5 ms TTL: the age limit trims, not the count
  * --probes also measures single alternatives in isolation, each a tiny function of its own on a
  * 1,000-entry stream (see PROBES below): what each candidate command costs inside a function.
+ *
+ * --before FILE also measures another library (an older redis_lib.lua, e.g. from git show) in the
+ * same run: each repeat of each scenario runs both, one after the other, on the same Redis.
  *
  * Each scenario runs --repeat times on a fresh channel; the lowest FCALL usec_per_call and the
  * lowest Redis CPU per call are kept (this machine is shared: noise only ever adds). Bounded: at most --n calls per run (at most
@@ -190,7 +193,7 @@ async function startRedis(nice) {
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 function parseArgs(argv) {
-    const o = { n: 20000, repeat: 3, retained: 1000, lib: path.join(ROOT, 'pubsub', 'redis_lib.lua'), probes: false, json: false, nice: 0 };
+    const o = { n: 20000, repeat: 3, retained: 1000, lib: path.join(ROOT, 'pubsub', 'redis_lib.lua'), before: null, probes: false, json: false, nice: 0 };
     for (let i = 0; i < argv.length; i++) {
         const a = argv[i];
         const val = () => {
@@ -206,6 +209,8 @@ function parseArgs(argv) {
             o.retained = Math.min(100000, Math.max(1, Number(val()) | 0));
         else if (a === '--lib')
             o.lib = val();
+        else if (a === '--before')
+            o.before = val();
         else if (a === '--nice')
             o.nice = Math.min(19, Math.max(-20, Number(val()) | 0));
         else if (a === '--probes')
@@ -327,8 +332,9 @@ function scenarios(o) {
 
 /*
  * Probes: one alternative each, as a function of its own (so FCALL's fixed cost is in every
- * number: compare with p_empty). Each runs on a stream holding 1,000 100-byte entries, and those
- * that append also trim back to 1,000, so the stream stays the same size.
+ * number: compare with p_empty). Each runs on a stream holding 1,000 100-byte entries (and the list
+ * of their IDs, the index), and those that append also trim back to 1,000, so the stream stays
+ * the same size.
  */
 const PROBES = `#!lua name=pushedge_probes
 local function head(k) return redis.call('XRANGE', k, '-', '+', 'COUNT', 1)[1][1] end
@@ -359,48 +365,85 @@ redis.register_function('p_head_xadd_xdel', function(k, a)
   local id = redis.call('XADD', k[1], '*', 'd', a[1])
   redis.call('XDEL', k[1], f)
   return id end)
+redis.register_function('p_xsetid', function(k, a)
+  local id = redis.call('XADD', k[1], 'MAXLEN', '~', 1000, '*', 'd', a[1])
+  redis.call('XSETID', k[1], id, 'MAXDELETEDID', '1-1')
+  return id end)
+redis.register_function('p_index', function(k, a)
+  local id = redis.call('XADD', k[1], 'MAXLEN', '~', 1000, '*', 'd', a[1])
+  redis.call('RPUSH', k[1] .. ':ids', id)
+  redis.call('LPOP', k[1] .. ':ids')
+  return id end)
+redis.register_function('p_index_xdel', function(k, a)
+  local id = redis.call('XADD', k[1], '*', 'd', a[1])
+  redis.call('RPUSH', k[1] .. ':ids', id)
+  redis.call('XDEL', k[1], redis.call('LPOP', k[1] .. ':ids'))
+  return id end)
+redis.register_function('p_index_xtrim_approx_xsetid', function(k, a)
+  local id = redis.call('XADD', k[1], '*', 'd', a[1])
+  redis.call('RPUSH', k[1] .. ':ids', id)
+  local b = redis.call('LPOP', k[1] .. ':ids')
+  redis.call('XTRIM', k[1], 'MINID', '~', b)
+  redis.call('XSETID', k[1], id, 'MAXDELETEDID', b)
+  return id end)
+redis.register_function('p_prep_index', function(k, a)
+  local r = redis.call('XRANGE', k[1], '-', '+')
+  for i = 1, #r do redis.call('RPUSH', k[1] .. ':ids', r[i][1]) end
+  return #r end)
 redis.register_function('p_publish', function(k, a) return redis.call('PUBLISH', k[1], a[1]) end)
 redis.register_function('p_get', function(k, a) return redis.call('GET', k[1] .. ':idem:none') end)
 redis.register_function('p_set_px', function(k, a) return redis.call('SET', k[1] .. ':idem:one', '1-1', 'PX', 300000) end)
 `;
-const PROBE_NAMES = [...PROBES.matchAll(/register_function\('(p_[a-z0-9_]+)'/g)].map((m) => m[1]);
+const PROBE_NAMES = [...PROBES.matchAll(/register_function\('(p_[a-z0-9_]+)'/g)].map((m) => m[1]).filter((p) => p !== 'p_prep_index');
 
 async function main() {
     const o = parseArgs(process.argv.slice(2));
-    const lib = fs.readFileSync(o.lib, 'utf8');
+    const libs = [{ label: '', text: fs.readFileSync(o.lib, 'utf8') }];
+    if (o.before !== null)
+        libs.unshift({ label: 'before ', text: fs.readFileSync(o.before, 'utf8') });
     const redis = await startRedis(o.nice);
-    const results = { redis: null, lib: path.relative(ROOT, path.resolve(o.lib)), n: o.n, retained: o.retained, scenarios: {}, probes: {} };
+    const results = { redis: null, lib: path.relative(ROOT, path.resolve(o.lib)), before: o.before && path.relative(ROOT, path.resolve(o.before)), n: o.n, retained: o.retained, scenarios: {}, probes: {} };
     try {
         const [info] = await redisPipeline(redis.port, [['INFO', 'server']], { timeoutMs: TIMEOUT_MS });
         results.redis = /redis_version:(\S+)/.exec(info)?.[1];
-        await run(redis.port, [['FUNCTION', 'LOAD', 'REPLACE', lib]]);
-        for (const s of scenarios(o)) {
-            let best = null;
-            for (let r = 0; r < o.repeat; r++) {
-                const key = channel(s.name);
-                await run(redis.port, s.prepare(key));
-                const m = await measure(redis.port, s.calls(key), { spacedMs: s.spacedMs });
-                const cpu = Math.min(m.cpuPerCall, best?.cpuPerCall ?? Infinity);
-                if (best === null || m.usecPerCall < best.usecPerCall)
-                    best = m;
-                best.cpuPerCall = cpu;
+        /* Repeats outermost: a busy spell on the shared machine then spoils one sample of each
+         * scenario, not every sample of one. */
+        const all = scenarios(o);
+        const best = all.map(() => libs.map(() => null));
+        for (let r = 0; r < o.repeat; r++) {
+            for (const [j, s] of all.entries()) {
+                for (const [i, lib] of libs.entries()) {
+                    await run(redis.port, [['FUNCTION', 'LOAD', 'REPLACE', lib.text]]);
+                    const key = channel(s.name);
+                    await run(redis.port, s.prepare(key));
+                    const m = await measure(redis.port, s.calls(key), { spacedMs: s.spacedMs });
+                    const b = best[j][i];
+                    const cpu = Math.min(m.cpuPerCall, b?.cpuPerCall ?? Infinity);
+                    if (b === null || m.usecPerCall < b.usecPerCall)
+                        best[j][i] = m;
+                    best[j][i].cpuPerCall = cpu;
+                    await run(redis.port, [['DEL', key, `${key}:ids`]]);
+                }
             }
-            results.scenarios[s.name] = { what: s.what, ...best };
         }
+        for (const [j, s] of all.entries())
+            for (const [i, lib] of libs.entries())
+                results.scenarios[lib.label + s.name] = { what: s.what, ...best[j][i] };
         if (o.probes) {
             await run(redis.port, [['FUNCTION', 'LOAD', 'REPLACE', PROBES]]);
-            for (const p of PROBE_NAMES) {
-                let best = null;
-                for (let r = 0; r < o.repeat; r++) {
+            for (let r = 0; r < o.repeat; r++) {
+                for (const p of PROBE_NAMES) {
                     const key = channel(p);
                     await run(redis.port, Array.from({ length: 1000 }, (_, i) => ['XADD', key, '*', 'd', body(i)]));
+                    await run(redis.port, [['FCALL', 'p_prep_index', '1', key]]);
                     const m = await measure(redis.port, Array.from({ length: o.n }, (_, i) => ['FCALL', p, '1', key, body(i)]));
+                    const best = results.probes[p];
                     const cpu = Math.min(m.cpuPerCall, best?.cpuPerCall ?? Infinity);
-                    if (best === null || m.usecPerCall < best.usecPerCall)
-                        best = m;
-                    best.cpuPerCall = cpu;
+                    if (best === undefined || m.usecPerCall < best.usecPerCall)
+                        results.probes[p] = m;
+                    results.probes[p].cpuPerCall = cpu;
+                    await run(redis.port, [['DEL', key, `${key}:ids`]]);
                 }
-                results.probes[p] = best;
             }
         }
     } finally {
@@ -411,12 +454,12 @@ async function main() {
         console.log(JSON.stringify(results, null, 1));
         return;
     }
-    console.log(`redis ${results.redis}, library ${results.lib}, ${o.retained} retained, lowest of ${o.repeat} runs of ${o.n} calls, loadavg ${os.loadavg()[0].toFixed(2)}`);
-    console.log('\nscenario  FCALL us/call  Redis CPU us/call  inner commands per publish (us/call)');
+    console.log(`redis ${results.redis}, library ${results.lib}${results.before ? ` (before: ${results.before})` : ''}, ${o.retained} retained, lowest of ${o.repeat} runs of ${o.n} calls, loadavg ${os.loadavg()[0].toFixed(2)}`);
+    console.log('\nscenario         FCALL us/call  Redis CPU us/call  inner commands per publish (us/call)');
     for (const [name, s] of Object.entries(results.scenarios)) {
         const inner = Object.entries(s.inner).map(([c, v]) => `${c} ${v.perPublish}x(${v.usecPerCall})`).join(' ');
-        console.log(`${name.padEnd(9)} ${String(s.usecPerCall).padStart(13)}  ${String(s.cpuPerCall).padStart(16)}  ${inner}`);
-        console.log(`${''.padEnd(25)}${s.what}`);
+        console.log(`${name.padEnd(16)} ${String(s.usecPerCall).padStart(13)}  ${String(s.cpuPerCall).padStart(16)}  ${inner}`);
+        console.log(`${''.padEnd(32)}${s.what}`);
     }
     if (o.probes) {
         console.log('\nprobe (a function of its own)   FCALL us/call  Redis CPU us/call  inner (us/call)');
