@@ -84,7 +84,8 @@ check_loaded(const pe_config_t *cfg, const uint8_t *data, size_t size)
     CHECK(cfg->num_allowed_origins <= PE_MAX_ORIGINS);
     CHECK(cfg->threads >= 1 && cfg->threads <= PE_MAX_THREADS);
     CHECK(cfg->history_size >= 1 && cfg->poll_timeout >= 1 && cfg->ping_interval >= 1 && cfg->max_message_size >= 1);
-    CHECK(cfg->redis_url == NULL || strncmp(cfg->redis_url, "redis://", 8) == 0);
+    CHECK(cfg->redis_url == NULL || strncmp(cfg->redis_url, "redis://", 8) == 0 ||
+          strncmp(cfg->redis_url, "redis+sentinel://", 17) == 0);
     for (size_t i = 0; i != cfg->num_listen; ++i) {
         char host[256];
         unsigned port;
