@@ -51,19 +51,6 @@ on_done(void *ctx, size_t count)
     pe_free(p);
 }
 
-/* Printable ASCII without quote or backslash: shown as is in a close frame, an SSE event and a
- * JSON error, with nothing to escape. */
-static int
-reason_is_valid(const char *s, size_t len)
-{
-    if (len == 0 || len > PE_REVOKE_REASON_MAX)
-        return 0;
-    for (size_t i = 0; i != len; ++i)
-        if (s[i] < 0x20 || s[i] > 0x7e || s[i] == '"' || s[i] == '\\')
-            return 0;
-    return 1;
-}
-
 int
 pe_disconnect_on_req(h2o_req_t *req)
 {
@@ -85,7 +72,7 @@ pe_disconnect_on_req(h2o_req_t *req)
         pe_http_error(req, 400, "Bad Request", "bad_channel", "channel must be a channel name, optionally ending in *");
         return 0;
     }
-    if (reason_len == -2 || (reason_len >= 0 && !reason_is_valid(reason, (size_t)reason_len))) {
+    if (reason_len == -2 || (reason_len >= 0 && !pe_revoke_reason_is_valid(reason, (size_t)reason_len))) {
         pe_http_error(req, 400, "Bad Request", "bad_reason", "reason is 1-100 printable ASCII characters without \" or \\");
         return 0;
     }

@@ -79,6 +79,17 @@ post(pe_thread_t *to, job_t *job, int answer)
     h2o_multithread_send_message(&to->revoke, &m->super);
 }
 
+int
+pe_revoke_reason_is_valid(const char *s, size_t len)
+{
+    if (len == 0 || len > PE_REVOKE_REASON_MAX)
+        return 0;
+    for (size_t i = 0; i != len; ++i)
+        if (s[i] < 0x20 || s[i] > 0x7e || s[i] == '"' || s[i] == '\\')
+            return 0;
+    return 1;
+}
+
 size_t
 pe_revoke_apply(pe_thread_t *thr, const pe_revocation_t *r)
 {
@@ -128,8 +139,10 @@ on_control(void *ctx, const char *text, size_t len)
     json_t *root = pe_json_load_untrusted(text, len, JSON_REJECT_DUPLICATES, &jerr);
     json_t *user = json_object_get(root, "user"), *channel = json_object_get(root, "channel"),
            *reason = json_object_get(root, "reason");
-    if (json_is_string(user) && json_is_string(reason) && (channel == NULL || json_is_string(channel)) &&
-        json_string_length(reason) <= PE_REVOKE_REASON_MAX &&
+    /* Checked as the endpoint checks them: the reason is written into SSE events unescaped. */
+    if (json_is_string(user) && json_string_length(user) != 0 && json_string_length(user) <= PE_POLICY_MAX_SUB &&
+        json_is_string(reason) && pe_revoke_reason_is_valid(json_string_value(reason), json_string_length(reason)) &&
+        (channel == NULL || json_is_string(channel)) &&
         (channel == NULL || pe_pattern_is_valid(json_string_value(channel), json_string_length(channel), 0))) {
         pe_revocation_t r = {json_string_value(user),
                              json_string_length(user),

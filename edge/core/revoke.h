@@ -26,6 +26,11 @@ typedef void (*pe_revoke_done_cb)(void *ctx, size_t count);
  * sent (the local threads are still revoked, and done still runs).
  */
 const char *pe_revoke_start(pe_thread_t *thr, const pe_revocation_t *r, pe_revoke_done_cb done, void *ctx);
+/**
+ * 1 if s[0..len) may be a revocation's reason: 1..PE_REVOKE_REASON_MAX printable ASCII
+ * characters without '"' or '\\', so it goes into a close frame, an SSE event and JSON as is.
+ */
+int pe_revoke_reason_is_valid(const char *s, size_t len);
 /** Applies r to thr's own streams now; returns how many lost access. On thr's loop only. */
 size_t pe_revoke_apply(pe_thread_t *thr, const pe_revocation_t *r);
 

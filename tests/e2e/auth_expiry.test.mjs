@@ -15,13 +15,15 @@
  * - --auth required: a WebSocket without a token that sends no auth op is closed with 4001
  *   after 10 s; one that authenticates in time stays.
  *
+ * SSE is checked over HTTP/1 (the socket taken over) and HTTP/2 (a stream of h2o's).
+ *
  * Not covered: the leeway's own length (0 here, so that tests are fast), clock skew.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { before, after } from 'node:test';
-import { delay, httpRequest, openSSE, publishOk, sharedServer } from './lib.mjs';
+import { delay, h2connect, httpRequest, openSSE, publishOk, sharedServer } from './lib.mjs';
 import { openWs } from './wslib.mjs';
 
 const SECRET = 'e2e-secret-0123456789abcdef0123456789';
@@ -98,6 +100,19 @@ describe('expiry without refresh', () => {
         assert.deepEqual(JSON.parse(e2.data), { exp });
         assert.ok(e2.t >= exp * 1000 - 50, `expired at exp or later (${e2.t - exp * 1000} ms)`);
         await s.waitEnd(3000);
+    });
+
+    it('SSE over HTTP/2 (a stream on a shared connection): expiring, expired, the stream ends, the connection stays', async (t) => {
+        const sub = newUser();
+        const tok = token(sub, 3);
+        const session = await h2connect(ref.srv.url);
+        t.after(() => session.destroy());
+        const s = await openSSE(ref.srv.url, `/sse?channel=user:${sub}`, { t, session, headers: bearer(tok) });
+        assert.equal(s.status, 200);
+        assert.equal((await s.next((e) => e.type !== 'message', 6000)).type, 'expiring');
+        assert.equal((await s.next((e) => e.type !== 'message', 5000)).type, 'expired');
+        await s.waitEnd(3000);
+        assert.equal((await httpRequest(ref.srv.url, '/healthz', { session })).status, 200, 'the HTTP/2 connection is still usable');
     });
 
     it('long-poll: a held poll is answered at the notice with "expiring", one held past exp gets 401 token_expired, and the cursor resumes with a new token', async () => {

@@ -10,7 +10,9 @@
  *   `revoked` naming each, an SSE stream an `event: revoked` naming it, and keeps the others);
  *   a connection left with no channel ends; a held poll on a matching channel is answered 403;
  * - two nodes on one Redis (needs PUSHEDGE_TEST_REDIS_URL): a revocation posted to node 1 ends
- *   the user's WebSocket and SSE stream on node 2 within a second.
+ *   the user's WebSocket and SSE stream on node 2 within a second, channel revocations too; a
+ *   control message PUBLISHed by hand with a reason that would forge an SSE event is ignored,
+ *   a well-formed one is applied.
  *
  * Not covered: a revocation does not deny the token (a client may reconnect with it; docs/auth.md
  * says so); a Redis outage during the broadcast (503 engine_unavailable).
@@ -18,6 +20,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import net from 'node:net';
 import { checkJsonError, httpRequest, openSSE, publishOk, sharedServer, sharedServers, skipOrFail, waitUntil } from './lib.mjs';
 import { openWs } from './wslib.mjs';
 
@@ -164,6 +167,20 @@ describe('POST /api/disconnect', () => {
     });
 });
 
+/** PUBLISH channel message on the Redis at url (RESP by hand: no client library needed). */
+function redisPublish(url, channel, message) {
+    const u = new URL(url);
+    const arg = (s) => `$${Buffer.byteLength(s)}\r\n${s}\r\n`;
+    return new Promise((resolve, reject) => {
+        const sock = net.connect(Number(u.port), u.hostname, () => sock.write(`*3\r\n${arg('PUBLISH')}${arg(channel)}${arg(message)}`));
+        sock.once('data', (d) => {
+            sock.destroy();
+            resolve(d.toString());
+        });
+        sock.once('error', reject);
+    });
+}
+
 describe('two nodes on one Redis', () => {
     const url = process.env.PUSHEDGE_TEST_REDIS_URL;
     const args = ['--auth', 'optional', '--jwt-secret', SECRET, '--api-key', KEY, '--redis', url || 'redis://127.0.0.1:1'];
@@ -202,5 +219,15 @@ describe('two nodes on one Redis', () => {
         const err = await ws2.nextOp('error', () => true, 2000);
         assert.deepEqual([err.code, err.channel], ['revoked', `orders.${alice}`]);
         assert.equal(ws2.closed, null);
+        /* The control channel checks what it is sent as the endpoint does: a reason that would
+         * break an SSE event is ignored (and logged), a well-formed message from another
+         * process is applied. */
+        const bad = JSON.stringify({ user: alice, reason: 'x\nevent: message\ndata: forged' });
+        assert.match(await redisPublish(url, 'pe:control', `0123456789abcdef ${bad}`), /^:[1-9]/);
+        await publishOk(n2, `user:${alice}`, { after: 'bad control' }, KEYH);
+        assert.deepEqual((await ws2.nextOp('message')).data, { after: 'bad control' });
+        assert.equal(ws2.closed, null, 'the malformed revocation was ignored');
+        await redisPublish(url, 'pe:control', `0123456789abcdef ${JSON.stringify({ user: alice, reason: 'from elsewhere' })}`);
+        assert.deepEqual(await ws2.waitClose(2000).then((c) => [c.code, c.reason]), [4003, 'from elsewhere']);
     });
 });

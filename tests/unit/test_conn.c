@@ -13,6 +13,11 @@
  * prologue's subscribe helper is covered by the e2e suites; the observability counters (bytes
  * written, delivery latency of live messages only, the first end reason, the lifetime).
  *
+ * Also: the thread's deadline wheel (edge/core/deadline.c: due entries fire once, within a tick
+ * after their time; cancelled ones never; a callback may re-arm itself and cancel others) and
+ * the token timer on a conn (the notice, then the end with PE_END_AUTH; a new identity re-arms
+ * it; revocation by user and by channel pattern is in the e2e suites).
+ *
  * Not covered here: stream mode (HTTP/2: tests/e2e/h2.test.mjs and sse.test.mjs over HTTP/2),
  * the HTTP/1 upgrade itself (the test hands the socket over as h2o's upgrade callback would), and
  * the transports' own rules (tests/e2e/ws*.test.mjs, sse.test.mjs).
@@ -35,6 +40,9 @@ static struct {
     int opened, written, drained, slow, disposed, heartbeats;
     int slow_farewell;  /* on_slow queues "bye" and returns 1 */
     int heartbeat_gone; /* on_heartbeat returns -1 */
+    int auth[4];        /* on_auth calls per pe_conn_auth_event_t */
+    uint64_t auth_at[4];
+    int end_reason; /* the conn's at on_dispose */
 } seen;
 
 static void
@@ -73,6 +81,16 @@ static void
 t_dispose(pe_conn_t *conn)
 {
     ++seen.disposed;
+    seen.end_reason = conn->end_reason;
+}
+
+static void
+t_auth(pe_conn_t *conn, pe_conn_auth_event_t ev, const pe_revocation_t *r)
+{
+    ++seen.auth[ev];
+    seen.auth_at[ev] = h2o_now(conn->thr->loop);
+    if (ev != PE_CONN_TOKEN_EXPIRING)
+        pe_conn_end(conn);
 }
 
 static pe_conn_callbacks_t callbacks = {
@@ -86,6 +104,7 @@ static pe_conn_callbacks_t callbacks = {
     .on_slow = t_slow,
     .on_written = t_written,
     .on_dispose = t_dispose,
+    .on_auth = t_auth,
 };
 
 static int peer = -1;
@@ -374,6 +393,88 @@ test_observability(void)
     close_peer();
 }
 
+/* ---- the deadline wheel and the token timer ---- */
+
+static struct {
+    pe_deadline_t d[6];
+    int fired[6];
+    uint64_t at[6];
+} dl;
+
+static void
+on_dl(pe_deadline_t *d)
+{
+    size_t i = (size_t)(d - dl.d);
+    ++dl.fired[i];
+    dl.at[i] = h2o_now(thr.loop);
+    if (i == 4 && dl.fired[4] == 1) /* re-arms itself once */
+        pe_deadline_set(&thr, d, h2o_now(thr.loop) + 100);
+    if (i == 1)
+        pe_deadline_cancel(&thr, &dl.d[5]); /* cancels another, possibly due in the same tick */
+}
+
+static void
+test_deadlines(void)
+{
+    uint64_t now = h2o_now(thr.loop);
+    uint64_t due[6] = {now + 300, now + 1200, now + 200, now - 5000, now + 100, now + 1200};
+    for (size_t i = 0; i != 6; ++i) {
+        dl.d[i].cb = on_dl;
+        pe_deadline_set(&thr, &dl.d[i], due[i]);
+    }
+    pe_deadline_set(&thr, &dl.d[0], due[0]); /* setting again moves, never doubles */
+    pe_deadline_cancel(&thr, &dl.d[2]);
+    TAP_EQ_UINT(thr.deadline_count, 5, "five set");
+    run_loop(2600);
+    TAP_EQ_INT(dl.fired[0], 1, "fired once");
+    TAP_OK(dl.at[0] >= due[0] && dl.at[0] <= due[0] + 1100, "within a tick after its time (%lld ms late)",
+           (long long)(dl.at[0] - due[0]));
+    TAP_EQ_INT(dl.fired[1], 1, "a later one fired once");
+    TAP_OK(dl.at[1] >= due[1], "not early");
+    TAP_EQ_INT(dl.fired[2], 0, "a cancelled one never fires");
+    TAP_EQ_INT(dl.fired[3], 1, "one set in the past fires at the next tick");
+    TAP_EQ_INT(dl.fired[4], 2, "a callback may re-arm its own deadline");
+    TAP_OK(dl.fired[5] <= 1, "cancelled from another's callback: at most the once it may already have fired in that tick");
+    TAP_EQ_UINT(thr.deadline_count, 0, "nothing left set");
+}
+
+static void
+test_token_timer(void)
+{
+    cfg.jwt_leeway = 0;
+    pe_conn_t *conn = open_conn(1 << 20);
+    uint64_t now = h2o_now(thr.loop);
+    pe_identity_t id = {.authenticated = 1, .exp = (int64_t)((now + 2000) / 1000), .iat = (int64_t)(now / 1000)};
+    pe_conn_set_identity(conn, &id);
+    TAP_OK(!id.authenticated, "the identity was moved in");
+    TAP_OK(pe_deadline_is_set(&conn->_auth_timer), "the notice is set");
+    uint64_t exp_ms = (uint64_t)conn->identity.exp * 1000;
+    run_loop((int)(exp_ms + 1500 - now));
+    TAP_EQ_INT(seen.auth[PE_CONN_TOKEN_EXPIRING], 1, "the notice once");
+    TAP_OK(seen.auth_at[PE_CONN_TOKEN_EXPIRING] < exp_ms, "before exp");
+    TAP_EQ_INT(seen.auth[PE_CONN_TOKEN_EXPIRED], 1, "then the end once");
+    TAP_OK(seen.auth_at[PE_CONN_TOKEN_EXPIRED] >= exp_ms, "at exp or later");
+    TAP_EQ_INT(seen.disposed, 1, "the conn ended and was freed");
+    TAP_EQ_INT(seen.end_reason, PE_END_AUTH, "for auth");
+    close(peer);
+
+    /* A refresh (a new identity) re-arms; an identity without exp stops the timer. */
+    conn = open_conn(1 << 20);
+    now = h2o_now(thr.loop);
+    pe_identity_t a = {.authenticated = 1, .exp = (int64_t)(now / 1000) + 1};
+    pe_conn_set_identity(conn, &a);
+    pe_identity_t b = {.authenticated = 1, .exp = 0};
+    pe_conn_set_identity(conn, &b);
+    TAP_OK(!pe_deadline_is_set(&conn->_auth_timer), "no exp: no timer");
+    pe_conn_await_auth(conn, 100);
+    run_loop(1300);
+    TAP_EQ_INT(seen.auth[PE_CONN_AUTH_MISSING], 1, "the auth deadline passed");
+    TAP_EQ_INT(seen.auth[PE_CONN_TOKEN_EXPIRING], 0, "and no token event");
+    TAP_EQ_INT(seen.end_reason, PE_END_AUTH, "ended for auth");
+    close(peer);
+    TAP_EQ_UINT(thr.deadline_count, 0, "nothing left set");
+}
+
 int
 main(void)
 {
@@ -396,8 +497,13 @@ main(void)
     tap_subtest("abort under a write", test_abort_under_write);
     tap_subtest("heartbeat", test_heartbeat);
     tap_subtest("observability", test_observability);
+    pe_deadline_thread_init(&thr);
+    tap_subtest("deadlines", test_deadlines);
+    tap_subtest("token timer", test_token_timer);
     TAP_OK(h2o_linklist_is_empty(&thr.streams), "no conn left registered");
 
+    if (h2o_timeout_is_linked(&thr.deadline_tick))
+        h2o_timeout_unlink(&thr.deadline_tick);
     h2o_timeout_dispose(thr.loop, &thr.ping_timeout);
     h2o_timeout_dispose(thr.loop, &thr.ws_close_timeout);
     h2o_context_dispose(&thr.ctx);
