@@ -88,6 +88,21 @@ test('sinceFor: one channel gives its own start; several the multi cursor, "0" a
   assert.equal(q.sinceFor(['c', 'e']), null, 'nothing known: no since');
 });
 
+test('sinceFor: a channel deleted while a transport still holds the old set is left out, not a crash', () => {
+  const p = new Positions();
+  p.add('a', '0');
+  p.add('b', null);
+  p.accept('b', '3-1');
+  p.delete('a');
+  assert.equal(p.sinceFor(['a']), null);
+  assert.equal(p.sinceFor(['a', 'b']), refCursor([['b', '3-1']]));
+  const q = new Positions();
+  q.add('a', '0');
+  q.add('b', '0');
+  q.delete('b');
+  assert.equal(q.sinceFor(['a', 'b']), '0');
+});
+
 test('cursor and snapshot: positions only, in subscription order; delete and clear drop channels', () => {
   const p = new Positions();
   assert.equal(p.cursor(), null);

@@ -98,6 +98,9 @@ export class Positions {
     let allZero = true;
     for (const c of channels) {
       const p = this.byChannel.get(c);
+      // Unsubscribed since the transport took its set (the new set is applied a tick later):
+      // no position for it, and it does not stop the others from asking for everything.
+      if (!p) continue;
       if (p.pos) pos.set(c, p.pos);
       else if (p.since === '0') pos.set(c, '0-0');
       else if (p.since) {
