@@ -3,7 +3,7 @@
 // handed on, channels that did not ask get nothing, and the argument rules.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { setup, wsConnect, sseMessage } from './fakes.mjs';
+import { BASE, FakeClock, FakeLocks, FakeStorage, PushEdge, createFakeBroadcastChannel, createFakeWebSocket, setup, wsConnect, sseMessage } from './fakes.mjs';
 
 test('presence on WS: the subscribe op asks for it; join, leave and count reach the handler; the position moves', async () => {
   const { client, clock, WS } = setup();
@@ -79,5 +79,14 @@ test('presence: argument rules', () => {
   assert.throws(() => client.subscribe('a', () => {}, { presence: () => {} }), /without presence/);
   client.subscribe('b', () => {}, { presence: () => {} });
   client.subscribe('b', () => {}); // a second handler without presence: fine
+  client.close();
+});
+
+test('presence: not with shared: true (TypeError), the subscription is not made', () => {
+  const client = new PushEdge(BASE, { shared: true, locks: new FakeLocks(), BroadcastChannel: createFakeBroadcastChannel(),
+    WebSocket: createFakeWebSocket(), clock: new FakeClock(), storage: new FakeStorage() });
+  assert.ok(client.shared, 'sharing is on here');
+  assert.throws(() => client.subscribe('a', () => {}, { presence: () => {} }), /shared/);
+  client.subscribe('a', () => {}); // not taken: a first subscribe without presence works
   client.close();
 });
