@@ -13,9 +13,13 @@
  *   count:  C channels with two presence members each, on one node, for S seconds: the count
  *           queries' commands (HLEN), Redis CPU and bytes per channel per second, beyond the
  *           idle node's.
+ *   joinleave: J connect/disconnect cycles of one SSE stream on a channel that a presence
+ *           watcher holds, with presence=1 and without (interleaved halves): Redis commands and
+ *           bytes per cycle; the difference is what a member's join and leave cost (the FCALL,
+ *           the node set's SADD/SREM, and the event's PUBLISH to the watching node).
  *
  *   node tests/load/presence-expiry.mjs --bin build-rel/edge/pushedge [--runs 5] [--members 20]
- *        [--timeouts 5,2] [--seconds 10] [--channels 100] [--threads 2]
+ *        [--timeouts 5,2] [--seconds 10] [--channels 100] [--cycles 300] [--threads 2]
  * One JSON line per measurement. Every wait is bounded; every process it starts is stopped.
  */
 import { spawn } from 'node:child_process';
@@ -35,6 +39,7 @@ const timeouts = String(args.timeouts || '5,2').split(',').map(Number);
 const seconds = Math.min(Number(args.seconds || 10), 120);
 const channels = Math.min(Number(args.channels || 100), 2000);
 const threads = String(args.threads || 2);
+const cycles = Math.min(Number(args.cycles || 300), 5000);
 const delay = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function freePort() {
@@ -167,6 +172,29 @@ async function startNode(redisUrl, extra = []) {
     return { port, proc };
 }
 
+/* An SSE stream, resolved once live (its first id line: the subscription is up, a member is
+ * registered). */
+function sseLive(port, p) {
+    return new Promise((resolve, reject) => {
+        const req = http.request({ host: '127.0.0.1', port, path: p, agent: false }, (res) => {
+            let text = '';
+            const onData = (c) => {
+                text += c;
+                if (/(^|\n)id: /.test(text)) {
+                    res.off('data', onData);
+                    res.on('data', () => {});
+                    resolve(req);
+                }
+            };
+            res.on('data', onData);
+            res.on('error', () => {});
+        });
+        req.on('error', () => {});
+        req.once('error', reject);
+        req.end();
+    });
+}
+
 /* An SSE stream, resolved once its response began. */
 function sse(port, p) {
     return new Promise((resolve, reject) => {
@@ -191,7 +219,7 @@ const guard = setTimeout(() => {
     redis.stop();
     console.error('presence-expiry: timed out');
     process.exit(1);
-}, (runs * timeouts.reduce((a, b) => a + b + 8, 0) + 4 * seconds + 60) * 1000);
+}, (runs * timeouts.reduce((a, b) => a + b + 8, 0) + 4 * seconds + 120) * 1000);
 try {
     /* vanish */
     for (const timeout of timeouts) {
@@ -258,6 +286,32 @@ try {
         s.destroy();
     node.proc.kill('SIGTERM');
     await new Promise((res) => (node.proc.exitCode !== null ? res() : node.proc.once('exit', res)));
+
+    /* joinleave: a watcher keeps the channel subscribed on the node (as a room with someone in
+     * it); cycles with and without presence, in interleaved halves. */
+    await rc.cmd('FLUSHALL');
+    const jn = await startNode(redis.url);
+    const jch = `jl${Date.now()}`;
+    const watcher = await sseLive(jn.port, `/sse?channel=${jch}&presence=1`);
+    await delay(1500);
+    const per = { 0: [], 1: [] };
+    for (const presence of [0, 1, 0, 1]) {
+        const x = await snapshot(rc);
+        for (let i = 0; i < cycles / 2; i++)
+            (await sseLive(jn.port, `/sse?channel=${jch}&presence=${presence}`)).destroy();
+        await delay(500); /* the last leave */
+        const y = await snapshot(rc);
+        per[presence].push(delta(x, y, cycles / 2));
+    }
+    for (const presence of [0, 1])
+        console.log(JSON.stringify({ test: `connect/disconnect cycle, presence=${presence}, per cycle (two halves)`, cycles, halves: per[presence] }));
+    const inb = (k) => per[k].reduce((a, d) => a + d.in_bytes_per, 0) / per[k].length;
+    const outb = (k) => per[k].reduce((a, d) => a + d.out_bytes_per, 0) / per[k].length;
+    console.log(JSON.stringify({ test: 'a member\'s join + leave (presence=1 minus presence=0), per cycle', in_bytes: +(inb(1) - inb(0)).toFixed(1),
+        out_bytes: +(outb(1) - outb(0)).toFixed(1) }));
+    watcher.destroy();
+    jn.proc.kill('SIGTERM');
+    await new Promise((res) => (jn.proc.exitCode !== null ? res() : jn.proc.once('exit', res)));
     rc.close();
 } finally {
     clearTimeout(guard);
