@@ -21,8 +21,14 @@
  *     other's joins; kill -9 of a node: its members leave (the listing and the leave events)
  *     within the sweep deadline (--presence-node-timeout 2: 2 s + the 1 s beat).
  *
- * Not covered: the JS client (no presence API there yet), Redis Cluster, a node's link down
- * past the deadline (re-registration), the cost (tests/load/presence-cost.mjs).
+ *  8. members and events carry "node", and "info" from the token's claim (on every transport and
+ *     in the user registry); a token whose info is not an object or is over 256 bytes: 401;
+ *  9. past --presence-max-members: count events (SSE without id, WebSocket and long-poll op),
+ *     at most one per interval, none while unchanged, a last one back within the bound, a late
+ *     member's count within an interval.
+ * Not covered here: the JS client (client.test.mjs, tests/client/presence.test.mjs), 2,000
+ * subscribers (presence_churn.test.mjs), Redis Cluster, a node's link down past the deadline
+ * (re-registration), the cost (tests/load/presence-cost.mjs, presence-expiry.mjs).
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
