@@ -192,7 +192,8 @@ main(int argc, char **argv)
                             .log = engine_log,
                             .max_channels = cfg.max_channels,
                             .presence_max_members = cfg.presence_max_members,
-                            .presence_node_timeout_ms = cfg.presence_node_timeout * 1000};
+                            .presence_node_timeout_ms = cfg.presence_node_timeout * 1000,
+                            .presence_count_interval_ms = cfg.presence_count_interval};
     pe_ps_engine_t *engine;
     if (cfg.redis_url != NULL) {
         if ((engine = pe_ps_engine_create_redis(&opts, cfg.redis_url, err, sizeof(err))) == NULL) {

@@ -51,7 +51,7 @@ on_message(pe_sub_t *sub, pe_msg_t *msg)
     if (!pe_conn_is_open(&sse->conn))
         return PE_SUB_PAUSE;
     const pe_msg_encoding_t *ev = pe_wire_sse_event(msg);
-    if (sse->multi) {
+    if (sse->multi && msg->kind != PE_MSG_COUNT) { /* a count carries no id line to replace */
         size_t off = pe_wire_sse_data_off(msg), text = put_cursor_line(sse);
         return pe_conn_push(&sse->conn, text, msg, ev->data + off, ev->len - off);
     }

@@ -54,9 +54,13 @@ struct st_pe_ps_member_t {
     size_t key_len;
     char client[PE_PS_CLIENT_MAXLEN + 1]; /* the connection id */
     size_t client_len;
-    char *json; /* {"client":..,"user":..,"transport":..,"since":..}: what the registry lists */
+    /* {"client":..,"user":..,"node":..[,"info":{..}],"transport":..,"since":..}: what the
+     * registry lists. The layout matters: the event is this text up to ,"transport": (the last
+     * one: info may hold that text), and redis_lib.lua cuts it the same way. */
+    char *json;
     size_t json_len;
-    char *user_json; /* the user as JSON: "sub" (escaped) or null */
+    size_t event_len; /* json[0..event_len) is the event's fields: {"client":..,..,"info":{..} */
+    char *user_json;  /* the user as JSON: "sub" (escaped) or null */
 };
 
 /* The ways a registry is queried (engine op query). */
@@ -107,7 +111,8 @@ struct st_pe_ps_engine_t {
 void pe_ps__engine_init(pe_ps_engine_t *engine, const pe_ps_engine_ops_t *ops, const char *name, const pe_ps_options_t *opts);
 void pe_ps__member_free(pe_ps_member_t *m);
 /**
- * The data of m's join or leave event in channel (m->key): {"channel":..,"client":..,"user":..},
+ * The data of m's join or leave event in channel (m->key):
+ * {"channel":..,"client":..,"user":..,"node":..[,"info":{..}]},
  * pe_malloc'd, NUL-terminated; *len its length.
  */
 char *pe_ps__presence_event(const pe_ps_member_t *m, size_t *len);

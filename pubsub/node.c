@@ -63,9 +63,24 @@ const char pe_ps_err_bad_key[] = "idempotency keys are 1-64 characters of A-Z a-
 /* The idempotency window when none is configured (docs/protocol.md "Publish": 300 s). */
 #define PE_PS_DEFAULT_IDEMPOTENCY_WINDOW_MS 300000
 
+/* No count delivered yet (pe_sub_chan_t.last_count, local_channel_t.last_count). */
+#define COUNT_NONE UINT64_MAX
+/* A long-poll's entry on a node that has seen no count of the channel: the first count is only
+ * taken as known (pe_sub_chan_t.last_count). */
+#define COUNT_LEARN (UINT64_MAX - 1)
+
+typedef struct st_count_query_t count_query_t;
+
 typedef struct st_local_channel_t {
     h2o_linklist_t subs; /* pe_sub_chan_t.lc_link: entries of this thread's subscribers */
     size_t count;
+    /* Presence counts: entries that take presence events, the node's list of such channels
+     * while there are any, the count last seen here (COUNT_NONE: none yet), and the engine
+     * query in flight (weak: cleared if the channel goes first). */
+    size_t presence_subs;
+    h2o_linklist_t presence_link; /* in node->presence_channels while presence_subs != 0 */
+    uint64_t last_count;
+    count_query_t *count_query;
     size_t name_len;
     char name[];
 } local_channel_t;
@@ -93,6 +108,7 @@ struct st_pe_sub_chan_t {
     unsigned presence : 1;       /* deliver join/leave events (PE_SUB_PRESENCE_EVENTS); else skip them */
     unsigned member_pending : 1; /* PE_SUB_PRESENCE_MEMBER: register once the channel first goes live */
     pe_ps_member_t *member;      /* the subscriber's presence registration in this channel, or NULL */
+    uint64_t last_count;         /* the member count last handed to it (or taken as known); COUNT_NONE: none */
     pe_msg_t **page;             /* owned references from the last read */
     size_t page_len, page_off;
     read_req_t *read;          /* the read in flight, if any */
@@ -121,6 +137,16 @@ struct st_pe_ps_node_t {
     pe_ps_node_stats_t stats;
     pe_ps_control_cb control_cb; /* control messages from other processes, or NULL */
     void *control_ctx;
+    /* Presence counts: local channels with presence subscribers (local_channel_t.presence_link),
+     * asked for their member count every presence_count_interval_ms while the list is not empty. */
+    h2o_linklist_t presence_channels;
+    h2o_timeout_t count_timeout;
+    h2o_timeout_entry_t count_entry;
+};
+
+struct st_count_query_t {
+    pe_ps_node_t *node;
+    local_channel_t *lc; /* weak: NULL once the channel is released */
 };
 
 typedef struct st_live_msg_t {
@@ -309,6 +335,7 @@ acquire_channel(pe_ps_node_t *node, const char *name, size_t len)
         return lc;
     lc = pe_calloc(1, sizeof(*lc) + len + 1);
     h2o_linklist_init_anchor(&lc->subs);
+    lc->last_count = COUNT_NONE;
     memcpy(lc->name, name, len);
     lc->name_len = len;
     pe_strmap_set(&node->channels, name, len, lc);
@@ -324,6 +351,9 @@ release_channel(pe_ps_node_t *node, local_channel_t *lc)
 {
     if (lc->count != 0)
         return;
+    assert(lc->presence_subs == 0);
+    if (lc->count_query != NULL)
+        lc->count_query->lc = NULL;
     node->engine->ops->unwatch(node->engine, node, lc->name, lc->name_len);
     pe_strmap_remove(&node->channels, lc->name, lc->name_len);
     PE_STAT_ADD(node->stats.channels, (uint64_t)-1);
@@ -591,13 +621,22 @@ member_new(pe_ps_member_kind_t kind, const char *key, size_t key_len, const pe_p
     }
     if (m->user_json == NULL)
         m->user_json = pe_strndup("null", 4);
-    /* The layout matters: redis_lib.lua cuts the event out of it before ,"transport": */
-    int n = snprintf(NULL, 0, "{\"client\":\"%s\",\"user\":%s,\"transport\":\"%s\",\"since\":%llu}", m->client, m->user_json,
-                     who->transport, (unsigned long long)who->since_ms);
-    m->json = pe_malloc((size_t)n + 1);
-    snprintf(m->json, (size_t)n + 1, "{\"client\":\"%s\",\"user\":%s,\"transport\":\"%s\",\"since\":%llu}", m->client, m->user_json,
-             who->transport, (unsigned long long)who->since_ms);
-    m->json_len = (size_t)n;
+    /* The layout matters: the event is cut out of it before ,"transport": (engine.h), here and
+     * in redis_lib.lua; info (an object whose text the token's issuer chose) comes before. */
+    const char *node = who->node != NULL ? who->node : "";
+    int info_len = who->info != NULL ? (int)who->info_len : 0;
+    const char *info_head = who->info != NULL ? ",\"info\":" : "";
+    const char *info = who->info != NULL ? who->info : "";
+    int n = snprintf(NULL, 0, "{\"client\":\"%s\",\"user\":%s,\"node\":\"%s\"%s%.*s", m->client, m->user_json, node, info_head,
+                     info_len, info);
+    m->event_len = (size_t)n;
+    int tail = snprintf(NULL, 0, ",\"transport\":\"%s\",\"since\":%llu}", who->transport, (unsigned long long)who->since_ms);
+    m->json = pe_malloc((size_t)n + (size_t)tail + 1);
+    snprintf(m->json, (size_t)n + 1, "{\"client\":\"%s\",\"user\":%s,\"node\":\"%s\"%s%.*s", m->client, m->user_json, node,
+             info_head, info_len, info);
+    snprintf(m->json + n, (size_t)tail + 1, ",\"transport\":\"%s\",\"since\":%llu}", who->transport,
+             (unsigned long long)who->since_ms);
+    m->json_len = (size_t)n + (size_t)tail;
     return m;
 }
 
@@ -613,9 +652,10 @@ pe_ps__member_free(pe_ps_member_t *m)
 char *
 pe_ps__presence_event(const pe_ps_member_t *m, size_t *len)
 {
-    int n = snprintf(NULL, 0, "{\"channel\":\"%s\",\"client\":\"%s\",\"user\":%s}", m->key, m->client, m->user_json);
+    /* {"channel":"<key>", + the member's fields json[1..event_len) + } */
+    int n = snprintf(NULL, 0, "{\"channel\":\"%s\",%.*s}", m->key, (int)m->event_len - 1, m->json + 1);
     char *s = pe_malloc((size_t)n + 1);
-    snprintf(s, (size_t)n + 1, "{\"channel\":\"%s\",\"client\":\"%s\",\"user\":%s}", m->key, m->client, m->user_json);
+    snprintf(s, (size_t)n + 1, "{\"channel\":\"%s\",%.*s}", m->key, (int)m->event_len - 1, m->json + 1);
     *len = (size_t)n;
     return s;
 }
@@ -662,6 +702,16 @@ pe_sub_add_flags(pe_sub_t *sub, const char *channel, size_t len, pe_start_t star
     sub->_live_announced = 0;
     chan->presence = (flags & PE_SUB_PRESENCE_EVENTS) != 0;
     chan->member_pending = (flags & PE_SUB_PRESENCE_MEMBER) != 0 && sub->cb->who != NULL;
+    /* A member (SSE, WebSocket) gets a large channel's count within one interval of going live;
+     * a long-poll (no member, a new subscriber each poll) only when it changes from what this
+     * node last saw (or, if it saw none, from the first one it sees), or every poll would be
+     * answered by the same count. */
+    chan->last_count = chan->member_pending ? COUNT_NONE : chan->lc->last_count != COUNT_NONE ? chan->lc->last_count : COUNT_LEARN;
+    if (chan->presence && chan->lc->presence_subs++ == 0) {
+        h2o_linklist_insert(&sub->_node->presence_channels, &chan->lc->presence_link);
+        if (!h2o_timeout_is_linked(&sub->_node->count_entry))
+            h2o_timeout_link(sub->_node->loop, &sub->_node->count_timeout, &sub->_node->count_entry);
+    }
     issue_read(chan);
     return NULL;
 }
@@ -674,6 +724,8 @@ free_chan(pe_ps_node_t *node, pe_sub_chan_t *chan)
         node->engine->ops->member_remove(node->engine, node, chan->member); /* the leave; the engine frees it */
     h2o_linklist_unlink(&chan->lc_link);
     --lc->count;
+    if (chan->presence && --lc->presence_subs == 0)
+        h2o_linklist_unlink(&lc->presence_link);
     if (chan->read != NULL)
         chan->read->chan = NULL;
     if (h2o_linklist_is_linked(&chan->retry_link))
@@ -789,6 +841,88 @@ pe_start_from_cursor(const pe_cursor_t *cursor, const char *channel, size_t len,
     return (pe_start_t){PE_START_NEW, PE_ID_ZERO, 0};
 }
 
+/* ---- presence counts ------------------------------------------------------------------------- */
+
+/*
+ * Large channels (docs/protocol.md "Large channels"). Past --presence-max-members the engine
+ * stores no join or leave, so a subscriber would hear nothing of the crowd. Instead, every
+ * interval, the node asks the engine for the member count of each local channel that has
+ * presence subscribers (one HLEN per channel and thread on Redis; one locked read in memory)
+ * and hands each of them whose last count differs a PE_MSG_COUNT, when the channel is past the
+ * bound, or was at the subscriber's last count (a last count once it is back within it, after
+ * which joins and leaves speak again). So a subscriber gets at most one count per channel per
+ * interval however fast members come and go. The count is live only: not stored, no ID, not
+ * replayed, moving no position; every node computes it from the same registry, so nodes agree
+ * within an interval. Rejected: a count entry in the channel's history (one writer per cluster
+ * would need electing, and every count would cost a stored entry and a cursor step).
+ */
+static void
+deliver_count(pe_ps_node_t *node, local_channel_t *lc, uint64_t count)
+{
+    uint64_t max = node->engine->opts.presence_max_members;
+    pe_msg_t *msg = NULL;
+    for (h2o_linklist_t *l = lc->subs.next, *next; l != &lc->subs; l = next) {
+        next = l->next;
+        pe_sub_chan_t *e = H2O_STRUCT_FROM_MEMBER(pe_sub_chan_t, lc_link, l);
+        if (!e->presence || e->state != CHAN_LIVE || e->last_count == count)
+            continue;
+        if (e->last_count == COUNT_LEARN) {
+            e->last_count = count;
+            continue;
+        }
+        int say = count > max || (e->last_count != COUNT_NONE && e->last_count > max);
+        e->last_count = count; /* within the bound: known from the joins and leaves */
+        if (!say)
+            continue;
+        if (msg == NULL) {
+            char data[PE_CHANNEL_MAXLEN + 64];
+            int n = snprintf(data, sizeof(data), "{\"channel\":\"%s\",\"count\":%llu}", lc->name, (unsigned long long)count);
+            msg = pe_ps__msg_new_kind(PE_ID_ZERO, lc->name, lc->name_len, data, (size_t)n, PE_MSG_COUNT);
+        }
+        pe_sub_t *sub = e->sub;
+        sub->_dispatching = 1;
+        sub->cb->on_message(sub, msg); /* a pause only concerns catch-up: nothing to resume */
+        sub->_dispatching = 0;
+    }
+    lc->last_count = count;
+    if (msg != NULL)
+        pe_msg_release(msg);
+}
+
+static void
+on_count_answer(void *ctx, const char *err, uint64_t count, const char *members, size_t members_len)
+{
+    count_query_t *q = ctx;
+    local_channel_t *lc = q->lc;
+    pe_ps_node_t *node = q->node;
+    pe_free(q);
+    if (lc == NULL)
+        return; /* the channel went meanwhile */
+    lc->count_query = NULL;
+    if (err == NULL)
+        deliver_count(node, lc, count); /* an unreachable engine: the next interval asks again */
+}
+
+static void
+on_count_timeout(h2o_timeout_entry_t *entry)
+{
+    pe_ps_node_t *node = H2O_STRUCT_FROM_MEMBER(pe_ps_node_t, count_entry, entry);
+    for (h2o_linklist_t *l = node->presence_channels.next; l != &node->presence_channels; l = l->next) {
+        local_channel_t *lc = H2O_STRUCT_FROM_MEMBER(local_channel_t, presence_link, l);
+        if (lc->count_query != NULL)
+            continue; /* the last one has not answered yet */
+        count_query_t *q = pe_malloc(sizeof(*q));
+        *q = (count_query_t){node, lc};
+        lc->count_query = q;
+        if (pe_ps_presence_query(node, lc->name, lc->name_len, 0, on_count_answer, q) != NULL) {
+            lc->count_query = NULL;
+            pe_free(q);
+        }
+    }
+    if (!h2o_linklist_is_empty(&node->presence_channels))
+        h2o_timeout_link(node->loop, &node->count_timeout, &node->count_entry);
+}
+
 /* ---- nodes ----------------------------------------------------------------------------------- */
 
 pe_ps_node_t *
@@ -809,6 +943,10 @@ pe_ps_node_create(pe_ps_engine_t *engine, h2o_evloop_t *loop, unsigned index)
     h2o_linklist_init_anchor(&node->retry_list);
     h2o_timeout_init(loop, &node->retry_timeout, PE_SUB_RETRY_MS);
     node->retry_entry.cb = on_retry_timeout;
+    h2o_linklist_init_anchor(&node->presence_channels);
+    uint64_t every = engine->opts.presence_count_interval_ms;
+    h2o_timeout_init(loop, &node->count_timeout, every != 0 ? every : PE_PS_DEFAULT_COUNT_INTERVAL_MS);
+    node->count_entry.cb = on_count_timeout;
     engine->ops->attach(engine, node, index);
     return node;
 }
@@ -827,6 +965,9 @@ pe_ps_node_destroy(pe_ps_node_t *node)
     if (h2o_timeout_is_linked(&node->retry_entry))
         h2o_timeout_unlink(&node->retry_entry);
     h2o_timeout_dispose(node->loop, &node->retry_timeout);
+    if (h2o_timeout_is_linked(&node->count_entry))
+        h2o_timeout_unlink(&node->count_entry);
+    h2o_timeout_dispose(node->loop, &node->count_timeout);
     h2o_multithread_unregister_receiver(node->queue, &node->receiver);
     h2o_multithread_destroy_queue(node->queue);
     pe_strmap_dispose(&node->channels);

@@ -90,6 +90,9 @@ typedef struct st_pe_msg_t {
 #define PE_MSG_DATA 0
 #define PE_MSG_JOIN 1
 #define PE_MSG_LEAVE 2
+/* A member count (docs/protocol.md "Large channels"): live only, never stored, no ID (id 0-0),
+ * data {"channel":..,"count":N}; it moves no position and is not part of any cursor. */
+#define PE_MSG_COUNT 3
 
 /** Creates a message with one reference. data must be valid JSON (it is minified here). */
 pe_msg_t *pe_msg_new(pe_id_t id, const char *channel, size_t channel_len, const char *data, size_t data_len);
@@ -129,6 +132,11 @@ typedef struct st_pe_ps_options_t {
     /* The Redis engine: a node whose heartbeat is older than this is dead and its members are
      * swept (0: the default, PE_PS_DEFAULT_NODE_TIMEOUT_MS). */
     uint64_t presence_node_timeout_ms;
+    /* Presence counts (docs/protocol.md "Large channels"): each node asks the engine for the
+     * member count of its channels with presence subscribers this often, and past
+     * presence_max_members hands a PE_MSG_COUNT to those whose last count differs (0: the
+     * default, PE_PS_DEFAULT_COUNT_INTERVAL_MS). */
+    uint64_t presence_count_interval_ms;
     /* Redis engine: after each publish, WAIT for this many replicas (0: no WAIT) for at most
      * redis_wait_timeout_ms (1 or more); fewer answer pe_ps_err_not_replicated. */
     unsigned redis_wait_replicas;
@@ -387,6 +395,8 @@ int pe_sub_is_live(const pe_sub_t *sub);
 #define PE_PS_CLIENT_MAXLEN 63
 /* The default heartbeat deadline of a node (pe_ps_options_t.presence_node_timeout_ms). */
 #define PE_PS_DEFAULT_NODE_TIMEOUT_MS 5000
+/* The default interval of presence counts (pe_ps_options_t.presence_count_interval_ms). */
+#define PE_PS_DEFAULT_COUNT_INTERVAL_MS 1000
 
 /** Who a connection is, as the registry lists it. */
 typedef struct st_pe_ps_who_t {
@@ -395,6 +405,9 @@ typedef struct st_pe_ps_who_t {
     size_t user_len;
     const char *transport; /* "ws", "sse" */
     uint64_t since_ms;     /* when the connection opened (wall clock, ms since the epoch) */
+    const char *node;      /* the node id (pe_ps_engine_node_id), NUL-terminated */
+    const char *info;      /* the token's "info" claim: a minified JSON object, or NULL */
+    size_t info_len;
 } pe_ps_who_t;
 
 /** A registration (a presence member or a user's connection); owned by pubsub. */
@@ -411,7 +424,7 @@ void pe_ps_user_unregister(pe_ps_node_t *node, pe_ps_member_t *m);
 
 /**
  * Answer of a registry query: err NULL and count, with members (if asked) the JSON array text
- * [{"client","user","transport","since"},...] (borrowed for the call; NULL when not asked).
+ * [{"client","user","node"[,"info"],"transport","since"},...] (borrowed for the call; NULL when not asked).
  */
 typedef void (*pe_ps_registry_cb)(void *ctx, const char *err, uint64_t count, const char *members, size_t members_len);
 /**

@@ -284,7 +284,7 @@ end
 --   FCALL pushedge_presence 2 pe:{NAME} pe:{NAME}:members <join|leave> <client> <member-json> <max>
 --     [<count> <age-ms>]   -> 1 if the registry changed, else 0
 --     A join that adds a member, or a leave that removes one, appends the event {j|l:
---     {"channel","client","user"}} to the stream (trimmed and announced as a message is) while
+--     {"channel","client","user","node"[,"info"]}} to the stream (trimmed and announced as a message is) while
 --     the channel has at most <max> members (counted with the member); past it only the hash
 --     changes. The event is cut from the member's JSON, whose layout pushedge fixes.
 local function presence(keys, args)
@@ -301,7 +301,9 @@ local function presence(keys, args)
     redis.call('HDEL', mkey, client)
     if redis.call('HLEN', mkey) >= max then return 1 end
   end
-  local cut = string.find(member, ',"transport":', 1, true)
+  -- The member's fixed tail (pushedge writes it last): the info object before it may hold any
+  -- text, so the cut is anchored at the end.
+  local cut = string.find(member, ',"transport":"%a*","since":%d+}$')
   if cut == nil then return 1 end
   local event = '{"channel":"' .. string.sub(key, 5, -2) .. '",' .. string.sub(member, 2, cut - 1) .. '}'
   append(key, op == 'join' and 'j' or 'l', event, tonumber(args[5] or MAXLEN), tonumber(args[6] or TTL_MS))

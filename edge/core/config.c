@@ -114,6 +114,9 @@ static const opt_t options[] = {
     {"presence-max-members", OPT_UINT, OFF(presence_max_members), 0, UINT32_MAX, "N",
      "past this many presence members in a channel, its join/leave events stop (the listing stays complete); 0: no "
      "events (default 1000)"},
+    {"presence-count-interval", OPT_UINT, OFF(presence_count_interval), 100, 3600000, "MS",
+     "past --presence-max-members, presence subscribers get the member count at most this often, when it changed "
+     "(default 1000)"},
     {"presence-node-timeout", OPT_UINT, OFF(presence_node_timeout), 2, 3600, "SECONDS",
      "Redis engine: a node silent this long is dead and its presence members and connections are removed (default 5)"},
     {"help", OPT_HELP, 0, 0, 0, NULL, "print this help and exit"},
@@ -149,6 +152,7 @@ set_defaults(pe_config_t *cfg)
     cfg->idempotency_window = 300;
     cfg->presence_max_members = 1000;
     cfg->presence_node_timeout = 5;
+    cfg->presence_count_interval = 1000;
     cfg->poll_timeout = 25;
     cfg->ping_interval = 25;
     cfg->max_message_size = 65536;

@@ -44,6 +44,7 @@ typedef struct st_pe_config_t {
      * engine's heartbeat deadline of a node (seconds). */
     uint64_t presence_max_members;
     uint64_t presence_node_timeout;
+    uint64_t presence_count_interval; /* ms between count events of a large channel (pe_ps_options_t) */
     char *api_key;
     uint64_t drain_timeout; /* seconds */
     uint64_t drain_delay;   /* seconds of pre-drain (readiness 503, still serving) */

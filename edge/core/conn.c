@@ -584,6 +584,9 @@ conn_who(pe_conn_t *conn, pe_ps_who_t *out)
     out->transport = pe_transport_names[conn->cb->transport];
     uint64_t now_ms = pe_msg_clock_us() / 1000, age = h2o_now(conn->thr->loop) - conn->opened_ms;
     out->since_ms = now_ms > age ? now_ms - age : now_ms;
+    out->node = pe_ps_engine_node_id(pe_ps_node_engine(conn->thr->node));
+    out->info = conn->identity.info;
+    out->info_len = conn->identity.info_len;
 }
 
 void

@@ -299,6 +299,21 @@ pe_jwt_verify(const pe_keyset_t *keys, const pe_jwt_opts_t *opts, int64_t now, c
         out->sub = pe_strndup(json_string_value(borrowed_sub), json_string_length(borrowed_sub));
         out->sub_len = json_string_length(borrowed_sub);
     }
+    /* "info": what presence lists with the connection. Refused rather than dropped when it is
+     * not an object or too big: the issuer's mistake shows at once, not as a member without it. */
+    json_t *borrowed_info = json_object_get(claims, "info");
+    if (borrowed_info != NULL && !json_is_null(borrowed_info)) {
+        char *text = json_is_object(borrowed_info) ? json_dumps(borrowed_info, JSON_COMPACT) : NULL;
+        size_t tlen = text != NULL ? strlen(text) : 0;
+        if (text == NULL || tlen > PE_POLICY_MAX_INFO) {
+            free(text); /* jansson's (the libc heap, alloc.h) */
+            *why = "info not an object or over 256 bytes";
+            goto Exit;
+        }
+        out->info = pe_strndup(text, tlen);
+        out->info_len = tlen;
+        free(text);
+    }
     if (read_patterns(claims, "channels", &out->read) != 0 || read_patterns(claims, "publish", &out->publish) != 0) {
         *why = "channels or publish not an array of patterns";
         goto Exit;

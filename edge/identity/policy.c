@@ -121,6 +121,7 @@ void
 pe_identity_dispose(pe_identity_t *id)
 {
     pe_free(id->sub);
+    pe_free(id->info);
     pe_patterns_dispose(&id->read);
     pe_patterns_dispose(&id->publish);
     memset(id, 0, sizeof(*id));

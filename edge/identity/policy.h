@@ -22,6 +22,9 @@
 #define PE_POLICY_MAX_PATTERNS 64
 #define PE_POLICY_MAX_PATTERN_LEN 256
 #define PE_POLICY_MAX_SUB 256
+/* The "info" claim (docs/auth.md "Claims"): a JSON object shown with the connection's presence
+ * entries; at most this many bytes once minified, else the token is refused (401). */
+#define PE_POLICY_MAX_INFO 256
 /* How long before "exp" a token's holder is warned at most (docs/auth.md "Expiry"): time enough
  * for a client to fetch a new token; shorter-lived tokens are warned at half their life. */
 #define PE_TOKEN_NOTICE_MAX_MS 30000
@@ -50,6 +53,8 @@ void pe_patterns_dispose(pe_patterns_t *list);
 typedef struct st_pe_identity_t {
     char *sub; /* NULL: anonymous, or a token without "sub" */
     size_t sub_len;
+    char *info; /* the "info" claim minified (a JSON object, <= PE_POLICY_MAX_INFO bytes), NUL-terminated; NULL: none */
+    size_t info_len;
     int64_t exp;       /* seconds since the epoch; 0: the token does not expire */
     int64_t iat;       /* "iat" (seconds since the epoch), when before exp; 0: absent */
     int authenticated; /* 1: a valid token was presented */

@@ -63,6 +63,18 @@ sse_frame(const pe_msg_t *msg, const char *ev, const char *data, size_t data_len
 static pe_msg_encoding_t *
 build_sse(const pe_msg_t *msg)
 {
+    if (msg->kind == PE_MSG_COUNT) {
+        /* No id line: a count is live only and moves no position, and an event without an id
+         * leaves the client's Last-Event-ID as it was (WHATWG "dispatch the event"). */
+        static const char head[] = "event: count\ndata: ";
+        size_t len = sizeof(head) - 1 + msg->data_len + sizeof(SSE_END) - 1;
+        pe_msg_encoding_t *enc = pe_malloc(sizeof(*enc) + len);
+        memcpy(enc->data, head, sizeof(head) - 1);
+        memcpy(enc->data + sizeof(head) - 1, msg->data, msg->data_len);
+        memcpy(enc->data + sizeof(head) - 1 + msg->data_len, SSE_END, sizeof(SSE_END) - 1);
+        enc->len = len;
+        return enc;
+    }
     if (msg->kind != PE_MSG_DATA)
         return sse_frame(msg, msg->kind == PE_MSG_JOIN ? SSE_JOIN : SSE_LEAVE, msg->data, msg->data_len);
     return sse_frame(msg, "", msg->envelope, msg->envelope_len);
@@ -96,10 +108,14 @@ pe_wire_sse_retry(char *out, unsigned ms)
 #define OP_HEAD "{\"op\":\"message\","
 #define OP_JOIN "{\"op\":\"join\",\"id\":\""
 #define OP_LEAVE "{\"op\":\"leave\",\"id\":\""
+/* A count has no id: {"op":"count", + its data[1..]. */
+#define OP_COUNT "{\"op\":\"count\","
 
 size_t
 pe_wire_ws_text_len(const pe_msg_t *msg)
 {
+    if (msg->kind == PE_MSG_COUNT)
+        return sizeof(OP_COUNT) - 1 + msg->data_len - 1;
     if (msg->kind != PE_MSG_DATA)
         return strlen(msg->kind == PE_MSG_JOIN ? OP_JOIN : OP_LEAVE) + msg->id_len + 2 + msg->data_len - 1;
     return sizeof(OP_HEAD) - 1 + msg->envelope_len - 1;
@@ -108,6 +124,11 @@ pe_wire_ws_text_len(const pe_msg_t *msg)
 size_t
 pe_wire_presence_text(const pe_msg_t *msg, char *p)
 {
+    if (msg->kind == PE_MSG_COUNT) {
+        memcpy(p, OP_COUNT, sizeof(OP_COUNT) - 1);
+        memcpy(p + sizeof(OP_COUNT) - 1, msg->data + 1, msg->data_len - 1);
+        return sizeof(OP_COUNT) - 1 + msg->data_len - 1;
+    }
     const char *head = msg->kind == PE_MSG_JOIN ? OP_JOIN : OP_LEAVE;
     size_t hlen = strlen(head);
     memcpy(p, head, hlen);

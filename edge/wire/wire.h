@@ -88,7 +88,8 @@ const pe_msg_encoding_t *pe_wire_ws_message(pe_msg_t *msg, int deflate);
 
 /**
  * A presence event (msg->kind PE_MSG_JOIN or PE_MSG_LEAVE) as the JSON of its WebSocket op and
- * long-poll entry, {"op":"join","id":"<id>","channel":..,"client":..,"user":..}, written at p
+ * long-poll entry, {"op":"join","id":"<id>","channel":..,"client":..,"user":..,"node":..}, or a
+ * count (PE_MSG_COUNT) as {"op":"count","channel":..,"count":N} (no id), written at p
  * (pe_wire_ws_text_len(msg) bytes); returns its length. The SSE event and the WebSocket frames
  * of such a message are built in the same slots as a message's (pe_wire_sse_event,
  * pe_wire_ws_message), with the event's form.

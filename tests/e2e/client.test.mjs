@@ -9,7 +9,9 @@
  * and the retained messages follow; publish() errors carry the server's code; subscribing and
  * unsubscribing on a live connection; a server killed under a WebSocket client while publishes
  * go on: the client reconnects and gets the rest from the restarted node (Redis only); a
- * WebSocket client is 'connected' only once its subscriptions are confirmed (Redis only). A
+ * WebSocket client is 'connected' only once its subscriptions are confirmed (Redis only);
+ * presence per transport (another member's join and leave reach the `presence` function in
+ * order with the messages, a member's own join once). A
  * sentinel message behind the expected ones, not a pause, shows that nothing more arrives.
  *
  * Not here: fallback through proxies and timer throttling (browser.test.mjs, tests/client/).
@@ -18,7 +20,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { PushEdge } from '../../web/src/pushedge.js';
-import { delay, publishMany, publishOk, sharedServers, startServer, unavailable, uniqueChannel, waitUntil } from './lib.mjs';
+import { delay, openSSE, publishMany, publishOk, sharedServers, startServer, unavailable, uniqueChannel, waitUntil } from './lib.mjs';
 
 const OPTS = { WebSocket, probeTimeout: 3000, connectTimeout: 5000, backoffBase: 100, backoffCap: 1000, reprobeInterval: 600000 };
 const [main, small] = sharedServers(before, after, [[['--poll-timeout', '2']], [['--history-size', '5', '--poll-timeout', '2']]]);
@@ -106,6 +108,40 @@ describe('client (Node): transports', () => {
                 c2.close();
             });
         }
+    }
+});
+
+describe('client (Node): presence', () => {
+    for (const tr of TRANSPORTS) {
+        it(`${tr}: join and leave of another member, in order with the messages; node and type`, { timeout: 20000 }, async (t) => {
+            const ch = uniqueChannel('cp');
+            const c = client(main.srv.url, { transports: [tr] });
+            const seen = [];
+            c.subscribe(ch, (m) => seen.push(`m${m.data.n}`), { presence: (e) => seen.push(e) });
+            await connected(c, tr);
+            if (tr !== 'poll')
+                await waitUntil(() => seen.some((e) => e.type === 'join'), { timeoutMs: 5000, what: 'its own join' });
+            const own = seen.filter((e) => e.type === 'join').map((e) => e.client);
+            await publishOk(main.srv.url, ch, { n: 1 });
+            const other = await openSSE(main.srv.url, `/sse?channel=${ch}&presence=1`, { t });
+            await other.waitLive();
+            const j = JSON.parse((await other.next((e) => e.type === 'join', 5000, "the other's own join")).data);
+            await publishOk(main.srv.url, ch, { n: 2 });
+            other.close();
+            await waitUntil(() => seen.some((e) => e.type === 'leave'), { timeoutMs: 5000, what: 'the leave' });
+            await publishOk(main.srv.url, ch, { n: 3 });
+            await waitUntil(() => seen.includes('m3'), { timeoutMs: 5000, what: 'the last message' });
+            const tail = seen.filter((e) => typeof e === 'string' || !own.includes(e.client))
+                .map((e) => (typeof e === 'string' ? e : `${e.type}:${e.client}`));
+            assert.deepEqual(tail, ['m1', `join:${j.client}`, 'm2', `leave:${j.client}`, 'm3'], JSON.stringify(seen));
+            const je = seen.find((e) => e.type === 'join' && e.client === j.client);
+            assert.equal(je.channel, ch);
+            assert.equal(je.node, j.client.split('.')[0]);
+            assert.equal(je.user, null);
+            if (tr !== 'poll')
+                assert.equal(own.length, 1, 'a member gets its own join once');
+            c.close();
+        });
     }
 });
 

@@ -21,8 +21,14 @@
  *     other's joins; kill -9 of a node: its members leave (the listing and the leave events)
  *     within the sweep deadline (--presence-node-timeout 2: 2 s + the 1 s beat).
  *
- * Not covered: the JS client (no presence API there yet), Redis Cluster, a node's link down
- * past the deadline (re-registration), the cost (tests/load/presence-cost.mjs).
+ *  8. members and events carry "node", and "info" from the token's claim (on every transport and
+ *     in the user registry); a token whose info is not an object or is over 256 bytes: 401;
+ *  9. past --presence-max-members: count events (SSE without id, WebSocket and long-poll op),
+ *     at most one per interval, none while unchanged, a last one back within the bound, a late
+ *     member's count within an interval.
+ * Not covered here: the JS client (client.test.mjs, tests/client/presence.test.mjs), 2,000
+ * subscribers (presence_churn.test.mjs), Redis Cluster, a node's link down past the deadline
+ * (re-registration), the cost (tests/load/presence-cost.mjs, presence-expiry.mjs).
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -83,6 +89,7 @@ describe('presence on every transport', () => {
         assert.equal(jd.channel, ch);
         assert.equal(jd.user, null);
         assert.match(jd.client, /^[0-9a-f]{16}\.\d+\.\d+$/);
+        assert.equal(jd.node, jd.client.split('.')[0]);
         assert.match(join.lastEventId, /^\d+-\d+$/, 'a presence event carries the position');
         const p = await presenceOf(url, ch);
         assert.equal(p.channel, ch);
@@ -92,6 +99,9 @@ describe('presence on every transport', () => {
         assert.ok(mb, `the joiner is listed: ${JSON.stringify(p)}`);
         assert.equal(mb.transport, 'ws');
         assert.equal(mb.user, null);
+        assert.match(mb.node, /^[0-9a-f]{16}$/);
+        assert.equal(mb.node, jd.node);
+        assert.equal(mb.info, undefined, 'no token, no info');
         assert.ok(Math.abs(mb.since - Date.now()) < 60000, `since is a wall-clock ms: ${mb.since}`);
         assert.ok(p.members.some((m) => m.transport === 'sse'));
         const c = await presenceOf(url, ch, '&members=0');
@@ -115,7 +125,8 @@ describe('presence on every transport', () => {
         assert.equal(j.channel, ch);
         assert.equal(j.user, null);
         assert.match(j.id, /^\d+-\d+$/);
-        assert.deepEqual(Object.keys(j).sort(), ['channel', 'client', 'id', 'op', 'user']);
+        assert.deepEqual(Object.keys(j).sort(), ['channel', 'client', 'id', 'node', 'op', 'user']);
+        assert.equal(j.node, j.client.split('.')[0], 'node: the 16-hex node id, the connection id\'s prefix');
         s.close();
         const l = await w.nextOp('leave');
         assert.equal(l.client, j.client);
@@ -230,6 +241,75 @@ describe('presence on every transport', () => {
     });
 });
 
+describe('large channels: counts instead of joins past --presence-max-members', () => {
+    const INTERVAL = 300;
+    const ref = sharedServer(before, after, ['--presence-max-members', '3', '--presence-count-interval', String(INTERVAL)]);
+    const counts = (s) => s.events.filter((e) => e.type === 'count').map((e) => JSON.parse(e.data).count);
+
+    it('SSE, WebSocket and long-poll get the count, at most once per interval, live only; a last one back within the bound', async (t) => {
+        const url = ref.srv.url;
+        const ch = uniqueChannel('prc');
+        const s = await sseLive(url, ch, '&presence=1', { t });
+        const w = await openWs(url, `/ws?channel=${ch}&presence=1`, { t });
+        await w.nextOp('subscribed');
+        const plain = await sseLive(url, ch, '', { t });
+        const others = [];
+        for (let i = 0; i < 4; i++)
+            others.push(await sseLive(url, ch, '&presence=1', { t }));
+        /* 6 members: past the bound of 3. */
+        const c6 = await s.next((e) => e.type === 'count' && JSON.parse(e.data).count === 6, 5000, 'the count 6');
+        assert.deepEqual(JSON.parse(c6.data), { channel: ch, count: 6 });
+        assert.equal(c6.hadId, false, 'a count carries no id: it moves no cursor');
+        const wc = await w.waitFor(() => w.ops().find((o) => o.op === 'count' && o.count === 6), 5000, 'the WebSocket count');
+        assert.deepEqual(wc, { op: 'count', channel: ch, count: 6 });
+        /* A long-poll: a count that changes answers a held poll. */
+        const cur = (await pollRequest(url, `channel=${ch}&since=0&presence=1`)).json.cursor;
+        const held = pollRequest(url, `channel=${ch}&since=${encodeURIComponent(cur)}&presence=1`);
+        await delay(INTERVAL * 2);
+        others[3].close(); /* 6 -> 5: no leave (past the bound), a count */
+        const r = await held;
+        assert.equal(r.status, 200, r.text);
+        assert.deepEqual(r.json.messages, []);
+        assert.deepEqual(r.json.presence, [{ op: 'count', channel: ch, count: 5 }], r.text);
+        assert.equal(r.json.cursor, cur, 'the cursor does not move for a count');
+        /* Nothing changes: no more counts. */
+        await s.next((e) => e.type === 'count' && JSON.parse(e.data).count === 5, 5000, 'the count 5');
+        const before5 = counts(s).length;
+        await delay(INTERVAL * 3);
+        assert.equal(counts(s).length, before5, `no count while it does not change: ${counts(s)}`);
+        /* Back within the bound: the leave that crosses it, and one last count. */
+        others[2].close();
+        others[1].close();
+        others[0].close(); /* 5 -> 2 */
+        await s.next((e) => e.type === 'count' && JSON.parse(e.data).count === 2, 5000, 'the last count, 2');
+        await delay(INTERVAL * 2);
+        const tail = counts(s);
+        assert.equal(tail[tail.length - 1], 2, `${tail}`);
+        /* A subscriber without presence=1 saw none of it. */
+        await publishOk(url, ch, { end: 1 });
+        await plain.next((e) => e.type === 'message', 5000, 'the message');
+        assert.deepEqual(plain.events.map((e) => e.type), ['message']);
+        /* Rate: one per interval at most (the test ran for a few intervals only). */
+        const times = s.events.filter((e) => e.type === 'count').map((e) => e.t);
+        for (let i = 1; i < times.length; i++)
+            assert.ok(times[i] - times[i - 1] >= INTERVAL / 2, `counts ${INTERVAL} ms apart: ${times}`);
+    });
+
+    it('a member that subscribes to a large channel gets its count within an interval', async (t) => {
+        const url = ref.srv.url;
+        const ch = uniqueChannel('prc');
+        const members = [];
+        for (let i = 0; i < 4; i++)
+            members.push(await sseLive(url, ch, '&presence=1', { t }));
+        await members[0].next((e) => e.type === 'count' && JSON.parse(e.data).count === 4, 5000, 'the count 4');
+        const late = await openWs(url, `/ws?channel=${ch}&presence=1`, { t });
+        await late.nextOp('subscribed');
+        const c = await late.waitFor(() => late.ops().find((o) => o.op === 'count'), INTERVAL * 4, 'a count for the late member');
+        assert.equal(c.count, 5);
+        assert.equal(late.ops().filter((o) => o.op === 'join').length, 0, 'its own join is past the bound too');
+    });
+});
+
 describe('presence and the user registry under --auth', () => {
     const ref = sharedServer(before, after, ['--auth', 'optional', '--jwt-secret', SECRET, '--api-key', KEY]);
 
@@ -251,6 +331,58 @@ describe('presence and the user registry under --auth', () => {
         checkJsonError(await httpRequest(url, `/api/presence?channel=${ch}`, { headers: { authorization: 'Bearer not-the-key' } }), 401,
             'with --auth on, a Bearer that is not the key is read as a token');
         s.close();
+    });
+
+    it('the token\'s "info" claim rides with the member: listing, join and leave on every transport', async (t) => {
+        const url = ref.srv.url;
+        const ch = `room.${uniqueChannel('i')}`;
+        /* Keys that look like the member's own tail: the cut of the event (engine.h, redis_lib.lua)
+         * must not stop inside info. */
+        const info = { name: 'Alice Ünïcode', color: '#f00', tags: [1, 2], transport: 'ws', since: 1 };
+        const tok = mint({ sub: 'alice', exp: now() + 600, channels: ['room.*'], info });
+        const plain = mint({ sub: 'bob', exp: now() + 600, channels: ['room.*'] });
+        const w = await openWs(url, `/ws?channel=${ch}&presence=1&token=${plain}`, { t });
+        await w.nextOp('subscribed');
+        const own = await w.nextOp('join');
+        assert.equal(own.info, undefined, 'a token without info: no field');
+        const s = await sseLive(url, ch, `&presence=1&token=${tok}`, { t });
+        const j = await w.nextOp('join');
+        assert.equal(j.user, 'alice');
+        assert.deepEqual(j.info, info);
+        assert.equal(j.node, j.client.split('.')[0]);
+        const sj = JSON.parse((await s.next((e) => e.type === 'join', 5000, 'its own join')).data);
+        assert.deepEqual(sj.info, info);
+        const p = await presenceOf(url, ch, '', { authorization: `Bearer ${KEY}` });
+        const a = p.members.find((m) => m.user === 'alice');
+        assert.ok(a, JSON.stringify(p));
+        assert.deepEqual(a.info, info);
+        assert.equal(a.transport, 'sse');
+        assert.equal(p.members.find((m) => m.user === 'bob').info, undefined);
+        const u = await httpRequest(url, '/api/users/alice/connections', { headers: { authorization: `Bearer ${KEY}` } });
+        assert.deepEqual(u.json.connections.find((c) => c.client === sj.client).info, info);
+        const hist = await pollRequest(url, `channel=${ch}&since=0&presence=1&token=${plain}`);
+        assert.deepEqual(hist.json.presence.find((e) => e.client === sj.client).info, info, hist.text);
+        s.close();
+        const l = await w.nextOp('leave');
+        assert.deepEqual(l.info, info);
+        assert.equal(l.client, sj.client);
+    });
+
+    it('a token whose "info" is not an object or is over 256 bytes is refused (401 unauthorized)', async (t) => {
+        const url = ref.srv.url;
+        const big = mint({ sub: 'x', exp: now() + 600, channels: ['room.*'], info: { s: 'x'.repeat(250) } });
+        const fits = mint({ sub: 'x', exp: now() + 600, channels: ['room.*'], info: { s: 'x'.repeat(240) } });
+        const str = mint({ sub: 'x', exp: now() + 600, channels: ['room.*'], info: 'a string' });
+        const arr = mint({ sub: 'x', exp: now() + 600, channels: ['room.*'], info: [1] });
+        for (const [tok, what] of [[big, 'info of 258 bytes'], [str, 'info a string'], [arr, 'info an array']]) {
+            const r = await pollRequest(url, `channel=room.z&token=${tok}&timeout=1`);
+            checkJsonError(r, 401, what);
+            assert.equal(r.json.error.code, 'unauthorized', what);
+        }
+        const ok = await openSSE(url, `/sse?channel=room.z&presence=1&token=${fits}`, { t });
+        assert.equal(ok.status, 200, 'info of 248 bytes is accepted');
+        await ok.waitLive();
+        ok.close();
     });
 
     it('GET /api/users/<sub>/connections lists a user\'s connections (API key only)', async (t) => {
@@ -309,10 +441,13 @@ describe('two nodes on one Redis', () => {
         await w1.nextOp('subscribed');
         const s1 = await sseLive(n1.url, ch, '&presence=1');
         await watcher.waitFor(() => presenceEvents(watcher).filter((e) => e.type === 'join').length >= 3, 5000, 'its own join and two from node 1');
+        let nodes = null;
         for (const n of [n1, n2]) {
             const p = await presenceOf(n.url, ch);
             assert.equal(p.count, 3, `${n.url}: ${JSON.stringify(p)}`);
+            nodes = new Set(p.members.map((m) => m.node));
         }
+        assert.equal(nodes.size, 2, 'the members name their two nodes');
         const t0 = Date.now();
         await n1.stop('SIGKILL');
         w1.ws.terminate();

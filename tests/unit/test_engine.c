@@ -1745,10 +1745,19 @@ test_many_publishers(void)
 typedef struct {
     pe_sub_t sub;
     char client[PE_PS_CLIENT_MAXLEN + 1];
-    size_t msgs, joins, leaves;
+    size_t msgs, joins, leaves, counts;
     char last_event_client[PE_PS_CLIENT_MAXLEN + 1];
+    char last_count[80]; /* the data of the last PE_MSG_COUNT */
     int live;
 } psub_t;
+
+/* Runs the loop, waiting up to 10 ms per round, until cond holds or about ms passed (timers). */
+#define RUN_FOR_MS(cond, ms)                                                                                                       \
+    ({                                                                                                                             \
+        for (int run_i_ = 0; run_i_ != (ms) / 10 && !(cond); ++run_i_)                                                             \
+            h2o_evloop_run(loop, 10);                                                                                              \
+        !!(cond);                                                                                                                  \
+    })
 
 static int
 p_on_message(pe_sub_t *sub, pe_msg_t *msg)
@@ -1756,6 +1765,11 @@ p_on_message(pe_sub_t *sub, pe_msg_t *msg)
     psub_t *p = H2O_STRUCT_FROM_MEMBER(psub_t, sub, sub);
     if (msg->kind == PE_MSG_DATA) {
         ++p->msgs;
+        return PE_SUB_CONTINUE;
+    }
+    if (msg->kind == PE_MSG_COUNT) {
+        ++p->counts;
+        snprintf(p->last_count, sizeof(p->last_count), "%.*s", (int)msg->data_len, msg->data);
         return PE_SUB_CONTINUE;
     }
     ++*(msg->kind == PE_MSG_JOIN ? &p->joins : &p->leaves);
@@ -1786,6 +1800,7 @@ p_who(pe_sub_t *sub, pe_ps_who_t *out)
     out->user = NULL;
     out->transport = "ws";
     out->since_ms = 1234;
+    out->node = "0123456789abcdef";
 }
 
 static const pe_sub_callbacks_t p_callbacks = {.on_message = p_on_message, .on_gap = p_on_gap, .on_live = p_on_live, .who = p_who};
@@ -1819,7 +1834,11 @@ static void
 test_presence(void)
 {
     fixture_t f;
-    pe_ps_options_t opts = {.history_size = 100, .history_ttl_ms = TTL_LONG, .max_nodes = 1, .presence_max_members = 2};
+    pe_ps_options_t opts = {.history_size = 100,
+                            .history_ttl_ms = TTL_LONG,
+                            .max_nodes = 1,
+                            .presence_max_members = 2,
+                            .presence_count_interval_ms = 20};
     set_clock(0);
     f.engine = pe_ps_engine_create_memory(&opts);
     f.node = pe_ps_node_create(f.engine, loop, 0);
@@ -1843,8 +1862,8 @@ test_presence(void)
     TAP_OK(RUN_UNTIL(q.calls == 1), "answered");
     TAP_EQ_UINT(q.count, 2, "two members");
     TAP_EQ_STR(q.members,
-               "[{\"client\":\"n.0.1\",\"user\":null,\"transport\":\"ws\",\"since\":1234},"
-               "{\"client\":\"n.0.3\",\"user\":null,\"transport\":\"ws\",\"since\":1234}]",
+               "[{\"client\":\"n.0.1\",\"user\":null,\"node\":\"0123456789abcdef\",\"transport\":\"ws\",\"since\":1234},"
+               "{\"client\":\"n.0.3\",\"user\":null,\"node\":\"0123456789abcdef\",\"transport\":\"ws\",\"since\":1234}]",
                "the members in join order");
 
     /* Past --presence-max-members (2): the third member's join and leave store nothing. */
@@ -1857,21 +1876,41 @@ test_presence(void)
     q = (pquery_t){0};
     pe_ps_presence_query(f.node, "room", 4, 0, on_pquery, &q);
     TAP_OK(RUN_UNTIL(q.calls == 1) && q.count == 3 && q.members[0] == '\0', "the count is exact; no list when not asked");
+    /* Counts (docs/protocol.md "Large channels"): past the bound, each presence subscriber gets
+     * the count once per change; the plain one never. */
+    TAP_OK(RUN_FOR_MS(a.counts == 1 && b.counts == 1 && d.counts == 1, 2000), "past the bound: a count to each member");
+    TAP_EQ_STR(a.last_count, "{\"channel\":\"room\",\"count\":3}", "the count's data");
+    RUN_FOR_MS(0, 100);
+    TAP_EQ_UINT(a.counts, 1, "no second count while it does not change");
+    TAP_EQ_UINT(plain.counts, 0, "none without presence");
     pe_sub_dispose(&d.sub);
+    TAP_OK(RUN_FOR_MS(a.counts == 2, 2000), "back within the bound: one last count");
+    TAP_EQ_STR(a.last_count, "{\"channel\":\"room\",\"count\":2}", "the last count");
     publish_wait(f.node, "room", 9);
     TAP_OK(RUN_UNTIL(a.msgs == 3), "the marker");
     TAP_EQ_UINT(a.leaves, 0, "no leave from 3 members");
     pe_sub_dispose(&b.sub);
     TAP_OK(RUN_UNTIL(a.leaves == 1), "a leave from 2 members (within the bound)");
     TAP_EQ_STR(a.last_event_client, "n.0.3", "the leaver's id");
+    RUN_FOR_MS(0, 100);
+    TAP_EQ_UINT(a.counts, 2, "within the bound: the leave says it, no count");
 
     /* The user registry. */
-    pe_ps_who_t who = {.client = "n.1.9", .user = "alice", .user_len = 5, .transport = "sse", .since_ms = 1};
+    pe_ps_who_t who = {.client = "n.1.9",
+                       .user = "alice",
+                       .user_len = 5,
+                       .transport = "sse",
+                       .since_ms = 1,
+                       .node = "n",
+                       .info = "{\"a\":1}",
+                       .info_len = 7};
     pe_ps_member_t *u = pe_ps_user_register(f.node, &who);
     q = (pquery_t){0};
     pe_ps_user_query(f.node, "alice", 5, on_pquery, &q);
     TAP_OK(RUN_UNTIL(q.calls == 1), "user query answered");
-    TAP_EQ_STR(q.members, "[{\"client\":\"n.1.9\",\"user\":\"alice\",\"transport\":\"sse\",\"since\":1}]", "alice's connection");
+    TAP_EQ_STR(q.members,
+               "[{\"client\":\"n.1.9\",\"user\":\"alice\",\"node\":\"n\",\"info\":{\"a\":1},\"transport\":\"sse\",\"since\":1}]",
+               "alice's connection, its node and info");
     pe_ps_user_unregister(f.node, u);
     q = (pquery_t){0};
     pe_ps_user_query(f.node, "alice", 5, on_pquery, &q);

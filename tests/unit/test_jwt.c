@@ -440,6 +440,25 @@ test_claims(void)
     TAP_EQ_INT(pe_may_subscribe(PE_AUTH_MODE_REQUIRED, NULL, &id, "user:bob", 8), PE_ACCESS_FORBIDDEN, "not user:bob");
     pe_identity_dispose(&id);
 
+    /* "info" (presence): an object kept minified, at most PE_POLICY_MAX_INFO bytes; anything else
+     * refuses the token. */
+    tok = mint("HS256", NULL, "{\"sub\":\"a\",\"info\":{ \"name\" : \"A\", \"n\": [1, 2] }}", NULL);
+    TAP_EQ_INT(pe_jwt_verify(set, &opts, NOW, tok, strlen(tok), &id, NULL), PE_JWT_OK, "a token with info");
+    TAP_EQ_STR(id.info, "{\"name\":\"A\",\"n\":[1,2]}", "info minified");
+    TAP_EQ_UINT(id.info_len, strlen("{\"name\":\"A\",\"n\":[1,2]}"), "its length");
+    pe_identity_dispose(&id);
+    TAP_OK(id.info == NULL, "disposed");
+    for (int n = 248; n <= 249; ++n) {
+        char payload[400];
+        /* {"s":"xx..."} is n + 8 bytes: 256 passes, 257 does not. */
+        snprintf(payload, sizeof(payload), "{\"info\":{\"s\":\"%0*d\"}}", n, 0);
+        TAP_EQ_INT(verify(set, mint("HS256", NULL, payload, NULL)), n == 248 ? PE_JWT_OK : PE_JWT_INVALID, "info of %d bytes",
+                   n + 8);
+    }
+    TAP_EQ_INT(verify(set, mint("HS256", NULL, "{\"info\":\"x\"}", NULL)), PE_JWT_INVALID, "info a string");
+    TAP_EQ_INT(verify(set, mint("HS256", NULL, "{\"info\":[1]}", NULL)), PE_JWT_INVALID, "info an array");
+    TAP_EQ_INT(verify(set, mint("HS256", NULL, "{\"info\":null}", NULL)), PE_JWT_OK, "info null: none");
+
     /* An expired token with a bad signature is invalid, not expired. */
     tok = mint_ex("{\"alg\":\"HS256\"}", "{\"exp\":1}", "HS256", "another secret of at least 32 bytes!!", 37, NULL, 1);
     TAP_EQ_INT(verify(set, tok), PE_JWT_INVALID, "expired and badly signed: invalid");

@@ -218,6 +218,20 @@ test_presence(void)
     static const char op2[] = "{\"op\":\"leave\",\"id\":\"10-0\",\"channel\":\"room\",\"client\":\"x\",\"user\":null}";
     TAP_EQ_MEM(text, n, op2, sizeof(op2) - 1, "a leave op");
     pe_msg_release(msg);
+
+    /* A count (PE_MSG_COUNT): no id anywhere. */
+    msg = make_msg(0, 0, "room", "{\"channel\":\"room\",\"count\":1234}");
+    msg->kind = PE_MSG_COUNT;
+    ev = pe_wire_sse_event(msg);
+    static const char want3[] = "event: count\ndata: {\"channel\":\"room\",\"count\":1234}\n\n";
+    TAP_EQ_MEM(ev->data, ev->len, want3, sizeof(want3) - 1, "the SSE count event, without an id line");
+    static const char op3[] = "{\"op\":\"count\",\"channel\":\"room\",\"count\":1234}";
+    n = pe_wire_presence_text(msg, text);
+    TAP_EQ_MEM(text, n, op3, sizeof(op3) - 1, "the count op");
+    TAP_EQ_INT(pe_wire_ws_text_len(msg), sizeof(op3) - 1, "its length");
+    frame = pe_wire_ws_message(msg, 0);
+    TAP_EQ_MEM(frame->data + 2, frame->len - 2, op3, sizeof(op3) - 1, "the frame carries the count op");
+    pe_msg_release(msg);
 }
 
 int

@@ -109,7 +109,26 @@ export interface SubscribeOptions {
   since?: string;
   /** Called when history no longer reaches back to the channel's position (refetch your state). */
   onGap?: (info: { channel: string }) => void;
+  /**
+   * The channel's presence events (docs/client.md "Presence"); the client becomes a member of the
+   * channel. Must be given by the subscribe() that first subscribes the channel; not with
+   * `shared: true`.
+   */
+  presence?: (event: PresenceEvent) => void;
 }
+
+/** A member's join or leave (an entry of the channel's history, with its id), or a count. */
+export type PresenceEvent =
+  | {
+      type: 'join' | 'leave';
+      channel: string;
+      id?: string; /* absent over SSE (the stream's cursor carries it) */
+      client: string;
+      user: string | null;
+      node: string;
+      info?: Record<string, unknown>;
+    }
+  | { type: 'count'; channel: string; count: number };
 
 export interface StateInfo {
   state: ClientState;

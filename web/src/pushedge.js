@@ -621,6 +621,83 @@ class TokenSource {
   }
 }
 
+/* ==== client/http.js ==== */
+
+/*
+ * http.js: what the fetch-based transports share: the channel/since query of a request, where
+ * its token goes, and the reading of a refusal (docs/protocol.md "Server-Sent Events",
+ * "Long-polling"; docs/client.md "Authentication").
+ */
+
+/* The codes of a refusal of the credentials rather than of the request: the client may renew
+ * the token and try again (docs/auth.md "Refusals"; `revoked` is final). */
+const AUTH_CODES = ['unauthorized', 'token_expired', 'forbidden', 'revoked'];
+
+/**
+ * channel=..&channel=..&since=.. for a set of channels and its `since` (null: none), with
+ * presence=1 when `presence` (docs/protocol.md "Presence": it applies to the whole request).
+ */
+function channelQuery(channels, since, presence = false) {
+  const parts = channels.map((c) => `channel=${encodeURIComponent(c)}`);
+  if (since) parts.push(`since=${encodeURIComponent(since)}`);
+  if (presence) parts.push('presence=1');
+  return parts.join('&');
+}
+
+/**
+ * A presence event as the client hands it to the app: {type: 'join'|'leave'|'count', channel,
+ * ...the server's fields} (client, user, node, info?, id for join and leave; count for count).
+ * `o` is the server's object (its `op`, if any, becomes `type`). null if it is not one.
+ */
+function presenceEvent(type, o) {
+  if (!o || typeof o !== 'object' || typeof o.channel !== 'string') return null;
+  const { op, ...rest } = o;
+  return { type, ...rest };
+}
+
+/**
+ * A request's URL and headers with the token where `via` says ('header': Authorization;
+ * 'query': token=; 'cookie': nowhere, the browser sends the cookie). Without a token the
+ * headers stay as given, so a tokenless cross-origin request still needs no preflight.
+ */
+function withToken(url, headers, token, via) {
+  if (!token || via === 'cookie') return { url, headers };
+  if (via === 'query') return { url: `${url}${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(token)}`, headers };
+  return { url, headers: { ...headers, Authorization: `Bearer ${token}` } };
+}
+
+/** Retry-After (seconds or an HTTP date) in ms, or null. */
+function retryAfterMs(res, clock) {
+  const v = res.headers && res.headers.get && res.headers.get('retry-after');
+  if (!v) return null;
+  if (/^\d+$/.test(v.trim())) return Number(v.trim()) * 1000;
+  const t = Date.parse(v);
+  return Number.isNaN(t) ? null : Math.max(0, t - clock.now());
+}
+
+/**
+ * What a non-200 answer to SSE or a poll means: 'later' (503/429: a draining node or an engine
+ * outage; come back after retryIn), 'auth' (401/403 with one of AUTH_CODES: the token was
+ * refused; the client decides whether a new one may help), 'fatal' (another 4xx JSON error:
+ * this request is refused for good), or 'failed' (anything else: count it as a failure of the
+ * transport).
+ */
+async function readRefusal(res, clock) {
+  let body = null;
+  try {
+    body = await res.json();
+  } catch (e) {
+    /* not JSON */
+  }
+  const error = (body && body.error) || {};
+  if (res.status === 503 || res.status === 429) return { kind: 'later', code: error.code, retryIn: retryAfterMs(res, clock) };
+  if ((res.status === 401 || res.status === 403) && AUTH_CODES.includes(error.code))
+    return { kind: 'auth', info: { code: error.code, message: error.message, status: res.status } };
+  if (res.status >= 400 && res.status < 500 && error.code)
+    return { kind: 'fatal', info: { code: error.code, message: error.message, status: res.status } };
+  return { kind: 'failed' };
+}
+
 /* ==== client/transports/base.js ==== */
 
 /*
@@ -757,7 +834,9 @@ class WsTransport extends Transport {
     const ref = ++this.ref;
     this.pending.set(ref, channel);
     const since = this.cb.since([channel]);
-    this._send(since ? { op: 'subscribe', channel, since, ref } : { op: 'subscribe', channel, ref });
+    const op = since ? { op: 'subscribe', channel, since, ref } : { op: 'subscribe', channel, ref };
+    if (this.cb.wantsPresence(channel)) op.presence = true;
+    this._send(op);
   }
 
   _arm(ms, reason) {
@@ -847,6 +926,13 @@ class WsTransport extends Transport {
     case 'message':
       this.cb.message({ channel: op.channel, id: op.id, data: op.data });
       break;
+    case 'join':
+    case 'leave':
+    case 'count': {
+      const p = presenceEvent(op.op, op);
+      if (p) this.cb.presence(p);
+      break;
+    }
     case 'pong':
       this.pongSeen = true;
       pong = true;
@@ -966,68 +1052,6 @@ class WsTransport extends Transport {
   }
 }
 
-/* ==== client/http.js ==== */
-
-/*
- * http.js: what the fetch-based transports share: the channel/since query of a request, where
- * its token goes, and the reading of a refusal (docs/protocol.md "Server-Sent Events",
- * "Long-polling"; docs/client.md "Authentication").
- */
-
-/* The codes of a refusal of the credentials rather than of the request: the client may renew
- * the token and try again (docs/auth.md "Refusals"; `revoked` is final). */
-const AUTH_CODES = ['unauthorized', 'token_expired', 'forbidden', 'revoked'];
-
-/** channel=..&channel=..&since=.. for a set of channels and its `since` (null: none). */
-function channelQuery(channels, since) {
-  const parts = channels.map((c) => `channel=${encodeURIComponent(c)}`);
-  if (since) parts.push(`since=${encodeURIComponent(since)}`);
-  return parts.join('&');
-}
-
-/**
- * A request's URL and headers with the token where `via` says ('header': Authorization;
- * 'query': token=; 'cookie': nowhere, the browser sends the cookie). Without a token the
- * headers stay as given, so a tokenless cross-origin request still needs no preflight.
- */
-function withToken(url, headers, token, via) {
-  if (!token || via === 'cookie') return { url, headers };
-  if (via === 'query') return { url: `${url}${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(token)}`, headers };
-  return { url, headers: { ...headers, Authorization: `Bearer ${token}` } };
-}
-
-/** Retry-After (seconds or an HTTP date) in ms, or null. */
-function retryAfterMs(res, clock) {
-  const v = res.headers && res.headers.get && res.headers.get('retry-after');
-  if (!v) return null;
-  if (/^\d+$/.test(v.trim())) return Number(v.trim()) * 1000;
-  const t = Date.parse(v);
-  return Number.isNaN(t) ? null : Math.max(0, t - clock.now());
-}
-
-/**
- * What a non-200 answer to SSE or a poll means: 'later' (503/429: a draining node or an engine
- * outage; come back after retryIn), 'auth' (401/403 with one of AUTH_CODES: the token was
- * refused; the client decides whether a new one may help), 'fatal' (another 4xx JSON error:
- * this request is refused for good), or 'failed' (anything else: count it as a failure of the
- * transport).
- */
-async function readRefusal(res, clock) {
-  let body = null;
-  try {
-    body = await res.json();
-  } catch (e) {
-    /* not JSON */
-  }
-  const error = (body && body.error) || {};
-  if (res.status === 503 || res.status === 429) return { kind: 'later', code: error.code, retryIn: retryAfterMs(res, clock) };
-  if ((res.status === 401 || res.status === 403) && AUTH_CODES.includes(error.code))
-    return { kind: 'auth', info: { code: error.code, message: error.message, status: res.status } };
-  if (res.status >= 400 && res.status < 500 && error.code)
-    return { kind: 'fatal', info: { code: error.code, message: error.message, status: res.status } };
-  return { kind: 'failed' };
-}
-
 /* ==== client/transports/sse.js ==== */
 
 /*
@@ -1083,7 +1107,7 @@ class SseTransport extends Transport {
   start(channels) {
     this.channels = [...channels];
     const fetchFn = this.o.fetch || globalThis.fetch;
-    const qs = channelQuery(this.channels, this.cb.since(this.channels));
+    const qs = channelQuery(this.channels, this.cb.since(this.channels), this.channels.some((c) => this.cb.wantsPresence(c)));
     this.token = this.cb.token();
     const req = withToken(`${this.url}?${qs}`, { Accept: 'text/event-stream' }, this.token, this.o.tokenVia);
     this.abort = typeof AbortController !== 'undefined' ? new AbortController() : null;
@@ -1236,6 +1260,16 @@ class SseTransport extends Transport {
         /* malformed */
       }
       if (channel) this.cb.gap(channel, null);
+    } else if (ev.type === 'join' || ev.type === 'leave' || ev.type === 'count') {
+      // Presence (docs/protocol.md): a join or leave moves the cursor like a message (its id
+      // line, below); a count has none.
+      let p = null;
+      try {
+        p = presenceEvent(ev.type, JSON.parse(data));
+      } catch (e) {
+        /* malformed */
+      }
+      if (p) this.cb.presence(p);
     } else if (ev.type === 'engine') {
       try {
         this.cb.engine(JSON.parse(data).state);
@@ -1351,7 +1385,7 @@ class PollTransport extends Transport {
     // otherwise keep the client "connecting" for a whole hold (25 s).
     const hold = this.opened ? this.hold : Math.min(1, this.hold);
     this.lastHold = hold;
-    const qs = `${channelQuery(channels, this.cb.since(channels))}&timeout=${hold}`;
+    const qs = `${channelQuery(channels, this.cb.since(channels), channels.some((c) => this.cb.wantsPresence(c)))}&timeout=${hold}`;
     const token = this.cb.token();
     this.token = token;
     const req = withToken(`${this.url}?${qs}`, {}, token, this.o.tokenVia);
@@ -1408,7 +1442,27 @@ class PollTransport extends Transport {
     }
     if (channels === this.channels) {
       for (const g of body.gaps || []) this.cb.gap(g, null);
-      for (const m of body.messages || []) this.cb.message(m);
+      if (Array.isArray(body.presence) && body.presence.length) {
+        // Messages and join/leave events in the channels' order (by ID: the answer keeps them in
+        // two lists), then the counts (live, no ID).
+        const all = [...(body.messages || []).map((m) => ({ m })), ...body.presence.filter((p) => p && p.id).map((p) => ({ p }))];
+        all.sort((x, y) => compareIds((x.m || x.p).id, (y.m || y.p).id));
+        for (const x of all) {
+          if (x.m) this.cb.message(x.m);
+          else {
+            const p = presenceEvent(x.p.op, x.p);
+            if (p) this.cb.presence(p);
+          }
+        }
+        for (const c of body.presence) {
+          if (c && c.op === 'count' && !c.id) {
+            const p = presenceEvent('count', c);
+            if (p) this.cb.presence(p);
+          }
+        }
+      } else {
+        for (const m of body.messages || []) this.cb.message(m);
+      }
       if (body.cursor) this.cb.cursor(body.cursor, channels);
     }
     // A notice about the token this request carried; once the client has a new one it is news
@@ -1933,17 +1987,24 @@ class PushEdge {
   /**
    * Subscribes to a channel; onMessage gets envelopes {channel, id, data}, each once, in order.
    * `since`: a message ID or cursor to resume after, '0' for everything retained, absent for new
-   * messages only (used when the channel is first subscribed). Returns the unsubscribe function.
+   * messages only (used when the channel is first subscribed). `presence`: a function that gets
+   * the channel's presence events {type: 'join'|'leave'|'count', channel, ...} (docs/client.md
+   * "Presence"); it must be given by the subscribe() that first subscribes the channel. Returns
+   * the unsubscribe function.
    */
-  subscribe(channel, onMessage, { since, onGap } = {}) {
+  subscribe(channel, onMessage, { since, onGap, presence } = {}) {
     if (this._closed) throw new Error('PushEdge: the client is closed');
     if (typeof channel !== 'string' || !CHANNEL_RE.test(channel))
       throw new TypeError(`PushEdge: bad channel name ${JSON.stringify(channel)} (1-200 of A-Z a-z 0-9 _ - . : @)`);
     if (typeof onMessage !== 'function') throw new TypeError('PushEdge: onMessage must be a function');
+    if (presence !== undefined && typeof presence !== 'function') throw new TypeError('PushEdge: presence must be a function');
+    if (presence && this._shared) throw new TypeError('PushEdge: presence is not available with shared: true');
     let sub = this._subs.get(channel);
+    if (sub && presence && !sub.wantsPresence)
+      throw new Error(`PushEdge: ${channel} is subscribed without presence; unsubscribe it first, or ask for presence in its first subscribe()`);
     if (!sub) {
       if (this._subs.size >= MAX_CHANNELS) throw new RangeError(`PushEdge: at most ${MAX_CHANNELS} channels per client`);
-      sub = { handlers: new Set(), onGap: new Set() };
+      sub = { handlers: new Set(), onGap: new Set(), presence: new Set(), wantsPresence: !!presence };
       this._positions.add(channel, since);
       this._subs.set(channel, sub);
       this._setChanged();
@@ -1951,11 +2012,13 @@ class PushEdge {
     const entry = { fn: onMessage };
     sub.handlers.add(entry);
     if (onGap) sub.onGap.add(onGap);
+    if (presence) sub.presence.add(presence);
     return () => {
       const s = this._subs.get(channel);
       if (!s || !s.handlers.has(entry)) return;
       s.handlers.delete(entry);
       if (onGap) s.onGap.delete(onGap);
+      if (presence) s.presence.delete(presence);
       if (s.handlers.size === 0) {
         this._subs.delete(channel);
         this._positions.delete(channel);
@@ -2105,6 +2168,8 @@ class PushEdge {
    *   cursor(cursor, channels)   a cursor the server sent for the set `channels`
    *   position(channel, id)      one channel's start position (WebSocket subscribed)
    *   gap(channel, cursor)       history no longer reaches back for the channel
+   *   presence(event)            a presence event {type, channel, ...} (join/leave with id)
+   *   wantsPresence(channel)     whether the channel asked for presence (presence=1 / op)
    *   engine(state)              the server's engine notice ('available' | 'unavailable')
    *   error(info)                a request the server refused for good (bad channel, bad cursor)
    *   token()                    the token to send (null: none)
@@ -2124,6 +2189,11 @@ class PushEdge {
       cursor: (cursor, channels) => this._tCursor(slot, cursor, channels),
       position: (channel, id) => this._tPosition(slot, channel, id),
       gap: (channel, cursor) => this._tGap(slot, channel, cursor),
+      presence: (ev) => this._tPresence(slot, ev),
+      wantsPresence: (channel) => {
+        const s = this._subs.get(channel);
+        return !!(s && s.wantsPresence);
+      },
       engine: (state) => this._tEngine(slot, state),
       error: (info) => this._emit('error', info),
       token: () => this._auth.token,
@@ -2145,6 +2215,21 @@ class PushEdge {
     if (!this._positions.accept(env.channel, env.id)) return;
     const s = this._subs.get(env.channel);
     for (const h of [...s.handlers]) callApp(h.fn, env);
+  }
+
+  /*
+   * A join or leave is an entry of the channel's history: with its own ID (WebSocket, long-poll)
+   * it moves the position like a message and is dropped when already seen; SSE moves it by the
+   * event's id line (cursor). A count is live only. Over SSE and long-poll presence=1 covers the
+   * whole request, so channels that did not ask are members too: their events are not handed on.
+   */
+  _tPresence(slot, ev) {
+    if (!this._live(slot)) return;
+    const s = this._subs.get(ev.channel);
+    if (!s) return;
+    if (typeof ev.id === 'string' && !this._positions.accept(ev.channel, ev.id)) return;
+    if (!s.wantsPresence) return;
+    for (const fn of [...s.presence]) callApp(fn, ev);
   }
 
   _tCursor(slot, cursor, channels) {

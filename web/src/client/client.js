@@ -149,17 +149,24 @@ export class PushEdge {
   /**
    * Subscribes to a channel; onMessage gets envelopes {channel, id, data}, each once, in order.
    * `since`: a message ID or cursor to resume after, '0' for everything retained, absent for new
-   * messages only (used when the channel is first subscribed). Returns the unsubscribe function.
+   * messages only (used when the channel is first subscribed). `presence`: a function that gets
+   * the channel's presence events {type: 'join'|'leave'|'count', channel, ...} (docs/client.md
+   * "Presence"); it must be given by the subscribe() that first subscribes the channel. Returns
+   * the unsubscribe function.
    */
-  subscribe(channel, onMessage, { since, onGap } = {}) {
+  subscribe(channel, onMessage, { since, onGap, presence } = {}) {
     if (this._closed) throw new Error('PushEdge: the client is closed');
     if (typeof channel !== 'string' || !CHANNEL_RE.test(channel))
       throw new TypeError(`PushEdge: bad channel name ${JSON.stringify(channel)} (1-200 of A-Z a-z 0-9 _ - . : @)`);
     if (typeof onMessage !== 'function') throw new TypeError('PushEdge: onMessage must be a function');
+    if (presence !== undefined && typeof presence !== 'function') throw new TypeError('PushEdge: presence must be a function');
+    if (presence && this._shared) throw new TypeError('PushEdge: presence is not available with shared: true');
     let sub = this._subs.get(channel);
+    if (sub && presence && !sub.wantsPresence)
+      throw new Error(`PushEdge: ${channel} is subscribed without presence; unsubscribe it first, or ask for presence in its first subscribe()`);
     if (!sub) {
       if (this._subs.size >= MAX_CHANNELS) throw new RangeError(`PushEdge: at most ${MAX_CHANNELS} channels per client`);
-      sub = { handlers: new Set(), onGap: new Set() };
+      sub = { handlers: new Set(), onGap: new Set(), presence: new Set(), wantsPresence: !!presence };
       this._positions.add(channel, since);
       this._subs.set(channel, sub);
       this._setChanged();
@@ -167,11 +174,13 @@ export class PushEdge {
     const entry = { fn: onMessage };
     sub.handlers.add(entry);
     if (onGap) sub.onGap.add(onGap);
+    if (presence) sub.presence.add(presence);
     return () => {
       const s = this._subs.get(channel);
       if (!s || !s.handlers.has(entry)) return;
       s.handlers.delete(entry);
       if (onGap) s.onGap.delete(onGap);
+      if (presence) s.presence.delete(presence);
       if (s.handlers.size === 0) {
         this._subs.delete(channel);
         this._positions.delete(channel);
@@ -321,6 +330,8 @@ export class PushEdge {
    *   cursor(cursor, channels)   a cursor the server sent for the set `channels`
    *   position(channel, id)      one channel's start position (WebSocket subscribed)
    *   gap(channel, cursor)       history no longer reaches back for the channel
+   *   presence(event)            a presence event {type, channel, ...} (join/leave with id)
+   *   wantsPresence(channel)     whether the channel asked for presence (presence=1 / op)
    *   engine(state)              the server's engine notice ('available' | 'unavailable')
    *   error(info)                a request the server refused for good (bad channel, bad cursor)
    *   token()                    the token to send (null: none)
@@ -340,6 +351,11 @@ export class PushEdge {
       cursor: (cursor, channels) => this._tCursor(slot, cursor, channels),
       position: (channel, id) => this._tPosition(slot, channel, id),
       gap: (channel, cursor) => this._tGap(slot, channel, cursor),
+      presence: (ev) => this._tPresence(slot, ev),
+      wantsPresence: (channel) => {
+        const s = this._subs.get(channel);
+        return !!(s && s.wantsPresence);
+      },
       engine: (state) => this._tEngine(slot, state),
       error: (info) => this._emit('error', info),
       token: () => this._auth.token,
@@ -361,6 +377,21 @@ export class PushEdge {
     if (!this._positions.accept(env.channel, env.id)) return;
     const s = this._subs.get(env.channel);
     for (const h of [...s.handlers]) callApp(h.fn, env);
+  }
+
+  /*
+   * A join or leave is an entry of the channel's history: with its own ID (WebSocket, long-poll)
+   * it moves the position like a message and is dropped when already seen; SSE moves it by the
+   * event's id line (cursor). A count is live only. Over SSE and long-poll presence=1 covers the
+   * whole request, so channels that did not ask are members too: their events are not handed on.
+   */
+  _tPresence(slot, ev) {
+    if (!this._live(slot)) return;
+    const s = this._subs.get(ev.channel);
+    if (!s) return;
+    if (typeof ev.id === 'string' && !this._positions.accept(ev.channel, ev.id)) return;
+    if (!s.wantsPresence) return;
+    for (const fn of [...s.presence]) callApp(fn, ev);
   }
 
   _tCursor(slot, cursor, channels) {

@@ -8,11 +8,26 @@
  * the token and try again (docs/auth.md "Refusals"; `revoked` is final). */
 export const AUTH_CODES = ['unauthorized', 'token_expired', 'forbidden', 'revoked'];
 
-/** channel=..&channel=..&since=.. for a set of channels and its `since` (null: none). */
-export function channelQuery(channels, since) {
+/**
+ * channel=..&channel=..&since=.. for a set of channels and its `since` (null: none), with
+ * presence=1 when `presence` (docs/protocol.md "Presence": it applies to the whole request).
+ */
+export function channelQuery(channels, since, presence = false) {
   const parts = channels.map((c) => `channel=${encodeURIComponent(c)}`);
   if (since) parts.push(`since=${encodeURIComponent(since)}`);
+  if (presence) parts.push('presence=1');
   return parts.join('&');
+}
+
+/**
+ * A presence event as the client hands it to the app: {type: 'join'|'leave'|'count', channel,
+ * ...the server's fields} (client, user, node, info?, id for join and leave; count for count).
+ * `o` is the server's object (its `op`, if any, becomes `type`). null if it is not one.
+ */
+export function presenceEvent(type, o) {
+  if (!o || typeof o !== 'object' || typeof o.channel !== 'string') return null;
+  const { op, ...rest } = o;
+  return { type, ...rest };
 }
 
 /**

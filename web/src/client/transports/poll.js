@@ -10,7 +10,8 @@
  */
 
 import { deadline } from '../timing.js';
-import { channelQuery, readRefusal, withToken } from '../http.js';
+import { channelQuery, presenceEvent, readRefusal, withToken } from '../http.js';
+import { compareIds } from '../cursor.js';
 import { Transport } from './base.js';
 
 export class PollTransport extends Transport {
@@ -68,7 +69,7 @@ export class PollTransport extends Transport {
     // otherwise keep the client "connecting" for a whole hold (25 s).
     const hold = this.opened ? this.hold : Math.min(1, this.hold);
     this.lastHold = hold;
-    const qs = `${channelQuery(channels, this.cb.since(channels))}&timeout=${hold}`;
+    const qs = `${channelQuery(channels, this.cb.since(channels), channels.some((c) => this.cb.wantsPresence(c)))}&timeout=${hold}`;
     const token = this.cb.token();
     this.token = token;
     const req = withToken(`${this.url}?${qs}`, {}, token, this.o.tokenVia);
@@ -125,7 +126,27 @@ export class PollTransport extends Transport {
     }
     if (channels === this.channels) {
       for (const g of body.gaps || []) this.cb.gap(g, null);
-      for (const m of body.messages || []) this.cb.message(m);
+      if (Array.isArray(body.presence) && body.presence.length) {
+        // Messages and join/leave events in the channels' order (by ID: the answer keeps them in
+        // two lists), then the counts (live, no ID).
+        const all = [...(body.messages || []).map((m) => ({ m })), ...body.presence.filter((p) => p && p.id).map((p) => ({ p }))];
+        all.sort((x, y) => compareIds((x.m || x.p).id, (y.m || y.p).id));
+        for (const x of all) {
+          if (x.m) this.cb.message(x.m);
+          else {
+            const p = presenceEvent(x.p.op, x.p);
+            if (p) this.cb.presence(p);
+          }
+        }
+        for (const c of body.presence) {
+          if (c && c.op === 'count' && !c.id) {
+            const p = presenceEvent('count', c);
+            if (p) this.cb.presence(p);
+          }
+        }
+      } else {
+        for (const m of body.messages || []) this.cb.message(m);
+      }
       if (body.cursor) this.cb.cursor(body.cursor, channels);
     }
     // A notice about the token this request carried; once the client has a new one it is news

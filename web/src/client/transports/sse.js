@@ -18,7 +18,7 @@
  */
 
 import { deadline } from '../timing.js';
-import { channelQuery, readRefusal, withToken } from '../http.js';
+import { channelQuery, presenceEvent, readRefusal, withToken } from '../http.js';
 import { Transport } from './base.js';
 
 /* The text of an `expired` / `revoked` event's data: its "reason" or "message" member, or the
@@ -54,7 +54,7 @@ export class SseTransport extends Transport {
   start(channels) {
     this.channels = [...channels];
     const fetchFn = this.o.fetch || globalThis.fetch;
-    const qs = channelQuery(this.channels, this.cb.since(this.channels));
+    const qs = channelQuery(this.channels, this.cb.since(this.channels), this.channels.some((c) => this.cb.wantsPresence(c)));
     this.token = this.cb.token();
     const req = withToken(`${this.url}?${qs}`, { Accept: 'text/event-stream' }, this.token, this.o.tokenVia);
     this.abort = typeof AbortController !== 'undefined' ? new AbortController() : null;
@@ -207,6 +207,16 @@ export class SseTransport extends Transport {
         /* malformed */
       }
       if (channel) this.cb.gap(channel, null);
+    } else if (ev.type === 'join' || ev.type === 'leave' || ev.type === 'count') {
+      // Presence (docs/protocol.md): a join or leave moves the cursor like a message (its id
+      // line, below); a count has none.
+      let p = null;
+      try {
+        p = presenceEvent(ev.type, JSON.parse(data));
+      } catch (e) {
+        /* malformed */
+      }
+      if (p) this.cb.presence(p);
     } else if (ev.type === 'engine') {
       try {
         this.cb.engine(JSON.parse(data).state);

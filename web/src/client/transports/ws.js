@@ -15,6 +15,7 @@
  */
 
 import { deadline } from '../timing.js';
+import { presenceEvent } from '../http.js';
 import { Transport } from './base.js';
 
 /* Codes of an error op naming a channel the server took away (docs/protocol.md "WebSocket"). */
@@ -115,7 +116,9 @@ export class WsTransport extends Transport {
     const ref = ++this.ref;
     this.pending.set(ref, channel);
     const since = this.cb.since([channel]);
-    this._send(since ? { op: 'subscribe', channel, since, ref } : { op: 'subscribe', channel, ref });
+    const op = since ? { op: 'subscribe', channel, since, ref } : { op: 'subscribe', channel, ref };
+    if (this.cb.wantsPresence(channel)) op.presence = true;
+    this._send(op);
   }
 
   _arm(ms, reason) {
@@ -205,6 +208,13 @@ export class WsTransport extends Transport {
     case 'message':
       this.cb.message({ channel: op.channel, id: op.id, data: op.data });
       break;
+    case 'join':
+    case 'leave':
+    case 'count': {
+      const p = presenceEvent(op.op, op);
+      if (p) this.cb.presence(p);
+      break;
+    }
     case 'pong':
       this.pongSeen = true;
       pong = true;
