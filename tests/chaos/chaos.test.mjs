@@ -25,8 +25,10 @@
  *   3. the link between a node and Redis black-holed for ten seconds;
  *   4. Redis restarted (SIGTERM, down 2 s, started again on its AOF).
  *
- * Not here: the Sentinel failover (tests/e2e/sentinel.test.mjs: a master killed mid-stream,
- * and an administrative failover, with the WAIT settings; docs/failure-scenarios.md).
+ *   5. (its own topology: a master, two replicas, three redis-sentinel; nodes on
+ *      redis+sentinel:// with --redis-wait-replicas 1) the Redis master killed with SIGKILL,
+ *      Sentinel promoting a replica. The administrative failover and the WAIT settings are
+ *      tests/e2e/sentinel.test.mjs's (docs/failure-scenarios.md).
  *
  * CHAOS_CLIENTS (default 1000) sets the number of clients: 1000 run the whole file in about a
  * minute on two shared cores (docs/failure-scenarios.md "The chaos suite").
@@ -34,7 +36,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -43,14 +45,18 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import { PushEdge } from '../../web/src/pushedge.js';
-import { delay, freePort, httpRequest, skipFileUnless, startServer, waitUntil } from '../e2e/lib.mjs';
-import { HAVE_REDIS, startRedis } from '../e2e/redislib.mjs';
+import { CI, delay, freePort, httpRequest, skipFileUnless, startServer, waitUntil } from '../e2e/lib.mjs';
+import { HAVE_REDIS, redisCmd, startRedis } from '../e2e/redislib.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const HAPROXY = ['/usr/sbin/haproxy', '/usr/bin/haproxy'].find((p) => fs.existsSync(p));
 skipFileUnless((!HAVE_REDIS && 'redis-server is not on PATH') || (!HAPROXY && 'haproxy is not installed'));
 
 const NUM_CLIENTS = Number(process.env.CHAOS_CLIENTS || 1000);
+const HAVE_SENTINEL = (() => {
+    const r = spawnSync('redis-sentinel', ['--version'], { stdio: 'ignore' });
+    return !r.error && r.status === 0;
+})();
 const CHANNELS = 4;
 const KEY = 'chaos-key';
 const AUTH = { Authorization: `Bearer ${KEY}` };
@@ -532,6 +538,59 @@ function report(event, seen, extra) {
 
 /* ---- the suite ----------------------------------------------------------------------------- */
 
+/* Opens NUM_CLIENTS clients through url and waits until every one is connected. */
+async function openClients(url, clients) {
+    /* Two thirds JS clients, one third raw ones, each third spread over the transports. */
+    const makers = [
+        (ch) => jsClient(url, 'websocket', ch), (ch) => jsClient(url, 'sse', ch), (ch) => jsClient(url, 'poll', ch),
+        (ch) => jsClient(url, 'websocket', ch), (ch) => jsClient(url, 'sse', ch), (ch) => jsClient(url, 'poll', ch),
+        (ch) => rawWs(url, ch), (ch) => rawSse(url, ch), (ch) => rawPoll(url, ch),
+    ];
+    for (let i = 0; i < NUM_CLIENTS; i += 50) {
+        for (let j = i; j < Math.min(NUM_CLIENTS, i + 50); j++) {
+            const chIndex = j % CHANNELS;
+            const c = makers[Math.floor(j / CHANNELS) % makers.length](channelName(chIndex));
+            c.chIndex = chIndex;
+            clients.push(c);
+        }
+        await delay(100);
+    }
+    await waitUntil(() => clients.every((c) => c.connected), {
+        timeoutMs: 60000, intervalMs: 200, what: `every client connected (${clients.filter((c) => !c.connected).length} not yet)`,
+    });
+    const kinds = {};
+    for (const c of clients)
+        kinds[c.kind] = (kinds[c.kind] ?? 0) + 1;
+    console.log(`# chaos clients ${JSON.stringify(kinds)}`);
+}
+
+/* Runs fault() (which returns when the fault ended) with the publisher going, then checks and reports. */
+async function scenario(clients, pub, name, fault) {
+    snapshot(clients);
+    pub.longestWait = 0;
+    pub.refused = {};
+    pub.resume();
+    await delay(1000);
+    const t0 = Date.now();
+    const faultEnd = await fault();
+    const recover = await timeToRecover(clients, pub, faultEnd);
+    await delay(1000);
+    await pub.pause();
+    const gaps = await checkExactlyOnce(clients, pub, name);
+    report(name, summarize(clients), {
+        fault_ms: faultEnd - t0, recover_ms: recover, publish_longest_wait_ms: pub.longestWait, publish_refused: pub.refused,
+        clients_with_gap: gaps, acknowledged_total: pub.total(),
+    });
+}
+
+after(() => printSummary());
+
+function printSummary() {
+    console.log('# chaos summary');
+    for (const r of results)
+        console.log(`#   ${r.event}: ${r.clients_disconnected} clients disconnected; reconnect ${r.reconnect_ms ? `p50 ${r.reconnect_ms.p50} ms, p90 ${r.reconnect_ms.p90}, p99 ${r.reconnect_ms.p99}, max ${r.reconnect_ms.max} (${r.reconnect_ms.n})` : '-'}; every client live again ${r.recover_ms} ms; longest silence ${r.longest_silence_ms} ms; publisher's longest wait ${r.publish_longest_wait_ms} ms; gaps ${r.clients_with_gap}`);
+}
+
 describe(`chaos: three nodes on Redis behind HAProxy, ${NUM_CLIENTS} clients`, () => {
     let redis, links, nodePorts, nodes, lb, pub;
     const clients = [];
@@ -562,34 +621,10 @@ describe(`chaos: three nodes on Redis behind HAProxy, ${NUM_CLIENTS} clients`, (
         for (const l of links ?? [])
             l.close();
         await redis?.stop();
-        console.log('# chaos summary');
-        for (const r of results)
-            console.log(`#   ${r.event}: ${r.clients_disconnected} clients disconnected; reconnect ${r.reconnect_ms ? `p50 ${r.reconnect_ms.p50} ms, p90 ${r.reconnect_ms.p90}, p99 ${r.reconnect_ms.p99}, max ${r.reconnect_ms.max} (${r.reconnect_ms.n})` : '-'}; every client live again ${r.recover_ms} ms; longest silence ${r.longest_silence_ms} ms; publisher's longest wait ${r.publish_longest_wait_ms} ms; gaps ${r.clients_with_gap}`);
     });
 
     it('clients connect across the transports and receive every message', { timeout: 120000 }, async () => {
-        /* Two thirds JS clients, one third raw ones, each third spread over the transports. */
-        const makers = [
-            (ch) => jsClient(lb.url, 'websocket', ch), (ch) => jsClient(lb.url, 'sse', ch), (ch) => jsClient(lb.url, 'poll', ch),
-            (ch) => jsClient(lb.url, 'websocket', ch), (ch) => jsClient(lb.url, 'sse', ch), (ch) => jsClient(lb.url, 'poll', ch),
-            (ch) => rawWs(lb.url, ch), (ch) => rawSse(lb.url, ch), (ch) => rawPoll(lb.url, ch),
-        ];
-        for (let i = 0; i < NUM_CLIENTS; i += 50) {
-            for (let j = i; j < Math.min(NUM_CLIENTS, i + 50); j++) {
-                const chIndex = j % CHANNELS;
-                const c = makers[Math.floor(j / CHANNELS) % makers.length](channelName(chIndex));
-                c.chIndex = chIndex;
-                clients.push(c);
-            }
-            await delay(100);
-        }
-        await waitUntil(() => clients.every((c) => c.connected), {
-            timeoutMs: 60000, intervalMs: 200, what: `every client connected (${clients.filter((c) => !c.connected).length} not yet)`,
-        });
-        const kinds = {};
-        for (const c of clients)
-            kinds[c.kind] = (kinds[c.kind] ?? 0) + 1;
-        console.log(`# chaos clients ${JSON.stringify(kinds)}`);
+        await openClients(lb.url, clients);
         pub = startPublisher(lb.url);
         pub.resume();
         await waitUntil(() => pub.total() >= 40, { timeoutMs: 20000, what: 'the first publishes' });
@@ -597,27 +632,8 @@ describe(`chaos: three nodes on Redis behind HAProxy, ${NUM_CLIENTS} clients`, (
         await checkExactlyOnce(clients, pub, 'before any fault');
     });
 
-    /* Runs fault() with the publisher going, then checks and reports. */
-    async function scenario(name, fault) {
-        snapshot(clients);
-        pub.longestWait = 0;
-        pub.refused = {};
-        pub.resume();
-        await delay(1000);
-        const t0 = Date.now();
-        const faultEnd = await fault();
-        const recover = await timeToRecover(clients, pub, faultEnd);
-        await delay(1000);
-        await pub.pause();
-        const gaps = await checkExactlyOnce(clients, pub, name);
-        report(name, summarize(clients), {
-            fault_ms: faultEnd - t0, recover_ms: recover, publish_longest_wait_ms: pub.longestWait, publish_refused: pub.refused,
-            clients_with_gap: gaps, acknowledged_total: pub.total(),
-        });
-    }
-
     it('a node killed with SIGKILL', { timeout: 180000 }, async () => {
-        await scenario('SIGKILL node 0', async () => {
+        await scenario(clients, pub, 'SIGKILL node 0', async () => {
             await nodes[0].stop('SIGKILL');
             const end = Date.now();
             await startNode(0);
@@ -626,7 +642,7 @@ describe(`chaos: three nodes on Redis behind HAProxy, ${NUM_CLIENTS} clients`, (
     });
 
     it('a rolling restart with SIGTERM (paced drain)', { timeout: 300000 }, async () => {
-        await scenario('rolling restart (SIGTERM each node in turn)', async () => {
+        await scenario(clients, pub, 'rolling restart (SIGTERM each node in turn)', async () => {
             for (let i = 0; i < 3; i++) {
                 const r = await nodes[i].stop('SIGTERM');
                 assert.equal(r.code, 0, `node ${i} drained and exited 0:\n${r.stderr?.slice(-2000)}`);
@@ -639,7 +655,7 @@ describe(`chaos: three nodes on Redis behind HAProxy, ${NUM_CLIENTS} clients`, (
     });
 
     it('the link between a node and Redis black-holed for ten seconds', { timeout: 180000 }, async () => {
-        await scenario('node 1 <-> Redis black-holed 10 s', async () => {
+        await scenario(clients, pub, 'node 1 <-> Redis black-holed 10 s', async () => {
             links[1].blackhole();
             await delay(10000);
             links[1].restore();
@@ -648,10 +664,112 @@ describe(`chaos: three nodes on Redis behind HAProxy, ${NUM_CLIENTS} clients`, (
     });
 
     it('Redis restarted', { timeout: 180000 }, async () => {
-        await scenario('Redis restarted (down 2 s, AOF)', async () => {
+        await scenario(clients, pub, 'Redis restarted (down 2 s, AOF)', async () => {
             await redis.stop('SIGTERM');
             await delay(2000);
             redis = await redis.restart();
+            return Date.now();
+        });
+    });
+});
+
+/* ---- Sentinel: the master killed ----------------------------------------------------------- */
+
+const MASTER = 'pe';
+
+/** A redis-sentinel on a free port monitoring MASTER at masterPort (quorum 2, down after 1 s). */
+async function startSentinel(dir, masterPort) {
+    const port = await freePort();
+    const conf = path.join(dir, `sentinel-${port}.conf`);
+    fs.writeFileSync(conf, [`port ${port}`, 'bind 127.0.0.1', 'daemonize no', `dir ${dir}`,
+        `sentinel monitor ${MASTER} 127.0.0.1 ${masterPort} 2`, `sentinel down-after-milliseconds ${MASTER} 1000`,
+        `sentinel failover-timeout ${MASTER} 3000`, `sentinel parallel-syncs ${MASTER} 1`, ''].join('\n'));
+    const proc = spawn('redis-sentinel', [conf], { stdio: ['ignore', 'ignore', 'ignore'] });
+    procs.add(proc);
+    const exited = new Promise((r) => proc.on('close', r));
+    await waitUntil(async () => (await redisCmd(port, ['PING'], { timeoutMs: 500 }).catch(() => null)) === 'PONG',
+        { timeoutMs: 5000, what: `sentinel :${port}` });
+    return {
+        port,
+        async stop() {
+            proc.kill('SIGTERM');
+            await Promise.race([exited, delay(5000)]);
+            proc.kill('SIGKILL');
+            procs.delete(proc);
+        },
+    };
+}
+
+const masterOf = async (s) => {
+    const a = await redisCmd(s.port, ['SENTINEL', 'get-master-addr-by-name', MASTER], { timeoutMs: 2000 }).catch(() => null);
+    return a ? Number(a[1]) : null;
+};
+
+describe(`chaos: the Redis master killed under Sentinel, ${NUM_CLIENTS} clients`, { skip: !HAVE_SENTINEL && !CI && 'redis-sentinel is not installed' }, () => {
+    let dir, servers, sentinels, nodes, lb, pub;
+    const clients = [];
+    before(async () => {
+        dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pushedge-chaos-sentinel-'));
+        const sub = (n) => {
+            const d = path.join(dir, n);
+            fs.mkdirSync(d);
+            return d;
+        };
+        const master = await startRedis({ dir: sub('m') });
+        servers = [master];
+        for (let i = 0; i < 2; i++) {
+            const r = await startRedis({ dir: sub(`r${i}`), extra: ['--replicaof', '127.0.0.1', String(master.port)] });
+            servers.push(r);
+        }
+        sentinels = [];
+        for (let i = 0; i < 3; i++)
+            sentinels.push(await startSentinel(sub(`s${i}`), master.port));
+        /* A failover needs the sentinels to know each other and the replicas in sync. */
+        await waitUntil(async () => {
+            for (const s of sentinels) {
+                const others = await redisCmd(s.port, ['SENTINEL', 'sentinels', MASTER], { timeoutMs: 2000 });
+                const replicas = await redisCmd(s.port, ['SENTINEL', 'replicas', MASTER], { timeoutMs: 2000 });
+                if (others.length !== 2 || replicas.filter((r) => !/s_down|disconnected/.test(r[r.indexOf('flags') + 1])).length < 2)
+                    return false;
+            }
+            return true;
+        }, { timeoutMs: 30000, intervalMs: 200, what: 'the sentinels settled' });
+        const url = `redis+sentinel://${sentinels.map((s) => `127.0.0.1:${s.port}`).join(',')}/${MASTER}`;
+        const ports = await Promise.all([0, 1, 2].map(() => freePort()));
+        /* WAIT 1: a crash of the master loses nothing acknowledged (docs/failure-scenarios.md). */
+        nodes = await Promise.all(ports.map((port) => startServer(['--listen', `127.0.0.1:${port}`, '--redis', url, '--redis-wait-replicas', '1',
+            '--threads', '1', '--ping-interval', '3', '--poll-timeout', '5', '--trusted-proxy', '127.0.0.1/32', '--api-key', KEY],
+        {}, { listen: false, port })));
+        for (const n of nodes)
+            await waitUntil(async () => (await httpRequest(n.url, '/readyz').catch(() => ({ status: 0 }))).status === 200,
+                { timeoutMs: 15000, what: 'node ready' });
+        lb = await startHaproxy(ports);
+    });
+    after(async () => {
+        for (const c of clients)
+            c.stop();
+        await pub?.pause().catch(() => {});
+        await lb?.stop();
+        for (const n of nodes ?? [])
+            await n?.stop('SIGKILL');
+        for (const s of sentinels ?? [])
+            await s.stop();
+        for (const r of servers ?? [])
+            await r.stop('SIGKILL');
+        if (dir)
+            fs.rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('the master killed with SIGKILL: Sentinel promotes a replica', { timeout: 240000 }, async () => {
+        await openClients(lb.url, clients);
+        pub = startPublisher(lb.url);
+        await scenario(clients, pub, 'Redis master SIGKILL, Sentinel failover (WAIT 1)', async () => {
+            const old = servers[0].port;
+            await servers[0].stop('SIGKILL');
+            await waitUntil(async () => {
+                const m = await Promise.all(sentinels.map(masterOf));
+                return m.every((p) => p !== null && p !== old && p === m[0]);
+            }, { timeoutMs: 30000, intervalMs: 100, what: 'the sentinels agree on a new master' });
             return Date.now();
         });
     });
