@@ -299,6 +299,10 @@ answer(pe_poll_t *poll)
         bufs[n++] = h2o_iovec_init(field, (size_t)flen);
         total += (size_t)flen - 1;
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, secs, (size_t)slen);
+        /* h2o 2.2 keeps an HTTP/1 connection alive through a shutdown: the client's next poll
+         * would come back here on it (503 draining, again and again until the process ends)
+         * instead of going to another node after the hint. */
+        req->http1_is_persistent = 0;
     }
 
     req->res.status = 200;

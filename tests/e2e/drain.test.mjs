@@ -8,7 +8,8 @@
  * in batches whose times span --drain-spread, each with its own hint below 1 s; with
  * --drain-spread 0 all at once with hints of 1-5 s; the hint on every transport (WebSocket
  * close 1012 with the reason {"reconnect_ms":N}, SSE retry:, a held long-poll answered 200 with
- * Retry-After and "reconnect_ms"); --drain-spread longer than --drain-timeout refused. On the
+ * Retry-After, "reconnect_ms" and Connection: close); --drain-spread longer than --drain-timeout
+ * refused. On the
  * Redis engine (e2e-redis-drain): the JS client on each transport, behind a forwarder that sends
  * new connections to node A while it listens and to node B after, holds every acknowledged
  * publish exactly once and in order across A's drain, and waited the hint it was given.
@@ -206,6 +207,8 @@ describe('drain', () => {
         assert.deepEqual(p.json.messages, []);
         assert.ok(Number.isInteger(p.json.reconnect_ms) && p.json.reconnect_ms >= 0 && p.json.reconnect_ms < 1000, p.text);
         assert.equal(p.headers['retry-after'], String(Math.ceil(p.json.reconnect_ms / 1000)), 'Retry-After: the hint in whole seconds, rounded up');
+        /* Not kept alive: the client's next poll must reach another node, not this one again. */
+        assert.equal(p.headers.connection, 'close', 'the draining node closes the connection after the answer');
         assert.ok(p.ms < 2000 + SLACK_MS, `the held poll was answered ${Date.now() - t0} ms into the drain`);
         const r = await srv.stop(null);
         assert.equal(r.code, 0, r.stderr);
