@@ -6,13 +6,13 @@
  * server exits 0 promptly; a draining server serves no new requests; a client that never
  * reads cannot hold the process past --drain-timeout. The paced drain: 200 streams are told
  * in batches whose times span --drain-spread, each with its own hint below 1 s; with
- * --drain-spread 0 all at once with hints of 1-5 s; the hint on every transport (WebSocket
- * close 1012 with the reason {"reconnect_ms":N}, SSE retry:, a held long-poll answered 200 with
+ * --drain-spread 0 all at once with hints of 1-5 s; the hint on every transport (WebSocket close
+ * 1012 with the reason {"reconnect_ms":N}, SSE retry:, a held long-poll answered 200 with
  * Retry-After, "reconnect_ms" and Connection: close); --drain-spread longer than --drain-timeout
- * refused. On the
- * Redis engine (e2e-redis-drain): the JS client on each transport, behind a forwarder that sends
- * new connections to node A while it listens and to node B after, holds every acknowledged
- * publish exactly once and in order across A's drain, and waited the hint it was given.
+ * refused. On the Redis engine (e2e-redis-drain): the JS client on each transport, behind a
+ * forwarder that sends new connections to node A while it listens and to node B after, holds
+ * every acknowledged publish exactly once and in order across A's drain, and waited the hint it
+ * was given.
  *
  * Not covered: resuming on another node with the memory engine (it dies with the process),
  * the reconnect spread at scale (tests/load/drain-spread.mjs, docs/benchmarks.md).
