@@ -22,6 +22,10 @@ void
 pe_stream_register(pe_thread_t *thr, pe_stream_t *stream)
 {
     h2o_linklist_insert(&thr->streams, &stream->_link);
+    /* One that registers while the loop drains (its request was under way when the drain
+     * began) is told by the paced drain's ticks, which stop once the list is empty. */
+    if (thr->draining && thr->drain_tick.cb != NULL && !h2o_timeout_is_linked(&thr->drain_tick))
+        h2o_timeout_link(thr->loop, &thr->drain_tick_timeout, &thr->drain_tick);
 }
 
 void
