@@ -13,6 +13,14 @@
  * closes its listeners, asks h2o to wind down its connections (GOAWAY on HTTP/2, no keep-alive
  * on HTTP/1), tells every open stream to reconnect elsewhere (pe_stream_t.drain), and leaves
  * once its streams are gone or --drain-timeout passed.
+ *
+ * The telling is paced: a loop with N streams tells them in batches, one every PE_DRAIN_TICK_MS,
+ * so that by time e into --drain-spread S it has told ceil(N * e / S) of them (the first batch
+ * at once, the last at S - S/N), each with a jittered reconnect hint. The clients then arrive at
+ * the other nodes spread over S plus the jitter rather than in the same second. Spreading only
+ * the hints (all told at once, "come back in 0..S") was rejected: the client's socket stays open
+ * and counted here for nothing, an intermediary or a client that ignores hints brings the herd
+ * back anyway, and a hint longer than the drain left could never be honoured by a long-poll.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -181,16 +189,45 @@ on_lag_timer(h2o_timeout_entry_t *entry)
     thr->lag_due = thr->lag_entry.registered_at + 1000;
 }
 
+/* How many of total streams should have been told elapsed ms into a spread of spread ms. */
+static size_t
+drain_target(size_t total, uint64_t elapsed, uint64_t spread)
+{
+    if (spread == 0 || elapsed >= spread)
+        return SIZE_MAX;
+    /* ceil(total * elapsed / spread), at least one: the first batch goes at once. */
+    uint64_t t = ((uint64_t)total * elapsed + spread - 1) / spread;
+    return t == 0 ? 1 : (size_t)t;
+}
+
+static void
+on_drain_tick(h2o_timeout_entry_t *entry)
+{
+    pe_thread_t *thr = H2O_STRUCT_FROM_MEMBER(pe_thread_t, drain_tick, entry);
+    uint64_t spread = thr->server->cfg->drain_spread;
+    size_t target = drain_target(thr->drain_total, h2o_now(thr->loop) - thr->drain_started, spread);
+    if (target > thr->drain_told)
+        thr->drain_told += pe_stream_drain_some(thr, target - thr->drain_told, spread != 0);
+    /* Streams opened after the drain began (an upgrade already under way) are told with the
+     * last batch, at the end of the spread. */
+    if (target != SIZE_MAX && !h2o_linklist_is_empty(&thr->streams))
+        h2o_timeout_link(thr->loop, &thr->drain_tick_timeout, &thr->drain_tick);
+}
+
 static void
 start_drain(pe_thread_t *thr)
 {
     if (thr->draining)
         return;
     thr->draining = 1;
-    thr->drain_deadline = h2o_now(thr->loop) + thr->server->cfg->drain_timeout * 1000;
+    thr->drain_started = h2o_now(thr->loop);
+    thr->drain_deadline = thr->drain_started + thr->server->cfg->drain_timeout * 1000;
     close_listeners(thr);
     h2o_context_request_shutdown(&thr->ctx);
-    pe_stream_drain_all(thr);
+    thr->drain_total = pe_stream_count(thr);
+    thr->drain_told = 0;
+    thr->drain_tick.cb = on_drain_tick;
+    on_drain_tick(&thr->drain_tick);
 }
 
 static void
@@ -223,6 +260,7 @@ thread_setup(pe_thread_t *thr)
     thr->accept_ctx.ctx = &thr->ctx;
     thr->accept_ctx.hosts = server->globalconf.hosts;
     h2o_linklist_init_anchor(&thr->streams);
+    h2o_linklist_init_anchor(&thr->drained_streams);
     h2o_timeout_init(thr->loop, &thr->ping_timeout, server->cfg->ping_interval * 1000);
     h2o_timeout_init(thr->loop, &thr->poll_timeout, server->cfg->poll_timeout * 1000);
     for (size_t i = 0; i != PE_POLL_SHORT_STEPS; ++i)
@@ -230,6 +268,7 @@ thread_setup(pe_thread_t *thr)
     h2o_timeout_init(thr->loop, &thr->lag_timeout, 1000);
     h2o_timeout_init(thr->loop, &thr->ws_close_timeout, PE_WS_CLOSE_WAIT_MS);
     h2o_timeout_init(thr->loop, &thr->accept_pause_timeout, PE_ACCEPT_PAUSE_MS);
+    h2o_timeout_init(thr->loop, &thr->drain_tick_timeout, PE_DRAIN_TICK_MS);
     h2o_timeout_init(thr->loop, &thr->poll_sweep_timeout, PE_POLL_SWEEP_MS);
     thr->accept_pause_entry.cb = on_accept_pause_end;
     h2o_linklist_init_anchor(&thr->held_polls);
@@ -267,9 +306,11 @@ thread_main(void *arg)
         h2o_evloop_run(thr->loop, thr->draining ? 100 : 1000);
         if (thr->stop)
             break;
-        if (thr->draining && (h2o_linklist_is_empty(&thr->streams) || h2o_now(thr->loop) >= thr->drain_deadline))
+        if (thr->draining && (pe_stream_none_open(thr) || h2o_now(thr->loop) >= thr->drain_deadline))
             break;
     }
+    if (h2o_timeout_is_linked(&thr->drain_tick))
+        h2o_timeout_unlink(&thr->drain_tick);
     close_listeners(thr);
     /* Give h2o a few rounds to finish writing final chunks; streams still open past the
      * deadline end with the process. */

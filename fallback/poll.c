@@ -255,7 +255,7 @@ answer(pe_poll_t *poll)
             if (poll->msgs[i]->kind == PE_MSG_DATA)
                 msgs[num_msgs++] = poll->msgs[i];
     }
-    h2o_iovec_t *bufs = h2o_mem_alloc_pool(&req->pool, sizeof(*bufs) * (2 * num_msgs + 4));
+    h2o_iovec_t *bufs = h2o_mem_alloc_pool(&req->pool, sizeof(*bufs) * (2 * num_msgs + 5));
     size_t total, n = pe_wire_poll_body(&req->pool, cursor, cursor_len, msgs, num_msgs, poll->gaps, poll->num_gaps, bufs, &total);
     if (poll->presence) {
         /* The body ends with '}': the field goes before it. */
@@ -283,6 +283,26 @@ answer(pe_poll_t *poll)
         --bufs[n - 1].len;
         bufs[n++] = h2o_iovec_init(field, (size_t)flen);
         total += (size_t)flen - 1;
+    }
+
+    if (poll->thr->draining) {
+        /* Any answer of a draining node tells the client when to come back (to another node,
+         * this one no longer accepts): the hint the drain walk chose for this poll, or a fresh
+         * one for a poll answered early (a message came before its batch). Retry-After has
+         * whole seconds only (rounded up); "reconnect_ms" is exact. */
+        unsigned hint = poll->reason == PE_END_DRAIN ? poll->stream.drain_hint_ms
+                                                     : pe_stream_drain_hint(poll->thr->server->cfg->drain_spread != 0);
+        char *field = h2o_mem_alloc_pool(&req->pool, 32), *secs = h2o_mem_alloc_pool(&req->pool, 16);
+        int flen = snprintf(field, 32, ",\"reconnect_ms\":%u}", hint);
+        int slen = snprintf(secs, 16, "%u", (hint + 999) / 1000);
+        --bufs[n - 1].len;
+        bufs[n++] = h2o_iovec_init(field, (size_t)flen);
+        total += (size_t)flen - 1;
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, secs, (size_t)slen);
+        /* h2o 2.2 keeps an HTTP/1 connection alive through a shutdown: the client's next poll
+         * would come back here on it (503 draining, again and again until the process ends)
+         * instead of going to another node after the hint. */
+        req->http1_is_persistent = 0;
     }
 
     req->res.status = 200;

@@ -142,10 +142,10 @@ on_heartbeat(pe_conn_t *conn, uint64_t now, uint64_t interval)
 static void
 on_drain(pe_conn_t *conn)
 {
-    /* Spread the herd: each client waits a different time before it comes back. */
+    /* Spread the herd: each client waits a different time (the drain walk's jittered hint)
+     * before it comes back. */
     char line[PE_WIRE_SSE_RETRY_MAX];
-    pe_conn_push_text(conn, line,
-                      pe_wire_sse_retry(line, PE_SSE_DRAIN_RETRY_MIN_MS + (unsigned)(pe_rand() % PE_SSE_DRAIN_RETRY_SPREAD_MS)));
+    pe_conn_push_text(conn, line, pe_wire_sse_retry(line, conn->_stream.drain_hint_ms));
     pe_conn_end(conn);
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what is missing, builds with ASan+UBSan, starts
-# a private redis-server on a free loopback port, runs every meson suite (unit, e2e, e2e-redis),
+# a private redis-server on a free loopback port, runs every meson suite (unit, e2e, e2e-redis, chaos, ...),
 # a short fuzz run and the ThreadSanitizer script (tests/tsan.sh, when present), and ends with
 # one line "N passed, N failed, N skipped". Exit status 0 only if nothing failed.
 #   FUZZ_SECONDS=N   seconds per fuzz target (default 15; 0 leaves fuzzing out)

@@ -80,6 +80,9 @@ static const opt_t options[] = {
     {"drain-delay", OPT_UINT, OFF(drain_delay), 0, 3600, "SECONDS",
      "pre-drain: after SIGTERM, answer /readyz 503 while still serving for this long, then drain (default 0)"},
     {"drain-timeout", OPT_UINT, OFF(drain_timeout), 0, 3600, "SECONDS", "how long a draining node waits for clients (default 10)"},
+    {"drain-spread", OPT_UINT, OFF(drain_spread), 0, 3600000, "MS",
+     "a drain tells its clients to leave in batches over this many milliseconds, each with a jittered reconnect hint; "
+     "0: all at once; at most --drain-timeout (default: half of --drain-timeout)"},
     {"ws-echo", OPT_FLAG, OFF(ws_echo), 0, 0, NULL, "also serve GET /ws/echo for WebSocket conformance suites"},
     {"config", OPT_STRING, OFF(config_file), 0, 0, "FILE", "JSON file with these settings; environment and command line win"},
     {"log-level", OPT_LOGLEVEL, OFF(log_level), 0, 0, "LEVEL", "error, warn, info or debug (default info)"},
@@ -157,6 +160,7 @@ set_defaults(pe_config_t *cfg)
     cfg->ping_interval = 25;
     cfg->max_message_size = 65536;
     cfg->drain_timeout = 10;
+    cfg->drain_spread = UINT64_MAX; /* unset: half of drain_timeout, decided after parsing */
     cfg->log_level = PE_LOG_INFO;
     cfg->jwt_leeway = 30;
     cfg->redis_wait_timeout = 1000;
@@ -711,6 +715,14 @@ pe_config_load(pe_config_t *cfg, int argc, char **argv, char **envp, FILE *out, 
     /* A WAIT with the memory engine would be a setting that silently does nothing. */
     if (cfg->redis_wait_replicas != 0 && cfg->redis_url == NULL)
         return fail(err, errlen, "--redis-wait-replicas: needs --redis");
+    /* Clients told to leave after the drain's deadline would never be told: the process ends
+     * first. Unset, the spread takes the first half of the window, leaving the second for the
+     * last batch's clients to go. */
+    if (cfg->drain_spread == UINT64_MAX)
+        cfg->drain_spread = cfg->drain_timeout * 1000 / 2;
+    else if (cfg->drain_spread > cfg->drain_timeout * 1000)
+        return fail(err, errlen, "--drain-spread: %llu ms is longer than --drain-timeout (%llu s)",
+                    (unsigned long long)cfg->drain_spread, (unsigned long long)cfg->drain_timeout);
     /* The zero-setup default: clear text on loopback, only when no listener was asked for. */
     if (cfg->num_listen == 0 && cfg->num_listen_tls == 0)
         cfg->listen[cfg->num_listen++] = pe_strndup("127.0.0.1:8080", 14);

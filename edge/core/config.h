@@ -47,6 +47,7 @@ typedef struct st_pe_config_t {
     uint64_t presence_count_interval; /* ms between count events of a large channel (pe_ps_options_t) */
     char *api_key;
     uint64_t drain_timeout; /* seconds */
+    uint64_t drain_spread;  /* ms over which a drain tells its clients to leave (default: half of drain_timeout) */
     uint64_t drain_delay;   /* seconds of pre-drain (readiness 503, still serving) */
     int ws_echo;
     int no_ws_deflate; /* --no-ws-deflate: decline permessage-deflate (docs/security.md) */

@@ -651,8 +651,10 @@ pe_conn_refuse_draining(h2o_req_t *req)
 {
     if (!pe_thread_of(req)->draining)
         return 0;
-    /* The client comes back to another node (docs/protocol.md "Operations"). */
+    /* The client comes back to another node (docs/protocol.md "Operations"), on a new
+     * connection: h2o 2.2 would keep this one alive to the draining node. */
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+    req->http1_is_persistent = 0;
     pe_http_error(req, 503, "Service Unavailable", "draining", "this node is shutting down; reconnect");
     return 1;
 }

@@ -4,6 +4,7 @@
  * counters are labelled with, with the disconnect reasons and the histograms' bucket bounds.
  */
 #include "edge/core/thread.h"
+#include "edge/core/http.h"
 
 const char *const pe_transport_names[PE_TRANSPORT_MAX] = {"sse", "ws", "poll"};
 /* PE_END_NONE never reaches a counter (the core decides a reason before it counts). */
@@ -21,6 +22,10 @@ void
 pe_stream_register(pe_thread_t *thr, pe_stream_t *stream)
 {
     h2o_linklist_insert(&thr->streams, &stream->_link);
+    /* One that registers while the loop drains (its request was under way when the drain
+     * began) is told by the paced drain's ticks, which stop once the list is empty. */
+    if (thr->draining && thr->drain_tick.cb != NULL && !h2o_timeout_is_linked(&thr->drain_tick))
+        h2o_timeout_link(thr->loop, &thr->drain_tick_timeout, &thr->drain_tick);
 }
 
 void
@@ -30,14 +35,48 @@ pe_stream_unregister(pe_stream_t *stream)
         h2o_linklist_unlink(&stream->_link);
 }
 
+unsigned
+pe_stream_drain_hint(int paced)
+{
+    if (paced)
+        return pe_rand() % PE_DRAIN_HINT_JITTER_MS;
+    return PE_DRAIN_HINT_UNPACED_MIN_MS + pe_rand() % PE_DRAIN_HINT_UNPACED_SPREAD_MS;
+}
+
+size_t
+pe_stream_drain_some(pe_thread_t *thr, size_t n, int paced)
+{
+    size_t told = 0;
+    /* Always the head: the stream told leaves thr->streams before its drain() runs, and a
+     * drain() may unregister it (or, through a close, others) without breaking the walk. */
+    while (told != n && !h2o_linklist_is_empty(&thr->streams)) {
+        pe_stream_t *stream = H2O_STRUCT_FROM_MEMBER(pe_stream_t, _link, thr->streams.next);
+        h2o_linklist_unlink(&stream->_link);
+        h2o_linklist_insert(&thr->drained_streams, &stream->_link);
+        stream->drain_hint_ms = pe_stream_drain_hint(paced);
+        ++told;
+        stream->drain(stream);
+    }
+    return told;
+}
+
 void
 pe_stream_drain_all(pe_thread_t *thr)
 {
-    h2o_linklist_t *node = thr->streams.next;
-    while (node != &thr->streams) {
-        h2o_linklist_t *next = node->next;
-        pe_stream_t *stream = H2O_STRUCT_FROM_MEMBER(pe_stream_t, _link, node);
-        stream->drain(stream);
-        node = next;
-    }
+    pe_stream_drain_some(thr, SIZE_MAX, 0);
+}
+
+size_t
+pe_stream_count(pe_thread_t *thr)
+{
+    size_t n = 0;
+    for (h2o_linklist_t *l = thr->streams.next; l != &thr->streams; l = l->next)
+        ++n;
+    return n;
+}
+
+int
+pe_stream_none_open(pe_thread_t *thr)
+{
+    return h2o_linklist_is_empty(&thr->streams) && h2o_linklist_is_empty(&thr->drained_streams);
 }

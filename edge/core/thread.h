@@ -89,9 +89,13 @@ typedef struct st_pe_revocation_t {
  * through `drain`, revocation through `revoke`.
  */
 typedef struct st_pe_stream_t {
-    h2o_linklist_t _link;
-    /* Tells the client to reconnect elsewhere and ends the response (may complete later). */
+    h2o_linklist_t _link; /* in thr->streams, then in thr->drained_streams once told to leave */
+    /* Tells the client to reconnect elsewhere, after drain_hint_ms, and ends the response (may
+     * complete later). */
     void (*drain)(struct st_pe_stream_t *stream);
+    /* Read-only for the transport: the reconnect hint (ms) the drain walk chose for this stream,
+     * set before drain() is called (WebSocket close reason, SSE retry:, long-poll Retry-After). */
+    unsigned drain_hint_ms;
     /* Applies a revocation if it names this stream's user: returns 1 if the stream lost access
      * (it ends, or lost channels), else 0. May unlink itself; must not free. NULL: never revoked. */
     int (*revoke)(struct st_pe_stream_t *stream, const pe_revocation_t *r);
@@ -125,7 +129,8 @@ typedef struct st_pe_thread_t {
     struct ssl_ctx_st *tls_ctx;
     h2o_multithread_receiver_t tls_reload;
     pe_ps_node_t *node;
-    h2o_linklist_t streams;                        /* pe_stream_t */
+    h2o_linklist_t streams;                        /* pe_stream_t not yet told to drain */
+    h2o_linklist_t drained_streams;                /* pe_stream_t told to drain, still open */
     h2o_timeout_t ping_timeout;                    /* --ping-interval, for SSE heartbeats */
     h2o_timeout_t poll_timeout;                    /* --poll-timeout, for held long-polls */
     h2o_timeout_t poll_short[PE_POLL_SHORT_STEPS]; /* shorter holds clients ask for (?timeout=) */
@@ -142,6 +147,13 @@ typedef struct st_pe_thread_t {
     int draining;
     int stop;
     uint64_t drain_deadline; /* loop ms */
+    /* Paced drain (server.c): the streams open when the drain began, how many were told so
+     * far, when it began (loop ms), and the tick that tells the next batch. */
+    size_t drain_total;
+    size_t drain_told;
+    uint64_t drain_started;
+    h2o_timeout_t drain_tick_timeout; /* PE_DRAIN_TICK_MS */
+    h2o_timeout_entry_t drain_tick;
     pthread_t tid;
     pe_thread_stats_t stats;
     pe_front_thread_t front;
@@ -204,9 +216,21 @@ void pe_stream_register(pe_thread_t *thr, pe_stream_t *stream);
 /** Unlinks it; harmless when it is not linked. */
 void pe_stream_unregister(pe_stream_t *stream);
 /**
- * Tells every registered stream of thr to drain. A stream's drain() may unlink itself (and
- * others) synchronously: the walk tolerates that.
+ * Tells at most n streams of thr not yet told (oldest first) to drain, each with a reconnect
+ * hint from pe_stream_drain_hint(). Each moves to thr->drained_streams before its drain() runs,
+ * so a drain() that unregisters its stream synchronously is fine. Returns how many were told.
  */
+size_t pe_stream_drain_some(pe_thread_t *thr, size_t n, int paced);
+/** Tells every stream of thr not yet told to drain (pe_stream_drain_some without a bound). */
 void pe_stream_drain_all(pe_thread_t *thr);
+/**
+ * The reconnect hint for one client, in ms: random in [0, PE_DRAIN_HINT_JITTER_MS) when the
+ * drain is paced, else in the wider unpaced range (edge/util/bounds.h).
+ */
+unsigned pe_stream_drain_hint(int paced);
+/** The number of streams of thr not yet told to drain. */
+size_t pe_stream_count(pe_thread_t *thr);
+/** 1 if thr holds no open stream (told or not). */
+int pe_stream_none_open(pe_thread_t *thr);
 
 #endif

@@ -36,9 +36,17 @@
 #define PE_SSE_PADDING 2048
 /* Reconnect delay announced to EventSource clients at stream start, in milliseconds. */
 #define PE_SSE_RETRY_MS 2000
-/* The reconnect hint of a draining node: clients spread their return over this window. */
-#define PE_SSE_DRAIN_RETRY_MIN_MS 1000
-#define PE_SSE_DRAIN_RETRY_SPREAD_MS 4000
+/* Paced drain (edge/server.c, docs/operations.md "Draining and deploys"). A draining loop tells
+ * its streams to leave in batches, one batch per PE_DRAIN_TICK_MS over --drain-spread, and
+ * every client told gets a reconnect hint drawn at random from [0, PE_DRAIN_HINT_JITTER_MS):
+ * the batches spread the herd over the window, the jitter smooths each batch's edge (a batch
+ * is one tick's worth of clients, the jitter spreads it over ten ticks). Without pacing
+ * (--drain-spread 0) every client is told at once and the hint alone must spread them: it is
+ * drawn from [PE_DRAIN_HINT_UNPACED_MIN_MS, + PE_DRAIN_HINT_UNPACED_SPREAD_MS). */
+#define PE_DRAIN_TICK_MS 100
+#define PE_DRAIN_HINT_JITTER_MS 1000
+#define PE_DRAIN_HINT_UNPACED_MIN_MS 1000
+#define PE_DRAIN_HINT_UNPACED_SPREAD_MS 4000
 /* Request bodies h2o buffers before our own size check answers 413 with a JSON body; larger
  * ones get h2o's plain 413 without being read into memory. */
 #define PE_MAX_ENTITY_SLACK (1u << 20)

@@ -271,7 +271,11 @@ on_heartbeat(pe_conn_t *conn, uint64_t now, uint64_t interval)
 static void
 on_drain(pe_conn_t *conn)
 {
-    pe_ws__queue_close((pe_ws_conn_t *)conn, PE_WS_CLOSE_RESTART, "server restarting: reconnect");
+    /* The reason carries the hint as JSON (docs/protocol.md "Close codes"): at most 31 of the
+     * 123 bytes a close reason may hold. */
+    char reason[32];
+    snprintf(reason, sizeof(reason), "{\"reconnect_ms\":%u}", conn->_stream.drain_hint_ms);
+    pe_ws__queue_close((pe_ws_conn_t *)conn, PE_WS_CLOSE_RESTART, reason);
     pe_conn_close_wait(conn);
 }
 

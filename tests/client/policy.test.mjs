@@ -84,6 +84,16 @@ test('closed: a drain hint comes back to the same transport after its retryIn, n
   assert.equal(closed(l, close('sse', { reason: 'drain', drain: true, retryIn: 0, opened: true, lived: 1 }), ORDER, OPTS, never).delay, 0);
 });
 
+test('closed: with drainJitter a hint is stretched at random by up to that fraction, never shortened; 0 stays 0', () => {
+  const opts = { ...OPTS, drainJitter: 0.25 };
+  const l = on('websocket');
+  for (const [r, want] of [[0, 1000], [0.5, 1125], [0.999, 1000 * (1 + 0.25 * 0.999)]]) {
+    const d = closed(l, close('websocket', { reason: 'drain', drain: true, retryIn: 1000, opened: true, lived: 1 }), ORDER, opts, rng(r));
+    assert.equal(d.delay, want);
+  }
+  assert.equal(closed(l, close('websocket', { reason: 'drain', drain: true, retryIn: 0, opened: true, lived: 1 }), ORDER, opts, never).delay, 0);
+});
+
 test('closed: a drain hint without its own delay waits random in drainDelay (even before opening)', () => {
   const l = on('websocket');
   for (const [r, want] of [[0, 250], [0.5, 1375], [0.999, 250 + 0.999 * 2250]]) {

@@ -90,18 +90,20 @@ test('drain: WS close 1001 / 1012 reconnects on WebSocket within drainDelay, not
   client.close();
 });
 
-test('drain: an SSE stream ended normally after retry: 3000 reconnects after 3000 ms with the cursor', async () => {
+test('drain: an SSE stream ended normally after retry: 3000 reconnects after 3000 ms stretched by drainJitter, with the cursor', async () => {
   const { client, clock, fetch, eventsOf } = setup({ transports: ['sse', 'poll'] });
   client.subscribe('a', () => {});
   await clock.advance(0);
   const s = fetch.last.stream();
   s.push('retry: 2000\n\n' + sseMessage('a', '7-0'));
   await clock.advance(0);
+  clock.setRandom(0.5);
   s.push('retry: 3000\n\n');
   s.end();
   await clock.advance(0);
-  assert.deepEqual(eventsOf('disconnected').map((e) => [e.reason, e.retryIn]), [['drain', 3000]]);
-  await clock.advance(2999);
+  // 3000 * (1 + 0.25 * 0.5): never sooner than the hint, up to a quarter later
+  assert.deepEqual(eventsOf('disconnected').map((e) => [e.reason, e.retryIn]), [['drain', 3375]]);
+  await clock.advance(3374);
   assert.equal(fetch.requests.length, 1);
   await clock.advance(1);
   assert.equal(fetch.requests.length, 2);
@@ -110,10 +112,11 @@ test('drain: an SSE stream ended normally after retry: 3000 reconnects after 300
   client.close();
 });
 
-test('drain: SSE 503 with Retry-After: 5 comes back to SSE after 5 s', async () => {
+test('drain: SSE 503 with Retry-After: 5 comes back to SSE after 5-6.25 s', async () => {
   const { client, clock, fetch, eventsOf } = setup({ transports: ['sse', 'poll'] });
   client.subscribe('a', () => {});
   await clock.advance(0);
+  clock.setRandom(0);
   fetch.last.respond(503, { json: { error: { code: 'draining', message: 'bye' } }, headers: { 'Retry-After': '5' } });
   await clock.advance(0);
   assert.deepEqual(eventsOf('disconnected').map((e) => [e.reason, e.retryIn]), [['draining', 5000]]);
@@ -142,6 +145,61 @@ test('drain: poll 503 with Retry-After: 2 waits 1-2 s (jitter) then polls again 
     assert.equal(client.transport, 'poll');
     client.close();
   }
+});
+
+test('drain: WS close 1012 with the reason {"reconnect_ms":N} waits N ms stretched by drainJitter; a reason that is not the hint falls back to drainDelay', async () => {
+  const { client, clock, WS, fetch, eventsOf } = setup({ drainDelay: [250, 2500] });
+  client.subscribe('a', () => {});
+  await clock.advance(0);
+  const cases = [
+    ['{"reconnect_ms":800}', 0.5, 900], // 800 * (1 + 0.25 * 0.5)
+    ['{"reconnect_ms":0}', 0.5, 0], // now: the server paced it already
+    ['{"reconnect_ms":-5}', 0, 250], // not a hint: drainDelay
+    ['server restarting', 0, 250],
+    ['{"reconnect_ms":', 1 - 1e-9, 2500], // truncated JSON: drainDelay
+  ];
+  for (const [reason, r, wait] of cases) {
+    await wsConnect(WS.last, clock);
+    await clock.advance(1000);
+    clock.setRandom(r);
+    const n = WS.instances.length;
+    WS.last.drop(1012, reason);
+    await clock.advance(0);
+    const d = eventsOf('disconnected').at(-1);
+    assert.equal(d.reason, 'drain', reason);
+    assert.equal(d.retryIn, Math.round(wait), reason);
+    if (wait > 0) {
+      await clock.advance(Math.ceil(wait) - 1);
+      assert.equal(WS.instances.length, n, `${reason}: not before ${wait} ms`);
+    }
+    await clock.advance(1);
+    assert.equal(WS.instances.length, n + 1, `${reason}: the same transport again`);
+  }
+  assert.equal(fetch.requests.length, 0, 'no fallback');
+  client.close();
+});
+
+test('drain: a poll answer with "reconnect_ms" takes its messages, then waits the hint (jittered) before polling from the new cursor', async () => {
+  const { client, clock, fetch, eventsOf } = setup({ transports: ['poll'] });
+  const got = [];
+  client.subscribe('a', (m) => got.push(m.id));
+  await clock.advance(0);
+  fetch.last.respond(200, { json: { cursor: '4-0', messages: [], gaps: [] } });
+  await clock.advance(0);
+  clock.setRandom(1 - 1e-9);
+  fetch.last.respond(200, { json: { cursor: '5-0', messages: [{ channel: 'a', id: '5-0', data: 1 }], gaps: [], reconnect_ms: 2000 } });
+  await clock.advance(0);
+  assert.deepEqual(got, ['5-0']);
+  assert.equal(fetch.requests.length, 2);
+  await clock.advance(2000);
+  assert.equal(fetch.requests.length, 2, 'not before the hint');
+  await clock.advance(499);
+  assert.equal(fetch.requests.length, 2, 'up to a quarter later (drainJitter)');
+  await clock.advance(1);
+  assert.equal(fetch.requests.length, 3);
+  assert.equal(fetch.last.since, '5-0');
+  assert.equal(eventsOf('disconnected').length, 0, 'the transport stays');
+  client.close();
 });
 
 test('throttled timers: a pong deadline that fires 30 s late does not close the socket: another ping', async () => {

@@ -30,6 +30,7 @@ const ALL_OPTIONS = [
     'max-message-size',
     'api-key',
     'drain-timeout',
+    'drain-spread',
     'ws-echo',
     'config',
     'listen-tls',

@@ -83,13 +83,19 @@ function pq(channels, since) {
 }
 
 /** Asserts the 200 answer's shape ({cursor, messages, gaps}, JSON, no-store, Content-Length) and returns it. */
-function checkPollAnswer(r, what) {
+function checkPollAnswer(r, what, { draining = false } = {}) {
     assert.equal(r.status, 200, `${what}: status ${r.status}, body ${r.text.slice(0, 300)}`);
     assert.match(String(r.headers['content-type']), /^application\/json\s*(;|$)/i, `${what}: Content-Type`);
     assert.match(String(r.headers['cache-control']), /no-store/i, `${what}: Cache-Control`);
     const j = r.json;
     assert.ok(j && typeof j === 'object', `${what}: the body must be a JSON object: ${r.text.slice(0, 300)}`);
-    assert.deepEqual(Object.keys(j).sort(), ['cursor', 'gaps', 'messages'], `${what}: keys of ${r.text.slice(0, 200)}`);
+    /* A draining node's answers carry the reconnect hint (docs/protocol.md "Long-polling"). */
+    const keys = draining ? ['cursor', 'gaps', 'messages', 'reconnect_ms'] : ['cursor', 'gaps', 'messages'];
+    assert.deepEqual(Object.keys(j).sort(), keys, `${what}: keys of ${r.text.slice(0, 200)}`);
+    if (draining) {
+        assert.ok(Number.isInteger(j.reconnect_ms) && j.reconnect_ms >= 0, `${what}: reconnect_ms ${j.reconnect_ms}`);
+        assert.equal(String(r.headers['retry-after']), String(Math.ceil(j.reconnect_ms / 1000)), `${what}: Retry-After`);
+    }
     assert.equal(typeof j.cursor, 'string', `${what}: cursor`);
     assert.match(j.cursor, CURSOR_SAFE_RE, `${what}: cursor ${JSON.stringify(j.cursor)} must be URL-safe`);
     assert.ok(Array.isArray(j.messages), `${what}: messages must be an array`);
@@ -766,8 +772,9 @@ describe('poll: clients that leave, and draining', () => {
         assert.equal(r.code, 0, `exit ${r.code} (signal ${r.signal}); a non-zero code under ASan may be a leak report:\n${r.stderr.slice(-4000)}`);
     });
 
-    it('SIGTERM while polls are held: each is answered 200 at once, then the process exits 0', { timeout: 30000 }, async (t) => {
-        const srv = await startServer(['--poll-timeout', '20', '--drain-timeout', '10']);
+    it('SIGTERM while polls are held (--drain-spread 0): each is answered 200 at once with its hint, then the process exits 0', { timeout: 30000 }, async (t) => {
+        /* Told all at once; the paced drain (the default) is drain.test.mjs's. */
+        const srv = await startServer(['--poll-timeout', '20', '--drain-timeout', '10', '--drain-spread', '0']);
         t.after(() => srv.stop('SIGKILL'));
         const ch = uniqueChannel('drain'), ch2 = uniqueChannel('drain2');
         const last = await publishOk(srv.url, ch, { n: 0 });
@@ -785,7 +792,8 @@ describe('poll: clients that leave, and draining', () => {
         const answers = await Promise.all(settled);
         for (const [i, a] of answers.entries()) {
             assert.ok(!a.e, `poll ${i}: ${a.e && a.e.message}`);
-            checkPollAnswer(a.r, `poll ${i} during the drain`);
+            checkPollAnswer(a.r, `poll ${i} during the drain`, { draining: true });
+            assert.ok(a.r.json.reconnect_ms >= 1000 && a.r.json.reconnect_ms < 5000, `unpaced: 1-5 s (${a.r.json.reconnect_ms})`);
             assert.deepEqual(a.r.json.messages, []);
             assert.ok(a.at - t0 < 2000, `poll ${i} answered ${a.at - t0} ms after SIGTERM`);
         }

@@ -127,6 +127,7 @@ check_defaults(const pe_config_t *cfg, const char *what)
     TAP_EQ_UINT(cfg->max_message_size, 65536, "%s: max-message-size", what);
     TAP_EQ_PTR(cfg->api_key, NULL, "%s: no api-key", what);
     TAP_EQ_UINT(cfg->drain_timeout, 10, "%s: drain-timeout", what);
+    TAP_EQ_UINT(cfg->drain_spread, 5000, "%s: drain-spread half of drain-timeout, in ms", what);
     TAP_EQ_INT(cfg->ws_echo, 0, "%s: ws-echo off", what);
     TAP_EQ_PTR(cfg->config_file, NULL, "%s: no config file", what);
     TAP_EQ_INT(cfg->log_level, PE_LOG_INFO, "%s: log-level info", what);
@@ -215,6 +216,7 @@ test_cli(void)
     TAP_EQ_UINT(l.cfg.max_message_size, 1024, "max-message-size");
     TAP_EQ_STR(l.cfg.api_key, "s3cret", "api-key");
     TAP_EQ_UINT(l.cfg.drain_timeout, 0, "drain-timeout 0 is allowed");
+    TAP_EQ_UINT(l.cfg.drain_spread, 0, "drain-spread: half of 0 s");
     TAP_EQ_INT(l.cfg.ws_echo, 1, "ws-echo");
     TAP_EQ_STR(l.cfg.config_file, path, "config file");
     TAP_EQ_INT(l.cfg.log_level, PE_LOG_DEBUG, "log-level (case-insensitive)");
@@ -771,6 +773,19 @@ test_redis_sentinel_wait(void)
     TAP_OK(l.out != NULL && strstr(l.out, "redis+sentinel://") != NULL && strstr(l.out, "--redis-wait-replicas") != NULL &&
                strstr(l.out, "--redis-wait-timeout") != NULL,
            "--help lists the sentinel URL and the WAIT options");
+    loaded_free(&l);
+
+    /* Paced drain: a spread past the drain's deadline would leave clients never told. */
+    char *spread_bad[] = {"pushedge", "--drain-timeout", "3", "--drain-spread", "3001", NULL};
+    expect_cli_error(spread_bad, "--drain-spread: 3001 ms is longer than --drain-timeout (3 s)");
+    char *spread_ok[] = {"pushedge", "--drain-timeout", "3", "--drain-spread", "3000", NULL};
+    load(&l, spread_ok, envp0);
+    TAP_EQ_INT(l.ret, PE_CFG_OK, "--drain-spread equal to --drain-timeout: %s", l.err);
+    TAP_EQ_UINT(l.cfg.drain_spread, 3000, "drain-spread as given");
+    loaded_free(&l);
+    char *spread_def[] = {"pushedge", "--drain-timeout", "7", NULL};
+    load(&l, spread_def, envp0);
+    TAP_EQ_UINT(l.cfg.drain_spread, 3500, "drain-spread default: half of --drain-timeout");
     loaded_free(&l);
 
     char *bad0[] = {"pushedge", "--redis-wait-replicas", "1", NULL}; /* a WAIT with the memory engine */

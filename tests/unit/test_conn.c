@@ -487,6 +487,7 @@ main(void)
     thr.loop = h2o_evloop_create();
     h2o_context_init(&thr.ctx, thr.loop, &globalconf);
     h2o_linklist_init_anchor(&thr.streams);
+    h2o_linklist_init_anchor(&thr.drained_streams);
     h2o_timeout_init(thr.loop, &thr.ping_timeout, cfg.ping_interval * 1000);
     h2o_timeout_init(thr.loop, &thr.ws_close_timeout, PE_WS_CLOSE_WAIT_MS);
 

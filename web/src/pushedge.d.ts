@@ -83,6 +83,9 @@ export interface PushEdgeOptions {
   rememberFor?: number;
   /** [min, max] ms before reconnecting after a drain hint that names no delay. Default [250, 2500]. */
   drainDelay?: [number, number];
+  /** A server's reconnect hint (WebSocket close reason, SSE retry:, long-poll reconnect_ms, Retry-After) is waited
+   * for, stretched at random by up to this fraction of it. Default 0.25. */
+  drainJitter?: number;
   /** Prefix of the storage key (the server's URL is appended). Default 'pushedge.transport'. */
   storageKey?: string;
   /**

@@ -388,6 +388,16 @@ function adopted(ladder, transport, order) {
   return { ...ladder, level: order.indexOf(transport) };
 }
 
+/**
+ * The wait for a server's reconnect hint of `ms`: never shorter, stretched at random by up to
+ * options.drainJitter of it, so that clients handed the same hint (a Retry-After in whole
+ * seconds, another server's fixed one) still come back spread out.
+ */
+function hintDelay(ms, options, random) {
+  const jitter = options.drainJitter ?? 0;
+  return ms > 0 && jitter > 0 ? ms * (1 + jitter * random()) : ms;
+}
+
 /* Exponential backoff with full jitter: random(0, min(cap, base * 2^attempt)). */
 function backoff(attempt, options, random) {
   const ceiling = Math.min(options.backoffCap, options.backoffBase * 2 ** attempt);
@@ -423,7 +433,7 @@ function closed(ladder, close, order, options, random) {
   if (close.drain) {
     // Told to come back (drain, 503): same transport, after the hint, not a failure.
     const [lo, hi] = options.drainDelay;
-    delay = close.retryIn ?? lo + random() * (hi - lo);
+    delay = close.retryIn != null ? hintDelay(close.retryIn, options, random) : lo + random() * (hi - lo);
   } else if (!close.opened) {
     // Refused, silent (black-holed) or buffered: the next transport down, at once. When even
     // the last one failed, the server itself is away: back off and start over from the top.
@@ -736,6 +746,20 @@ class Transport {
  */
 
 
+/*
+ * The reconnect hint of a draining pushedge: the close reason is `{"reconnect_ms":N}`
+ * (docs/protocol.md "Close codes"). Anything else (another server's text) has none: undefined.
+ */
+function reconnectHint(reason) {
+  if (typeof reason !== 'string' || reason[0] !== '{') return undefined;
+  try {
+    const v = JSON.parse(reason).reconnect_ms;
+    return Number.isInteger(v) && v >= 0 && v <= 600000 ? v : undefined;
+  } catch (e) {
+    return undefined;
+  }
+}
+
 /* Codes of an error op naming a channel the server took away (docs/protocol.md "WebSocket"). */
 const CHANNEL_REFUSALS = ['forbidden', 'unauthorized', 'revoked'];
 
@@ -1022,6 +1046,7 @@ class WsTransport extends Transport {
       reason: drain ? 'drain' : this.opened ? 'ws_closed' : 'ws_refused',
       code,
       drain,
+      retryIn: drain ? reconnectHint(ev && ev.reason) : undefined,
       idleMs: this.clock.now() - this.lastInbound,
     });
   }
@@ -1468,7 +1493,12 @@ class PollTransport extends Transport {
     // A notice about the token this request carried; once the client has a new one it is news
     // to nobody (getToken() is called once however many notices come meanwhile).
     if (body.expiring !== undefined && body.expiring !== null && token === this.cb.token() && !this.done) this.cb.expiring(body.expiring);
-    if (!this.done) this._poll();
+    if (this.done) return;
+    // A draining node's answer says when to come back (to another node): wait that long,
+    // jittered, from the cursor just taken (docs/protocol.md "Long-polling").
+    const hint = body.reconnect_ms;
+    if (Number.isInteger(hint) && hint > 0 && hint <= 600000) this._later(Math.round(hintDelay(hint, this.o, () => this.clock.random())));
+    else this._poll();
   }
 
   /*
@@ -1871,6 +1901,7 @@ const DEFAULTS = {
   reprobeInterval: 60000, // how soon a better transport is tried again (doubles up to 16x)
   rememberFor: 24 * 3600 * 1000, // how long the transport that worked is remembered
   drainDelay: [250, 2500], // reconnect delay after a drain hint without its own (random in range)
+  drainJitter: 0.25, // a drain hint's delay is stretched by up to this fraction, at random
   storageKey: 'pushedge.transport',
   tokenVia: 'header', // 'header' (Authorization; the auth op on WebSocket) | 'query' | 'cookie'
   refreshMargin: 30000, // renew the token this long before its exp

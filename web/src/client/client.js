@@ -33,6 +33,7 @@ const DEFAULTS = {
   reprobeInterval: 60000, // how soon a better transport is tried again (doubles up to 16x)
   rememberFor: 24 * 3600 * 1000, // how long the transport that worked is remembered
   drainDelay: [250, 2500], // reconnect delay after a drain hint without its own (random in range)
+  drainJitter: 0.25, // a drain hint's delay is stretched by up to this fraction, at random
   storageKey: 'pushedge.transport',
   tokenVia: 'header', // 'header' (Authorization; the auth op on WebSocket) | 'query' | 'cookie'
   refreshMargin: 30000, // renew the token this long before its exp

@@ -65,6 +65,16 @@ export function adopted(ladder, transport, order) {
   return { ...ladder, level: order.indexOf(transport) };
 }
 
+/**
+ * The wait for a server's reconnect hint of `ms`: never shorter, stretched at random by up to
+ * options.drainJitter of it, so that clients handed the same hint (a Retry-After in whole
+ * seconds, another server's fixed one) still come back spread out.
+ */
+export function hintDelay(ms, options, random) {
+  const jitter = options.drainJitter ?? 0;
+  return ms > 0 && jitter > 0 ? ms * (1 + jitter * random()) : ms;
+}
+
 /* Exponential backoff with full jitter: random(0, min(cap, base * 2^attempt)). */
 function backoff(attempt, options, random) {
   const ceiling = Math.min(options.backoffCap, options.backoffBase * 2 ** attempt);
@@ -100,7 +110,7 @@ export function closed(ladder, close, order, options, random) {
   if (close.drain) {
     // Told to come back (drain, 503): same transport, after the hint, not a failure.
     const [lo, hi] = options.drainDelay;
-    delay = close.retryIn ?? lo + random() * (hi - lo);
+    delay = close.retryIn != null ? hintDelay(close.retryIn, options, random) : lo + random() * (hi - lo);
   } else if (!close.opened) {
     // Refused, silent (black-holed) or buffered: the next transport down, at once. When even
     // the last one failed, the server itself is away: back off and start over from the top.

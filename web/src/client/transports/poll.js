@@ -12,6 +12,7 @@
 import { deadline } from '../timing.js';
 import { channelQuery, presenceEvent, readRefusal, withToken } from '../http.js';
 import { compareIds } from '../cursor.js';
+import { hintDelay } from '../policy.js';
 import { Transport } from './base.js';
 
 export class PollTransport extends Transport {
@@ -152,7 +153,12 @@ export class PollTransport extends Transport {
     // A notice about the token this request carried; once the client has a new one it is news
     // to nobody (getToken() is called once however many notices come meanwhile).
     if (body.expiring !== undefined && body.expiring !== null && token === this.cb.token() && !this.done) this.cb.expiring(body.expiring);
-    if (!this.done) this._poll();
+    if (this.done) return;
+    // A draining node's answer says when to come back (to another node): wait that long,
+    // jittered, from the cursor just taken (docs/protocol.md "Long-polling").
+    const hint = body.reconnect_ms;
+    if (Number.isInteger(hint) && hint > 0 && hint <= 600000) this._later(Math.round(hintDelay(hint, this.o, () => this.clock.random())));
+    else this._poll();
   }
 
   /*

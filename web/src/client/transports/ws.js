@@ -18,6 +18,20 @@ import { deadline } from '../timing.js';
 import { presenceEvent } from '../http.js';
 import { Transport } from './base.js';
 
+/*
+ * The reconnect hint of a draining pushedge: the close reason is `{"reconnect_ms":N}`
+ * (docs/protocol.md "Close codes"). Anything else (another server's text) has none: undefined.
+ */
+function reconnectHint(reason) {
+  if (typeof reason !== 'string' || reason[0] !== '{') return undefined;
+  try {
+    const v = JSON.parse(reason).reconnect_ms;
+    return Number.isInteger(v) && v >= 0 && v <= 600000 ? v : undefined;
+  } catch (e) {
+    return undefined;
+  }
+}
+
 /* Codes of an error op naming a channel the server took away (docs/protocol.md "WebSocket"). */
 const CHANNEL_REFUSALS = ['forbidden', 'unauthorized', 'revoked'];
 
@@ -304,6 +318,7 @@ export class WsTransport extends Transport {
       reason: drain ? 'drain' : this.opened ? 'ws_closed' : 'ws_refused',
       code,
       drain,
+      retryIn: drain ? reconnectHint(ev && ev.reason) : undefined,
       idleMs: this.clock.now() - this.lastInbound,
     });
   }
