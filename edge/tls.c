@@ -218,7 +218,7 @@ pe_tls_context_create(const char *cert_file, const char *key_file, char *err, si
     /* One ticket per TLS 1.3 handshake (OpenSSL sends two by default): a push client
      * reconnects one connection at a time. */
     SSL_CTX_set_num_tickets(ctx, 1);
-    /* Records of 4 KiB at most: the write buffer a busy connection keeps is ~4.4 KiB, not ~17. */
+    /* Records of 4 KiB at most: the write buffer a busy connection keeps is ~4.2 KiB, not ~16.5. */
     if (SSL_CTX_set_max_send_fragment(ctx, PE_TLS_MAX_SEND_FRAGMENT) != 1) {
         openssl_error(err, errlen, "TLS:", "max send fragment");
         goto Error;
