@@ -218,11 +218,6 @@ pe_tls_context_create(const char *cert_file, const char *key_file, char *err, si
     /* One ticket per TLS 1.3 handshake (OpenSSL sends two by default): a push client
      * reconnects one connection at a time. */
     SSL_CTX_set_num_tickets(ctx, 1);
-    /* Records of 4 KiB at most: the write buffer a busy connection keeps is ~4.2 KiB, not ~16.5. */
-    if (SSL_CTX_set_max_send_fragment(ctx, PE_TLS_MAX_SEND_FRAGMENT) != 1) {
-        openssl_error(err, errlen, "TLS:", "max send fragment");
-        goto Error;
-    }
     return ctx;
 Error:
     SSL_CTX_free(ctx);
@@ -392,20 +387,14 @@ release_encrypted_input(h2o_ssl_mirror_t *m)
     h2o_buffer_init(buf, &h2o_socket_buffer_prototype);
 }
 
-/* The hook of pe_socket_release_input, called where a connection has read all it was sent
- * (after the upgrade or the SSE request, after a client's message): h2o's encrypted-input
- * buffer, and OpenSSL's record buffers, which the request and the response head just filled
- * (without this, a connection storm would hold ~34 KiB per new connection until its first idle
- * check). Writes do not come here: a connection busy sending keeps its write buffer. */
+/* The hook of pe_socket_release_input: h2o's encrypted-input buffer only; OpenSSL's record
+ * buffers wait for the idle check, so a connection that reads often does not reallocate them. */
 static void
 release_tls_input(h2o_socket_t *sock)
 {
     h2o_ssl_mirror_t *m = mirror_of(sock);
-    if (m == NULL)
-        return;
-    /* 0 while a record is partly read: kept for the idle check. */
-    SSL_free_buffers(m->ossl);
-    release_encrypted_input(m);
+    if (m != NULL)
+        release_encrypted_input(m);
 }
 
 /* ---- a connection's TLS state ----------------------------------------------------------------- */

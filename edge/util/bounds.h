@@ -93,10 +93,6 @@
  * seals at least one record per iovec; larger pieces are records of their own anyway. The
  * buffer (PE_TLS_COALESCE_BYTES, per thread) bounds the copying of one write; what does not fit
  * goes as it is. */
-/* Largest TLS record pushedge sends: OpenSSL sizes a connection's write buffer by it (~16.5 KiB
- * at the default 16 KiB, ~4.2 KiB at 4 KiB: the record plus ~100 bytes), and a busy connection keeps that buffer. Push
- * messages are small; a larger write costs one record header and seal per 4 KiB. */
-#define PE_TLS_MAX_SEND_FRAGMENT 4096
 #define PE_TLS_COALESCE_PIECE 2048
 #define PE_TLS_COALESCE_RUN 16384
 #define PE_TLS_COALESCE_BYTES (64u << 10)

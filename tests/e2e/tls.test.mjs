@@ -239,7 +239,7 @@ describe('idle TLS connections give their buffers back (edge/tls.c, PE_TLS_IDLE_
         await got(199);
         const wsNs = ws.ops().filter((o) => o.op === 'message').map((o) => o.data.n);
         assert.deepEqual(wsNs, [1, 2, 3, ...Array.from({ length: 100 }, (_, i) => 100 + i)]);
-        /* A message of 50 KB: records of at most 4 KiB (PE_TLS_MAX_SEND_FRAGMENT), reassembled. */
+        /* A message of 50 KB: several records, reassembled. */
         const big = 'b'.repeat(50000);
         await publishOk(base, ch, { n: 300, big });
         await got(300);
