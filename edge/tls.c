@@ -5,8 +5,7 @@
  * Context. TLS 1.2 and 1.3 only; TLS 1.2 with ECDHE key exchange and AEAD ciphers only (forward
  * secrecy, no CBC), TLS 1.3 with OpenSSL's defaults (all AEAD). No renegotiation, no
  * compression. ALPN offers h2 first, then http/1.1; a client that offers neither gets
- * HTTP/1.1. OpenSSL releases a connection's record buffers while it is idle
- * (SSL_MODE_RELEASE_BUFFERS): an idle push connection then holds ~34 KiB less.
+ * HTTP/1.1.
  *
  * Session resumption. Tickets, encrypted with keys of this process (ticket_cb): a new key every
  * hour, the previous one still accepted for an hour (a ticket found under it is renewed), so a
@@ -26,13 +25,23 @@
  * callback: h2o calls it with the decrypted bytes, so the checks of clear-text connections
  * apply unchanged. Garbage in place of a ClientHello fails the handshake and closes the socket.
  *
- * Memory. An idle TLS connection keeps, beyond a clear one's: OpenSSL's SSL object and its
- * record-layer cipher states, and h2o's buffer of encrypted input (8 KiB, kept for the
- * socket's life like the clear input buffer that edge/core/http.c already gives back). The
- * latter lives in libh2o's private struct st_h2o_socket_ssl_t; release_tls_input reaches it
- * through a mirror of that struct's head (libh2o 2.2.5 built without picotls, as Debian's),
- * checked on every connection against what is known (the context and the SSL object's
- * context): if the check ever fails the release is turned off and logged, never guessed.
+ * Memory (docs/architecture.md "TLS memory"). Beyond a clear connection's, a TLS one holds
+ * OpenSSL's per-connection state (the SSL object, 7.6 KiB in OpenSSL 3.0, its two record
+ * cipher contexts, the session: ~14 KiB in all, fixed while the connection lives), and buffers
+ * that only I/O needs: OpenSSL's record buffers (~17 KiB for reading, ~17 KiB for writing) and
+ * h2o's buffer of encrypted input (8 KiB, kept for the socket's life like the clear input
+ * buffer that edge/core/http.c already gives back). The buffers are given back when a
+ * connection has had no TLS I/O for PE_TLS_IDLE_RELEASE_MS (checked once per period, per
+ * connection, by comparing the byte counts of the SSL object's BIOs) and right after the
+ * handshake, and allocated again by the next read or write: a busy connection keeps them, so
+ * fan-out allocates no record buffer per write (SSL_MODE_RELEASE_BUFFERS, which frees them
+ * after every record, cost ~10% of the server's CPU in libc's allocator under TLS fan-out).
+ * h2o's encrypted-input buffer lives in libh2o's private struct st_h2o_socket_ssl_t, and so
+ * does the SSL object: they are reached through a mirror of that struct's head (libh2o 2.2.5
+ * built without picotls, as Debian's), checked on every connection against what is known (the
+ * context and the SSL object's context): if the check ever fails, the idle release is turned
+ * off and logged, never guessed, and contexts made from then on release buffers after every
+ * record (SSL_MODE_RELEASE_BUFFERS) instead.
  *
  * Reload. Each loop holds its own reference to the context it hands to new handshakes
  * (thr->tls_ctx) and changes it only on its own thread: pe_tls_reload builds the new context
@@ -51,6 +60,7 @@
 #include <time.h>
 #include "pubsub/alloc.h"
 #include "edge/util/log.h"
+#include "edge/util/bounds.h"
 #include "edge/tls.h"
 #include "edge/front.h"
 #include "edge/core/http.h"
@@ -135,6 +145,8 @@ Exit:
 
 /* ---- the context ----------------------------------------------------------------------------- */
 
+static int mirror_off; /* atomic: set once libh2o's layout check failed (see the mirror below) */
+
 /* Server preference: HTTP/2 when the client offers it. */
 static const h2o_iovec_t alpn_protocols[] = {{H2O_STRLIT("h2")}, {H2O_STRLIT("http/1.1")}, {NULL, 0}};
 
@@ -176,7 +188,10 @@ pe_tls_context_create(const char *cert_file, const char *key_file, char *err, si
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
                                  SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION);
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* The record buffers of idle connections are released by the idle check (see the top); if
+     * libh2o's layout check failed, by OpenSSL after every record. */
+    if (__atomic_load_n(&mirror_off, __ATOMIC_RELAXED))
+        SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     if (SSL_CTX_set_cipher_list(ctx, tls12_ciphers) != 1) {
         openssl_error(err, errlen, "TLS:", "cipher list");
         goto Error;
@@ -275,6 +290,7 @@ pe_tls_thread_init(pe_thread_t *thr, SSL_CTX *ctx)
         return;
     SSL_CTX_up_ref(ctx);
     thr->tls_ctx = ctx;
+    h2o_timeout_init(thr->loop, &thr->tls_idle_timeout, PE_TLS_IDLE_RELEASE_MS);
     pe_socket_release_tls_input = release_tls_input;
     h2o_multithread_register_receiver(thr->ctx.queue, &thr->tls_reload, on_reload);
 }
@@ -335,70 +351,140 @@ typedef struct st_h2o_ssl_mirror_t {
     } input;
 } h2o_ssl_mirror_t;
 
-static int mirror_off; /* atomic: set once a check failed */
+static void
+mirror_failed(void)
+{
+    if (!__atomic_exchange_n(&mirror_off, 1, __ATOMIC_RELAXED))
+        pe_log(PE_LOG_WARN, "tls",
+               "libh2o's TLS socket layout is not the expected one: idle TLS connections keep their 8 KiB input "
+               "buffer, and OpenSSL releases record buffers after every record from the next context on");
+}
 
-static h2o_buffer_t **
-encrypted_input(h2o_socket_t *sock)
+/* The mirror of an established TLS socket, or NULL (turned off, or a check failed now). */
+static h2o_ssl_mirror_t *
+mirror_of(h2o_socket_t *sock)
 {
     h2o_ssl_mirror_t *m = (h2o_ssl_mirror_t *)sock->ssl;
     if (__atomic_load_n(&mirror_off, __ATOMIC_RELAXED) || m == NULL)
         return NULL;
     if (m->ssl_ctx == NULL || m->ossl == NULL || SSL_get_SSL_CTX(m->ossl) != m->ssl_ctx || m->handshake.cb != NULL ||
         m->input.encrypted == NULL || m->input.encrypted->size > m->input.encrypted->capacity) {
-        if (!__atomic_exchange_n(&mirror_off, 1, __ATOMIC_RELAXED))
-            pe_log(PE_LOG_WARN, "tls",
-                   "libh2o's TLS socket layout is not the expected one: idle TLS connections keep their "
-                   "8 KiB input buffer");
+        mirror_failed();
         return NULL;
     }
-    return &m->input.encrypted;
+    return m;
 }
 
-/* The hook of pe_socket_release_input: gives back an empty encrypted-input buffer (the next
- * read allocates one, as for the clear input). */
+/* Gives back an empty encrypted-input buffer (the next read allocates one, as for the clear
+ * input). */
 static void
-release_tls_input(h2o_socket_t *sock)
+release_encrypted_input(h2o_ssl_mirror_t *m)
 {
-    h2o_buffer_t **buf = encrypted_input(sock);
-    if (buf == NULL || (*buf)->size != 0)
-        return;
-    /* OpenSSL's own record buffers: released when idle by SSL_MODE_RELEASE_BUFFERS, but only on
-     * some paths (a read that ends exactly at a record boundary); asked again here. */
-    SSL_free_buffers(((h2o_ssl_mirror_t *)sock->ssl)->ossl);
-    if ((*buf)->bytes == NULL)
+    h2o_buffer_t **buf = &m->input.encrypted;
+    if ((*buf)->size != 0 || (*buf)->bytes == NULL)
         return;
     h2o_buffer_dispose(buf);
     h2o_buffer_init(buf, &h2o_socket_buffer_prototype);
 }
 
-/* ---- handshake ------------------------------------------------------------------------------- */
+/* The hook of pe_socket_release_input: h2o's encrypted-input buffer only; OpenSSL's record
+ * buffers wait for the idle check, so a connection that reads often does not reallocate them. */
+static void
+release_tls_input(h2o_socket_t *sock)
+{
+    h2o_ssl_mirror_t *m = mirror_of(sock);
+    if (m != NULL)
+        release_encrypted_input(m);
+}
 
-typedef struct st_pe_tls_accept_t {
+/* ---- a connection's TLS state ----------------------------------------------------------------- */
+
+/* One per socket accepted on a TLS listener. Owner: the handshake until it ends (freed by
+ * on_handshake or its deadline, or kept by a success), then the socket, through its on_close
+ * hook (chained: an earlier hook is called first, as front.c does). */
+typedef struct st_pe_tls_conn_t {
     pe_thread_t *thr;
     h2o_socket_t *sock;
-    SSL_CTX *ctx; /* this handshake's reference: a reload meanwhile does not free it */
-    h2o_timeout_entry_t timeout;
+    SSL_CTX *ctx;                /* the handshake's reference (a reload meanwhile does not free it); NULL after */
+    h2o_timeout_entry_t timeout; /* the handshake's deadline, then the idle check (thr->tls_idle_timeout) */
     struct timeval connected_at;
     int limited;
-} pe_tls_accept_t;
+    uint64_t io_seen;      /* bytes through the SSL object's BIOs at the previous idle check */
+    unsigned released : 1; /* buffers given back, and no TLS I/O since */
+    void (*prev_close_cb)(void *data);
+    void *prev_close_data;
+} pe_tls_conn_t;
 
 static void
-accept_free(pe_tls_accept_t *a)
+tls_conn_free(pe_tls_conn_t *c)
 {
-    if (h2o_timeout_is_linked(&a->timeout))
-        h2o_timeout_unlink(&a->timeout);
-    SSL_CTX_free(a->ctx);
-    pe_free(a);
+    if (h2o_timeout_is_linked(&c->timeout))
+        h2o_timeout_unlink(&c->timeout);
+    SSL_CTX_free(c->ctx);
+    pe_free(c);
 }
+
+/* TLS bytes in and out so far (the BIOs count what passes through them, h2o's custom ones too). */
+static uint64_t
+tls_io(SSL *ossl)
+{
+    return BIO_number_read(SSL_get_rbio(ossl)) + BIO_number_written(SSL_get_wbio(ossl));
+}
+
+/* Gives back OpenSSL's record buffers and h2o's encrypted-input buffer when none holds bytes;
+ * returns 1 if everything was given back. Not while a write is in flight (h2o is sending what
+ * OpenSSL sealed; its own copies, but nothing is gained then). */
+static int
+release_buffers(h2o_socket_t *sock, h2o_ssl_mirror_t *m)
+{
+    if (h2o_socket_is_writing(sock))
+        return 0;
+    /* 0 while a record is partly read or written: kept, tried again at the next check. */
+    int done = SSL_free_buffers(m->ossl);
+    release_encrypted_input(m);
+    return done && m->input.encrypted->bytes == NULL;
+}
+
+static void
+on_idle_check(h2o_timeout_entry_t *entry)
+{
+    pe_tls_conn_t *c = H2O_STRUCT_FROM_MEMBER(pe_tls_conn_t, timeout, entry);
+    h2o_ssl_mirror_t *m = mirror_of(c->sock);
+    if (m == NULL)
+        return; /* the layout check failed: no more checks (see the top) */
+    uint64_t io = tls_io(m->ossl);
+    if (io != c->io_seen) {
+        c->io_seen = io;
+        c->released = 0;
+    } else if (!c->released && release_buffers(c->sock, m)) {
+        c->released = 1;
+        PE_STAT_ADD(c->thr->stats.tls_idle_releases, 1);
+    }
+    h2o_timeout_link(c->thr->loop, &c->thr->tls_idle_timeout, &c->timeout);
+}
+
+static void
+on_tls_socket_close(void *data)
+{
+    pe_tls_conn_t *c = data;
+    void (*prev_cb)(void *) = c->prev_close_cb;
+    void *prev_data = c->prev_close_data;
+    /* h2o has destroyed the SSL object and is disposing of the socket: nothing of it is touched. */
+    tls_conn_free(c);
+    if (prev_cb != NULL)
+        prev_cb(prev_data);
+}
+
+/* ---- handshake ------------------------------------------------------------------------------- */
 
 static void
 on_handshake_timeout(h2o_timeout_entry_t *entry)
 {
-    pe_tls_accept_t *a = H2O_STRUCT_FROM_MEMBER(pe_tls_accept_t, timeout, entry);
-    h2o_socket_t *sock = a->sock;
-    PE_STAT_ADD(a->thr->stats.tls_handshake_timeouts, 1);
+    pe_tls_conn_t *c = H2O_STRUCT_FROM_MEMBER(pe_tls_conn_t, timeout, entry);
+    h2o_socket_t *sock = c->sock;
+    PE_STAT_ADD(c->thr->stats.tls_handshake_timeouts, 1);
     sock->data = NULL;
-    accept_free(a);
+    tls_conn_free(c);
     h2o_socket_close(sock);
 }
 
@@ -411,26 +497,39 @@ is_h2(h2o_iovec_t proto)
 static void
 on_handshake(h2o_socket_t *sock, const char *err)
 {
-    pe_tls_accept_t *a = sock->data;
-    pe_thread_t *thr = a->thr;
-    struct timeval connected_at = a->connected_at;
-    int limited = a->limited;
-    const SSL_CTX *handshake_ctx = a->ctx;
+    pe_tls_conn_t *c = sock->data;
+    pe_thread_t *thr = c->thr;
+    struct timeval connected_at = c->connected_at;
+    int limited = c->limited;
     sock->data = NULL;
-    accept_free(a);
+    h2o_timeout_unlink(&c->timeout);
     if (err != NULL) {
         static pe_log_rate_t rate;
         PE_STAT_ADD(thr->stats.tls_handshake_failures, 1);
         pe_log_ratelimited(&rate, PE_LOG_DEBUG, "tls", "handshake failed: %s", err);
+        tls_conn_free(c);
         h2o_socket_close(sock);
         return;
     }
     /* The mirror's first check, while the context is known for sure. */
     h2o_ssl_mirror_t *m = (h2o_ssl_mirror_t *)sock->ssl;
-    if (m->ssl_ctx != handshake_ctx && !__atomic_exchange_n(&mirror_off, 1, __ATOMIC_RELAXED))
-        pe_log(PE_LOG_WARN, "tls",
-               "libh2o's TLS socket layout is not the expected one: idle TLS connections keep their 8 KiB "
-               "input buffer");
+    if (m->ssl_ctx != c->ctx)
+        mirror_failed();
+    SSL_CTX_free(c->ctx);
+    c->ctx = NULL;
+    /* The socket owns c from here on. The buffers of the handshake go back at once (the first
+     * message allocates what it needs): a burst of handshakes does not hold ~40 KiB per new
+     * connection until the first idle check. */
+    c->prev_close_cb = sock->on_close.cb;
+    c->prev_close_data = sock->on_close.data;
+    sock->on_close.cb = on_tls_socket_close;
+    sock->on_close.data = c;
+    if ((m = mirror_of(sock)) != NULL) {
+        c->released = release_buffers(sock, m);
+        c->io_seen = tls_io(m->ossl);
+        c->timeout.cb = on_idle_check;
+        h2o_timeout_link(thr->loop, &thr->tls_idle_timeout, &c->timeout);
+    }
     int h2 = is_h2(h2o_socket_ssl_get_selected_protocol(sock));
     /* Bytes that came with the end of the handshake (a request sent right after Finished) are
      * decrypted already: put aside while h2o and front.c attach, then delivered as a read, so
@@ -457,15 +556,15 @@ on_handshake(h2o_socket_t *sock, const char *err)
 void
 pe_tls_accept(pe_thread_t *thr, h2o_socket_t *sock, int limited)
 {
-    pe_tls_accept_t *a = pe_calloc(1, sizeof(*a));
-    a->thr = thr;
-    a->sock = sock;
-    a->limited = limited;
-    a->connected_at = *h2o_get_timestamp(&thr->ctx, NULL, NULL);
+    pe_tls_conn_t *c = pe_calloc(1, sizeof(*c));
+    c->thr = thr;
+    c->sock = sock;
+    c->limited = limited;
+    c->connected_at = *h2o_get_timestamp(&thr->ctx, NULL, NULL);
     SSL_CTX_up_ref(thr->tls_ctx);
-    a->ctx = thr->tls_ctx;
-    a->timeout.cb = on_handshake_timeout;
-    h2o_timeout_link(thr->loop, &thr->ctx.handshake_timeout, &a->timeout);
-    sock->data = a;
-    h2o_socket_ssl_handshake(sock, a->ctx, NULL, on_handshake);
+    c->ctx = thr->tls_ctx;
+    c->timeout.cb = on_handshake_timeout;
+    h2o_timeout_link(thr->loop, &thr->ctx.handshake_timeout, &c->timeout);
+    sock->data = c;
+    h2o_socket_ssl_handshake(sock, c->ctx, NULL, on_handshake);
 }

@@ -107,7 +107,7 @@ send_metrics(h2o_req_t *req)
     pe_server_t *server = pe_thread_of(req)->server;
     textbuf_t t = {&req->pool, h2o_mem_alloc_pool(&req->pool, 4096), 0, 4096};
     uint64_t conns[PE_TRANSPORT_MAX] = {0}, slow[PE_TRANSPORT_MAX] = {0}, requests = 0, publish_errors = 0, refused = 0,
-             tls_failed = 0, tls_timeouts = 0;
+             tls_failed = 0, tls_timeouts = 0, tls_releases = 0;
     pe_ps_node_stats_t sum = {0};
 
     for (unsigned i = 0; i != server->num_threads; ++i) {
@@ -121,6 +121,7 @@ send_metrics(h2o_req_t *req)
         refused += PE_STAT_GET(thr->stats.front_refused);
         tls_failed += PE_STAT_GET(thr->stats.tls_handshake_failures);
         tls_timeouts += PE_STAT_GET(thr->stats.tls_handshake_timeouts);
+        tls_releases += PE_STAT_GET(thr->stats.tls_idle_releases);
         if (thr->node != NULL) {
             pe_ps_node_stats_t s;
             pe_ps_node_get_stats(thr->node, &s);
@@ -213,8 +214,11 @@ send_metrics(h2o_req_t *req)
         "# HELP pushedge_tls_handshake_failures_total TLS handshakes that failed (error) or did not finish in time (timeout).\n"
         "# TYPE pushedge_tls_handshake_failures_total counter\n"
         "pushedge_tls_handshake_failures_total{reason=\"error\"} %llu\npushedge_tls_handshake_failures_total{reason=\"timeout\"} "
-        "%llu\n",
-        (unsigned long long)tls_failed, (unsigned long long)tls_timeouts);
+        "%llu\n"
+        "# HELP pushedge_tls_idle_releases_total TLS connections that gave their record buffers back after "
+        "being idle for a second.\n"
+        "# TYPE pushedge_tls_idle_releases_total counter\npushedge_tls_idle_releases_total %llu\n",
+        (unsigned long long)tls_failed, (unsigned long long)tls_timeouts, (unsigned long long)tls_releases);
     put_connection_metrics(&t, server);
     put(&t, "# HELP pushedge_loop_lag_seconds Worst timer lateness of each event loop in the last second.\n"
             "# TYPE pushedge_loop_lag_seconds gauge\n");

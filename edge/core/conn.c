@@ -295,6 +295,35 @@ end_now(pe_conn_t *conn, int error)
 
 static void on_write_complete(h2o_socket_t *sock, const char *err);
 
+/* A TLS socket's write: h2o seals at least one record per iovec (lib/common/socket.c
+ * h2o_socket_write: one SSL_write per buffer), and a queue entry gives up to two (the
+ * connection's own bytes, then the shared frame), so a batch of small messages would cost two
+ * records, two seals and two record headers per message. Runs of small iovecs are copied into
+ * one buffer of the thread instead: one record per run (h2o may still cut it into records of
+ * ~1,400 bytes while a connection is young). h2o encrypts inside h2o_socket_write on a TLS
+ * socket and keeps no pointer to the clear bytes, so the buffer is free again when it returns.
+ * Rewrites iov in place; returns the new count. */
+static size_t
+coalesce_for_tls(h2o_iovec_t *iov, size_t niov)
+{
+    static __thread char buf[PE_TLS_COALESCE_BYTES];
+    size_t used = 0, out = 0, i = 0;
+    while (i != niov) {
+        size_t run = used;
+        while (i != niov && iov[i].len <= PE_TLS_COALESCE_PIECE && used - run + iov[i].len <= PE_TLS_COALESCE_RUN &&
+               used + iov[i].len <= sizeof(buf)) {
+            memcpy(buf + used, iov[i].base, iov[i].len);
+            used += iov[i].len;
+            ++i;
+        }
+        if (used != run)
+            iov[out++] = h2o_iovec_init(buf + run, used - run);
+        else
+            iov[out++] = iov[i++]; /* large, or the buffer is full: as it is */
+    }
+    return out;
+}
+
 /* May free conn: callers must not touch it after it returns. */
 static void
 flush(pe_conn_t *conn)
@@ -338,8 +367,11 @@ flush(pe_conn_t *conn)
     conn->write_started = h2o_now(conn->thr->loop);
     if (stream)
         h2o_send(conn->req, iov, niov, H2O_SEND_STATE_IN_PROGRESS);
-    else
+    else {
+        if (conn->sock->ssl != NULL && niov > 1)
+            niov = coalesce_for_tls(iov, niov);
         h2o_socket_write(conn->sock, iov, niov, on_write_complete);
+    }
 }
 
 void
@@ -374,10 +406,8 @@ on_write_complete(h2o_socket_t *sock, const char *err)
         return;
     }
     written(conn);
-    /* An idle TLS connection gives OpenSSL's record buffers back (~17 KiB for a write, which
-     * SSL_MODE_RELEASE_BUFFERS does not always release; edge/tls.c); the next write allocates. */
-    if (sock->ssl != NULL && pe_outq_bytes(&conn->out) == 0 && pe_socket_release_tls_input != NULL)
-        pe_socket_release_tls_input(sock);
+    /* A TLS connection's record buffers stay while it is busy; edge/tls.c gives them back once it
+     * has been idle for PE_TLS_IDLE_RELEASE_MS. */
     flush(conn); /* may free conn */
 }
 

@@ -70,6 +70,7 @@ typedef struct st_pe_thread_stats_t {
     uint64_t front_refused;          /* requests refused from their head (edge/front.c) */
     uint64_t tls_handshake_failures; /* edge/tls.c: handshakes that failed (garbage, versions, ciphers) */
     uint64_t tls_handshake_timeouts; /* edge/tls.c: handshakes not done within h2o's handshake timeout */
+    uint64_t tls_idle_releases;      /* edge/tls.c: idle TLS connections that gave their buffers back */
 } pe_thread_stats_t;
 
 /* A revocation (POST /api/disconnect, edge/core/revoke.c): a user's connections, or only its
@@ -128,6 +129,7 @@ typedef struct st_pe_thread_t {
      * this thread only when a reload notice arrives on tls_reload. */
     struct ssl_ctx_st *tls_ctx;
     h2o_multithread_receiver_t tls_reload;
+    h2o_timeout_t tls_idle_timeout; /* PE_TLS_IDLE_RELEASE_MS: when idle TLS buffers are released */
     pe_ps_node_t *node;
     h2o_linklist_t streams;                        /* pe_stream_t not yet told to drain */
     h2o_linklist_t drained_streams;                /* pe_stream_t told to drain, still open */

@@ -89,6 +89,21 @@
  * (EMFILE, ENFILE, ENOBUFS, ENOMEM). The evloop is level-triggered: retrying at once would spin
  * at 100% CPU while the connection stays in the backlog. */
 #define PE_ACCEPT_PAUSE_MS 100
+/* A TLS connection without TLS input or output for this long (checked once per period, so
+ * between one and two periods) gives back OpenSSL's record buffers (~17 KiB each way) and h2o's
+ * encrypted-input buffer (8 KiB); the next read or write allocates them again. Long enough
+ * that a connection receiving a message every second or faster keeps them (no allocation per
+ * write under fan-out), short enough that a connection gone idle costs the idle figure within
+ * two seconds (docs/architecture.md "TLS memory"). */
+#define PE_TLS_IDLE_RELEASE_MS 1000
+/* A write on a TLS socket: runs of small pieces (iovecs up to PE_TLS_COALESCE_PIECE bytes) are
+ * copied into one buffer per thread, up to a TLS record's payload (16 KiB) per run, because h2o
+ * seals at least one record per iovec; larger pieces are records of their own anyway. The
+ * buffer (PE_TLS_COALESCE_BYTES, per thread) bounds the copying of one write; what does not fit
+ * goes as it is. */
+#define PE_TLS_COALESCE_PIECE 2048
+#define PE_TLS_COALESCE_RUN 16384
+#define PE_TLS_COALESCE_BYTES (64u << 10)
 /* Retry-After (seconds) on a refusal for want of room (connections, held polls). */
 #define PE_RETRY_AFTER_FULL 5
 /* How often each loop checks its held long-polls for clients that went away (HTTP/1 notices a

@@ -11,7 +11,9 @@
  * attempt) after which the server lives and has freed every connection; the certificate
  * reloaded on SIGHUP with connections open (they keep working, new handshakes see the new
  * serial) and a bad certificate at reload keeping the old one; bad files at start exit 2; a
- * publish body without credentials refused from its head (edge/front.c on decrypted bytes).
+ * publish body without credentials refused from its head (edge/front.c on decrypted bytes); idle
+ * connections (wss, https SSE, SSE over HTTP/2) giving their buffers back and then receiving,
+ * answering pings and taking a burst (pushedge_tls_idle_releases_total).
  * The resume matrix over TLS is e2e-matrix_tls (matrix.test.mjs with E2E_TLS=1).
  */
 import { after, before, describe, it } from 'node:test';
@@ -189,6 +191,59 @@ describe('HTTP over TLS', () => {
         await publishOk(base, ch, { big: 'x'.repeat(2000) });
         await c.waitFor(() => c.ops().find((o) => o.op === 'message' && o.data.n === 1));
         await c.waitFor(() => c.ops().find((o) => o.op === 'message' && o.data.big?.length === 2000));
+    });
+});
+
+describe('idle TLS connections give their buffers back (edge/tls.c, PE_TLS_IDLE_RELEASE_MS)', () => {
+    const releases = async () => metricValue(await getMetrics(base), 'pushedge_tls_idle_releases_total') ?? 0;
+
+    it('wss, https SSE and SSE over HTTP/2 are released when idle, then receive, answer pings and take bursts', { timeout: 60000 }, async (t) => {
+        const ch = uniqueChannel('idle');
+        const ws = await openWs(base, `/ws?channel=${ch}`, { t });
+        await ws.waitFor(() => ws.ops().find((o) => o.op === 'subscribed'));
+        const h1 = await openSSE(base, `/sse?channel=${ch}`, { t });
+        const session = http2.connect(base, tlsClientOptions());
+        t.after(() => session.destroy());
+        const h2 = await openSSE(base, `/sse?channel=${ch}`, { t, session });
+        await h1.waitLive();
+        await h2.waitLive();
+        const got = (n) => Promise.all([
+            ws.waitFor(() => ws.ops().find((o) => o.op === 'message' && o.data.n === n), 5000, `wss message ${n}`),
+            h1.next((e) => e.type === 'message' && JSON.parse(e.data).data.n === n, 5000, `https SSE message ${n}`),
+            h2.next((e) => e.type === 'message' && JSON.parse(e.data).data.n === n, 5000, `h2 SSE message ${n}`),
+        ]);
+        /* Each round: the three connections (and the publisher's, closed) go idle and are
+         * released within two checks; then a message reaches all three, and the wss client
+         * writes (a ping) into a released connection and gets its pong. */
+        for (let round = 1; round <= 3; ++round) {
+            const r0 = await releases();
+            await waitUntil(async () => (await releases()) >= r0 + 3, { timeoutMs: 10000, intervalMs: 200, what: `round ${round}: 3 idle releases` });
+            await publishOk(base, ch, { n: round });
+            await got(round);
+            await new Promise((resolve, reject) => {
+                const timer = setTimeout(() => reject(new Error('no pong within 5 s')), 5000);
+                ws.ws.once('pong', () => {
+                    clearTimeout(timer);
+                    resolve();
+                });
+                ws.ws.ping('after-release');
+            });
+        }
+        /* A burst after a release: 100 messages of 1-3 KiB back to back (batched writes, runs
+         * coalesced into records), all received once and in order. */
+        const r0 = await releases();
+        await waitUntil(async () => (await releases()) >= r0 + 3, { timeoutMs: 10000, intervalMs: 200, what: 'idle releases before the burst' });
+        const rnd = prng(14);
+        for (let i = 0; i < 100; ++i)
+            await publishOk(base, ch, { n: 100 + i, pad: 'p'.repeat(1000 + Math.floor(rnd() * 2000)) });
+        await got(199);
+        const wsNs = ws.ops().filter((o) => o.op === 'message').map((o) => o.data.n);
+        assert.deepEqual(wsNs, [1, 2, 3, ...Array.from({ length: 100 }, (_, i) => 100 + i)]);
+        /* A message of 50 KB: several records, reassembled. */
+        const big = 'b'.repeat(50000);
+        await publishOk(base, ch, { n: 300, big });
+        await got(300);
+        assert.equal(ws.ops().find((o) => o.op === 'message' && o.data.n === 300).data.big, big);
     });
 });
 

@@ -104,7 +104,7 @@ if want tls; then
         meson compile -C "$TLS_BUILD" edge/pushedge >/dev/null || { echo "compare.sh: meson compile -C $TLS_BUILD failed" >&2; exit 1; }
         PE_TLS=$TLS_BUILD/edge/pushedge
     fi
-    "$PE_TLS" --help 2>&1 | grep -q -- --listen-tls || { echo "compare.sh: $PE_TLS has no --listen-tls (give --tls-build DIR)" >&2; exit 1; }
+    "$PE_TLS" --help 2>&1 | grep -- --listen-tls >/dev/null || { echo "compare.sh: $PE_TLS has no --listen-tls (give --tls-build DIR)" >&2; exit 1; }
     command -v openssl >/dev/null || { echo "compare.sh: the tls scenario needs openssl" >&2; exit 1; }
 fi
 
