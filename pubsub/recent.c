@@ -214,10 +214,16 @@ pe_recent_absorb(pe_recent_t *r, unsigned epoch, const pe_ps_read_result_t *res)
                 return;
             }
         }
-        /* Removed up to base: a cursor at or below it must get the engine's gap. */
-        if (res->gap)
+        /* Removed up to base: a cursor at or below it must get the engine's gap. A boundary
+         * above the newest (the stream was deleted and started again) leaves nothing to claim. */
+        if (res->gap) {
+            if (pe_id_cmp(res->base, r->newest) > 0) {
+                invalidate(r);
+                return;
+            }
             while (r->len != 0 && pe_id_cmp(at(r, 0)->id, res->base) <= 0)
                 evict_front(r);
+        }
         return;
     }
 

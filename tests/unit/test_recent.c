@@ -235,6 +235,23 @@ test_check(void)
     pe_recent_absorb(&r, ep, &del);
     release(&del);
     TAP_EQ_INT(serve(&r, after(9), 128, NULL, NULL, NULL), -1, "an entry the read lacks empties the cache");
+    res = answer(9, 11, 1);
+    pe_recent_absorb(&r, ep, &res);
+    release(&res);
+    TAP_EQ_INT(serve(&r, after(9), 128, NULL, NULL, NULL), 2, "anchored again at 9..11");
+    /* A boundary above the newest (the stream started again): nothing answered. */
+    res = answer(20, 21, 1);
+    res.gap = 1;
+    res.base = id(19);
+    pe_recent_absorb(&r, ep, &res);
+    release(&res);
+    TAP_EQ_INT(serve(&r, after(11), 128, NULL, NULL, NULL), -1, "a boundary above the newest empties the cache");
+    TAP_EQ_INT(serve(&r, (pe_start_t){PE_START_NEW}, 128, NULL, NULL, NULL), -1, "not even NEW");
+    res = answer(20, 21, 1);
+    pe_recent_absorb(&r, ep, &res);
+    release(&res);
+    TAP_EQ_INT(serve(&r, after(20), 128, NULL, NULL, NULL), 1, "the next read anchors it again");
+
     pe_recent_dispose(&r);
 }
 
