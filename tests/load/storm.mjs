@@ -21,6 +21,9 @@
  *   ulimit -n 20000; flock /tmp/pushedge-bench.lock node tests/load/storm.mjs \
  *       --bin build-rel/edge/pushedge --before-bin OTHER/edge/pushedge [--before-args "..."] \
  *       [--clients 10000] [--channels 4] [--rate 20] [--behind 50] [--threads 1] [--rounds 1]
+ * --to warm: instead of restarting S, the clients move to a second subscriber node W (same binary
+ * and arguments as S) that already serves every channel (one subscriber each since the start):
+ * a drained node's clients arriving at a node that already serves their channels.
  * Without --before-bin the "before" variant is --bin with --catchup-cache 0 (the cache and read
  * coalescing off). Rounds alternate before/after. Prints one JSON line per run and a table.
  */
@@ -47,6 +50,7 @@ const BEHIND = Number(opt('behind', 50));
 const THREADS = opt('threads', '1');
 const ROUNDS = Number(opt('rounds', 1));
 const INFLIGHT = Number(opt('inflight', 1000));
+const TO = opt('to', 'same');
 const HOST = '127.0.0.1';
 const delay = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -144,6 +148,17 @@ async function redisStats(port) {
         calls += c;
     }
     return { calls, cmd, cpu: Number(info.used_cpu_sys) + Number(info.used_cpu_user) };
+}
+
+/* The node's pushedge_catchup_reads_total by source (null where the binary has no such metric). */
+async function readsOf(port) {
+    const metrics = (await get(port, '/metrics')).body;
+    const reads = {};
+    for (const src of ['engine', 'cache', 'shared']) {
+        const m = new RegExp(`pushedge_catchup_reads_total\\{source="${src}"\\} (\\d+)`).exec(metrics);
+        reads[src] = m ? Number(m[1]) : null;
+    }
+    return reads;
 }
 
 /* ---- SSE clients on raw sockets -------------------------------------------------------------- */
@@ -252,6 +267,12 @@ async function run(variant, bin, extra) {
     const pub = await startNode(BIN, pport, url, []);
     let sub = await startNode(bin, sport, url, extra);
     const chans = Array.from({ length: CHANNELS }, (_, i) => `storm${Date.now().toString(36)}x${i}`);
+    /* --to warm: the node the clients move to, serving every channel from the start. */
+    const wport = TO === 'warm' ? await freePort() : 0;
+    const warm = TO === 'warm' ? await startNode(bin, wport, url, extra) : null;
+    const keepers = TO === 'warm' ? chans.map((ch, i) => new Client(-1 - i, ch)) : [];
+    if (warm)
+        await connectAll(keepers, wport, () => null);
 
     /* The publisher: RATE messages/s per channel through P, one keep-alive connection. */
     const agent = new http.Agent({ keepAlive: true, maxSockets: 2 });
@@ -295,19 +316,22 @@ async function run(variant, bin, extra) {
         c.phase = 1;
     }
     await stopProc(sub, 'SIGKILL');
-    sub = await startNode(bin, sport, url, extra);
+    if (warm)
+        sub = warm;
+    else
+        sub = await startNode(bin, sport, url, extra);
+    const port2 = warm ? wport : sport;
+    const r0 = await readsOf(port2);
     const s0 = await redisStats(rport);
     const t0 = Date.now();
-    const refused1 = await connectAll(clients, sport, (c) => c.cursor);
+    const refused1 = await connectAll(clients, port2, (c) => c.cursor);
     await until(() => clients.every((c) => c.live), 120000, 'every client live again');
     const tLive = Math.max(...clients.map((c) => c.liveAt)) - t0;
     const s1 = await redisStats(rport);
-    const metrics = (await get(sport, '/metrics')).body;
+    const r1 = await readsOf(port2);
     const reads = {};
-    for (const src of ['engine', 'cache', 'shared']) {
-        const m = new RegExp(`pushedge_catchup_reads_total\\{source="${src}"\\} (\\d+)`).exec(metrics);
-        reads[src] = m ? Number(m[1]) : null;
-    }
+    for (const k of Object.keys(r1))
+        reads[k] = r1[k] === null ? null : r1[k] - r0[k];
     const rss = Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${sub.pid}/status`, 'utf8'))[1]);
 
     /* Stop publishing; every client must reach its channel's newest message. */
@@ -346,13 +370,13 @@ async function run(variant, bin, extra) {
     const d = (k) => (s1.cmd[k]?.calls ?? 0) - (s0.cmd[k]?.calls ?? 0);
     const du = (k) => (s1.cmd[k]?.usec ?? 0) - (s0.cmd[k]?.usec ?? 0);
     const res = {
-        variant, bin, extra: extra.join(' '), clients: CLIENTS, channels: CHANNELS, rate: RATE, behind: BEHIND, threads: THREADS,
+        variant, to: TO, bin, extra: extra.join(' '), clients: CLIENTS, channels: CHANNELS, rate: RATE, behind: BEHIND, threads: THREADS,
         live_ms: tLive, redis_calls: s1.calls - s0.calls, fcall_ro: d('fcall_ro'), fcall_ro_usec: du('fcall_ro'),
         fcall: d('fcall'), fcall_usec: du('fcall'), subscribe: d('subscribe'),
         redis_cpu_ms: Math.round((s1.cpu - s0.cpu) * 1000), reads, lost, dup, gaps, bad_cursor: bad,
         refused: refused0 + refused1, published, pub_errors: pubErrors, s_rss_kib: rss,
     };
-    for (const c of clients)
+    for (const c of [...clients, ...keepers])
         c.sock?.destroy();
     agent.destroy();
     await stopProc(sub);
@@ -373,9 +397,9 @@ for (let r = 0; r < ROUNDS; r++)
         console.log(JSON.stringify(res));
         results.push(res);
     }
-console.log('\n| variant | clients | time to all live | Redis commands | FCALL_RO (reads) | FCALL_RO usec | FCALL (publishes) | Redis CPU | reads engine / cache / shared | lost / dup |');
+console.log('\n| variant | clients, to | time to all live | Redis commands | FCALL_RO (reads) | FCALL_RO usec | FCALL (publishes) | Redis CPU | reads engine / cache / shared | lost / dup |');
 console.log('|---|---|---|---|---|---|---|---|---|---|');
 for (const r of results)
-    console.log(`| ${r.variant} | ${r.clients} | ${r.live_ms} ms | ${r.redis_calls} | ${r.fcall_ro} | ${r.fcall_ro_usec} | ${r.fcall} | ${r.redis_cpu_ms} ms | ` +
+    console.log(`| ${r.variant} | ${r.clients}, ${r.to} | ${r.live_ms} ms | ${r.redis_calls} | ${r.fcall_ro} | ${r.fcall_ro_usec} | ${r.fcall} | ${r.redis_cpu_ms} ms | ` +
         `${r.reads.engine ?? '-'} / ${r.reads.cache ?? '-'} / ${r.reads.shared ?? '-'} | ${r.lost} / ${r.dup} |`);
 process.exit(results.every((r) => r.lost === 0 && r.dup === 0 && r.bad_cursor === 0) ? 0 : 1);
