@@ -9,23 +9,27 @@
  * objects: no message is rebuilt, no frame encoded again.
  *
  * What the cache knows. The hard part is never to hide a gap nor invent one: an answer from the
- * cache must be the answer the engine's read would give. The cache claims, once anchored, that
+ * cache must be the answer the engine's read would give. The cache claims, while anchored, that
  * it holds every entry of the stream from its first message to `newest`, in order, and that
  * `newest` is the newest entry the live feed has posted. It gets there as follows:
  *   - An epoch starts when the live feed starts (the channel's subscription is confirmed) and
- *     ends when it stops or may have missed something (link down, channel unwatched, an
- *     inconsistency found): pe_recent_reset. From the epoch's start every entry published
- *     reaches the cache live, in ID order (Redis PUBLISHes from inside the function that
- *     appends, and one connection delivers in order).
- *   - Live messages are buffered (not anchored: never served) until an engine read sent in the
- *     same epoch answers with reached_end: that read holds every entry up to its last one E as
- *     of its execution, which came after the epoch's start, so its entries followed by the
- *     buffered live messages above E are contiguous. If the buffer had to drop a live message
- *     above E (it is bounded), the join waits for a later read.
- *   - Every later read's answer is checked against the cache where they overlap: an entry in
- *     one and not the other (a plain XADD the live feed never announced, an entry deleted by
- *     hand) empties the cache until a newer read anchors it again; a gap reported at a boundary
- *     inside the cache moves the cache's first message past it.
+ *     ends when it stops or may have missed something (link down, channel unwatched):
+ *     pe_recent_reset. From the epoch's start every entry published reaches the cache live, in
+ *     ID order (Redis PUBLISHes from inside the function that appends, one connection delivers
+ *     in order, and stream IDs grow with every append). So the live messages alone are
+ *     contiguous from the first one posted: an entry with a higher ID was appended after it,
+ *     hence announced after it. The cache is anchored from the epoch's start.
+ *   - An engine read's answer holds every entry of its range (base, E] (the range the stream
+ *     retained when it ran). Where it reaches the cache's first message, its entries below it
+ *     are prepended (as far as the capacity allows); when nothing was posted yet in the epoch
+ *     and it reached the end (it ran after the epoch started), it fills the cache, and live
+ *     messages continue it.
+ *   - Every read's answer is also checked against the cache where they overlap: an entry in one
+ *     and not the other (a plain XADD the live feed never announced, an entry deleted by hand)
+ *     empties the cache and unanchors it; only a read that reached the end, past every live
+ *     message the cache dropped meanwhile, anchors it again (with the buffered live messages
+ *     above its end). A gap reported at a boundary inside the cache moves the cache's first
+ *     message past it.
  * A cursor C is answered only when first <= C <= newest. Then no gap is possible: the engine's
  * gap boundary (its newest removed entry) lies below the first cached message, since that
  * message is still retained, which the cache ensures by holding at most --history-size
@@ -105,7 +109,7 @@ clear(pe_recent_t *r)
 void
 pe_recent_init(pe_recent_t *r, pe_recent_budget_t *budget, size_t cap)
 {
-    *r = (pe_recent_t){.budget = budget, .cap = cap};
+    *r = (pe_recent_t){.budget = budget, .cap = cap, .anchored = 1};
 }
 
 void
@@ -122,7 +126,7 @@ pe_recent_reset(pe_recent_t *r)
 {
     if (r->cap != 0)
         clear(r);
-    r->anchored = 0;
+    r->anchored = 1; /* the live feed is contiguous from its first message (above) */
     r->have_newest = 0;
     r->dropped = PE_ID_ZERO;
     r->newest = PE_ID_ZERO;
@@ -224,6 +228,42 @@ pe_recent_absorb(pe_recent_t *r, unsigned epoch, const pe_ps_read_result_t *res)
             while (r->len != 0 && pe_id_cmp(at(r, 0)->id, res->base) <= 0)
                 evict_front(r);
         }
+        if (n == 0)
+            return;
+        pe_id_t end = res->msgs[n - 1]->id;
+        if (!r->have_newest) {
+            /* Nothing posted yet: a read that reached the end is where the live feed goes on. */
+            if (res->reached_end)
+                for (size_t i = n > r->cap ? n - r->cap : 0; i != n; ++i) {
+                    pe_msg_retain(res->msgs[i]);
+                    push_back(r, res->msgs[i]);
+                }
+            return;
+        }
+        /* The read reaches the first cached message: its entries below are the ones right before
+         * it. (An empty cache knows only its newest, which may have aged out: nothing to add.) */
+        if (r->len == 0)
+            return;
+        pe_id_t first = at(r, 0)->id;
+        if (pe_id_cmp(end, first) < 0)
+            return;
+        size_t i = n;
+        while (i != 0 && pe_id_cmp(res->msgs[i - 1]->id, first) >= 0)
+            --i;
+        while (i != 0 && r->len < r->cap) {
+            pe_msg_t *m = res->msgs[--i];
+            size_t cost = PE_RECENT_COST(m);
+            if (r->budget->bytes + cost > r->budget->max_bytes)
+                break;
+            if (r->ring == NULL)
+                r->ring = pe_malloc(r->cap * sizeof(*r->ring));
+            pe_msg_retain(m);
+            r->head = (r->head + r->cap - 1) % r->cap;
+            r->ring[r->head] = m;
+            ++r->len;
+            r->bytes += cost;
+            r->budget->bytes += cost;
+        }
         return;
     }
 
@@ -280,7 +320,7 @@ copy_range(const pe_recent_t *r, size_t from, size_t k)
 int
 pe_recent_serve(pe_recent_t *r, pe_start_t start, size_t max, pe_ps_read_result_t *out)
 {
-    if (r->cap == 0 || !r->anchored)
+    if (r->cap == 0 || !r->anchored || !r->have_newest)
         return 0;
     switch (start.kind) {
     case PE_START_NEW:

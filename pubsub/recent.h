@@ -25,10 +25,11 @@ typedef struct st_pe_recent_budget_t {
 } pe_recent_budget_t;
 
 /*
- * One channel's cache: a ring of message references, oldest first, in ID order. Anchored, it
- * holds every entry of the stream with an ID from its first message up to `newest` (or, empty,
- * knows that `newest` is the stream's newest): a cursor in [first, newest] is answered from it.
- * Not anchored, it buffers the live messages of the current epoch until a read joins them.
+ * One channel's cache: a ring of message references, oldest first, in ID order. Anchored (from
+ * the start of each epoch), it holds every entry of the stream with an ID from its first message
+ * up to `newest` (or, empty, knows that `newest` is the stream's newest): a cursor in
+ * [first, newest] is answered from it. Unanchored (after an inconsistency), it buffers the live
+ * messages until a read joins them.
  */
 typedef struct st_pe_recent_t {
     pe_recent_budget_t *budget;
@@ -36,7 +37,7 @@ typedef struct st_pe_recent_t {
     size_t cap, head, len;
     size_t bytes;    /* charged to budget */
     pe_id_t newest;  /* the newest message pushed or absorbed in this epoch (valid with have_newest) */
-    pe_id_t dropped; /* not anchored: the newest live message of this epoch not kept (0-0: none) */
+    pe_id_t dropped; /* unanchored: the newest live message not kept since (0-0: none) */
     unsigned epoch;  /* bumped by pe_recent_reset */
     unsigned anchored : 1;
     unsigned have_newest : 1;
@@ -64,11 +65,12 @@ pe_recent_epoch(const pe_recent_t *r)
  */
 void pe_recent_push(pe_recent_t *r, pe_msg_t *msg);
 /**
- * An engine read's successful answer, for a read sent in `epoch`: checks it against the cache
- * (an entry one of them lacks empties the cache: the live feed missed something), raises the
- * cache's first message past a gap's boundary, and anchors a cache that is not yet anchored when
- * the read reached the channel's end and its last entry is at or above every live message the
- * cache did not keep. res is borrowed.
+ * An engine read's successful answer, for a read sent in `epoch` (res is borrowed): checks it
+ * against the cache (an entry one of them lacks empties and unanchors the cache: the live feed
+ * missed something), raises the cache's first message past a gap's boundary, adds the read's
+ * entries right below the first cached message (or fills a cache to which nothing was posted yet,
+ * if the read reached the end), and anchors an unanchored cache when the read reached the end
+ * past every live message the cache dropped.
  */
 void pe_recent_absorb(pe_recent_t *r, unsigned epoch, const pe_ps_read_result_t *res);
 /** Drops the messages older than cutoff_ms (their ID's millisecond; the history TTL). */
