@@ -325,11 +325,14 @@ async function run(variant, bin, extra) {
     const refused0 = await connectAll(clients, sport, () => null);
     await until(() => clients.every((c) => c.live && c.seen.length > BEHIND), 120000, 'every client live with enough messages');
 
-    /* The restart. */
+    /* The restart: the node dies (its clients' connections are dropped first, so that nothing
+     * arrives after the cursor is taken), and each client takes the cursor of a message k = 1..BEHIND
+     * before the last one it saw. */
     for (const c of clients) {
-        const k = 1 + (c.i % BEHIND);
-        c.cursor = c.seen[c.seen.length - k]; /* k messages before the last one seen, k = 1..BEHIND */
+        c.sock.destroy();
+        c.cursor = c.seen[c.seen.length - (1 + (c.i % BEHIND))];
         c.phase = 1;
+        c.after = [];
     }
     await stopProc(sub, 'SIGKILL');
     if (warm)
