@@ -422,12 +422,21 @@ const variants = [
     ['after', BIN, []],
 ];
 const results = [];
-for (let r = 0; r < ROUNDS; r++)
-    for (const [name, bin, extra] of r % 2 === 0 ? variants : [...variants].reverse()) {
-        const res = await run(name, bin, extra);
-        console.log(JSON.stringify(res));
-        results.push(res);
-    }
+try {
+    for (let r = 0; r < ROUNDS; r++)
+        for (const [name, bin, extra] of r % 2 === 0 ? variants : [...variants].reverse()) {
+            const res = await run(name, bin, extra);
+            console.log(JSON.stringify(res));
+            results.push(res);
+        }
+} catch (e) {
+    /* Stop what this run started (the exit hook alone does not run when node:test, loaded with
+     * the e2e helpers, handles the failure). */
+    console.error(e);
+    for (const c of children)
+        c.kill('SIGKILL');
+    process.exit(2);
+}
 console.log('\n| variant | clients, to | time to all live | Redis commands | FCALL_RO (reads) | FCALL_RO usec | FCALL (publishes) | Redis CPU | reads engine / cache / shared | lost / dup |');
 console.log('|---|---|---|---|---|---|---|---|---|---|');
 for (const r of results)
