@@ -189,6 +189,7 @@ main(int argc, char **argv)
                             .idempotency_window_ms = cfg.idempotency_window * 1000,
                             .redis_wait_replicas = (unsigned)cfg.redis_wait_replicas,
                             .redis_wait_timeout_ms = (unsigned)cfg.redis_wait_timeout,
+                            .catchup_cache = (size_t)cfg.catchup_cache,
                             .log = engine_log,
                             .max_channels = cfg.max_channels,
                             .presence_max_members = cfg.presence_max_members,

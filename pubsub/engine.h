@@ -146,6 +146,8 @@ unsigned pe_ps_node__index(pe_ps_node_t *node);
 struct st_h2o_evloop_t *pe_ps_node__loop(pe_ps_node_t *node);
 /** Counts a stored message in the node's statistics. */
 void pe_ps_node__count_published(pe_ps_node_t *node);
+/** Counts a history read answered by source (PE_PS_READ_*: pubsub.h). */
+void pe_ps_node__count_read(pe_ps_node_t *node, unsigned source);
 /** Counts a keyed publish answered with an earlier ID (nothing stored). */
 void pe_ps_node__count_replayed(pe_ps_node_t *node);
 /** The idempotency window in effect (the option, or the default when it is 0), in ms. */

@@ -460,6 +460,8 @@ do_read(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_t l
         void *ctx)
 {
     mem_engine_t *self = (mem_engine_t *)_self;
+    /* History is in this process already: no cache, and every read is an engine read. */
+    pe_ps_node__count_read(node, PE_PS_READ_ENGINE);
     read_done_t *done = pe_calloc(1, sizeof(*done));
     done->d.cb = on_read_done;
     done->cb = cb;

@@ -74,6 +74,7 @@
 #include "alloc.h"
 #include "engine.h"
 #include "json_text.h"
+#include "recent.h"
 #include "redis_lib.h"
 #include "redis_link.h"
 #include "redis_reply.h"
@@ -104,10 +105,16 @@ typedef struct st_rnode_t rnode_t;
 
 typedef enum en_rchan_state_t { RCHAN_SUBSCRIBING, RCHAN_PRIMING, RCHAN_SUBSCRIBED, RCHAN_UNSUBSCRIBING } rchan_state_t;
 
-/* A read waiting for its channel's subscription, or in flight. */
+/* A read waiting for its channel's subscription, or in flight, or waiting for another's answer. */
 typedef struct st_read_t {
-    h2o_linklist_t link; /* in rchan->waiting while queued */
+    h2o_linklist_t link; /* in rchan->waiting while queued, or in its leader's joined */
     rnode_t *rn;
+    /* A leader (the read sent to Redis for its channel): the channel, counted in its busy, whose
+     * cache absorbs the answer, and the reads that asked meanwhile (answered from it). */
+    struct st_rchan_t *rc;
+    h2o_linklist_t joined;
+    unsigned epoch;    /* the channel cache's epoch when sent */
+    uint64_t live_seq; /* the channel's live_seq when asked (a joiner) or sent (a leader) */
     pe_start_t start;
     size_t max;
     pe_ps_read_cb cb;
@@ -137,6 +144,12 @@ typedef struct st_rchan_t {
     unsigned fetch_queued : 1; /* run_fetch is deferred on the node */
     unsigned refetch : 1;      /* an entry may be in the stream that no fetch has seen yet */
     pe_ps_deferred_t fetch_d;
+    /* Catch-up (recent.c): the channel's recent live messages, the read sent to Redis for it
+     * (others asking meanwhile join it; NULL when none, or when the cache's epoch changed since)
+     * and the number of live messages posted so far (a joiner's freshness). */
+    pe_recent_t recent;
+    struct st_read_t *leader;
+    uint64_t live_seq;
     rnode_t *rn;
     size_t key_len; /* "pe:{" NAME "}" */
     char key[PE_CHANNEL_MAXLEN + 6];
@@ -166,6 +179,7 @@ struct st_rnode_t {
     /* Thread 0 only: the node's heartbeat and the sweep of dead nodes. */
     h2o_timeout_t beat_timeout;
     h2o_timeout_entry_t beat_entry;
+    pe_recent_budget_t recent_budget; /* the bytes this thread's channel caches hold */
 };
 
 struct st_redis_engine_t {
@@ -189,6 +203,7 @@ struct st_redis_engine_t {
     char node_key[40];
     char max_members[24], node_timeout[24];
     unsigned reg_epoch;
+    size_t recent_cap; /* messages a channel's catch-up cache holds (0: no cache, no coalescing) */
 };
 
 /* How often thread 0 beats and looks for dead nodes (ms). */
@@ -256,6 +271,9 @@ post(rnode_t *rn, rchan_t *rc, pe_msg_t *msg)
     stamp_accepted(msg);
     if (pe_id_cmp(msg->id, rc->last_posted) > 0)
         rc->last_posted = msg->id;
+    /* Into the cache first: a catch-up answered from it later holds everything fanned out. */
+    pe_recent_push(&rc->recent, msg);
+    ++rc->live_seq;
     pe_ps_node__deliver_live(rn->node, msg);
 }
 
@@ -411,21 +429,118 @@ do_publish(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_
 
 /* ---- reads ----------------------------------------------------------------------------------- */
 
+/*
+ * A node's history read goes, in this order, to: the channel's cache (recent.c), answered on
+ * the next turn of the loop; the channel's read in flight (its leader), answered from the
+ * leader's reply; or Redis, as the channel's new leader. Reads that wait for the subscription
+ * are released together, the earliest start first, so the others can share its reply. A storm
+ * of catch-ups of one channel thus costs one FCALL, then none once the cache is anchored.
+ */
+
+static void route_read(rnode_t *rn, rchan_t *rc, read_t *r);
+
+/* Hands r its answer (r->result, whose messages the callback takes) and frees it. */
 static void
-on_read_failed(pe_ps_deferred_t *d)
+finish_read(read_t *r)
 {
-    read_t *r = H2O_STRUCT_FROM_MEMBER(read_t, d, d);
     r->cb(r->ctx, &r->result);
     pe_free(r);
+}
+
+static void
+on_read_deferred(pe_ps_deferred_t *d)
+{
+    finish_read(H2O_STRUCT_FROM_MEMBER(read_t, d, d));
 }
 
 static void
 fail_read(rnode_t *rn, read_t *r, const char *err)
 {
     r->result = (pe_ps_read_result_t){.err = err};
-    r->d.cb = on_read_failed;
+    r->d.cb = on_read_deferred;
     pe_ps_node__defer(rn->node, &r->d);
 }
+
+/* Fills r->result from the channel's cache if it can answer (returns 1). */
+static int
+serve_from_cache(rnode_t *rn, rchan_t *rc, read_t *r)
+{
+    uint64_t ttl = rn->engine->super.opts.history_ttl_ms, now = pe_ps__now_ms();
+    /* Entries past the age limit count as removed for Redis's read: not answered from here. */
+    if (ttl != 0 && now > ttl)
+        pe_recent_expire(&rc->recent, now - ttl);
+    if (!pe_recent_serve(&rc->recent, r->start, r->max, &r->result))
+        return 0;
+    pe_ps_node__count_read(rn->node, PE_PS_READ_CACHE);
+    return 1;
+}
+
+/* Routes every read of list, the earliest start first (it may become the leader the others are
+ * answered from). */
+static void
+route_reads(rnode_t *rn, rchan_t *rc, h2o_linklist_t *list)
+{
+    read_t *first = NULL;
+    for (h2o_linklist_t *l = list->next; l != list; l = l->next) {
+        read_t *r = H2O_STRUCT_FROM_MEMBER(read_t, link, l);
+        if (first == NULL || pe_recent_start_cmp(r->start, first->start) < 0)
+            first = r;
+    }
+    if (first == NULL)
+        return;
+    h2o_linklist_unlink(&first->link);
+    route_read(rn, rc, first);
+    while (!h2o_linklist_is_empty(list)) {
+        read_t *r = H2O_STRUCT_FROM_MEMBER(read_t, link, list->next);
+        h2o_linklist_unlink(&r->link);
+        route_read(rn, rc, r);
+    }
+}
+
+/* Answers the reads that joined leader from its reply res (borrowed; the leader's own messages
+ * stay with it); those it cannot answer are routed again. */
+static void
+answer_joined(read_t *leader, const pe_ps_read_result_t *res)
+{
+    rnode_t *rn = leader->rn;
+    rchan_t *rc = leader->rc;
+    int usable = rc != NULL && !rc->dead;
+    h2o_linklist_t again;
+    h2o_linklist_init_anchor(&again);
+    while (!h2o_linklist_is_empty(&leader->joined)) {
+        read_t *j = H2O_STRUCT_FROM_MEMBER(read_t, link, leader->joined.next);
+        h2o_linklist_unlink(&j->link);
+        if (res->err != NULL) {
+            j->result = (pe_ps_read_result_t){.err = res->err};
+            finish_read(j);
+            continue;
+        }
+        if (usable && serve_from_cache(rn, rc, j)) {
+            finish_read(j);
+            continue;
+        }
+        /* Fresh: nothing was posted live between the leader's sending and this read's asking,
+         * so what the leader's read saw as the end is the end for this one too. */
+        int fresh = j->live_seq <= leader->live_seq;
+        if (pe_recent_share(res, leader->start, leader->max, fresh, j->start, j->max, &j->result)) {
+            pe_ps_node__count_read(rn->node, PE_PS_READ_SHARED);
+            finish_read(j);
+            continue;
+        }
+        h2o_linklist_insert(&again, &j->link);
+    }
+    if (usable) {
+        route_reads(rn, rc, &again);
+    } else {
+        while (!h2o_linklist_is_empty(&again)) {
+            read_t *j = H2O_STRUCT_FROM_MEMBER(read_t, link, again.next);
+            h2o_linklist_unlink(&j->link);
+            fail_read(rn, j, pe_ps_err_unavailable);
+        }
+    }
+}
+
+static void rchan_release(rchan_t *rc);
 
 static void
 on_read_reply(void *ctx, redisReply *reply)
@@ -456,9 +571,19 @@ on_read_reply(void *ctx, redisReply *reply)
             continue;
         res->msgs[res->num_msgs++] = make_msg(id, r->name, r->name_len, data, data_len);
     }
-Done:
-    r->cb(r->ctx, res);
-    pe_free(r);
+Done:;
+    rchan_t *rc = r->rc;
+    if (rc != NULL) {
+        if (rc->leader == r)
+            rc->leader = NULL;
+        if (!rc->dead)
+            pe_recent_absorb(&rc->recent, r->epoch, res);
+    }
+    /* The joined reads first: the leader's callback takes its messages. */
+    answer_joined(r, res);
+    finish_read(r);
+    if (rc != NULL)
+        rchan_release(rc);
 }
 
 static void
@@ -472,8 +597,50 @@ issue_read(rnode_t *rn, read_t *r)
     const char *ttl = rn->engine->ttl;
     const char *argv[] = {"FCALL_RO", "pushedge_read", "1", key, kind, after, r->start.strict ? "1" : "0", count, ttl};
     size_t argvlen[] = {8, 13, 1, (size_t)klen, strlen(kind), alen, 1, (size_t)clen, strlen(ttl)};
-    if (pe_redis_link_command(rn->link, key, (size_t)klen, on_read_reply, r, 9, argv, argvlen) != 0)
+    pe_ps_node__count_read(rn->node, PE_PS_READ_ENGINE);
+    if (pe_redis_link_command(rn->link, key, (size_t)klen, on_read_reply, r, 9, argv, argvlen) != 0) {
+        /* Not sent (nothing joined it yet): no longer the channel's leader; fails later. */
+        rchan_t *rc = r->rc;
+        if (rc != NULL) {
+            if (rc->leader == r)
+                rc->leader = NULL;
+            r->rc = NULL;
+            rchan_release(rc);
+        }
         fail_read(rn, r, pe_ps_err_unavailable);
+    }
+}
+
+/* Sends r to its channel's cache, its read in flight, or Redis (above). */
+static void
+route_read(rnode_t *rn, rchan_t *rc, read_t *r)
+{
+    if (!pe_redis_link_is_up(rn->link)) {
+        fail_read(rn, r, pe_ps_err_unavailable);
+        return;
+    }
+    if (rc != NULL && rc->state != RCHAN_SUBSCRIBED) {
+        h2o_linklist_insert(&rc->waiting, &r->link); /* the seam: after the subscription */
+        return;
+    }
+    if (rc != NULL && rn->engine->recent_cap != 0) {
+        if (serve_from_cache(rn, rc, r)) {
+            /* A snapshot of now: what is posted later reaches the subscriber's entry live. */
+            r->d.cb = on_read_deferred;
+            pe_ps_node__defer(rn->node, &r->d);
+            return;
+        }
+        if (rc->leader != NULL) {
+            h2o_linklist_insert(&rc->leader->joined, &r->link);
+            return;
+        }
+        rc->leader = r;
+        r->rc = rc;
+        ++rc->busy;
+        r->epoch = pe_recent_epoch(&rc->recent);
+        r->live_seq = rc->live_seq;
+    }
+    issue_read(rn, r);
 }
 
 static void
@@ -484,17 +651,12 @@ do_read(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_t c
     rnode_t *rn = self->nodes[pe_ps_node__index(node)];
     read_t *r = pe_calloc(1, sizeof(*r));
     *r = (read_t){.rn = rn, .start = start, .max = max, .cb = cb, .ctx = ctx, .name_len = channel_len};
+    h2o_linklist_init_anchor(&r->joined);
     memcpy(r->name, channel, channel_len);
-    if (!pe_redis_link_is_up(rn->link)) {
-        fail_read(rn, r, pe_ps_err_unavailable);
-        return;
-    }
     rchan_t *rc = pe_strmap_get(&rn->chans, channel, channel_len);
-    if (rc != NULL && rc->state != RCHAN_SUBSCRIBED) {
-        h2o_linklist_insert(&rc->waiting, &r->link); /* the seam: after the subscription */
-        return;
-    }
-    issue_read(rn, r);
+    if (rc != NULL)
+        r->live_seq = rc->live_seq; /* when it asked: see answer_joined */
+    route_read(rn, rc, r);
 }
 
 /* ---- channel records ------------------------------------------------------------------------- */
@@ -506,6 +668,15 @@ rchan_release(rchan_t *rc)
 {
     if (--rc->busy == 0 && rc->dead)
         pe_free(rc);
+}
+
+/* The live feed starts, stops or may have missed an entry: the cache starts a new epoch, and
+ * the read in flight (from the old one) takes no more joiners. */
+static void
+reset_recent(rchan_t *rc)
+{
+    pe_recent_reset(&rc->recent);
+    rc->leader = NULL;
 }
 
 static void
@@ -523,6 +694,8 @@ static void
 rchan_remove(rnode_t *rn, rchan_t *rc)
 {
     fail_waiting(rn, rc);
+    reset_recent(rc);
+    pe_recent_dispose(&rc->recent);
     pe_strmap_remove(&rn->chans, rc->name, rc->name_len);
     h2o_linklist_unlink(&rc->link);
     rc->dead = 1;
@@ -621,11 +794,10 @@ schedule_fetch(rchan_t *rc)
 static void
 release_waiting(rnode_t *rn, rchan_t *rc)
 {
-    while (!h2o_linklist_is_empty(&rc->waiting)) {
-        read_t *r = H2O_STRUCT_FROM_MEMBER(read_t, link, rc->waiting.next);
-        h2o_linklist_unlink(&r->link);
-        issue_read(rn, r);
-    }
+    h2o_linklist_t list;
+    h2o_linklist_init_anchor(&list);
+    h2o_linklist_insert_list(&list, &rc->waiting);
+    route_reads(rn, rc, &list);
 }
 
 /* The seam is safe: release the reads that waited, and after a reconnect re-read every local
@@ -679,6 +851,7 @@ static void
 subscribe_chan(rnode_t *rn, rchan_t *rc)
 {
     rc->state = RCHAN_SUBSCRIBING;
+    reset_recent(rc); /* the epoch starts when the subscription is confirmed (nothing is posted before) */
     if (!pe_redis_link_is_up(rn->link))
         return; /* on connect */
     pe_redis_link_subscribe(rn->link, "SUBSCRIBE", rc->key, rc->key_len);
@@ -788,8 +961,10 @@ do_watch(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_t 
     rnode_t *rn = self->nodes[pe_ps_node__index(node)];
     rchan_t *rc = pe_strmap_get(&rn->chans, channel, len);
     if (rc != NULL) {
-        /* Idle (kept subscribed for a grace period) or being unsubscribed: take it back. */
+        /* Idle (kept subscribed for a grace period) or being unsubscribed: take it back. Live
+         * messages were not posted meanwhile: the cache starts again. */
         rc->watched = 1;
+        reset_recent(rc);
         return;
     }
     rc = pe_calloc(1, sizeof(*rc));
@@ -797,6 +972,7 @@ do_watch(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_t 
     rc->watched = 1;
     h2o_linklist_init_anchor(&rc->waiting);
     rc->fetch_d.cb = run_fetch;
+    pe_recent_init(&rc->recent, &rn->recent_budget, self->recent_cap);
     memcpy(rc->name, channel, len);
     rc->name_len = len;
     rc->key_len = (size_t)snprintf(rc->key, sizeof(rc->key), "pe:{%.*s}", (int)len, channel);
@@ -818,6 +994,7 @@ do_unwatch(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_
     rc->watched = 0;
     rc->idle_since = h2o_now(rn->loop);
     fail_waiting(rn, rc);
+    reset_recent(rc); /* nothing is posted while unwatched */
 }
 
 /* The sweep: unsubscribe channels idle for the grace period. */
@@ -1155,6 +1332,7 @@ on_link_down(void *ctx, int was_up)
     for (h2o_linklist_t *l = rn->rchans.next, *next; l != &rn->rchans; l = next) {
         next = l->next;
         rchan_t *rc = H2O_STRUCT_FROM_MEMBER(rchan_t, link, l);
+        reset_recent(rc); /* what is published until the new subscription is not posted */
         if (rc->watched)
             rc->state = RCHAN_SUBSCRIBING;
         else
@@ -1185,6 +1363,7 @@ do_attach(pe_ps_engine_t *_self, pe_ps_node_t *node, unsigned index)
     rn->link_cfg.index = index;
     h2o_linklist_init_anchor(&rn->rchans);
     pe_strmap_init(&rn->chans);
+    rn->recent_budget.max_bytes = PE_RECENT_NODE_BYTES;
     h2o_timeout_init(rn->loop, &rn->sweep_timeout, PE_REDIS_SWEEP_MS);
     rn->sweep_entry.cb = on_sweep;
     h2o_timeout_link(rn->loop, &rn->sweep_timeout, &rn->sweep_entry);
@@ -1351,6 +1530,8 @@ pe_ps_engine_create_redis(const pe_ps_options_t *opts, const char *url, char *er
     unsigned long long size = opts->history_size == 0 ? 1 : opts->history_size;
     snprintf(self->maxlen, sizeof(self->maxlen), "%llu", size);
     snprintf(self->ttl, sizeof(self->ttl), "%llu", (unsigned long long)opts->history_ttl_ms);
+    /* The cache never holds more than the stream retains (recent.c: no gap hidden). */
+    self->recent_cap = opts->catchup_cache < size ? opts->catchup_cache : (size_t)size;
     unsigned long long window = pe_ps__idempotency_window_ms(opts);
     snprintf(self->window, sizeof(self->window), "%llu", window);
     self->library = pe_redis_lib_build(size, (unsigned long long)opts->history_ttl_ms, window);

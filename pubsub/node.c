@@ -191,6 +191,12 @@ pe_ps_node__count_published(pe_ps_node_t *node)
 }
 
 void
+pe_ps_node__count_read(pe_ps_node_t *node, unsigned source)
+{
+    PE_STAT_ADD(node->stats.reads[source], 1);
+}
+
+void
 pe_ps_node__count_replayed(pe_ps_node_t *node)
 {
     PE_STAT_ADD(node->stats.replayed, 1);
@@ -983,6 +989,8 @@ pe_ps_node_get_stats(pe_ps_node_t *node, pe_ps_node_stats_t *out)
     out->gaps = __atomic_load_n(&node->stats.gaps, __ATOMIC_RELAXED);
     out->subscribers = __atomic_load_n(&node->stats.subscribers, __ATOMIC_RELAXED);
     out->channels = __atomic_load_n(&node->stats.channels, __ATOMIC_RELAXED);
+    for (unsigned i = 0; i != 3; ++i)
+        out->reads[i] = __atomic_load_n(&node->stats.reads[i], __ATOMIC_RELAXED);
 }
 
 pe_ps_engine_t *

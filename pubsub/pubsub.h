@@ -141,6 +141,9 @@ typedef struct st_pe_ps_options_t {
      * redis_wait_timeout_ms (1 or more); fewer answer pe_ps_err_not_replicated. */
     unsigned redis_wait_replicas;
     unsigned redis_wait_timeout_ms;
+    /* Redis engine: messages of each channel a thread keeps for catch-ups (--catchup-cache,
+     * pubsub/recent.c), at most history_size; 0 turns the cache and read coalescing off. */
+    size_t catchup_cache;
     /* Where engines report state changes (0 error .. 3 debug), from any thread; may be NULL. */
     void (*log)(int level, const char *text);
 } pe_ps_options_t;
@@ -185,7 +188,15 @@ typedef struct st_pe_ps_node_stats_t {
     uint64_t gaps;        /* gap callbacks */
     uint64_t subscribers; /* current subscribers (gauge) */
     uint64_t channels;    /* channels with at least one local subscriber (gauge) */
+    /* History reads (catch-ups) by how they were answered: PE_PS_READ_ENGINE (an engine read:
+     * a Redis FCALL, or the memory engine's ring), _CACHE (the Redis engine's channel cache),
+     * _SHARED (the reply of an identical or covering read in flight). */
+    uint64_t reads[3];
 } pe_ps_node_stats_t;
+
+#define PE_PS_READ_ENGINE 0
+#define PE_PS_READ_CACHE 1
+#define PE_PS_READ_SHARED 2
 
 /**
  * Creates the node of thread `index` (0 .. max_nodes-1) on its loop; call on that thread.

@@ -131,6 +131,8 @@ send_metrics(h2o_req_t *req)
             sum.gaps += s.gaps;
             sum.subscribers += s.subscribers;
             sum.channels += s.channels;
+            for (unsigned k = 0; k != 3; ++k)
+                sum.reads[k] += s.reads[k];
         }
     }
 
@@ -169,6 +171,14 @@ send_metrics(h2o_req_t *req)
         (unsigned long long)sum.gaps, (unsigned long long)sum.subscribers, (unsigned long long)sum.channels,
         (unsigned long long)requests, (unsigned long long)refused, pe_ps_engine_name(server->engine),
         pe_ps_engine_is_ready(server->engine), __atomic_load_n(&server->draining, __ATOMIC_RELAXED), is_ready(server));
+    put(&t,
+        "# HELP pushedge_catchup_reads_total History reads (catch-ups) by how they were answered: an engine read, the "
+        "channel's recent-message cache, or the reply of a read in flight.\n"
+        "# TYPE pushedge_catchup_reads_total counter\n"
+        "pushedge_catchup_reads_total{source=\"engine\"} %llu\npushedge_catchup_reads_total{source=\"cache\"} %llu\n"
+        "pushedge_catchup_reads_total{source=\"shared\"} %llu\n",
+        (unsigned long long)sum.reads[PE_PS_READ_ENGINE], (unsigned long long)sum.reads[PE_PS_READ_CACHE],
+        (unsigned long long)sum.reads[PE_PS_READ_SHARED]);
     put(&t,
         "# HELP pushedge_publish_replays_total Keyed publishes answered with the ID of an earlier one (nothing stored).\n"
         "# TYPE pushedge_publish_replays_total counter\npushedge_publish_replays_total %llu\n",

@@ -66,6 +66,9 @@ static const opt_t options[] = {
      "Redis engine: after each publish, WAIT for N replicas; fewer in time: 503 not_replicated (default 0: no WAIT)"},
     {"redis-wait-timeout", OPT_UINT, OFF(redis_wait_timeout), 1, 60000, "MS",
      "how long --redis-wait-replicas waits for the replicas, in milliseconds (default 1000)"},
+    {"catchup-cache", OPT_UINT, OFF(catchup_cache), 0, 100000, "N",
+     "Redis engine: recent messages of each channel kept per thread to answer catch-ups without a Redis read, at most "
+     "--history-size; 0 turns the cache and read coalescing off (default 256)"},
     {"threads", OPT_UINT, OFF(threads), 1, PE_MAX_THREADS, "N", "event-loop threads (default: number of cores)"},
     {"history-size", OPT_UINT, OFF(history_size), 1, 10000000, "N", "messages retained per channel (default 1000)"},
     {"history-ttl", OPT_UINT, OFF(history_ttl), 1, 315360000, "SECONDS", "maximum age of retained messages (default 86400)"},
@@ -164,6 +167,7 @@ set_defaults(pe_config_t *cfg)
     cfg->log_level = PE_LOG_INFO;
     cfg->jwt_leeway = 30;
     cfg->redis_wait_timeout = 1000;
+    cfg->catchup_cache = 256;
 }
 
 int

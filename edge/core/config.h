@@ -31,6 +31,7 @@ typedef struct st_pe_config_t {
     char *redis_url;              /* NULL: the memory engine */
     uint64_t redis_wait_replicas; /* WAIT for this many replicas after each publish; 0: no WAIT */
     uint64_t redis_wait_timeout;  /* ms, for that WAIT */
+    uint64_t catchup_cache;       /* messages per channel per thread in the catch-up cache (0: off) */
     unsigned threads;
     uint64_t history_size;
     uint64_t history_ttl;   /* seconds */
