@@ -448,7 +448,10 @@ static void
 resend_singly(pub_batch_t *b)
 {
     rnode_t *rn = b->rn;
-    reload_library(rn);
+    if (pe_redis_link_reload_library(rn->link) == 0)
+        elog(rn->engine, 1,
+             "redis: the function library in Redis has no pushedge_publish_many (an older pushedge loaded it): "
+             "reloading; the batch is sent one publish at a time");
     while (!h2o_linklist_is_empty(&b->pubs)) {
         publish_t *p = H2O_STRUCT_FROM_MEMBER(publish_t, link, b->pubs.next);
         h2o_linklist_unlink(&p->link);

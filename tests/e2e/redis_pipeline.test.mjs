@@ -12,9 +12,15 @@
  *     key answers the first one's ID;
  *  2. the same flood with Redis stopped and started again in the middle: every request is
  *     answered (none hangs), 200 or a JSON 503; every 200 is stored under its ID with its
- *     message; the 200s of each session are in send order; the node serves again afterwards.
+ *     message; the 200s of each session are in send order; the node serves again afterwards;
+ *  3. a library without pushedge_publish_many in Redis (what an older node loads when it
+ *     connects): the batch is refused before it runs, the node loads its library again and
+ *     sends the messages one by one: every publish 200, each stored once, in order.
  */
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import {
     checkJsonError,
@@ -226,5 +232,32 @@ describe('the Redis publish pipeline', () => {
         }
         const after = await publish(node.url, chans[0], { after: 1 });
         assert.equal(after.status, 200, `a publish after the restart: ${after.status} ${after.text}`);
+    });
+
+    it('3. a library without pushedge_publish_many (an older node loaded it): reloaded, the batch sent singly, every publish stored once', {
+        timeout: 60000,
+    }, async (t) => {
+        const r = await startRedis();
+        t.after(async () => {
+            await r.stop();
+            rmDir(r.dir);
+        });
+        const node = await startServer(['--redis', r.url, '--threads', '1']);
+        t.after(() => node.stop());
+        await waitUntil(async () => (await readyz(node)) === 200, { timeoutMs: 5000, what: '/readyz 200' });
+        const lib = fs.readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '../../pubsub/redis_lib.lua'), 'utf8');
+        const older = lib.split('\n').filter((l) => !l.includes("register_function('pushedge_publish_many'")).join('\n');
+        assert.notEqual(older, lib, 'the library registers pushedge_publish_many');
+        await redisCmd(r.port, ['FUNCTION', 'LOAD', 'REPLACE', older]);
+        const ch = uniqueChannel('upgrade');
+        const out = await publisher(node.url, ch, 'up', 200, { inFlight: 32 });
+        const bad = out.filter((o) => o.status !== 200);
+        assert.equal(bad.length, 0, `${bad.length} publishes not 200: ${bad.slice(0, 3).map((o) => `#${o.seq} ${o.status} ${o.text}`).join('; ')}`);
+        const entries = await streamEntries(r.port, ch);
+        assert.equal(entries.length, 200, `${entries.length} entries for 200 publishes`);
+        checkAnswers([{ name: 'up', out, h2: true }], new Map(entries.map((e) => [e.id, e.data])), ch);
+        const list = await redisCmd(r.port, ['FUNCTION', 'LIST', 'LIBRARYNAME', 'pushedge']);
+        assert.ok(JSON.stringify(list).includes('pushedge_publish_many'), 'the node did not load its library again');
+        assert.match(node.output().stderr, /no pushedge_publish_many/, 'the reload is logged');
     });
 });
