@@ -10,7 +10,9 @@
  * a page of entries) in one round trip. A keyed publish passes the key's record
  * (pe:{NAME}:idem:KEY, same hash tag, so same Cluster slot) as a second key: the function checks
  * it, appends and records the ID with the window as its expiry in the same call, so the key is
- * honoured atomically and on every node sharing the Redis.
+ * honoured atomically and on every node sharing the Redis. A node gathers the publishes of one
+ * loop iteration per channel and sends several as one pushedge_publish_many call (do_publish,
+ * on_flush; docs/architecture.md "Publishing through Redis").
  *
  * Live path. Each node (event-loop thread) SUBSCRIBEs to the pub/sub channel of every channel
  * it has local subscribers for, once, whatever their number, and fans out locally (node.c).
