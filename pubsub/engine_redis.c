@@ -10,7 +10,9 @@
  * a page of entries) in one round trip. A keyed publish passes the key's record
  * (pe:{NAME}:idem:KEY, same hash tag, so same Cluster slot) as a second key: the function checks
  * it, appends and records the ID with the window as its expiry in the same call, so the key is
- * honoured atomically and on every node sharing the Redis.
+ * honoured atomically and on every node sharing the Redis. A node gathers the publishes of one
+ * loop iteration per channel and sends several as one pushedge_publish_many call (do_publish,
+ * on_flush; docs/architecture.md "Publishing through Redis").
  *
  * Live path. Each node (event-loop thread) SUBSCRIBEs to the pub/sub channel of every channel
  * it has local subscribers for, once, whatever their number, and fans out locally (node.c).
@@ -90,6 +92,12 @@
 #define PE_REDIS_IDLE_MS 5000
 /* How often idle channels are looked for. */
 #define PE_REDIS_SWEEP_MS 100
+/* Publishes to one channel gathered into one pushedge_publish_many call (the loop iteration's
+ * batch): at most this many messages and about this many bytes of them; past either the
+ * channel's batch is sent and a new one started. Bounds the command's size (and its arguments:
+ * 4 + 3 + 3 per message at most) and the time Redis spends in one call (~1-2 us per message). */
+#define PE_REDIS_PUBLISH_BATCH_MAX 128
+#define PE_REDIS_PUBLISH_BATCH_BYTES (256u * 1024)
 
 /* The pub/sub channel of control messages, and the length of an instance id in it. */
 #define PE_REDIS_CONTROL "pe:control"
@@ -171,6 +179,14 @@ struct st_rnode_t {
     h2o_linklist_t rchans;
     h2o_timeout_t sweep_timeout;
     h2o_timeout_entry_t sweep_entry;
+    /* Publishes of this loop iteration not sent yet, one batch per channel (pub_batch_t), in
+     * the order of each channel's first publish; sent together when the iteration's timeouts
+     * run (flush_timeout, 0 ms), so that what arrived in one iteration is one command per
+     * channel and one write to Redis. */
+    pe_strmap_t pub_map; /* key -> pub_batch_t */
+    h2o_linklist_t pub_batches;
+    h2o_timeout_t flush_timeout;
+    h2o_timeout_entry_t flush_entry;
     /* The registry (presence members and users' connections) this thread's connections hold:
      * registered again whenever the link comes up or the node learns it was swept as dead;
      * removals made while the link was down wait in `removals` (owned) until it is up. */
@@ -280,6 +296,7 @@ post(rnode_t *rn, rchan_t *rc, pe_msg_t *msg)
 /* ---- publishing ------------------------------------------------------------------------------ */
 
 typedef struct st_publish_t {
+    h2o_linklist_t link; /* in its pub_batch_t while batched */
     rnode_t *rn;
     pe_ps_publish_cb cb;
     void *ctx;
@@ -289,7 +306,21 @@ typedef struct st_publish_t {
     int replayed;
     size_t rec_len;
     char rec[PE_CHANNEL_MAXLEN + 6 + 6 + PE_PS_KEY_MAXLEN + 1]; /* the key's record, when keyed */
+    /* Batched publishes keep a copy of their message until the batch is sent. */
+    size_t data_len;
+    char data[];
 } publish_t;
+
+/* One channel's publishes of this loop iteration (rn->pub_map), then the one command that
+ * carries them, until its reply is handed out. */
+typedef struct st_pub_batch_t {
+    h2o_linklist_t link; /* in rn->pub_batches until sent */
+    rnode_t *rn;
+    h2o_linklist_t pubs; /* publish_t, in call order */
+    size_t count, bytes, keyed;
+    size_t key_len;
+    char key[PE_CHANNEL_MAXLEN + 6];
+} pub_batch_t;
 
 /*
  * A keyed publish answered with a bare ID: the library in Redis predates keys (a node of an
@@ -391,6 +422,191 @@ on_published(void *ctx, redisReply *reply)
     pe_free(p);
 }
 
+/* Sends one publish as pushedge_publish (the batch path's single message, and every publish
+ * with --redis-wait-replicas, whose WAIT follows each one on its connection). Returns 0 (cb
+ * later), or -1 (nothing sent; p still the caller's). */
+static int
+send_single(rnode_t *rn, const char *key, size_t key_len, publish_t *p, const char *data, size_t data_len)
+{
+    redis_engine_t *self = rn->engine;
+    if (!p->keyed) {
+        const char *argv[] = {"FCALL", "pushedge_publish", "1", key, data, self->maxlen, self->ttl};
+        size_t argvlen[] = {5, 16, 1, key_len, data_len, strlen(self->maxlen), strlen(self->ttl)};
+        return pe_redis_link_command(rn->link, key, key_len, on_published, p, 7, argv, argvlen);
+    }
+    const char *argv[] = {"FCALL", "pushedge_publish", "2", key, p->rec, data, self->maxlen, self->ttl, self->window};
+    size_t argvlen[] = {5, 16, 1, key_len, p->rec_len, data_len, strlen(self->maxlen), strlen(self->ttl), strlen(self->window)};
+    return pe_redis_link_command(rn->link, key, key_len, on_published, p, 9, argv, argvlen);
+}
+
+static void
+free_batch(pub_batch_t *b)
+{
+    while (!h2o_linklist_is_empty(&b->pubs)) {
+        publish_t *p = H2O_STRUCT_FROM_MEMBER(publish_t, link, b->pubs.next);
+        h2o_linklist_unlink(&p->link);
+        pe_free(p);
+    }
+    pe_free(b);
+}
+
+/* Hands err to every publish of the batch, and frees it. */
+static void
+fail_batch(pub_batch_t *b, const char *err)
+{
+    for (h2o_linklist_t *l = b->pubs.next; l != &b->pubs; l = l->next) {
+        publish_t *p = H2O_STRUCT_FROM_MEMBER(publish_t, link, l);
+        p->cb(p->ctx, err, NULL, 0);
+    }
+    free_batch(b);
+}
+
+/* A batch's command was refused before it ran (the library in Redis has no
+ * pushedge_publish_many: an older pushedge loaded its own): nothing was stored. Each publish is
+ * sent again on its own as pushedge_publish, which every version has, behind a reload of ours. */
+static void
+resend_singly(pub_batch_t *b)
+{
+    rnode_t *rn = b->rn;
+    if (pe_redis_link_reload_library(rn->link) == 0)
+        elog(rn->engine, 1,
+             "redis: the function library in Redis has no pushedge_publish_many (an older pushedge loaded it): "
+             "reloading; the batch is sent one publish at a time");
+    while (!h2o_linklist_is_empty(&b->pubs)) {
+        publish_t *p = H2O_STRUCT_FROM_MEMBER(publish_t, link, b->pubs.next);
+        h2o_linklist_unlink(&p->link);
+        if (send_single(rn, b->key, b->key_len, p, p->data, p->data_len) != 0) {
+            p->cb(p->ctx, pe_ps_err_unavailable, NULL, 0);
+            pe_free(p);
+        }
+    }
+    pe_free(b);
+}
+
+/* pushedge_publish_many's answer: {id1, replayed1, id2, replayed2, ...}, one pair per publish
+ * of the batch, in order. */
+static void
+on_published_many(void *ctx, redisReply *reply)
+{
+    pub_batch_t *b = ctx;
+    rnode_t *rn = b->rn;
+    if (reply == NULL) {
+        /* Sent, then the link failed: Redis may have run it (as for a single publish). */
+        fail_batch(b, pe_ps_err_unconfirmed);
+        return;
+    }
+    if (reply->type == REDIS_REPLY_ERROR && strstr(reply->str, "Function not found") != NULL) {
+        resend_singly(b);
+        return;
+    }
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 * b->count) {
+        /* An error inside the call may come after some messages were stored. */
+        elog(rn->engine, 1, "redis: pushedge_publish_many failed: %.200s",
+             reply->type == REDIS_REPLY_ERROR ? reply->str : "odd reply");
+        fail_batch(b, pe_ps_err_unconfirmed);
+        return;
+    }
+    size_t i = 0;
+    for (h2o_linklist_t *l = b->pubs.next; l != &b->pubs; l = l->next, i += 2) {
+        publish_t *p = H2O_STRUCT_FROM_MEMBER(publish_t, link, l);
+        redisReply *rid = reply->element[i], *rrep = reply->element[i + 1];
+        pe_id_t id;
+        if (rid->type != REDIS_REPLY_STRING || pe_id_parse(rid->str, rid->len, &id) != 0 || rrep->type != REDIS_REPLY_INTEGER) {
+            p->cb(p->ctx, pe_ps_err_unconfirmed, NULL, 0);
+            continue;
+        }
+        int replayed = rrep->integer != 0;
+        if (replayed)
+            pe_ps_node__count_replayed(rn->node);
+        else
+            pe_ps_node__count_published(rn->node);
+        p->cb(p->ctx, NULL, &id, replayed);
+    }
+    free_batch(b);
+}
+
+/* Sends a channel's batch (already out of the queue): one message as pushedge_publish, several
+ * as one pushedge_publish_many. Callbacks run later, with the reply; a batch the link cannot
+ * take fails here, through pe_ps_err_unavailable (only ever from the flush: never inside
+ * do_publish). */
+static void
+send_batch(pub_batch_t *b)
+{
+    rnode_t *rn = b->rn;
+    redis_engine_t *self = rn->engine;
+    if (b->count == 1) {
+        publish_t *p = H2O_STRUCT_FROM_MEMBER(publish_t, link, b->pubs.next);
+        h2o_linklist_unlink(&p->link);
+        if (send_single(rn, b->key, b->key_len, p, p->data, p->data_len) != 0) {
+            p->cb(p->ctx, pe_ps_err_unavailable, NULL, 0);
+            pe_free(p);
+        }
+        pe_free(b);
+        return;
+    }
+    enum { MAX_ARGS = 4 + PE_REDIS_PUBLISH_BATCH_MAX + 3 + 2 * PE_REDIS_PUBLISH_BATCH_MAX };
+    const char *argv[MAX_ARGS];
+    size_t argvlen[MAX_ARGS];
+    char numkeys[24];
+    size_t argc = 0;
+    argv[argc] = "FCALL", argvlen[argc++] = 5;
+    argv[argc] = "pushedge_publish_many", argvlen[argc++] = 21;
+    argv[argc] = numkeys, argvlen[argc++] = (size_t)snprintf(numkeys, sizeof(numkeys), "%zu", 1 + b->keyed);
+    argv[argc] = b->key, argvlen[argc++] = b->key_len;
+    for (h2o_linklist_t *l = b->pubs.next; l != &b->pubs; l = l->next) {
+        publish_t *p = H2O_STRUCT_FROM_MEMBER(publish_t, link, l);
+        if (p->keyed)
+            argv[argc] = p->rec, argvlen[argc++] = p->rec_len;
+    }
+    argv[argc] = self->maxlen, argvlen[argc++] = strlen(self->maxlen);
+    argv[argc] = self->ttl, argvlen[argc++] = strlen(self->ttl);
+    argv[argc] = self->window, argvlen[argc++] = strlen(self->window);
+    for (h2o_linklist_t *l = b->pubs.next; l != &b->pubs; l = l->next) {
+        publish_t *p = H2O_STRUCT_FROM_MEMBER(publish_t, link, l);
+        argv[argc] = p->keyed ? "1" : "0", argvlen[argc++] = 1;
+        argv[argc] = p->data, argvlen[argc++] = p->data_len;
+    }
+    if (pe_redis_link_command(rn->link, b->key, b->key_len, on_published_many, b, (int)argc, argv, argvlen) != 0)
+        fail_batch(b, pe_ps_err_unavailable);
+}
+
+/* Takes a batch out of the queue (it is about to be sent or failed); the map names only a
+ * channel's newest batch. */
+static void
+unqueue_batch(rnode_t *rn, pub_batch_t *b)
+{
+    if (pe_strmap_get(&rn->pub_map, b->key, b->key_len) == b)
+        pe_strmap_remove(&rn->pub_map, b->key, b->key_len);
+    h2o_linklist_unlink(&b->link);
+}
+
+/* The loop iteration's timeouts: every batch goes out, in the order they were started (a
+ * channel's full batches before its newer ones); hiredis writes them to Redis in one write when
+ * the socket is next writable. */
+static void
+on_flush(h2o_timeout_entry_t *entry)
+{
+    rnode_t *rn = H2O_STRUCT_FROM_MEMBER(rnode_t, flush_entry, entry);
+    while (!h2o_linklist_is_empty(&rn->pub_batches)) {
+        pub_batch_t *b = H2O_STRUCT_FROM_MEMBER(pub_batch_t, link, rn->pub_batches.next);
+        unqueue_batch(rn, b);
+        send_batch(b);
+    }
+}
+
+/* Fails every batch not sent yet (the node is detached). */
+static void
+fail_queued(rnode_t *rn, const char *err)
+{
+    while (!h2o_linklist_is_empty(&rn->pub_batches)) {
+        pub_batch_t *b = H2O_STRUCT_FROM_MEMBER(pub_batch_t, link, rn->pub_batches.next);
+        unqueue_batch(rn, b);
+        fail_batch(b, err);
+    }
+    if (h2o_timeout_is_linked(&rn->flush_entry))
+        h2o_timeout_unlink(&rn->flush_entry);
+}
+
 static const char *
 do_publish(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_t channel_len, const char *ikey, size_t ikey_len,
            const char *data, size_t data_len, pe_ps_publish_cb cb, void *ctx)
@@ -401,29 +617,50 @@ do_publish(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_
         return pe_ps_err_unavailable;
     char key[PE_CHANNEL_MAXLEN + 6];
     int klen = snprintf(key, sizeof(key), "pe:{%.*s}", (int)channel_len, channel);
-    publish_t *p = pe_malloc(sizeof(*p));
+    int batched = self->wait_replicas == 0;
+    publish_t *p = pe_malloc(sizeof(*p) + (batched ? data_len : 0));
+    p->link = (h2o_linklist_t){NULL, NULL};
     p->rn = rn;
     p->cb = cb;
     p->ctx = ctx;
     p->keyed = ikey != NULL;
-    int ret;
-    if (ikey == NULL) {
-        const char *argv[] = {"FCALL", "pushedge_publish", "1", key, data, self->maxlen, self->ttl};
-        size_t argvlen[] = {5, 16, 1, (size_t)klen, data_len, strlen(self->maxlen), strlen(self->ttl)};
-        ret = pe_redis_link_command(rn->link, key, (size_t)klen, on_published, p, 7, argv, argvlen);
-    } else {
-        /* The record's name starts with the stream's, hash tag included: same Cluster slot. */
-        int rlen = snprintf(p->rec, sizeof(p->rec), "%s:idem:%.*s", key, (int)ikey_len, ikey);
-        p->rec_len = (size_t)rlen;
-        const char *argv[] = {"FCALL", "pushedge_publish", "2", key, p->rec, data, self->maxlen, self->ttl, self->window};
-        size_t argvlen[] = {
-            5, 16, 1, (size_t)klen, (size_t)rlen, data_len, strlen(self->maxlen), strlen(self->ttl), strlen(self->window)};
-        ret = pe_redis_link_command(rn->link, key, (size_t)klen, on_published, p, 9, argv, argvlen);
+    p->rec_len = 0;
+    p->data_len = data_len;
+    /* The record's name starts with the stream's, hash tag included: same Cluster slot. */
+    if (p->keyed)
+        p->rec_len = (size_t)snprintf(p->rec, sizeof(p->rec), "%s:idem:%.*s", key, (int)ikey_len, ikey);
+    if (!batched) {
+        if (send_single(rn, key, (size_t)klen, p, data, data_len) != 0) {
+            pe_free(p);
+            return pe_ps_err_unavailable;
+        }
+        return NULL;
     }
-    if (ret != 0) {
-        pe_free(p);
-        return pe_ps_err_unavailable;
+    memcpy(p->data, data, data_len);
+    pub_batch_t *b = pe_strmap_get(&rn->pub_map, key, (size_t)klen);
+    if (b != NULL && (b->count == PE_REDIS_PUBLISH_BATCH_MAX || b->bytes + data_len > PE_REDIS_PUBLISH_BATCH_BYTES)) {
+        /* Full: it stays queued, ahead of the channel's new batch, and leaves with the flush
+         * (sending it now could fail it, and run callbacks inside this call). */
+        pe_strmap_remove(&rn->pub_map, key, (size_t)klen);
+        b = NULL;
     }
+    if (b == NULL) {
+        b = pe_malloc(sizeof(*b));
+        b->link = (h2o_linklist_t){NULL, NULL};
+        b->rn = rn;
+        h2o_linklist_init_anchor(&b->pubs);
+        b->count = b->bytes = b->keyed = 0;
+        b->key_len = (size_t)klen;
+        memcpy(b->key, key, (size_t)klen + 1);
+        pe_strmap_set(&rn->pub_map, key, (size_t)klen, b);
+        h2o_linklist_insert(&rn->pub_batches, &b->link);
+    }
+    h2o_linklist_insert(&b->pubs, &p->link);
+    ++b->count;
+    b->bytes += data_len;
+    b->keyed += p->keyed;
+    if (!h2o_timeout_is_linked(&rn->flush_entry))
+        h2o_timeout_link(rn->loop, &rn->flush_timeout, &rn->flush_entry);
     return NULL;
 }
 
@@ -1369,6 +1606,10 @@ do_attach(pe_ps_engine_t *_self, pe_ps_node_t *node, unsigned index)
     h2o_timeout_link(rn->loop, &rn->sweep_timeout, &rn->sweep_entry);
     h2o_linklist_init_anchor(&rn->members);
     h2o_linklist_init_anchor(&rn->removals);
+    pe_strmap_init(&rn->pub_map);
+    h2o_linklist_init_anchor(&rn->pub_batches);
+    h2o_timeout_init(rn->loop, &rn->flush_timeout, 0);
+    rn->flush_entry.cb = on_flush;
     h2o_timeout_init(rn->loop, &rn->beat_timeout, PE_REDIS_BEAT_MS);
     rn->beat_entry.cb = on_beat;
     if (index == 0)
@@ -1386,7 +1627,11 @@ do_detach(pe_ps_engine_t *_self, pe_ps_node_t *node, unsigned index)
         return;
     if (pe_redis_link_is_up(rn->link))
         __atomic_sub_fetch(&self->up_links, 1, __ATOMIC_RELAXED);
-    /* Commands in flight get their callbacks (NULL reply) from inside this call. */
+    /* Publishes not sent yet fail as unsent; commands in flight get their callbacks (NULL
+     * reply) from inside pe_redis_link_destroy. */
+    fail_queued(rn, pe_ps_err_unavailable);
+    pe_strmap_dispose(&rn->pub_map);
+    h2o_timeout_dispose(rn->loop, &rn->flush_timeout);
     pe_redis_link_destroy(rn->link);
     rn->link = NULL;
     /* A record with a deferred fetch stays allocated until the node runs it (as a no-op). */

@@ -29,6 +29,228 @@ pe_json_load_untrusted(const char *text, size_t len, size_t flags, json_error_t 
     return json_loadb(text, len, flags, err);
 }
 
+/* Skips the four JSON white-space bytes from i. */
+static size_t
+fast_ws(const unsigned char *s, size_t len, size_t i)
+{
+    while (i != len && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t'))
+        ++i;
+    return i;
+}
+
+static int
+fast_hex4(const unsigned char *s, unsigned *v)
+{
+    unsigned r = 0;
+    for (int k = 0; k != 4; ++k) {
+        unsigned c = s[k], d;
+        if (c >= '0' && c <= '9')
+            d = c - '0';
+        else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+            d = (c | 0x20) - 'a' + 10;
+        else
+            return 0;
+        r = r << 4 | d;
+    }
+    *v = r;
+    return 1;
+}
+
+/* A string from s[i] (its opening quote): returns the index after its closing quote, or 0 (not
+ * sure it is valid). A \u0000 is refused in a key only (JSON_ALLOW_NUL covers values). */
+static size_t
+fast_string(const unsigned char *s, size_t len, size_t i, int key)
+{
+    ++i;
+    while (i != len) {
+        unsigned c = s[i];
+        if (c == '"')
+            return i + 1;
+        if (c < 0x20)
+            return 0;
+        if (c == '\\') {
+            if (++i == len)
+                return 0;
+            c = s[i];
+            if (c == 'u') {
+                unsigned v, w;
+                if (len - i < 5 || !fast_hex4(s + i + 1, &v))
+                    return 0;
+                i += 5;
+                if (v >= 0xdc00 && v <= 0xdfff)
+                    return 0;
+                if (v >= 0xd800 && v <= 0xdbff) {
+                    if (len - i < 6 || s[i] != '\\' || s[i + 1] != 'u' || !fast_hex4(s + i + 2, &w) || w < 0xdc00 || w > 0xdfff)
+                        return 0;
+                    i += 6;
+                }
+                if (v == 0 && key)
+                    return 0;
+                continue;
+            }
+            if (c != '"' && c != '\\' && c != '/' && c != 'b' && c != 'f' && c != 'n' && c != 'r' && c != 't')
+                return 0;
+            ++i;
+            continue;
+        }
+        if (c < 0x80) {
+            ++i;
+            continue;
+        }
+        /* Strict UTF-8: no overlong form, no surrogate, nothing above U+10FFFF. */
+        size_t n;
+        unsigned lo = 0x80, hi = 0xbf;
+        if (c >= 0xc2 && c <= 0xdf) {
+            n = 1;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            n = 2;
+            if (c == 0xe0)
+                lo = 0xa0;
+            else if (c == 0xed)
+                hi = 0x9f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            n = 3;
+            if (c == 0xf0)
+                lo = 0x90;
+            else if (c == 0xf4)
+                hi = 0x8f;
+        } else {
+            return 0;
+        }
+        if (len - i <= n || s[i + 1] < lo || s[i + 1] > hi)
+            return 0;
+        for (size_t k = 2; k <= n; ++k)
+            if (s[i + k] < 0x80 || s[i + k] > 0xbf)
+                return 0;
+        i += n + 1;
+    }
+    return 0;
+}
+
+/* A number from s[i]: returns the index after it, or 0 (invalid, or an exponent or more integer
+ * digits than a double holds: jansson decides those). */
+static size_t
+fast_number(const unsigned char *s, size_t len, size_t i)
+{
+    if (s[i] == '-' && ++i == len)
+        return 0;
+    size_t start = i;
+    if (s[i] == '0') {
+        ++i;
+    } else if (s[i] >= '1' && s[i] <= '9') {
+        while (i != len && s[i] >= '0' && s[i] <= '9')
+            ++i;
+        if (i - start > 300)
+            return 0;
+    } else {
+        return 0;
+    }
+    if (i != len && s[i] == '.') {
+        size_t f = ++i;
+        while (i != len && s[i] >= '0' && s[i] <= '9')
+            ++i;
+        if (i == f)
+            return 0;
+    }
+    if (i != len && (s[i] == 'e' || s[i] == 'E'))
+        return 0;
+    /* "01" or "1x": jansson's lexer reads such a token whole and refuses it. */
+    if (i != len && ((s[i] >= '0' && s[i] <= '9') || ((s[i] | 0x20) >= 'a' && (s[i] | 0x20) <= 'z')))
+        return 0;
+    return i;
+}
+
+int
+pe_json_valid_fast(const char *text, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    /* One bit per open container: 1 an object, 0 an array. */
+    unsigned char stack[PE_JSON_FAST_MAX_DEPTH / 8];
+    size_t depth = 0, i = fast_ws(s, len, 0);
+    for (;;) {
+        /* A value at s[i]. */
+        if (i == len)
+            return 0;
+        switch (s[i]) {
+        case '{':
+        case '[': {
+            int obj = s[i] == '{';
+            if (depth == PE_JSON_FAST_MAX_DEPTH)
+                return 0;
+            if (obj)
+                stack[depth / 8] |= (unsigned char)(1u << (depth % 8));
+            else
+                stack[depth / 8] &= (unsigned char)~(1u << (depth % 8));
+            ++depth;
+            i = fast_ws(s, len, i + 1);
+            if (i != len && s[i] == (obj ? '}' : ']')) {
+                --depth;
+                ++i;
+                break;
+            }
+            if (obj) {
+                if (i == len || s[i] != '"' || (i = fast_string(s, len, i, 1)) == 0)
+                    return 0;
+                i = fast_ws(s, len, i);
+                if (i == len || s[i] != ':')
+                    return 0;
+                i = fast_ws(s, len, i + 1);
+            }
+            continue; /* the first value inside */
+        }
+        case '"':
+            if ((i = fast_string(s, len, i, 0)) == 0)
+                return 0;
+            break;
+        case 't':
+            if (len - i < 4 || memcmp(s + i, "true", 4) != 0)
+                return 0;
+            i += 4;
+            break;
+        case 'f':
+            if (len - i < 5 || memcmp(s + i, "false", 5) != 0)
+                return 0;
+            i += 5;
+            break;
+        case 'n':
+            if (len - i < 4 || memcmp(s + i, "null", 4) != 0)
+                return 0;
+            i += 4;
+            break;
+        default:
+            if ((i = fast_number(s, len, i)) == 0)
+                return 0;
+            break;
+        }
+        /* After a value: close containers, or go on to the next element or member. */
+        for (;;) {
+            i = fast_ws(s, len, i);
+            if (depth == 0)
+                return i == len;
+            if (i == len)
+                return 0;
+            int obj = (stack[(depth - 1) / 8] >> ((depth - 1) % 8)) & 1;
+            if (s[i] == (obj ? '}' : ']')) {
+                --depth;
+                ++i;
+                continue;
+            }
+            if (s[i] != ',')
+                return 0;
+            i = fast_ws(s, len, i + 1);
+            if (obj) {
+                if (i == len || s[i] != '"' || (i = fast_string(s, len, i, 1)) == 0)
+                    return 0;
+                i = fast_ws(s, len, i);
+                if (i == len || s[i] != ':')
+                    return 0;
+                i = fast_ws(s, len, i + 1);
+            }
+            break;
+        }
+    }
+}
+
 size_t
 pe_json_minify(const char *in, size_t len, char *out)
 {

@@ -18,6 +18,19 @@
 json_t *pe_json_load_untrusted(const char *text, size_t len, size_t flags, json_error_t *err);
 
 /**
+ * A fast check that jansson would accept text[0..len) as pe_json_load_untrusted does with
+ * JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, without building the value (the
+ * publish endpoint only validates: the text is stored as sent). Returns 1 only when it is sure:
+ * RFC 8259 grammar, strict UTF-8, valid escapes and surrogate pairs, no raw control byte, at most
+ * PE_JSON_FAST_MAX_DEPTH levels, and numbers jansson cannot overflow (no exponent, at most 300
+ * integer digits). Returns 0 otherwise, invalid or merely unsure (an exponent, \u0000 in a key,
+ * deeper nesting): the caller then asks jansson, which also words the error. Allocation-free,
+ * never reads past text[len).
+ */
+#define PE_JSON_FAST_MAX_DEPTH 512
+int pe_json_valid_fast(const char *text, size_t len);
+
+/**
  * Copies the JSON text in[0..len) to out without insignificant white space (outside strings),
  * keeping every token byte for byte (numbers are not re-printed, strings not re-escaped). The
  * input must be valid JSON; out must have room for len bytes (the result is never longer).

@@ -220,6 +220,60 @@ local function publish(keys, args)
   end
   return id
 end
+-- Several messages to one channel in one call (the node's per-loop-iteration batch, and
+-- POST /api/batch; docs/architecture.md "Publishing through Redis"):
+--   FCALL pushedge_publish_many <1 + k> pe:{NAME} [pe:{NAME}:idem:<KEY>...] <count> <age-ms>
+--     <window-ms> <keyed1> <json1> <keyed2> <json2> ...   -> {id1, replayed1, id2, replayed2, ...}
+--     Each message is what pushedge_publish does with it, in order, as if called once per
+--     message: <keyedI> "1" takes the next key record of KEYS (the keyed form), "0" none. The
+--     first message appended goes through the whole append (index checked against the stream,
+--     trim, epoch mark); the later ones are XADDs whose IDs join the index in one RPUSH and are
+--     trimmed together (the newest removed by XDEL: the gap boundary; the older by XTRIM MINID),
+--     so the per-call costs (the call, XLEN, the exact cut's walk) are paid once per batch.
+--     Every message is PUBLISHed on its own, as pushedge_publish does.
+local function publish_many(keys, args)
+  local key = keys[1]
+  local maxlen, ttl, window = tonumber(args[1]), tonumber(args[2]), args[3]
+  if key == nil or maxlen == nil or ttl == nil or window == nil or #args < 5 or #args % 2 ~= 1 then
+    return redis.error_reply('ERR usage: FCALL pushedge_publish_many <1+k> pe:{channel} [idem keys] <count> <age-ms> <window-ms> <keyed> <json> ...')
+  end
+  local ids = key .. ':ids'
+  local out, added, ki, last = {}, {}, 2, nil
+  for i = 4, #args, 2 do
+    local ikey, data, prev = nil, args[i + 1], nil
+    if args[i] == '1' then
+      ikey = keys[ki]
+      ki = ki + 1
+      if ikey == nil then return redis.error_reply('ERR pushedge_publish_many: fewer key records than keyed messages') end
+      prev = redis.call('GET', ikey)
+    end
+    if prev then
+      out[#out + 1] = prev
+      out[#out + 1] = 1
+    else
+      local id
+      if last == nil then
+        id = append(key, 'd', data, maxlen, ttl)
+      else
+        id = redis.call('XADD', key, '*', 'd', data)
+        added[#added + 1] = id
+        redis.call('PUBLISH', key, id .. ' ' .. data)
+      end
+      last = id
+      if ikey ~= nil then redis.call('SET', ikey, id, 'PX', window) end
+      out[#out + 1] = id
+      out[#out + 1] = 0
+    end
+  end
+  if #added > 0 then
+    -- The index was right after the first append, and nothing else ran since.
+    local n = redis.call('RPUSH', ids, unpack(added))
+    if not trim(key, ids, last, n, maxlen, ttl, false) then
+      trim(key, ids, last, (reindex(key, ids, last, maxlen)), maxlen, ttl, true)
+    end
+  end
+  return out
+end
 local function read(keys, args)
   local key, kind, after, strict, count = keys[1], args[1], args[2], args[3] == '1', tonumber(args[4])
   local ttl = tonumber(args[5] or TTL_MS)
@@ -327,6 +381,7 @@ local function beat(keys, args)
   return res
 end
 redis.register_function('pushedge_publish', publish)
+redis.register_function('pushedge_publish_many', publish_many)
 redis.register_function('pushedge_presence', presence)
 redis.register_function('pushedge_beat', beat)
 redis.register_function{function_name = 'pushedge_read', callback = read, flags = {'no-writes'}}

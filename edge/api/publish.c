@@ -153,12 +153,15 @@ pe_publish_on_req(h2o_req_t *req)
         pe_http_error(req, 413, "Payload Too Large", "too_large", "the message is larger than --max-message-size");
         return 0;
     }
-    json_t *value = pe_publish_parse_body(req);
-    if (value == NULL)
-        return 0;
     /* Only validated: the text is stored as sent, so big integers keep every digit although
-     * jansson holds them as doubles here. */
-    json_decref(value);
+     * jansson would hold them as doubles. The allocation-free check answers for the usual body;
+     * jansson decides (and words the error) whenever it is not sure. */
+    if (req->entity.base == NULL || !pe_json_valid_fast(req->entity.base, req->entity.len)) {
+        json_t *value = pe_publish_parse_body(req);
+        if (value == NULL)
+            return 0;
+        json_decref(value);
+    }
 
     pending_t *pending = pe_calloc(1, sizeof(*pending));
     pending->req = req;

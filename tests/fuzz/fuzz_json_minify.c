@@ -11,6 +11,9 @@
  * elements jansson sees, each of which parses to the json_equal() element; pe_json_object_next
  * must yield as many members as the text has (jansson keeps one per key: at least that many),
  * each value parsing to a value jansson would accept. Every span lies inside the input.
+ *
+ * Every input also checks pe_json_valid_fast against jansson with the publish endpoint's flags
+ * (pe_json_load_untrusted): the fast check may be unsure of valid text, never sure of invalid.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -31,6 +34,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *out, *out2;
     size_t n, n2;
 
+    if (pe_json_valid_fast((const char *)data, size)) {
+        json_t *v =
+            pe_json_load_untrusted((const char *)data, size, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, NULL);
+        CHECK(v != NULL);
+        json_decref(v);
+    }
     if (orig == NULL)
         return 0;
 

@@ -2,7 +2,7 @@
 # compare.sh: pushedge against nchan, the physical floor and its own Redis engine, in one run, on
 # one machine, with one generator (pushedge-bench), printed as one side-by-side table.
 #
-#   tests/load/compare.sh [--quick] [--only a,b,c,d,e,f,growth,tls] [--out DIR] [--build DIR]
+#   tests/load/compare.sh [--quick] [--only a,b,c,d,e,f,p,growth,tls] [--out DIR] [--build DIR]
 #                         [--tls-build DIR]
 #
 # Servers, each a fresh process per run (and fresh channels: pushedge-bench picks a new prefix):
@@ -14,6 +14,10 @@
 #             message is published to node 1 (so half the deliveries cross Redis to node 2)
 #   petls     pushedge --listen-tls beside its --listen: subscribers over TLS, publishes in clear
 #   nchantls  nginx + nchan from tests/load/nchan-tls.conf.in, the same way
+#   ngpub     nginx from tests/load/nchan-pub.conf.in (scenario p): nchan's publisher on its memory
+#             store (/pub/{channel}), and `location / { return 200 }`, the do-nothing responder
+#             ("nginx200"), on an HTTP/1.1 and an HTTP/2 (clear text) port
+#   ngpubredis  the same with nchan on Redis (nchan_redis_url, nchan_use_redis), its own redis-server
 # The TLS scenario's pushedge, clear and TLS alike, is --tls-build's (default --build's): a build
 # of a branch with TLS listeners while main has none. Both TLS servers use one throwaway ECDSA
 # P-256 certificate made at run time (openssl), so they do the same cryptography.
@@ -33,6 +37,16 @@
 #   e  deflate: N subscribers, 1 KiB JSON at 50k deliveries/s, ws-deflate vs ws: server CPU per
 #      delivery (lowest of --repeat: noise on this shared machine only ever adds)
 #   f  Redis: (a, ws) and (c) with redis1 and redis2
+#   p  publishing (issue 17), no subscribers, one channel, 100-byte JSON, h2load (nghttp2-client)
+#      on CPU 1 for --pub-seconds (default 4; --quick 2) after 1 s of warm-up, best of --repeat:
+#      h1     HTTP/1.1, 32 keep-alive connections, one request at a time each
+#      h2     HTTP/2, 8 connections x 32 concurrent streams
+#      batch  POST /api/batch, 100 messages per request (one channel), HTTP/1.1, 8 connections
+#      against pushedge (memory), redis1, nchan (memory and Redis: h1 and h2; it has no batch
+#      endpoint), nginx200 (the same requests answered by `return 200`: the floor of HTTP
+#      handling, h1 and h2 and the batch bodies) and pushedge-floor (h1, and the batch bodies to
+#      its /api/publish). Reported: publishes (messages) per second answered 2xx, the server
+#      side's CPU per publish, and the ratios issue 17 asks for.
 #   growth: idle ws RSS/connection and fan-out CPU/delivery (ws, 50k deliveries/s offered) at
 #      1k, 5k, 10k, 18k connections for pushedge and nchan -> growth.csv, growth.svg
 #   tls: (a)'s ladder, ws and sse, for pushedge clear, pushedge TLS, nchan clear and nchan TLS
@@ -51,7 +65,8 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=$ROOT/build-rel
 QUICK=0
-ONLY=a,b,c,d,e,f,growth
+ONLY=a,b,c,d,e,f,p,growth
+PUB_S=
 OUT=
 REPEAT=
 TLS_BUILD=
@@ -64,6 +79,7 @@ while [ $# -gt 0 ]; do
     --build) BUILD=${2:?--build needs a directory}; shift ;;
     --tls-build) TLS_BUILD=${2:?--tls-build needs a directory}; shift ;;
     --repeat) REPEAT=${2:?--repeat needs a number}; shift ;;
+    --pub-seconds) PUB_S=${2:?--pub-seconds needs a number}; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -73,10 +89,10 @@ want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 if [ $QUICK = 1 ]; then
     N=1000 IDLE_N=2000 STEP_S=2 LAT_MSGS=6 MANY_S=2 GROWTH_NS="250 500 1000 2000"
-    REPEAT=${REPEAT:-1}
+    REPEAT=${REPEAT:-1} PUB_S=${PUB_S:-2}
 else
     N=10000 IDLE_N=18000 STEP_S=4 LAT_MSGS=20 MANY_S=5 GROWTH_NS="1000 5000 10000 18000"
-    REPEAT=${REPEAT:-2}
+    REPEAT=${REPEAT:-2} PUB_S=${PUB_S:-4}
 fi
 SCALE=$((10000 / N))           # ladder rates are per 10,000 subscribers: same offered deliveries/s
 LADDER="5 10 15 20 30 40 60"   # messages/s at 10,000 subscribers
@@ -97,6 +113,9 @@ fi
 meson compile -C "$BUILD" >/dev/null || { echo "compare.sh: meson compile -C $BUILD failed" >&2; exit 1; }
 for f in "$PE" "$BENCH" "$FLOOR"; do [ -x "$f" ] || { echo "compare.sh: missing $f" >&2; exit 1; }; done
 command -v jq >/dev/null || { echo "compare.sh: needs jq" >&2; exit 1; }
+if want p; then
+    command -v h2load >/dev/null || { echo "compare.sh: the p scenario needs h2load (apt-get install nghttp2-client)" >&2; exit 1; }
+fi
 PE_TLS=$PE # the pushedge of the TLS scenario (clear and TLS runs alike)
 if want tls; then
     if [ -n "$TLS_BUILD" ]; then
@@ -194,7 +213,7 @@ start_redis() { # NAME
 }
 start_server() { # KIND NAME: pe | nchan | floor | redis1 | redis2
     local kind=$1 name=$2
-    S_STOP=() S_SUB=() S_BENCH_PIDS=
+    S_STOP=() S_SUB=() S_BENCH_PIDS= S_H2URL=
     case $kind in
     pe)
         start_pushedge "$name" || return 1
@@ -236,6 +255,30 @@ start_server() { # KIND NAME: pe | nchan | floor | redis1 | redis2
         S_URL=http://127.0.0.1:$PORT S_BENCH_PIDS=$worker
         S_SUB=(--sub-path '/sub/{channel}' --pub-path '/pub/{channel}')
         if [ -n "$tport" ]; then S_SUB+=(--sub-url https://127.0.0.1:$tport); fi ;;
+    ngpub | ngpubredis)
+        local dir=$WORK/$name redis_line='' h2port
+        if [ "$kind" = ngpubredis ]; then
+            start_redis "$name.redis" || return 1
+            redis_line="nchan_redis_url \"redis://127.0.0.1:$REDIS_PORT\"; nchan_use_redis on;"
+        fi
+        next_port
+        h2port=$PORT
+        next_port
+        mkdir -p "$dir/tmp"
+        sed -e "s/@PORT@/$PORT/" -e "s/@H2_PORT@/$h2port/" -e "s|@NCHAN_MODULE@|$NCHAN_MODULE|" -e "s|@REDIS@|$redis_line|" \
+            "$ROOT/tests/load/nchan-pub.conf.in" >"$dir/nginx.conf"
+        taskset -c 0 nginx -p "$dir/" -c nginx.conf -e error.log -g 'daemon off;' >"$LOGS/$name.log" 2>&1 &
+        local master=$! worker='' i
+        PIDS+=("$master"); S_STOP+=("$master")
+        for i in $(seq 100); do
+            worker=$(pgrep -P "$master" | head -n1)
+            [ -n "$worker" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$PORT/")" = 200 ] && break
+            kill -0 "$master" 2>/dev/null || break
+            worker=
+            sleep 0.1
+        done
+        [ -n "$worker" ] || { echo "compare.sh: nginx did not start, see $LOGS/$name.log and $dir/error.log" >&2; cp "$dir/error.log" "$LOGS/$name.error.log" 2>/dev/null; return 1; }
+        S_URL=http://127.0.0.1:$PORT S_H2URL=http://127.0.0.1:$h2port S_BENCH_PIDS=$worker ;;
     redis1)
         start_redis "$name.redis" || return 1
         start_pushedge "$name" --redis "redis://127.0.0.1:$REDIS_PORT" || return 1
@@ -286,7 +329,7 @@ run() {
     local try
     for try in 1 2; do
         wait_quiet
-        run_once "$@" || return 1
+        "${RUN_ONCE:-run_once}" "$@" || return 1
         awkf "exit !($(j foreign_cores) > $FOREIGN_MAX || $(j steal_cores) > $FOREIGN_MAX)" || return 0
         if [ $try = 1 ] && [ "$(date +%s)" -lt $RETRY_UNTIL ]; then
             echo "  (foreign CPU $(j foreign_cores) cores, steal $(j steal_cores): repeating)" >&2
@@ -398,6 +441,72 @@ many() {
     R[$2.$1.p50]=$(j latency_us.p50) R[$2.$1.p99]=$(j latency_us.p99) R[$2.$1.pubrate]=$(jq -r '.messages_published / .publish_seconds' "$LAST")
 }
 
+# prun_once KIND SCENARIO LABEL MODE PATH (through run, with RUN_ONCE=prun_once): fresh server(s),
+# one h2load run on CPU 1 (MODE h1: 32 HTTP/1.1 connections; h2: 8 HTTP/2 connections x 32
+# streams; batch: the 100-message batch body, 8 HTTP/1.1 connections), servers stopped. The run's
+# JSON (publishes/s answered 2xx, server-side CPU: every process of the server, Redis included)
+# goes to runs.jsonl like a pushedge-bench result; P_TARGET names what was measured.
+prun_once() {
+    local kind=$1 scen=$2 label=$3 mode=$4 path=$5
+    RUNNO=$((RUNNO + 1))
+    local key
+    key=$(printf '%03d-%s-%s-%s' $RUNNO "$scen" "$kind" "$label")
+    LAST=
+    if ! start_server "$kind" "$key"; then
+        note "$key: the server did not start"
+        [ ${#S_STOP[@]} -gt 0 ] && stop_pids "${S_STOP[@]}"
+        return 1
+    fi
+    local url=$S_URL body=$WORK/pub-body.json per=1 args=()
+    case $mode in
+    h1) args=(--h1 -c 32 -m 1) ;;
+    h2) url=${S_H2URL:-$S_URL} args=(-c 8 -m 32) ;;
+    batch) args=(--h1 -c 8 -m 1) body=$WORK/pub-batch.json per=100 ;;
+    esac
+    local la ours b0 b1 o0 o1 t0 t1 errs=''
+    la=$(cut -d' ' -f1-3 /proc/loadavg)
+    mapfile -t ours < <(printf '%s\n' "${S_STOP[@]}" ${S_BENCH_PIDS//,/ } | sort -u)
+    b0=$(stat_busy) o0=$(pid_ticks "${ours[@]}") t0=$(date +%s.%N)
+    (
+        timeout $((PUB_S + 60)) taskset -c 1 h2load "${args[@]}" -t 1 -D "$PUB_S" --warm-up-time 1 -d "$body" \
+            -H 'content-type: application/json' "$url$path" >"$LOGS/$key.out" 2>&1
+        echo "rc $?"
+        times
+    ) >"$LOGS/$key.times" 2>&1
+    b1=$(stat_busy) o1=$(pid_ticks "${ours[@]}") t1=$(date +%s.%N)
+    # pushedge's own count of publishes the engine refused (a batch answers 200 with per-item errors).
+    case $kind in pe | redis1) errs=$(curl -s --max-time 2 "$S_URL/metrics" | awk '$1 == "pushedge_publish_errors_total" { print $2 }') ;; esac
+    stop_pids "${S_STOP[@]}"
+    local rc secs ok non2xx gen
+    rc=$(awk '$1 == "rc" { print $2 }' "$LOGS/$key.times")
+    # "finished in 4.00s, ..." (or ms), "status codes: N 2xx, N 3xx, N 4xx, N 5xx"; `times` (after the rc line): the shell's, then its children's user and sys.
+    secs=$(sed -n 's/^finished in \([0-9.]*\)\(m\{0,1\}s\),.*/\1 \2/p' "$LOGS/$key.out" | awk '{ print ($2 == "ms" ? $1 / 1000 : $1) }')
+    read -r ok non2xx < <(awk '/^status codes:/ { gsub(",", ""); print $3, $5 + $7 + $9 }' "$LOGS/$key.out")
+    gen=$(sed -n 3p "$LOGS/$key.times" | awk '{ n = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); n += a[1] * 60 + a[2] } print n }')
+    if [ "$rc" != 0 ] || [ -z "$secs" ] || [ -z "$ok" ]; then
+        note "$key: h2load exited ${rc:-?} without a result (see $LOGS/$key.out)"
+        return 1
+    fi
+    local json
+    json=$(awk -v b0="$b0" -v b1="$b1" -v o=$((o1 - o0)) -v hz="$HZ" -v g="${gen:-0}" -v t0="$t0" -v t1="$t1" \
+        -v secs="$secs" -v ok="$ok" -v bad="$non2xx" -v per=$per -v warm=1 'BEGIN {
+        w = t1 - t0; split(b0, x, " "); split(b1, y, " ")
+        f = ((y[1] - x[1]) - o) / hz - g; if (f < 0) f = 0
+        rate = ok * per / secs
+        cores = o / hz / w
+        printf "{\"publishes_per_s\": %.0f, \"requests_2xx\": %d, \"requests_other\": %d, \"per_request\": %d, \"seconds\": %.3f, \"wall_seconds\": %.3f, \"server_cpu_cores\": %.3f, \"server_cpu_us_per_publish\": %.3f, \"generator_cpu_cores\": %.3f, \"foreign_cores\": %.2f, \"steal_cores\": %.2f}",
+            rate, ok, bad, per, secs, w, cores, (rate > 0 ? cores / rate * 1e6 : 0), g / w, f / w, (y[2] - x[2]) / hz / w }')
+    jq -c --arg run "$key" --arg s "$scen" --arg k "$kind" --arg t "${P_TARGET:-$kind}" --arg l "$label" --arg m "$mode" --arg la "$la" \
+        --arg errs "$errs" '. + {run: $run, scenario: $s, server: $k, target: $t, label: $l, mode: $m, loadavg: $la,
+        publish_errors: (if $errs == "" then null else ($errs | tonumber) end)}' <<<"$json" >"$LOGS/$key.run.json"
+    cat "$LOGS/$key.run.json" >>"$RUNS"
+    LAST=$LOGS/$key.run.json
+    [ "$non2xx" != 0 ] && note "$key: $non2xx requests answered other than 2xx"
+    [ -n "$errs" ] && [ "$errs" != 0 ] && note "$key: pushedge counted $errs publish errors"
+    printf '  %-34s %s\n' "$key" "$(jq -r '"\(.publishes_per_s) publishes/s, server \(.server_cpu_cores) cores, \(.server_cpu_us_per_publish) us/publish, h2load \(.generator_cpu_cores) cores, foreign \(.foreign_cores)/\(.steal_cores)"' "$LAST")" >&2
+    return 0
+}
+
 echo "== pushedge compare: $(date -u '+%Y-%m-%d %H:%M UTC')" >&2
 MACHINE="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r), fd limit $(ulimit -Hn)"
 VERSIONS="$("$PE" --version)$(want tls && [ "$PE_TLS" != "$PE" ] && echo " (tls scenario: $("$PE_TLS" --version))"), $(openssl version | cut -d' ' -f1-2), $(nginx -v 2>&1 | sed 's/^nginx version: //') + nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'), $(redis-server --version | awk '{ print $3 }' | sed 's/v=/redis /')"
@@ -466,6 +575,37 @@ if want f; then
     for kind in redis1 redis2; do
         fanout $kind ws f
         many $kind f
+    done
+fi
+
+if want p; then
+    echo "== (p) publishing: no subscribers, one channel, 100-byte JSON, h2load for ${PUB_S} s: h1 32 connections, h2 8 x 32 streams, batch 100 messages x 8 connections" >&2
+    # 100 bytes of JSON, and a batch of 100 such messages to one channel.
+    printf '{"n":1,"text":"%s"}' "$(printf 'x%.0s' $(seq 80))" >"$WORK/pub-body.json"
+    { printf '['; for i in $(seq 100); do [ "$i" -gt 1 ] && printf ','; printf '{"channel":"bench","data":'; cat "$WORK/pub-body.json"; printf '}'; done; printf ']'; } >"$WORK/pub-batch.json"
+    for i in $(seq "$REPEAT"); do
+        for mode in h1 h2 batch; do
+            for target in pe redis1 nchan nchanredis nginx200 floor; do
+                srv=$target path=/api/publish?channel=bench
+                [ $mode = batch ] && path=/api/batch
+                case $target in
+                nchan | nchanredis)
+                    [ $mode = batch ] && continue # no batch endpoint
+                    srv=ngpub path=/pub/bench
+                    [ $target = nchanredis ] && srv=ngpubredis ;;
+                nginx200) srv=ngpub path=/floor ;;
+                floor)
+                    [ $mode = h2 ] && continue    # HTTP/1.1 only
+                    path=/api/publish?channel=bench ;; # the batch body, published as one message
+                esac
+                P_TARGET=$target RUN_ONCE=prun_once run $srv p "$target-$mode$i" $mode "$path" || continue
+                r=$(j publishes_per_s)
+                R[p.$target.$mode.all]="${R[p.$target.$mode.all]:-}${R[p.$target.$mode.all]:+ / }$r"
+                if [ -z "${R[p.$target.$mode]:-}" ] || [ "$r" -gt "${R[p.$target.$mode]}" ]; then
+                    R[p.$target.$mode]=$r R[p.$target.$mode.cpu]=$(j server_cpu_us_per_publish) R[p.$target.$mode.gen]=$(j generator_cpu_cores)
+                fi
+            done
+        done
     done
 fi
 
@@ -591,6 +731,23 @@ TABLE=$OUT/table.md
     echo "| (d) idle, $IDLE_N connections | RSS per SSE stream | $(fkib "$(v d.pe.sse.rss)") | $(fkib "$(v d.nchan.sse.rss)") | | | | pe/nchan $(ratio "$(v d.pe.sse.rss)" "$(v d.nchan.sse.rss)") | <= 3 KiB (SSE) |"
     echo "| (e) 1 KiB JSON, $((DEFLATE_RATE * 10000 / 1000))k deliveries/s | server CPU per delivery, ws (runs: $(v e.pe.ws.all)) | $(fus "$(v e.pe.ws.cpu)") | | | | | | |"
     echo "| (e) 1 KiB JSON, $((DEFLATE_RATE * 10000 / 1000))k deliveries/s | server CPU per delivery, ws-deflate (runs: $(v e.pe.ws-deflate.all)) | $(fus "$(v e.pe.ws-deflate.cpu)") | | | | | deflate/plain $(ratio "$(v e.pe.ws-deflate.cpu)" "$(v e.pe.ws.cpu)") | <= 1.3 |"
+    fi
+    if want p; then
+        echo
+        echo "Publishing (p): no subscribers, one channel, 100-byte JSON; h2load on CPU 1 for $PUB_S s after 1 s of warm-up, best of $REPEAT (every run: its \"all\" list); the server side (Redis included) on CPU 0"
+        echo
+        echo "| publishes/s | pushedge memory | pushedge Redis | nchan memory | nchan Redis | nginx return 200 | pushedge-floor | ratios (goal) |"
+        echo "|---|---|---|---|---|---|---|---|"
+        pv() { fint "$(v "p.$1.$2")"; }
+        pr() { ratio "$(v "p.$1.$3")" "$(v "p.$2.$3")"; }
+        echo "| h1: HTTP/1.1, 32 connections | $(pv pe h1) | $(pv redis1 h1) | $(pv nchan h1) | $(pv nchanredis h1) | $(pv nginx200 h1) | $(pv floor h1) | memory/nginx200 $(pr pe nginx200 h1), memory/floor $(pr pe floor h1) (>= 0.9); Redis/nchan Redis $(pr redis1 nchanredis h1) (>= 2); memory/nchan $(pr pe nchan h1) |"
+        echo "| h2: HTTP/2, 8 connections x 32 streams | $(pv pe h2) | $(pv redis1 h2) | $(pv nchan h2) | $(pv nchanredis h2) | $(pv nginx200 h2) | | memory $(pv pe h2) (>= 200,000); Redis/memory $(pr redis1 pe h2) (>= 0.5); memory/nginx200 $(pr pe nginx200 h2); Redis/nchan Redis $(pr redis1 nchanredis h2) |"
+        echo "| batch: 100 messages per request, 8 connections (messages/s) | $(pv pe batch) | $(pv redis1 batch) | | | $(pv nginx200 batch) | $(pv floor batch) | memory $(pv pe batch) (>= 300,000), Redis $(pv redis1 batch) (>= 100,000) |"
+        echo "| h1: server CPU per publish | $(fus "$(v p.pe.h1.cpu)") | $(fus "$(v p.redis1.h1.cpu)") | $(fus "$(v p.nchan.h1.cpu)") | $(fus "$(v p.nchanredis.h1.cpu)") | $(fus "$(v p.nginx200.h1.cpu)") | $(fus "$(v p.floor.h1.cpu)") | |"
+        echo "| h2: server CPU per publish | $(fus "$(v p.pe.h2.cpu)") | $(fus "$(v p.redis1.h2.cpu)") | $(fus "$(v p.nchan.h2.cpu)") | $(fus "$(v p.nchanredis.h2.cpu)") | $(fus "$(v p.nginx200.h2.cpu)") | | |"
+        echo "| batch: server CPU per message | $(fus "$(v p.pe.batch.cpu)") | $(fus "$(v p.redis1.batch.cpu)") | | | $(fus "$(v p.nginx200.batch.cpu)") | $(fus "$(v p.floor.batch.cpu)") | |"
+        echo
+        echo "Every run (publishes/s): $(for t in pe redis1 nchan nchanredis nginx200 floor; do for m in h1 h2 batch; do [ -n "$(v p.$t.$m.all)" ] && printf '%s %s: %s; ' $t $m "$(v p.$t.$m.all)"; done; done)"
     fi
     if want tls; then
         echo

@@ -16,6 +16,9 @@
  *   spaced   plain, one publish every 2 ms (each in its own millisecond: nothing shared between
  *            calls), --n / 40 of them
  *   aged     plain with a 5 ms TTL: the age limit trims, not the count
+ *   manyK    pushedge_publish_many with K messages per call (8, 32, 100; many32keyed: each with a
+ *            new key), as a node sends what one loop iteration gathered for one channel; --n
+ *            messages in all, every number per message (FCALL's time divided by K)
  * --probes also measures single alternatives in isolation, each a tiny function of its own on a
  * 1,000-entry stream (see PROBES below): what each candidate command costs inside a function.
  *
@@ -263,7 +266,7 @@ async function cpuUsec(port) {
  * work inflates it), and Redis's process CPU per publish (getrusage: not inflated by waiting for
  * the core, but including reading, parsing and answering each command: the whole cost).
  */
-async function measure(port, commands, { spacedMs = 0 } = {}) {
+async function measure(port, commands, { spacedMs = 0, perCall = 1 } = {}) {
     await redisPipeline(port, [['CONFIG', 'RESETSTAT']], { timeoutMs: TIMEOUT_MS });
     const cpu0 = await cpuUsec(port);
     if (spacedMs > 0) {
@@ -276,10 +279,11 @@ async function measure(port, commands, { spacedMs = 0 } = {}) {
     }
     const cpu = (await cpuUsec(port)) - cpu0;
     const st = await commandstats(port);
-    const calls = commands.length;
     const f = st.fcall ?? { calls: 0, usec: 0 };
-    if (f.calls !== calls)
-        throw new Error(`expected ${calls} FCALLs in commandstats, found ${f.calls}`);
+    if (f.calls !== commands.length)
+        throw new Error(`expected ${commands.length} FCALLs in commandstats, found ${f.calls}`);
+    /* Per publish: a pushedge_publish_many call carries perCall of them. */
+    const calls = commands.length * perCall;
     const inner = {};
     for (const [name, s] of Object.entries(st))
         if (name !== 'fcall' && name !== 'config|resetstat' && name !== 'info')
@@ -295,6 +299,19 @@ function scenarios(o) {
     const plain = (key, i, ttl = 86400000) => ['FCALL', 'pushedge_publish', '1', key, body(i), String(o.retained), String(ttl)];
     const keyed = (key, k, i) => ['FCALL', 'pushedge_publish', '2', key, `${key}:idem:${k}`, body(i), String(o.retained), '86400000', '300000'];
     const fill = (key, mk = (i) => plain(key, i)) => Array.from({ length: o.retained + 100 }, (_, i) => mk(i));
+    /* pushedge_publish_many: k messages per call (keyed: each with a new key). */
+    const many = (key, k, i, withKeys) => {
+        const recs = withKeys ? Array.from({ length: k }, (_, j) => `${key}:idem:m${i}-${j}`) : [];
+        const msgs = Array.from({ length: k }, (_, j) => [withKeys ? '1' : '0', body(i * k + j)]).flat();
+        return ['FCALL', 'pushedge_publish_many', String(1 + recs.length), key, ...recs, String(o.retained), '86400000', '300000', ...msgs];
+    };
+    const manyScenario = (k, withKeys) => ({
+        name: `many${k}${withKeys ? 'keyed' : ''}`,
+        what: `pushedge_publish_many, ${k} ${withKeys ? 'keyed ' : ''}messages per call (numbers per message)`,
+        prepare: (key) => fill(key),
+        calls: (key) => Array.from({ length: Math.max(10, Math.floor(o.n / k)) }, (_, i) => many(key, k, i, withKeys)),
+        perCall: k,
+    });
     return [
         {
             name: 'plain',
@@ -327,6 +344,10 @@ function scenarios(o) {
             prepare: (key) => fill(key, (i) => plain(key, i, 5)),
             calls: (key) => Array.from({ length: o.n }, (_, i) => plain(key, i, 5)),
         },
+        manyScenario(8, false),
+        manyScenario(32, false),
+        manyScenario(100, false),
+        manyScenario(32, true),
     ];
 }
 
@@ -413,10 +434,12 @@ async function main() {
         for (let r = 0; r < o.repeat; r++) {
             for (const [j, s] of all.entries()) {
                 for (const [i, lib] of libs.entries()) {
+                    if (s.perCall !== undefined && !lib.text.includes('pushedge_publish_many'))
+                        continue; /* a library from before the batch function */
                     await run(redis.port, [['FUNCTION', 'LOAD', 'REPLACE', lib.text]]);
                     const key = channel(s.name);
                     await run(redis.port, s.prepare(key));
-                    const m = await measure(redis.port, s.calls(key), { spacedMs: s.spacedMs });
+                    const m = await measure(redis.port, s.calls(key), { spacedMs: s.spacedMs, perCall: s.perCall });
                     const b = best[j][i];
                     const cpu = Math.min(m.cpuPerCall, b?.cpuPerCall ?? Infinity);
                     if (b === null || m.usecPerCall < b.usecPerCall)
@@ -428,7 +451,8 @@ async function main() {
         }
         for (const [j, s] of all.entries())
             for (const [i, lib] of libs.entries())
-                results.scenarios[lib.label + s.name] = { what: s.what, ...best[j][i] };
+                if (best[j][i] !== null)
+                    results.scenarios[lib.label + s.name] = { what: s.what, ...best[j][i] };
         if (o.probes) {
             await run(redis.port, [['FUNCTION', 'LOAD', 'REPLACE', PROBES]]);
             for (let r = 0; r < o.repeat; r++) {
@@ -455,7 +479,7 @@ async function main() {
         return;
     }
     console.log(`redis ${results.redis}, library ${results.lib}${results.before ? ` (before: ${results.before})` : ''}, ${o.retained} retained, lowest of ${o.repeat} runs of ${o.n} calls, loadavg ${os.loadavg()[0].toFixed(2)}`);
-    console.log('\nscenario         FCALL us/call  Redis CPU us/call  inner commands per publish (us/call)');
+    console.log('\nscenario       FCALL us/publish  Redis CPU us/publish  inner commands per publish (us/call)');
     for (const [name, s] of Object.entries(results.scenarios)) {
         const inner = Object.entries(s.inner).map(([c, v]) => `${c} ${v.perPublish}x(${v.usecPerCall})`).join(' ');
         console.log(`${name.padEnd(16)} ${String(s.usecPerCall).padStart(13)}  ${String(s.cpuPerCall).padStart(16)}  ${inner}`);

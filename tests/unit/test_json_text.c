@@ -10,6 +10,12 @@
  * guarded buffer, and is cross-checked with jansson: the output parses and json_equal()s the
  * input, and holds no CR or LF.
  *
+ * pe_json_valid_fast: differential against jansson (pe_json_load_untrusted with the publish
+ * endpoint's flags): a corpus of valid and invalid texts (every grammar rule, escapes, surrogate
+ * pairs, UTF-8 edge cases, numbers near the limits, nesting at the depth bound) and 20,000
+ * random mutations of them (bytes changed, inserted, cut); the fast check may say "not sure"
+ * (0) for valid text, but never 1 for text jansson refuses; the usual publish bodies pass fast.
+ *
  * Not covered: invalid JSON (the contract requires validated input; the fuzz target covers
  * that the function never writes more than len bytes whatever it gets).
  */
@@ -243,9 +249,180 @@ test_load_untrusted(void)
     json_decref(v);
 }
 
+static int
+jansson_accepts(const char *in, size_t len)
+{
+    json_t *v = pe_json_load_untrusted(in, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, NULL);
+    json_decref(v);
+    return v != NULL;
+}
+
+/* Runs the fast check on a guarded copy (a read past len faults). */
+static int
+fast_guarded(const char *in, size_t len)
+{
+    char *g = tap_guard_copy(in, len);
+    int r = pe_json_valid_fast(g, len);
+    tap_guard_free(g, len);
+    return r;
+}
+
+static unsigned long long fast_rng = 88172645463325252ull;
+static unsigned
+fast_rand(void)
+{
+    fast_rng ^= fast_rng << 13;
+    fast_rng ^= fast_rng >> 7;
+    fast_rng ^= fast_rng << 17;
+    return (unsigned)fast_rng;
+}
+
+static void
+test_valid_fast(void)
+{
+    static const char *fast_ok[] = {"{}",
+                                    "[]",
+                                    "0",
+                                    "-0",
+                                    "1",
+                                    "-12.5",
+                                    "123456789012345678901234567890",
+                                    "\"\"",
+                                    "true",
+                                    "false",
+                                    "null",
+                                    " \t\r\n{ } ",
+                                    "{\"a\":1,\"b\":[1,2,{\"c\":null}],\"d\":\"x\\\"y\\\\z\\/\\b\\f\\n\\r\\t\"}",
+                                    "[\"\\u00e9\\uD83D\\uDE00\\u0000\"]",
+                                    "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xef\xbf\xbf\xf4\x8f\xbf\xbf\"",
+                                    "{\"n\":1,\"text\":\"xxxxxxxxxxxxxxxx\"}",
+                                    "[[[[[]]]]]",
+                                    "{\"a\":{\"a\":{\"a\":[true,false,null,0.5]}}}",
+                                    "{\"dup\":1,\"dup\":2}"};
+    static const char *corpus_more[] = {"",
+                                        " ",
+                                        "{",
+                                        "}",
+                                        "[",
+                                        "]",
+                                        "{,}",
+                                        "[,]",
+                                        "[1,]",
+                                        "{\"a\":1,}",
+                                        "{\"a\"}",
+                                        "{\"a\" 1}",
+                                        "{a:1}",
+                                        "[1 2]",
+                                        "01",
+                                        "-",
+                                        "1.",
+                                        ".5",
+                                        "1e5",
+                                        "1E-5",
+                                        "-1.5e+300",
+                                        "1e400",
+                                        "tru",
+                                        "truex",
+                                        "nul",
+                                        "nulll",
+                                        "\"",
+                                        "\"\\\"",
+                                        "\"\\x\"",
+                                        "\"\\u12\"",
+                                        "\"\\uD800\"",
+                                        "\"\\uDC00\"",
+                                        "\"\\uD800\\u0041\"",
+                                        "{\"\\u0000\":1}",
+                                        "\"\x80\"",
+                                        "\"\xc0\xaf\"",
+                                        "\"\xe0\x80\xaf\"",
+                                        "\"\xed\xa0\x80\"",
+                                        "\"\xf4\x90\x80\x80\"",
+                                        "\"\xf5\"",
+                                        "\"\x01\"",
+                                        "\"a\tb\"",
+                                        "[1]x",
+                                        "{} {}",
+                                        "1 2",
+                                        "[\"a\",]",
+                                        "[-]",
+                                        "[-a]",
+                                        "1x",
+                                        "0x10",
+                                        "+1",
+                                        "[1.5.5]",
+                                        "[1,,2]",
+                                        "{\"a\"::1}",
+                                        "\"\xe2\x82\"",
+                                        "\"\xf0\x9f\x98\""};
+    for (size_t i = 0; i != sizeof(fast_ok) / sizeof(fast_ok[0]); ++i) {
+        size_t len = strlen(fast_ok[i]);
+        TAP_OK(jansson_accepts(fast_ok[i], len), "jansson accepts corpus #%zu", i);
+        TAP_EQ_INT(fast_guarded(fast_ok[i], len), 1, "fast path for %s", fast_ok[i]);
+    }
+    /* The escaped NUL in a value, and the 300-digit bound. */
+    char big[400];
+    memset(big, '9', 300);
+    TAP_EQ_INT(fast_guarded(big, 300), 1, "300 integer digits pass fast");
+    memset(big, '9', 301);
+    TAP_EQ_INT(fast_guarded(big, 301), 0, "301 integer digits: jansson decides");
+    /* Depth: PE_JSON_FAST_MAX_DEPTH levels pass, one more is left to jansson. */
+    char deep[2 * PE_JSON_FAST_MAX_DEPTH + 2];
+    for (int d = PE_JSON_FAST_MAX_DEPTH; d <= PE_JSON_FAST_MAX_DEPTH + 1; ++d) {
+        memset(deep, '[', (size_t)d);
+        memset(deep + d, ']', (size_t)d);
+        TAP_EQ_INT(fast_guarded(deep, 2 * (size_t)d), d == PE_JSON_FAST_MAX_DEPTH, "depth %d", d);
+    }
+    size_t mismatches = 0, fast_refused_valid = 0, checked = 0;
+    for (size_t i = 0; i != sizeof(corpus_more) / sizeof(corpus_more[0]); ++i) {
+        size_t len = strlen(corpus_more[i]);
+        int f = fast_guarded(corpus_more[i], len), j = jansson_accepts(corpus_more[i], len);
+        if (f && !j)
+            ++mismatches, tap_note("fast accepted what jansson refuses: %s", corpus_more[i]);
+        ++checked;
+    }
+    /* Random mutations of the corpus: never a fast 1 that jansson refuses. */
+    static const char alphabet[] = "{}[],:\"\\ \t\n0123456789-+.eEtruefalsnu\x80\xc3\xa9\xed\xf0\x9f\x01";
+    size_t nall = sizeof(fast_ok) / sizeof(fast_ok[0]) + sizeof(corpus_more) / sizeof(corpus_more[0]);
+    for (int round = 0; round != 20000; ++round) {
+        size_t k = fast_rand() % nall;
+        const char *src =
+            k < sizeof(fast_ok) / sizeof(fast_ok[0]) ? fast_ok[k] : corpus_more[k - sizeof(fast_ok) / sizeof(fast_ok[0])];
+        char buf[256];
+        size_t len = strlen(src);
+        memcpy(buf, src, len);
+        for (unsigned m = 1 + fast_rand() % 3; m != 0; --m) {
+            unsigned op = fast_rand() % 3;
+            size_t at = len == 0 ? 0 : fast_rand() % len;
+            char c = alphabet[fast_rand() % (sizeof(alphabet) - 1)];
+            if (op == 0 && len != 0) {
+                buf[at] = c;
+            } else if (op == 1 && len < sizeof(buf) - 1) {
+                memmove(buf + at + 1, buf + at, len - at);
+                buf[at] = c;
+                ++len;
+            } else if (len != 0) {
+                memmove(buf + at, buf + at + 1, len - at - 1);
+                --len;
+            }
+        }
+        int f = fast_guarded(buf, len), j = jansson_accepts(buf, len);
+        if (f && !j) {
+            ++mismatches;
+            tap_note("fast accepted what jansson refuses: %.*s", (int)len, buf);
+        }
+        fast_refused_valid += !f && j;
+        ++checked;
+    }
+    TAP_EQ_UINT(mismatches, 0,
+                "no text accepted by the fast check is refused by jansson (%zu checked, %zu valid ones left to jansson)", checked,
+                fast_refused_valid);
+}
+
 int
 main(void)
 {
+    tap_subtest("valid fast", test_valid_fast);
     tap_subtest("iterate", test_iterate);
     tap_subtest("load untrusted", test_load_untrusted);
     tap_subtest("find member", test_find_member);

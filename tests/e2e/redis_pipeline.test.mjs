@@ -1,0 +1,263 @@
+/*
+ * redis_pipeline.test.mjs: the Redis engine's publish pipeline (issue 17; docs/architecture.md
+ * "Publishing through Redis"). A node gathers the publishes of one loop iteration per channel
+ * and sends each channel's as one pushedge_publish_many call, many calls in flight on one
+ * connection. Against a redis-server this file starts (appendonly, fsync always, so that a
+ * restart keeps every acknowledged message):
+ *  1. a flood of concurrent publishes (HTTP/2 sessions with many streams each, HTTP/1.1
+ *     keep-alive connections, keyed ones with repeated keys among them) on a one-thread node:
+ *     every request is answered 200 with its own ID (the stream's entry under that ID holds
+ *     that request's message), the IDs of each HTTP/2 session follow its send order per
+ *     channel, each channel's stream holds each message once and in ID order, and a repeated
+ *     key answers the first one's ID;
+ *  2. the same flood with Redis stopped and started again in the middle: every request is
+ *     answered (none hangs), 200 or a JSON 503; every 200 is stored under its ID with its
+ *     message; the 200s of each session are in send order; the node serves again afterwards;
+ *  3. a library without pushedge_publish_many in Redis (what an older node loads when it
+ *     connects): the batch is refused before it runs, the node loads its library again and
+ *     sends the messages one by one: every publish 200, each stored once, in order.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, it } from 'node:test';
+import {
+    checkJsonError,
+    cmpId,
+    delay,
+    h2connect,
+    httpRequest,
+    publish,
+    skipFileUnless,
+    startServer,
+    uniqueChannel,
+    waitUntil,
+} from './lib.mjs';
+import { HAVE_REDIS, redisCmd, rmDir, startRedis } from './redislib.mjs';
+
+skipFileUnless(!HAVE_REDIS && 'redis-server is not on PATH');
+
+async function readyz(srv) {
+    return (await httpRequest(srv.url, '/readyz', { timeoutMs: 3000 })).status;
+}
+
+/** Every entry of the channel's stream: [{id, data}] in stream order. */
+async function streamEntries(port, ch) {
+    const r = await redisCmd(port, ['XRANGE', `pe:{${ch}}`, '-', '+'], { timeoutMs: 10000 });
+    return r.map(([id, fields]) => {
+        const i = fields.indexOf('d');
+        return { id, data: JSON.parse(fields[i + 1]) };
+    });
+}
+
+/*
+ * One publisher: an HTTP/2 session (or, h1, one keep-alive connection at a time) sending
+ * `count` messages to ch, `inFlight` at a time, in order. Records each request's outcome in
+ * order of sending: {seq, status, id, code}. A request that is not answered within 10 s rejects
+ * (a hang fails the test).
+ */
+async function publisher(base, ch, name, count, { inFlight = 32, h2 = true, keyEvery = 0 } = {}) {
+    const session = h2 ? await h2connect(base) : null;
+    const out = [];
+    let next = 0;
+    async function lane() {
+        while (next < count) {
+            const seq = next++;
+            const headers = {};
+            /* Every keyEvery-th message carries a key that the next one repeats. */
+            if (keyEvery > 0 && (seq % keyEvery === 0 || seq % keyEvery === 1))
+                headers['idempotency-key'] = `${name}-k${Math.floor(seq / keyEvery)}`;
+            const r = await publish(base, ch, { p: name, seq }, headers, { session, timeoutMs: 10000 });
+            out[seq] = { seq, status: r.status, id: r.json?.id, code: r.json?.error?.code, json: r.json, text: r.text, keyed: headers['idempotency-key'] };
+        }
+    }
+    try {
+        await Promise.all(Array.from({ length: inFlight }, lane));
+    } finally {
+        if (session)
+            session.close();
+    }
+    return out;
+}
+
+/* Checks that every 200 is stored under its ID with its own message, and that a publisher's
+ * 200s (on one HTTP/2 session, sent in order) carry increasing IDs. */
+function checkAnswers(results, byId, what) {
+    for (const { name, out, h2 } of results) {
+        let prev = null;
+        for (const r of out) {
+            if (r.status !== 200)
+                continue;
+            const data = byId.get(r.id);
+            assert.ok(data, `${what}: ${name} #${r.seq} answered ${r.id}, which is not in the stream`);
+            if (r.keyed && r.seq % 2 === 1) {
+                /* The repeat of a key: the first one's ID (its message, seq - 1, or this one's
+                 * when the first was refused). */
+                assert.ok(data.p === name && (data.seq === r.seq || data.seq === r.seq - 1),
+                    `${what}: ${name} #${r.seq} (a repeated key) answered ${r.id}, which holds ${JSON.stringify(data)}`);
+                continue;
+            }
+            assert.deepEqual(data, { p: name, seq: r.seq }, `${what}: ${name} #${r.seq} answered ${r.id}, which holds another message`);
+            if (h2 && prev !== null)
+                assert.ok(cmpId(r.id, prev.id) > 0, `${what}: ${name} #${r.seq} got ${r.id}, not after #${prev.seq}'s ${prev.id} (sent before it on the same session)`);
+            prev = r;
+        }
+    }
+}
+
+describe('the Redis publish pipeline', () => {
+    it('1. a flood of concurrent publishes: each answered with its own ID, in order per channel and session, stored once', {
+        timeout: 90000,
+    }, async (t) => {
+        const r = await startRedis({ aof: true });
+        t.after(async () => {
+            await r.stop();
+            rmDir(r.dir);
+        });
+        const node = await startServer(['--redis', r.url, '--threads', '1', '--history-size', '100000']);
+        t.after(() => node.stop());
+        await waitUntil(async () => (await readyz(node)) === 200, { timeoutMs: 5000, what: '/readyz 200' });
+        const chans = [uniqueChannel('pipe-a'), uniqueChannel('pipe-b'), uniqueChannel('pipe-c')];
+        const plan = [];
+        for (const [i, ch] of chans.entries()) {
+            plan.push({ name: `h2-${i}-x`, ch, h2: true, count: 400, keyEvery: 0 });
+            plan.push({ name: `h2-${i}-y`, ch, h2: true, count: 400, keyEvery: 10 });
+            plan.push({ name: `h1-${i}`, ch, h2: false, count: 150, inFlight: 8, keyEvery: 0 });
+        }
+        const t0 = Date.now();
+        const results = await Promise.all(plan.map(async (p) => ({
+            ...p,
+            out: await publisher(node.url, p.ch, p.name, p.count, { h2: p.h2, inFlight: p.inFlight ?? 32, keyEvery: p.keyEvery }),
+        })));
+        const total = results.reduce((n, p) => n + p.out.length, 0);
+        t.diagnostic(`${total} publishes in ${Date.now() - t0} ms`);
+        for (const p of results) {
+            const bad = p.out.filter((o) => o.status !== 200);
+            assert.equal(bad.length, 0, `${p.name}: ${bad.length} publishes not 200: ${bad.slice(0, 3).map((o) => `#${o.seq} ${o.status} ${o.text}`).join('; ')}`);
+        }
+        for (const ch of chans) {
+            const entries = await streamEntries(r.port, ch);
+            for (let i = 1; i < entries.length; i++)
+                assert.ok(cmpId(entries[i].id, entries[i - 1].id) > 0, `${ch}: the stream's IDs are not increasing at ${i}`);
+            const byId = new Map(entries.map((e) => [e.id, e.data]));
+            const mine = results.filter((p) => p.ch === ch);
+            /* Each message once: the keyed repeats store nothing. */
+            const expect = mine.reduce((n, p) => n + p.out.filter((o) => !(o.keyed && o.seq % 2 === 1)).length, 0);
+            assert.equal(entries.length, expect, `${ch}: ${entries.length} entries for ${expect} distinct messages`);
+            const seen = new Set(entries.map((e) => `${e.data.p}/${e.data.seq}`));
+            assert.equal(seen.size, entries.length, `${ch}: a message is stored twice`);
+            checkAnswers(mine, byId, ch);
+            /* A repeated key answers exactly the first one's ID. */
+            for (const p of mine) {
+                for (const o of p.out) {
+                    if (o.keyed && o.seq % 2 === 1)
+                        assert.equal(o.id, p.out[o.seq - 1].id, `${p.name} #${o.seq}: a repeated key answered ${o.id}, the first ${p.out[o.seq - 1].id}`);
+                }
+            }
+        }
+        const stats = await redisCmd(r.port, ['INFO', 'commandstats']);
+        const many = /cmdstat_fcall:calls=(\d+)/.exec(stats);
+        t.diagnostic(`FCALLs for ${total} publishes: ${many ? many[1] : '?'} (batched per channel and loop iteration)`);
+        if (many)
+            assert.ok(Number(many[1]) < total, `every publish was its own FCALL (${many[1]} for ${total}): nothing was batched`);
+    });
+
+    it('2. Redis stopped and started again mid-flood: every request answered (200 or a JSON 503), every 200 stored under its ID, in order', {
+        timeout: 120000,
+    }, async (t) => {
+        let r = await startRedis({ aof: true });
+        t.after(async () => {
+            await r.stop();
+            rmDir(r.dir);
+        });
+        const node = await startServer(['--redis', r.url, '--threads', '2', '--history-size', '100000']);
+        t.after(() => node.stop());
+        await waitUntil(async () => (await readyz(node)) === 200, { timeoutMs: 5000, what: '/readyz 200' });
+        const chans = [uniqueChannel('outage-a'), uniqueChannel('outage-b')];
+        /* Paced publishers (so that the flood spans the outage): each sends, in order, with 16
+         * in flight, for about 4 s. */
+        const plan = [];
+        for (const [i, ch] of chans.entries())
+            for (const k of ['x', 'y'])
+                plan.push({ name: `h2-${i}-${k}`, ch, h2: true });
+        let stopFlood = false;
+        const results = plan.map((p) => ({ ...p, out: [] }));
+        async function paced(p) {
+            const session = await h2connect(node.url);
+            let seq = 0;
+            async function lane() {
+                while (!stopFlood && seq < 20000) {
+                    const s = seq++;
+                    const res = await publish(node.url, p.ch, { p: p.name, seq: s }, {}, { session, timeoutMs: 10000 });
+                    p.out[s] = { seq: s, status: res.status, id: res.json?.id, json: res.json, text: res.text, headers: res.headers };
+                    await delay(2);
+                }
+            }
+            try {
+                await Promise.all(Array.from({ length: 16 }, lane));
+            } finally {
+                session.close();
+            }
+        }
+        const flood = Promise.all(results.map(paced));
+        await delay(1000);
+        await r.stop('SIGTERM');
+        await delay(700);
+        r = await r.restart();
+        await waitUntil(async () => (await readyz(node)) === 200, { timeoutMs: 15000, what: '/readyz 200 after the restart' });
+        await delay(1000);
+        stopFlood = true;
+        await flood;
+        let ok = 0, refused = 0;
+        for (const p of results) {
+            for (const o of p.out) {
+                assert.ok(o, `${p.name}: a request has no outcome`);
+                if (o.status === 200) {
+                    ++ok;
+                    continue;
+                }
+                ++refused;
+                checkJsonError({ status: o.status, json: o.json, text: o.text, headers: o.headers }, 503, `${p.name} #${o.seq} during the outage`);
+            }
+        }
+        t.diagnostic(`${ok} publishes answered 200, ${refused} answered 503 around the restart`);
+        assert.ok(refused > 0, 'no publish was refused: the outage did not fall in the flood');
+        assert.ok(ok > 0, 'no publish succeeded');
+        /* After the restart every 200 holds: stored under its ID, with its message, in order. */
+        for (const ch of chans) {
+            const entries = await streamEntries(r.port, ch);
+            const byId = new Map(entries.map((e) => [e.id, e.data]));
+            checkAnswers(results.filter((p) => p.ch === ch), byId, `${ch} after the restart`);
+        }
+        const after = await publish(node.url, chans[0], { after: 1 });
+        assert.equal(after.status, 200, `a publish after the restart: ${after.status} ${after.text}`);
+    });
+
+    it('3. a library without pushedge_publish_many (an older node loaded it): reloaded, the batch sent singly, every publish stored once', {
+        timeout: 60000,
+    }, async (t) => {
+        const r = await startRedis();
+        t.after(async () => {
+            await r.stop();
+            rmDir(r.dir);
+        });
+        const node = await startServer(['--redis', r.url, '--threads', '1']);
+        t.after(() => node.stop());
+        await waitUntil(async () => (await readyz(node)) === 200, { timeoutMs: 5000, what: '/readyz 200' });
+        const lib = fs.readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '../../pubsub/redis_lib.lua'), 'utf8');
+        const older = lib.split('\n').filter((l) => !l.includes("register_function('pushedge_publish_many'")).join('\n');
+        assert.notEqual(older, lib, 'the library registers pushedge_publish_many');
+        await redisCmd(r.port, ['FUNCTION', 'LOAD', 'REPLACE', older]);
+        const ch = uniqueChannel('upgrade');
+        const out = await publisher(node.url, ch, 'up', 200, { inFlight: 32 });
+        const bad = out.filter((o) => o.status !== 200);
+        assert.equal(bad.length, 0, `${bad.length} publishes not 200: ${bad.slice(0, 3).map((o) => `#${o.seq} ${o.status} ${o.text}`).join('; ')}`);
+        const entries = await streamEntries(r.port, ch);
+        assert.equal(entries.length, 200, `${entries.length} entries for 200 publishes`);
+        checkAnswers([{ name: 'up', out, h2: true }], new Map(entries.map((e) => [e.id, e.data])), ch);
+        const list = await redisCmd(r.port, ['FUNCTION', 'LIST', 'LIBRARYNAME', 'pushedge']);
+        assert.ok(JSON.stringify(list).includes('pushedge_publish_many'), 'the node did not load its library again');
+        assert.match(node.output().stderr, /no pushedge_publish_many/, 'the reload is logged');
+    });
+});
