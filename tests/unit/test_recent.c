@@ -421,10 +421,7 @@ static uint64_t rng_state = 0x9e3779b97f4a7c15u;
 static uint64_t
 rng(void)
 {
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 2685821657736338717u;
+    return tap_rng(&rng_state);
 }
 
 /* A stream of IDs 1..last retaining `keep` (trimmed: the newest removed), and its read. */
