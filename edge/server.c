@@ -311,6 +311,13 @@ thread_main(void *arg)
     }
     if (h2o_timeout_is_linked(&thr->drain_tick))
         h2o_timeout_unlink(&thr->drain_tick);
+    /* Out of time: the streams not told yet get their hint now, and the rounds below write it.
+     * The paced drain's last batch falls due at --drain-spread, which may be the deadline itself,
+     * and its tick runs a little late: a loop woken by I/O just past the deadline got here first
+     * (as does a stream registered in the last tick's interval). A second signal (stop) tells
+     * nobody. */
+    if (thr->draining && !thr->stop)
+        thr->drain_told += pe_stream_drain_some(thr, SIZE_MAX, thr->server->cfg->drain_spread != 0);
     close_listeners(thr);
     /* Give h2o a few rounds to finish writing final chunks; streams still open past the
      * deadline end with the process. */

@@ -49,7 +49,9 @@
  *
  * Bounds: per channel the ring's capacity (--catchup-cache, at most --history-size); per node
  * the budget's bytes (PE_RECENT_NODE_BYTES): a push past it gives back the channel's oldest
- * messages, down to none.
+ * messages, down to none. The ring itself grows with what it holds (8 slots, doubling up to the
+ * capacity) and is freed when the cache empties, so its memory follows the messages the budget
+ * bounds rather than the number of channels times the capacity.
  *
  * Rejected: caching in the engine process-wide (the Redis engine builds messages per thread;
  * sharing them would need locks on the hot path), and buffering the whole history (the engine
@@ -62,7 +64,25 @@
 static pe_msg_t *
 at(const pe_recent_t *r, size_t i)
 {
-    return r->ring[(r->head + i) % r->cap];
+    return r->ring[(r->head + i) % r->slots];
+}
+
+/* Makes room for one more message: the ring doubles (from 8, at most cap), oldest first again. */
+static void
+reserve_one(pe_recent_t *r)
+{
+    if (r->len < r->slots)
+        return;
+    size_t slots = r->slots == 0 ? 8 : 2 * r->slots;
+    if (slots > r->cap)
+        slots = r->cap;
+    pe_msg_t **ring = pe_malloc(slots * sizeof(*ring));
+    for (size_t i = 0; i != r->len; ++i)
+        ring[i] = at(r, i);
+    pe_free(r->ring);
+    r->ring = ring;
+    r->slots = slots;
+    r->head = 0;
 }
 
 static void
@@ -75,7 +95,7 @@ evict_front(pe_recent_t *r)
     r->bytes -= cost;
     r->budget->bytes -= cost;
     pe_msg_release(m);
-    r->head = (r->head + 1) % r->cap;
+    r->head = (r->head + 1) % r->slots;
     --r->len;
 }
 
@@ -83,12 +103,11 @@ evict_front(pe_recent_t *r)
 static void
 push_back(pe_recent_t *r, pe_msg_t *msg)
 {
-    if (r->ring == NULL)
-        r->ring = pe_malloc(r->cap * sizeof(*r->ring));
     if (r->len == r->cap)
         evict_front(r);
+    reserve_one(r);
     size_t cost = PE_RECENT_COST(msg);
-    r->ring[(r->head + r->len) % r->cap] = msg;
+    r->ring[(r->head + r->len) % r->slots] = msg;
     ++r->len;
     r->bytes += cost;
     r->budget->bytes += cost;
@@ -98,12 +117,15 @@ push_back(pe_recent_t *r, pe_msg_t *msg)
     r->have_newest = 1;
 }
 
+/* Releases every message, and the ring with them. */
 static void
 clear(pe_recent_t *r)
 {
     while (r->len != 0)
         evict_front(r);
-    r->head = 0;
+    pe_free(r->ring);
+    r->ring = NULL;
+    r->slots = r->head = 0;
 }
 
 void
@@ -115,10 +137,7 @@ pe_recent_init(pe_recent_t *r, pe_recent_budget_t *budget, size_t cap)
 void
 pe_recent_dispose(pe_recent_t *r)
 {
-    if (r->cap != 0)
-        clear(r);
-    pe_free(r->ring);
-    r->ring = NULL;
+    clear(r);
 }
 
 void
@@ -255,10 +274,9 @@ pe_recent_absorb(pe_recent_t *r, unsigned epoch, const pe_ps_read_result_t *res)
             size_t cost = PE_RECENT_COST(m);
             if (r->budget->bytes + cost > r->budget->max_bytes)
                 break;
-            if (r->ring == NULL)
-                r->ring = pe_malloc(r->cap * sizeof(*r->ring));
+            reserve_one(r);
             pe_msg_retain(m);
-            r->head = (r->head + r->cap - 1) % r->cap;
+            r->head = (r->head + r->slots - 1) % r->slots;
             r->ring[r->head] = m;
             ++r->len;
             r->bytes += cost;

@@ -33,8 +33,12 @@ typedef struct st_pe_recent_budget_t {
  */
 typedef struct st_pe_recent_t {
     pe_recent_budget_t *budget;
-    pe_msg_t **ring; /* cap references, allocated at the first push */
-    size_t cap, head, len;
+    /* The references: a circular buffer of `slots` (8, doubled as messages come, at most cap;
+     * NULL until the first message and again once the cache is cleared). A node may watch a
+     * million channels and the budget counts messages only: one holding a message or two must
+     * not cost cap slots. */
+    pe_msg_t **ring;
+    size_t cap, slots, head, len;
     size_t bytes;    /* charged to budget */
     pe_id_t newest;  /* the newest message pushed or absorbed in this epoch (valid with have_newest) */
     pe_id_t dropped; /* unanchored: the newest live message not kept since (0-0: none) */

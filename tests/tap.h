@@ -20,11 +20,13 @@
  *
  * tap_guard_copy() places bytes so that they end exactly at a PROT_NONE page: a parser that
  * reads one byte past its input faults even without a sanitizer (picohttpparser's test.c).
+ * tap_rng() is a seeded xorshift64* for randomized tests.
  */
 #ifndef PE_TAP_H
 #define PE_TAP_H
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -242,6 +244,19 @@ tap_guard_free(char *p, size_t len)
     if (data_pages == 0)
         data_pages = 1;
     munmap(p + len - data_pages * page, (data_pages + 1) * page);
+}
+
+/* ---- deterministic randomness ---- */
+
+/** xorshift64* over *state (never 0): the same seed gives the same sequence, so a failure
+ *  reproduces. */
+static inline uint64_t
+tap_rng(uint64_t *state)
+{
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    return *state * 2685821657736338717u;
 }
 
 #endif

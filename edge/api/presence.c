@@ -158,7 +158,9 @@ pe_presence_users_on_req(h2o_req_t *req, h2o_iovec_t path)
     size_t raw_len = path.len - (sizeof(prefix) - 1) - (sizeof(suffix) - 1);
     char *user = h2o_mem_alloc_pool(&req->pool, raw_len + 1);
     long ulen = pe_query_decode(raw, raw_len, user);
-    if (ulen <= 0 || ulen > 256 || memchr(user, '/', (size_t)ulen) != NULL) {
+    /* No subject holds a NUL (as POST /api/disconnect): the Redis engine's key would end at it
+     * and name the user before it. */
+    if (ulen <= 0 || ulen > 256 || memchr(user, '/', (size_t)ulen) != NULL || memchr(user, '\0', (size_t)ulen) != NULL) {
         pe_http_error(req, 400, "Bad Request", "bad_user", "the user id is 1-256 bytes, percent-encoded in the path");
         return 1;
     }

@@ -3,7 +3,7 @@
  *
  * Three pushedge nodes (ASan build, one loop each) on one Redis (AOF, appendfsync always)
  * behind HAProxy with deploy/haproxy/pushedge.cfg (addresses, admin socket, maxconn and the check
- * interval rewritten as tests/e2e/lb.test.mjs does). Each node reaches Redis through its own
+ * interval rewritten by tests/e2e/proxies.mjs deployHaproxy, as for lb.test.mjs). Each node reaches Redis through its own
  * small TCP proxy under the test's control (blackhole(): stops forwarding in both directions
  * without closing anything; restore(): forwarding resumes, as when a partition heals). Clients
  * through HAProxy, spread evenly over four channels: the JS client (web/src/pushedge.js) forced
@@ -42,13 +42,12 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import { PushEdge } from '../../web/src/pushedge.js';
 import { CI, delay, freePort, httpRequest, skipFileUnless, startServer, waitUntil } from '../e2e/lib.mjs';
+import { deployHaproxy } from '../e2e/proxies.mjs';
 import { HAVE_REDIS, redisCmd, startRedis } from '../e2e/redislib.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const HAPROXY = ['/usr/sbin/haproxy', '/usr/bin/haproxy'].find((p) => fs.existsSync(p));
 skipFileUnless((!HAVE_REDIS && 'redis-server is not on PATH') || (!HAPROXY && 'haproxy is not installed'));
 
@@ -144,57 +143,20 @@ function linkProxy(target) {
 
 /* ---- HAProxy with deploy/haproxy/pushedge.cfg -------------------------------------------- */
 
-function rewrite(text, pairs, what) {
-    for (const [from, to] of pairs) {
-        const hit = typeof from === 'string' ? text.includes(from) : from.test(text);
-        assert.ok(hit, `${what}: the rewrite ${from} no longer matches the file`);
-        text = typeof from === 'string' ? text.split(from).join(to) : text.replace(from, to);
-    }
-    return text;
-}
-
 async function startHaproxy(nodePorts) {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pushedge-chaos-'));
-    const port = await freePort();
-    const conf = rewrite(fs.readFileSync(path.join(ROOT, 'deploy/haproxy/pushedge.cfg'), 'utf8'), [
-        ['bind :80', `bind 127.0.0.1:${port}`],
-        ...['10.0.0.11:8080', '10.0.0.12:8080', '10.0.0.13:8080'].map((a, i) => [a, `127.0.0.1:${nodePorts[i]}`]),
-        ['/run/haproxy/pushedge.sock', path.join(dir, 'admin.sock')],
-        /* 20,000 descriptors per process here; HAProxy takes two per connection. */
-        ['maxconn 200000', 'maxconn 8000'],
-        [/^\s*user haproxy\n/m, ''],
-        [/^\s*group haproxy\n/m, ''],
-        /* Checks every 300 ms: a node failing /readyz is out within 0.6 s (the drain's
-         * --drain-delay 1 covers it); `slowstart 30s` would keep a restarted node nearly empty
-         * for the whole suite. */
-        ['inter 2s', 'inter 300ms'],
-        ['slowstart 30s', ''],
-        /* One log line per request would be thousands: none. */
-        ['log stdout format raw local0', ''],
-    ], 'deploy/haproxy/pushedge.cfg');
-    fs.writeFileSync(path.join(dir, 'haproxy.cfg'), conf);
-    let out = '';
-    const proc = spawn(HAPROXY, ['-db', '-f', path.join(dir, 'haproxy.cfg')], { stdio: ['ignore', 'pipe', 'pipe'] });
-    procs.add(proc);
-    proc.stdout.on('data', (c) => (out = (out + c).slice(-20000)));
-    proc.stderr.on('data', (c) => (out = (out + c).slice(-20000)));
-    const exited = new Promise((resolve) => proc.on('close', resolve));
-    await waitUntil(async () => {
-        if (proc.exitCode !== null)
-            throw new Error(`haproxy exited:\n${out}`);
-        return (await httpRequest(`http://127.0.0.1:${port}`, '/healthz').catch(() => ({ status: 0 }))).status === 200;
-    }, { timeoutMs: 10000, intervalMs: 100, what: 'haproxy serving /healthz' });
-    return {
-        url: `http://127.0.0.1:${port}`,
-        port,
-        async stop() {
-            proc.kill('SIGTERM');
-            await Promise.race([exited, delay(5000)]);
-            proc.kill('SIGKILL');
-            procs.delete(proc);
-            fs.rmSync(dir, { recursive: true, force: true });
-        },
-    };
+    const lb = await deployHaproxy(nodePorts, {
+        maxconn: 8000,
+        more: [
+            /* A node failing /readyz is out within 0.6 s (the drain's --drain-delay 1 covers it);
+             * `slowstart 30s` would keep a restarted node nearly empty for the whole suite. */
+            ['slowstart 30s', ''],
+            /* One log line per request would be thousands: none. */
+            ['log stdout format raw local0', ''],
+        ],
+    });
+    await waitUntil(async () => (await httpRequest(lb.url, '/healthz').catch(() => ({ status: 0 }))).status === 200,
+        { timeoutMs: 10000, intervalMs: 100, what: `haproxy serving /healthz (log:\n${lb.output()})` });
+    return lb;
 }
 
 /* ---- clients ------------------------------------------------------------------------------- */

@@ -5,7 +5,8 @@
  * retry: hint and then ends, the process exits 0 within --drain-timeout + slack; an idle
  * server exits 0 promptly; a draining server serves no new requests; a client that never
  * reads cannot hold the process past --drain-timeout. The paced drain: 200 streams are told
- * in batches whose times span --drain-spread, each with its own hint below 1 s; with
+ * in batches whose times span --drain-spread, each with its own hint below 1 s; with the spread
+ * equal to --drain-timeout and the loops kept busy, the last batch still told at the deadline; with
  * --drain-spread 0 all at once with hints of 1-5 s; the hint on every transport (WebSocket close
  * 1012 with the reason {"reconnect_ms":N}, SSE retry:, a held long-poll answered 200 with
  * Retry-After, "reconnect_ms" and Connection: close); --drain-spread longer than --drain-timeout
@@ -156,6 +157,39 @@ describe('drain', () => {
         const r = await srv.stop(null);
         assert.equal(r.code, 0, r.stderr);
         assert.ok(Date.now() - t0 <= spread + SLACK_MS + 1000, `exit took ${Date.now() - t0} ms after the signal`);
+    });
+
+    it('--drain-spread equal to --drain-timeout: the last batch is told before the loops leave, even while they are kept busy', { timeout: 30000 }, async (t) => {
+        /* Each loop's last batch falls due at --drain-spread, here the deadline itself, and the
+         * ticks run a little late: a loop woken by I/O just past the deadline used to leave
+         * first, and its last streams ended with the process, without a hint. Two loops, each
+         * its own chance to be caught. */
+        const srv = await startServer(['--threads', '2', '--drain-timeout', '5', '--drain-spread', '5000']);
+        t.after(() => srv.stop('SIGKILL'));
+        const streams = await openMany(t, srv, 200);
+        /* Clients trickling a request head, a byte a millisecond each, spread over the loops by
+         * the kernel: the loops wake all the time. */
+        const socks = await Promise.all(Array.from({ length: 6 }, () => new Promise((resolve) => {
+            const sock = net.connect(srv.port, '127.0.0.1', () => resolve(sock));
+            sock.on('error', () => {});
+        })));
+        for (const sock of socks)
+            sock.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ');
+        const trickle = setInterval(() => socks.forEach((sock) => sock.write('a')), 1);
+        t.after(() => {
+            clearInterval(trickle);
+            socks.forEach((sock) => sock.destroy());
+        });
+        markDrain(streams);
+        srv.proc.kill('SIGTERM');
+        await Promise.all(streams.map((s) => s.waitEnd(5000 + SLACK_MS)));
+        clearInterval(trickle);
+        const untold = streams.filter((s) => !s.items.slice(s.drainMark).some((it) => it.kind === 'retry'));
+        assert.equal(untold.length, 0, `${untold.length} of 200 streams ended without a retry: hint`);
+        for (const s of streams)
+            assertEndsWithRetry(s);
+        const r = await srv.stop(null);
+        assert.equal(r.code, 0, r.stderr);
     });
 
     it('--drain-spread 0: every stream is told at once, with hints of 1-5 s', { timeout: 30000 }, async (t) => {

@@ -16,31 +16,17 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import { PushEdge } from '../../web/src/pushedge.js';
 import { delay, freePort, getMetrics, httpRequest, metricValue, publishOk, skipFileUnless, startServer, uniqueChannel, waitUntil } from './lib.mjs';
+import { DEPLOY_EXAMPLE_NODES, deployHaproxy, rewrite, startProgram, tmpDir, which } from './proxies.mjs';
 import { HAVE_REDIS, startRedis } from './redislib.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-function which(cmd) {
-    for (const dir of ['/usr/sbin', '/usr/bin', '/sbin', '/bin', ...(process.env.PATH || '').split(':')]) {
-        const p = path.join(dir, cmd);
-        try {
-            fs.accessSync(p, fs.constants.X_OK);
-            return p;
-        } catch {
-            /* not here */
-        }
-    }
-    return null;
-}
 const HAPROXY = which('haproxy');
 const NGINX = which('nginx');
 skipFileUnless((!HAVE_REDIS && 'redis-server is not on PATH') || (!HAPROXY && 'haproxy is not installed') ||
@@ -49,100 +35,28 @@ skipFileUnless((!HAVE_REDIS && 'redis-server is not on PATH') || (!HAPROXY && 'h
 /* Behind a trusted proxy loopback is no credential: the test publishes with a key. */
 const KEY = 'lb-test-key';
 const AUTH = { Authorization: `Bearer ${KEY}` };
-const EXAMPLE_NODES = ['10.0.0.11:8080', '10.0.0.12:8080', '10.0.0.13:8080'];
 
-/** text with each [from, to] replaced; every `from` must occur (a regex must match). */
-function rewrite(text, pairs, what) {
-    for (const [from, to] of pairs) {
-        const hit = typeof from === 'string' ? text.includes(from) : from.test(text);
-        assert.ok(hit, `${what}: the test's rewrite ${from} no longer matches the file`);
-        text = typeof from === 'string' ? text.split(from).join(to) : text.replace(from, to);
-    }
-    return text;
-}
-
-const procs = new Set();
-process.on('exit', () => {
-    for (const p of procs)
-        p.kill('SIGKILL');
-});
-
-async function waitListening(port, proc, what, output) {
-    await waitUntil(async () => {
-        if (proc.exitCode !== null || proc.signalCode !== null)
-            throw new Error(`${what} exited (${proc.exitCode ?? proc.signalCode}):\n${output()}`);
-        return new Promise((resolve) => {
-            const s = net.connect(port, '127.0.0.1');
-            s.once('connect', () => {
-                s.destroy();
-                resolve(true);
-            });
-            s.once('error', () => resolve(false));
-        });
-    }, { timeoutMs: 10000, intervalMs: 50, what: `${what} listening on ${port}` });
-}
-
+/* deploy/haproxy/pushedge.cfg (proxies.mjs deployHaproxy), or deploy/nginx/pushedge.conf
+ * rewritten the same way, in front of the nodes on nodePorts. */
 async function startBalancer(kind, nodePorts) {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), `pushedge-lb-${kind}-`));
-    fs.chmodSync(dir, 0o777); /* nginx workers drop root */
+    if (kind === 'haproxy')
+        return deployHaproxy(nodePorts, { maxconn: 4000 });
+    const dir = tmpDir(`lb-${kind}`); /* nginx workers drop root: tmpDir makes it writable */
     const port = await freePort();
-    const nodes = EXAMPLE_NODES.map((a, i) => [a, `127.0.0.1:${nodePorts[i]}`]);
-    let bin, args;
-    if (kind === 'haproxy') {
-        const conf = rewrite(fs.readFileSync(path.join(ROOT, 'deploy/haproxy/pushedge.cfg'), 'utf8'), [
-            ['bind :80', `bind 127.0.0.1:${port}`],
-            ...nodes,
-            ['/run/haproxy/pushedge.sock', path.join(dir, 'admin.sock')],
-            /* This machine caps a process at 20,000 descriptors; HAProxy wants 2 per connection. */
-            ['maxconn 200000', 'maxconn 4000'],
-            [/^\s*user haproxy\n/m, ''],
-            [/^\s*group haproxy\n/m, ''],
-            /* Faster checks for the test: out after 2 x 300 ms instead of 2 x 2 s. */
-            ['inter 2s', 'inter 300ms'],
-        ], 'deploy/haproxy/pushedge.cfg');
-        fs.writeFileSync(path.join(dir, 'haproxy.cfg'), conf);
-        bin = HAPROXY;
-        args = ['-db', '-f', path.join(dir, 'haproxy.cfg')];
-    } else {
-        const site = rewrite(fs.readFileSync(path.join(ROOT, 'deploy/nginx/pushedge.conf'), 'utf8'), [
-            ['listen 80;', `listen 127.0.0.1:${port};`],
-            ...nodes,
-            [/\/var\/log\/nginx\//g, `${dir}/`],
-        ], 'deploy/nginx/pushedge.conf');
-        fs.writeFileSync(path.join(dir, 'pushedge.conf'), site);
-        fs.writeFileSync(path.join(dir, 'nginx.conf'), [
-            'worker_processes 1;', 'daemon off;', `pid ${dir}/nginx.pid;`, `error_log ${dir}/error.log warn;`,
-            'events { worker_connections 1024; }',
-            'http {',
-            ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((k) => `    ${k}_temp_path ${dir}/tmp_${k};`),
-            `    include ${dir}/pushedge.conf;`,
-            '}', ''].join('\n'));
-        bin = NGINX;
-        args = ['-c', path.join(dir, 'nginx.conf'), '-p', dir];
-    }
-    let out = '';
-    const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    procs.add(proc);
-    proc.stdout.on('data', (c) => (out = (out + c).slice(-20000)));
-    proc.stderr.on('data', (c) => (out = (out + c).slice(-20000)));
-    const exited = new Promise((resolve) => proc.on('close', resolve));
-    await waitListening(port, proc, kind, () => out);
-    return {
-        url: `http://127.0.0.1:${port}`,
-        dir,
-        output: () => out,
-        async stop() {
-            if (proc.exitCode === null && proc.signalCode === null) {
-                proc.kill('SIGTERM');
-                if (!(await Promise.race([exited.then(() => true), delay(5000).then(() => false)]))) {
-                    proc.kill('SIGKILL');
-                    await exited;
-                }
-            }
-            procs.delete(proc);
-            fs.rmSync(dir, { recursive: true, force: true });
-        },
-    };
+    const site = rewrite(fs.readFileSync(path.join(ROOT, 'deploy/nginx/pushedge.conf'), 'utf8'), [
+        ['listen 80;', `listen 127.0.0.1:${port};`],
+        ...DEPLOY_EXAMPLE_NODES.map((a, i) => [a, `127.0.0.1:${nodePorts[i]}`]),
+        [/\/var\/log\/nginx\//g, `${dir}/`],
+    ], 'deploy/nginx/pushedge.conf');
+    fs.writeFileSync(path.join(dir, 'pushedge.conf'), site);
+    fs.writeFileSync(path.join(dir, 'nginx.conf'), [
+        'worker_processes 1;', 'daemon off;', `pid ${dir}/nginx.pid;`, `error_log ${dir}/error.log warn;`,
+        'events { worker_connections 1024; }',
+        'http {',
+        ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((k) => `    ${k}_temp_path ${dir}/tmp_${k};`),
+        `    include ${dir}/pushedge.conf;`,
+        '}', ''].join('\n'));
+    return startProgram(kind, NGINX, ['-c', path.join(dir, 'nginx.conf'), '-p', dir], port, dir);
 }
 
 const TRANSPORTS = ['websocket', 'sse', 'poll'];

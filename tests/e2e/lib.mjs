@@ -331,7 +331,8 @@ function exitProblem(r, { expectCode = 0, expectSignal = null } = {}) {
 
 /**
  * Starts a server and waits until GET /healthz answers 200 (at most 10 s); GET /readyz when
- * E2E_ENGINE=redis made the harness add --redis (publishes answer 503 until it does).
+ * E2E_ENGINE=redis made the harness add --redis (publishes answer 503 until it does), or when
+ * the test passed its own --redis and opts.ready (its Redis is up: wait for every thread's link).
  *
  * By default the command line is `--listen 127.0.0.1:<free port> ...args`. With
  * opts.listen === false no --listen is added and opts.port names the port the server is
@@ -382,6 +383,7 @@ async function startServerOnce(args, env, opts) {
     const harnessRedis = process.env.E2E_ENGINE === 'redis' && !args.includes('--redis');
     if (harnessRedis)
         extra.push('--redis', process.env.PUSHEDGE_TEST_REDIS_URL);
+    const probe = harnessRedis || opts.ready ? '/readyz' : '/healthz';
     extra.push(...threadsArgs([...args, ...extra], env));
     let tlsPort = null;
     if (process.env.E2E_TLS === '1' && opts.listen !== false && !args.includes('--listen-tls')) {
@@ -486,8 +488,8 @@ async function startServerOnce(args, env, opts) {
             /* On the Redis engine the process serves before every thread's link is up (and
              * its function library loaded): until /readyz says so a publish answers 503. A
              * Redis the harness chose is expected to be reachable, so wait for that too; a test
-             * that passed its own --redis waits for what it means to test. */
-            const r = await httpRequest(url, harnessRedis ? '/readyz' : '/healthz', { timeoutMs: 1000 });
+             * that passed its own --redis says with opts.ready whether it is. */
+            const r = await httpRequest(url, probe, { timeoutMs: 1000 });
             if (r.status === 200)
                 return handle;
         } catch {
@@ -495,7 +497,7 @@ async function startServerOnce(args, env, opts) {
         }
         if (Date.now() >= deadline) {
             await handle.stop('SIGKILL').catch(() => {});
-            throw new Error(`pushedge did not answer GET ${harnessRedis ? '/readyz' : '/healthz'} 200 within 10 s; args: ${argv.join(' ')}\nstderr:\n${stderr}`);
+            throw new Error(`pushedge did not answer GET ${probe} 200 within 10 s; args: ${argv.join(' ')}\nstderr:\n${stderr}`);
         }
         await delay(25);
     }

@@ -404,6 +404,13 @@ describe('presence and the user registry under --auth', () => {
         }
         checkJsonError(await httpRequest(url, path, { headers: { authorization: `Bearer ${tok}` } }), 403, 'a token is not the API key');
         checkJsonError(await httpRequest(url, path), 401, 'no key');
+        /* A subject never holds a NUL byte (POST /api/disconnect refuses one too): the Redis
+         * engine's key would end at it and list the connections of the user before it. */
+        const nul = await httpRequest(url, `/api/users/${encodeURIComponent(sub)}%00x/connections`, {
+            headers: { authorization: `Bearer ${KEY}` },
+        });
+        checkJsonError(nul, 400, 'a user id with a NUL byte');
+        assert.equal(nul.json.error.code, 'bad_user', nul.text);
         s.close();
         w.ws.close();
         await waitUntil(async () => {

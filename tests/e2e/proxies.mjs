@@ -11,6 +11,10 @@
  *
  * Templates are in tests/e2e/proxies/ (@PORT@ @UPSTREAM@ @IDLE@ @DIR@ @DENYWS_LINE@ @TLS_PORT@).
  * A proxy that is not installed makes its start() throw ProxyMissing, so a test can skip.
+ *
+ * Also the load balancer the operators run: deployHaproxy() starts deploy/haproxy/pushedge.cfg
+ * itself, rewritten only where this machine needs it (lb.test.mjs, tests/chaos); rewrite(),
+ * which() and startProgram() serve tests that run other deploy/ files the same way.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -21,10 +25,12 @@ import { fileURLToPath } from 'node:url';
 import { delay, freePort } from './lib.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(HERE, '..', '..');
 
 export class ProxyMissing extends Error {}
 
-function which(cmd) {
+/** The executable cmd in the usual system directories or on PATH, or null. */
+export function which(cmd) {
     for (const dir of ['/usr/sbin', '/usr/bin', '/sbin', '/bin', ...(process.env.PATH || '').split(':')]) {
         const p = path.join(dir, cmd);
         try {
@@ -74,7 +80,12 @@ process.on('exit', () => {
         p.kill('SIGKILL');
 });
 
-async function startProgram(what, bin, args, port, dir) {
+/**
+ * Runs bin with args in dir (removed at stop) and waits until something listens on port; the
+ * handle's stop() sends SIGTERM, waits 5 s, then SIGKILL. Any still running when the process
+ * exits is killed.
+ */
+export async function startProgram(what, bin, args, port, dir) {
     let out = '';
     const proc = spawn(bin, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     running.add(proc);
@@ -103,7 +114,7 @@ async function startProgram(what, bin, args, port, dir) {
     };
 }
 
-function tmpDir(name) {
+export function tmpDir(name) {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), `pushedge-${name}-`));
     /* squid and nginx workers drop root for an unprivileged user that must write here. */
     fs.chmodSync(dir, 0o777);
@@ -124,6 +135,49 @@ async function fromTemplate(name, template, vars, args, prepare = () => {}) {
     const conf = path.join(dir, template.replace(/\.in$/, ''));
     fs.writeFileSync(conf, render(template, { ...vars, PORT: port, DIR: dir }));
     return startProgram(name, bin, args(conf, dir), port, dir);
+}
+
+/** text with each [from, to] replaced; every `from` must occur (a regex must match), so that a
+ *  deploy/ file changed under a test fails it by name instead of running with the change. */
+export function rewrite(text, pairs, what) {
+    for (const [from, to] of pairs) {
+        const hit = typeof from === 'string' ? text.includes(from) : from.test(text);
+        if (!hit)
+            throw new Error(`${what}: the test's rewrite ${from} no longer matches the file`);
+        text = typeof from === 'string' ? text.split(from).join(to) : text.replace(from, to);
+    }
+    return text;
+}
+
+/* The nodes deploy/haproxy/pushedge.cfg and deploy/nginx/pushedge.conf list as examples. */
+export const DEPLOY_EXAMPLE_NODES = ['10.0.0.11:8080', '10.0.0.12:8080', '10.0.0.13:8080'];
+
+/**
+ * deploy/haproxy/pushedge.cfg on a free loopback port in front of the three nodes on nodePorts
+ * (the example nodes replaced by them), its admin socket in a private directory, without the
+ * user/group switch, `maxconn` as given (this machine caps a process at 20,000 descriptors and
+ * HAProxy takes two per connection), and health checks every 300 ms (a node failing /readyz is
+ * out after 2 x 300 ms instead of 2 x 2 s); `more` are the caller's further rewrites. Resolves
+ * to startProgram()'s handle once it listens; throws ProxyMissing without haproxy.
+ */
+export async function deployHaproxy(nodePorts, { maxconn, more = [] }) {
+    const bin = which('haproxy');
+    if (!bin)
+        throw new ProxyMissing('haproxy is not installed');
+    const port = await freePort();
+    const dir = tmpDir('haproxy-deploy');
+    const conf = rewrite(fs.readFileSync(path.join(ROOT, 'deploy/haproxy/pushedge.cfg'), 'utf8'), [
+        ['bind :80', `bind 127.0.0.1:${port}`],
+        ...DEPLOY_EXAMPLE_NODES.map((a, i) => [a, `127.0.0.1:${nodePorts[i]}`]),
+        ['/run/haproxy/pushedge.sock', path.join(dir, 'admin.sock')],
+        ['maxconn 200000', `maxconn ${maxconn}`],
+        [/^\s*user haproxy\n/m, ''],
+        [/^\s*group haproxy\n/m, ''],
+        ['inter 2s', 'inter 300ms'],
+        ...more,
+    ], 'deploy/haproxy/pushedge.cfg');
+    fs.writeFileSync(path.join(dir, 'haproxy.cfg'), conf);
+    return startProgram('haproxy', bin, ['-db', '-f', path.join(dir, 'haproxy.cfg')], port, dir);
 }
 
 /** haproxy in front of upstreamPort: idle connections end after idleS; denyWs refuses upgrades. */

@@ -71,7 +71,7 @@ import {
     waitUntil,
 } from './lib.mjs';
 import { openWs } from './wslib.mjs';
-import { HAVE_REDIS, redisCmd, rmDir, startRedis } from './redislib.mjs';
+import { HAVE_REDIS, redisCmd, rmDir, startRedis, stopRedis } from './redislib.mjs';
 
 skipFileUnless(!HAVE_REDIS && 'redis-server is not on PATH');
 
@@ -82,10 +82,7 @@ const POLL_TIMEOUT_S = 3;
 
 /** A pushedge node on the Redis engine (2 threads: two sets of Redis connections), by default waited ready. */
 async function startNode(redisUrl, extra = [], { ready = true } = {}) {
-    const srv = await startServer(['--redis', redisUrl, '--threads', '2', '--poll-timeout', String(POLL_TIMEOUT_S), ...extra]);
-    if (ready)
-        await waitUntil(async () => (await readyz(srv)) === 200, { timeoutMs: 5000, what: `/readyz 200 (log:\n${tail(srv)})` });
-    return srv;
+    return startServer(['--redis', redisUrl, '--threads', '2', '--poll-timeout', String(POLL_TIMEOUT_S), ...extra], {}, { ready });
 }
 
 /** Stops a node with SIGTERM; rejects unless it exited 0 with no sanitizer report (lib.mjs). */
@@ -218,10 +215,7 @@ describe('Redis engine', () => {
             await stopNode(n1);
             await stopNode(n2);
         } finally {
-            if (redis) {
-                await redis.stop();
-                rmDir(redis.dir);
-            }
+            await stopRedis(redis);
         }
     });
 
@@ -405,10 +399,7 @@ describe('Redis engine', () => {
      * subscriber of a fresh channel. */
     async function keyspaceNode(t, prefix) {
         const r4 = await startRedis();
-        t.after(async () => {
-            await r4.stop();
-            rmDir(r4.dir);
-        });
+        t.after(() => stopRedis(r4));
         await redisCmd(r4.port, ['CONFIG', 'SET', 'notify-keyspace-events', 'Kt']);
         const node = await startNode(r4.url);
         t.after(() => stopNode(node));
@@ -470,10 +461,7 @@ describe('Redis engine', () => {
     describe('5. Redis outage and recovery (AOF)', () => {
         it('503s while down, one notice each way, then every acknowledged message exactly once in order', { timeout: 45000 }, async (t) => {
             let r5 = await startRedis({ aof: true });
-            t.after(async () => {
-                await r5.stop();
-                rmDir(r5.dir);
-            });
+            t.after(() => stopRedis(r5));
             const node = await startNode(r5.url);
             t.after(() => stopNode(node));
             const ch = uniqueChannel('outage');
@@ -564,10 +552,7 @@ describe('Redis engine', () => {
             timeout: 30000,
         }, async (t) => {
             let r = await startRedis();
-            t.after(async () => {
-                await r.stop();
-                rmDir(r.dir);
-            });
+            t.after(() => stopRedis(r));
             const node = await startNode(r.url, ['--threads', '4']);
             t.after(() => stopNode(node));
             const ch = uniqueChannel('ready');
@@ -600,8 +585,7 @@ describe('Redis engine', () => {
             t.after(async () => {
                 if (stopped)
                     process.kill(r.pid, 'SIGCONT');
-                await r.stop();
-                rmDir(r.dir);
+                await stopRedis(r);
             });
             const node = await startNode(r.url);
             t.after(() => stopNode(node));
@@ -910,10 +894,7 @@ describe('Redis engine', () => {
     describe('8. a password-protected Redis', () => {
         it('the right password works; a wrong one gives /readyz 503 and publish 503, and the process stays up', { timeout: 30000 }, async (t) => {
             const r8 = await startRedis({ extra: ['--requirepass', 'secret'] });
-            t.after(async () => {
-                await r8.stop();
-                rmDir(r8.dir);
-            });
+            t.after(() => stopRedis(r8));
             const good = await startNode(`redis://:secret@127.0.0.1:${r8.port}`);
             t.after(() => stopNode(good));
             const bad = await startNode(`redis://:wrong@127.0.0.1:${r8.port}`, [], { ready: false });

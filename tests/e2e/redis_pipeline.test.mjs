@@ -34,7 +34,7 @@ import {
     uniqueChannel,
     waitUntil,
 } from './lib.mjs';
-import { HAVE_REDIS, redisCmd, rmDir, startRedis } from './redislib.mjs';
+import { HAVE_REDIS, commandCalls, redisCmd, startRedis, stopRedis } from './redislib.mjs';
 
 skipFileUnless(!HAVE_REDIS && 'redis-server is not on PATH');
 
@@ -111,13 +111,9 @@ describe('the Redis publish pipeline', () => {
         timeout: 90000,
     }, async (t) => {
         const r = await startRedis({ aof: true });
-        t.after(async () => {
-            await r.stop();
-            rmDir(r.dir);
-        });
-        const node = await startServer(['--redis', r.url, '--threads', '1', '--history-size', '100000']);
+        t.after(() => stopRedis(r));
+        const node = await startServer(['--redis', r.url, '--threads', '1', '--history-size', '100000'], {}, { ready: true });
         t.after(() => node.stop());
-        await waitUntil(async () => (await readyz(node)) === 200, { timeoutMs: 5000, what: '/readyz 200' });
         const chans = [uniqueChannel('pipe-a'), uniqueChannel('pipe-b'), uniqueChannel('pipe-c')];
         const plan = [];
         for (const [i, ch] of chans.entries()) {
@@ -156,24 +152,18 @@ describe('the Redis publish pipeline', () => {
                 }
             }
         }
-        const stats = await redisCmd(r.port, ['INFO', 'commandstats']);
-        const many = /cmdstat_fcall:calls=(\d+)/.exec(stats);
-        t.diagnostic(`FCALLs for ${total} publishes: ${many ? many[1] : '?'} (batched per channel and loop iteration)`);
-        if (many)
-            assert.ok(Number(many[1]) < total, `every publish was its own FCALL (${many[1]} for ${total}): nothing was batched`);
+        const fcalls = await commandCalls(r.port, 'fcall');
+        t.diagnostic(`FCALLs for ${total} publishes: ${fcalls} (batched per channel and loop iteration)`);
+        assert.ok(fcalls < total, `every publish was its own FCALL (${fcalls} for ${total}): nothing was batched`);
     });
 
     it('2. Redis stopped and started again mid-flood: every request answered (200 or a JSON 503), every 200 stored under its ID, in order', {
         timeout: 120000,
     }, async (t) => {
         let r = await startRedis({ aof: true });
-        t.after(async () => {
-            await r.stop();
-            rmDir(r.dir);
-        });
-        const node = await startServer(['--redis', r.url, '--threads', '2', '--history-size', '100000']);
+        t.after(() => stopRedis(r));
+        const node = await startServer(['--redis', r.url, '--threads', '2', '--history-size', '100000'], {}, { ready: true });
         t.after(() => node.stop());
-        await waitUntil(async () => (await readyz(node)) === 200, { timeoutMs: 5000, what: '/readyz 200' });
         const chans = [uniqueChannel('outage-a'), uniqueChannel('outage-b')];
         /* Paced publishers (so that the flood spans the outage): each sends, in order, with 16
          * in flight, for about 4 s. */
@@ -238,13 +228,9 @@ describe('the Redis publish pipeline', () => {
         timeout: 60000,
     }, async (t) => {
         const r = await startRedis();
-        t.after(async () => {
-            await r.stop();
-            rmDir(r.dir);
-        });
-        const node = await startServer(['--redis', r.url, '--threads', '1']);
+        t.after(() => stopRedis(r));
+        const node = await startServer(['--redis', r.url, '--threads', '1'], {}, { ready: true });
         t.after(() => node.stop());
-        await waitUntil(async () => (await readyz(node)) === 200, { timeoutMs: 5000, what: '/readyz 200' });
         const lib = fs.readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '../../pubsub/redis_lib.lua'), 'utf8');
         const older = lib.split('\n').filter((l) => !l.includes("register_function('pushedge_publish_many'")).join('\n');
         assert.notEqual(older, lib, 'the library registers pushedge_publish_many');

@@ -1,11 +1,13 @@
 /*
  * Private redis-server processes for the e2e tests, and a minimal RESP client (no redis-cli
- * needed): used by redis.test.mjs and idempotency.test.mjs.
+ * needed): used by the files that need a Redis of their own (redis, redis_pipeline, storm,
+ * idempotency, presence, sentinel, ...).
  *
  * startRedis() starts one on a free loopback port in a temporary directory and returns a handle
  * that stops it (SIGTERM, bounded, SIGKILL past the bound), pauses it (SIGSTOP: a Redis that
- * hangs with its connections open) and resumes it (SIGCONT). Every child is SIGKILLed when the
- * test process exits. Every wait is bounded.
+ * hangs with its connections open) and resumes it (SIGCONT); stopRedis() stops one and removes
+ * its directory; commandCalls() reads a command's call count from INFO commandstats. Every child
+ * is SIGKILLed when the test process exits. Every wait is bounded.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -226,6 +228,21 @@ export async function startRedis({ port, dir, aof = false, extra = [] } = {}) {
         }
         await delay(20);
     }
+}
+
+/** Stops a startRedis() handle (null/undefined: nothing) and removes its directory. */
+export async function stopRedis(r) {
+    if (!r)
+        return;
+    await r.stop();
+    rmDir(r.dir);
+}
+
+/** How many times Redis has run the command `name` (lower case, as INFO commandstats names it). */
+export async function commandCalls(port, name) {
+    const text = String(await redisCmd(port, ['INFO', 'commandstats']));
+    const m = new RegExp(`^cmdstat_${name}:calls=(\\d+)`, 'm').exec(text);
+    return m ? Number(m[1]) : 0;
 }
 
 export function rmDir(dir) {

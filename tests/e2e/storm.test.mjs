@@ -29,7 +29,6 @@ import assert from 'node:assert/strict';
 import {
     delay,
     getMetrics,
-    httpRequest,
     metricValue,
     openSSE,
     pollRequest,
@@ -37,30 +36,36 @@ import {
     skipFileUnless,
     startServer,
     uniqueChannel,
-    waitUntil,
 } from './lib.mjs';
 import { openWs } from './wslib.mjs';
-import { HAVE_REDIS, redisCmd, rmDir, startRedis } from './redislib.mjs';
+import { HAVE_REDIS, commandCalls, startRedis, stopRedis } from './redislib.mjs';
 
 skipFileUnless(!HAVE_REDIS && 'redis-server is not on PATH');
 
-async function ready(srv) {
-    await waitUntil(async () => (await httpRequest(srv.url, '/readyz', { timeoutMs: 1000 })).status === 200, {
-        timeoutMs: 10000,
-        what: '/readyz 200',
+/*
+ * A describe's servers: a private Redis, a node with the catch-up cache and one without
+ * (--catchup-cache 0), both with args and waited until ready; the returned object's fields are
+ * set in before() and stopped in after().
+ */
+function cachedAndPlain(args = []) {
+    const ref = { redis: null, cached: null, plain: null };
+    before(async () => {
+        ref.redis = await startRedis();
+        ref.cached = await startServer(['--redis', ref.redis.url, ...args], {}, { ready: true });
+        ref.plain = await startServer(['--redis', ref.redis.url, ...args, '--catchup-cache', '0'], {}, { ready: true });
     });
+    after(async () => {
+        await ref.cached?.stop();
+        await ref.plain?.stop();
+        await stopRedis(ref.redis);
+    });
+    return ref;
 }
 
 async function reads(srv) {
     const m = await getMetrics(srv.url);
     const v = (source) => metricValue(m, 'pushedge_catchup_reads_total', { source }) ?? 0;
     return { engine: v('engine'), cache: v('cache'), shared: v('shared') };
-}
-
-async function fcallRo(redis) {
-    const text = String(await redisCmd(redis.port, ['INFO', 'commandstats']));
-    const m = /cmdstat_fcall_ro:calls=(\d+)/.exec(text);
-    return m ? Number(m[1]) : 0;
 }
 
 /* The messages' IDs an SSE client received, and its gap events. */
@@ -81,7 +86,7 @@ async function storm(srv, redis, { clients = 300, behind = 50 } = {}) {
             ids[ch].push(await publishOk(srv.url, ch, { n: i }));
     }
     const r0 = await reads(srv);
-    const f0 = await fcallRo(redis);
+    const f0 = await commandCalls(redis.port, 'fcall_ro');
     /* Publishing goes on through the storm. */
     let publishing = true;
     const publisher = (async () => {
@@ -118,7 +123,7 @@ async function storm(srv, redis, { clients = 300, behind = 50 } = {}) {
             engine: r1.engine - r0.engine,
             cache: r1.cache - r0.cache,
             shared: r1.shared - r0.shared,
-            fcall: (await fcallRo(redis)) - f0,
+            fcall: (await commandCalls(redis.port, 'fcall_ro')) - f0,
         };
     } finally {
         for (const s of subs)
@@ -127,25 +132,12 @@ async function storm(srv, redis, { clients = 300, behind = 50 } = {}) {
 }
 
 describe('reconnect storm on Redis', () => {
-    let redis, cached, plain;
-    before(async () => {
-        redis = await startRedis();
-        cached = await startServer(['--redis', redis.url]);
-        plain = await startServer(['--redis', redis.url, '--catchup-cache', '0']);
-        await ready(cached);
-        await ready(plain);
-    });
-    after(async () => {
-        await cached?.stop();
-        await plain?.stop();
-        await redis?.stop();
-        rmDir(redis?.dir);
-    });
+    const ref = cachedAndPlain();
 
     it('300 subscribers 1-50 behind: all live, nothing lost or repeated, a handful of Redis reads', async () => {
-        const c = await storm(cached, redis);
+        const c = await storm(ref.cached, ref.redis);
         console.log(`# with the cache: ${JSON.stringify(c)}`);
-        const p = await storm(plain, redis);
+        const p = await storm(ref.plain, ref.redis);
         console.log(`# --catchup-cache 0: ${JSON.stringify(p)}`);
         assert.ok(p.engine >= 300, `without the cache each catch-up is an engine read (${p.engine})`);
         assert.equal(p.cache + p.shared, 0, 'and nothing else');
@@ -169,42 +161,29 @@ async function answer(srv, query) {
 }
 
 describe('gaps through the cache path', () => {
-    let redis, cached, plain, keeper, keeperCh;
-    const args = ['--history-size', '5', '--threads', '1'];
-    before(async () => {
-        redis = await startRedis();
-        cached = await startServer(['--redis', redis.url, ...args]);
-        plain = await startServer(['--redis', redis.url, ...args, '--catchup-cache', '0']);
-        await ready(cached);
-        await ready(plain);
-    });
-    after(async () => {
-        keeper?.close();
-        await cached?.stop();
-        await plain?.stop();
-        await redis?.stop();
-        rmDir(redis?.dir);
-    });
+    let keeper, keeperCh;
+    after(() => keeper?.close());
+    const ref = cachedAndPlain(['--history-size', '5', '--threads', '1']);
 
     async function compare(ch, cursors, extra = '') {
-        const r0 = await reads(cached);
+        const r0 = await reads(ref.cached);
         for (const cursor of cursors) {
             const q = `channel=${ch}${cursor === null ? '' : `&since=${cursor}`}${extra}`;
-            const want = await answer(plain, q);
-            const got = await answer(cached, q);
+            const want = await answer(ref.plain, q);
+            const got = await answer(ref.cached, q);
             assert.deepEqual(got, want, `the same answer to ${q}`);
         }
-        const r1 = await reads(cached);
+        const r1 = await reads(ref.cached);
         return { cache: r1.cache - r0.cache, engine: r1.engine - r0.engine };
     }
 
     it('every cursor from below the boundary to past the newest', async () => {
         keeperCh = uniqueChannel('gap');
-        keeper = await openSSE(cached.url, `/sse?channel=${keeperCh}`, { timeoutMs: 5000 });
+        keeper = await openSSE(ref.cached.url, `/sse?channel=${keeperCh}`, { timeoutMs: 5000 });
         await keeper.waitLive(5000);
         const ids = [];
         for (let i = 0; i < 10; i++)
-            ids.push(await publishOk(cached.url, keeperCh, { n: i }));
+            ids.push(await publishOk(ref.cached.url, keeperCh, { n: i }));
         await keeper.waitFor(() => (received(keeper).ids.length === 10 ? true : null), 5000, '10 live messages');
         const [ms, seq] = ids[9].split('-').map(Number);
         const future = `${ms}-${seq + 5}`;
@@ -215,19 +194,19 @@ describe('gaps through the cache path', () => {
         assert.ok(r.cache >= 4, `the cache answered the cursors inside it (${JSON.stringify(r)})`);
         /* A bare ID with two channels is a time, not a position (non-strict). */
         const other = uniqueChannel('gap');
-        await publishOk(cached.url, other, { n: 0 });
+        await publishOk(ref.cached.url, other, { n: 0 });
         for (const cursor of [ids[2], ids[7], future])
             await compare(keeperCh, [cursor], `&channel=${other}`);
     });
 
     it('catch-ups over long-poll and WebSocket from the cache', async () => {
         const ids = received(keeper).ids;
-        const r0 = await reads(cached);
-        const poll = await pollRequest(cached.url, `channel=${keeperCh}&since=${ids[6]}`);
+        const r0 = await reads(ref.cached);
+        const poll = await pollRequest(ref.cached.url, `channel=${keeperCh}&since=${ids[6]}`);
         assert.equal(poll.status, 200);
         assert.deepEqual(poll.json.messages.map((m) => m.id), ids.slice(7));
         assert.deepEqual(poll.json.gaps ?? [], []);
-        const ws = await openWs(cached.url, `/ws?channel=${keeperCh}&since=${ids[7]}`);
+        const ws = await openWs(ref.cached.url, `/ws?channel=${keeperCh}&since=${ids[7]}`);
         try {
             const m1 = await ws.next((o) => o.op === 'message', 5000, 'a message op');
             const m2 = await ws.next((o) => o.op === 'message', 5000, 'a message op');
@@ -235,49 +214,36 @@ describe('gaps through the cache path', () => {
         } finally {
             ws.ws.terminate();
         }
-        const r1 = await reads(cached);
+        const r1 = await reads(ref.cached);
         assert.ok(r1.cache - r0.cache >= 2, `both from the cache (${r1.cache - r0.cache})`);
     });
 });
 
 describe('gaps through the cache path after the age limit', () => {
-    let redis, cached, plain, keeper;
-    const args = ['--history-size', '50', '--history-ttl', '2', '--threads', '1'];
-    before(async () => {
-        redis = await startRedis();
-        cached = await startServer(['--redis', redis.url, ...args]);
-        plain = await startServer(['--redis', redis.url, ...args, '--catchup-cache', '0']);
-        await ready(cached);
-        await ready(plain);
-    });
-    after(async () => {
-        keeper?.close();
-        await cached?.stop();
-        await plain?.stop();
-        await redis?.stop();
-        rmDir(redis?.dir);
-    });
+    let keeper;
+    after(() => keeper?.close());
+    const ref = cachedAndPlain(['--history-size', '50', '--history-ttl', '2', '--threads', '1']);
 
     it('aged entries are gaps, from the cache as from Redis', async () => {
         const ch = uniqueChannel('ttl');
-        keeper = await openSSE(cached.url, `/sse?channel=${ch}`, { timeoutMs: 5000 });
+        keeper = await openSSE(ref.cached.url, `/sse?channel=${ch}`, { timeoutMs: 5000 });
         await keeper.waitLive(5000);
         const ids = [];
         for (let i = 0; i < 5; i++)
-            ids.push(await publishOk(cached.url, ch, { n: i }));
+            ids.push(await publishOk(ref.cached.url, ch, { n: i }));
         await keeper.waitFor(() => (received(keeper).ids.length === 5 ? true : null), 5000, '5 live messages');
         /* Anchor the cache, and check it answers while the entries are young. */
-        const young = await answer(cached, `channel=${ch}&since=${ids[0]}`);
+        const young = await answer(ref.cached, `channel=${ch}&since=${ids[0]}`);
         assert.equal(young.length, 4);
-        const r0 = await reads(cached);
-        assert.equal((await answer(cached, `channel=${ch}&since=${ids[2]}`)).length, 2);
-        assert.equal((await reads(cached)).cache - r0.cache, 1, 'answered from the cache');
+        const r0 = await reads(ref.cached);
+        assert.equal((await answer(ref.cached, `channel=${ch}&since=${ids[2]}`)).length, 2);
+        assert.equal((await reads(ref.cached)).cache - r0.cache, 1, 'answered from the cache');
         await delay(2300); /* the input under test: every entry past --history-ttl 2 */
         for (const cursor of [ids[0], ids[2], ids[3], ids[4]]) {
             const q = `channel=${ch}&since=${cursor}`;
-            assert.deepEqual(await answer(cached, q), await answer(plain, q), `the same answer to ${q}`);
+            assert.deepEqual(await answer(ref.cached, q), await answer(ref.plain, q), `the same answer to ${q}`);
         }
-        const gap = await answer(cached, `channel=${ch}&since=${ids[2]}`);
+        const gap = await answer(ref.cached, `channel=${ch}&since=${ids[2]}`);
         assert.equal(gap.length, 1, 'a gap and nothing else');
         assert.match(gap[0], /^gap /);
     });

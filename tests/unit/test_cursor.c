@@ -19,14 +19,10 @@
 
 static uint64_t rng_state = 0x2545f4914f6cdd1du;
 
-/* xorshift64*: deterministic, so a failure reproduces. */
 static uint64_t
 rng(void)
 {
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 2685821657736338717u;
+    return tap_rng(&rng_state);
 }
 
 /* Parses s[0..len) from a copy that ends at a guard page. */

@@ -11,6 +11,7 @@
  * Not covered here: the Redis engine's routing of reads (e2e: storm.test.mjs), and the clock
  * skew between this host and Redis for the age limit (documented in recent.c).
  */
+#include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -374,15 +375,53 @@ test_share(void)
     TAP_OK(pe_recent_start_cmp((pe_start_t){PE_START_NEW}, after(9)) > 0, "NEW last");
 }
 
+/* The ring of message references grows with what the cache holds, not with its capacity: a
+ * node's caches are bounded in bytes (the budget counts messages), and a node may watch a
+ * million channels, each with a cache of --catchup-cache (256) slots per thread. */
+static void
+test_ring_size(void)
+{
+    pe_recent_budget_t b = {0, 1 << 20};
+    pe_recent_t r;
+    pe_recent_init(&r, &b, 256);
+    push_ms(&r, 1);
+    TAP_OK(r.ring != NULL && malloc_usable_size(r.ring) <= 16 * sizeof(*r.ring), "one message: a small ring (%zu bytes)",
+           r.ring != NULL ? malloc_usable_size(r.ring) : 0);
+    for (uint64_t i = 2; i <= 100; ++i)
+        push_ms(&r, i);
+    TAP_OK(malloc_usable_size(r.ring) <= 2 * 100 * sizeof(*r.ring) + 64, "100 messages: at most twice their slots (%zu bytes)",
+           malloc_usable_size(r.ring));
+    uint64_t first;
+    int end;
+    TAP_EQ_INT(serve(&r, after(1), 128, &first, &end, NULL), 99, "every one kept, in order: 2..100");
+    TAP_EQ_UINT(first, 2, "from 2");
+    for (uint64_t i = 101; i <= 400; ++i)
+        push_ms(&r, i);
+    TAP_EQ_INT(serve(&r, after(145), 512, &first, NULL, NULL), 255, "past the capacity: the newest 256 (145..400)");
+    TAP_EQ_UINT(first, 146, "after 145: from 146");
+    TAP_EQ_INT(serve(&r, after(144), 512, NULL, NULL, NULL), -1, "144 is gone");
+    TAP_OK(malloc_usable_size(r.ring) <= 256 * sizeof(*r.ring) + 64, "never more slots than the capacity (%zu bytes)",
+           malloc_usable_size(r.ring));
+    pe_recent_reset(&r);
+    TAP_OK(r.ring == NULL, "an emptied cache gives its ring back");
+    /* Entries added below the first (a read reaching it) grow the ring at its front. */
+    unsigned ep = pe_recent_epoch(&r);
+    push_ms(&r, 50);
+    pe_ps_read_result_t res = answer(30, 50, 0);
+    pe_recent_absorb(&r, ep, &res);
+    release(&res);
+    TAP_EQ_INT(serve(&r, after(30), 128, &first, NULL, NULL), 20, "30..50 held after a read below the live 50");
+    TAP_EQ_UINT(first, 31, "after 30: from 31");
+    pe_recent_dispose(&r);
+    TAP_EQ_UINT(b.bytes, 0, "everything given back");
+}
+
 static uint64_t rng_state = 0x9e3779b97f4a7c15u;
 
 static uint64_t
 rng(void)
 {
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 2685821657736338717u;
+    return tap_rng(&rng_state);
 }
 
 /* A stream of IDs 1..last retaining `keep` (trimmed: the newest removed), and its read. */
@@ -508,6 +547,7 @@ main(void)
     tap_subtest("check", test_check);
     tap_subtest("expire and budget", test_expire_and_budget);
     tap_subtest("share", test_share);
+    tap_subtest("ring size", test_ring_size);
     tap_subtest("model", test_model);
     return tap_done();
 }

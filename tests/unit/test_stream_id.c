@@ -26,14 +26,10 @@ parse_guarded(const char *s, size_t len, pe_id_t *out)
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15u;
 
-/* xorshift64*: deterministic, so a failure reproduces. */
 static uint64_t
 rng(void)
 {
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 2685821657736338717u;
+    return tap_rng(&rng_state);
 }
 
 static void
