@@ -172,7 +172,7 @@ pe_presence_users_on_req(h2o_req_t *req, h2o_iovec_t path)
         return 1;
     }
     size_t hlen = sizeof("{\"user\":") + strlen(ujson);
-    char *head = malloc(hlen);
+    char *head = pe_malloc(hlen);
     snprintf(head, hlen, "{\"user\":%s", ujson);
     free(ujson);
     pending_t *p = pending_new(req, head, "connections", 1);
