@@ -270,7 +270,8 @@ async function redisCmdArray(port, args) {
 
 async function redisStats(port) {
     const info = {};
-    for (const line of (await redisCmd(port, ['INFO', 'all'])).split('\r\n')) {
+    const text = await redisCmd(port, ['INFO', 'all']);
+    for (const line of text.split('\r\n')) {
         const m = /^([a-z_0-9]+):(.*)$/.exec(line);
         if (m)
             info[m[1]] = m[2];
@@ -280,7 +281,7 @@ async function redisStats(port) {
         if (k.startsWith('cmdstat_'))
             cmd[k.slice(8)] = Number(/calls=(\d+)/.exec(v)[1]);
     return { cmd, cpu: Number(info.used_cpu_sys) + Number(info.used_cpu_user), out: Number(info.total_net_output_bytes),
-        clients: Number(info.connected_clients), t: Date.now() };
+        clients: Number(info.connected_clients), infoBytes: Buffer.byteLength(text) + 16, t: Date.now() };
 }
 
 /* b - a by command, and the CPU seconds. */
@@ -476,8 +477,10 @@ async function runSize(N, redisPort, nodes, idleRate) {
         commands_per_message_less_beats: published ? (total(dSeries.cmd) - 4 * (dSeries.cmd.zadd || 0) - (dSeries.cmd.info || 0)) / published : null,
         by_command_per_message: Object.fromEntries(Object.entries(dSeries.cmd).map(([k, v]) => [k, +(v / published).toFixed(2)])),
         redis_cpu_seconds: dSeries.cpu,
-        redis_out_bytes_per_message_raw: published ? dSeries.out / published : null,
-        redis_out_bytes_per_message: published ? (dSeries.out - idleRate.outPerSecond * dSeries.seconds) / published : null,
+        /* What Redis wrote to its clients over the series, less the INFO reply that opened it
+         * (counted once sent): the publishes' replies, the PUBLISH pushed to each listening
+         * node, and the beats' replies. */
+        redis_out_bytes_per_message: published ? (dSeries.out - r1.infoBytes) / published : null,
         channel_listeners: numsub, redis_clients: r1.clients,
         redis_cpu_ms_per_message: published ? (dSeries.cpu * 1000) / published : null,
         redis_cpu_ms_per_message_less_idle: published ? ((dSeries.cpu - idleCpu) * 1000) / published : null,
@@ -547,8 +550,7 @@ async function main() {
     await delay(IDLE_WINDOW * 1000);
     const i1 = await redisStats(redisPort);
     const idle = statsDelta(i0, i1);
-    const idleRate = { commands: idle.cmd, cmdsPerSecond: total(idle.cmd) / idle.seconds, cpuPerSecond: idle.cpu / idle.seconds,
-        outPerSecond: idle.out / idle.seconds };
+    const idleRate = { commands: idle.cmd, cmdsPerSecond: total(idle.cmd) / idle.seconds, cpuPerSecond: idle.cpu / idle.seconds };
     log(`idle: ${idleRate.cmdsPerSecond.toFixed(2)} Redis commands/s (${JSON.stringify(idle.cmd)}), ${(idleRate.cpuPerSecond * 1000).toFixed(2)} ms CPU/s`);
 
     const runs = [];
@@ -565,12 +567,12 @@ async function main() {
             open = 0;
             for (const n of nodes)
                 open += (await metric(n.port, 'pushedge_open_connections')) || 0;
-            if (open === 0)
+            if (open <= nodes.length) /* each /metrics request counts its own connection */
                 break;
             await delay(250);
         }
-        if (open !== 0)
-            log(`${open} connections still open at the nodes after the subscribers left`);
+        if (open > nodes.length)
+            log(`${open - nodes.length} connections still open at the nodes after the subscribers left`);
     }
 
     /* The nodes must end cleanly (under a sanitizer build, without a report). */
@@ -605,7 +607,7 @@ function printTable(out) {
     for (const r of out.runs) {
         L.push('');
         L.push(`${r.opened} subscribers: Redis commands over the series by command (${r.published} messages, ${r.redis_series.seconds.toFixed(1)} s): ${JSON.stringify(r.redis_series.commands)}; idle rate ${out.idle_redis.commands_per_second.toFixed(2)}/s ${JSON.stringify(out.idle_redis.by_command)}`);
-        L.push(`  Redis: ${r.redis_series.channel_listeners} pub/sub connections on the channel, ${r.redis_series.redis_clients} clients; ${r.redis_series.redis_out_bytes_per_message?.toFixed(0)} bytes sent by Redis per message less idle (${r.redis_series.redis_out_bytes_per_message_raw?.toFixed(0)} raw); ${r.redis_series.beats} beats over the series`);
+        L.push(`  Redis: ${r.redis_series.channel_listeners} pub/sub connections on the channel, ${r.redis_series.redis_clients} clients; ${r.redis_series.redis_out_bytes_per_message?.toFixed(0)} bytes sent by Redis per message (its beats' replies included); ${r.redis_series.beats} beats over the series`);
         L.push(`  connect phase: ${r.redis_connect.commands_total} Redis commands (${r.redis_connect.commands_less_beats} less beats) for ${r.opened} subscriptions: ${JSON.stringify(r.redis_connect.commands)}`);
         L.push(`  nodes' CPU over the series: ${r.nodes_cpu_seconds_series.toFixed(2)} s (${r.node_cpu_us_per_delivery?.toFixed(2)} us per delivery); subscriber processes' CPU ${r.generator_cpu_seconds.toFixed(2)} s`);
         L.push('  per message (seq: p50 / p99 / max ms, receivers): ' + r.per_message.map((m) => `${m.seq}: ${ms(m.p50)}/${ms(m.p99)}/${ms(m.max)} (${m.n})`).join(', '));
