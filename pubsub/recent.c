@@ -39,8 +39,8 @@
  * so never answered here. NEW answers with `newest` as the position. OLDEST is never answered
  * (the cache does not know where history begins). On a quiet channel (nothing posted in the
  * epoch yet) the first NEW read's answer gives the cache its newest (pe_recent_learn_newest):
- * without it, every subscriber arriving without a cursor cost a Redis read, one per SSE
- * subscriber of 100,000 (docs/benchmarks.md "Scale-out").
+ * without it, every subscriber arriving without a cursor cost a Redis read unless it joined one
+ * in flight: 86,719 reads for 100,000 subscribers (docs/benchmarks.md "Scale-out").
  *
  * Node restarts need nothing: the cache lives in memory and starts empty. A Redis restart or
  * failover drops the link, which resets every cache; the re-anchoring read then sees the new
