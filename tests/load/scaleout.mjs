@@ -25,7 +25,9 @@
  *      every connection has every message (or --drain-wait later): first deliveries, lost,
  *      duplicated, and its latency histograms (overall and per message), merged here;
  *   6. Redis commands by command and Redis CPU over the publish series, per published message,
- *      raw and less the idle rate; the nodes' CPU over the series.
+ *      raw and less the heartbeats (commands) or the idle rate (CPU); the nodes' CPU over the
+ *      series. A table, per-message and per-node lines, and one JSON line (--json FILE appends
+ *      it to FILE) are printed.
  * Several sizes in one run (--subscribers 200,1000): the nodes and Redis stay, each size gets
  * fresh subscriber processes, so the Redis cost per message can be compared across sizes.
  *
@@ -38,9 +40,11 @@
  * RLIMIT_NOFILE)); P = ceil(N / 16000) (each bench process needs one descriptor per connection
  * plus a few); S = round(P / 7).
  * --check: exit 1 unless every subscriber connected, every publish was acknowledged, 0 lost,
- * 0 duplicated, Redis commands per message at most --max-cmds-per-msg (default 8) less the beats
- * rate, and, with several sizes, no more per message at the largest size than at the smallest
- * (+1 for noise); tests/load/meson.build runs it that way small (load-scaleout).
+ * 0 duplicated, Redis commands per message (the nodes' heartbeats subtracted) at most
+ * --max-cmds-per-msg (default 8) and, with several sizes, no more at the largest size than at
+ * the smallest (+1 for noise), one Redis pub/sub connection per node thread on the channel,
+ * subscribing at most 10 Redis commands per node (+10), and every node ending with status 0
+ * and no sanitizer report; tests/load/meson.build runs it that way small (load-scaleout).
  *
  * Bounded: every wait has a deadline (--timeout, default 600 s for the whole run); the script
  * stops every process it started by PID (SIGTERM, then SIGKILL after 10 s), also on failure and
