@@ -813,8 +813,13 @@ Done:;
     if (rc != NULL) {
         if (rc->leader == r)
             rc->leader = NULL;
-        if (!rc->dead)
+        if (!rc->dead) {
             pe_recent_absorb(&rc->recent, r->epoch, res);
+            /* A quiet channel's position: the next subscribers without a cursor are answered
+             * from the cache (recent.c). */
+            if (r->start.kind == PE_START_NEW && res->err == NULL && !res->gap)
+                pe_recent_learn_newest(&rc->recent, r->epoch, res->base);
+        }
     }
     /* The joined reads first: the leader's callback takes its messages. */
     answer_joined(r, res);

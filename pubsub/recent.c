@@ -37,7 +37,10 @@
  * --history-ttl before it answers (pe_recent_expire; the engine's read treats entries past the
  * age limit as removed). A strict cursor above the channel's newest (a gap) is above `newest`,
  * so never answered here. NEW answers with `newest` as the position. OLDEST is never answered
- * (the cache does not know where history begins).
+ * (the cache does not know where history begins). On a quiet channel (nothing posted in the
+ * epoch yet) the first NEW read's answer gives the cache its newest (pe_recent_learn_newest):
+ * without it, every subscriber arriving without a cursor cost a Redis read unless it joined one
+ * in flight: 86,719 reads for 100,000 subscribers (docs/benchmarks.md "Scale-out").
  *
  * Node restarts need nothing: the cache lives in memory and starts empty. A Redis restart or
  * failover drops the link, which resets every cache; the re-anchoring read then sees the new
@@ -170,6 +173,16 @@ pe_recent_push(pe_recent_t *r, pe_msg_t *msg)
         return;
     pe_msg_retain(msg);
     push_back(r, msg);
+}
+
+void
+pe_recent_learn_newest(pe_recent_t *r, unsigned epoch, pe_id_t newest)
+{
+    /* Unanchored, the cache claims nothing until a read reaches past what it dropped (absorb). */
+    if (r->cap == 0 || epoch != r->epoch || !r->anchored || r->have_newest)
+        return;
+    r->newest = newest;
+    r->have_newest = 1;
 }
 
 /* The index of the first cached message above id (len if none). */

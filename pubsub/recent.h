@@ -77,6 +77,16 @@ void pe_recent_push(pe_recent_t *r, pe_msg_t *msg);
  * past every live message the cache dropped.
  */
 void pe_recent_absorb(pe_recent_t *r, unsigned epoch, const pe_ps_read_result_t *res);
+/**
+ * The answer of a NEW read sent in `epoch` (the stream's last ID when the read ran): if nothing
+ * was posted live in the epoch yet, it becomes the cache's newest, so that later NEW reads (a
+ * subscriber without a cursor) and cursors at it are answered here instead of each costing a
+ * read of a quiet channel. Sound because the read ran after the epoch's subscription took
+ * effect: every later entry is posted live above it, and a post of an entry the read already
+ * saw arrives later (another connection) and is ignored as at or below the newest. Only NEW
+ * reads: a cursor's read reports the cursor as its base, which may lie above the stream's end.
+ */
+void pe_recent_learn_newest(pe_recent_t *r, unsigned epoch, pe_id_t newest);
 /** Drops the messages older than cutoff_ms (their ID's millisecond; the history TTL). */
 void pe_recent_expire(pe_recent_t *r, uint64_t cutoff_ms);
 /**

@@ -26,11 +26,20 @@
  * flight, so more publisher connections than the window would turn reordering into false
  * duplicates. */
 #define PB_MAX_PUBLISHERS 64
+/* --hist: messages (by seq, per channel) that get a latency histogram of their own; later ones
+ * count in the overall histogram only. 64 x ~30 KiB per subscriber thread. */
+#define PB_MAX_SEQ_HIST 64
 /* A frame, line or response that does not fit here is a protocol error for the benchmark. */
 #define PB_MAX_CARRY (4u << 20)
 #define PB_READ_BUF (PB_MAX_CARRY + (1u << 20))
 
 typedef enum { PB_WS, PB_WS_DEFLATE, PB_SSE, PB_POLL } pb_transport_t;
+
+/* --role: one process does everything (both), or the work is split over processes that share a
+ * --run-id and --channel-prefix (tests/load/scaleout.mjs): several "sub" processes, each under
+ * its own descriptor limit, and one "pub" process. A sub process prints a ready line when its
+ * connections are subscribed and learns how many messages to expect from its stdin. */
+typedef enum { PB_ROLE_BOTH, PB_ROLE_SUB, PB_ROLE_PUB } pb_role_t;
 
 /* The marker every payload embeds: "pe":"<seq>:<send_ns>:<run>" (seq per channel, send_ns from
  * CLOCK_MONOTONIC, run a random id so messages of an earlier run on the same channel are told
@@ -82,8 +91,13 @@ typedef struct st_pb_config_t {
     pid_t pid[PB_MAX_PIDS];
     uint32_t npid;
     int ready_ack;   /* wait for the server to confirm the subscription (pushedge ws/sse) */
-    uint32_t run_id; /* random, embedded in every marker */
+    uint32_t run_id; /* random (or --run-id), embedded in every marker */
     int verbose;
+    pb_role_t role;
+    /* --hist: the result carries the latency histogram (sparse) overall and for each of the
+     * first seq_hists messages (seq below it); 0: quantiles only. */
+    int hist;
+    uint32_t seq_hists;
 } pb_config_t;
 
 /* Log-linear latency histogram in microseconds: values below 128 exactly, above with 7
@@ -110,6 +124,7 @@ typedef struct st_pb_shared_t {
 /* What a subscriber thread reports after it has been joined. */
 typedef struct st_pb_result_t {
     pb_hist_t hist;
+    pb_hist_t *seq_hist; /* [pb_cfg->seq_hists] with --hist, else NULL; heap, owned by whoever holds the result */
     uint64_t unique, dup, foreign, skipped, lost, extra, protocol_errors, server_closes, deflated, deflate_refused;
     uint64_t churned, reconnected, retries,
         gaps; /* --churn: closes by us, resumes ready again, retries after a failure; gaps seen */
@@ -137,6 +152,8 @@ extern atomic_uint_fast32_t *pb_ready_per_channel; /* [channels] ready subscribe
 uint64_t pb_now_ns(void);
 void pb_hist_add(pb_hist_t *h, uint64_t us);
 void pb_hist_merge(pb_hist_t *dst, const pb_hist_t *src);
+/** Prints the histogram as a JSON array of [bucket upper bound in us, count] for non-empty buckets. */
+void pb_hist_print_sparse(const pb_hist_t *h);
 /** The smallest recorded value v such that a fraction q of the samples are <= v (bucket upper bound, capped at max). */
 uint64_t pb_hist_quantile(const pb_hist_t *h, double q);
 void pb_sha1(const void *data, size_t len, uint8_t out[20]);

@@ -474,7 +474,10 @@ record(pb_sub_thread_t *t, pb_conn_t *c, uint32_t seq, uint64_t send_ns)
     c->unique++;
     t->res.unique++;
     t->last_rx = t->now;
-    pb_hist_add(&t->res.hist, t->now > send_ns ? (t->now - send_ns) / 1000 : 0);
+    uint64_t us = t->now > send_ns ? (t->now - send_ns) / 1000 : 0;
+    pb_hist_add(&t->res.hist, us);
+    if (seq < pb_cfg->seq_hists)
+        pb_hist_add(&t->res.seq_hist[seq], us);
 }
 
 static void
@@ -1184,6 +1187,8 @@ pb_sub_start(uint32_t idx, pb_shared_t *shared)
     t->nconns = idx < pb_cfg->connections ? (pb_cfg->connections - idx + pb_cfg->threads - 1) / pb_cfg->threads : 0;
     t->conns = calloc(t->nconns != 0 ? t->nconns : 1, sizeof(pb_conn_t));
     t->buf = pb_malloc(PB_READ_BUF);
+    if (pb_cfg->seq_hists != 0 && (t->res.seq_hist = calloc(pb_cfg->seq_hists, sizeof(pb_hist_t))) == NULL)
+        pb_die("out of memory");
     if (t->conns == NULL)
         pb_die("out of memory");
     if (pb_cfg->tls)

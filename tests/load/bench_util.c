@@ -97,6 +97,22 @@ pb_hist_merge(pb_hist_t *dst, const pb_hist_t *src)
         dst->max = src->max;
 }
 
+void
+pb_hist_print_sparse(const pb_hist_t *h)
+{
+    int first = 1;
+    putchar('[');
+    for (size_t i = 0; i != PB_HIST_BUCKETS; ++i) {
+        if (h->count[i] == 0)
+            continue;
+        /* The upper bound, as pb_hist_quantile reports it (capped at the maximum seen). */
+        uint64_t v = hist_upper(i);
+        printf("%s[%llu,%llu]", first ? "" : ",", (unsigned long long)(v > h->max ? h->max : v), (unsigned long long)h->count[i]);
+        first = 0;
+    }
+    putchar(']');
+}
+
 uint64_t
 pb_hist_quantile(const pb_hist_t *h, double q)
 {

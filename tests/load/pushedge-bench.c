@@ -19,6 +19,9 @@
  *   (TLS: --sub-url https://127.0.0.1:18443 (or --tls) makes the subscribers wss / https SSE /
  *    https poll clients; publishing stays on the clear --url. bench_tls.c, and the TLS scenario
  *    of tests/load/compare.sh --only tls)
+ *   (more subscribers than one process's descriptor limit: --role sub in several processes and
+ *    --role pub in one, sharing --run-id and --channel-prefix; tests/load/scaleout.mjs runs
+ *    100,000 subscribers over several nodes that way)
  *
  * Shape. Subscriber threads (one per core by default) each run their own epoll loop over
  * every T-th connection (bench_sub.c); one publisher thread paces the POSTs (bench_pub.c); the
@@ -30,12 +33,21 @@
  * The generator's own CPU over the publish phase (generator_cpu_cores: 1.0 is one core busy) is
  * in the result: a run where it nears the threads given measures the generator, not the server.
  *
+ * Split roles (--role). A "sub" process connects, then prints {"event":"ready",...} as a line on
+ * stdout and waits for a line "published N" on its stdin (every channel then expects N
+ * messages): it ends once every ready connection has all of them, --drain-wait seconds after
+ * that line, at EOF on stdin or at --timeout, and prints its result line. A "pub" process opens
+ * no subscriber and publishes at once. The latency is still one clock: CLOCK_MONOTONIC is the
+ * machine's, so the publisher's send time in the payload and the receiver's clock agree.
+ * --hist adds the sparse histograms to the result (overall and per message) for merging.
+ *
  * Bounds. Targets and source addresses must be in 127.0.0.0/8; every phase has a deadline and
  * --timeout ends the whole run (the JSON then says "timed_out": true and reports what it has).
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,6 +105,9 @@ usage(FILE *out)
           "                                    its cursor (pushedge's paths only; 0: off)\n"
           "  --server-pid PID[,PID]            server processes for RSS and CPU (repeatable)\n"
           "  --timeout S                       bound of the whole run (120)\n"
+          "  --role both|sub|pub               split subscribers and publisher over processes (both; see the header)\n"
+          "  --run-id N                        the run id in every marker (random); processes of one run share it\n"
+          "  --hist                            add the latency histograms (overall, and per message for the first 64)\n"
           "  --verbose                         log every connection failure\n",
           out);
 }
@@ -273,6 +288,9 @@ parse_args(int argc, char **argv)
         O_TLS_RESUME,
         O_TLS_VERSION,
         O_TLS_GROUPS,
+        O_ROLE,
+        O_RUN_ID,
+        O_HIST,
         O_HELP
     };
     static const struct option opts[] = {
@@ -311,11 +329,15 @@ parse_args(int argc, char **argv)
         {"tls-resume", no_argument, NULL, O_TLS_RESUME},
         {"tls-version", required_argument, NULL, O_TLS_VERSION},
         {"tls-groups", required_argument, NULL, O_TLS_GROUPS},
+        {"role", required_argument, NULL, O_ROLE},
+        {"run-id", required_argument, NULL, O_RUN_ID},
+        {"hist", no_argument, NULL, O_HIST},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
     const char *url = "http://127.0.0.1:8080", *prefix = NULL, *ready = "auto", *sources = "127.0.0.2-127.0.0.9";
     int messages_given = 0, tls_all = 0;
+    long long run_id = -1;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
     cfg = (pb_config_t){.transport = PB_WS,
@@ -465,6 +487,22 @@ parse_args(int argc, char **argv)
         case O_VERBOSE:
             cfg.verbose = 1;
             break;
+        case O_ROLE:
+            if (strcmp(optarg, "both") == 0)
+                cfg.role = PB_ROLE_BOTH;
+            else if (strcmp(optarg, "sub") == 0)
+                cfg.role = PB_ROLE_SUB;
+            else if (strcmp(optarg, "pub") == 0)
+                cfg.role = PB_ROLE_PUB;
+            else
+                bad_option("role", optarg);
+            break;
+        case O_RUN_ID:
+            run_id = (long long)parse_num("run-id", optarg, 0, 999999999);
+            break;
+        case O_HIST:
+            cfg.hist = 1;
+            break;
         case O_HELP:
             usage(stdout);
             exit(0);
@@ -521,7 +559,15 @@ parse_args(int argc, char **argv)
             fprintf(stderr, "pushedge-bench: warning: --transport poll speaks pushedge's cursor protocol (since=, \"cursor\")\n");
     }
 
-    cfg.run_id = random_u32();
+    cfg.run_id = run_id >= 0 ? (uint32_t)run_id : random_u32();
+    if (cfg.role == PB_ROLE_PUB)
+        cfg.connections = 0;
+    if (cfg.role != PB_ROLE_BOTH && (run_id < 0 || prefix == NULL))
+        bad_option("role", "a split run needs the same --run-id and --channel-prefix in every process");
+    if (cfg.role == PB_ROLE_SUB && (cfg.churn > 0 || cfg.idle > 0))
+        bad_option("role", "sub: no --churn or --idle");
+    if (cfg.hist)
+        cfg.seq_hists = cfg.messages < PB_MAX_SEQ_HIST ? (uint32_t)cfg.messages : PB_MAX_SEQ_HIST;
     char gen_prefix[32];
     if (prefix == NULL) {
         /* A fresh prefix per run: long-polls start at cursor 0, and no earlier run's history
@@ -578,6 +624,39 @@ tick(void)
 }
 
 static pb_shared_t shared[PB_MAX_THREADS];
+
+/* --role sub: reads what arrived on stdin; on a complete "published N" line stores N in *n and
+ * returns 1; 0: nothing complete yet; -1: EOF or error (the orchestrator is gone). Waits at most
+ * 10 ms, as tick() does. */
+static int
+read_control(uint64_t *n)
+{
+    static char line[128];
+    static size_t len;
+    struct pollfd pfd = {.fd = 0, .events = POLLIN};
+    if (poll(&pfd, 1, 10) <= 0)
+        return 0;
+    ssize_t r = read(0, line + len, sizeof(line) - 1 - len);
+    if (r <= 0)
+        return r < 0 && errno == EINTR ? 0 : -1;
+    len += (size_t)r;
+    line[len] = '\0';
+    char *nl = strchr(line, '\n');
+    if (nl == NULL) {
+        if (len == sizeof(line) - 1)
+            len = 0; /* no such line is that long: drop it */
+        return 0;
+    }
+    unsigned long long v;
+    int ok = sscanf(line, "published %llu", &v) == 1;
+    len = 0;
+    if (!ok) {
+        fprintf(stderr, "pushedge-bench: ignoring control line: %.*s\n", (int)(nl - line), line);
+        return 0;
+    }
+    *n = v;
+    return 1;
+}
 
 static uint64_t
 sum_shared(size_t field_offset)
@@ -736,7 +815,43 @@ main(int argc, char **argv)
         idle_held = (double)(pb_now_ns() - hold_start) / 1e9;
         cpu_after = cfg.npid != 0 ? pb_server_cpu_us() : -1;
         gen_after = cpu_seconds(), gen_t1 = pb_now_ns();
-    } else if (alive && opened != 0 && cfg.messages != 0) {
+    } else if (cfg.role == PB_ROLE_SUB && alive) {
+        /* Ready: tell the orchestrator, then take deliveries until told how many to expect and
+         * all have come (or --drain-wait after that line). */
+        printf("{\"event\":\"ready\",\"opened\":%llu,\"failed\":%llu,\"closed\":%llu,\"connect_seconds\":%.3f}\n",
+               (unsigned long long)opened, (unsigned long long)SUM(failed), (unsigned long long)SUM(closed), connect_seconds);
+        fflush(stdout);
+        cpu_before = cfg.npid != 0 ? pb_server_cpu_us() : -1;
+        gen_before = cpu_seconds(), gen_t0 = pb_now_ns();
+        uint64_t drain_end = UINT64_MAX, expect;
+        int known = 0;
+        next_report = pb_now_ns() + 5000000000u;
+        while (alive) {
+            if (known && SUM(unique) >= expected_total())
+                break;
+            if (pb_now_ns() >= drain_end)
+                break;
+            int r = read_control(&expect);
+            if (r < 0) {
+                fprintf(stderr, "pushedge-bench: stdin closed before the publish count came: reporting\n");
+                break;
+            }
+            if (r > 0 && !known) {
+                for (uint32_t i = 0; i != cfg.channels; ++i)
+                    atomic_store(&pb_pub.ok_per_channel[i], (uint_fast32_t)expect);
+                known = 1;
+                drain_end = pb_now_ns() + (uint64_t)(cfg.drain_wait * 1e9);
+            }
+            alive = !interrupted && pb_now_ns() < run_deadline;
+            if (pb_now_ns() >= next_report) {
+                next_report += 5000000000u;
+                fprintf(stderr, "pushedge-bench: sub: %llu delivered, %llu open\n", (unsigned long long)SUM(unique),
+                        (unsigned long long)(opened - SUM(closed)));
+            }
+        }
+        cpu_after = cfg.npid != 0 ? pb_server_cpu_us() : -1;
+        gen_after = cpu_seconds(), gen_t1 = pb_now_ns();
+    } else if (alive && (opened != 0 || cfg.role == PB_ROLE_PUB) && cfg.messages != 0) {
         cpu_before = cfg.npid != 0 ? pb_server_cpu_us() : -1;
         gen_before = cpu_seconds(), gen_t0 = pb_now_ns();
         atomic_store(&pb_pub.go, 1);
@@ -769,11 +884,16 @@ main(int argc, char **argv)
     pthread_join(pub_tid, NULL);
     pb_result_t total;
     memset(&total, 0, sizeof(total));
+    if (cfg.seq_hists != 0 && (total.seq_hist = calloc(cfg.seq_hists, sizeof(pb_hist_t))) == NULL)
+        pb_die("out of memory");
     uint64_t last_rx = MAX(last_rx_ns), failed = SUM(failed), closed = SUM(closed);
     for (uint32_t i = 0; i != cfg.threads; ++i) {
         pb_result_t r;
         pb_sub_join(threads[i], &r);
         pb_hist_merge(&total.hist, &r.hist);
+        for (uint32_t s = 0; s != cfg.seq_hists; ++s)
+            pb_hist_merge(&total.seq_hist[s], &r.seq_hist[s]);
+        free(r.seq_hist);
         total.unique += r.unique;
         total.dup += r.dup;
         total.foreign += r.foreign;
@@ -852,6 +972,19 @@ main(int argc, char **argv)
     print_opt_double("generator_cpu_cores", gen_wall > 0 ? gen_cpu / gen_wall : 0, gen_t1 != 0);
     print_opt_double("generator_cpu_us_per_delivery", total.unique != 0 ? gen_cpu * 1e6 / (double)total.unique : 0,
                      gen_t1 != 0 && total.unique != 0);
+    if (cfg.hist) {
+        printf(",\"run_id\":%u,\"hist\":", cfg.run_id);
+        pb_hist_print_sparse(&total.hist);
+        printf(",\"per_message\":[");
+        for (uint32_t s = 0; s != cfg.seq_hists; ++s) {
+            printf("%s{\"seq\":%u,\"n\":%llu,\"max\":%llu,\"hist\":", s != 0 ? "," : "", s,
+                   (unsigned long long)total.seq_hist[s].total, (unsigned long long)total.seq_hist[s].max);
+            pb_hist_print_sparse(&total.seq_hist[s]);
+            putchar('}');
+        }
+        putchar(']');
+    }
+    free(total.seq_hist);
     if (cfg.idle > 0)
         printf(",\"idle_seconds\":%.3f,\"closed_during_idle\":%llu", idle_held, (unsigned long long)(closed - closed_before_hold));
     printf(",\"generator_cpu_seconds\":%.3f,\"wall_seconds\":%.3f,\"timed_out\":%s,\"interrupted\":%s}\n", cpu_seconds(),

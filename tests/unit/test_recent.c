@@ -4,9 +4,9 @@
  * dropped one above the read's end, epochs, the check of later reads (an entry one side lacks
  * empties the cache; a gap boundary inside it raises the first message), age expiry, the count
  * and byte bounds, every kind of start (AFTER below/at/inside/at the end/above, NEW, OLDEST,
- * max 0 and truncated pages), sharing a read's reply (identical start with its gap, a cursor
- * within its entries, freshness), and a randomized comparison with a model stream trimmed by
- * count: whenever the cache answers, its answer equals the stream's own read.
+ * max 0 and truncated pages), a NEW read teaching a quiet channel's position, sharing a read's reply (identical start with its gap,
+ * a cursor within its entries, freshness), and a randomized comparison with a model stream trimmed by count: whenever the cache
+ * answers, its answer equals the stream's own read.
  *
  * Not covered here: the Redis engine's routing of reads (e2e: storm.test.mjs), and the clock
  * skew between this host and Redis for the age limit (documented in recent.c).
@@ -172,6 +172,63 @@ test_anchor(void)
     push_ms(&r, 13);
     TAP_EQ_INT(serve(&r, after(10), 128, NULL, NULL, NULL), 3, "and the live feed goes on from it: 11..13");
     pe_recent_dispose(&r);
+}
+
+/* A NEW read's answer on a quiet channel (pe_recent_learn_newest): the cache then answers NEW
+ * and cursors at that position, the live feed goes on from it, a late post of an entry the read
+ * saw is ignored, and it never moves the newest back, crosses an epoch or anchors a cache that
+ * is unanchored. */
+static void
+test_learn_newest(void)
+{
+    pe_recent_budget_t b = {0, 1 << 20};
+    pe_recent_t r;
+    pe_recent_init(&r, &b, 16);
+    pe_recent_reset(&r);
+    unsigned ep = pe_recent_epoch(&r);
+    int end;
+    pe_id_t base;
+    TAP_EQ_INT(serve(&r, (pe_start_t){PE_START_NEW}, 128, NULL, NULL, NULL), -1, "quiet channel: NEW goes to the engine");
+    pe_recent_learn_newest(&r, ep + 1, id(5));
+    TAP_EQ_INT(serve(&r, (pe_start_t){PE_START_NEW}, 128, NULL, NULL, NULL), -1, "an answer of another epoch teaches nothing");
+    pe_recent_learn_newest(&r, ep, id(5));
+    TAP_EQ_INT(serve(&r, (pe_start_t){PE_START_NEW}, 128, NULL, &end, &base), 0, "then NEW is answered here");
+    TAP_EQ_UINT(base.ms, 5, "at the engine's newest");
+    TAP_EQ_INT(end, 1, "reaching the end");
+    TAP_EQ_INT(serve(&r, after(5), 128, NULL, &end, NULL), 0, "a cursor at it: nothing, the end");
+    TAP_EQ_INT(serve(&r, after(4), 128, NULL, NULL, NULL), -1, "below it: to the engine");
+    TAP_EQ_INT(serve(&r, after(6), 128, NULL, NULL, NULL), -1, "above it: to the engine");
+    push_ms(&r, 5);
+    TAP_EQ_INT(serve(&r, after(5), 128, NULL, NULL, NULL), 0, "the post of an entry the read saw, arriving late, is ignored");
+    push_ms(&r, 6);
+    TAP_EQ_INT(serve(&r, (pe_start_t){PE_START_NEW}, 128, NULL, NULL, &base), 0, "the live feed goes on from it");
+    TAP_EQ_UINT(base.ms, 6, "NEW at 6");
+    TAP_EQ_INT(serve(&r, after(5), 128, NULL, NULL, NULL), -1, "a cursor below the first cached message: to the engine, as before");
+    pe_recent_learn_newest(&r, ep, id(4));
+    TAP_EQ_INT(serve(&r, (pe_start_t){PE_START_NEW}, 128, NULL, NULL, &base), 0, "a later NEW answer");
+    TAP_EQ_UINT(base.ms, 6, "never moves the newest back");
+
+    /* A NEW read sent before a live post and answered after it: the post already set the newest. */
+    pe_recent_reset(&r);
+    ep = pe_recent_epoch(&r);
+    push_ms(&r, 9);
+    pe_recent_learn_newest(&r, ep, id(8));
+    TAP_EQ_INT(serve(&r, (pe_start_t){PE_START_NEW}, 128, NULL, NULL, &base), 0, "posted first");
+    TAP_EQ_UINT(base.ms, 9, "the live newest stands");
+
+    /* Unanchored (the check found an entry the feed missed): nothing learnt. */
+    pe_recent_reset(&r);
+    ep = pe_recent_epoch(&r);
+    push_ms(&r, 20);
+    push_ms(&r, 22);
+    pe_ps_read_result_t res = answer(20, 22, 1); /* holds 21, which the feed never posted */
+    pe_recent_absorb(&r, ep, &res);
+    release(&res);
+    TAP_EQ_INT(serve(&r, after(20), 128, NULL, NULL, NULL), -1, "unanchored");
+    pe_recent_learn_newest(&r, ep, id(22));
+    TAP_EQ_INT(serve(&r, (pe_start_t){PE_START_NEW}, 128, NULL, NULL, NULL), -1, "stays unanchored: NEW to the engine");
+    pe_recent_dispose(&r);
+    TAP_EQ_UINT(b.bytes, 0, "everything given back");
 }
 
 static void
@@ -455,7 +512,7 @@ static void
 test_model(void)
 {
     pe_recent_budget_t b = {0, 1 << 20};
-    int answered = 0, shared = 0, mismatches = 0;
+    int answered = 0, shared = 0, mismatches = 0, answered_new = 0;
     for (int round = 0; round != 200; ++round) {
         model_t m = {.keep = 5 + rng() % 40};
         pe_recent_t r;
@@ -482,6 +539,10 @@ test_model(void)
                 ++m.last;
                 if (m.last - m.trimmed > m.keep)
                     m.trimmed = m.last - m.keep;
+                /* Now and then a NEW read runs after the append and is answered before its post
+                 * (another connection). */
+                if (feeding && rng() % 8 == 0)
+                    pe_recent_learn_newest(&r, pe_recent_epoch(&r), id(m.last));
                 if (feeding)
                     push_ms(&r, m.last);
             } else if (op < 7 && feeding) { /* an engine read from somewhere (the stale one too) */
@@ -490,6 +551,19 @@ test_model(void)
                 pe_recent_absorb(&r, pe_recent_epoch(&r), &res);
                 release(&res);
                 pe_recent_absorb(&r, stale_ep, &stale);
+                /* A NEW read (a subscriber without a cursor), and one of an older epoch. */
+                if (rng() % 3 == 0) {
+                    pe_recent_learn_newest(&r, pe_recent_epoch(&r), id(m.last));
+                    pe_recent_learn_newest(&r, stale_ep, id(m.last > 10 ? m.last - 10 : 0));
+                }
+                pe_ps_read_result_t got;
+                if (pe_recent_serve(&r, (pe_start_t){PE_START_NEW}, 128, &got)) {
+                    ++answered_new;
+                    if ((pe_id_cmp(got.base, id(m.last)) != 0 || got.num_msgs != 0) && mismatches++ < 5)
+                        TAP_OK(0, "round %d step %d: NEW answered at %llu, the stream's newest is %llu", round, step,
+                               (unsigned long long)got.base.ms, (unsigned long long)m.last);
+                    release(&got);
+                }
             } else if (op == 7) { /* a read sharing another's reply, nothing published between */
                 uint64_t c1 = m.last > 60 ? m.last - rng() % 60 : rng() % (m.last + 1);
                 uint64_t c2 = m.last > 60 ? m.last - rng() % 60 : rng() % (m.last + 1);
@@ -535,6 +609,7 @@ test_model(void)
     TAP_EQ_INT(mismatches, 0, "every answer of the cache is the stream's (%d answered)", answered);
     TAP_OK(answered > 1000, "and it answered many catch-ups (%d)", answered);
     TAP_OK(shared > 1000, "shared replies too (%d)", shared);
+    TAP_OK(answered_new > 100, "and NEW reads (%d)", answered_new);
     TAP_EQ_UINT(b.bytes, 0, "everything given back");
 }
 
@@ -543,6 +618,7 @@ main(void)
 {
     tap_subtest("disabled", test_disabled);
     tap_subtest("anchor", test_anchor);
+    tap_subtest("learn newest", test_learn_newest);
     tap_subtest("dropped", test_dropped);
     tap_subtest("check", test_check);
     tap_subtest("expire and budget", test_expire_and_budget);
