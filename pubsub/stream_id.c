@@ -48,10 +48,19 @@ pe_digits_format(uint64_t v, unsigned base, char *buf)
     char tmp[64];
     size_t n = 0;
 
-    do {
-        tmp[n++] = digit_chars[v % base];
-        v /= base;
-    } while (v != 0);
+    /* Base 10 (every ID, twice per publish) divides by a constant: a multiplication, not a
+     * division instruction per digit (a division by a variable was 12% of a batch's profile). */
+    if (base == 10) {
+        do {
+            tmp[n++] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v != 0);
+    } else {
+        do {
+            tmp[n++] = digit_chars[v % base];
+            v /= base;
+        } while (v != 0);
+    }
     for (size_t i = 0; i != n; ++i)
         buf[i] = tmp[n - 1 - i];
     return n;
