@@ -542,7 +542,7 @@ pe_json_batch_item(const char *in, size_t len, pe_json_batch_item_t *item)
             if (item->channel.present)
                 return 0;
             item->channel.present = 1;
-            if (in[voff] == '"') {
+            if (vlen != 0 && in[voff] == '"') {
                 if (!plain_string(in, voff, vlen, &item->channel.off, &item->channel.len))
                     return 0;
                 item->channel.is_string = 1;
@@ -557,7 +557,7 @@ pe_json_batch_item(const char *in, size_t len, pe_json_batch_item_t *item)
             if (item->key.present)
                 return 0;
             item->key.present = 1;
-            if (in[voff] == '"') {
+            if (vlen != 0 && in[voff] == '"') {
                 if (!plain_string(in, voff, vlen, &item->key.off, &item->key.len))
                     return 0;
                 item->key.is_string = 1;
