@@ -514,3 +514,55 @@ pe_json_key_equals(const char *raw, size_t raw_len, const char *key, size_t key_
 {
     return key_equals(raw, 0, raw_len, key, key_len);
 }
+
+/* A string value's body when it holds no escape: 1 with its span, else 0. in[off] is its quote. */
+static int
+plain_string(const char *in, size_t off, size_t vlen, size_t *body_off, size_t *body_len)
+{
+    if (vlen < 2 || in[off] != '"' || memchr(in + off + 1, '\\', vlen - 2) != NULL)
+        return 0;
+    *body_off = off + 1;
+    *body_len = vlen - 2;
+    return 1;
+}
+
+int
+pe_json_batch_item(const char *in, size_t len, pe_json_batch_item_t *item)
+{
+    memset(item, 0, sizeof(*item));
+    size_t i = skip_ws(in, len, 0);
+    if (i >= len || in[i] != '{')
+        return 0;
+    size_t pos = 0, koff, klen, voff, vlen;
+    while (pe_json_object_next(in, len, &pos, &koff, &klen, &voff, &vlen)) {
+        const char *k = in + koff;
+        if (memchr(k, '\\', klen) != NULL)
+            return 0;
+        if (klen == 7 && memcmp(k, "channel", 7) == 0) {
+            if (item->channel.present)
+                return 0;
+            item->channel.present = 1;
+            if (vlen != 0 && in[voff] == '"') {
+                if (!plain_string(in, voff, vlen, &item->channel.off, &item->channel.len))
+                    return 0;
+                item->channel.is_string = 1;
+            }
+        } else if (klen == 4 && memcmp(k, "data", 4) == 0) {
+            if (item->data.present)
+                return 0;
+            item->data.present = 1;
+            item->data.off = voff;
+            item->data.len = vlen;
+        } else if (klen == 3 && memcmp(k, "key", 3) == 0) {
+            if (item->key.present)
+                return 0;
+            item->key.present = 1;
+            if (vlen != 0 && in[voff] == '"') {
+                if (!plain_string(in, voff, vlen, &item->key.off, &item->key.len))
+                    return 0;
+                item->key.is_string = 1;
+            }
+        }
+    }
+    return 1;
+}

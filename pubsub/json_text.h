@@ -69,4 +69,29 @@ int pe_json_object_next(const char *in, size_t len, size_t *pos, size_t *key_off
  */
 int pe_json_key_equals(const char *raw, size_t raw_len, const char *key, size_t key_len);
 
+/**
+ * One item of a POST /api/batch body, read from its raw text without building a value: the
+ * members "channel", "data" and "key" of the top-level object. For each, present is 1 when the
+ * object has the member; for "channel" and "key", is_string is 1 when its value is a string, and
+ * then off/len is the string's body (between its quotes) holding no escape, so the text is the
+ * decoded value; for "data", off/len is the value's text as written.
+ */
+typedef struct st_pe_json_batch_item_t {
+    struct {
+        unsigned present : 1;
+        unsigned is_string : 1;
+        size_t off, len;
+    } channel, data, key;
+} pe_json_batch_item_t;
+
+/**
+ * Fills *item from the valid JSON text in[0..len) (one element of a batch array, validated by
+ * pe_json_valid_fast or jansson) and returns 1 when the raw reading is sure to be what jansson
+ * reads: the text is an object, no member name holds an escape (which could spell one of the
+ * three names), none of the three names appears twice (jansson keeps the last, callers refuse
+ * duplicates), and "channel" and "key", when strings, hold no escape. Returns 0 otherwise: the
+ * caller then parses the item with jansson. Allocation-free, never reads past in[len).
+ */
+int pe_json_batch_item(const char *in, size_t len, pe_json_batch_item_t *item);
+
 #endif

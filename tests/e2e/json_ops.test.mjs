@@ -13,7 +13,9 @@
  * refused on WebSocket ops and on HTTP publish, and nothing with a NUL reaches subscribers.
  * POST /api/batch reads each item's members the same way (raw "data" span, jansson for the
  * rest): an escaped "data" is found, and an escaped duplicate of it is refused. Runs on both
- * engines.
+ * engines. The batch body is read without jansson when the fast check is sure of it (issue 17):
+ * the same items answer the same through the raw reading, the per-item jansson fallback (an
+ * escaped channel or key) and the whole-body jansson path (an exponent elsewhere in the body).
  *
  * Not covered here: the scanner's cases one by one (tests/unit/test_json_text.c) and its
  * agreement with jansson on arbitrary input (tests/fuzz/fuzz_json_member.c).
@@ -134,6 +136,49 @@ describe('POST /api/batch items with escaped member names', () => {
         const r = await batch(`[{"channel":"${ch}","data":1,"d\\u0061ta":2}]`);
         assert.equal(r.status, 200, r.text);
         assert.equal(r.json.results[0].error?.code, 'bad_request', JSON.stringify(r.json));
+    });
+
+    it('the raw reading, the per-item fallback and the whole-body parse answer alike', { timeout: 10000 }, async (t) => {
+        const ch = uniqueChannel('batchpaths');
+        const sub = await openWs(main.srv.url, `/ws?channel=${ch}`, { t });
+        await sub.nextOp('subscribed');
+        const esc = ch.replace(/^b/, '\\u0062'); /* the same channel, its first letter escaped */
+        assert.notEqual(esc, ch);
+        const items = [
+            `{"channel":"${ch}","data":{"n":1}}`,
+            `{"data":[1.50],"key":"k\\u002d${ch.length}","channel":"${esc}"}`,
+            `{"channel":7,"data":1}`,
+            `{"channel":"${ch}","data":1,"channel":"${ch}"}`,
+            `{"channel":"${ch}"}`,
+            `{"channel":"${ch}","data":2,"key":5}`,
+            `[1]`,
+        ];
+        const want = [
+            (x) => x.id && x.channel === ch,
+            (x) => x.id && x.channel === ch,
+            (x) => x.error?.code === 'bad_channel' && x.channel === null,
+            (x) => x.error?.code === 'bad_request',
+            (x) => x.error?.code === 'bad_request',
+            (x) => x.error?.code === 'bad_key',
+            (x) => x.error?.code === 'bad_request' && x.channel === null,
+        ];
+        /* Plain; then with an exponent in a last item's data, which sends the whole body to jansson. */
+        for (const tail of ['', `,{"channel":"${ch}","data":1e2}`]) {
+            const r = await batch(`[${items.join(',')}${tail}]`);
+            assert.equal(r.status, 200, r.text);
+            for (let i = 0; i < want.length; ++i)
+                assert.ok(want[i](r.json.results[i]), `item ${i}${tail ? ' (parsed whole)' : ''}: ${JSON.stringify(r.json.results[i])}`);
+            if (tail) assert.ok(r.json.results[want.length].id, JSON.stringify(r.json));
+        }
+        /* Every stored message reached the subscriber as written, in order: two, then two more (the
+         * keyed item replayed its first ID the second time). */
+        const expect = ['{"n":1}', '[1.50]', '{"n":1}', '1e2'];
+        const got = await sub.waitFor(() => {
+            const ms = sub.messages.filter((x) => x.json && x.json.op === 'message');
+            return ms.length >= expect.length ? ms : null;
+        }, 5000, 'four messages');
+        assert.equal(got.length, expect.length, got.map((m) => m.text).join('\n'));
+        expect.forEach((d, i) => assert.ok(got[i].text.includes(`"data":${d}`), `message ${i}: ${got[i].text}`));
     });
 
     it('a raw NUL byte in the body is 400 invalid_json', { timeout: 10000 }, async () => {

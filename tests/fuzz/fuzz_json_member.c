@@ -19,6 +19,11 @@
  *      jansson keeps the last value, the scanner returns the first, and handle_op refuses such
  *      ops before looking): every key of the object is still found, and its value text is one
  *      JSON value.
+ *   4. pe_json_batch_item (POST /api/batch's raw reading of an item, issue 17): on any input its
+ *      spans lie within in[0..size); if jansson accepts `in` (any value, the batch endpoint's
+ *      flags) and the raw reading says it is sure, then `in` is an object and "channel", "data"
+ *      and "key" are present exactly when jansson has them, channel and key are strings exactly
+ *      when jansson's are, with the same bytes, and data's text parses to jansson's value.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -64,12 +69,45 @@ probe(const char *in, size_t size, json_t *obj, const char *key, size_t key_len)
     CHECK(found == (json_object_getn(obj, key, key_len) != NULL));
 }
 
+/* Property 4: the batch item reading against jansson. */
+static void
+check_batch_item(const char *in, size_t size)
+{
+    pe_json_batch_item_t it;
+    int sure = pe_json_batch_item(in, size, &it);
+    CHECK(it.channel.off <= size && it.channel.len <= size - it.channel.off);
+    CHECK(it.data.off <= size && it.data.len <= size - it.data.off);
+    CHECK(it.key.off <= size && it.key.len <= size - it.key.off);
+    json_t *v = pe_json_load_untrusted(in, size, JSON_DECODE_ANY | OP_FLAGS, NULL);
+    if (v == NULL || !sure) {
+        json_decref(v);
+        return;
+    }
+    CHECK(json_is_object(v));
+    json_t *ch = json_object_get(v, "channel"), *d = json_object_get(v, "data"), *k = json_object_get(v, "key");
+    CHECK(it.channel.present == (ch != NULL) && it.data.present == (d != NULL) && it.key.present == (k != NULL));
+    CHECK(it.channel.is_string == (ch != NULL && json_is_string(ch)));
+    CHECK(it.key.is_string == (k != NULL && json_is_string(k)));
+    if (it.channel.is_string)
+        CHECK(it.channel.len == json_string_length(ch) && memcmp(in + it.channel.off, json_string_value(ch), it.channel.len) == 0);
+    if (it.key.is_string)
+        CHECK(it.key.len == json_string_length(k) && memcmp(in + it.key.off, json_string_value(k), it.key.len) == 0);
+    if (d != NULL) {
+        json_t *found = parse_value_text(in + it.data.off, it.data.len);
+        CHECK(json_equal(found, d));
+        json_decref(found);
+    }
+    json_decref(v);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *in = (const char *)data;
     static const char *const fixed[] = {"ref", "data", "op"};
     size_t off, len;
+
+    check_batch_item(in, size);
 
     /* 1: memory safety and bounds on anything. */
     for (size_t i = 0; i != sizeof(fixed) / sizeof(fixed[0]); ++i)

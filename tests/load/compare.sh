@@ -3,7 +3,8 @@
 # one machine, with one generator (pushedge-bench), printed as one side-by-side table.
 #
 #   tests/load/compare.sh [--quick] [--only a,b,c,d,e,f,p,growth,tls] [--out DIR] [--build DIR]
-#                         [--tls-build DIR]
+#                         [--tls-build DIR] [--pub-modes h1,h2,batch]
+#                         [--pub-targets pe,redis1,nchan,nchanredis,nginx200,floor,peer] [--peer-build DIR]
 #
 # Servers, each a fresh process per run (and fresh channels: pushedge-bench picks a new prefix):
 #   pushedge  build-rel/edge/pushedge --threads 1 (memory engine)
@@ -46,7 +47,10 @@
 #      endpoint), nginx200 (the same requests answered by `return 200`: the floor of HTTP
 #      handling, h1 and h2 and the batch bodies) and pushedge-floor (h1, and the batch bodies to
 #      its /api/publish). Reported: publishes (messages) per second answered 2xx, the server
-#      side's CPU per publish, and the ratios issue 17 asks for.
+#      side's CPU per publish, and the ratios issue 17 asks for. --pub-modes and --pub-targets
+#      keep only some of the modes and targets (for repeated quiet runs of one row); the target
+#      "peer" (only when listed, with --peer-build DIR) is that build's pushedge on the memory
+#      engine, measured in the same run, interleaved (e.g. the main branch against a change).
 #   growth: idle ws RSS/connection and fan-out CPU/delivery (ws, 50k deliveries/s offered) at
 #      1k, 5k, 10k, 18k connections for pushedge and nchan -> growth.csv, growth.svg
 #   tls: (a)'s ladder, ws and sse, for pushedge clear, pushedge TLS, nchan clear and nchan TLS
@@ -70,6 +74,9 @@ PUB_S=
 OUT=
 REPEAT=
 TLS_BUILD=
+PUB_MODES=h1,h2,batch
+PUB_TARGETS=pe,redis1,nchan,nchanredis,nginx200,floor
+PEER_BUILD=
 usage() { sed -n '2,/^set -uo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case $1 in
@@ -80,6 +87,9 @@ while [ $# -gt 0 ]; do
     --tls-build) TLS_BUILD=${2:?--tls-build needs a directory}; shift ;;
     --repeat) REPEAT=${2:?--repeat needs a number}; shift ;;
     --pub-seconds) PUB_S=${2:?--pub-seconds needs a number}; shift ;;
+    --pub-modes) PUB_MODES=${2:?--pub-modes needs a list}; shift ;;
+    --pub-targets) PUB_TARGETS=${2:?--pub-targets needs a list}; shift ;;
+    --peer-build) PEER_BUILD=${2:?--peer-build needs a directory}; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -113,6 +123,13 @@ fi
 meson compile -C "$BUILD" >/dev/null || { echo "compare.sh: meson compile -C $BUILD failed" >&2; exit 1; }
 for f in "$PE" "$BENCH" "$FLOOR"; do [ -x "$f" ] || { echo "compare.sh: missing $f" >&2; exit 1; }; done
 command -v jq >/dev/null || { echo "compare.sh: needs jq" >&2; exit 1; }
+PE_PEER=
+if [[ ",$PUB_TARGETS," == *",peer,"* ]]; then
+    [ -n "$PEER_BUILD" ] || { echo "compare.sh: the target peer needs --peer-build DIR" >&2; exit 1; }
+    PEER_BUILD=$(cd "$PEER_BUILD" && pwd) || exit 1
+    meson compile -C "$PEER_BUILD" edge/pushedge >/dev/null || { echo "compare.sh: meson compile -C $PEER_BUILD failed" >&2; exit 1; }
+    PE_PEER=$PEER_BUILD/edge/pushedge
+fi
 if want p; then
     command -v h2load >/dev/null || { echo "compare.sh: the p scenario needs h2load (apt-get install nghttp2-client)" >&2; exit 1; }
 fi
@@ -217,6 +234,9 @@ start_server() { # KIND NAME: pe | nchan | floor | redis1 | redis2
     case $kind in
     pe)
         start_pushedge "$name" || return 1
+        S_URL=http://127.0.0.1:$S_LAST_PORT S_BENCH_PIDS=$S_LAST_PID ;;
+    peer)
+        PE_BIN=$PE_PEER start_pushedge "$name" || return 1
         S_URL=http://127.0.0.1:$S_LAST_PORT S_BENCH_PIDS=$S_LAST_PID ;;
     floor)
         next_port
@@ -585,7 +605,9 @@ if want p; then
     { printf '['; for i in $(seq 100); do [ "$i" -gt 1 ] && printf ','; printf '{"channel":"bench","data":'; cat "$WORK/pub-body.json"; printf '}'; done; printf ']'; } >"$WORK/pub-batch.json"
     for i in $(seq "$REPEAT"); do
         for mode in h1 h2 batch; do
-            for target in pe redis1 nchan nchanredis nginx200 floor; do
+            [[ ",$PUB_MODES," == *",$mode,"* ]] || continue
+            for target in pe peer redis1 nchan nchanredis nginx200 floor; do
+                [[ ",$PUB_TARGETS," == *",$target,"* ]] || continue
                 srv=$target path=/api/publish?channel=bench
                 [ $mode = batch ] && path=/api/batch
                 case $target in
@@ -746,8 +768,12 @@ TABLE=$OUT/table.md
         echo "| h1: server CPU per publish | $(fus "$(v p.pe.h1.cpu)") | $(fus "$(v p.redis1.h1.cpu)") | $(fus "$(v p.nchan.h1.cpu)") | $(fus "$(v p.nchanredis.h1.cpu)") | $(fus "$(v p.nginx200.h1.cpu)") | $(fus "$(v p.floor.h1.cpu)") | |"
         echo "| h2: server CPU per publish | $(fus "$(v p.pe.h2.cpu)") | $(fus "$(v p.redis1.h2.cpu)") | $(fus "$(v p.nchan.h2.cpu)") | $(fus "$(v p.nchanredis.h2.cpu)") | $(fus "$(v p.nginx200.h2.cpu)") | | |"
         echo "| batch: server CPU per message | $(fus "$(v p.pe.batch.cpu)") | $(fus "$(v p.redis1.batch.cpu)") | | | $(fus "$(v p.nginx200.batch.cpu)") | $(fus "$(v p.floor.batch.cpu)") | |"
+        if [ -n "$PE_PEER" ]; then
+            echo
+            echo "Peer (--peer-build $PEER_BUILD, $("$PE_PEER" --version), memory engine), same run, interleaved: h1 $(pv peer h1) ($(fus "$(v p.peer.h1.cpu)")/publish; pushedge/peer $(pr pe peer h1)), h2 $(pv peer h2) ($(fus "$(v p.peer.h2.cpu)"); pushedge/peer $(pr pe peer h2)), batch $(pv peer batch) ($(fus "$(v p.peer.batch.cpu)"); pushedge/peer $(pr pe peer batch))"
+        fi
         echo
-        echo "Every run (publishes/s): $(for t in pe redis1 nchan nchanredis nginx200 floor; do for m in h1 h2 batch; do [ -n "$(v p.$t.$m.all)" ] && printf '%s %s: %s; ' $t $m "$(v p.$t.$m.all)"; done; done)"
+        echo "Every run (publishes/s): $(for t in pe peer redis1 nchan nchanredis nginx200 floor; do for m in h1 h2 batch; do [ -n "$(v p.$t.$m.all)" ] && printf '%s %s: %s; ' $t $m "$(v p.$t.$m.all)"; done; done)"
     fi
     if want tls; then
         echo

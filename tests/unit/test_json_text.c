@@ -16,6 +16,14 @@
  * random mutations of them (bytes changed, inserted, cut); the fast check may say "not sure"
  * (0) for valid text, but never 1 for text jansson refuses; the usual publish bodies pass fast.
  *
+ * pe_json_batch_item: differential against jansson on batch items (plain, white space, members
+ * in any order, nested "channel"/"data"/"key" names, escapes in names and in channel or key,
+ * duplicates, non-string channel and key, non-objects) and 20,000 random mutations of them that
+ * jansson accepts: whenever the raw reading says it is sure, it agrees with jansson member for
+ * member (presence, string values byte for byte, data's text parsing to the same value); the
+ * cases it must leave to jansson (escaped names, duplicates, escaped channel or key, non-objects)
+ * return 0, and the usual item is read raw.
+ *
  * Not covered: invalid JSON (the contract requires validated input; the fuzz target covers
  * that the function never writes more than len bytes whatever it gets).
  */
@@ -419,9 +427,154 @@ test_valid_fast(void)
                 fast_refused_valid);
 }
 
+/* jansson's reading of a batch item against pe_json_batch_item's; returns a mismatch or NULL. */
+static const char *
+batch_item_disagrees(const char *text, size_t len, int *sure)
+{
+    char *g = tap_guard_copy(text, len);
+    pe_json_batch_item_t it;
+    *sure = pe_json_batch_item(g, len, &it);
+    const char *why = NULL;
+    json_t *v = pe_json_load_untrusted(text, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, NULL);
+    if (!*sure || v == NULL)
+        goto Exit;
+    if (!json_is_object(v)) {
+        why = "sure of a non-object";
+        goto Exit;
+    }
+    struct {
+        const char *name;
+        int string_member;
+    } names[] = {{"channel", 1}, {"data", 0}, {"key", 1}};
+    for (size_t i = 0; i != 3; ++i) {
+        json_t *m = json_object_get(v, names[i].name);
+        unsigned present = i == 0 ? it.channel.present : i == 1 ? it.data.present : it.key.present;
+        if (present != (m != NULL)) {
+            why = "presence differs";
+            goto Exit;
+        }
+        if (m == NULL)
+            continue;
+        if (names[i].string_member) {
+            unsigned is_string = i == 0 ? it.channel.is_string : it.key.is_string;
+            size_t off = i == 0 ? it.channel.off : it.key.off, l = i == 0 ? it.channel.len : it.key.len;
+            if (is_string != json_is_string(m)) {
+                why = "string or not differs";
+                goto Exit;
+            }
+            if (is_string &&
+                (off > len || l > len - off || l != json_string_length(m) || memcmp(g + off, json_string_value(m), l) != 0)) {
+                why = "string value differs";
+                goto Exit;
+            }
+        } else {
+            if (it.data.off > len || it.data.len > len - it.data.off) {
+                why = "data span out of bounds";
+                goto Exit;
+            }
+            json_t *d = pe_json_load_untrusted(g + it.data.off, it.data.len,
+                                               JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, NULL);
+            int same = d != NULL && json_equal(d, m);
+            json_decref(d);
+            if (!same) {
+                why = "data text differs";
+                goto Exit;
+            }
+        }
+    }
+Exit:
+    json_decref(v);
+    tap_guard_free(g, len);
+    return why;
+}
+
+static void
+test_batch_item(void)
+{
+    static const char *sure[] = {
+        "{\"channel\":\"news\",\"data\":{\"n\":1,\"text\":\"xx\"}}",
+        " { \"data\" : [1, 2, {\"channel\":\"x\"}] , \"channel\" : \"a.b:c@d\" , \"key\" : \"k-1\" } ",
+        "{\"channel\":\"c\",\"data\":\"a\\\"b\\\\\",\"key\":null}",
+        "{\"channel\":7,\"data\":null}",
+        "{\"channel\":\"c\"}",
+        "{\"data\":1.50e3}",
+        "{\"key\":[\"k\"],\"channel\":{\"channel\":\"c\"},\"data\":false}",
+        "{\"other\":1,\"other\":2,\"channel\":\"c\",\"data\":-0}",
+        "{}",
+        "{\"channel\":\"\",\"data\":\"\"}",
+        "{\"channel\":\"caf\xc3\xa9\",\"data\":\"\\u0000\"}",
+    };
+    static const char *unsure[] = {
+        "[1]",
+        "\"channel\"",
+        "7",
+        "{\"d\\u0061ta\":1,\"channel\":\"c\"}",
+        "{\"channel\":\"c\",\"data\":1,\"data\":2}",
+        "{\"channel\":\"a\",\"channel\":\"b\",\"data\":1}",
+        "{\"key\":\"a\",\"key\":\"b\",\"data\":1}",
+        "{\"channel\":\"\\u0061\",\"data\":1}",
+        "{\"channel\":\"c\",\"data\":1,\"key\":\"k\\n\"}",
+        "{\"x\\\\\":1,\"channel\":\"c\",\"data\":1}",
+    };
+    for (size_t i = 0; i != sizeof(sure) / sizeof(sure[0]); ++i) {
+        int ok;
+        size_t len = strlen(sure[i]);
+        TAP_OK(jansson_accepts(sure[i], len), "jansson accepts %s (test precondition)", sure[i]);
+        const char *why = batch_item_disagrees(sure[i], len, &ok);
+        TAP_EQ_INT(ok, 1, "read raw: %s", sure[i]);
+        TAP_OK(why == NULL, "agrees with jansson: %s (%s)", sure[i], why != NULL ? why : "");
+    }
+    for (size_t i = 0; i != sizeof(unsure) / sizeof(unsure[0]); ++i) {
+        int ok;
+        size_t len = strlen(unsure[i]);
+        TAP_OK(jansson_accepts(unsure[i], len), "jansson accepts %s (test precondition)", unsure[i]);
+        batch_item_disagrees(unsure[i], len, &ok);
+        TAP_EQ_INT(ok, 0, "left to jansson: %s", unsure[i]);
+    }
+    /* Mutations that stay valid JSON: whenever the raw reading is sure, jansson agrees. */
+    static const char alphabet[] = "{}[],:\"\\ 0123456789-.eEtrufalsnchdkyu\xc3\xa9";
+    size_t nsure = sizeof(sure) / sizeof(sure[0]), nall = nsure + sizeof(unsure) / sizeof(unsure[0]);
+    size_t checked = 0, raw = 0, mismatches = 0;
+    for (int round = 0; round != 20000; ++round) {
+        size_t k = fast_rand() % nall;
+        const char *src = k < nsure ? sure[k] : unsure[k - nsure];
+        char buf[256];
+        size_t len = strlen(src);
+        memcpy(buf, src, len);
+        for (unsigned m = 1 + fast_rand() % 2; m != 0; --m) {
+            unsigned op = fast_rand() % 3;
+            size_t at = len == 0 ? 0 : fast_rand() % len;
+            char c = alphabet[fast_rand() % (sizeof(alphabet) - 1)];
+            if (op == 0 && len != 0) {
+                buf[at] = c;
+            } else if (op == 1 && len < sizeof(buf) - 1) {
+                memmove(buf + at + 1, buf + at, len - at);
+                buf[at] = c;
+                ++len;
+            } else if (len != 0) {
+                memmove(buf + at, buf + at + 1, len - at - 1);
+                --len;
+            }
+        }
+        if (!jansson_accepts(buf, len))
+            continue;
+        int ok;
+        const char *why = batch_item_disagrees(buf, len, &ok);
+        ++checked;
+        raw += ok;
+        if (why != NULL) {
+            ++mismatches;
+            tap_note("%s: %.*s", why, (int)len, buf);
+        }
+    }
+    TAP_EQ_UINT(mismatches, 0, "the raw reading agrees with jansson whenever it is sure (%zu valid mutations, %zu read raw)",
+                checked, raw);
+}
+
 int
 main(void)
 {
+    tap_subtest("batch item", test_batch_item);
     tap_subtest("valid fast", test_valid_fast);
     tap_subtest("iterate", test_iterate);
     tap_subtest("load untrusted", test_load_untrusted);
