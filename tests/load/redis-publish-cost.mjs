@@ -19,6 +19,10 @@
  *   manyK    pushedge_publish_many with K messages per call (8, 32, 100; many32keyed: each with a
  *            new key), as a node sends what one loop iteration gathered for one channel; --n
  *            messages in all, every number per message (FCALL's time divided by K)
+ *   batchK   the same through pushedge_publish_batch (one PUBLISH per call: what a node sends
+ *            with --redis-batch-announce on)
+ * --only NAME,NAME... runs only those scenarios ("none": none); --probe-only P,P... only those
+ * probes (implies --probes).
  * --probes also measures single alternatives in isolation, each a tiny function of its own on a
  * 1,000-entry stream (see PROBES below): what each candidate command costs inside a function.
  *
@@ -196,7 +200,7 @@ async function startRedis(nice) {
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 function parseArgs(argv) {
-    const o = { n: 20000, repeat: 3, retained: 1000, lib: path.join(ROOT, 'pubsub', 'redis_lib.lua'), before: null, probes: false, json: false, nice: 0 };
+    const o = { n: 20000, repeat: 3, retained: 1000, lib: path.join(ROOT, 'pubsub', 'redis_lib.lua'), before: null, probes: false, json: false, nice: 0, only: null, probeOnly: null };
     for (let i = 0; i < argv.length; i++) {
         const a = argv[i];
         const val = () => {
@@ -218,6 +222,10 @@ function parseArgs(argv) {
             o.nice = Math.min(19, Math.max(-20, Number(val()) | 0));
         else if (a === '--probes')
             o.probes = true;
+        else if (a === '--only')
+            o.only = val().split(',');
+        else if (a === '--probe-only')
+            o.probes = true, o.probeOnly = val().split(',');
         else if (a === '--json')
             o.json = true;
         else
@@ -300,17 +308,19 @@ function scenarios(o) {
     const keyed = (key, k, i) => ['FCALL', 'pushedge_publish', '2', key, `${key}:idem:${k}`, body(i), String(o.retained), '86400000', '300000'];
     const fill = (key, mk = (i) => plain(key, i)) => Array.from({ length: o.retained + 100 }, (_, i) => mk(i));
     /* pushedge_publish_many: k messages per call (keyed: each with a new key). */
-    const many = (key, k, i, withKeys) => {
+    const many = (key, k, i, withKeys, fn) => {
         const recs = withKeys ? Array.from({ length: k }, (_, j) => `${key}:idem:m${i}-${j}`) : [];
         const msgs = Array.from({ length: k }, (_, j) => [withKeys ? '1' : '0', body(i * k + j)]).flat();
-        return ['FCALL', 'pushedge_publish_many', String(1 + recs.length), key, ...recs, String(o.retained), '86400000', '300000', ...msgs];
+        return ['FCALL', fn, String(1 + recs.length), key, ...recs, String(o.retained), '86400000', '300000', ...msgs];
     };
-    const manyScenario = (k, withKeys) => ({
-        name: `many${k}${withKeys ? 'keyed' : ''}`,
-        what: `pushedge_publish_many, ${k} ${withKeys ? 'keyed ' : ''}messages per call (numbers per message)`,
+    /* pushedge_publish_many (one PUBLISH per message) or pushedge_publish_batch (one per call). */
+    const manyScenario = (k, withKeys, fn = 'pushedge_publish_many') => ({
+        name: `${fn === 'pushedge_publish_many' ? 'many' : 'batch'}${k}${withKeys ? 'keyed' : ''}`,
+        what: `${fn}, ${k} ${withKeys ? 'keyed ' : ''}messages per call (numbers per message)`,
         prepare: (key) => fill(key),
-        calls: (key) => Array.from({ length: Math.max(10, Math.floor(o.n / k)) }, (_, i) => many(key, k, i, withKeys)),
+        calls: (key) => Array.from({ length: Math.max(10, Math.floor(o.n / k)) }, (_, i) => many(key, k, i, withKeys, fn)),
         perCall: k,
+        needs: fn,
     });
     return [
         {
@@ -348,6 +358,10 @@ function scenarios(o) {
         manyScenario(32, false),
         manyScenario(100, false),
         manyScenario(32, true),
+        manyScenario(8, false, 'pushedge_publish_batch'),
+        manyScenario(32, false, 'pushedge_publish_batch'),
+        manyScenario(100, false, 'pushedge_publish_batch'),
+        manyScenario(32, true, 'pushedge_publish_batch'),
     ];
 }
 
@@ -414,6 +428,55 @@ redis.register_function('p_prep_index', function(k, a)
 redis.register_function('p_publish', function(k, a) return redis.call('PUBLISH', k[1], a[1]) end)
 redis.register_function('p_get', function(k, a) return redis.call('GET', k[1] .. ':idem:none') end)
 redis.register_function('p_set_px', function(k, a) return redis.call('SET', k[1] .. ':idem:one', '1-1', 'PX', 300000) end)
+redis.register_function('p_straight6', function(k, a)
+  local ids = k[1] .. ':ids'
+  local id = redis.call('XADD', k[1], '*', 'd', a[1])
+  redis.call('RPUSH', ids, id)
+  redis.call('XLEN', k[1])
+  redis.call('XDEL', k[1], redis.call('LPOP', ids))
+  redis.call('PUBLISH', k[1], id .. ' ' .. a[1])
+  return id end)
+redis.register_function('p_straight5', function(k, a)
+  local ids = k[1] .. ':ids'
+  local id = redis.call('XADD', k[1], '*', 'd', a[1])
+  redis.call('RPUSH', ids, id)
+  redis.call('XDEL', k[1], redis.call('LPOP', ids))
+  redis.call('PUBLISH', k[1], id .. ' ' .. a[1])
+  return id end)
+redis.register_function('p_x32_pub32', function(k, a)
+  local key, d, id = k[1], a[1], nil
+  for i = 1, 32 do
+    id = redis.call('XADD', key, '*', 'd', d)
+    redis.call('PUBLISH', key, id .. ' ' .. d)
+  end
+  redis.call('XTRIM', key, 'MAXLEN', '~', 1000)
+  return id end)
+redis.register_function('p_x32_pub1', function(k, a)
+  local key, d, id, parts = k[1], a[1], nil, {'\\29'}
+  for i = 1, 32 do
+    id = redis.call('XADD', key, '*', 'd', d)
+    parts[#parts + 1] = id
+    parts[#parts + 1] = ' '
+    parts[#parts + 1] = #d
+    parts[#parts + 1] = ' '
+    parts[#parts + 1] = d
+  end
+  redis.call('PUBLISH', key, table.concat(parts))
+  redis.call('XTRIM', key, 'MAXLEN', '~', 1000)
+  return id end)
+redis.register_function('p_x32_only', function(k, a)
+  local key, d, id = k[1], a[1], nil
+  for i = 1, 32 do id = redis.call('XADD', key, '*', 'd', d) end
+  redis.call('XTRIM', key, 'MAXLEN', '~', 1000)
+  return id end)
+redis.register_function('p_x32_set32', function(k, a)
+  local key, d, id = k[1], a[1], nil
+  for i = 1, 32 do
+    id = redis.call('XADD', key, '*', 'd', d)
+    redis.call('SET', key .. ':idem:' .. i, id, 'PX', 300000)
+  end
+  redis.call('XTRIM', key, 'MAXLEN', '~', 1000)
+  return id end)
 `;
 const PROBE_NAMES = [...PROBES.matchAll(/register_function\('(p_[a-z0-9_]+)'/g)].map((m) => m[1]).filter((p) => p !== 'p_prep_index');
 
@@ -429,13 +492,13 @@ async function main() {
         results.redis = /redis_version:(\S+)/.exec(info)?.[1];
         /* Repeats outermost: a busy spell on the shared machine then spoils one sample of each
          * scenario, not every sample of one. */
-        const all = scenarios(o);
+        const all = scenarios(o).filter((s) => o.only === null || o.only.includes(s.name));
         const best = all.map(() => libs.map(() => null));
         for (let r = 0; r < o.repeat; r++) {
             for (const [j, s] of all.entries()) {
                 for (const [i, lib] of libs.entries()) {
-                    if (s.perCall !== undefined && !lib.text.includes('pushedge_publish_many'))
-                        continue; /* a library from before the batch function */
+                    if (s.needs !== undefined && !lib.text.includes(`'${s.needs}'`))
+                        continue; /* a library from before that function */
                     await run(redis.port, [['FUNCTION', 'LOAD', 'REPLACE', lib.text]]);
                     const key = channel(s.name);
                     await run(redis.port, s.prepare(key));
@@ -456,7 +519,7 @@ async function main() {
         if (o.probes) {
             await run(redis.port, [['FUNCTION', 'LOAD', 'REPLACE', PROBES]]);
             for (let r = 0; r < o.repeat; r++) {
-                for (const p of PROBE_NAMES) {
+                for (const p of PROBE_NAMES.filter((q) => o.probeOnly === null || o.probeOnly.includes(q))) {
                     const key = channel(p);
                     await run(redis.port, Array.from({ length: 1000 }, (_, i) => ['XADD', key, '*', 'd', body(i)]));
                     await run(redis.port, [['FCALL', 'p_prep_index', '1', key]]);
