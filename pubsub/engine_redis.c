@@ -488,8 +488,9 @@ resend_singly(pub_batch_t *b)
     pe_free(b);
 }
 
-/* pushedge_publish_batch's (and _many's) answer: {id1, replayed1, id2, replayed2, ...}, one pair per publish
- * of the batch, in order. */
+/* The answer of pushedge_publish_batch, "<id1> <id2> ..." (a replayed one "=<id>"), or of
+ * pushedge_publish_many, {id1, replayed1, id2, replayed2, ...}: one ID per publish of the batch,
+ * in order. */
 static void
 on_published_many(void *ctx, redisReply *reply)
 {
@@ -503,6 +504,28 @@ on_published_many(void *ctx, redisReply *reply)
     if (reply->type == REDIS_REPLY_ERROR && strstr(reply->str, "Function not found") != NULL) {
         resend_singly(b);
         return;
+    }
+    if (reply->type == REDIS_REPLY_STRING) {
+        /* Checked whole first: a malformed or short answer hands nothing out as stored. */
+        size_t pos = 0, n = 0;
+        pe_id_t id;
+        int replayed, r;
+        while ((r = pe_redis_batch_reply_next(reply->str, reply->len, &pos, &id, &replayed)) == 1)
+            ++n;
+        if (r == 0 && n == b->count) {
+            pos = 0;
+            for (h2o_linklist_t *l = b->pubs.next; l != &b->pubs; l = l->next) {
+                publish_t *p = H2O_STRUCT_FROM_MEMBER(publish_t, link, l);
+                pe_redis_batch_reply_next(reply->str, reply->len, &pos, &id, &replayed);
+                if (replayed)
+                    pe_ps_node__count_replayed(rn->node);
+                else
+                    pe_ps_node__count_published(rn->node);
+                p->cb(p->ctx, NULL, &id, replayed);
+            }
+            free_batch(b);
+            return;
+        }
     }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 * b->count) {
         /* An error inside the call may come after some messages were stored. */

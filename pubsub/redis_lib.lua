@@ -250,11 +250,13 @@ end
 --     one RPUSH and are trimmed by one exact cut (the newest removed by XDEL: the gap boundary;
 --     the older by XTRIM MINID), so the per-call costs (the call, XLEN, the cut's walk) are paid
 --     once per batch. Every message is PUBLISHed on its own, as pushedge_publish does.
---   FCALL pushedge_publish_batch ... (the same arguments and answer)
+--   FCALL pushedge_publish_batch ... (the same arguments)   -> "<id1> <id2> ..."
 --     The same, announced in one PUBLISH: "\29" then, per appended message in order,
 --     "<id> <length of json in bytes> <json>" (a call that appends one message announces it as
---     pushedge_publish does). A pushedge from before this function cannot read it: nodes use it
---     only when told to (--redis-batch-announce; docs/operations.md, rolling upgrades).
+--     pushedge_publish does); answered with one string, the IDs in order separated by one space,
+--     a replayed one (its key recorded) written "=<id>": one reply element instead of two per
+--     message. A pushedge from before this function cannot read the announcement: nodes use it
+--     unless told not to (--redis-batch-announce 0; docs/operations.md, rolling upgrades).
 local function many(keys, args, once)
   local key = keys[1]
   local maxlen, ttl, window = tonumber(args[1]), tonumber(args[2]), args[3]
@@ -284,8 +286,14 @@ local function many(keys, args, once)
       if not prev and seen ~= nil then prev = seen[ikey] end
     end
     if prev then
-      out[o + 1] = prev
-      out[o + 2] = 1
+      if once then
+        out[o + 1] = '=' .. prev
+        o = o + 1
+      else
+        out[o + 1] = prev
+        out[o + 2] = 1
+        o = o + 2
+      end
     else
       local id = redis.call('XADD', key, '*', 'd', data)
       m = m + 1
@@ -305,10 +313,15 @@ local function many(keys, args, once)
       else
         redis.call('PUBLISH', key, id .. ' ' .. data)
       end
-      out[o + 1] = id
-      out[o + 2] = 0
+      if once then
+        out[o + 1] = id
+        o = o + 1
+      else
+        out[o + 1] = id
+        out[o + 2] = 0
+        o = o + 2
+      end
     end
-    o = o + 2
   end
   if m > 0 then
     settle(key, new, m, new[m], maxlen, ttl)
@@ -317,6 +330,7 @@ local function many(keys, args, once)
       else redis.call('PUBLISH', key, table.concat(parts)) end
     end
   end
+  if once then return table.concat(out, ' ') end
   return out
 end
 local function publish_many(keys, args) return many(keys, args, false) end

@@ -175,3 +175,26 @@ pe_redis_batch_next(const char *payload, size_t len, size_t *pos, pe_id_t *id, c
     *pos = p + n;
     return 1;
 }
+
+int
+pe_redis_batch_reply_next(const char *text, size_t len, size_t *pos, pe_id_t *id, int *replayed)
+{
+    size_t p = *pos;
+    if (p == len)
+        return p == 0 ? -1 : 0;
+    if (p > len)
+        return -1;
+    if (p != 0) {
+        /* the separator after the previous ID, then another ID (no trailing space) */
+        if (text[p] != ' ' || ++p == len)
+            return -1;
+    }
+    *replayed = text[p] == '=';
+    p += (size_t)*replayed;
+    const char *sp = memchr(text + p, ' ', len - p);
+    size_t end = sp != NULL ? (size_t)(sp - text) : len;
+    if (end == p || pe_id_parse(text + p, end - p, id) != 0)
+        return -1;
+    *pos = end;
+    return 1;
+}

@@ -88,4 +88,13 @@ int pe_redis_parse_announcement(const char *payload, size_t len, pe_id_t *id, co
  */
 int pe_redis_batch_next(const char *payload, size_t len, size_t *pos, pe_id_t *id, const char **json, size_t *json_len);
 
+/**
+ * One ID of pushedge_publish_batch's answer: the IDs in order separated by one space, a replayed
+ * one (its idempotency key was recorded) written "=<id>". Call it with *pos 0; each call reads
+ * the ID at *pos and moves *pos past it (and its space). Returns 1 with the ID and replayed (0
+ * or 1), 0 at the end of a well-formed answer (at least one ID read; pos not moved), or -1 when
+ * the text is not one (check the whole answer before using any ID). Pure, no allocation.
+ */
+int pe_redis_batch_reply_next(const char *text, size_t len, size_t *pos, pe_id_t *id, int *replayed);
+
 #endif

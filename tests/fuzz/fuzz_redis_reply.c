@@ -11,7 +11,9 @@
  *      Checks: it ends (pos strictly grows), every entry's JSON lies inside the payload after
  *      a space and ends the entry, IDs format and parse back, a well-formed end is exactly the
  *      payload's end after at least one entry; a payload that starts with the mark is never
- *      taken for a single announcement.
+ *      taken for a single announcement. And as pushedge_publish_batch's answer
+ *      (pe_redis_batch_reply_next): it ends, each ID ends at a space or the end, IDs format and
+ *      parse back, a well-formed end is the text's end after at least one ID.
  *   1  a redirection built from input fields (kind, slot, port, host bytes without ':' NUL or
  *      space, or an IPv6 address with colons) must be accepted with exactly those fields.
  *   2  a synthetic hiredis reply tree decoded from the bytes (types, integers, strings with
@@ -51,6 +53,19 @@ check_batch_text(const char *s, size_t len)
         CHECK(pos > last && pos <= len);
         /* "<id> <length> <json>": the JSON ends the entry, after a space, past the ID */
         CHECK(json > copy + last + 3 && json + jlen == copy + pos && json[-1] == ' ');
+        check_id(id);
+        last = pos;
+        ++count;
+    }
+    CHECK(r == 0 || r == -1);
+    if (r == 0)
+        CHECK(count >= 1 && pos == len);
+    /* The same bytes as pushedge_publish_batch's answer. */
+    pos = last = count = 0;
+    int replayed;
+    while ((r = pe_redis_batch_reply_next(copy, len, &pos, &id, &replayed)) == 1) {
+        CHECK(pos > last && pos <= len && (replayed == 0 || replayed == 1));
+        CHECK(pos == len || copy[pos] == ' ');
         check_id(id);
         last = pos;
         ++count;

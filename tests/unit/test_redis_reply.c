@@ -7,7 +7,8 @@
  * (pushedge_publish_batch): entries in order, JSON holding spaces, digits and the mark itself,
  * every prefix of a valid batch (refused unless it ends at an entry's end), each malformed form,
  * each read from a buffer of its exact size (ASan catches a read past it), and the single
- * parser refusing a batch (what an older node does with one).
+ * parser refusing a batch (what an older node does with one); pushedge_publish_batch's answer
+ * (IDs, replayed ones, prefixes, malformed separators and marks).
  *
  * Not covered: arbitrary trees and error strings (tests/fuzz/fuzz_redis_reply.c); following a
  * redirection (tests/e2e/cluster.test.mjs).
@@ -306,6 +307,67 @@ test_batch_announcement(void)
     TAP_EQ_INT(pe_redis_parse_announcement(b, len, &id, &json, &jlen), -1, "a single announcement's parser refuses a batch");
 }
 
+/* Reads a whole pushedge_publish_batch answer from an exact-size copy: the last result, the IDs
+ * read before it and how many were replayed. */
+static int
+reply_walk(const char *text, size_t len, size_t *count, size_t *replays)
+{
+    char *buf = malloc(len != 0 ? len : 1);
+    memcpy(buf, text, len);
+    size_t pos = 0;
+    pe_id_t id;
+    int replayed, r;
+    *count = *replays = 0;
+    while ((r = pe_redis_batch_reply_next(buf, len, &pos, &id, &replayed)) == 1) {
+        ++*count;
+        *replays += replayed;
+    }
+    free(buf);
+    return r;
+}
+
+static void
+test_batch_reply(void)
+{
+    static const char a[] = "1-2 1-3 =1-2 18446744073709551615-0";
+    size_t len = sizeof(a) - 1, pos = 0;
+    pe_id_t id;
+    int replayed;
+    TAP_EQ_INT(pe_redis_batch_reply_next(a, len, &pos, &id, &replayed), 1, "first ID");
+    TAP_EQ_UINT(id.seq, 2, "its seq");
+    TAP_EQ_INT(replayed, 0, "stored");
+    TAP_EQ_INT(pe_redis_batch_reply_next(a, len, &pos, &id, &replayed), 1, "second ID");
+    TAP_EQ_UINT(id.seq, 3, "its seq");
+    TAP_EQ_INT(pe_redis_batch_reply_next(a, len, &pos, &id, &replayed), 1, "third ID");
+    TAP_EQ_UINT(id.seq, 2, "the first one's");
+    TAP_EQ_INT(replayed, 1, "replayed");
+    TAP_EQ_INT(pe_redis_batch_reply_next(a, len, &pos, &id, &replayed), 1, "fourth ID");
+    TAP_EQ_UINT(id.ms, UINT64_MAX, "the largest ms");
+    TAP_EQ_INT(pe_redis_batch_reply_next(a, len, &pos, &id, &replayed), 0, "end");
+    size_t n, rp;
+    TAP_EQ_INT(reply_walk(a, len, &n, &rp), 0, "whole, from an exact-size buffer");
+    TAP_EQ_UINT(n, 4, "four IDs");
+    TAP_EQ_UINT(rp, 1, "one replayed");
+    TAP_EQ_INT(reply_walk("=7-7", 4, &n, &rp), 0, "one replayed ID alone");
+    int bad = 0;
+    for (size_t k = 0; k < len; ++k) {
+        /* A prefix is well-formed where it ends after a whole ID: before a space. */
+        int want = k != 0 && a[k] == ' ' && a[k - 1] != ' ' ? 0 : -1;
+        /* ... or inside the last ID at a point that is itself an ID ("18446744073709551615-0" cut
+         * after its dash is not one; cut inside its digits it may be). */
+        int r = reply_walk(a, k, &n, &rp);
+        if (want == 0 && r != 0)
+            ++bad, TAP_OK(0, "prefix of %zu bytes refused", k);
+        if (k != 0 && a[k - 1] == ' ' && r != -1)
+            ++bad, TAP_OK(0, "prefix of %zu bytes (a trailing space) accepted", k);
+    }
+    TAP_EQ_INT(bad, 0, "prefixes: accepted before each separator, refused with a trailing space");
+    static const char *const refused[] = {"",      " ",     "1-2 ", " 1-2",  "1-2  1-3", "=",
+                                          "1-2 =", "==1-2", "x",    "1-2 x", "1-2,1-3",  "-1-2"};
+    for (size_t i = 0; i != sizeof(refused) / sizeof(refused[0]); ++i)
+        TAP_EQ_INT(reply_walk(refused[i], strlen(refused[i]), &n, &rp), -1, "refused: \"%s\"", refused[i]);
+}
+
 int
 main(void)
 {
@@ -315,5 +377,6 @@ main(void)
     tap_subtest("cluster slots", test_slots);
     tap_subtest("announcement", test_announcement);
     tap_subtest("batch announcement", test_batch_announcement);
+    tap_subtest("batch answer", test_batch_reply);
     return tap_done();
 }
