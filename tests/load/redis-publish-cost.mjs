@@ -464,6 +464,80 @@ redis.register_function('p_x32_pub1', function(k, a)
   redis.call('PUBLISH', key, table.concat(parts))
   redis.call('XTRIM', key, 'MAXLEN', '~', 1000)
   return id end)
+redis.register_function('p_x32_pub1_sep', function(k, a)
+  local key, d, id, parts, np = k[1], a[1], nil, {}, 0
+  for i = 1, 32 do
+    id = redis.call('XADD', key, '*', 'd', d)
+    parts[np + 1] = id
+    parts[np + 2] = ' '
+    parts[np + 3] = d
+    parts[np + 4] = '\\29'
+    np = np + 4
+  end
+  redis.call('PUBLISH', key, table.concat(parts))
+  redis.call('XTRIM', key, 'MAXLEN', '~', 1000)
+  return id end)
+redis.register_function('p_x32_pub1_len', function(k, a)
+  local key, d, id, parts, np = k[1], a[1], nil, {'\\29'}, 1
+  for i = 1, 32 do
+    id = redis.call('XADD', key, '*', 'd', d)
+    parts[np + 1] = id
+    parts[np + 2] = ' '
+    parts[np + 3] = #d
+    parts[np + 4] = ' '
+    parts[np + 5] = d
+    np = np + 5
+  end
+  redis.call('PUBLISH', key, table.concat(parts))
+  redis.call('XTRIM', key, 'MAXLEN', '~', 1000)
+  return id end)
+redis.register_function('p_x32_lenstr', function(k, a)
+  local key, d, id, parts, np = k[1], a[1], nil, {}, 0
+  for i = 1, 32 do
+    id = redis.call('XADD', key, '*', 'd', d)
+    parts[np + 1] = tostring(#d)
+    np = np + 1
+  end
+  redis.call('XTRIM', key, 'MAXLEN', '~', 1000)
+  return id end)
+redis.register_function('p_x32_out', function(k, a)
+  local key, d, id, out = k[1], a[1], nil, {}
+  for i = 1, 32 do
+    id = redis.call('XADD', key, '*', 'd', d)
+    out[2 * i - 1] = id
+    out[2 * i] = 0
+  end
+  redis.call('XTRIM', key, 'MAXLEN', '~', 1000)
+  return out end)
+redis.register_function('p_k32_set', function(k, a)
+  local key, d, id, recs = k[1], a[1], nil, {}
+  local base = redis.call('INCR', key .. ':n')
+  for i = 1, 32 do recs[i] = key .. ':idem:' .. base .. '-' .. i end
+  local prev = redis.call('MGET', unpack(recs))
+  for i = 1, 32 do
+    id = redis.call('XADD', key, '*', 'd', d)
+    redis.call('SET', recs[i], id, 'PX', 300000)
+  end
+  redis.call('XTRIM', key, 'MAXLEN', '~', 1000)
+  return id end)
+redis.register_function('p_k32_hash', function(k, a)
+  local key, d, id, names, kv, zs = k[1], a[1], nil, {}, {}, {}
+  local base = redis.call('INCR', key .. ':n')
+  for i = 1, 32 do names[i] = base .. '-' .. i end
+  local prev = redis.call('HMGET', key .. ':idemh', unpack(names))
+  for i = 1, 32 do
+    id = redis.call('XADD', key, '*', 'd', d)
+    kv[2 * i - 1] = names[i]
+    kv[2 * i] = id
+    zs[2 * i - 1] = 0
+    zs[2 * i] = names[i]
+  end
+  redis.call('HSET', key .. ':idemh', unpack(kv))
+  redis.call('ZADD', key .. ':idemz', unpack(zs))
+  local old = redis.call('ZRANGEBYSCORE', key .. ':idemz', '-inf', '(-1', 'LIMIT', 0, 64)
+  if #old > 0 then redis.call('HDEL', key .. ':idemh', unpack(old)) redis.call('ZREM', key .. ':idemz', unpack(old)) end
+  redis.call('XTRIM', key, 'MAXLEN', '~', 1000)
+  return id end)
 redis.register_function('p_x32_only', function(k, a)
   local key, d, id = k[1], a[1], nil
   for i = 1, 32 do id = redis.call('XADD', key, '*', 'd', d) end
