@@ -21,6 +21,8 @@
  *            messages in all, every number per message (FCALL's time divided by K)
  *   batchK   the same through pushedge_publish_batch (one PUBLISH per call: what a node sends
  *            with --redis-batch-announce on)
+ * --subscribers N (at most 16): N connections subscribed to each scenario's channel while it is
+ * measured (N nodes listening; none by default).
  * --only NAME,NAME... runs only those scenarios ("none": none); --probe-only P,P... only those
  * probes (implies --probes).
  * --probes also measures single alternatives in isolation, each a tiny function of its own on a
@@ -153,6 +155,37 @@ function closeConnections() {
     for (const c of conns.values())
         c.sock.destroy();
     conns.clear();
+    for (const c of subscribers)
+        c.destroy();
+    subscribers.length = 0;
+}
+
+/*
+ * --subscribers N: N more connections subscribed to the channel under test while it is measured,
+ * as N nodes listening to it; they read what Redis sends and drop it. Each PUBLISH then also
+ * writes into their output buffers (inside the call) and onto their sockets (after it, in Redis's
+ * process CPU).
+ */
+const subscribers = [];
+function openSubscribers(port, n) {
+    for (let i = 0; i < n; i++) {
+        const sock = net.connect({ host: '127.0.0.1', port });
+        sock.on('data', () => {});
+        sock.on('error', () => {});
+        subscribers.push(sock);
+    }
+}
+async function subscribeAll(port, key, on) {
+    for (const s of subscribers)
+        s.write(encode([on ? 'SUBSCRIBE' : 'UNSUBSCRIBE', key]));
+    const want = on ? subscribers.length : 0;
+    for (let i = 0; i < 200; i++) {
+        const [r] = await redisPipeline(port, [['PUBSUB', 'NUMSUB', key]], { timeoutMs: TIMEOUT_MS });
+        if (Number(r[1]) === want)
+            return;
+        await new Promise((res) => setTimeout(res, 10));
+    }
+    throw new Error(`${key}: ${want} subscribers expected, not reached in 2 s`);
 }
 
 function freePort() {
@@ -200,7 +233,7 @@ async function startRedis(nice) {
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 function parseArgs(argv) {
-    const o = { n: 20000, repeat: 3, retained: 1000, lib: path.join(ROOT, 'pubsub', 'redis_lib.lua'), before: null, probes: false, json: false, nice: 0, only: null, probeOnly: null };
+    const o = { n: 20000, repeat: 3, retained: 1000, lib: path.join(ROOT, 'pubsub', 'redis_lib.lua'), before: null, probes: false, json: false, nice: 0, only: null, probeOnly: null, subscribers: 0 };
     for (let i = 0; i < argv.length; i++) {
         const a = argv[i];
         const val = () => {
@@ -222,6 +255,8 @@ function parseArgs(argv) {
             o.nice = Math.min(19, Math.max(-20, Number(val()) | 0));
         else if (a === '--probes')
             o.probes = true;
+        else if (a === '--subscribers')
+            o.subscribers = Math.min(16, Math.max(0, Number(val()) | 0));
         else if (a === '--only')
             o.only = val().split(',');
         else if (a === '--probe-only')
@@ -564,6 +599,7 @@ async function main() {
     try {
         const [info] = await redisPipeline(redis.port, [['INFO', 'server']], { timeoutMs: TIMEOUT_MS });
         results.redis = /redis_version:(\S+)/.exec(info)?.[1];
+        openSubscribers(redis.port, o.subscribers);
         /* Repeats outermost: a busy spell on the shared machine then spoils one sample of each
          * scenario, not every sample of one. */
         const all = scenarios(o).filter((s) => o.only === null || o.only.includes(s.name));
@@ -576,7 +612,11 @@ async function main() {
                     await run(redis.port, [['FUNCTION', 'LOAD', 'REPLACE', lib.text]]);
                     const key = channel(s.name);
                     await run(redis.port, s.prepare(key));
+                    if (o.subscribers > 0)
+                        await subscribeAll(redis.port, key, true);
                     const m = await measure(redis.port, s.calls(key), { spacedMs: s.spacedMs, perCall: s.perCall });
+                    if (o.subscribers > 0)
+                        await subscribeAll(redis.port, key, false);
                     const b = best[j][i];
                     const cpu = Math.min(m.cpuPerCall, b?.cpuPerCall ?? Infinity);
                     if (b === null || m.usecPerCall < b.usecPerCall)
@@ -615,7 +655,7 @@ async function main() {
         console.log(JSON.stringify(results, null, 1));
         return;
     }
-    console.log(`redis ${results.redis}, library ${results.lib}${results.before ? ` (before: ${results.before})` : ''}, ${o.retained} retained, lowest of ${o.repeat} runs of ${o.n} calls, loadavg ${os.loadavg()[0].toFixed(2)}`);
+    console.log(`redis ${results.redis}, library ${results.lib}${results.before ? ` (before: ${results.before})` : ''}, ${o.subscribers} subscribers, ${o.retained} retained, lowest of ${o.repeat} runs of ${o.n} calls, loadavg ${os.loadavg()[0].toFixed(2)}`);
     console.log('\nscenario       FCALL us/publish  Redis CPU us/publish  inner commands per publish (us/call)');
     for (const [name, s] of Object.entries(results.scenarios)) {
         const inner = Object.entries(s.inner).map(([c, v]) => `${c} ${v.perPublish}x(${v.usecPerCall})`).join(' ');
