@@ -23,7 +23,10 @@
  *     cursor below the boundary gets a gap and the retained five, the boundary itself and a
  *     cursor inside the batch none (answered by Redis and by the catch-up cache);
  *  5. --redis-batch-announce 0: batches go as pushedge_publish_many, one PUBLISH per message
- *     (the format older nodes read), delivered the same.
+ *     (the format older nodes read), delivered the same;
+ *  6. with keyspace events on (notify-keyspace-events Kt: the plain-XADD path counts every
+ *     XADD's event against the announced entries), batches, a plain XADD between them and
+ *     single publishes reach a subscriber of another node once each, in stream order.
  * Not covered here: a node of an older version receiving a batch announcement (it drops it:
  * docs/operations.md, rolling upgrades); the parser itself is in tests/unit/test_redis_reply.c
  * and tests/fuzz/fuzz_redis_reply.c.
@@ -388,5 +391,47 @@ describe('the Redis publish pipeline', () => {
         await delay(100);
         assert.deepEqual(sub.envelopes().map((e) => ({ id: e.id, i: e.data.i })), want);
         assert.equal(await statCalls(r.port, 'publish'), 7, 'one PUBLISH per stored message');
+    });
+
+    it('6. keyspace events on: batches, a plain XADD between them and singles, once each and in stream order on another node', {
+        timeout: 60000,
+    }, async (t) => {
+        const r = await startRedis();
+        t.after(async () => {
+            await r.stop();
+            rmDir(r.dir);
+        });
+        await redisCmd(r.port, ['CONFIG', 'SET', 'notify-keyspace-events', 'Kt']);
+        const a = await startServer(['--redis', r.url, '--threads', '1']);
+        t.after(() => a.stop());
+        const b = await startServer(['--redis', r.url, '--threads', '1']);
+        t.after(() => b.stop());
+        for (const n of [a, b])
+            await waitUntil(async () => (await readyz(n)) === 200, { timeoutMs: 5000, what: '/readyz 200' });
+        const ch = uniqueChannel('keyspace');
+        const sub = await openSSE(b.url, `/sse?channel=${ch}`, { t });
+        await sub.waitLive();
+        await waitSubscribed(r.port, ch, 1);
+        const sent = [];
+        for (let round = 0; round < 3; round++) {
+            const items = Array.from({ length: 20 }, (_, i) => ({ channel: ch, data: { round, i } }));
+            const res = await httpRequest(a.url, '/api/batch', {
+                method: 'POST',
+                headers: { 'content-type': 'application/json' },
+                body: JSON.stringify(items),
+                timeoutMs: 10000,
+            });
+            assert.equal(res.status, 200, `POST /api/batch: ${res.status} ${res.text}`);
+            sent.push(...res.json.results.map((x) => x.id));
+            sent.push(await redisCmd(r.port, ['XADD', `pe:{${ch}}`, '*', 'd', JSON.stringify({ round, plain: true })]));
+            const one = await publish(a.url, ch, { round, single: true });
+            assert.equal(one.status, 200);
+            sent.push(one.json.id);
+        }
+        const want = (await streamEntries(r.port, ch)).map((e) => e.id);
+        assert.equal(want.length, sent.length, 'the stream holds every message');
+        await sub.waitFor(() => sub.envelopes().length >= want.length || null, 10000, `${want.length} messages on node B`);
+        await delay(200);
+        assert.deepEqual(sub.envelopes().map((e) => e.id), want, 'node B: every entry once, in stream order (batches, plain XADDs, singles)');
     });
 });
