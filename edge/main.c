@@ -190,6 +190,7 @@ main(int argc, char **argv)
                             .redis_wait_replicas = (unsigned)cfg.redis_wait_replicas,
                             .redis_wait_timeout_ms = (unsigned)cfg.redis_wait_timeout,
                             .catchup_cache = (size_t)cfg.catchup_cache,
+                            .redis_announce_singly = cfg.redis_batch_announce == 0,
                             .log = engine_log,
                             .max_channels = cfg.max_channels,
                             .presence_max_members = cfg.presence_max_members,

@@ -11,7 +11,9 @@
  * (pe:{NAME}:idem:KEY, same hash tag, so same Cluster slot) as a second key: the function checks
  * it, appends and records the ID with the window as its expiry in the same call, so the key is
  * honoured atomically and on every node sharing the Redis. A node gathers the publishes of one
- * loop iteration per channel and sends several as one pushedge_publish_many call (do_publish,
+ * loop iteration per channel and sends several as one pushedge_publish_batch call, announced
+ * to the subscribing nodes in one PUBLISH (or, with --redis-batch-announce 0, as
+ * pushedge_publish_many, one PUBLISH per message, what older versions read) (do_publish,
  * on_flush; docs/architecture.md "Publishing through Redis").
  *
  * Live path. Each node (event-loop thread) SUBSCRIBEs to the pub/sub channel of every channel
@@ -92,7 +94,7 @@
 #define PE_REDIS_IDLE_MS 5000
 /* How often idle channels are looked for. */
 #define PE_REDIS_SWEEP_MS 100
-/* Publishes to one channel gathered into one pushedge_publish_many call (the loop iteration's
+/* Publishes to one channel gathered into one pushedge_publish_batch (_many) call (the loop iteration's
  * batch): at most this many messages and about this many bytes of them; past either the
  * channel's batch is sent and a new one started. Bounds the command's size (and its arguments:
  * 4 + 3 + 3 per message at most) and the time Redis spends in one call (~1-2 us per message). */
@@ -220,6 +222,9 @@ struct st_redis_engine_t {
     char max_members[24], node_timeout[24];
     unsigned reg_epoch;
     size_t recent_cap; /* messages a channel's catch-up cache holds (0: no cache, no coalescing) */
+    /* Batches go as pushedge_publish_many (one PUBLISH per message, readable by every version)
+     * instead of pushedge_publish_batch (one PUBLISH per batch): --redis-batch-announce 0. */
+    int announce_singly;
 };
 
 /* How often thread 0 beats and looks for dead nodes (ms). */
@@ -462,7 +467,7 @@ fail_batch(pub_batch_t *b, const char *err)
 }
 
 /* A batch's command was refused before it ran (the library in Redis has no
- * pushedge_publish_many: an older pushedge loaded its own): nothing was stored. Each publish is
+ * pushedge_publish_batch or _many: an older pushedge loaded its own): nothing was stored. Each publish is
  * sent again on its own as pushedge_publish, which every version has, behind a reload of ours. */
 static void
 resend_singly(pub_batch_t *b)
@@ -470,7 +475,7 @@ resend_singly(pub_batch_t *b)
     rnode_t *rn = b->rn;
     if (pe_redis_link_reload_library(rn->link) == 0)
         elog(rn->engine, 1,
-             "redis: the function library in Redis has no pushedge_publish_many (an older pushedge loaded it): "
+             "redis: the function library in Redis has no pushedge_publish_batch/_many (an older pushedge loaded it): "
              "reloading; the batch is sent one publish at a time");
     while (!h2o_linklist_is_empty(&b->pubs)) {
         publish_t *p = H2O_STRUCT_FROM_MEMBER(publish_t, link, b->pubs.next);
@@ -483,8 +488,9 @@ resend_singly(pub_batch_t *b)
     pe_free(b);
 }
 
-/* pushedge_publish_many's answer: {id1, replayed1, id2, replayed2, ...}, one pair per publish
- * of the batch, in order. */
+/* The answer of pushedge_publish_batch, "<id1> <id2> ..." (a replayed one "=<id>"), or of
+ * pushedge_publish_many, {id1, replayed1, id2, replayed2, ...}: one ID per publish of the batch,
+ * in order. */
 static void
 on_published_many(void *ctx, redisReply *reply)
 {
@@ -499,9 +505,31 @@ on_published_many(void *ctx, redisReply *reply)
         resend_singly(b);
         return;
     }
+    if (reply->type == REDIS_REPLY_STRING) {
+        /* Checked whole first: a malformed or short answer hands nothing out as stored. */
+        size_t pos = 0, n = 0;
+        pe_id_t id;
+        int replayed, r;
+        while ((r = pe_redis_batch_reply_next(reply->str, reply->len, &pos, &id, &replayed)) == 1)
+            ++n;
+        if (r == 0 && n == b->count) {
+            pos = 0;
+            for (h2o_linklist_t *l = b->pubs.next; l != &b->pubs; l = l->next) {
+                publish_t *p = H2O_STRUCT_FROM_MEMBER(publish_t, link, l);
+                pe_redis_batch_reply_next(reply->str, reply->len, &pos, &id, &replayed);
+                if (replayed)
+                    pe_ps_node__count_replayed(rn->node);
+                else
+                    pe_ps_node__count_published(rn->node);
+                p->cb(p->ctx, NULL, &id, replayed);
+            }
+            free_batch(b);
+            return;
+        }
+    }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 * b->count) {
         /* An error inside the call may come after some messages were stored. */
-        elog(rn->engine, 1, "redis: pushedge_publish_many failed: %.200s",
+        elog(rn->engine, 1, "redis: pushedge_publish_batch failed: %.200s",
              reply->type == REDIS_REPLY_ERROR ? reply->str : "odd reply");
         fail_batch(b, pe_ps_err_unconfirmed);
         return;
@@ -526,7 +554,7 @@ on_published_many(void *ctx, redisReply *reply)
 }
 
 /* Sends a channel's batch (already out of the queue): one message as pushedge_publish, several
- * as one pushedge_publish_many. Callbacks run later, with the reply; a batch the link cannot
+ * as one pushedge_publish_batch (or _many). Callbacks run later, with the reply; a batch the link cannot
  * take fails here, through pe_ps_err_unavailable (only ever from the flush: never inside
  * do_publish). */
 static void
@@ -550,7 +578,10 @@ send_batch(pub_batch_t *b)
     char numkeys[24];
     size_t argc = 0;
     argv[argc] = "FCALL", argvlen[argc++] = 5;
-    argv[argc] = "pushedge_publish_many", argvlen[argc++] = 21;
+    if (self->announce_singly)
+        argv[argc] = "pushedge_publish_many", argvlen[argc++] = 21;
+    else
+        argv[argc] = "pushedge_publish_batch", argvlen[argc++] = 22;
     argv[argc] = numkeys, argvlen[argc++] = (size_t)snprintf(numkeys, sizeof(numkeys), "%zu", 1 + b->keyed);
     argv[argc] = b->key, argvlen[argc++] = b->key_len;
     for (h2o_linklist_t *l = b->pubs.next; l != &b->pubs; l = l->next) {
@@ -615,8 +646,17 @@ do_publish(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_
     rnode_t *rn = self->nodes[pe_ps_node__index(node)];
     if (rn == NULL || !pe_redis_link_is_up(rn->link))
         return pe_ps_err_unavailable;
+    /* pe_ps_publish checked the channel and the key (at most PE_CHANNEL_MAXLEN and
+     * PE_PS_KEY_MAXLEN bytes); the names are copied, not printed: the printf family was about 5 %
+     * of a node's CPU under HTTP/2 publishes through Redis (perf; its callers not resolved), and
+     * these ran once or twice per publish. */
+    if (channel_len > PE_CHANNEL_MAXLEN || (ikey != NULL && ikey_len > PE_PS_KEY_MAXLEN))
+        return pe_ps_err_unavailable;
     char key[PE_CHANNEL_MAXLEN + 6];
-    int klen = snprintf(key, sizeof(key), "pe:{%.*s}", (int)channel_len, channel);
+    memcpy(key, "pe:{", 4);
+    memcpy(key + 4, channel, channel_len);
+    memcpy(key + 4 + channel_len, "}", 2);
+    size_t klen = channel_len + 5;
     int batched = self->wait_replicas == 0;
     publish_t *p = pe_malloc(sizeof(*p) + (batched ? data_len : 0));
     p->link = (h2o_linklist_t){NULL, NULL};
@@ -627,8 +667,13 @@ do_publish(pe_ps_engine_t *_self, pe_ps_node_t *node, const char *channel, size_
     p->rec_len = 0;
     p->data_len = data_len;
     /* The record's name starts with the stream's, hash tag included: same Cluster slot. */
-    if (p->keyed)
-        p->rec_len = (size_t)snprintf(p->rec, sizeof(p->rec), "%s:idem:%.*s", key, (int)ikey_len, ikey);
+    if (p->keyed) {
+        memcpy(p->rec, key, klen);
+        memcpy(p->rec + klen, ":idem:", 6);
+        memcpy(p->rec + klen + 6, ikey, ikey_len);
+        p->rec_len = klen + 6 + ikey_len;
+        p->rec[p->rec_len] = '\0';
+    }
     if (!batched) {
         if (send_single(rn, key, (size_t)klen, p, data, data_len) != 0) {
             pe_free(p);
@@ -1116,6 +1161,28 @@ unsubscribe_chan(rnode_t *rn, rchan_t *rc)
     }
 }
 
+/* One entry announced on a channel's pub/sub channel (alone or in a batch; already counted in
+ * published_seen): posted live, unless the reads after the subscription cover it or the
+ * plain-XADD path must post it in stream order. */
+static void
+on_announced(rnode_t *rn, rchan_t *rc, pe_id_t id, const char *json, size_t json_len)
+{
+    if (rc->state != RCHAN_SUBSCRIBED || pe_id_cmp(id, rc->last_posted) <= 0)
+        return; /* not live yet: the reads after the subscription cover it */
+    if (rc->fetching || rc->xadd_events > rc->published_seen) {
+        /* A plain XADD came before this entry (its event is not accounted for), or a fetch is
+         * in flight: posting this one now would put it ahead of entries the fetch is still to
+         * post, and they would then be dropped as older than the channel's position. Let the
+         * fetch post it, in stream order. */
+        rc->refetch = 1;
+        schedule_fetch(rc);
+        return;
+    }
+    pe_msg_t *msg = make_msg(id, rc->name, rc->name_len, json, json_len);
+    post(rn, rc, msg);
+    pe_msg_release(msg);
+}
+
 /* The link's subscriber connection: SUBSCRIBE and UNSUBSCRIBE confirmations and messages;
  * channels are looked up by name. hiredis 0.14 drops a channel's callback when an UNSUBSCRIBE
  * reply arrives, even if a SUBSCRIBE was sent after it: a channel is never subscribed again
@@ -1173,27 +1240,30 @@ on_link_sub(void *ctx, pe_redis_sub_event_t ev, const char *chan, size_t chan_le
         }
         return;
     }
-    /* "<id> <json>" from pushedge_publish */
     pe_id_t id;
     const char *json;
     size_t json_len;
+    if (len != 0 && payload[0] == PE_REDIS_BATCH_MARK) {
+        /* A batch from pushedge_publish_batch: checked whole first (a malformed one is dropped
+         * whole, as a malformed single is), then each entry as if announced alone, in order. Its
+         * XADDs' keyspace events all came before it: every entry counts as seen first. */
+        size_t pos = 0, count = 0;
+        int r;
+        while ((r = pe_redis_batch_next(payload, len, &pos, &id, &json, &json_len)) == 1)
+            ++count;
+        if (r != 0)
+            return;
+        rc->published_seen += count;
+        pos = 0;
+        while (pe_redis_batch_next(payload, len, &pos, &id, &json, &json_len) == 1)
+            on_announced(rn, rc, id, json, json_len);
+        return;
+    }
+    /* "<id> <json>" from pushedge_publish (and pushedge_publish_many) */
     if (pe_redis_parse_announcement(payload, len, &id, &json, &json_len) != 0)
         return;
     ++rc->published_seen;
-    if (rc->state != RCHAN_SUBSCRIBED || pe_id_cmp(id, rc->last_posted) <= 0)
-        return; /* not live yet: the reads after the subscription cover it */
-    if (rc->fetching || rc->xadd_events > rc->published_seen) {
-        /* A plain XADD came before this entry (its event is not accounted for), or a fetch is
-         * in flight: posting this one now would put it ahead of entries the fetch is still to
-         * post, and they would then be dropped as older than the channel's position. Let the
-         * fetch post it, in stream order. */
-        rc->refetch = 1;
-        schedule_fetch(rc);
-        return;
-    }
-    pe_msg_t *msg = make_msg(id, rc->name, rc->name_len, json, json_len);
-    post(rn, rc, msg);
-    pe_msg_release(msg);
+    on_announced(rn, rc, id, json, json_len);
 }
 
 static void
@@ -1768,6 +1838,7 @@ pe_ps_engine_create_redis(const pe_ps_options_t *opts, const char *url, char *er
     redis_engine_t *self = pe_calloc(1, sizeof(*self));
     pe_ps__engine_init(&self->super, &redis_ops, "redis", opts);
     self->log = opts->log;
+    self->announce_singly = opts->redis_announce_singly;
     snprintf(self->node_key, sizeof(self->node_key), "pe:node:{%s}", self->super.node_id);
     snprintf(self->max_members, sizeof(self->max_members), "%zu", opts->presence_max_members);
     snprintf(

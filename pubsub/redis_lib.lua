@@ -7,7 +7,8 @@
 --
 -- Key layout (docs/operations.md): channel NAME is the stream `pe:{NAME}`; the braces are a
 -- Redis Cluster hash tag, so everything of a channel lives in one slot. New entries are
--- announced on the pub/sub channel of the same name, as "<id> <json>". The list
+-- announced on the pub/sub channel of the same name, as "<id> <json>" (pushedge_publish_batch:
+-- all of a call's in one message, "\29<id> <length> <json>..."; see "Several messages"). The list
 -- `pe:{NAME}:ids` indexes the stream's IDs for the trimming (see "The index" below).
 --
 --   FCALL pushedge_publish 1 pe:{NAME} <json> [<count> <age-ms>]   -> the new entry's ID
@@ -35,7 +36,10 @@
 -- IDs are compared as strings of digits (Lua numbers cannot hold a 64-bit sequence).
 --
 -- Compatibility: the library name, the function names, their arguments and answers are what
--- every pushedge version sharing a Redis relies on; change them only with a new name.
+-- every pushedge version sharing a Redis relies on; change them only with a new name. The
+-- library has no version number: a node finds an older one by what it lacks ("Function not
+-- found" for pushedge_publish_batch, a bare ID answering a keyed publish) and loads its own
+-- again (engine_redis.c resend_singly, reload_library).
 
 -- The defaults for callers that pass no count, age or window (a backend calling FCALL
 -- directly): those of the node that loaded the library last (pushedge passes its own always).
@@ -82,16 +86,29 @@ end
 -- gap boundary. Knowing what to remove from the list costs two cheap list commands, where
 -- reading the stream's head (XRANGE) cost more than the removal itself (docs/architecture.md,
 -- "Cost of a publish in Redis"). The list is checked against the stream's length on every call
--- (XLEN): entries appended by someone else (a plain XADD producer) are added to it from the
--- stream's tail; a list that cannot be right (none yet: the first publish, or a stream written
--- by an earlier version; or more IDs than the stream has entries: the stream was deleted or cut
--- by someone else) is rebuilt from the stream.
+-- (XLEN, once per call whatever the number of messages): entries appended by someone else (a
+-- plain XADD producer) are added to it from the stream's tail; a list that cannot be right (none
+-- yet: the first publish, or a stream written by an earlier version; or more IDs than the
+-- stream has entries: the stream was deleted or cut by someone else) is rebuilt from the stream.
 --
--- Rebuilds the index of key after its entry id was appended and pushed: the newest entries above
--- the recorded boundary, at most one more than the count (the pops find that one); older ones
--- are cut from the stream (once). Returns the index's length and whether the stream was created
--- by that append.
-local function reindex(key, ids, id, maxlen)
+-- A call appends m entries (m >= 1; new: their IDs in order, or nil when m is 1; last: the
+-- newest) before it indexes them, all at once.
+--
+-- RPUSHes t[i..j] onto the list ids, 1,000 at a time (unpack's bound); returns the list's length.
+local function push_all(ids, t, i, j)
+  local n = 0
+  while i <= j do
+    local k = j < i + 999 and j or i + 999
+    n = redis.call('RPUSH', ids, unpack(t, i, k))
+    i = k + 1
+  end
+  return n
+end
+-- Rebuilds the index of key after the call's m entries were appended and pushed: the newest
+-- entries above the recorded boundary, at most one more than the count (the pops find that one);
+-- older ones are cut from the stream (once). Returns the index's length and whether the stream
+-- was created by this call.
+local function reindex(key, ids, new, m, last, maxlen)
   local info = redis.call('XINFO', 'STREAM', key)
   local added, trimmed, len = 0, '0-0', 0
   for i = 1, #info, 2 do
@@ -101,36 +118,30 @@ local function reindex(key, ids, id, maxlen)
     elseif k == 'length' then len = info[i + 1] end
   end
   redis.call('DEL', ids)
-  if added == 1 then
-    redis.call('RPUSH', ids, id)
-    return 1, true
+  if added == m then
+    if m == 1 then return redis.call('RPUSH', ids, last), true end
+    return push_all(ids, new, 1, m), true
   end
   local from = trimmed == '0-0' and '-' or '(' .. trimmed
   local r = redis.call('XREVRANGE', key, '+', from, 'COUNT', maxlen + 1)
-  local n, batch = #r, {}
+  local n, all = #r, {}
   -- (none above the boundary: only if someone set it past the newest entry with XSETID)
-  if n == 0 then return redis.call('RPUSH', ids, id), false end
+  if n == 0 then return redis.call('RPUSH', ids, last), false end
   if len > n then redis.call('XTRIM', key, 'MINID', r[n][1]) end
-  for i = n, 1, -1 do
-    batch[#batch + 1] = r[i][1]
-    if #batch == 1000 or i == 1 then
-      redis.call('RPUSH', ids, unpack(batch))
-      batch = {}
-    end
-  end
-  return n, false
+  for i = n, 1, -1 do all[n - i + 1] = r[i][1] end
+  return push_all(ids, all, 1, n), false
 end
 -- Adds the k entries appended by someone else since the last call (they sit between the last
--- indexed entry and id, the newest) to the index of key; returns the index's length. More than
--- the count: a rebuild reads less.
-local function index_tail(key, ids, id, k, maxlen)
-  if k > maxlen then return (reindex(key, ids, id, maxlen)) end
-  local r = redis.call('XREVRANGE', key, '+', '-', 'COUNT', k + 1)
-  if #r ~= k + 1 or r[1][1] ~= id then return (reindex(key, ids, id, maxlen)) end
-  redis.call('RPOP', ids)
-  local batch = {}
-  for i = k + 1, 1, -1 do batch[#batch + 1] = r[i][1] end
-  return redis.call('RPUSH', ids, unpack(batch))
+-- indexed entry and the call's m entries, the newest) to the index of key; returns the index's
+-- length. More than the count: a rebuild reads less.
+local function index_tail(key, ids, new, m, last, k, maxlen)
+  if k > maxlen then return (reindex(key, ids, new, m, last, maxlen)) end
+  local r = redis.call('XREVRANGE', key, '+', '-', 'COUNT', k + m)
+  if #r ~= k + m or r[1][1] ~= last then return (reindex(key, ids, new, m, last, maxlen)) end
+  redis.call('RPOP', ids, m)
+  local all = {}
+  for i = k + m, 1, -1 do all[k + m - i + 1] = r[i][1] end
+  return push_all(ids, all, 1, k + m)
 end
 -- The milliseconds of an ID, as a number (exact below 2^53).
 local function ms_of(id)
@@ -181,25 +192,31 @@ local function trim(key, ids, id, n, maxlen, ttl, retry)
   if several then redis.call('XTRIM', key, 'MINID', removed) end
   return true
 end
+-- Indexes the call's m appended entries and trims: one RPUSH, one XLEN, one exact cut (at steady
+-- state LPOP and XDEL, whatever m is).
+local function settle(key, new, m, last, maxlen, ttl)
+  local ids = key .. ':ids'
+  local n
+  if m == 1 then n = redis.call('RPUSH', ids, last) else n = push_all(ids, new, 1, m) end
+  local len = redis.call('XLEN', key)
+  local created = false
+  if n == m or len < n then n, created = reindex(key, ids, new, m, last, maxlen)
+  elseif len > n then n = index_tail(key, ids, new, m, last, len - n, maxlen) end
+  if not trim(key, ids, last, n, maxlen, ttl, false) then
+    trim(key, ids, last, (reindex(key, ids, new, m, last, maxlen)), maxlen, ttl, true)
+  elseif created and n <= maxlen then
+    -- The epoch mark (header): just below the stream's first ID.
+    local ms = split(m == 1 and last or new[1])
+    if ms ~= '0' then redis.call('XSETID', key, last, 'MAXDELETEDID', pred(ms .. '-0')) end
+  end
+end
 -- Appends the entry {<field>: data} (field d: a message; j, l: a presence event), trims, and
 -- announces it; returns its ID. Messages are announced as "<id> <json>", presence events as
 -- "<id> \30<field><json>": a byte no JSON text starts with, so no publish can pass for one.
 -- At steady state (a channel at its count): XADD, RPUSH, XLEN, LPOP, XDEL, PUBLISH.
 local function append(key, field, data, maxlen, ttl)
-  local ids = key .. ':ids'
   local id = redis.call('XADD', key, '*', field, data)
-  local n = redis.call('RPUSH', ids, id)
-  local created = false
-  local len = redis.call('XLEN', key)
-  if n == 1 or len < n then n, created = reindex(key, ids, id, maxlen)
-  elseif len > n then n = index_tail(key, ids, id, len - n, maxlen) end
-  if not trim(key, ids, id, n, maxlen, ttl, false) then
-    trim(key, ids, id, (reindex(key, ids, id, maxlen)), maxlen, ttl, true)
-  elseif created and n <= maxlen then
-    -- The epoch mark (header): just below the first ID.
-    local ms = split(id)
-    if ms ~= '0' then redis.call('XSETID', key, id, 'MAXDELETEDID', pred(ms .. '-0')) end
-  end
+  settle(key, nil, 1, id, maxlen, ttl)
   if field == 'd' then redis.call('PUBLISH', key, id .. ' ' .. data)
   else redis.call('PUBLISH', key, id .. ' \30' .. field .. data) end
   return id
@@ -213,7 +230,9 @@ local function publish(keys, args)
     local prev = redis.call('GET', ikey)
     if prev then return {prev, 1} end
   end
-  local id = append(key, 'd', data, tonumber(args[2] or MAXLEN), tonumber(args[3] or TTL_MS))
+  local id = redis.call('XADD', key, '*', 'd', data)
+  settle(key, nil, 1, id, tonumber(args[2] or MAXLEN), tonumber(args[3] or TTL_MS))
+  redis.call('PUBLISH', key, id .. ' ' .. data)
   if ikey ~= nil then
     redis.call('SET', ikey, id, 'PX', args[4] or WINDOW_MS)
     return {id, 0}
@@ -225,55 +244,97 @@ end
 --   FCALL pushedge_publish_many <1 + k> pe:{NAME} [pe:{NAME}:idem:<KEY>...] <count> <age-ms>
 --     <window-ms> <keyed1> <json1> <keyed2> <json2> ...   -> {id1, replayed1, id2, replayed2, ...}
 --     Each message is what pushedge_publish does with it, in order, as if called once per
---     message: <keyedI> "1" takes the next key record of KEYS (the keyed form), "0" none. The
---     first message appended goes through the whole append (index checked against the stream,
---     trim, epoch mark); the later ones are XADDs whose IDs join the index in one RPUSH and are
---     trimmed together (the newest removed by XDEL: the gap boundary; the older by XTRIM MINID),
---     so the per-call costs (the call, XLEN, the exact cut's walk) are paid once per batch.
---     Every message is PUBLISHed on its own, as pushedge_publish does.
-local function publish_many(keys, args)
+--     message: <keyedI> "1" takes the next key record of KEYS (the keyed form), "0" none; a key
+--     repeated within the call answers its first message's ID. The key records are read in one
+--     MGET; each message is one XADD (and a keyed one a SET ... PX); the new IDs join the index in
+--     one RPUSH and are trimmed by one exact cut (the newest removed by XDEL: the gap boundary;
+--     the older by XTRIM MINID), so the per-call costs (the call, XLEN, the cut's walk) are paid
+--     once per batch. Every message is PUBLISHed on its own, as pushedge_publish does.
+--   FCALL pushedge_publish_batch ... (the same arguments)   -> "<id1> <id2> ..."
+--     The same, announced in one PUBLISH: "\29" then, per appended message in order,
+--     "<id> <length of json in bytes> <json>" (a call that appends one message announces it as
+--     pushedge_publish does); answered with one string, the IDs in order separated by one space,
+--     a replayed one (its key recorded) written "=<id>": one reply element instead of two per
+--     message. A pushedge from before this function cannot read the announcement: nodes use it
+--     unless told not to (--redis-batch-announce 0; docs/operations.md, rolling upgrades).
+local function many(keys, args, once)
   local key = keys[1]
   local maxlen, ttl, window = tonumber(args[1]), tonumber(args[2]), args[3]
-  if key == nil or maxlen == nil or ttl == nil or window == nil or #args < 5 or #args % 2 ~= 1 then
+  local nargs = #args
+  if key == nil or maxlen == nil or ttl == nil or window == nil or nargs < 5 or nargs % 2 ~= 1 then
     return redis.error_reply('ERR usage: FCALL pushedge_publish_many <1+k> pe:{channel} [idem keys] <count> <age-ms> <window-ms> <keyed> <json> ...')
   end
-  local ids = key .. ':ids'
-  local out, added, ki, last = {}, {}, 2, nil
-  for i = 4, #args, 2 do
-    local ikey, data, prev = nil, args[i + 1], nil
+  -- The key records, all at once (they share the stream's slot).
+  local nkeys, prevs, seen = #keys, nil, nil
+  if nkeys > 1 then
+    prevs = {}
+    for i = 2, nkeys, 1000 do
+      local r = redis.call('MGET', unpack(keys, i, nkeys < i + 999 and nkeys or i + 999))
+      for j = 1, #r do prevs[i + j - 2] = r[j] end
+    end
+  end
+  local out, new, m, o, ki = {}, {}, 0, 0, 1
+  local parts, np = nil, 1
+  if once then parts = {'\29'} end
+  for i = 4, nargs, 2 do
+    local data, ikey, prev = args[i + 1], nil, nil
     if args[i] == '1' then
-      ikey = keys[ki]
-      ki = ki + 1
+      ikey = keys[ki + 1]
       if ikey == nil then return redis.error_reply('ERR pushedge_publish_many: fewer key records than keyed messages') end
-      prev = redis.call('GET', ikey)
+      prev = prevs[ki]
+      ki = ki + 1
+      if not prev and seen ~= nil then prev = seen[ikey] end
     end
     if prev then
-      out[#out + 1] = prev
-      out[#out + 1] = 1
-    else
-      local id
-      if last == nil then
-        id = append(key, 'd', data, maxlen, ttl)
+      if once then
+        out[o + 1] = '=' .. prev
+        o = o + 1
       else
-        id = redis.call('XADD', key, '*', 'd', data)
-        added[#added + 1] = id
+        out[o + 1] = prev
+        out[o + 2] = 1
+        o = o + 2
+      end
+    else
+      local id = redis.call('XADD', key, '*', 'd', data)
+      m = m + 1
+      new[m] = id
+      if ikey ~= nil then
+        redis.call('SET', ikey, id, 'PX', window)
+        if seen == nil then seen = {} end
+        seen[ikey] = id
+      end
+      if once then
+        parts[np + 1] = id
+        parts[np + 2] = ' '
+        parts[np + 3] = #data
+        parts[np + 4] = ' '
+        parts[np + 5] = data
+        np = np + 5
+      else
         redis.call('PUBLISH', key, id .. ' ' .. data)
       end
-      last = id
-      if ikey ~= nil then redis.call('SET', ikey, id, 'PX', window) end
-      out[#out + 1] = id
-      out[#out + 1] = 0
+      if once then
+        out[o + 1] = id
+        o = o + 1
+      else
+        out[o + 1] = id
+        out[o + 2] = 0
+        o = o + 2
+      end
     end
   end
-  if #added > 0 then
-    -- The index was right after the first append, and nothing else ran since.
-    local n = redis.call('RPUSH', ids, unpack(added))
-    if not trim(key, ids, last, n, maxlen, ttl, false) then
-      trim(key, ids, last, (reindex(key, ids, last, maxlen)), maxlen, ttl, true)
+  if m > 0 then
+    settle(key, new, m, new[m], maxlen, ttl)
+    if once then
+      if m == 1 then redis.call('PUBLISH', key, new[1] .. ' ' .. parts[6])
+      else redis.call('PUBLISH', key, table.concat(parts)) end
     end
   end
+  if once then return table.concat(out, ' ') end
   return out
 end
+local function publish_many(keys, args) return many(keys, args, false) end
+local function publish_batch(keys, args) return many(keys, args, true) end
 local function read(keys, args)
   local key, kind, after, strict, count = keys[1], args[1], args[2], args[3] == '1', tonumber(args[4])
   local ttl = tonumber(args[5] or TTL_MS)
@@ -382,6 +443,7 @@ local function beat(keys, args)
 end
 redis.register_function('pushedge_publish', publish)
 redis.register_function('pushedge_publish_many', publish_many)
+redis.register_function('pushedge_publish_batch', publish_batch)
 redis.register_function('pushedge_presence', presence)
 redis.register_function('pushedge_beat', beat)
 redis.register_function{function_name = 'pushedge_read', callback = read, flags = {'no-writes'}}

@@ -138,3 +138,63 @@ pe_redis_parse_announcement(const char *payload, size_t len, pe_id_t *id, const 
     *json_len = len - (size_t)(sp + 1 - payload);
     return 0;
 }
+
+int
+pe_redis_batch_next(const char *payload, size_t len, size_t *pos, pe_id_t *id, const char **json, size_t *json_len)
+{
+    size_t p = *pos;
+    if (p == 0) {
+        if (len < 1 || payload[0] != PE_REDIS_BATCH_MARK)
+            return -1;
+        p = 1;
+    } else if (p == len) {
+        return 0;
+    }
+    if (p >= len)
+        return -1;
+    /* "<id> " */
+    const char *sp = memchr(payload + p, ' ', len - p);
+    if (sp == NULL || pe_id_parse(payload + p, (size_t)(sp - (payload + p)), id) != 0)
+        return -1;
+    p = (size_t)(sp - payload) + 1;
+    /* "<length> ": decimal, at most 10 digits (a JSON text longer than 9,999,999,999 bytes is no
+     * message), no leading zero */
+    size_t n = 0, digits = 0;
+    while (p < len && payload[p] >= '0' && payload[p] <= '9') {
+        if (++digits > 10 || (digits == 2 && n == 0))
+            return -1;
+        n = n * 10 + (size_t)(payload[p++] - '0');
+    }
+    if (digits == 0 || p >= len || payload[p] != ' ')
+        return -1;
+    ++p;
+    if (n > len - p)
+        return -1;
+    *json = payload + p;
+    *json_len = n;
+    *pos = p + n;
+    return 1;
+}
+
+int
+pe_redis_batch_reply_next(const char *text, size_t len, size_t *pos, pe_id_t *id, int *replayed)
+{
+    size_t p = *pos;
+    if (p == len)
+        return p == 0 ? -1 : 0;
+    if (p > len)
+        return -1;
+    if (p != 0) {
+        /* the separator after the previous ID, then another ID (no trailing space) */
+        if (text[p] != ' ' || ++p == len)
+            return -1;
+    }
+    *replayed = text[p] == '=';
+    p += (size_t)*replayed;
+    const char *sp = memchr(text + p, ' ', len - p);
+    size_t end = sp != NULL ? (size_t)(sp - text) : len;
+    if (end == p || pe_id_parse(text + p, end - p, id) != 0)
+        return -1;
+    *pos = end;
+    return 1;
+}

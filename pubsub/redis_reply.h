@@ -1,7 +1,8 @@
 /*
  * redis_reply.h: reading Redis replies for the Redis engine (engine_redis.c), as pure functions
  * over hiredis reply trees and error strings: what a MOVED/ASK redirection says, the answer of
- * pushedge_read, a stream entry of XRANGE, a range of CLUSTER SLOTS, a pub/sub announcement.
+ * pushedge_read, a stream entry of XRANGE, a range of CLUSTER SLOTS, a pub/sub announcement
+ * (single or batch).
  * Kept apart from the engine so that each is fuzzed (tests/fuzz/fuzz_redis_reply.c) with
  * synthetic reply trees. Every function only reads the tree; pointers it returns borrow from it.
  * Private to pubsub/.
@@ -71,5 +72,29 @@ int pe_redis_slot_range(const struct redisReply *r, unsigned *from, unsigned *to
  * text (borrowed from payload), or -1.
  */
 int pe_redis_parse_announcement(const char *payload, size_t len, pe_id_t *id, const char **json, size_t *json_len);
+
+/* The first byte of a batch announcement (pushedge_publish_batch): ASCII GS, which neither an
+ * ID nor JSON starts with, so a parser of single announcements refuses it. */
+#define PE_REDIS_BATCH_MARK '\x1d'
+
+/**
+ * One entry of a batch announcement of pushedge_publish_batch: PE_REDIS_BATCH_MARK, then per
+ * message "<id> <length> <json>", the length the JSON's in bytes (decimal, at most 10 digits,
+ * no leading zero unless 0), each entry right after the previous one's JSON. Call it with *pos 0
+ * on the whole payload; each call reads the entry at *pos and moves *pos past it. Returns 1 with
+ * the ID and the JSON text (borrowed from payload), 0 at the end of a well-formed payload (at
+ * least one entry read; pos not moved), or -1 when the payload is not one (then nothing from it
+ * may be trusted: check the whole payload before using any entry). Pure, no allocation.
+ */
+int pe_redis_batch_next(const char *payload, size_t len, size_t *pos, pe_id_t *id, const char **json, size_t *json_len);
+
+/**
+ * One ID of pushedge_publish_batch's answer: the IDs in order separated by one space, a replayed
+ * one (its idempotency key was recorded) written "=<id>". Call it with *pos 0; each call reads
+ * the ID at *pos and moves *pos past it (and its space). Returns 1 with the ID and replayed (0
+ * or 1), 0 at the end of a well-formed answer (at least one ID read; pos not moved), or -1 when
+ * the text is not one (check the whole answer before using any ID). Pure, no allocation.
+ */
+int pe_redis_batch_reply_next(const char *text, size_t len, size_t *pos, pe_id_t *id, int *replayed);
 
 #endif

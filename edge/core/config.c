@@ -69,6 +69,10 @@ static const opt_t options[] = {
     {"catchup-cache", OPT_UINT, OFF(catchup_cache), 0, 100000, "N",
      "Redis engine: recent messages of each channel kept per thread to answer catch-ups without a Redis read, at most "
      "--history-size; 0 turns the cache and read coalescing off (default 256)"},
+    {"redis-batch-announce", OPT_UINT, OFF(redis_batch_announce), 0, 1, "0|1",
+     "Redis engine: 1 announces the messages a node publishes to a channel in one loop iteration in one Redis PUBLISH; 0 "
+     "one PUBLISH per message, which nodes of versions without it need: set 0 during a rolling upgrade from such a version "
+     "(default 1)"},
     {"threads", OPT_UINT, OFF(threads), 1, PE_MAX_THREADS, "N", "event-loop threads (default: number of cores)"},
     {"history-size", OPT_UINT, OFF(history_size), 1, 10000000, "N", "messages retained per channel (default 1000)"},
     {"history-ttl", OPT_UINT, OFF(history_ttl), 1, 315360000, "SECONDS", "maximum age of retained messages (default 86400)"},
@@ -168,6 +172,7 @@ set_defaults(pe_config_t *cfg)
     cfg->jwt_leeway = 30;
     cfg->redis_wait_timeout = 1000;
     cfg->catchup_cache = 256;
+    cfg->redis_batch_announce = 1;
 }
 
 int

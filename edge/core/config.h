@@ -26,12 +26,13 @@ typedef struct st_pe_config_t {
      * and on SIGHUP); a TLS listener needs both files, and the files need a listener. */
     char *listen_tls[PE_MAX_LISTEN]; /* "HOST:PORT", owned */
     size_t num_listen_tls;
-    char *tls_cert;               /* PEM: the certificate, then its chain */
-    char *tls_key;                /* PEM private key */
-    char *redis_url;              /* NULL: the memory engine */
-    uint64_t redis_wait_replicas; /* WAIT for this many replicas after each publish; 0: no WAIT */
-    uint64_t redis_wait_timeout;  /* ms, for that WAIT */
-    uint64_t catchup_cache;       /* messages per channel per thread in the catch-up cache (0: off) */
+    char *tls_cert;                /* PEM: the certificate, then its chain */
+    char *tls_key;                 /* PEM private key */
+    char *redis_url;               /* NULL: the memory engine */
+    uint64_t redis_wait_replicas;  /* WAIT for this many replicas after each publish; 0: no WAIT */
+    uint64_t redis_wait_timeout;   /* ms, for that WAIT */
+    uint64_t catchup_cache;        /* messages per channel per thread in the catch-up cache (0: off) */
+    uint64_t redis_batch_announce; /* 1: a batch is announced in one PUBLISH; 0: one per message */
     unsigned threads;
     uint64_t history_size;
     uint64_t history_ttl;   /* seconds */

@@ -1,8 +1,8 @@
 /*
  * redis_pipeline.test.mjs: the Redis engine's publish pipeline (issue 17; docs/architecture.md
  * "Publishing through Redis"). A node gathers the publishes of one loop iteration per channel
- * and sends each channel's as one pushedge_publish_many call, many calls in flight on one
- * connection. Against a redis-server this file starts (appendonly, fsync always, so that a
+ * and sends each channel's as one pushedge_publish_batch call (announced to the subscribing
+ * nodes in one PUBLISH), many calls in flight on one connection. Against a redis-server this file starts (appendonly, fsync always, so that a
  * restart keeps every acknowledged message):
  *  1. a flood of concurrent publishes (HTTP/2 sessions with many streams each, HTTP/1.1
  *     keep-alive connections, keyed ones with repeated keys among them) on a one-thread node:
@@ -13,9 +13,23 @@
  *  2. the same flood with Redis stopped and started again in the middle: every request is
  *     answered (none hangs), 200 or a JSON 503; every 200 is stored under its ID with its
  *     message; the 200s of each session are in send order; the node serves again afterwards;
- *  3. a library without pushedge_publish_many in Redis (what an older node loads when it
- *     connects): the batch is refused before it runs, the node loads its library again and
- *     sends the messages one by one: every publish 200, each stored once, in order.
+ *  3. a library without pushedge_publish_batch in Redis (what an older node loads when it
+ *     connects: with or without pushedge_publish_many): the batch is refused before it runs,
+ *     the node loads its library again and sends the messages one by one: every publish 200,
+ *     each stored once, in order;
+ *  4. batch announcements across nodes: an /api/batch on node A, with a key repeated inside it,
+ *     reaches the SSE subscribers of node B (and A) once each, in order, with the IDs A
+ *     answered, through one PUBLISH; with --history-size 5 the batch trims inside itself: a
+ *     cursor below the boundary gets a gap and the retained five, the boundary itself and a
+ *     cursor inside the batch none (answered by Redis and by the catch-up cache);
+ *  5. --redis-batch-announce 0: batches go as pushedge_publish_many, one PUBLISH per message
+ *     (the format older nodes read), delivered the same;
+ *  6. with keyspace events on (notify-keyspace-events Kt: the plain-XADD path counts every
+ *     XADD's event against the announced entries), batches, a plain XADD between them and
+ *     single publishes reach a subscriber of another node once each, in stream order.
+ * Not covered here: a node of an older version receiving a batch announcement (it drops it:
+ * docs/operations.md, rolling upgrades); the parser itself is in tests/unit/test_redis_reply.c
+ * and tests/fuzz/fuzz_redis_reply.c.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -28,6 +42,7 @@ import {
     delay,
     h2connect,
     httpRequest,
+    openSSE,
     publish,
     skipFileUnless,
     startServer,
@@ -224,7 +239,9 @@ describe('the Redis publish pipeline', () => {
         assert.equal(after.status, 200, `a publish after the restart: ${after.status} ${after.text}`);
     });
 
-    it('3. a library without pushedge_publish_many (an older node loaded it): reloaded, the batch sent singly, every publish stored once', {
+    for (const [variant, drop] of [['without either batch function', ['pushedge_publish_many', 'pushedge_publish_batch']],
+        ['with pushedge_publish_many only', ['pushedge_publish_batch']]]) {
+    it(`3. a library ${variant} (an older node loaded it): reloaded, the batch sent singly, every publish stored once`, {
         timeout: 60000,
     }, async (t) => {
         const r = await startRedis();
@@ -232,8 +249,8 @@ describe('the Redis publish pipeline', () => {
         const node = await startServer(['--redis', r.url, '--threads', '1'], {}, { ready: true });
         t.after(() => node.stop());
         const lib = fs.readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '../../pubsub/redis_lib.lua'), 'utf8');
-        const older = lib.split('\n').filter((l) => !l.includes("register_function('pushedge_publish_many'")).join('\n');
-        assert.notEqual(older, lib, 'the library registers pushedge_publish_many');
+        const older = lib.split('\n').filter((l) => !drop.some((f) => l.includes(`register_function('${f}'`))).join('\n');
+        assert.equal(older.split('\n').length, lib.split('\n').length - drop.length, `the library registers ${drop.join(' and ')}`);
         await redisCmd(r.port, ['FUNCTION', 'LOAD', 'REPLACE', older]);
         const ch = uniqueChannel('upgrade');
         const out = await publisher(node.url, ch, 'up', 200, { inFlight: 32 });
@@ -243,7 +260,164 @@ describe('the Redis publish pipeline', () => {
         assert.equal(entries.length, 200, `${entries.length} entries for 200 publishes`);
         checkAnswers([{ name: 'up', out, h2: true }], new Map(entries.map((e) => [e.id, e.data])), ch);
         const list = await redisCmd(r.port, ['FUNCTION', 'LIST', 'LIBRARYNAME', 'pushedge']);
-        assert.ok(JSON.stringify(list).includes('pushedge_publish_many'), 'the node did not load its library again');
-        assert.match(node.output().stderr, /no pushedge_publish_many/, 'the reload is logged');
+        assert.ok(JSON.stringify(list).includes('pushedge_publish_batch'), 'the node did not load its library again');
+        assert.match(node.output().stderr, /no pushedge_publish_batch/, 'the reload is logged');
+    });
+    }
+
+    /* Waits until n nodes listen on the channel's pub/sub channel in Redis (the SSE stream is
+     * live a round trip before Redis confirms the SUBSCRIBE). */
+    async function waitSubscribed(port, ch, n) {
+        await waitUntil(async () => {
+            const r = await redisCmd(port, ['PUBSUB', 'NUMSUB', `pe:{${ch}}`]);
+            return Number(r[1]) >= n;
+        }, { timeoutMs: 5000, what: `${n} nodes subscribed to pe:{${ch}}` });
+    }
+
+    /* POST /api/batch on ch, items 0..7 (item 5 repeats item 2's key); returns the 8 results. */
+    async function batchOf8(url, ch) {
+        const items = Array.from({ length: 8 }, (_, i) => ({ channel: ch, data: { i } }));
+        items[2].key = 'dup';
+        items[5].key = 'dup';
+        items[6].key = 'solo';
+        const r = await httpRequest(url, '/api/batch', {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify(items),
+            timeoutMs: 10000,
+        });
+        assert.equal(r.status, 200, `POST /api/batch: ${r.status} ${r.text}`);
+        const res = r.json.results;
+        assert.equal(res.length, 8);
+        for (const x of res)
+            assert.ok(x.id, `an item was refused: ${JSON.stringify(x)}`);
+        assert.equal(res[5].id, res[2].id, 'a key repeated inside the batch answered another ID than its first');
+        return res;
+    }
+
+    /* The 7 messages stored by batchOf8, in order: [{id, i}]. */
+    function stored(res) {
+        return res.filter((_, k) => k !== 5).map((x, k) => ({ id: x.id, i: [0, 1, 2, 3, 4, 6, 7][k] }));
+    }
+
+    async function statCalls(port, cmd) {
+        const m = new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(await redisCmd(port, ['INFO', 'commandstats']));
+        return m ? Number(m[1]) : 0;
+    }
+
+    it('4. a batch announced in one PUBLISH: in order, once, with the answered IDs, on another node; a gap across the batch', {
+        timeout: 60000,
+    }, async (t) => {
+        const r = await startRedis();
+        t.after(async () => {
+            await r.stop();
+            rmDir(r.dir);
+        });
+        const a = await startServer(['--redis', r.url, '--threads', '1', '--history-size', '5']);
+        t.after(() => a.stop());
+        const b = await startServer(['--redis', r.url, '--threads', '1', '--history-size', '5']);
+        t.after(() => b.stop());
+        for (const n of [a, b])
+            await waitUntil(async () => (await readyz(n)) === 200, { timeoutMs: 5000, what: '/readyz 200' });
+        const ch = uniqueChannel('announce');
+        /* The channel exists before the batch (so that the batch trims old entries as well). */
+        const first = await publish(a.url, ch, { i: -1 });
+        assert.equal(first.status, 200);
+        const onB = await openSSE(b.url, `/sse?channel=${ch}`, { t });
+        const onA = await openSSE(a.url, `/sse?channel=${ch}`, { t });
+        await onB.waitLive();
+        await onA.waitLive();
+        await waitSubscribed(r.port, ch, 2);
+        await redisCmd(r.port, ['CONFIG', 'RESETSTAT']);
+        const res = await batchOf8(a.url, ch);
+        const want = stored(res);
+        for (let k = 1; k < want.length; k++)
+            assert.ok(cmpId(want[k].id, want[k - 1].id) > 0, 'the batch\'s IDs are not increasing in item order');
+        for (const [name, sub] of [['node B', onB], ['node A', onA]]) {
+            await sub.waitFor(() => sub.envelopes().length >= 7 || null, 5000, `${name}: 7 messages`);
+            await delay(100);
+            const got = sub.envelopes().map((e) => ({ id: e.id, i: e.data.i }));
+            assert.deepEqual(got, want, `${name}: the batch's messages, in order, once, with the answered IDs`);
+        }
+        const pubs = await statCalls(r.port, 'publish');
+        t.diagnostic(`PUBLISH calls for the batch of 7 stored messages: ${pubs}`);
+        assert.equal(pubs, 1, 'the batch was not announced in one PUBLISH');
+        /* --history-size 5: the stream holds the batch's last five; the newest removed (the
+         * batch's second message) is the gap boundary. */
+        const entries = await streamEntries(r.port, ch);
+        assert.deepEqual(entries.map((e) => e.id), want.slice(2).map((w) => w.id), 'the stream holds the last five');
+        const resume = async (since) => {
+            const s = await openSSE(b.url, `/sse?channel=${ch}&since=${since}`, { t });
+            await s.waitLive();
+            await delay(100);
+            s.close();
+            return { gaps: s.events.filter((e) => e.type === 'gap').length, ids: s.envelopes().map((e) => e.id) };
+        };
+        assert.deepEqual(await resume(want[0].id), { gaps: 1, ids: want.slice(2).map((w) => w.id) }, 'a cursor below the boundary');
+        assert.deepEqual(await resume(want[1].id), { gaps: 0, ids: want.slice(2).map((w) => w.id) }, 'the boundary as cursor');
+        assert.deepEqual(await resume(want[3].id), { gaps: 0, ids: want.slice(4).map((w) => w.id) }, 'a cursor inside the batch');
+    });
+
+    it('5. --redis-batch-announce 0: a batch announced one PUBLISH per message, delivered the same', { timeout: 60000 }, async (t) => {
+        const r = await startRedis();
+        t.after(async () => {
+            await r.stop();
+            rmDir(r.dir);
+        });
+        const a = await startServer(['--redis', r.url, '--threads', '1', '--redis-batch-announce', '0']);
+        t.after(() => a.stop());
+        await waitUntil(async () => (await readyz(a)) === 200, { timeoutMs: 5000, what: '/readyz 200' });
+        const ch = uniqueChannel('singly');
+        const sub = await openSSE(a.url, `/sse?channel=${ch}`, { t });
+        await sub.waitLive();
+        await waitSubscribed(r.port, ch, 1);
+        await redisCmd(r.port, ['CONFIG', 'RESETSTAT']);
+        const want = stored(await batchOf8(a.url, ch));
+        await sub.waitFor(() => sub.envelopes().length >= 7 || null, 5000, '7 messages');
+        await delay(100);
+        assert.deepEqual(sub.envelopes().map((e) => ({ id: e.id, i: e.data.i })), want);
+        assert.equal(await statCalls(r.port, 'publish'), 7, 'one PUBLISH per stored message');
+    });
+
+    it('6. keyspace events on: batches, a plain XADD between them and singles, once each and in stream order on another node', {
+        timeout: 60000,
+    }, async (t) => {
+        const r = await startRedis();
+        t.after(async () => {
+            await r.stop();
+            rmDir(r.dir);
+        });
+        await redisCmd(r.port, ['CONFIG', 'SET', 'notify-keyspace-events', 'Kt']);
+        const a = await startServer(['--redis', r.url, '--threads', '1']);
+        t.after(() => a.stop());
+        const b = await startServer(['--redis', r.url, '--threads', '1']);
+        t.after(() => b.stop());
+        for (const n of [a, b])
+            await waitUntil(async () => (await readyz(n)) === 200, { timeoutMs: 5000, what: '/readyz 200' });
+        const ch = uniqueChannel('keyspace');
+        const sub = await openSSE(b.url, `/sse?channel=${ch}`, { t });
+        await sub.waitLive();
+        await waitSubscribed(r.port, ch, 1);
+        const sent = [];
+        for (let round = 0; round < 3; round++) {
+            const items = Array.from({ length: 20 }, (_, i) => ({ channel: ch, data: { round, i } }));
+            const res = await httpRequest(a.url, '/api/batch', {
+                method: 'POST',
+                headers: { 'content-type': 'application/json' },
+                body: JSON.stringify(items),
+                timeoutMs: 10000,
+            });
+            assert.equal(res.status, 200, `POST /api/batch: ${res.status} ${res.text}`);
+            sent.push(...res.json.results.map((x) => x.id));
+            sent.push(await redisCmd(r.port, ['XADD', `pe:{${ch}}`, '*', 'd', JSON.stringify({ round, plain: true })]));
+            const one = await publish(a.url, ch, { round, single: true });
+            assert.equal(one.status, 200);
+            sent.push(one.json.id);
+        }
+        const want = (await streamEntries(r.port, ch)).map((e) => e.id);
+        assert.equal(want.length, sent.length, 'the stream holds every message');
+        await sub.waitFor(() => sub.envelopes().length >= want.length || null, 10000, `${want.length} messages on node B`);
+        await delay(200);
+        assert.deepEqual(sub.envelopes().map((e) => e.id), want, 'node B: every entry once, in stream order (batches, plain XADDs, singles)');
     });
 });

@@ -767,6 +767,16 @@ describe('SSE: a slow consumer', () => {
             async () => (metricValue(await getMetrics(srv.url), 'pushedge_connections', { transport: 'sse' }) ?? 0) >= connsBefore + 2,
             { timeoutMs: 5000, what: 'the non-reading SSE connection to be counted in pushedge_connections{transport="sse"}' },
         );
+        /* And live: its bare "id:" (without a cursor the stream starts at the channel's newest
+         * message when its read runs, which on Redis is a round trip after the connection is
+         * counted: a publish in between would be before its start, not lost). Read from the
+         * paused socket's buffer without making it flow; kept for the check at the end. */
+        const early = [];
+        await waitUntil(() => {
+            for (let c; (c = sock.read()) !== null;)
+                early.push(c);
+            return /(^|\n)id:/m.test(Buffer.concat(early).toString('latin1')) || null;
+        }, { timeoutMs: 5000, what: 'the non-reading SSE connection to be live (its bare "id:")' });
 
         /* Publish 4 KiB messages until the server gives up on the stalled stream: the kernel
          * buffers several MiB of a loopback connection before the server's own queue fills. */
@@ -813,7 +823,7 @@ describe('SSE: a slow consumer', () => {
         healthy.close();
 
         /* The slow connection was closed by the server: read what it had sent. */
-        const parts = [];
+        const parts = [...early];
         sock.on('data', (c) => parts.push(c));
         sock.resume();
         await waitUntil(() => sock.closedByPeer, { timeoutMs: 15000, what: 'the server to close the slow connection' });

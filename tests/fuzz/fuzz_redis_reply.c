@@ -6,7 +6,14 @@
  *      starts with "MOVED " or "ASK " (ask set accordingly), slot < 16384, port 1..65535, the
  *      host NUL-terminated with no space; printed back as "<KIND> <slot> <host>:<port>" and
  *      parsed again it gives the same fields (printing is canonical, so an accepted input
- *      without leading zeros is that text exactly).
+ *      without leading zeros is that text exactly). The same bytes as a pub/sub payload: the
+ *      batch announcement reader (pe_redis_batch_next) walks them from an exact-size copy.
+ *      Checks: it ends (pos strictly grows), every entry's JSON lies inside the payload after
+ *      a space and ends the entry, IDs format and parse back, a well-formed end is exactly the
+ *      payload's end after at least one entry; a payload that starts with the mark is never
+ *      taken for a single announcement. And as pushedge_publish_batch's answer
+ *      (pe_redis_batch_reply_next): it ends, each ID ends at a space or the end, IDs format and
+ *      parse back, a well-formed end is the text's end after at least one ID.
  *   1  a redirection built from input fields (kind, slot, port, host bytes without ':' NUL or
  *      space, or an IPv6 address with colons) must be accepted with exactly those fields.
  *   2  a synthetic hiredis reply tree decoded from the bytes (types, integers, strings with
@@ -27,6 +34,52 @@
 #define MAX_WIDTH 16
 
 /* ---- 0, 1: redirections ------------------------------------------------------------------- */
+
+static void check_id(pe_id_t id);
+
+/* A pub/sub payload as a batch announcement (the bytes of driver 0 and every string of a tree). */
+static void
+check_batch_text(const char *s, size_t len)
+{
+    char *copy = malloc(len != 0 ? len : 1); /* exact size */
+    CHECK(copy != NULL);
+    memcpy(copy, s, len);
+    size_t pos = 0, last = 0, count = 0;
+    pe_id_t id;
+    const char *json;
+    size_t jlen;
+    int r;
+    while ((r = pe_redis_batch_next(copy, len, &pos, &id, &json, &jlen)) == 1) {
+        CHECK(pos > last && pos <= len);
+        /* "<id> <length> <json>": the JSON ends the entry, after a space, past the ID */
+        CHECK(json > copy + last + 3 && json + jlen == copy + pos && json[-1] == ' ');
+        check_id(id);
+        last = pos;
+        ++count;
+    }
+    CHECK(r == 0 || r == -1);
+    if (r == 0)
+        CHECK(count >= 1 && pos == len);
+    /* The same bytes as pushedge_publish_batch's answer. */
+    pos = last = count = 0;
+    int replayed;
+    while ((r = pe_redis_batch_reply_next(copy, len, &pos, &id, &replayed)) == 1) {
+        CHECK(pos > last && pos <= len && (replayed == 0 || replayed == 1));
+        CHECK(pos == len || copy[pos] == ' ');
+        check_id(id);
+        last = pos;
+        ++count;
+    }
+    CHECK(r == 0 || r == -1);
+    if (r == 0)
+        CHECK(count >= 1 && pos == len);
+    pe_id_t sid;
+    const char *sjson;
+    size_t slen;
+    if (len != 0 && copy[0] == PE_REDIS_BATCH_MARK)
+        CHECK(pe_redis_parse_announcement(copy, len, &sid, &sjson, &slen) != 0);
+    free(copy);
+}
 
 static void
 check_redirect_text(const char *s, size_t len)
@@ -212,6 +265,7 @@ check_tree(const redisReply *root, const redisReply *r)
         CHECK(strlen(host) < PE_REDIS_HOST_MAX && borrowed_from(r, host, strlen(host)));
     }
     if (r->type == REDIS_REPLY_STRING) {
+        check_batch_text(r->str, r->len);
         if (pe_redis_parse_announcement(r->str, r->len, &id, &data, &len) == 0) {
             check_id(id);
             CHECK(data > r->str && data + len == r->str + r->len && data[-1] == ' ');
@@ -231,6 +285,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     switch (data[0] % 3) {
     case 0:
         check_redirect_text((const char *)data + 1, size - 1);
+        check_batch_text((const char *)data + 1, size - 1);
         break;
     case 1:
         check_redirect_built(data + 1, size - 1);

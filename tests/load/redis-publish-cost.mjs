@@ -19,6 +19,12 @@
  *   manyK    pushedge_publish_many with K messages per call (8, 32, 100; many32keyed: each with a
  *            new key), as a node sends what one loop iteration gathered for one channel; --n
  *            messages in all, every number per message (FCALL's time divided by K)
+ *   batchK   the same through pushedge_publish_batch (one PUBLISH per call: what a node sends
+ *            with --redis-batch-announce on)
+ * --subscribers N (at most 16): N connections subscribed to each scenario's channel while it is
+ * measured (N nodes listening; none by default).
+ * --only NAME,NAME... runs only those scenarios ("none": none); --probe-only P,P... only those
+ * probes (implies --probes).
  * --probes also measures single alternatives in isolation, each a tiny function of its own on a
  * 1,000-entry stream (see PROBES below): what each candidate command costs inside a function.
  *
@@ -149,6 +155,37 @@ function closeConnections() {
     for (const c of conns.values())
         c.sock.destroy();
     conns.clear();
+    for (const c of subscribers)
+        c.destroy();
+    subscribers.length = 0;
+}
+
+/*
+ * --subscribers N: N more connections subscribed to the channel under test while it is measured,
+ * as N nodes listening to it; they read what Redis sends and drop it. Each PUBLISH then also
+ * writes into their output buffers (inside the call) and onto their sockets (after it, in Redis's
+ * process CPU).
+ */
+const subscribers = [];
+function openSubscribers(port, n) {
+    for (let i = 0; i < n; i++) {
+        const sock = net.connect({ host: '127.0.0.1', port });
+        sock.on('data', () => {});
+        sock.on('error', () => {});
+        subscribers.push(sock);
+    }
+}
+async function subscribeAll(port, key, on) {
+    for (const s of subscribers)
+        s.write(encode([on ? 'SUBSCRIBE' : 'UNSUBSCRIBE', key]));
+    const want = on ? subscribers.length : 0;
+    for (let i = 0; i < 200; i++) {
+        const [r] = await redisPipeline(port, [['PUBSUB', 'NUMSUB', key]], { timeoutMs: TIMEOUT_MS });
+        if (Number(r[1]) === want)
+            return;
+        await new Promise((res) => setTimeout(res, 10));
+    }
+    throw new Error(`${key}: ${want} subscribers expected, not reached in 2 s`);
 }
 
 function freePort() {
@@ -196,7 +233,7 @@ async function startRedis(nice) {
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 function parseArgs(argv) {
-    const o = { n: 20000, repeat: 3, retained: 1000, lib: path.join(ROOT, 'pubsub', 'redis_lib.lua'), before: null, probes: false, json: false, nice: 0 };
+    const o = { n: 20000, repeat: 3, retained: 1000, lib: path.join(ROOT, 'pubsub', 'redis_lib.lua'), before: null, probes: false, json: false, nice: 0, only: null, probeOnly: null, subscribers: 0 };
     for (let i = 0; i < argv.length; i++) {
         const a = argv[i];
         const val = () => {
@@ -218,6 +255,12 @@ function parseArgs(argv) {
             o.nice = Math.min(19, Math.max(-20, Number(val()) | 0));
         else if (a === '--probes')
             o.probes = true;
+        else if (a === '--subscribers')
+            o.subscribers = Math.min(16, Math.max(0, Number(val()) | 0));
+        else if (a === '--only')
+            o.only = val().split(',');
+        else if (a === '--probe-only')
+            o.probes = true, o.probeOnly = val().split(',');
         else if (a === '--json')
             o.json = true;
         else
@@ -300,17 +343,19 @@ function scenarios(o) {
     const keyed = (key, k, i) => ['FCALL', 'pushedge_publish', '2', key, `${key}:idem:${k}`, body(i), String(o.retained), '86400000', '300000'];
     const fill = (key, mk = (i) => plain(key, i)) => Array.from({ length: o.retained + 100 }, (_, i) => mk(i));
     /* pushedge_publish_many: k messages per call (keyed: each with a new key). */
-    const many = (key, k, i, withKeys) => {
+    const many = (key, k, i, withKeys, fn) => {
         const recs = withKeys ? Array.from({ length: k }, (_, j) => `${key}:idem:m${i}-${j}`) : [];
         const msgs = Array.from({ length: k }, (_, j) => [withKeys ? '1' : '0', body(i * k + j)]).flat();
-        return ['FCALL', 'pushedge_publish_many', String(1 + recs.length), key, ...recs, String(o.retained), '86400000', '300000', ...msgs];
+        return ['FCALL', fn, String(1 + recs.length), key, ...recs, String(o.retained), '86400000', '300000', ...msgs];
     };
-    const manyScenario = (k, withKeys) => ({
-        name: `many${k}${withKeys ? 'keyed' : ''}`,
-        what: `pushedge_publish_many, ${k} ${withKeys ? 'keyed ' : ''}messages per call (numbers per message)`,
+    /* pushedge_publish_many (one PUBLISH per message) or pushedge_publish_batch (one per call). */
+    const manyScenario = (k, withKeys, fn = 'pushedge_publish_many') => ({
+        name: `${fn === 'pushedge_publish_many' ? 'many' : 'batch'}${k}${withKeys ? 'keyed' : ''}`,
+        what: `${fn}, ${k} ${withKeys ? 'keyed ' : ''}messages per call (numbers per message)`,
         prepare: (key) => fill(key),
-        calls: (key) => Array.from({ length: Math.max(10, Math.floor(o.n / k)) }, (_, i) => many(key, k, i, withKeys)),
+        calls: (key) => Array.from({ length: Math.max(10, Math.floor(o.n / k)) }, (_, i) => many(key, k, i, withKeys, fn)),
         perCall: k,
+        needs: fn,
     });
     return [
         {
@@ -348,6 +393,10 @@ function scenarios(o) {
         manyScenario(32, false),
         manyScenario(100, false),
         manyScenario(32, true),
+        manyScenario(8, false, 'pushedge_publish_batch'),
+        manyScenario(32, false, 'pushedge_publish_batch'),
+        manyScenario(100, false, 'pushedge_publish_batch'),
+        manyScenario(32, true, 'pushedge_publish_batch'),
     ];
 }
 
@@ -414,6 +463,129 @@ redis.register_function('p_prep_index', function(k, a)
 redis.register_function('p_publish', function(k, a) return redis.call('PUBLISH', k[1], a[1]) end)
 redis.register_function('p_get', function(k, a) return redis.call('GET', k[1] .. ':idem:none') end)
 redis.register_function('p_set_px', function(k, a) return redis.call('SET', k[1] .. ':idem:one', '1-1', 'PX', 300000) end)
+redis.register_function('p_straight6', function(k, a)
+  local ids = k[1] .. ':ids'
+  local id = redis.call('XADD', k[1], '*', 'd', a[1])
+  redis.call('RPUSH', ids, id)
+  redis.call('XLEN', k[1])
+  redis.call('XDEL', k[1], redis.call('LPOP', ids))
+  redis.call('PUBLISH', k[1], id .. ' ' .. a[1])
+  return id end)
+redis.register_function('p_straight5', function(k, a)
+  local ids = k[1] .. ':ids'
+  local id = redis.call('XADD', k[1], '*', 'd', a[1])
+  redis.call('RPUSH', ids, id)
+  redis.call('XDEL', k[1], redis.call('LPOP', ids))
+  redis.call('PUBLISH', k[1], id .. ' ' .. a[1])
+  return id end)
+redis.register_function('p_x32_pub32', function(k, a)
+  local key, d, id = k[1], a[1], nil
+  for i = 1, 32 do
+    id = redis.call('XADD', key, '*', 'd', d)
+    redis.call('PUBLISH', key, id .. ' ' .. d)
+  end
+  redis.call('XTRIM', key, 'MAXLEN', '~', 1000)
+  return id end)
+redis.register_function('p_x32_pub1', function(k, a)
+  local key, d, id, parts = k[1], a[1], nil, {'\\29'}
+  for i = 1, 32 do
+    id = redis.call('XADD', key, '*', 'd', d)
+    parts[#parts + 1] = id
+    parts[#parts + 1] = ' '
+    parts[#parts + 1] = #d
+    parts[#parts + 1] = ' '
+    parts[#parts + 1] = d
+  end
+  redis.call('PUBLISH', key, table.concat(parts))
+  redis.call('XTRIM', key, 'MAXLEN', '~', 1000)
+  return id end)
+redis.register_function('p_x32_pub1_sep', function(k, a)
+  local key, d, id, parts, np = k[1], a[1], nil, {}, 0
+  for i = 1, 32 do
+    id = redis.call('XADD', key, '*', 'd', d)
+    parts[np + 1] = id
+    parts[np + 2] = ' '
+    parts[np + 3] = d
+    parts[np + 4] = '\\29'
+    np = np + 4
+  end
+  redis.call('PUBLISH', key, table.concat(parts))
+  redis.call('XTRIM', key, 'MAXLEN', '~', 1000)
+  return id end)
+redis.register_function('p_x32_pub1_len', function(k, a)
+  local key, d, id, parts, np = k[1], a[1], nil, {'\\29'}, 1
+  for i = 1, 32 do
+    id = redis.call('XADD', key, '*', 'd', d)
+    parts[np + 1] = id
+    parts[np + 2] = ' '
+    parts[np + 3] = #d
+    parts[np + 4] = ' '
+    parts[np + 5] = d
+    np = np + 5
+  end
+  redis.call('PUBLISH', key, table.concat(parts))
+  redis.call('XTRIM', key, 'MAXLEN', '~', 1000)
+  return id end)
+redis.register_function('p_x32_lenstr', function(k, a)
+  local key, d, id, parts, np = k[1], a[1], nil, {}, 0
+  for i = 1, 32 do
+    id = redis.call('XADD', key, '*', 'd', d)
+    parts[np + 1] = tostring(#d)
+    np = np + 1
+  end
+  redis.call('XTRIM', key, 'MAXLEN', '~', 1000)
+  return id end)
+redis.register_function('p_x32_out', function(k, a)
+  local key, d, id, out = k[1], a[1], nil, {}
+  for i = 1, 32 do
+    id = redis.call('XADD', key, '*', 'd', d)
+    out[2 * i - 1] = id
+    out[2 * i] = 0
+  end
+  redis.call('XTRIM', key, 'MAXLEN', '~', 1000)
+  return out end)
+redis.register_function('p_k32_set', function(k, a)
+  local key, d, id, recs = k[1], a[1], nil, {}
+  local base = redis.call('INCR', key .. ':n')
+  for i = 1, 32 do recs[i] = key .. ':idem:' .. base .. '-' .. i end
+  local prev = redis.call('MGET', unpack(recs))
+  for i = 1, 32 do
+    id = redis.call('XADD', key, '*', 'd', d)
+    redis.call('SET', recs[i], id, 'PX', 300000)
+  end
+  redis.call('XTRIM', key, 'MAXLEN', '~', 1000)
+  return id end)
+redis.register_function('p_k32_hash', function(k, a)
+  local key, d, id, names, kv, zs = k[1], a[1], nil, {}, {}, {}
+  local base = redis.call('INCR', key .. ':n')
+  for i = 1, 32 do names[i] = base .. '-' .. i end
+  local prev = redis.call('HMGET', key .. ':idemh', unpack(names))
+  for i = 1, 32 do
+    id = redis.call('XADD', key, '*', 'd', d)
+    kv[2 * i - 1] = names[i]
+    kv[2 * i] = id
+    zs[2 * i - 1] = 0
+    zs[2 * i] = names[i]
+  end
+  redis.call('HSET', key .. ':idemh', unpack(kv))
+  redis.call('ZADD', key .. ':idemz', unpack(zs))
+  local old = redis.call('ZRANGEBYSCORE', key .. ':idemz', '-inf', '(-1', 'LIMIT', 0, 64)
+  if #old > 0 then redis.call('HDEL', key .. ':idemh', unpack(old)) redis.call('ZREM', key .. ':idemz', unpack(old)) end
+  redis.call('XTRIM', key, 'MAXLEN', '~', 1000)
+  return id end)
+redis.register_function('p_x32_only', function(k, a)
+  local key, d, id = k[1], a[1], nil
+  for i = 1, 32 do id = redis.call('XADD', key, '*', 'd', d) end
+  redis.call('XTRIM', key, 'MAXLEN', '~', 1000)
+  return id end)
+redis.register_function('p_x32_set32', function(k, a)
+  local key, d, id = k[1], a[1], nil
+  for i = 1, 32 do
+    id = redis.call('XADD', key, '*', 'd', d)
+    redis.call('SET', key .. ':idem:' .. i, id, 'PX', 300000)
+  end
+  redis.call('XTRIM', key, 'MAXLEN', '~', 1000)
+  return id end)
 `;
 const PROBE_NAMES = [...PROBES.matchAll(/register_function\('(p_[a-z0-9_]+)'/g)].map((m) => m[1]).filter((p) => p !== 'p_prep_index');
 
@@ -427,19 +599,24 @@ async function main() {
     try {
         const [info] = await redisPipeline(redis.port, [['INFO', 'server']], { timeoutMs: TIMEOUT_MS });
         results.redis = /redis_version:(\S+)/.exec(info)?.[1];
+        openSubscribers(redis.port, o.subscribers);
         /* Repeats outermost: a busy spell on the shared machine then spoils one sample of each
          * scenario, not every sample of one. */
-        const all = scenarios(o);
+        const all = scenarios(o).filter((s) => o.only === null || o.only.includes(s.name));
         const best = all.map(() => libs.map(() => null));
         for (let r = 0; r < o.repeat; r++) {
             for (const [j, s] of all.entries()) {
                 for (const [i, lib] of libs.entries()) {
-                    if (s.perCall !== undefined && !lib.text.includes('pushedge_publish_many'))
-                        continue; /* a library from before the batch function */
+                    if (s.needs !== undefined && !lib.text.includes(`'${s.needs}'`))
+                        continue; /* a library from before that function */
                     await run(redis.port, [['FUNCTION', 'LOAD', 'REPLACE', lib.text]]);
                     const key = channel(s.name);
                     await run(redis.port, s.prepare(key));
+                    if (o.subscribers > 0)
+                        await subscribeAll(redis.port, key, true);
                     const m = await measure(redis.port, s.calls(key), { spacedMs: s.spacedMs, perCall: s.perCall });
+                    if (o.subscribers > 0)
+                        await subscribeAll(redis.port, key, false);
                     const b = best[j][i];
                     const cpu = Math.min(m.cpuPerCall, b?.cpuPerCall ?? Infinity);
                     if (b === null || m.usecPerCall < b.usecPerCall)
@@ -456,7 +633,7 @@ async function main() {
         if (o.probes) {
             await run(redis.port, [['FUNCTION', 'LOAD', 'REPLACE', PROBES]]);
             for (let r = 0; r < o.repeat; r++) {
-                for (const p of PROBE_NAMES) {
+                for (const p of PROBE_NAMES.filter((q) => o.probeOnly === null || o.probeOnly.includes(q))) {
                     const key = channel(p);
                     await run(redis.port, Array.from({ length: 1000 }, (_, i) => ['XADD', key, '*', 'd', body(i)]));
                     await run(redis.port, [['FCALL', 'p_prep_index', '1', key]]);
@@ -478,7 +655,7 @@ async function main() {
         console.log(JSON.stringify(results, null, 1));
         return;
     }
-    console.log(`redis ${results.redis}, library ${results.lib}${results.before ? ` (before: ${results.before})` : ''}, ${o.retained} retained, lowest of ${o.repeat} runs of ${o.n} calls, loadavg ${os.loadavg()[0].toFixed(2)}`);
+    console.log(`redis ${results.redis}, library ${results.lib}${results.before ? ` (before: ${results.before})` : ''}, ${o.subscribers} subscribers, ${o.retained} retained, lowest of ${o.repeat} runs of ${o.n} calls, loadavg ${os.loadavg()[0].toFixed(2)}`);
     console.log('\nscenario       FCALL us/publish  Redis CPU us/publish  inner commands per publish (us/call)');
     for (const [name, s] of Object.entries(results.scenarios)) {
         const inner = Object.entries(s.inner).map(([c, v]) => `${c} ${v.perPublish}x(${v.usecPerCall})`).join(' ');
