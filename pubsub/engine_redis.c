@@ -467,25 +467,19 @@ fail_batch(pub_batch_t *b, const char *err)
 }
 
 /* A batch's command was refused before it ran (the library in Redis has no
- * pushedge_publish_batch or _many: an older pushedge loaded its own): nothing was stored. Each publish is
- * sent again on its own as pushedge_publish, which every version has, behind a reload of ours. */
+ * pushedge_publish_batch or _many: an older pushedge loaded its own): nothing was stored. Ours is
+ * loaded again and each publish answered unavailable (503: nothing stored, retry). Sending them
+ * again singly here would store them behind publishes of the channel that left after this batch
+ * and ran first (the pipeline holds several calls per channel), breaking per-channel order. */
 static void
-resend_singly(pub_batch_t *b)
+refuse_batch(pub_batch_t *b)
 {
     rnode_t *rn = b->rn;
     if (pe_redis_link_reload_library(rn->link) == 0)
         elog(rn->engine, 1,
              "redis: the function library in Redis has no pushedge_publish_batch/_many (an older pushedge loaded it): "
-             "reloading; the batch is sent one publish at a time");
-    while (!h2o_linklist_is_empty(&b->pubs)) {
-        publish_t *p = H2O_STRUCT_FROM_MEMBER(publish_t, link, b->pubs.next);
-        h2o_linklist_unlink(&p->link);
-        if (send_single(rn, b->key, b->key_len, p, p->data, p->data_len) != 0) {
-            p->cb(p->ctx, pe_ps_err_unavailable, NULL, 0);
-            pe_free(p);
-        }
-    }
-    pe_free(b);
+             "reloading; the batch's publishes are answered unavailable (nothing was stored)");
+    fail_batch(b, pe_ps_err_unavailable);
 }
 
 /* The answer of pushedge_publish_batch, "<id1> <id2> ..." (a replayed one "=<id>"), or of
@@ -502,7 +496,7 @@ on_published_many(void *ctx, redisReply *reply)
         return;
     }
     if (reply->type == REDIS_REPLY_ERROR && strstr(reply->str, "Function not found") != NULL) {
-        resend_singly(b);
+        refuse_batch(b);
         return;
     }
     if (reply->type == REDIS_REPLY_STRING) {
