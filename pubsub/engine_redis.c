@@ -482,6 +482,17 @@ refuse_batch(pub_batch_t *b)
     fail_batch(b, pe_ps_err_unavailable);
 }
 
+/* One publish of a batch stored (or replayed from its key) under id: counted and answered. */
+static void
+answer_stored(rnode_t *rn, publish_t *p, const pe_id_t *id, int replayed)
+{
+    if (replayed)
+        pe_ps_node__count_replayed(rn->node);
+    else
+        pe_ps_node__count_published(rn->node);
+    p->cb(p->ctx, NULL, id, replayed);
+}
+
 /* The answer of pushedge_publish_batch, "<id1> <id2> ..." (a replayed one "=<id>"), or of
  * pushedge_publish_many, {id1, replayed1, id2, replayed2, ...}: one ID per publish of the batch,
  * in order. */
@@ -511,11 +522,7 @@ on_published_many(void *ctx, redisReply *reply)
             for (h2o_linklist_t *l = b->pubs.next; l != &b->pubs; l = l->next) {
                 publish_t *p = H2O_STRUCT_FROM_MEMBER(publish_t, link, l);
                 pe_redis_batch_reply_next(reply->str, reply->len, &pos, &id, &replayed);
-                if (replayed)
-                    pe_ps_node__count_replayed(rn->node);
-                else
-                    pe_ps_node__count_published(rn->node);
-                p->cb(p->ctx, NULL, &id, replayed);
+                answer_stored(rn, p, &id, replayed);
             }
             free_batch(b);
             return;
@@ -537,12 +544,7 @@ on_published_many(void *ctx, redisReply *reply)
             p->cb(p->ctx, pe_ps_err_unconfirmed, NULL, 0);
             continue;
         }
-        int replayed = rrep->integer != 0;
-        if (replayed)
-            pe_ps_node__count_replayed(rn->node);
-        else
-            pe_ps_node__count_published(rn->node);
-        p->cb(p->ctx, NULL, &id, replayed);
+        answer_stored(rn, p, &id, rrep->integer != 0);
     }
     free_batch(b);
 }

@@ -290,3 +290,75 @@ export async function blackHole(upstreamPort) {
 export function haveChromium() {
     return fs.existsSync('/usr/bin/chromium') && spawnSync('/usr/bin/chromium', ['--version'], { timeout: 20000 }).status === 0;
 }
+
+/*
+ * A TCP forwarder to 127.0.0.1:target. blackhole() stops reading on both sides of every pair
+ * (bytes wait in the kernel's buffers, nothing is closed, new connections are accepted and left
+ * waiting), restore() lets everything flow again. The chaos suite and e2e-readyz_blackhole put
+ * one between a node and Redis.
+ */
+export function linkProxy(target) {
+    const pairs = new Set();
+    const waiting = new Set();
+    let holed = false;
+    const connectUp = (client) => {
+        const up = net.connect({ host: '127.0.0.1', port: target });
+        const pair = { client, up };
+        pairs.add(pair);
+        const end = () => {
+            pairs.delete(pair);
+            client.destroy();
+            up.destroy();
+        };
+        up.on('error', end);
+        client.on('error', end);
+        up.on('close', end);
+        client.on('close', end);
+        client.pipe(up);
+        up.pipe(client);
+        if (holed) {
+            client.pause();
+            up.pause();
+        }
+    };
+    const server = net.createServer((client) => {
+        client.on('error', () => {});
+        if (holed) {
+            client.pause();
+            waiting.add(client);
+            return;
+        }
+        connectUp(client);
+    });
+    return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({
+        port: server.address().port,
+        blackhole() {
+            holed = true;
+            for (const { client, up } of pairs) {
+                /* unpipe: a paused source could still flush what it read before. */
+                client.pause();
+                up.pause();
+            }
+        },
+        restore() {
+            holed = false;
+            for (const { client, up } of pairs) {
+                client.resume();
+                up.resume();
+            }
+            for (const c of waiting)
+                if (!c.destroyed)
+                    connectUp(c);
+            waiting.clear();
+        },
+        close() {
+            server.close();
+            for (const { client, up } of pairs) {
+                client.destroy();
+                up.destroy();
+            }
+            for (const c of waiting)
+                c.destroy();
+        },
+    })));
+}

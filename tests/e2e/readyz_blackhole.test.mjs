@@ -18,79 +18,13 @@
  * and Redis Cluster or Sentinel links (the same timeout applies to every command connection).
  */
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { describe, it } from 'node:test';
 import { delay, httpRequest, skipFileUnless, startServer, uniqueChannel } from './lib.mjs';
+import { linkProxy } from './proxies.mjs';
 import { HAVE_REDIS, startRedis } from './redislib.mjs';
 
 skipFileUnless(!HAVE_REDIS && 'redis-server is not installed');
 
-/* A TCP forwarder to 127.0.0.1:target that can stop forwarding without closing (tests/chaos has
- * the same shape). */
-function linkProxy(target) {
-    const pairs = new Set();
-    const waiting = new Set();
-    let holed = false;
-    const connectUp = (client) => {
-        const up = net.connect({ host: '127.0.0.1', port: target });
-        const pair = { client, up };
-        pairs.add(pair);
-        const end = () => {
-            pairs.delete(pair);
-            client.destroy();
-            up.destroy();
-        };
-        up.on('error', end);
-        client.on('error', end);
-        up.on('close', end);
-        client.on('close', end);
-        client.pipe(up);
-        up.pipe(client);
-        if (holed) {
-            client.pause();
-            up.pause();
-        }
-    };
-    const server = net.createServer((client) => {
-        client.on('error', () => {});
-        if (holed) {
-            client.pause();
-            waiting.add(client);
-            return;
-        }
-        connectUp(client);
-    });
-    return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({
-        port: server.address().port,
-        blackhole() {
-            holed = true;
-            for (const { client, up } of pairs) {
-                client.pause();
-                up.pause();
-            }
-        },
-        restore() {
-            holed = false;
-            for (const { client, up } of pairs) {
-                client.resume();
-                up.resume();
-            }
-            for (const c of waiting)
-                if (!c.destroyed)
-                    connectUp(c);
-            waiting.clear();
-        },
-        close() {
-            server.close();
-            for (const { client, up } of pairs) {
-                client.destroy();
-                up.destroy();
-            }
-            for (const c of waiting)
-                c.destroy();
-        },
-    })));
-}
 
 async function readyz(base) {
     try {

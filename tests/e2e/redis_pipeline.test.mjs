@@ -97,6 +97,14 @@ async function publisher(base, ch, name, count, { inFlight = 32, h2 = true, keyE
     return out;
 }
 
+/* Loads our library without the functions named in drop, as an older node's would be. */
+async function loadOlderLibrary(port, drop) {
+    const lib = fs.readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '../../pubsub/redis_lib.lua'), 'utf8');
+    const older = lib.split('\n').filter((l) => !drop.some((f) => l.includes(`register_function('${f}'`))).join('\n');
+    assert.equal(older.split('\n').length, lib.split('\n').length - drop.length, `the library registers ${drop.join(' and ')}`);
+    await redisCmd(port, ['FUNCTION', 'LOAD', 'REPLACE', older]);
+}
+
 /* Checks that every 200 is stored under its ID with its own message, and that a publisher's
  * 200s (on one HTTP/2 session, sent in order) carry increasing IDs. */
 function checkAnswers(results, byId, what) {
@@ -249,10 +257,7 @@ describe('the Redis publish pipeline', () => {
         t.after(() => stopRedis(r));
         const node = await startServer(['--redis', r.url, '--threads', '1'], {}, { ready: true });
         t.after(() => node.stop());
-        const lib = fs.readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '../../pubsub/redis_lib.lua'), 'utf8');
-        const older = lib.split('\n').filter((l) => !drop.some((f) => l.includes(`register_function('${f}'`))).join('\n');
-        assert.equal(older.split('\n').length, lib.split('\n').length - drop.length, `the library registers ${drop.join(' and ')}`);
-        await redisCmd(r.port, ['FUNCTION', 'LOAD', 'REPLACE', older]);
+        await loadOlderLibrary(r.port, drop);
         const ch = uniqueChannel('upgrade');
         const out = await publisher(node.url, ch, 'up', 200, { inFlight: 32 });
         const bad = out.filter((o) => o.status !== 200 && !(o.status === 503 && o.code === 'engine_unavailable'));
@@ -277,9 +282,7 @@ describe('the Redis publish pipeline', () => {
         t.after(() => stopRedis(r));
         const node = await startServer(['--redis', r.url, '--threads', '1'], {}, { ready: true });
         t.after(() => node.stop());
-        const lib = fs.readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '../../pubsub/redis_lib.lua'), 'utf8');
-        const older = lib.split('\n').filter((l) => !/register_function\('pushedge_publish_(many|batch)'/.test(l)).join('\n');
-        await redisCmd(r.port, ['FUNCTION', 'LOAD', 'REPLACE', older]);
+        await loadOlderLibrary(r.port, ['pushedge_publish_many', 'pushedge_publish_batch']);
         const ch = uniqueChannel('reorder');
         const session = await h2connect(node.url);
         t.after(() => session.close());
