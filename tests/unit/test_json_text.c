@@ -285,6 +285,29 @@ fast_rand(void)
     return (unsigned)fast_rng;
 }
 
+/* Applies 1 to maxops random edits (replace, insert, delete a byte drawn from alphabet) to
+ * buf[0..len), never growing it past cap - 1 bytes; returns the new length. */
+static size_t
+mutate(char *buf, size_t len, size_t cap, unsigned maxops, const char *alphabet, size_t nalpha)
+{
+    for (unsigned m = 1 + fast_rand() % maxops; m != 0; --m) {
+        unsigned op = fast_rand() % 3;
+        size_t at = len == 0 ? 0 : fast_rand() % len;
+        char c = alphabet[fast_rand() % nalpha];
+        if (op == 0 && len != 0) {
+            buf[at] = c;
+        } else if (op == 1 && len < cap - 1) {
+            memmove(buf + at + 1, buf + at, len - at);
+            buf[at] = c;
+            ++len;
+        } else if (len != 0) {
+            memmove(buf + at, buf + at + 1, len - at - 1);
+            --len;
+        }
+    }
+    return len;
+}
+
 static void
 test_valid_fast(void)
 {
@@ -399,21 +422,7 @@ test_valid_fast(void)
         char buf[256];
         size_t len = strlen(src);
         memcpy(buf, src, len);
-        for (unsigned m = 1 + fast_rand() % 3; m != 0; --m) {
-            unsigned op = fast_rand() % 3;
-            size_t at = len == 0 ? 0 : fast_rand() % len;
-            char c = alphabet[fast_rand() % (sizeof(alphabet) - 1)];
-            if (op == 0 && len != 0) {
-                buf[at] = c;
-            } else if (op == 1 && len < sizeof(buf) - 1) {
-                memmove(buf + at + 1, buf + at, len - at);
-                buf[at] = c;
-                ++len;
-            } else if (len != 0) {
-                memmove(buf + at, buf + at + 1, len - at - 1);
-                --len;
-            }
-        }
+        len = mutate(buf, len, sizeof(buf), 3, alphabet, sizeof(alphabet) - 1);
         int f = fast_guarded(buf, len), j = jansson_accepts(buf, len);
         if (f && !j) {
             ++mismatches;
@@ -541,21 +550,7 @@ test_batch_item(void)
         char buf[256];
         size_t len = strlen(src);
         memcpy(buf, src, len);
-        for (unsigned m = 1 + fast_rand() % 2; m != 0; --m) {
-            unsigned op = fast_rand() % 3;
-            size_t at = len == 0 ? 0 : fast_rand() % len;
-            char c = alphabet[fast_rand() % (sizeof(alphabet) - 1)];
-            if (op == 0 && len != 0) {
-                buf[at] = c;
-            } else if (op == 1 && len < sizeof(buf) - 1) {
-                memmove(buf + at + 1, buf + at, len - at);
-                buf[at] = c;
-                ++len;
-            } else if (len != 0) {
-                memmove(buf + at, buf + at + 1, len - at - 1);
-                --len;
-            }
-        }
+        len = mutate(buf, len, sizeof(buf), 2, alphabet, sizeof(alphabet) - 1);
         if (!jansson_accepts(buf, len))
             continue;
         int ok;
