@@ -102,6 +102,19 @@ evict_front(pe_recent_t *r)
     --r->len;
 }
 
+/* An emptied cache gives its ring back (clear() does too), so that the slots held follow the
+ * messages the budget bounds. Not inside evict_front: at cap 1 each push would free and allocate. */
+static void
+release_if_empty(pe_recent_t *r)
+{
+    if (r->len != 0)
+        return;
+    pe_free(r->ring);
+    r->ring = NULL;
+    r->slots = 0;
+    r->head = 0;
+}
+
 /* Appends msg (its reference is the cache's), evicting the oldest past the bounds. */
 static void
 push_back(pe_recent_t *r, pe_msg_t *msg)
@@ -116,6 +129,7 @@ push_back(pe_recent_t *r, pe_msg_t *msg)
     r->budget->bytes += cost;
     while (r->budget->bytes > r->budget->max_bytes && r->len != 0)
         evict_front(r);
+    release_if_empty(r);
     r->newest = msg->id;
     r->have_newest = 1;
 }
@@ -126,9 +140,7 @@ clear(pe_recent_t *r)
 {
     while (r->len != 0)
         evict_front(r);
-    pe_free(r->ring);
-    r->ring = NULL;
-    r->slots = r->head = 0;
+    release_if_empty(r);
 }
 
 void
@@ -259,6 +271,7 @@ pe_recent_absorb(pe_recent_t *r, unsigned epoch, const pe_ps_read_result_t *res)
             }
             while (r->len != 0 && pe_id_cmp(at(r, 0)->id, res->base) <= 0)
                 evict_front(r);
+            release_if_empty(r);
         }
         if (n == 0)
             return;
@@ -332,6 +345,7 @@ pe_recent_expire(pe_recent_t *r, uint64_t cutoff_ms)
 {
     while (r->len != 0 && at(r, 0)->id.ms < cutoff_ms)
         evict_front(r);
+    release_if_empty(r);
 }
 
 /* Copies the cached messages [from, from + k) as new references. */

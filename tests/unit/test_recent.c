@@ -469,6 +469,18 @@ test_ring_size(void)
     release(&res);
     TAP_EQ_INT(serve(&r, after(30), 128, &first, NULL, NULL), 20, "30..50 held after a read below the live 50");
     TAP_EQ_UINT(first, 31, "after 30: from 31");
+    /* Emptied by age (--history-ttl) rather than reset: the ring goes back too. */
+    pe_recent_expire(&r, 51);
+    TAP_OK(r.len == 0 && r.ring == NULL, "a cache emptied by expiry gives its ring back");
+    push_ms(&r, 60);
+    TAP_OK(r.len == 1 && r.ring != NULL && r.ring[r.head]->id.ms == 60, "and takes a new one for the next message");
+    /* Emptied by the node's byte budget: the same. */
+    pe_recent_budget_t tiny = {0, 1};
+    pe_recent_t t;
+    pe_recent_init(&t, &tiny, 256);
+    push_ms(&t, 1);
+    TAP_OK(t.len == 0 && t.ring == NULL, "a message over the budget leaves no ring behind");
+    pe_recent_dispose(&t);
     pe_recent_dispose(&r);
     TAP_EQ_UINT(b.bytes, 0, "everything given back");
 }
