@@ -31,29 +31,28 @@ pe_json_load_untrusted(const char *text, size_t len, size_t flags, json_error_t 
 
 /* Skips the four JSON white-space bytes from i. */
 static size_t
-fast_ws(const unsigned char *s, size_t len, size_t i)
+skip_ws(const char *in, size_t len, size_t i)
 {
-    while (i != len && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t'))
+    while (i < len && (in[i] == ' ' || in[i] == '\t' || in[i] == '\n' || in[i] == '\r'))
         ++i;
     return i;
 }
 
-static int
-fast_hex4(const unsigned char *s, unsigned *v)
+/* Returns the value of the four hex digits at in[i..i+4), or -1. */
+static long
+hex4(const char *in, size_t len, size_t i)
 {
-    unsigned r = 0;
-    for (int k = 0; k != 4; ++k) {
-        unsigned c = s[k], d;
-        if (c >= '0' && c <= '9')
-            d = c - '0';
-        else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
-            d = (c | 0x20) - 'a' + 10;
-        else
-            return 0;
-        r = r << 4 | d;
+    long v = 0;
+    if (len < 4 || i > len - 4)
+        return -1;
+    for (size_t j = i; j != i + 4; ++j) {
+        char c = in[j];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
     }
-    *v = r;
-    return 1;
+    return v;
 }
 
 /* A string from s[i] (its opening quote): returns the index after its closing quote, or 0 (not
@@ -73,14 +72,15 @@ fast_string(const unsigned char *s, size_t len, size_t i, int key)
                 return 0;
             c = s[i];
             if (c == 'u') {
-                unsigned v, w;
-                if (len - i < 5 || !fast_hex4(s + i + 1, &v))
+                long v = hex4((const char *)s, len, i + 1), w;
+                if (v < 0)
                     return 0;
                 i += 5;
                 if (v >= 0xdc00 && v <= 0xdfff)
                     return 0;
                 if (v >= 0xd800 && v <= 0xdbff) {
-                    if (len - i < 6 || s[i] != '\\' || s[i + 1] != 'u' || !fast_hex4(s + i + 2, &w) || w < 0xdc00 || w > 0xdfff)
+                    if (len - i < 6 || s[i] != '\\' || s[i + 1] != 'u' || (w = hex4((const char *)s, len, i + 2)) < 0xdc00 ||
+                        w > 0xdfff)
                         return 0;
                     i += 6;
                 }
@@ -166,7 +166,7 @@ pe_json_valid_fast(const char *text, size_t len)
     const unsigned char *s = (const unsigned char *)text;
     /* One bit per open container: 1 an object, 0 an array. */
     unsigned char stack[PE_JSON_FAST_MAX_DEPTH / 8];
-    size_t depth = 0, i = fast_ws(s, len, 0);
+    size_t depth = 0, i = skip_ws((const char *)s, len, 0);
     for (;;) {
         /* A value at s[i]. */
         if (i == len)
@@ -182,7 +182,7 @@ pe_json_valid_fast(const char *text, size_t len)
             else
                 stack[depth / 8] &= (unsigned char)~(1u << (depth % 8));
             ++depth;
-            i = fast_ws(s, len, i + 1);
+            i = skip_ws((const char *)s, len, i + 1);
             if (i != len && s[i] == (obj ? '}' : ']')) {
                 --depth;
                 ++i;
@@ -191,10 +191,10 @@ pe_json_valid_fast(const char *text, size_t len)
             if (obj) {
                 if (i == len || s[i] != '"' || (i = fast_string(s, len, i, 1)) == 0)
                     return 0;
-                i = fast_ws(s, len, i);
+                i = skip_ws((const char *)s, len, i);
                 if (i == len || s[i] != ':')
                     return 0;
-                i = fast_ws(s, len, i + 1);
+                i = skip_ws((const char *)s, len, i + 1);
             }
             continue; /* the first value inside */
         }
@@ -224,7 +224,7 @@ pe_json_valid_fast(const char *text, size_t len)
         }
         /* After a value: close containers, or go on to the next element or member. */
         for (;;) {
-            i = fast_ws(s, len, i);
+            i = skip_ws((const char *)s, len, i);
             if (depth == 0)
                 return i == len;
             if (i == len)
@@ -237,14 +237,14 @@ pe_json_valid_fast(const char *text, size_t len)
             }
             if (s[i] != ',')
                 return 0;
-            i = fast_ws(s, len, i + 1);
+            i = skip_ws((const char *)s, len, i + 1);
             if (obj) {
                 if (i == len || s[i] != '"' || (i = fast_string(s, len, i, 1)) == 0)
                     return 0;
-                i = fast_ws(s, len, i);
+                i = skip_ws((const char *)s, len, i);
                 if (i == len || s[i] != ':')
                     return 0;
-                i = fast_ws(s, len, i + 1);
+                i = skip_ws((const char *)s, len, i + 1);
             }
             break;
         }
@@ -275,14 +275,6 @@ pe_json_minify(const char *in, size_t len, char *out)
         out[n++] = c;
     }
     return n;
-}
-
-static size_t
-skip_ws(const char *in, size_t len, size_t i)
-{
-    while (i < len && (in[i] == ' ' || in[i] == '\t' || in[i] == '\n' || in[i] == '\r'))
-        ++i;
-    return i;
 }
 
 /* Returns the index just past the string starting at in[i] == '"'. */
@@ -326,23 +318,6 @@ skip_value(const char *in, size_t len, size_t i)
            in[i] != '\r')
         ++i;
     return i;
-}
-
-/* Returns the value of the four hex digits at in[i..i+4), or -1. */
-static long
-hex4(const char *in, size_t len, size_t i)
-{
-    long v = 0;
-    if (len < 4 || i > len - 4)
-        return -1;
-    for (size_t j = i; j != i + 4; ++j) {
-        char c = in[j];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-        if (d < 0)
-            return -1;
-        v = v * 16 + d;
-    }
-    return v;
 }
 
 /* Writes the UTF-8 form of code point cp (at most 0x10FFFF) to buf; returns its length. A lone

@@ -265,9 +265,7 @@ publish_item(pe_thread_t *thr, h2o_req_t *req, const pe_identity_t *id, batch_it
 {
     const pe_config_t *cfg = thr->server->cfg;
     if (f->channel != NULL) {
-        it->channel = h2o_mem_alloc_pool(&req->pool, f->channel_len + 1);
-        memcpy(it->channel, f->channel, f->channel_len);
-        it->channel[f->channel_len] = '\0';
+        it->channel = h2o_strdup(&req->pool, f->channel, f->channel_len).base;
         it->channel_len = f->channel_len;
     }
     if (!f->is_object) {
