@@ -418,7 +418,7 @@ local function presence(keys, args)
   end
   -- The member's fixed tail (pushedge writes it last): the info object before it may hold any
   -- text, so the cut is anchored at the end.
-  local cut = string.find(member, ',"transport":"%a*","since":%d+}$')
+  local cut = string.find(member, ',"transport":"[^"]*","since":%d+}$')
   if cut == nil then return 1 end
   local event = '{"channel":"' .. string.sub(key, 5, -2) .. '",' .. string.sub(member, 2, cut - 1) .. '}'
   append(key, op == 'join' and 'j' or 'l', event, tonumber(args[5] or MAXLEN), tonumber(args[6] or TTL_MS))
