@@ -12,7 +12,7 @@
  * it, appends and records the ID with the window as its expiry in the same call, so the key is
  * honoured atomically and on every node sharing the Redis. A node gathers the publishes of one
  * loop iteration per channel and sends several as one pushedge_publish_batch call, announced
- * to the subscribing nodes in one PUBLISH (or, with --redis-batch-announce 0, as
+ * to the subscribing nodes a few KiB per PUBLISH (or, with --redis-batch-announce 0, as
  * pushedge_publish_many, one PUBLISH per message, what older versions read) (do_publish,
  * on_flush; docs/architecture.md "Publishing through Redis").
  *
@@ -1165,11 +1165,12 @@ on_announced(rnode_t *rn, rchan_t *rc, pe_id_t id, const char *json, size_t json
 {
     if (rc->state != RCHAN_SUBSCRIBED || pe_id_cmp(id, rc->last_posted) <= 0)
         return; /* not live yet: the reads after the subscription cover it */
-    if (rc->fetching || rc->xadd_events > rc->published_seen) {
+    if (rc->fetching || rc->refetch || rc->xadd_events > rc->published_seen) {
         /* A plain XADD came before this entry (its event is not accounted for), or a fetch is
-         * in flight: posting this one now would put it ahead of entries the fetch is still to
-         * post, and they would then be dropped as older than the channel's position. Let the
-         * fetch post it, in stream order. */
+         * in flight or decided on (an earlier entry was left to it: the counts may have evened
+         * out since, e.g. by an entry announced twice): posting this one now would put it ahead
+         * of entries the fetch is still to post, and they would then be dropped as older than
+         * the channel's position. Let the fetch post it, in stream order. */
         rc->refetch = 1;
         schedule_fetch(rc);
         return;

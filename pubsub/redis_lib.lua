@@ -8,7 +8,7 @@
 -- Key layout (docs/operations.md): channel NAME is the stream `pe:{NAME}`; the braces are a
 -- Redis Cluster hash tag, so everything of a channel lives in one slot. New entries are
 -- announced on the pub/sub channel of the same name, as "<id> <json>" (pushedge_publish_batch:
--- all of a call's in one message, "\29<id> <length> <json>..."; see "Several messages"). The list
+-- a call's a few KiB per message, "\29<id> <length> <json>..."; see "Several messages"). The list
 -- `pe:{NAME}:ids` indexes the stream's IDs for the trimming (see "The index" below).
 --
 --   FCALL pushedge_publish 1 pe:{NAME} <json> [<count> <age-ms>]   -> the new entry's ID
@@ -48,6 +48,8 @@ local TTL_MS = 86400000
 local WINDOW_MS = 300000
 -- The sequence of the epoch mark: 2^64-1.
 local MARK = '18446744073709551615'
+-- A batch's announcement is cut into PUBLISHes of about this many bytes of JSON (see many).
+local ANNOUNCE_BYTES = 4096
 -- "ms-seq" -> ms, seq (as strings).
 local function split(id)
   local d = string.find(id, '-', 1, true)
@@ -251,9 +253,9 @@ end
 --     the older by XTRIM MINID), so the per-call costs (the call, XLEN, the cut's walk) are paid
 --     once per batch. Every message is PUBLISHed on its own, as pushedge_publish does.
 --   FCALL pushedge_publish_batch ... (the same arguments)   -> "<id1> <id2> ..."
---     The same, announced in one PUBLISH: "\29" then, per appended message in order,
---     "<id> <length of json in bytes> <json>" (a call that appends one message announces it as
---     pushedge_publish does); answered with one string, the IDs in order separated by one space,
+--     The same, announced in one PUBLISH per ANNOUNCE_BYTES (4 KiB) of JSON or so: "\29" then,
+--     per appended message in order, "<id> <length of json in bytes> <json>", a message never cut
+--     (a call that appends one message announces it as pushedge_publish does); answered with one string, the IDs in order separated by one space,
 --     a replayed one (its key recorded) written "=<id>": one reply element instead of two per
 --     message. A pushedge from before this function cannot read the announcement: nodes use it
 --     unless told not to (--redis-batch-announce 0; docs/operations.md, rolling upgrades).
@@ -274,7 +276,7 @@ local function many(keys, args, once)
     end
   end
   local out, new, m, o, ki = {}, {}, 0, 0, 1
-  local parts, np = nil, 1
+  local parts, np, pending = nil, 1, 0
   if once then parts = {'\29'} end
   for i = 4, nargs, 2 do
     local data, ikey, prev = args[i + 1], nil, nil
@@ -295,6 +297,16 @@ local function many(keys, args, once)
         o = o + 2
       end
     else
+      -- Announced a few kilobytes at a time: Lua's cost of building a string grows faster than
+      -- its length (docs/architecture.md, "Cost of a publish in Redis"), and a reader takes any
+      -- number of "\29" announcements in a row. Cut before the next message joins, so a call
+      -- that appends one message still announces it alone, and before its XADD, so an
+      -- announcement follows the keyspace events of exactly its own entries (engine_redis.c
+      -- counts them against each other to find plain XADDs).
+      if pending >= ANNOUNCE_BYTES then
+        redis.call('PUBLISH', key, table.concat(parts, '', 1, np))
+        np, pending = 1, 0
+      end
       local id = redis.call('XADD', key, '*', 'd', data)
       m = m + 1
       new[m] = id
@@ -304,6 +316,7 @@ local function many(keys, args, once)
         seen[ikey] = id
       end
       if once then
+        pending = pending + #data
         parts[np + 1] = id
         parts[np + 2] = ' '
         parts[np + 3] = #data
@@ -327,7 +340,7 @@ local function many(keys, args, once)
     settle(key, new, m, new[m], maxlen, ttl)
     if once then
       if m == 1 then redis.call('PUBLISH', key, new[1] .. ' ' .. parts[6])
-      else redis.call('PUBLISH', key, table.concat(parts)) end
+      else redis.call('PUBLISH', key, table.concat(parts, '', 1, np)) end
     end
   end
   if once then return table.concat(out, ' ') end

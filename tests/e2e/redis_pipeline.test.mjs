@@ -23,11 +23,15 @@
  *     answered, through one PUBLISH; with --history-size 5 the batch trims inside itself: a
  *     cursor below the boundary gets a gap and the retained five, the boundary itself and a
  *     cursor inside the batch none (answered by Redis and by the catch-up cache);
+ *     4b: a batch of 12 KiB is announced a few KiB per PUBLISH (three), delivered the same,
+ *     with keyspace events off and on;
  *  5. --redis-batch-announce 0: batches go as pushedge_publish_many, one PUBLISH per message
  *     (the format older nodes read), delivered the same;
  *  6. with keyspace events on (notify-keyspace-events Kt: the plain-XADD path counts every
  *     XADD's event against the announced entries), batches, a plain XADD between them and
- *     single publishes reach a subscriber of another node once each, in stream order.
+ *     single publishes reach a subscriber of another node once each, in stream order; 6b: a
+ *     plain XADD followed by an entry announced twice in one call (the counts of events and
+ *     announcements even out while the first entry waits for its fetch): both once, in order.
  * Not covered here: a node of an older version receiving a batch announcement (it drops it:
  * docs/operations.md, rolling upgrades); the parser itself is in tests/unit/test_redis_reply.c
  * and tests/fuzz/fuzz_redis_reply.c.
@@ -391,6 +395,47 @@ describe('the Redis publish pipeline', () => {
         assert.deepEqual(await resume(want[3].id), { gaps: 0, ids: want.slice(4).map((w) => w.id) }, 'a cursor inside the batch');
     });
 
+    for (const keyspace of [false, true])
+    it(`4b. a batch of 12 KiB announced a few KiB per PUBLISH${keyspace ? ' (keyspace events on)' : ''}: in order, once, with the answered IDs, on another node`, {
+        timeout: 60000,
+    }, async (t) => {
+        const r = await startRedis();
+        t.after(() => stopRedis(r));
+        /* With keyspace events, each XADD's event reaches the nodes before the PUBLISH that
+         * announces it, a chunk at a time: none may pass for a plain XADD's. */
+        if (keyspace)
+            await redisCmd(r.port, ['CONFIG', 'SET', 'notify-keyspace-events', 'Kt']);
+        const a = await startServer(['--redis', r.url, '--threads', '1']);
+        t.after(() => a.stop());
+        const b = await startServer(['--redis', r.url, '--threads', '1']);
+        t.after(() => b.stop());
+        for (const n of [a, b])
+            await waitUntil(async () => (await readyz(n)) === 200, { timeoutMs: 5000, what: '/readyz 200' });
+        const ch = uniqueChannel('chunks');
+        const onB = await openSSE(b.url, `/sse?channel=${ch}`, { t });
+        await onB.waitLive();
+        await waitSubscribed(r.port, ch, 1);
+        await redisCmd(r.port, ['CONFIG', 'RESETSTAT']);
+        /* 12 messages of about 1 KiB: redis_lib.lua cuts the announcement before the message
+         * that follows 4 KiB, so 3 PUBLISHes carry them (5 + 5 + 2). */
+        const items = Array.from({ length: 12 }, (_, i) => ({ channel: ch, data: { i, pad: 'p'.repeat(1000) } }));
+        const res = await httpRequest(a.url, '/api/batch', {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify(items),
+            timeoutMs: 10000,
+        });
+        assert.equal(res.status, 200, `POST /api/batch: ${res.status} ${res.text}`);
+        const want = res.json.results.map((x, i) => ({ id: x.id, i }));
+        await onB.waitFor(() => onB.envelopes().length >= 12 || null, 5000, '12 messages');
+        await delay(100);
+        assert.deepEqual(onB.envelopes().map((e) => ({ id: e.id, i: e.data.i })), want, 'the batch, in order, once, with the answered IDs');
+        assert.equal(await commandCalls(r.port, 'publish'), 3, 'announced in three PUBLISHes');
+        assert.equal(await commandCalls(r.port, 'fcall'), 1, 'stored by one call');
+        if (keyspace)
+            assert.equal(await commandCalls(r.port, 'xrange'), 0, 'no entry taken for a plain XADD\'s (fetched)');
+    });
+
     it('5. --redis-batch-announce 0: a batch announced one PUBLISH per message, delivered the same', { timeout: 60000 }, async (t) => {
         const r = await startRedis();
         t.after(() => stopRedis(r));
@@ -446,5 +491,33 @@ describe('the Redis publish pipeline', () => {
         await sub.waitFor(() => sub.envelopes().length >= want.length || null, 10000, `${want.length} messages on node B`);
         await delay(200);
         assert.deepEqual(sub.envelopes().map((e) => e.id), want, 'node B: every entry once, in stream order (batches, plain XADDs, singles)');
+    });
+
+    it('6b. keyspace events on: a plain XADD, then an entry announced twice in one call: both once, in stream order', {
+        timeout: 60000,
+    }, async (t) => {
+        const r = await startRedis();
+        t.after(() => stopRedis(r));
+        await redisCmd(r.port, ['CONFIG', 'SET', 'notify-keyspace-events', 'Kt']);
+        const a = await startServer(['--redis', r.url, '--threads', '1']);
+        t.after(() => a.stop());
+        await waitUntil(async () => (await readyz(a)) === 200, { timeoutMs: 5000, what: '/readyz 200' });
+        const ch = uniqueChannel('twice');
+        const sub = await openSSE(a.url, `/sse?channel=${ch}`, { t });
+        await sub.waitLive();
+        await waitSubscribed(r.port, ch, 1);
+        /* The node sees: two xadd events, then the second entry's announcement (one event not
+         * accounted for: the first entry is left to a fetch), then the same announcement again
+         * (the counts even out). Posting the second copy at once would move the channel past
+         * the first entry before the fetch posts it. */
+        const ids = await redisCmd(r.port, ['EVAL', `
+            local a = redis.call('XADD', KEYS[1], '*', 'd', '{"n":1}')
+            local b = redis.call('XADD', KEYS[1], '*', 'd', '{"n":2}')
+            redis.call('PUBLISH', KEYS[1], b .. ' {"n":2}')
+            redis.call('PUBLISH', KEYS[1], b .. ' {"n":2}')
+            return {a, b}`, '1', `pe:{${ch}}`]);
+        await sub.waitFor(() => sub.envelopes().length >= 2 || null, 5000, '2 messages');
+        await delay(200);
+        assert.deepEqual(sub.envelopes().map((e) => ({ id: e.id, n: e.data.n })), [{ id: ids[0], n: 1 }, { id: ids[1], n: 2 }]);
     });
 });
