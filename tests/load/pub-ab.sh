@@ -6,18 +6,22 @@
 #
 #   tests/load/pub-ab.sh --before DIR --after DIR [--rounds 3] [--seconds 3]
 #                        [--loads h1,h2,batch] [--engines memory,redis] [--out FILE]
+#   tests/load/pub-ab.sh --after DIR ...   (one build alone: where its CPU goes)
 #
 # DIR is a build directory holding edge/pushedge (e.g. `git archive <commit> | tar -x -C SRC;
 # meson setup SRC/build-rel SRC --buildtype=release -De2e=false; meson compile -C SRC/build-rel`).
 # Each run: a fresh redis-server (engine redis; --save '' --appendonly no) and a fresh
-# `pushedge --threads 1`, both pinned to CPU 0; h2load (nghttp2-client) pinned to CPU 1, 1 s of
-# warm-up then --seconds, one channel, no subscribers, 100-byte JSON:
+# `pushedge --threads 1`, both pinned to CPU 0; h2load (nghttp2-client) pinned to CPU 1, a 1 s
+# warm-up run then a measured run of --seconds, one channel, no subscribers, 100-byte JSON:
 #   h1     32 HTTP/1.1 keep-alive connections, one request at a time each
 #   h2     8 HTTP/2 connections x 32 concurrent streams
 #   batch  POST /api/batch with 100 messages (one channel) per request, 8 HTTP/1.1 connections
 # Reported per run: messages/s answered 2xx, and the server side's CPU per message (pushedge and
-# redis-server, from /proc/PID/stat over the whole h2load run, warm-up included). Run it under the
-# bench lock: flock /tmp/pushedge-bench.lock tests/load/pub-ab.sh ...
+# redis-server, from /proc/PID/stat over the measured run, per message answered in it). Without
+# --before, each run of the one build is reported with the node's and redis-server's CPU per
+# message apart (they share CPU 0, so half the memory engine's rate through Redis, say, means both
+# together at twice its CPU per message). Run it under the bench lock:
+# flock /tmp/pushedge-bench.lock tests/load/pub-ab.sh ...
 # Bounded: every h2load run is killed after --seconds + 30 s; servers are stopped by PID.
 set -uo pipefail
 
@@ -35,7 +39,8 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-[ -x "$BEFORE/edge/pushedge" ] && [ -x "$AFTER/edge/pushedge" ] || { echo "pub-ab.sh: --before and --after must be build directories with edge/pushedge" >&2; exit 2; }
+[ -z "$BEFORE" ] || [ -x "$BEFORE/edge/pushedge" ] || { echo "pub-ab.sh: --before must be a build directory with edge/pushedge" >&2; exit 2; }
+[ -x "$AFTER/edge/pushedge" ] || { echo "pub-ab.sh: --after must be a build directory with edge/pushedge" >&2; exit 2; }
 command -v h2load >/dev/null || { echo "pub-ab.sh: needs h2load (apt-get install nghttp2-client)" >&2; exit 2; }
 [ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 10 ] && [ "$SECS" -ge 1 ] && [ "$SECS" -le 60 ] || { echo "pub-ab.sh: --rounds 1-10, --seconds 1-60" >&2; exit 2; }
 
@@ -54,7 +59,7 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
 stop() { local p; for p in "$@"; do kill "$p" 2>/dev/null; done; for p in "$@"; do for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done; kill -9 "$p" 2>/dev/null; done; PIDS=(); }
 
-# run BUILD ENGINE LOAD -> prints "messages/s cpu_us_per_message"
+# run BUILD ENGINE LOAD -> prints "messages/s cpu_us_per_message node_us redis_us"
 run() {
     local build=$1 engine=$2 load=$3 rport='' rpid='' pport ppid args=() url body per=1
     pport=$(free_port)
@@ -76,34 +81,52 @@ run() {
     h2) args=(-c 8 -m 32) ;;
     batch) args=(--h1 -c 8 -m 1) url="http://127.0.0.1:$pport/api/batch" body=$WORK/batch.json per=100 ;;
     esac
-    local pids=("$ppid") t0 t1 w0 w1
+    local pids=("$ppid") t0 t1 n0 n1
     [ -n "$rpid" ] && pids+=("$rpid")
-    t0=$(ticks "${pids[@]}") w0=$(date +%s.%N)
-    timeout $((SECS + 30)) taskset -c 1 h2load "${args[@]}" -t 1 -D "$SECS" --warm-up-time 1 -d "$body" \
+    # Warm-up: a run of its own, not counted (connections, the stream's first 1,000 entries).
+    timeout 30 taskset -c 1 h2load "${args[@]}" -t 1 -D 1 -d "$body" -H 'content-type: application/json' "$url" >/dev/null 2>&1
+    t0=$(ticks "${pids[@]}") n0=$(ticks "$ppid")
+    timeout $((SECS + 30)) taskset -c 1 h2load "${args[@]}" -t 1 -D "$SECS" -d "$body" \
         -H 'content-type: application/json' "$url" >"$WORK/h2load.out" 2>&1
-    t1=$(ticks "${pids[@]}") w1=$(date +%s.%N)
+    t1=$(ticks "${pids[@]}") n1=$(ticks "$ppid")
     stop "${pids[@]}"
     local secs ok
     secs=$(sed -n 's/^finished in \([0-9.]*\)\(m\{0,1\}s\),.*/\1 \2/p' "$WORK/h2load.out" | awk '{ print ($2 == "ms" ? $1 / 1000 : $1) }')
     ok=$(awk '/^status codes:/ { gsub(",", ""); print $3 }' "$WORK/h2load.out")
     if [ -z "$secs" ] || [ -z "$ok" ]; then
-        echo "- -"
+        echo "- - - -"
         return
     fi
-    # CPU over the whole h2load run (warm-up included) per message of the whole run: the
-    # measured rate times the wall time approximates the messages of both phases.
-    awk -v ok="$ok" -v secs="$secs" -v per="$per" -v t="$((t1 - t0))" -v hz="$HZ" -v w0="$w0" -v w1="$w1" 'BEGIN {
-        rate = ok * per / secs; cpu = t / hz; msgs = rate * (w1 - w0)
-        printf "%.0f %.2f\n", rate, (msgs > 0 ? cpu / msgs * 1e6 : 0) }'
+    # CPU over the measured run per message answered 2xx in it (connection set-up and the
+    # ramp-up of the first requests are in it; the warm-up run is not).
+    awk -v ok="$ok" -v secs="$secs" -v per="$per" -v t="$((t1 - t0))" -v n="$((n1 - n0))" -v hz="$HZ" 'BEGIN {
+        rate = ok * per / secs; msgs = ok * per; us = (msgs > 0 ? 1e6 / hz / msgs : 0)
+        printf "%.0f %.2f %.2f %.2f\n", rate, t * us, n * us, (t - n) * us }'
 }
 
+if [ -z "$BEFORE" ]; then
+    echo "pub-ab: $AFTER ($("$AFTER/edge/pushedge" --version)) alone; $ROUNDS rounds, $SECS s per run; load at start $(cut -d' ' -f1-3 /proc/loadavg); $(date -u '+%Y-%m-%d %H:%M UTC')"
+    printf '%-6s %-7s %-6s %12s %10s %10s %10s\n' round engine load messages/s node_us redis_us total_us
+    for r in $(seq "$ROUNDS"); do
+        for engine in ${ENGINES//,/ }; do
+            for load in ${LOADS//,/ }; do
+                read -r a ac an ar < <(run "$AFTER" "$engine" "$load")
+                line=$(printf '%-6s %-7s %-6s %12s %10s %10s %10s' "$r" "$engine" "$load" "$a" "$an" "$ar" "$ac")
+                echo "$line"
+                [ -n "$OUT" ] && echo "$line" >>"$OUT"
+            done
+        done
+    done
+    echo "load at end $(cut -d' ' -f1-3 /proc/loadavg)"
+    exit 0
+fi
 echo "pub-ab: before $BEFORE ($("$BEFORE/edge/pushedge" --version)), after $AFTER ($("$AFTER/edge/pushedge" --version)); $ROUNDS rounds, $SECS s per run; load at start $(cut -d' ' -f1-3 /proc/loadavg); $(date -u '+%Y-%m-%d %H:%M UTC')"
 printf '%-6s %-7s %-6s %12s %12s %7s %14s %14s\n' round engine load before/s after/s ratio cpu_before_us cpu_after_us
 for r in $(seq "$ROUNDS"); do
     for engine in ${ENGINES//,/ }; do
         for load in ${LOADS//,/ }; do
-            read -r b bc < <(run "$BEFORE" "$engine" "$load")
-            read -r a ac < <(run "$AFTER" "$engine" "$load")
+            read -r b bc _ < <(run "$BEFORE" "$engine" "$load")
+            read -r a ac _ < <(run "$AFTER" "$engine" "$load")
             ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "-" }')
             line=$(printf '%-6s %-7s %-6s %12s %12s %7s %14s %14s' "$r" "$engine" "$load" "$b" "$a" "$ratio" "$bc" "$ac")
             echo "$line"
