@@ -319,6 +319,24 @@ describe('the Redis publish pipeline', () => {
         }, { timeoutMs: 5000, what: `${n} nodes subscribed to pe:{${ch}}` });
     }
 
+    /*
+     * A redis-server of the test's own (keyspace events for streams on, if asked) and `count`
+     * one-thread nodes on it, with `args` besides, each ready (/readyz); all stopped after t.
+     */
+    async function redisAndNodes(t, count, { keyspace = false, args = [] } = {}) {
+        const r = await startRedis();
+        t.after(() => stopRedis(r));
+        if (keyspace)
+            await redisCmd(r.port, ['CONFIG', 'SET', 'notify-keyspace-events', 'Kt']);
+        const nodes = [];
+        for (let i = 0; i < count; i++) {
+            const n = await startServer(['--redis', r.url, '--threads', '1', ...args], {}, { ready: true });
+            t.after(() => n.stop());
+            nodes.push(n);
+        }
+        return { r, nodes };
+    }
+
     /* POST /api/batch on ch, items 0..7 (item 5 repeats item 2's key); returns the 8 results. */
     async function batchOf8(url, ch) {
         const items = Array.from({ length: 8 }, (_, i) => ({ channel: ch, data: { i } }));
@@ -348,14 +366,7 @@ describe('the Redis publish pipeline', () => {
     it('4. a batch announced in one PUBLISH: in order, once, with the answered IDs, on another node; a gap across the batch', {
         timeout: 60000,
     }, async (t) => {
-        const r = await startRedis();
-        t.after(() => stopRedis(r));
-        const a = await startServer(['--redis', r.url, '--threads', '1', '--history-size', '5']);
-        t.after(() => a.stop());
-        const b = await startServer(['--redis', r.url, '--threads', '1', '--history-size', '5']);
-        t.after(() => b.stop());
-        for (const n of [a, b])
-            await waitUntil(async () => (await readyz(n)) === 200, { timeoutMs: 5000, what: '/readyz 200' });
+        const { r, nodes: [a, b] } = await redisAndNodes(t, 2, { args: ['--history-size', '5'] });
         const ch = uniqueChannel('announce');
         /* The channel exists before the batch (so that the batch trims old entries as well). */
         const first = await publish(a.url, ch, { i: -1 });
@@ -399,18 +410,9 @@ describe('the Redis publish pipeline', () => {
     it(`4b. a batch of 12 KiB announced a few KiB per PUBLISH${keyspace ? ' (keyspace events on)' : ''}: in order, once, with the answered IDs, on another node`, {
         timeout: 60000,
     }, async (t) => {
-        const r = await startRedis();
-        t.after(() => stopRedis(r));
         /* With keyspace events, each XADD's event reaches the nodes before the PUBLISH that
          * announces it, a chunk at a time: none may pass for a plain XADD's. */
-        if (keyspace)
-            await redisCmd(r.port, ['CONFIG', 'SET', 'notify-keyspace-events', 'Kt']);
-        const a = await startServer(['--redis', r.url, '--threads', '1']);
-        t.after(() => a.stop());
-        const b = await startServer(['--redis', r.url, '--threads', '1']);
-        t.after(() => b.stop());
-        for (const n of [a, b])
-            await waitUntil(async () => (await readyz(n)) === 200, { timeoutMs: 5000, what: '/readyz 200' });
+        const { r, nodes: [a, b] } = await redisAndNodes(t, 2, { keyspace });
         const ch = uniqueChannel('chunks');
         const onB = await openSSE(b.url, `/sse?channel=${ch}`, { t });
         await onB.waitLive();
@@ -437,11 +439,7 @@ describe('the Redis publish pipeline', () => {
     });
 
     it('5. --redis-batch-announce 0: a batch announced one PUBLISH per message, delivered the same', { timeout: 60000 }, async (t) => {
-        const r = await startRedis();
-        t.after(() => stopRedis(r));
-        const a = await startServer(['--redis', r.url, '--threads', '1', '--redis-batch-announce', '0']);
-        t.after(() => a.stop());
-        await waitUntil(async () => (await readyz(a)) === 200, { timeoutMs: 5000, what: '/readyz 200' });
+        const { r, nodes: [a] } = await redisAndNodes(t, 1, { args: ['--redis-batch-announce', '0'] });
         const ch = uniqueChannel('singly');
         const sub = await openSSE(a.url, `/sse?channel=${ch}`, { t });
         await sub.waitLive();
@@ -457,15 +455,7 @@ describe('the Redis publish pipeline', () => {
     it('6. keyspace events on: batches, a plain XADD between them and singles, once each and in stream order on another node', {
         timeout: 60000,
     }, async (t) => {
-        const r = await startRedis();
-        t.after(() => stopRedis(r));
-        await redisCmd(r.port, ['CONFIG', 'SET', 'notify-keyspace-events', 'Kt']);
-        const a = await startServer(['--redis', r.url, '--threads', '1']);
-        t.after(() => a.stop());
-        const b = await startServer(['--redis', r.url, '--threads', '1']);
-        t.after(() => b.stop());
-        for (const n of [a, b])
-            await waitUntil(async () => (await readyz(n)) === 200, { timeoutMs: 5000, what: '/readyz 200' });
+        const { r, nodes: [a, b] } = await redisAndNodes(t, 2, { keyspace: true });
         const ch = uniqueChannel('keyspace');
         const sub = await openSSE(b.url, `/sse?channel=${ch}`, { t });
         await sub.waitLive();
@@ -496,12 +486,7 @@ describe('the Redis publish pipeline', () => {
     it('6b. keyspace events on: a plain XADD, then an entry announced twice in one call: both once, in stream order', {
         timeout: 60000,
     }, async (t) => {
-        const r = await startRedis();
-        t.after(() => stopRedis(r));
-        await redisCmd(r.port, ['CONFIG', 'SET', 'notify-keyspace-events', 'Kt']);
-        const a = await startServer(['--redis', r.url, '--threads', '1']);
-        t.after(() => a.stop());
-        await waitUntil(async () => (await readyz(a)) === 200, { timeoutMs: 5000, what: '/readyz 200' });
+        const { r, nodes: [a] } = await redisAndNodes(t, 1, { keyspace: true });
         const ch = uniqueChannel('twice');
         const sub = await openSSE(a.url, `/sse?channel=${ch}`, { t });
         await sub.waitLive();
