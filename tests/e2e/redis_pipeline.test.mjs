@@ -338,11 +338,8 @@ describe('the Redis publish pipeline', () => {
     }
 
     /* POST /api/batch on ch, items 0..7 (item 5 repeats item 2's key); returns the 8 results. */
-    async function batchOf8(url, ch) {
-        const items = Array.from({ length: 8 }, (_, i) => ({ channel: ch, data: { i } }));
-        items[2].key = 'dup';
-        items[5].key = 'dup';
-        items[6].key = 'solo';
+    /* POST /api/batch of items to url, answered 200: its results. */
+    async function postBatch(url, items) {
         const r = await httpRequest(url, '/api/batch', {
             method: 'POST',
             headers: { 'content-type': 'application/json' },
@@ -350,8 +347,16 @@ describe('the Redis publish pipeline', () => {
             timeoutMs: 10000,
         });
         assert.equal(r.status, 200, `POST /api/batch: ${r.status} ${r.text}`);
-        const res = r.json.results;
-        assert.equal(res.length, 8);
+        assert.equal(r.json.results.length, items.length);
+        return r.json.results;
+    }
+
+    async function batchOf8(url, ch) {
+        const items = Array.from({ length: 8 }, (_, i) => ({ channel: ch, data: { i } }));
+        items[2].key = 'dup';
+        items[5].key = 'dup';
+        items[6].key = 'solo';
+        const res = await postBatch(url, items);
         for (const x of res)
             assert.ok(x.id, `an item was refused: ${JSON.stringify(x)}`);
         assert.equal(res[5].id, res[2].id, 'a key repeated inside the batch answered another ID than its first');
@@ -421,14 +426,7 @@ describe('the Redis publish pipeline', () => {
         /* 12 messages of about 1 KiB: redis_lib.lua cuts the announcement before the message
          * that follows 4 KiB, so 3 PUBLISHes carry them (5 + 5 + 2). */
         const items = Array.from({ length: 12 }, (_, i) => ({ channel: ch, data: { i, pad: 'p'.repeat(1000) } }));
-        const res = await httpRequest(a.url, '/api/batch', {
-            method: 'POST',
-            headers: { 'content-type': 'application/json' },
-            body: JSON.stringify(items),
-            timeoutMs: 10000,
-        });
-        assert.equal(res.status, 200, `POST /api/batch: ${res.status} ${res.text}`);
-        const want = res.json.results.map((x, i) => ({ id: x.id, i }));
+        const want = (await postBatch(a.url, items)).map((x, i) => ({ id: x.id, i }));
         await onB.waitFor(() => onB.envelopes().length >= 12 || null, 5000, '12 messages');
         await delay(100);
         assert.deepEqual(onB.envelopes().map((e) => ({ id: e.id, i: e.data.i })), want, 'the batch, in order, once, with the answered IDs');
@@ -463,14 +461,7 @@ describe('the Redis publish pipeline', () => {
         const sent = [];
         for (let round = 0; round < 3; round++) {
             const items = Array.from({ length: 20 }, (_, i) => ({ channel: ch, data: { round, i } }));
-            const res = await httpRequest(a.url, '/api/batch', {
-                method: 'POST',
-                headers: { 'content-type': 'application/json' },
-                body: JSON.stringify(items),
-                timeoutMs: 10000,
-            });
-            assert.equal(res.status, 200, `POST /api/batch: ${res.status} ${res.text}`);
-            sent.push(...res.json.results.map((x) => x.id));
+            sent.push(...(await postBatch(a.url, items)).map((x) => x.id));
             sent.push(await redisCmd(r.port, ['XADD', `pe:{${ch}}`, '*', 'd', JSON.stringify({ round, plain: true })]));
             const one = await publish(a.url, ch, { round, single: true });
             assert.equal(one.status, 200);

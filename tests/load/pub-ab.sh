@@ -104,31 +104,32 @@ run() {
         printf "%.0f %.2f %.2f %.2f\n", rate, t * us, n * us, (t - n) * us }'
 }
 
+# one_line ROUND ENGINE LOAD -> the table's line for one (engine, load) pair of a round
+one_line() {
+    local a ac an ar b bc
+    if [ -z "$BEFORE" ]; then
+        read -r a ac an ar < <(run "$AFTER" "$2" "$3")
+        printf '%-6s %-7s %-6s %12s %10s %10s %10s' "$1" "$2" "$3" "$a" "$an" "$ar" "$ac"
+        return
+    fi
+    read -r b bc _ < <(run "$BEFORE" "$2" "$3")
+    read -r a ac _ < <(run "$AFTER" "$2" "$3")
+    printf '%-6s %-7s %-6s %12s %12s %7s %14s %14s' "$1" "$2" "$3" "$b" "$a" \
+        "$(awk -v a="$a" -v b="$b" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "-" }')" "$bc" "$ac"
+}
+
+START="$ROUNDS rounds, $SECS s per run; load at start $(cut -d' ' -f1-3 /proc/loadavg); $(date -u '+%Y-%m-%d %H:%M UTC')"
 if [ -z "$BEFORE" ]; then
-    echo "pub-ab: $AFTER ($("$AFTER/edge/pushedge" --version)) alone; $ROUNDS rounds, $SECS s per run; load at start $(cut -d' ' -f1-3 /proc/loadavg); $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "pub-ab: $AFTER ($("$AFTER/edge/pushedge" --version)) alone; $START"
     printf '%-6s %-7s %-6s %12s %10s %10s %10s\n' round engine load messages/s node_us redis_us total_us
-    for r in $(seq "$ROUNDS"); do
-        for engine in ${ENGINES//,/ }; do
-            for load in ${LOADS//,/ }; do
-                read -r a ac an ar < <(run "$AFTER" "$engine" "$load")
-                line=$(printf '%-6s %-7s %-6s %12s %10s %10s %10s' "$r" "$engine" "$load" "$a" "$an" "$ar" "$ac")
-                echo "$line"
-                [ -n "$OUT" ] && echo "$line" >>"$OUT"
-            done
-        done
-    done
-    echo "load at end $(cut -d' ' -f1-3 /proc/loadavg)"
-    exit 0
+else
+    echo "pub-ab: before $BEFORE ($("$BEFORE/edge/pushedge" --version)), after $AFTER ($("$AFTER/edge/pushedge" --version)); $START"
+    printf '%-6s %-7s %-6s %12s %12s %7s %14s %14s\n' round engine load before/s after/s ratio cpu_before_us cpu_after_us
 fi
-echo "pub-ab: before $BEFORE ($("$BEFORE/edge/pushedge" --version)), after $AFTER ($("$AFTER/edge/pushedge" --version)); $ROUNDS rounds, $SECS s per run; load at start $(cut -d' ' -f1-3 /proc/loadavg); $(date -u '+%Y-%m-%d %H:%M UTC')"
-printf '%-6s %-7s %-6s %12s %12s %7s %14s %14s\n' round engine load before/s after/s ratio cpu_before_us cpu_after_us
 for r in $(seq "$ROUNDS"); do
     for engine in ${ENGINES//,/ }; do
         for load in ${LOADS//,/ }; do
-            read -r b bc _ < <(run "$BEFORE" "$engine" "$load")
-            read -r a ac _ < <(run "$AFTER" "$engine" "$load")
-            ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "-" }')
-            line=$(printf '%-6s %-7s %-6s %12s %12s %7s %14s %14s' "$r" "$engine" "$load" "$b" "$a" "$ratio" "$bc" "$ac")
+            line=$(one_line "$r" "$engine" "$load")
             echo "$line"
             [ -n "$OUT" ] && echo "$line" >>"$OUT"
         done
