@@ -124,15 +124,15 @@ typedef struct st_read_t {
 typedef struct st_rchan_t {
     h2o_linklist_t link; /* in rn->rchans */
     rchan_state_t state;
-    unsigned watched : 1;   /* the node has local subscribers; else idle since idle_since */
-    unsigned dead : 1;      /* removed from the node: freed when busy drops to 0 */
-    unsigned unsub_pending; /* UNSUBSCRIBE confirmations still expected */
-    unsigned busy;          /* commands and deferred calls that refer to the record */
-    uint64_t idle_since;    /* loop ms */
-    h2o_linklist_t waiting; /* read_t */
-    pe_id_t last_posted;    /* newest entry handed to the node (the plain-XADD path's position) */
-    uint64_t xadd_events;   /* keyspace "xadd" events and PUBLISHed entries since the last fetch */
-    uint64_t published_seen;
+    unsigned watched : 1;      /* the node has local subscribers; else idle since idle_since */
+    unsigned dead : 1;         /* removed from the node: freed when busy drops to 0 */
+    unsigned unsub_pending;    /* UNSUBSCRIBE confirmations still expected */
+    unsigned busy;             /* commands and deferred calls that refer to the record */
+    uint64_t idle_since;       /* loop ms */
+    h2o_linklist_t waiting;    /* read_t */
+    pe_id_t last_posted;       /* newest entry handed to the node (the plain-XADD path's position) */
+    uint64_t xadd_events;      /* keyspace "xadd" events and PUBLISHed entries since the last fetch */
+    uint64_t published_seen;   /* (only those whose event counted: count_announced) */
     unsigned resync : 1;       /* re-read every local subscriber once subscribed (after a reconnect) */
     unsigned fetching : 1;     /* an XRANGE of the plain-XADD path is in flight */
     unsigned fetch_queued : 1; /* run_fetch is deferred on the node */
@@ -558,8 +558,10 @@ run_fetch(pe_ps_deferred_t *d)
         return;
     }
     /* PUBLISHed entries arrive right after their keyspace event: only events no PUBLISH
-     * accounted for are plain XADDs worth a round trip. */
-    int needed = rc->xadd_events > rc->published_seen || rc->refetch;
+     * accounted for are plain XADDs worth a round trip. More announcements than events (one
+     * whose event came while the channel was priming, on the other connection's schedule) fetch
+     * too: left standing, the surplus would hide the next plain XADD's event. */
+    int needed = rc->xadd_events != rc->published_seen || rc->refetch;
     rc->xadd_events = rc->published_seen = 0;
     rc->refetch = 0;
     if (needed && !rc->fetching && pe_redis_link_is_up(rn->link) && rc->state == RCHAN_SUBSCRIBED) {
@@ -672,8 +674,22 @@ unsubscribe_chan(rnode_t *rn, rchan_t *rc)
     }
 }
 
-/* One entry announced on a channel's pub/sub channel (alone or in a batch; already counted in
- * published_seen): posted live, unless the reads after the subscription cover it or the
+/* Counts an announced entry against the keyspace events (published_seen) where its event was
+ * counted too: while the channel is live, and only an entry not posted yet. An announcement
+ * repeated, or arriving after a fetch posted its entry (its event was counted before that
+ * fetch), has no event of its own left: counted, it would stand for the next plain XADD's. A
+ * surplus all the same (an event that came while priming) schedules a fetch (run_fetch). */
+static void
+count_announced(rnode_t *rn, rchan_t *rc, pe_id_t id)
+{
+    if (rc->state != RCHAN_SUBSCRIBED || pe_id_cmp(id, rc->last_posted) <= 0)
+        return;
+    if (++rc->published_seen > rc->xadd_events && rn->keyspace)
+        schedule_fetch(rc);
+}
+
+/* One entry announced on a channel's pub/sub channel (alone or in a batch; already counted by
+ * count_announced): posted live, unless the reads after the subscription cover it or the
  * plain-XADD path must post it in stream order. */
 static void
 on_announced(rnode_t *rn, rchan_t *rc, pe_id_t id, const char *json, size_t json_len)
@@ -759,13 +775,16 @@ on_link_sub(void *ctx, pe_redis_sub_event_t ev, const char *chan, size_t chan_le
         /* A batch from pushedge_publish_batch: checked whole first (a malformed one is dropped
          * whole, as a malformed single is), then each entry as if announced alone, in order. Its
          * XADDs' keyspace events all came before it: every entry counts as seen first. */
-        size_t pos = 0, count = 0;
+        size_t pos = 0;
         int r;
         while ((r = pe_redis_batch_next(payload, len, &pos, &id, &json, &json_len)) == 1)
-            ++count;
+            ;
         if (r != 0)
             return;
-        rc->published_seen += count;
+        /* Counted before any is posted: posting moves the channel's position. */
+        pos = 0;
+        while (pe_redis_batch_next(payload, len, &pos, &id, &json, &json_len) == 1)
+            count_announced(rn, rc, id);
         pos = 0;
         while (pe_redis_batch_next(payload, len, &pos, &id, &json, &json_len) == 1)
             on_announced(rn, rc, id, json, json_len);
@@ -774,7 +793,7 @@ on_link_sub(void *ctx, pe_redis_sub_event_t ev, const char *chan, size_t chan_le
     /* "<id> <json>" from pushedge_publish (and pushedge_publish_many) */
     if (pe_redis_parse_announcement(payload, len, &id, &json, &json_len) != 0)
         return;
-    ++rc->published_seen;
+    count_announced(rn, rc, id);
     on_announced(rn, rc, id, json, json_len);
 }
 

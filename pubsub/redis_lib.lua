@@ -266,8 +266,17 @@ local function many(keys, args, once)
   if key == nil or maxlen == nil or ttl == nil or window == nil or nargs < 5 or nargs % 2 ~= 1 then
     return redis.error_reply('ERR usage: FCALL pushedge_publish_many <1+k> pe:{channel} [idem keys] <count> <age-ms> <window-ms> <keyed> <json> ...')
   end
-  -- The key records, all at once (they share the stream's slot).
+  -- Every keyed message has its record: checked before anything is stored, so a malformed
+  -- call stores and announces nothing rather than its first chunks.
   local nkeys, prevs, seen = #keys, nil, nil
+  local keyed = 0
+  for i = 4, nargs, 2 do
+    if args[i] == '1' then keyed = keyed + 1 end
+  end
+  if keyed > nkeys - 1 then
+    return redis.error_reply('ERR pushedge_publish_many: fewer key records than keyed messages')
+  end
+  -- The key records, all at once (they share the stream's slot).
   if nkeys > 1 then
     prevs = {}
     for i = 2, nkeys, 1000 do
@@ -282,7 +291,6 @@ local function many(keys, args, once)
     local data, ikey, prev = args[i + 1], nil, nil
     if args[i] == '1' then
       ikey = keys[ki + 1]
-      if ikey == nil then return redis.error_reply('ERR pushedge_publish_many: fewer key records than keyed messages') end
       prev = prevs[ki]
       ki = ki + 1
       if not prev and seen ~= nil then prev = seen[ikey] end

@@ -2,7 +2,7 @@
  * redis_pipeline.test.mjs: the Redis engine's publish pipeline (issue 17; docs/architecture.md
  * "Publishing through Redis"). A node gathers the publishes of one loop iteration per channel
  * and sends each channel's as one pushedge_publish_batch call (announced to the subscribing
- * nodes in one PUBLISH), many calls in flight on one connection. Against a redis-server this file starts (appendonly, fsync always, so that a
+ * nodes a few KiB per PUBLISH), many calls in flight on one connection. Against a redis-server this file starts (appendonly, fsync always, so that a
  * restart keeps every acknowledged message):
  *  1. a flood of concurrent publishes (HTTP/2 sessions with many streams each, HTTP/1.1
  *     keep-alive connections, keyed ones with repeated keys among them) on a one-thread node:
@@ -31,7 +31,10 @@
  *     XADD's event against the announced entries), batches, a plain XADD between them and
  *     single publishes reach a subscriber of another node once each, in stream order; 6b: a
  *     plain XADD followed by an entry announced twice in one call (the counts of events and
- *     announcements even out while the first entry waits for its fetch): both once, in order.
+ *     announcements even out while the first entry waits for its fetch): both once, in order;
+ *     6c: an entry announced again after it was posted, then a plain XADD: the XADD delivered;
+ *  7. a direct call with fewer key records than keyed messages is refused before it stores or
+ *     announces anything (its first message already past one announcement's size).
  * Not covered here: a node of an older version receiving a batch announcement (it drops it:
  * docs/operations.md, rolling upgrades); the parser itself is in tests/unit/test_redis_reply.c
  * and tests/fuzz/fuzz_redis_reply.c.
@@ -495,5 +498,53 @@ describe('the Redis publish pipeline', () => {
         await sub.waitFor(() => sub.envelopes().length >= 2 || null, 5000, '2 messages');
         await delay(200);
         assert.deepEqual(sub.envelopes().map((e) => ({ id: e.id, n: e.data.n })), [{ id: ids[0], n: 1 }, { id: ids[1], n: 2 }]);
+    });
+
+    it('6c. keyspace events on: an entry announced again after it was posted, then a plain XADD: the XADD still delivered, in order', {
+        timeout: 60000,
+    }, async (t) => {
+        const { r, nodes: [a] } = await redisAndNodes(t, 1, { keyspace: true });
+        const ch = uniqueChannel('again');
+        const sub = await openSSE(a.url, `/sse?channel=${ch}`, { t });
+        await sub.waitLive();
+        await waitSubscribed(r.port, ch, 1);
+        const m1 = await publish(a.url, ch, { n: 1 });
+        assert.equal(m1.status, 200);
+        await sub.waitFor(() => sub.envelopes().length >= 1 || null, 5000, 'the first message');
+        /* The repeat has no xadd event of its own: counted, it would stand for the plain
+         * XADD's event that follows, and that entry would never be fetched. */
+        await redisCmd(r.port, ['PUBLISH', `pe:{${ch}}`, `${m1.json.id} {"n":1}`]);
+        await delay(100);
+        const x = await redisCmd(r.port, ['XADD', `pe:{${ch}}`, '*', 'd', '{"n":2}']);
+        await delay(100);
+        const m3 = await publish(a.url, ch, { n: 3 });
+        assert.equal(m3.status, 200);
+        await sub.waitFor(() => sub.envelopes().length >= 3 || null, 5000, '3 messages');
+        await delay(200);
+        assert.deepEqual(sub.envelopes().map((e) => ({ id: e.id, n: e.data.n })),
+            [{ id: m1.json.id, n: 1 }, { id: x, n: 2 }, { id: m3.json.id, n: 3 }]);
+    });
+
+    it('7. a call with fewer key records than keyed messages: refused before anything is stored or announced', {
+        timeout: 60000,
+    }, async (t) => {
+        const { r, nodes: [a] } = await redisAndNodes(t, 1);
+        const ch = uniqueChannel('malformed');
+        const sub = await openSSE(a.url, `/sse?channel=${ch}`, { t });
+        await sub.waitLive();
+        await waitSubscribed(r.port, ch, 1);
+        await redisCmd(r.port, ['CONFIG', 'RESETSTAT']);
+        /* 5 KiB first: past ANNOUNCE_BYTES, so a check made inside the loop would come after
+         * the first chunk's PUBLISH. */
+        const big = JSON.stringify({ pad: 'x'.repeat(5000) });
+        for (const fn of ['pushedge_publish_batch', 'pushedge_publish_many']) {
+            await assert.rejects(redisCmd(r.port, ['FCALL', fn, '2', `pe:{${ch}}`, `pe:{${ch}}:idem:k1`,
+                '1000', '86400000', '60000', '0', big, '1', '{"n":2}', '1', '{"n":3}']),
+            /fewer key records than keyed messages/, fn);
+        }
+        assert.deepEqual(await streamEntries(r.port, ch), [], 'nothing stored');
+        assert.equal(await commandCalls(r.port, 'publish'), 0, 'nothing announced');
+        await delay(200);
+        assert.equal(sub.envelopes().length, 0, 'nothing delivered');
     });
 });
