@@ -145,7 +145,7 @@ typedef struct st_pe_ps_options_t {
      * pubsub/recent.c), at most history_size; 0 turns the cache and read coalescing off. */
     size_t catchup_cache;
     /* Redis engine: announce the messages of a batch one PUBLISH each (pushedge_publish_many),
-     * as versions before pushedge_publish_batch did, instead of one PUBLISH per batch, which
+     * as versions before pushedge_publish_batch did, instead of a few KiB per PUBLISH, which
      * those versions cannot read (--redis-batch-announce 0, for a rolling upgrade from them). */
     int redis_announce_singly;
     /* Where engines report state changes (0 error .. 3 debug), from any thread; may be NULL. */

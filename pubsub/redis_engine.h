@@ -77,7 +77,7 @@ struct st_redis_engine_t {
     unsigned reg_epoch;
     size_t recent_cap; /* messages a channel's catch-up cache holds (0: no cache, no coalescing) */
     /* Batches go as pushedge_publish_many (one PUBLISH per message, readable by every version)
-     * instead of pushedge_publish_batch (one PUBLISH per batch): --redis-batch-announce 0. */
+     * instead of pushedge_publish_batch (a few KiB per PUBLISH): --redis-batch-announce 0. */
     int announce_singly;
 };
 

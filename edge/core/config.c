@@ -70,8 +70,9 @@ static const opt_t options[] = {
      "Redis engine: recent messages of each channel kept per thread to answer catch-ups without a Redis read, at most "
      "--history-size; 0 turns the cache and read coalescing off (default 256)"},
     {"redis-batch-announce", OPT_UINT, OFF(redis_batch_announce), 0, 1, "0|1",
-     "Redis engine: 1 announces the messages a node publishes to a channel in one loop iteration in one Redis PUBLISH; 0 "
-     "one PUBLISH per message, which nodes of versions without it need: set 0 during a rolling upgrade from such a version "
+     "Redis engine: 1 announces the messages a node publishes to a channel in one loop iteration a few KiB per Redis "
+     "PUBLISH; 0 one PUBLISH per message, which nodes of versions without it need: set 0 during a rolling upgrade from such a "
+     "version "
      "(default 1)"},
     {"threads", OPT_UINT, OFF(threads), 1, PE_MAX_THREADS, "N", "event-loop threads (default: number of cores)"},
     {"history-size", OPT_UINT, OFF(history_size), 1, 10000000, "N", "messages retained per channel (default 1000)"},

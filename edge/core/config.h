@@ -32,7 +32,7 @@ typedef struct st_pe_config_t {
     uint64_t redis_wait_replicas;  /* WAIT for this many replicas after each publish; 0: no WAIT */
     uint64_t redis_wait_timeout;   /* ms, for that WAIT */
     uint64_t catchup_cache;        /* messages per channel per thread in the catch-up cache (0: off) */
-    uint64_t redis_batch_announce; /* 1: a batch is announced in one PUBLISH; 0: one per message */
+    uint64_t redis_batch_announce; /* 1: a batch is announced a few KiB per PUBLISH; 0: one per message */
     unsigned threads;
     uint64_t history_size;
     uint64_t history_ttl;   /* seconds */

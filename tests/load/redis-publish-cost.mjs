@@ -19,7 +19,7 @@
  *   manyK    pushedge_publish_many with K messages per call (8, 32, 100; many32keyed: each with a
  *            new key), as a node sends what one loop iteration gathered for one channel; --n
  *            messages in all, every number per message (FCALL's time divided by K)
- *   batchK   the same through pushedge_publish_batch (one PUBLISH per call: what a node sends
+ *   batchK   the same through pushedge_publish_batch (a PUBLISH per 4 KiB or so: what a node sends
  *            with --redis-batch-announce on)
  * --subscribers N (at most 16): N connections subscribed to each scenario's channel while it is
  * measured (N nodes listening; none by default).
@@ -348,7 +348,7 @@ function scenarios(o) {
         const msgs = Array.from({ length: k }, (_, j) => [withKeys ? '1' : '0', body(i * k + j)]).flat();
         return ['FCALL', fn, String(1 + recs.length), key, ...recs, String(o.retained), '86400000', '300000', ...msgs];
     };
-    /* pushedge_publish_many (one PUBLISH per message) or pushedge_publish_batch (one per call). */
+    /* pushedge_publish_many (one PUBLISH per message) or pushedge_publish_batch (one per 4 KiB or so). */
     const manyScenario = (k, withKeys, fn = 'pushedge_publish_many') => ({
         name: `${fn === 'pushedge_publish_many' ? 'many' : 'batch'}${k}${withKeys ? 'keyed' : ''}`,
         what: `${fn}, ${k} ${withKeys ? 'keyed ' : ''}messages per call (numbers per message)`,
