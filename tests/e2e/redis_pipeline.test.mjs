@@ -340,7 +340,14 @@ describe('the Redis publish pipeline', () => {
         return { r, nodes };
     }
 
-    /* POST /api/batch on ch, items 0..7 (item 5 repeats item 2's key); returns the 8 results. */
+    /* An SSE subscriber of ch on node, live, once Redis counts `listeners` subscriptions to ch. */
+    async function liveSub(t, r, node, ch, listeners = 1) {
+        const sub = await openSSE(node.url, `/sse?channel=${ch}`, { t });
+        await sub.waitLive();
+        await waitSubscribed(r.port, ch, listeners);
+        return sub;
+    }
+
     /* POST /api/batch of items to url, answered 200: its results. */
     async function postBatch(url, items) {
         const r = await httpRequest(url, '/api/batch', {
@@ -422,9 +429,7 @@ describe('the Redis publish pipeline', () => {
          * announces it, a chunk at a time: none may pass for a plain XADD's. */
         const { r, nodes: [a, b] } = await redisAndNodes(t, 2, { keyspace });
         const ch = uniqueChannel('chunks');
-        const onB = await openSSE(b.url, `/sse?channel=${ch}`, { t });
-        await onB.waitLive();
-        await waitSubscribed(r.port, ch, 1);
+        const onB = await liveSub(t, r, b, ch);
         await redisCmd(r.port, ['CONFIG', 'RESETSTAT']);
         /* 12 messages of about 1 KiB: redis_lib.lua cuts the announcement before the message
          * that follows 4 KiB, so 3 PUBLISHes carry them (5 + 5 + 2). */
@@ -442,9 +447,7 @@ describe('the Redis publish pipeline', () => {
     it('5. --redis-batch-announce 0: a batch announced one PUBLISH per message, delivered the same', { timeout: 60000 }, async (t) => {
         const { r, nodes: [a] } = await redisAndNodes(t, 1, { args: ['--redis-batch-announce', '0'] });
         const ch = uniqueChannel('singly');
-        const sub = await openSSE(a.url, `/sse?channel=${ch}`, { t });
-        await sub.waitLive();
-        await waitSubscribed(r.port, ch, 1);
+        const sub = await liveSub(t, r, a, ch);
         await redisCmd(r.port, ['CONFIG', 'RESETSTAT']);
         const want = stored(await batchOf8(a.url, ch));
         await sub.waitFor(() => sub.envelopes().length >= 7 || null, 5000, '7 messages');
@@ -458,9 +461,7 @@ describe('the Redis publish pipeline', () => {
     }, async (t) => {
         const { r, nodes: [a, b] } = await redisAndNodes(t, 2, { keyspace: true });
         const ch = uniqueChannel('keyspace');
-        const sub = await openSSE(b.url, `/sse?channel=${ch}`, { t });
-        await sub.waitLive();
-        await waitSubscribed(r.port, ch, 1);
+        const sub = await liveSub(t, r, b, ch);
         const sent = [];
         for (let round = 0; round < 3; round++) {
             const items = Array.from({ length: 20 }, (_, i) => ({ channel: ch, data: { round, i } }));
@@ -482,9 +483,7 @@ describe('the Redis publish pipeline', () => {
     }, async (t) => {
         const { r, nodes: [a] } = await redisAndNodes(t, 1, { keyspace: true });
         const ch = uniqueChannel('twice');
-        const sub = await openSSE(a.url, `/sse?channel=${ch}`, { t });
-        await sub.waitLive();
-        await waitSubscribed(r.port, ch, 1);
+        const sub = await liveSub(t, r, a, ch);
         /* The node sees: two xadd events, then the second entry's announcement (one event not
          * accounted for: the first entry is left to a fetch), then the same announcement again
          * (the counts even out). Posting the second copy at once would move the channel past
@@ -505,9 +504,7 @@ describe('the Redis publish pipeline', () => {
     }, async (t) => {
         const { r, nodes: [a] } = await redisAndNodes(t, 1, { keyspace: true });
         const ch = uniqueChannel('again');
-        const sub = await openSSE(a.url, `/sse?channel=${ch}`, { t });
-        await sub.waitLive();
-        await waitSubscribed(r.port, ch, 1);
+        const sub = await liveSub(t, r, a, ch);
         const m1 = await publish(a.url, ch, { n: 1 });
         assert.equal(m1.status, 200);
         await sub.waitFor(() => sub.envelopes().length >= 1 || null, 5000, 'the first message');
@@ -530,9 +527,7 @@ describe('the Redis publish pipeline', () => {
     }, async (t) => {
         const { r, nodes: [a] } = await redisAndNodes(t, 1);
         const ch = uniqueChannel('malformed');
-        const sub = await openSSE(a.url, `/sse?channel=${ch}`, { t });
-        await sub.waitLive();
-        await waitSubscribed(r.port, ch, 1);
+        const sub = await liveSub(t, r, a, ch);
         await redisCmd(r.port, ['CONFIG', 'RESETSTAT']);
         /* 5 KiB first: past ANNOUNCE_BYTES, so a check made inside the loop would come after
          * the first chunk's PUBLISH. */
