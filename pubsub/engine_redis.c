@@ -558,10 +558,9 @@ run_fetch(pe_ps_deferred_t *d)
         return;
     }
     /* PUBLISHed entries arrive right after their keyspace event: only events no PUBLISH
-     * accounted for are plain XADDs worth a round trip. More announcements than events (one
-     * whose event came while the channel was priming, on the other connection's schedule) fetch
-     * too: left standing, the surplus would hide the next plain XADD's event. */
-    int needed = rc->xadd_events != rc->published_seen || rc->refetch;
+     * accounted for are plain XADDs worth a round trip (or an entry whose event was missed:
+     * count_announced sets refetch). */
+    int needed = rc->xadd_events > rc->published_seen || rc->refetch;
     rc->xadd_events = rc->published_seen = 0;
     rc->refetch = 0;
     if (needed && !rc->fetching && pe_redis_link_is_up(rn->link) && rc->state == RCHAN_SUBSCRIBED) {
@@ -606,6 +605,8 @@ static void
 set_subscribed(rnode_t *rn, rchan_t *rc)
 {
     rc->state = RCHAN_SUBSCRIBED;
+    /* The position is the subscription's read: nothing counted before it stands for anything. */
+    rc->xadd_events = rc->published_seen = 0;
     release_waiting(rn, rc);
     if (rc->resync) {
         rc->resync = 0;
@@ -674,18 +675,26 @@ unsubscribe_chan(rnode_t *rn, rchan_t *rc)
     }
 }
 
-/* Counts an announced entry against the keyspace events (published_seen) where its event was
- * counted too: while the channel is live, and only an entry not posted yet. An announcement
- * repeated, or arriving after a fetch posted its entry (its event was counted before that
- * fetch), has no event of its own left: counted, it would stand for the next plain XADD's. A
- * surplus all the same (an event that came while priming) schedules a fetch (run_fetch). */
+/* Counts an announced entry against the keyspace events (published_seen) on the plain-XADD
+ * path: only while the channel is live, and only an entry not posted yet (a repeat, or one a
+ * fetch already posted, has no event of its own left). Events and announcements come in script
+ * order on one connection, so an entry whose event counted finds more events than
+ * announcements. One that finds them even had its event missed (it came while the channel was
+ * priming or unwatched, or before the last fetch reset the counts): counted, it would stand for
+ * the next plain XADD's event, even in the same read, before the fetch decides. It is not
+ * counted, and the fetch runs whatever the counts say (refetch), so it posts this entry and
+ * anything after it in stream order. */
 static void
 count_announced(rnode_t *rn, rchan_t *rc, pe_id_t id)
 {
-    if (rc->state != RCHAN_SUBSCRIBED || pe_id_cmp(id, rc->last_posted) <= 0)
+    if (!rn->keyspace || rc->state != RCHAN_SUBSCRIBED || pe_id_cmp(id, rc->last_posted) <= 0)
         return;
-    if (++rc->published_seen > rc->xadd_events && rn->keyspace)
-        schedule_fetch(rc);
+    if (rc->published_seen < rc->xadd_events) {
+        ++rc->published_seen;
+        return;
+    }
+    rc->refetch = 1;
+    schedule_fetch(rc);
 }
 
 /* One entry announced on a channel's pub/sub channel (alone or in a batch; already counted by

@@ -33,8 +33,11 @@
  *     plain XADD followed by an entry announced twice in one call (the counts of events and
  *     announcements even out while the first entry waits for its fetch): both once, in order;
  *     6c: an entry announced again after it was posted, then a plain XADD: the XADD delivered;
- *  7. a direct call with fewer key records than keyed messages is refused before it stores or
- *     announces anything (its first message already past one announcement's size).
+ *     6d: an announcement whose event the node missed, then a plain XADD in the same read: the
+ *     XADD delivered;
+ *  7. direct calls with fewer key records than keyed messages, or a window or count that is
+ *     not a number, are refused before they store or announce anything (the first message
+ *     already past one announcement's size).
  * Not covered here: a node of an older version receiving a batch announcement (it drops it:
  * docs/operations.md, rolling upgrades); the parser itself is in tests/unit/test_redis_reply.c
  * and tests/fuzz/fuzz_redis_reply.c.
@@ -522,7 +525,29 @@ describe('the Redis publish pipeline', () => {
             [{ id: m1.json.id, n: 1 }, { id: x, n: 2 }, { id: m3.json.id, n: 3 }]);
     });
 
-    it('7. a call with fewer key records than keyed messages: refused before anything is stored or announced', {
+    it('6d. keyspace events on: an announcement whose event the node missed, then a plain XADD in the same read: the XADD delivered', {
+        timeout: 60000,
+    }, async (t) => {
+        const { r, nodes: [a] } = await redisAndNodes(t, 1, { keyspace: true });
+        const ch = uniqueChannel('missed');
+        const sub = await liveSub(t, r, a, ch);
+        /* An announcement with no xadd event before it stands for one whose event came while the
+         * channel was priming. Counted, it would cancel out the plain XADD's event that follows
+         * in the same read, and the next publish would move the channel past that entry. Its
+         * entry is not in the stream: the fetch, which reads the stream, delivers only P. */
+        const p = await redisCmd(r.port, ['EVAL', `
+            local ms = tonumber(redis.call('TIME')[1]) * 1000 + 1000
+            redis.call('PUBLISH', KEYS[1], string.format('%.0f', ms) .. '-1 {"n":1}')
+            return redis.call('XADD', KEYS[1], string.format('%.0f', ms) .. '-2', 'd', '{"n":2}')`, '1', `pe:{${ch}}`]);
+        await delay(100);
+        const m3 = await publish(a.url, ch, { n: 3 });
+        assert.equal(m3.status, 200);
+        await sub.waitFor(() => sub.envelopes().length >= 2 || null, 5000, '2 messages');
+        await delay(200);
+        assert.deepEqual(sub.envelopes().map((e) => ({ id: e.id, n: e.data.n })), [{ id: p, n: 2 }, { id: m3.json.id, n: 3 }]);
+    });
+
+    it('7. calls refused for their arguments (fewer key records than keyed messages, a bad window or count): before anything is stored or announced', {
         timeout: 60000,
     }, async (t) => {
         const { r, nodes: [a] } = await redisAndNodes(t, 1);
@@ -532,11 +557,18 @@ describe('the Redis publish pipeline', () => {
         /* 5 KiB first: past ANNOUNCE_BYTES, so a check made inside the loop would come after
          * the first chunk's PUBLISH. */
         const big = JSON.stringify({ pad: 'x'.repeat(5000) });
+        const key = `pe:{${ch}}`, rec = `pe:{${ch}}:idem:k1`;
+        const calls = [];
         for (const fn of ['pushedge_publish_batch', 'pushedge_publish_many']) {
-            await assert.rejects(redisCmd(r.port, ['FCALL', fn, '2', `pe:{${ch}}`, `pe:{${ch}}:idem:k1`,
-                '1000', '86400000', '60000', '0', big, '1', '{"n":2}', '1', '{"n":3}']),
-            /fewer key records than keyed messages/, fn);
+            calls.push([/fewer key records than keyed messages/, ['FCALL', fn, '2', key, rec,
+                '1000', '86400000', '60000', '0', big, '1', '{"n":2}', '1', '{"n":3}']]);
+            for (const window of ['soon', '0', '1.5'])
+                calls.push([/ERR usage/, ['FCALL', fn, '2', key, rec, '1000', '86400000', window, '0', big, '1', '{"n":2}']]);
         }
+        calls.push([/ERR usage/, ['FCALL', 'pushedge_publish', '2', key, rec, '{"n":1}', '1000', '86400000', 'soon']]);
+        calls.push([/ERR usage/, ['FCALL', 'pushedge_publish', '1', key, '{"n":1}', 'many']]);
+        for (const [error, cmd] of calls)
+            await assert.rejects(redisCmd(r.port, cmd), error, cmd.slice(1, 3).join(' ') + ' ' + cmd.slice(-5).join(' ').slice(0, 60));
         assert.deepEqual(await streamEntries(r.port, ch), [], 'nothing stored');
         assert.equal(await commandCalls(r.port, 'publish'), 0, 'nothing announced');
         await delay(200);
