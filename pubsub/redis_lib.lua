@@ -225,18 +225,21 @@ local function append(key, field, data, maxlen, ttl)
 end
 local function publish(keys, args)
   local key, ikey, data = keys[1], keys[2], args[1]
-  if key == nil or data == nil then
-    return redis.error_reply('ERR usage: FCALL pushedge_publish 1 pe:{channel} <json> [<count> <age-ms>]')
+  -- Every argument checked before the XADD: one refused later would leave the entry stored
+  -- but neither indexed nor announced.
+  local maxlen, ttl, window = tonumber(args[2] or MAXLEN), tonumber(args[3] or TTL_MS), tonumber(args[4] or WINDOW_MS)
+  if key == nil or data == nil or maxlen == nil or ttl == nil or window == nil or window < 1 or window % 1 ~= 0 then
+    return redis.error_reply('ERR usage: FCALL pushedge_publish 1 pe:{channel} [pe:{channel}:idem:<key>] <json> [<count> <age-ms> [<window-ms>]]')
   end
   if ikey ~= nil then
     local prev = redis.call('GET', ikey)
     if prev then return {prev, 1} end
   end
   local id = redis.call('XADD', key, '*', 'd', data)
-  settle(key, nil, 1, id, tonumber(args[2] or MAXLEN), tonumber(args[3] or TTL_MS))
+  settle(key, nil, 1, id, maxlen, ttl)
   redis.call('PUBLISH', key, id .. ' ' .. data)
   if ikey ~= nil then
-    redis.call('SET', ikey, id, 'PX', args[4] or WINDOW_MS)
+    redis.call('SET', ikey, id, 'PX', window)
     return {id, 0}
   end
   return id
@@ -262,12 +265,14 @@ end
 local function many(keys, args, once)
   local key = keys[1]
   local maxlen, ttl, window = tonumber(args[1]), tonumber(args[2]), args[3]
-  local nargs = #args
-  if key == nil or maxlen == nil or ttl == nil or window == nil or nargs < 5 or nargs % 2 ~= 1 then
+  local nargs, wn = #args, tonumber(window)
+  -- The window too, though only SET ... PX reads it: refused there, it would fail the call
+  -- after the messages before it were stored.
+  if key == nil or maxlen == nil or ttl == nil or wn == nil or wn < 1 or wn % 1 ~= 0 or nargs < 5 or nargs % 2 ~= 1 then
     return redis.error_reply('ERR usage: FCALL pushedge_publish_many <1+k> pe:{channel} [idem keys] <count> <age-ms> <window-ms> <keyed> <json> ...')
   end
-  -- Every keyed message has its record: checked before anything is stored, so a malformed
-  -- call stores and announces nothing rather than its first chunks.
+  -- Every keyed message has its record: checked before anything is stored, so a call refused
+  -- for its arguments stores and announces nothing rather than its first chunks.
   local nkeys, prevs, seen = #keys, nil, nil
   local keyed = 0
   for i = 4, nargs, 2 do
