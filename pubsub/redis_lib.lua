@@ -50,6 +50,15 @@ local WINDOW_MS = 300000
 local MARK = '18446744073709551615'
 -- A batch's announcement is cut into PUBLISHes of about this many bytes of JSON (see many).
 local ANNOUNCE_BYTES = 4096
+-- A count, age or window argument as a number: whole, from 1 to 10^15 (exact in a Lua number,
+-- and written back by redis.call as plain digits, which every command takes), else nil. Checked
+-- before anything is stored: an argument a command refused after the XADD would fail the call
+-- with its entry stored but neither indexed nor announced.
+local function whole(v)
+  local n = tonumber(v)
+  if n == nil or n < 1 or n > 1e15 or n % 1 ~= 0 then return nil end
+  return n
+end
 -- "ms-seq" -> ms, seq (as strings).
 local function split(id)
   local d = string.find(id, '-', 1, true)
@@ -225,10 +234,10 @@ local function append(key, field, data, maxlen, ttl)
 end
 local function publish(keys, args)
   local key, ikey, data = keys[1], keys[2], args[1]
-  -- Every argument checked before the XADD: one refused later would leave the entry stored
-  -- but neither indexed nor announced.
-  local maxlen, ttl, window = tonumber(args[2] or MAXLEN), tonumber(args[3] or TTL_MS), tonumber(args[4] or WINDOW_MS)
-  if key == nil or data == nil or maxlen == nil or ttl == nil or window == nil or window < 1 or window % 1 ~= 0 then
+  -- The window only where a key is recorded (an unkeyed call's fourth argument is unused).
+  local maxlen, ttl, window = whole(args[2] or MAXLEN), whole(args[3] or TTL_MS), nil
+  if ikey ~= nil then window = whole(args[4] or WINDOW_MS) end
+  if key == nil or data == nil or maxlen == nil or ttl == nil or (ikey ~= nil and window == nil) then
     return redis.error_reply('ERR usage: FCALL pushedge_publish 1 pe:{channel} [pe:{channel}:idem:<key>] <json> [<count> <age-ms> [<window-ms>]]')
   end
   if ikey ~= nil then
@@ -264,11 +273,10 @@ end
 --     unless told not to (--redis-batch-announce 0; docs/operations.md, rolling upgrades).
 local function many(keys, args, once)
   local key = keys[1]
-  local maxlen, ttl, window = tonumber(args[1]), tonumber(args[2]), args[3]
-  local nargs, wn = #args, tonumber(window)
-  -- The window too, though only SET ... PX reads it: refused there, it would fail the call
-  -- after the messages before it were stored.
-  if key == nil or maxlen == nil or ttl == nil or wn == nil or wn < 1 or wn % 1 ~= 0 or nargs < 5 or nargs % 2 ~= 1 then
+  -- The window too, though only a keyed message's SET ... PX reads it.
+  local maxlen, ttl, window = whole(args[1]), whole(args[2]), whole(args[3])
+  local nargs = #args
+  if key == nil or maxlen == nil or ttl == nil or window == nil or nargs < 5 or nargs % 2 ~= 1 then
     return redis.error_reply('ERR usage: FCALL pushedge_publish_many <1+k> pe:{channel} [idem keys] <count> <age-ms> <window-ms> <keyed> <json> ...')
   end
   -- Every keyed message has its record: checked before anything is stored, so a call refused
@@ -430,7 +438,8 @@ end
 --     changes. The event is cut from the member's JSON, whose layout pushedge fixes.
 local function presence(keys, args)
   local key, mkey, op, client, member, max = keys[1], keys[2], args[1], args[2], args[3], tonumber(args[4])
-  if key == nil or mkey == nil or client == nil or max == nil then
+  local maxlen, ttl = whole(args[5] or MAXLEN), whole(args[6] or TTL_MS)
+  if key == nil or mkey == nil or client == nil or max == nil or maxlen == nil or ttl == nil then
     return redis.error_reply('ERR usage: FCALL pushedge_presence 2 pe:{channel} pe:{channel}:members join|leave <client> <member> <max>')
   end
   if op == 'join' then
@@ -447,7 +456,7 @@ local function presence(keys, args)
   local cut = string.find(member, ',"transport":"[^"]*","since":%d+}$')
   if cut == nil then return 1 end
   local event = '{"channel":"' .. string.sub(key, 5, -2) .. '",' .. string.sub(member, 2, cut - 1) .. '}'
-  append(key, op == 'join' and 'j' or 'l', event, tonumber(args[5] or MAXLEN), tonumber(args[6] or TTL_MS))
+  append(key, op == 'join' and 'j' or 'l', event, maxlen, ttl)
   return 1
 end
 -- Node heartbeats: pe:nodes is a sorted set of node ids scored by their last beat (Redis's

@@ -547,7 +547,7 @@ describe('the Redis publish pipeline', () => {
         assert.deepEqual(sub.envelopes().map((e) => ({ id: e.id, n: e.data.n })), [{ id: p, n: 2 }, { id: m3.json.id, n: 3 }]);
     });
 
-    it('7. calls refused for their arguments (fewer key records than keyed messages, a bad window or count): before anything is stored or announced', {
+    it('7. calls refused for their arguments (fewer key records than keyed messages, a bad window, count or age): before anything is stored or announced; the forms Redis would refuse later are taken as numbers', {
         timeout: 60000,
     }, async (t) => {
         const { r, nodes: [a] } = await redisAndNodes(t, 1);
@@ -562,16 +562,38 @@ describe('the Redis publish pipeline', () => {
         for (const fn of ['pushedge_publish_batch', 'pushedge_publish_many']) {
             calls.push([/fewer key records than keyed messages/, ['FCALL', fn, '2', key, rec,
                 '1000', '86400000', '60000', '0', big, '1', '{"n":2}', '1', '{"n":3}']]);
-            for (const window of ['soon', '0', '1.5'])
+            for (const window of ['soon', '0', '1.5', 'nan', '1e17'])
                 calls.push([/ERR usage/, ['FCALL', fn, '2', key, rec, '1000', '86400000', window, '0', big, '1', '{"n":2}']]);
+            /* A count or age Redis takes in XREVRANGE ... COUNT, LPOP or the age cut only once
+             * the entries are in; or one that trims the new entry itself. */
+            for (const [count, age] of [['2.5', '86400000'], ['nan', '86400000'], ['1e20', '86400000'], ['0', '86400000'],
+                ['-3', '86400000'], ['1000', '0'], ['1000', '-1'], ['1000', 'inf']])
+                calls.push([/ERR usage/, ['FCALL', fn, '1', key, count, age, '60000', '0', big, '0', '{"n":2}']]);
         }
         calls.push([/ERR usage/, ['FCALL', 'pushedge_publish', '2', key, rec, '{"n":1}', '1000', '86400000', 'soon']]);
         calls.push([/ERR usage/, ['FCALL', 'pushedge_publish', '1', key, '{"n":1}', 'many']]);
+        calls.push([/ERR usage/, ['FCALL', 'pushedge_publish', '1', key, '{"n":1}', '2.5', '86400000']]);
+        calls.push([/ERR usage/, ['FCALL', 'pushedge_publish', '1', key, '{"n":1}', '1000', '0']]);
+        const member = '{"client":"c1","user":"u","transport":"ws","since":1}';
+        calls.push([/ERR usage/, ['FCALL', 'pushedge_presence', '2', key, `pe:{${ch}}:members`, 'join', 'c1', member, '100', '2.5', '86400000']]);
         for (const [error, cmd] of calls)
             await assert.rejects(redisCmd(r.port, cmd), error, cmd.slice(1, 3).join(' ') + ' ' + cmd.slice(-5).join(' ').slice(0, 60));
         assert.deepEqual(await streamEntries(r.port, ch), [], 'nothing stored');
+        assert.equal(await redisCmd(r.port, ['HLEN', `pe:{${ch}}:members`]), 0, 'no member registered');
         assert.equal(await commandCalls(r.port, 'publish'), 0, 'nothing announced');
         await delay(200);
         assert.equal(sub.envelopes().length, 0, 'nothing delivered');
+
+        /* Forms that are whole numbers are taken as such: "1e3" reaches SET ... PX as 1000 (the
+         * raw text made SET fail after the XADDs), and an unkeyed call's unused fourth argument
+         * is not looked at. */
+        await redisCmd(r.port, ['FCALL', 'pushedge_publish_many', '2', key, rec, '1000', '86400000', '1e3', '0', '{"n":1}', '1', '{"n":2}']);
+        const pttl = await redisCmd(r.port, ['PTTL', rec]);
+        assert.ok(pttl > 0 && pttl <= 1000, `key recorded for 1 s (PTTL ${pttl})`);
+        await redisCmd(r.port, ['FCALL', 'pushedge_publish', '1', key, '{"n":3}', '1000', '86400000', '0']);
+        await sub.waitFor(() => sub.envelopes().length >= 3 || null, 5000, '3 messages');
+        await delay(200);
+        assert.deepEqual(sub.envelopes().map((e) => e.data.n), [1, 2, 3], 'each once, in order');
+        assert.equal((await streamEntries(r.port, ch)).length, 3);
     });
 });
