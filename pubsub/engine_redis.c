@@ -161,15 +161,12 @@ static void send_beat(rnode_t *rn);
 
 /* ---- messages from Redis --------------------------------------------------------------------- */
 
-/* A message from the text Redis holds. Entries written by pushedge_publish are JSON; a plain XADD
- * may hold anything, and a value that is not JSON is delivered as a JSON string rather than
+/* A message from a stream entry's value. Entries written by pushedge_publish are JSON; a plain
+ * XADD may hold anything, and a value that is not JSON is delivered as a JSON string rather than
  * dropped or passed on broken. */
 static pe_msg_t *
-make_msg(pe_id_t id, const char *name, size_t name_len, const char *data, size_t len)
+make_data_msg(pe_id_t id, const char *name, size_t name_len, const char *data, size_t len)
 {
-    /* A presence event (redis_lib.lua "append"): \x1e, j or l, then the event's JSON. */
-    if (len > 2 && data[0] == '\x1e' && (data[1] == 'j' || data[1] == 'l'))
-        return pe_ps__msg_new_kind(id, name, name_len, data + 2, len - 2, data[1] == 'j' ? PE_MSG_JOIN : PE_MSG_LEAVE);
     json_error_t jerr;
     json_t *v = pe_json_load_untrusted(data, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr);
     if (v != NULL) {
@@ -182,6 +179,16 @@ make_msg(pe_id_t id, const char *name, size_t name_len, const char *data, size_t
     pe_msg_t *msg = pe_msg_new(id, name, name_len, text != NULL ? text : "null", text != NULL ? strlen(text) : 4);
     free(text);
     return msg;
+}
+
+/* A message from an announcement or a pushedge_read entry: a presence event is written \x1e, j
+ * or l, then the event's JSON (redis_lib.lua "append"). */
+static pe_msg_t *
+make_msg(pe_id_t id, const char *name, size_t name_len, const char *data, size_t len)
+{
+    if (len > 2 && data[0] == '\x1e' && (data[1] == 'j' || data[1] == 'l'))
+        return pe_ps__msg_new_kind(id, name, name_len, data + 2, len - 2, data[1] == 'j' ? PE_MSG_JOIN : PE_MSG_LEAVE);
+    return make_data_msg(id, name, name_len, data, len);
 }
 
 /* "pe:{NAME}" -> NAME; returns 0 or -1. */
@@ -525,9 +532,13 @@ on_fetch_reply(void *ctx, redisReply *reply)
         pe_id_t id;
         const char *data;
         size_t data_len;
-        if (pe_redis_stream_entry(reply->element[i], &id, &data, &data_len) != 0 || pe_id_cmp(id, rc->last_posted) <= 0)
+        int presence;
+        if (pe_redis_stream_entry(reply->element[i], &id, &data, &data_len, &presence) != 0 || pe_id_cmp(id, rc->last_posted) <= 0)
             continue;
-        pe_msg_t *msg = make_msg(id, rc->name, rc->name_len, data, data_len);
+        /* An entry as stored: its fields tell a presence event, not a prefix. */
+        pe_msg_t *msg = presence != 0 ? pe_ps__msg_new_kind(id, rc->name, rc->name_len, data, data_len,
+                                                            presence == 'j' ? PE_MSG_JOIN : PE_MSG_LEAVE)
+                                      : make_data_msg(id, rc->name, rc->name_len, data, data_len);
         post(rn, rc, msg);
         pe_msg_release(msg);
     }

@@ -55,9 +55,11 @@ int pe_redis_read_entry(const struct redisReply *reply, size_t i, pe_id_t *id, c
 /**
  * One entry of an XRANGE reply, [id, [field, value, ...]]: returns 0 with its ID and the value
  * of the field "d" (pushedge_publish) or "data" (a plain XADD producer's usual name), else of
- * the first field; -1 if the entry is malformed or that value is not a string.
+ * the first field; -1 if the entry is malformed or that value is not a string. *presence is 'j'
+ * or 'l' for a presence event (one field, named j or l: redis_lib.lua "append"), else 0, as
+ * pushedge_read tells them apart.
  */
-int pe_redis_stream_entry(const struct redisReply *entry, pe_id_t *id, const char **data, size_t *data_len);
+int pe_redis_stream_entry(const struct redisReply *entry, pe_id_t *id, const char **data, size_t *data_len, int *presence);
 
 /**
  * One element of a CLUSTER SLOTS reply, [from, to, [host, port, ...], replicas...]: returns 1

@@ -35,6 +35,8 @@
  *     6c: an entry announced again after it was posted, then a plain XADD: the XADD delivered;
  *     6d: an announcement whose event the node missed, then a plain XADD in the same read: the
  *     XADD delivered;
+ *     6e: a plain XADD, then a presence event in the same read (the event left to the fetch):
+ *     the event delivered as a join to presence subscribers, not as a message to all;
  *  7. direct calls with fewer key records than keyed messages, or a window or count that is
  *     not a number, are refused before they store or announce anything (the first message
  *     already past one announcement's size).
@@ -344,8 +346,8 @@ describe('the Redis publish pipeline', () => {
     }
 
     /* An SSE subscriber of ch on node, live, once Redis counts `listeners` subscriptions to ch. */
-    async function liveSub(t, r, node, ch, listeners = 1) {
-        const sub = await openSSE(node.url, `/sse?channel=${ch}`, { t });
+    async function liveSub(t, r, node, ch, listeners = 1, query = '') {
+        const sub = await openSSE(node.url, `/sse?channel=${ch}${query}`, { t });
         await sub.waitLive();
         await waitSubscribed(r.port, ch, listeners);
         return sub;
@@ -545,6 +547,37 @@ describe('the Redis publish pipeline', () => {
         await sub.waitFor(() => sub.envelopes().length >= 2 || null, 5000, '2 messages');
         await delay(200);
         assert.deepEqual(sub.envelopes().map((e) => ({ id: e.id, n: e.data.n })), [{ id: p, n: 2 }, { id: m3.json.id, n: 3 }]);
+    });
+
+    it('6e. keyspace events on: a plain XADD, then a presence event in the same read: the fetch delivers a join, not a message', {
+        timeout: 60000,
+    }, async (t) => {
+        const { r, nodes: [a] } = await redisAndNodes(t, 1, { keyspace: true });
+        const ch = uniqueChannel('fetchjoin');
+        const plain = await liveSub(t, r, a, ch);
+        const pres = await liveSub(t, r, a, ch, 1, '&presence=1');
+        await delay(200); /* its own join, if it sees it, comes first */
+        const joined = pres.events.length;
+        /* What pushedge_presence appends and announces, after a plain XADD: the event's
+         * announcement finds an xadd event unaccounted for, so both go to the fetch. */
+        const ev = JSON.stringify({ channel: ch, client: 'x.1', user: null, node: 'elsewhere' });
+        const [x, j] = await redisCmd(r.port, ['EVAL', `
+            local x = redis.call('XADD', KEYS[1], '*', 'd', '{"n":1}')
+            local j = redis.call('XADD', KEYS[1], '*', 'j', ARGV[1])
+            redis.call('PUBLISH', KEYS[1], j .. ' \\30j' .. ARGV[1])
+            return {x, j}`, '1', `pe:{${ch}}`, ev]);
+        await delay(100);
+        const m3 = await publish(a.url, ch, { n: 3 });
+        assert.equal(m3.status, 200);
+        await plain.waitFor(() => plain.envelopes().length >= 2 || null, 5000, '2 messages');
+        await pres.waitFor(() => pres.envelopes().length >= 2 || null, 5000, '2 messages');
+        await delay(200);
+        const want = [{ id: x, n: 1 }, { id: m3.json.id, n: 3 }];
+        assert.deepEqual(plain.envelopes().map((e) => ({ id: e.id, n: e.data.n })), want, 'no presence event as a message');
+        assert.deepEqual(pres.envelopes().map((e) => ({ id: e.id, n: e.data.n })), want);
+        const after = pres.events.slice(joined).map((e) => ({ type: e.type, id: e.lastEventId, data: e.type === 'join' ? JSON.parse(e.data) : undefined }));
+        assert.deepEqual(after.filter((e) => e.type !== 'message'), [{ type: 'join', id: j, data: JSON.parse(ev) }], 'the join, once');
+        assert.deepEqual(after.map((e) => e.id), [x, j, m3.json.id], 'in stream order');
     });
 
     it('7. calls refused for their arguments (fewer key records than keyed messages, a bad window, count or age): before anything is stored or announced; the forms Redis would refuse later are taken as numbers', {

@@ -252,8 +252,10 @@ check_tree(const redisReply *root, const redisReply *r)
             }
         }
     }
-    if (pe_redis_stream_entry(r, &id, &data, &len) == 0) {
+    int presence;
+    if (pe_redis_stream_entry(r, &id, &data, &len, &presence) == 0) {
         check_id(id);
+        CHECK(presence == 0 || presence == 'j' || presence == 'l');
         CHECK(borrowed_from(r, data, len));
     }
     unsigned from, to, port;
