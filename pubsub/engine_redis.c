@@ -161,12 +161,15 @@ static void send_beat(rnode_t *rn);
 
 /* ---- messages from Redis --------------------------------------------------------------------- */
 
-/* A message from a stream entry's value. Entries written by pushedge_publish are JSON; a plain
- * XADD may hold anything, and a value that is not JSON is delivered as a JSON string rather than
- * dropped or passed on broken. */
+/* A message from the text Redis holds (an announcement, a read's entry). Entries written by
+ * pushedge_publish are JSON; a plain XADD may hold anything, and a value that is not JSON is
+ * delivered as a JSON string rather than dropped or passed on broken. */
 static pe_msg_t *
-make_data_msg(pe_id_t id, const char *name, size_t name_len, const char *data, size_t len)
+make_msg(pe_id_t id, const char *name, size_t name_len, const char *data, size_t len)
 {
+    /* A presence event (redis_lib.lua "append"): \x1e, j or l, then the event's JSON. */
+    if (len > 2 && data[0] == '\x1e' && (data[1] == 'j' || data[1] == 'l'))
+        return pe_ps__msg_new_kind(id, name, name_len, data + 2, len - 2, data[1] == 'j' ? PE_MSG_JOIN : PE_MSG_LEAVE);
     json_error_t jerr;
     json_t *v = pe_json_load_untrusted(data, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr);
     if (v != NULL) {
@@ -179,16 +182,6 @@ make_data_msg(pe_id_t id, const char *name, size_t name_len, const char *data, s
     pe_msg_t *msg = pe_msg_new(id, name, name_len, text != NULL ? text : "null", text != NULL ? strlen(text) : 4);
     free(text);
     return msg;
-}
-
-/* A message from an announcement or a pushedge_read entry: a presence event is written \x1e, j
- * or l, then the event's JSON (redis_lib.lua "append"). */
-static pe_msg_t *
-make_msg(pe_id_t id, const char *name, size_t name_len, const char *data, size_t len)
-{
-    if (len > 2 && data[0] == '\x1e' && (data[1] == 'j' || data[1] == 'l'))
-        return pe_ps__msg_new_kind(id, name, name_len, data + 2, len - 2, data[1] == 'j' ? PE_MSG_JOIN : PE_MSG_LEAVE);
-    return make_data_msg(id, name, name_len, data, len);
 }
 
 /* "pe:{NAME}" -> NAME; returns 0 or -1. */
@@ -524,27 +517,40 @@ on_fetch_reply(void *ctx, redisReply *reply)
     rchan_t *rc = ctx;
     rnode_t *rn = rc->rn;
     rc->fetching = 0;
-    if (rc->dead || reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+    int gap, reached_end;
+    pe_id_t base;
+    size_t n;
+    if (rc->dead || reply == NULL || pe_redis_parse_read(reply, &gap, &base, &reached_end, &n) != 0) {
         rchan_release(rc);
         return;
     }
-    for (size_t i = 0; i != reply->elements; ++i) {
+    for (size_t i = 0; i != n; ++i) {
         pe_id_t id;
         const char *data;
         size_t data_len;
-        int presence;
-        if (pe_redis_stream_entry(reply->element[i], &id, &data, &data_len, &presence) != 0 || pe_id_cmp(id, rc->last_posted) <= 0)
+        if (pe_redis_read_entry(reply, i, &id, &data, &data_len) != 0 || pe_id_cmp(id, rc->last_posted) <= 0)
             continue;
-        /* An entry as stored: its fields tell a presence event, not a prefix. */
-        pe_msg_t *msg = presence != 0 ? pe_ps__msg_new_kind(id, rc->name, rc->name_len, data, data_len,
-                                                            presence == 'j' ? PE_MSG_JOIN : PE_MSG_LEAVE)
-                                      : make_data_msg(id, rc->name, rc->name_len, data, data_len);
+        if (gap) {
+            base = id; /* (the page's newest, once the loop is done) */
+            continue;
+        }
+        pe_msg_t *msg = make_msg(id, rc->name, rc->name_len, data, data_len);
         post(rn, rc, msg);
         pe_msg_release(msg);
     }
-    /* A full page: more may follow; fetch again. Entries announced while this one was in
-     * flight too (refetch). */
-    if ((reply->elements == PE_REDIS_FETCH_PAGE || rc->refetch) && pe_redis_link_is_up(rn->link)) {
+    if (gap) {
+        /* Entries after the position were trimmed before this read could take them (a burst of
+         * plain XADDs past a small --history-size): the live feed missed them. Every subscriber
+         * reads again from its own position, and is told of the gap there; the cache starts a
+         * new epoch. */
+        if (pe_id_cmp(base, rc->last_posted) > 0)
+            rc->last_posted = base;
+        reset_recent(rc);
+        pe_ps_node__resync(rn->node, rc->name, rc->name_len);
+    }
+    /* A page that did not reach the end: more follow; fetch again. Entries announced while this
+     * one was in flight too (refetch). */
+    if ((!reached_end || rc->refetch) && pe_redis_link_is_up(rn->link)) {
         rc->refetch = 1;
         schedule_fetch(rc);
     }
@@ -575,13 +581,15 @@ run_fetch(pe_ps_deferred_t *d)
     rc->xadd_events = rc->published_seen = 0;
     rc->refetch = 0;
     if (needed && !rc->fetching && pe_redis_link_is_up(rn->link) && rc->state == RCHAN_SUBSCRIBED) {
-        char start[PE_ID_MAXLEN + 2], count[24];
-        start[0] = '(';
-        size_t slen = 1 + pe_id_format(rc->last_posted, start + 1);
+        /* A history read from the position, not a bare XRANGE: it tells a gap (entries trimmed
+         * before it ran) and presence events as every read does. */
+        char after[PE_ID_MAXLEN + 1], count[24];
+        size_t alen = pe_id_format(rc->last_posted, after);
         int clen = snprintf(count, sizeof(count), "%d", PE_REDIS_FETCH_PAGE);
-        const char *argv[] = {"XRANGE", rc->key, start, "+", "COUNT", count};
-        size_t argvlen[] = {6, rc->key_len, slen, 1, 5, (size_t)clen};
-        if (pe_redis_link_command(rn->link, rc->key, rc->key_len, on_fetch_reply, rc, 6, argv, argvlen) == 0) {
+        const char *ttl = rn->engine->ttl;
+        const char *argv[] = {"FCALL_RO", "pushedge_read", "1", rc->key, "after", after, "1", count, ttl};
+        size_t argvlen[] = {8, 13, 1, rc->key_len, 5, alen, 1, (size_t)clen, strlen(ttl)};
+        if (pe_redis_link_command(rn->link, rc->key, rc->key_len, on_fetch_reply, rc, 9, argv, argvlen) == 0) {
             rc->fetching = 1;
             ++rc->busy;
         }

@@ -83,35 +83,6 @@ pe_redis_read_entry(const redisReply *reply, size_t i, pe_id_t *id, const char *
     return 0;
 }
 
-static int
-str_is(const redisReply *r, const char *s, size_t len)
-{
-    return r->type == REDIS_REPLY_STRING && r->len == len && memcmp(r->str, s, len) == 0;
-}
-
-int
-pe_redis_stream_entry(const redisReply *e, pe_id_t *id, const char **data, size_t *data_len, int *presence)
-{
-    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING ||
-        e->element[1]->type != REDIS_REPLY_ARRAY || e->element[1]->elements < 2 ||
-        pe_id_parse(e->element[0]->str, e->element[0]->len, id) != 0)
-        return -1;
-    const redisReply *f = e->element[1], *v = f->element[1];
-    *presence = 0;
-    if (f->elements == 2 && (str_is(f->element[0], "j", 1) || str_is(f->element[0], "l", 1)))
-        *presence = f->element[0]->str[0];
-    for (size_t j = 0; *presence == 0 && j + 1 < f->elements; j += 2)
-        if (str_is(f->element[j], "d", 1) || str_is(f->element[j], "data", 4)) {
-            v = f->element[j + 1];
-            break;
-        }
-    if (v->type != REDIS_REPLY_STRING)
-        return -1;
-    *data = v->str;
-    *data_len = v->len;
-    return 0;
-}
-
 int
 pe_redis_slot_range(const redisReply *r, unsigned *from, unsigned *to, const char **host, unsigned *port)
 {

@@ -1,7 +1,7 @@
 /*
  * redis_reply.h: reading Redis replies for the Redis engine (engine_redis.c), as pure functions
  * over hiredis reply trees and error strings: what a MOVED/ASK redirection says, the answer of
- * pushedge_read, a stream entry of XRANGE, a range of CLUSTER SLOTS, a pub/sub announcement
+ * pushedge_read, a range of CLUSTER SLOTS, a pub/sub announcement
  * (single or batch).
  * Kept apart from the engine so that each is fuzzed (tests/fuzz/fuzz_redis_reply.c) with
  * synthetic reply trees. Every function only reads the tree; pointers it returns borrow from it.
@@ -51,15 +51,6 @@ int pe_redis_parse_read(const struct redisReply *reply, int *gap, pe_id_t *base,
  * its JSON text (borrowed); -1 if that pair is malformed (the entry is skipped).
  */
 int pe_redis_read_entry(const struct redisReply *reply, size_t i, pe_id_t *id, const char **data, size_t *data_len);
-
-/**
- * One entry of an XRANGE reply, [id, [field, value, ...]]: returns 0 with its ID and the value
- * of the field "d" (pushedge_publish) or "data" (a plain XADD producer's usual name), else of
- * the first field; -1 if the entry is malformed or that value is not a string. *presence is 'j'
- * or 'l' for a presence event (one field, named j or l: redis_lib.lua "append"), else 0, as
- * pushedge_read tells them apart.
- */
-int pe_redis_stream_entry(const struct redisReply *entry, pe_id_t *id, const char **data, size_t *data_len, int *presence);
 
 /**
  * One element of a CLUSTER SLOTS reply, [from, to, [host, port, ...], replicas...]: returns 1

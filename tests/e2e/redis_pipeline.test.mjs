@@ -37,9 +37,11 @@
  *     XADD delivered;
  *     6e: a plain XADD, then a presence event in the same read (the event left to the fetch):
  *     the event delivered as a join to presence subscribers, not as a message to all;
- *  7. direct calls with fewer key records than keyed messages, or a window or count that is
- *     not a number, are refused before they store or announce anything (the first message
- *     already past one announcement's size).
+ *     6f: plain XADDs trimmed before the node's fetch reads them: the subscriber is told of the
+ *     gap, then gets what is retained;
+ *  7. direct calls with fewer key records than keyed messages, or a count, age or window that
+ *     is not a whole number from 1 to 10^15, are refused before they store or announce anything
+ *     (the first message already past one announcement's size); "1e3" is taken as 1000.
  * Not covered here: a node of an older version receiving a batch announcement (it drops it:
  * docs/operations.md, rolling upgrades); the parser itself is in tests/unit/test_redis_reply.c
  * and tests/fuzz/fuzz_redis_reply.c.
@@ -578,6 +580,30 @@ describe('the Redis publish pipeline', () => {
         const after = pres.events.slice(joined).map((e) => ({ type: e.type, id: e.lastEventId, data: e.type === 'join' ? JSON.parse(e.data) : undefined }));
         assert.deepEqual(after.filter((e) => e.type !== 'message'), [{ type: 'join', id: j, data: JSON.parse(ev) }], 'the join, once');
         assert.deepEqual(after.map((e) => e.id), [x, j, m3.json.id], 'in stream order');
+    });
+
+    it('6f. keyspace events on: plain XADDs trimmed before the fetch reads them: a gap, then what is retained', {
+        timeout: 60000,
+    }, async (t) => {
+        const { r, nodes: [a] } = await redisAndNodes(t, 1, { keyspace: true, args: ['--history-size', '3'] });
+        const ch = uniqueChannel('trimmedfetch');
+        const sub = await liveSub(t, r, a, ch);
+        const m0 = await publish(a.url, ch, { n: 0 });
+        assert.equal(m0.status, 200);
+        await sub.waitFor(() => sub.envelopes().length >= 1 || null, 5000, 'the first message');
+        /* Six plain XADDs, then a cut to 3 (as the next publish's exact cut would make) before
+         * the node's XRANGE runs: it finds n 4-6 only. */
+        const ids = await redisCmd(r.port, ['EVAL', `
+            local ids = {}
+            for i = 1, 6 do ids[i] = redis.call('XADD', KEYS[1], '*', 'd', '{"n":' .. i .. '}') end
+            redis.call('XTRIM', KEYS[1], 'MAXLEN', 3)
+            return ids`, '1', `pe:{${ch}}`]);
+        await sub.waitFor(() => sub.envelopes().length >= 4 || null, 5000, '4 messages');
+        await delay(200);
+        assert.deepEqual(sub.envelopes().map((e) => e.data.n), [0, 4, 5, 6]);
+        const seq = sub.events.map((e) => e.type).filter((x) => x === 'gap' || x === 'message');
+        assert.deepEqual(seq, ['message', 'gap', 'message', 'message', 'message'], 'told of the gap before n 4');
+        assert.equal(sub.envelopes()[1].id, ids[3]);
     });
 
     it('7. calls refused for their arguments (fewer key records than keyed messages, a bad window, count or age): before anything is stored or announced; the forms Redis would refuse later are taken as numbers', {

@@ -252,12 +252,6 @@ check_tree(const redisReply *root, const redisReply *r)
             }
         }
     }
-    int presence;
-    if (pe_redis_stream_entry(r, &id, &data, &len, &presence) == 0) {
-        check_id(id);
-        CHECK(presence == 0 || presence == 'j' || presence == 'l');
-        CHECK(borrowed_from(r, data, len));
-    }
     unsigned from, to, port;
     const char *host;
     int k = pe_redis_slot_range(r, &from, &to, &host, &port);

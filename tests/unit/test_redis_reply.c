@@ -91,54 +91,6 @@ arr(redisReply **e, size_t n)
 }
 
 static void
-test_stream_entry(void)
-{
-    pe_id_t id;
-    const char *data;
-    size_t len;
-    int presence;
-    redisReply f1 = str("x"), v1 = str("1"), f2 = str("data"), v2 = str("{\"a\":1}");
-    redisReply *fields[] = {&f1, &v1, &f2, &v2};
-    redisReply rid = str("5-7"), rf = arr(fields, 4);
-    redisReply *pair[] = {&rid, &rf};
-    redisReply e = arr(pair, 2);
-    TAP_EQ_INT(pe_redis_stream_entry(&e, &id, &data, &len, &presence), 0, "entry read");
-    TAP_EQ_UINT(id.ms, 5, "id ms");
-    TAP_EQ_UINT(id.seq, 7, "id seq");
-    TAP_EQ_MEM(data, len, "{\"a\":1}", 7, "the data field wins over the first");
-    TAP_EQ_INT(presence, 0, "a message");
-
-    redisReply f3 = {.type = REDIS_REPLY_STRING, .str = "d\0x", .len = 3};
-    fields[2] = &f3;
-    TAP_EQ_INT(pe_redis_stream_entry(&e, &id, &data, &len, &presence), 0, "entry read");
-    TAP_EQ_MEM(data, len, "1", 1, "a field \"d<NUL>x\" is not \"d\": the first value is taken");
-
-    redisReply nil = {.type = REDIS_REPLY_NIL};
-    fields[1] = &nil;
-    TAP_EQ_INT(pe_redis_stream_entry(&e, &id, &data, &len, &presence), -1, "a value that is not a string");
-    rid = str("5-x");
-    fields[1] = &v1;
-    TAP_EQ_INT(pe_redis_stream_entry(&e, &id, &data, &len, &presence), -1, "a bad ID");
-
-    /* Presence events: one field, j or l (as pushedge_read tells them). */
-    rid = str("5-8");
-    redisReply fj = str("j"), fl = str("l"), ev = str("{\"client\":\"c\"}");
-    fields[0] = &fj, fields[1] = &ev;
-    rf = arr(fields, 2);
-    TAP_EQ_INT(pe_redis_stream_entry(&e, &id, &data, &len, &presence), 0, "a join read");
-    TAP_EQ_INT(presence, 'j', "a join");
-    TAP_EQ_MEM(data, len, "{\"client\":\"c\"}", 14, "its event");
-    fields[0] = &fl;
-    TAP_EQ_INT(pe_redis_stream_entry(&e, &id, &data, &len, &presence), 0, "a leave read");
-    TAP_EQ_INT(presence, 'l', "a leave");
-    fields[2] = &f2, fields[3] = &v2;
-    rf = arr(fields, 4);
-    TAP_EQ_INT(pe_redis_stream_entry(&e, &id, &data, &len, &presence), 0, "l with more fields");
-    TAP_EQ_INT(presence, 0, "more than one field: a message (a plain XADD's)");
-    TAP_EQ_MEM(data, len, "{\"a\":1}", 7, "its data field");
-}
-
-static void
 test_read(void)
 {
     redisReply gap = num(1), base = str("3-0"), end = num(0), id = str("4-0"), data = str("[1]"), badid = str("x"), d2 = str("2");
@@ -391,7 +343,6 @@ int
 main(void)
 {
     tap_subtest("redirect", test_redirect);
-    tap_subtest("stream entry", test_stream_entry);
     tap_subtest("read", test_read);
     tap_subtest("cluster slots", test_slots);
     tap_subtest("announcement", test_announcement);
